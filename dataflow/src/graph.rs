@@ -1,0 +1,481 @@
+//! The differential dataflow: live fills -> positions -> marks -> P&L views.
+//!
+//! Every view is a pure function of the *set* of input records, so arrival order, batching and
+//! worker count cannot change an answer, and a bust or correction is simply a retraction.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::input::{Input, InputSession};
+use differential_dataflow::operators::Iterate;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::Scope;
+
+use crate::marks::{choose_mark, Mark, MarkInput};
+use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Time, TradeEvent};
+use crate::money::Money;
+use crate::position::{Execution, PositionCore};
+use crate::views::{PositionView, Totals, Unmatched, ViewRecord, ViewSnapshot, ViewStore};
+
+/// Input handles of one worker. Counts are buffered and entered once per epoch.
+pub struct Inputs {
+    pub fills: InputSession<Time, Fill, Diff>,
+    pub corrections: InputSession<Time, Correction, Diff>,
+    pub busts: InputSession<Time, Bust, Diff>,
+    pub prices: InputSession<Time, PriceUpdate, Diff>,
+    counters: InputSession<Time, Counter, Diff>,
+    pending_counts: BTreeMap<Counter, Diff>,
+}
+
+impl Inputs {
+    /// Enters one decoded trade event (and counts it).
+    pub fn event(&mut self, event: TradeEvent) {
+        match event {
+            TradeEvent::Fill(fill) => {
+                self.count(Counter::Fills, 1);
+                self.fills.insert(fill);
+            }
+            TradeEvent::Correct(correction) => {
+                self.count(Counter::Corrections, 1);
+                self.corrections.insert(correction);
+            }
+            TradeEvent::Bust(bust) => {
+                self.count(Counter::Busts, 1);
+                self.busts.insert(bust);
+            }
+        }
+    }
+
+    pub fn price(&mut self, update: PriceUpdate) {
+        self.count(Counter::Prices, 1);
+        self.prices.insert(update);
+    }
+
+    pub fn count(&mut self, counter: Counter, n: Diff) {
+        *self.pending_counts.entry(counter).or_default() += n;
+    }
+
+    pub fn time(&self) -> Time {
+        *self.fills.time()
+    }
+
+    fn flush_counts(&mut self) {
+        for (counter, n) in std::mem::take(&mut self.pending_counts) {
+            if n != 0 {
+                self.counters.update(counter, n);
+            }
+        }
+    }
+
+    /// Closes the current epoch: nothing more will be entered at times before `time`.
+    pub fn advance_to(&mut self, time: Time) {
+        self.flush_counts();
+        self.fills.advance_to(time);
+        self.corrections.advance_to(time);
+        self.busts.advance_to(time);
+        self.prices.advance_to(time);
+        self.counters.advance_to(time);
+    }
+
+    pub fn flush(&mut self) {
+        self.flush_counts();
+        self.fills.flush();
+        self.corrections.flush();
+        self.busts.flush();
+        self.prices.flush();
+        self.counters.flush();
+    }
+
+    /// Ends this worker's input; pending counts are entered first.
+    pub fn close(mut self) {
+        self.flush_counts();
+    }
+}
+
+/// Values grouped under a plain fill's ExecID. Variant order puts kills before the fill.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum ByExecId {
+    BustedBy(String),
+    CorrectedBy(String),
+    Fill(Fill),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum PlainOutcome {
+    Live(Fill),
+    /// A correction whose target is a plain fill that has arrived.
+    CorrectionRoot(String),
+    /// A bust with no plain fill to act on (it may still target a correction).
+    BustWithoutFill(String),
+}
+
+/// Values grouped under a correction's own ExecID.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum ByCorrectionId {
+    BustedBy(String),
+    CorrectedBy(String),
+    Present,
+    Correction(String, Fill),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum CorrectionOutcome {
+    Live(Fill),
+    /// A bust that found its target among the present corrections.
+    BustMatched(String),
+    /// A correction whose target (transitively) has not arrived.
+    Unmatched(String),
+}
+
+/// Builds the graph in `scope`. `store` is given to the first worker of each process, which
+/// publishes that process's complete view; `workers_per_process` is timely's `-w`.
+pub fn build_dataflow(
+    scope: Scope<'_, Time>,
+    store: Option<Arc<ViewStore>>,
+    workers_per_process: usize,
+) -> (Inputs, ProbeHandle<Time>) {
+    let (fills_in, fills) = scope.new_collection::<Fill, Diff>();
+    let (corrections_in, corrections) = scope.new_collection::<Correction, Diff>();
+    let (busts_in, busts) = scope.new_collection::<Bust, Diff>();
+    let (prices_in, prices) = scope.new_collection::<PriceUpdate, Diff>();
+    let (counters_in, counters) = scope.new_collection::<Counter, Diff>();
+
+    let (live, unmatched) = live_fills(fills, corrections, busts);
+    let positions = positions(live);
+    let marks = marks(positions.clone(), prices);
+    let views = position_views(positions, marks);
+
+    let traders = views
+        .clone()
+        .map(|row| (row.trader.clone(), row))
+        .reduce_named("TraderTotals", |_trader, rows, out| {
+            out.push((Totals::sum(rows.iter().map(|(row, _)| *row)), 1))
+        });
+    let firm = views
+        .clone()
+        .map(|row| ((), row))
+        .reduce_named("FirmTotals", |_, rows, out| {
+            out.push((Totals::sum(rows.iter().map(|(row, _)| *row)), 1))
+        });
+
+    let records = views
+        .map(ViewRecord::Position)
+        .concat(traders.map(|(trader, totals)| ViewRecord::Trader(trader, totals)))
+        .concat(firm.map(|((), totals)| ViewRecord::Firm(totals)))
+        .concat(unmatched.map(ViewRecord::Unmatched))
+        .concat(counters.map(ViewRecord::Counter));
+
+    let probe = ProbeHandle::new();
+    let records = records.probe_with(&probe);
+    export_views(records, store, workers_per_process.max(1));
+
+    let inputs = Inputs {
+        fills: fills_in,
+        corrections: corrections_in,
+        busts: busts_in,
+        prices: prices_in,
+        counters: counters_in,
+        pending_counts: BTreeMap::new(),
+    };
+    (inputs, probe)
+}
+
+/// Live fills: plain fills that no bust or correction names, plus corrections whose target chain
+/// reaches an arrived fill and that are not themselves busted or corrected. Duplicated ExecIDs
+/// count once. Also returns the busts and corrections still waiting for their target.
+fn live_fills<'s>(
+    fills: VecCollection<'s, Time, Fill, Diff>,
+    corrections: VecCollection<'s, Time, Correction, Diff>,
+    busts: VecCollection<'s, Time, Bust, Diff>,
+) -> (
+    VecCollection<'s, Time, Fill, Diff>,
+    VecCollection<'s, Time, Unmatched, Diff>,
+) {
+    let plain = fills
+        .map(|fill| (fill.exec_id.clone(), ByExecId::Fill(fill)))
+        .concat(
+            busts
+                .clone()
+                .map(|bust| (bust.target, ByExecId::BustedBy(bust.exec_id))),
+        )
+        .concat(
+            corrections
+                .clone()
+                .map(|c| (c.target, ByExecId::CorrectedBy(c.fill.exec_id))),
+        )
+        .reduce_named("PlainFills", |_exec_id, values, out| {
+            let fill = values.iter().find_map(|(value, _)| match value {
+                ByExecId::Fill(fill) => Some(fill),
+                _ => None,
+            });
+            let mut killed = false;
+            for (value, _) in values {
+                match value {
+                    ByExecId::BustedBy(bust) => {
+                        killed = true;
+                        if fill.is_none() {
+                            out.push((PlainOutcome::BustWithoutFill(bust.clone()), 1));
+                        }
+                    }
+                    ByExecId::CorrectedBy(correction) => {
+                        killed = true;
+                        if fill.is_some() {
+                            out.push((PlainOutcome::CorrectionRoot(correction.clone()), 1));
+                        }
+                    }
+                    ByExecId::Fill(_) => {}
+                }
+            }
+            if let (Some(fill), false) = (fill, killed) {
+                out.push((PlainOutcome::Live(fill.clone()), 1));
+            }
+        });
+
+    let roots = plain.clone().flat_map(|(_, outcome)| match outcome {
+        PlainOutcome::CorrectionRoot(correction) => Some(correction),
+        _ => None,
+    });
+    let edges = corrections.clone().map(|c| (c.target, c.fill.exec_id));
+    // Corrections of corrections: a correction is present once its chain reaches an arrived fill.
+    let present = roots.clone().iterate(|inner, reached| {
+        edges
+            .enter(inner)
+            .semijoin(reached)
+            .map(|(_target, correction)| correction)
+            .concat(roots.enter(inner))
+            .distinct()
+    });
+
+    let corrected = corrections
+        .clone()
+        .map(|c| {
+            (
+                c.fill.exec_id.clone(),
+                ByCorrectionId::Correction(c.target, c.fill),
+            )
+        })
+        .concat(present.map(|id| (id, ByCorrectionId::Present)))
+        .concat(busts.map(|bust| (bust.target, ByCorrectionId::BustedBy(bust.exec_id))))
+        .concat(corrections.map(|c| (c.target, ByCorrectionId::CorrectedBy(c.fill.exec_id))))
+        .reduce_named("Corrections", |_exec_id, values, out| {
+            let Some((target, fill)) = values.iter().find_map(|(value, _)| match value {
+                ByCorrectionId::Correction(target, fill) => Some((target, fill)),
+                _ => None,
+            }) else {
+                return;
+            };
+            let present = values
+                .iter()
+                .any(|(value, _)| matches!(value, ByCorrectionId::Present));
+            if !present {
+                out.push((CorrectionOutcome::Unmatched(target.clone()), 1));
+                return;
+            }
+            let mut killed = false;
+            for (value, _) in values {
+                match value {
+                    ByCorrectionId::BustedBy(bust) => {
+                        killed = true;
+                        out.push((CorrectionOutcome::BustMatched(bust.clone()), 1));
+                    }
+                    ByCorrectionId::CorrectedBy(_) => killed = true,
+                    _ => {}
+                }
+            }
+            if !killed {
+                out.push((CorrectionOutcome::Live(fill.clone()), 1));
+            }
+        });
+
+    let live = plain
+        .clone()
+        .flat_map(|(_, outcome)| match outcome {
+            PlainOutcome::Live(fill) => Some(fill),
+            _ => None,
+        })
+        .concat(corrected.clone().flat_map(|(_, outcome)| match outcome {
+            CorrectionOutcome::Live(fill) => Some(fill),
+            _ => None,
+        }));
+
+    let bust_waiting = |target: String, exec_id: String| Unmatched {
+        kind: "bust".into(),
+        exec_id,
+        target,
+    };
+    let unmatched = plain
+        .flat_map(move |(target, outcome)| match outcome {
+            PlainOutcome::BustWithoutFill(bust) => Some(bust_waiting(target, bust)),
+            _ => None,
+        })
+        .concat(
+            corrected
+                .clone()
+                .flat_map(move |(target, outcome)| match outcome {
+                    CorrectionOutcome::BustMatched(bust) => Some(bust_waiting(target, bust)),
+                    _ => None,
+                })
+                .negate(),
+        )
+        .concat(corrected.flat_map(|(exec_id, outcome)| match outcome {
+            CorrectionOutcome::Unmatched(target) => Some(Unmatched {
+                kind: "correction".into(),
+                exec_id,
+                target,
+            }),
+            _ => None,
+        }));
+    (live, unmatched)
+}
+
+type PositionKey = (String, String);
+
+/// Per (trader, symbol) accounting over the live fills.
+fn positions<'s>(
+    live: VecCollection<'s, Time, Fill, Diff>,
+) -> VecCollection<'s, Time, (PositionKey, PositionCore), Diff> {
+    live.map(|fill| {
+        (
+            (fill.trader, fill.symbol),
+            Execution {
+                transact_time: fill.transact_time,
+                exec_id: fill.exec_id,
+                qty: fill.qty,
+                price: fill.price,
+            },
+        )
+    })
+    .reduce_named("Positions", |_key, executions, out| {
+        // Values arrive sorted by (TransactTime, ExecID, ..): the order the method needs.
+        let sorted = executions.iter().map(|(e, copies)| (*e, *copies as i64));
+        if let Some(core) = PositionCore::from_sorted(sorted) {
+            out.push((core, 1));
+        }
+    })
+}
+
+/// The mark per symbol from the waterfall over prices in force and the last trade.
+fn marks<'s>(
+    positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
+    prices: VecCollection<'s, Time, PriceUpdate, Diff>,
+) -> VecCollection<'s, Time, (String, Mark), Diff> {
+    let last_trades = positions
+        .map(|((_trader, symbol), core)| (symbol, core.last))
+        .reduce_named("LastTrade", |_symbol, trades, out| {
+            // Sorted ascending by (TransactTime, ExecID): the last is the latest trade.
+            if let Some((last, _)) = trades.last() {
+                out.push((MarkInput::LastTrade(last.price), 1));
+            }
+        });
+    let prices_in_force = prices
+        .map(|p| ((p.symbol, p.kind), (p.time, p.price)))
+        .reduce_named("LatestPrice", |_key, updates, out| {
+            if let Some((latest, _)) = updates.last() {
+                out.push((**latest, 1));
+            }
+        })
+        .map(|((symbol, kind), (_time, price))| (symbol, MarkInput::Price(kind, price)));
+    last_trades
+        .concat(prices_in_force)
+        .reduce_named("Mark", |_symbol, inputs, out| {
+            if let Some(mark) = choose_mark(inputs.iter().map(|(input, _)| *input)) {
+                out.push((mark, 1));
+            }
+        })
+}
+
+fn position_views<'s>(
+    positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
+    marks: VecCollection<'s, Time, (String, Mark), Diff>,
+) -> VecCollection<'s, Time, PositionView, Diff> {
+    let by_symbol = positions.map(|((trader, symbol), core)| (symbol, (trader, core)));
+    let marked = by_symbol
+        .clone()
+        .join_map(marks.clone(), |symbol, (trader, core), mark| {
+            position_view(trader, symbol, core, Some(mark))
+        });
+    let unmarked = by_symbol
+        .antijoin(marks.map(|(symbol, _)| symbol))
+        .map(|(symbol, (trader, core))| position_view(&trader, &symbol, &core, None));
+    marked.concat(unmarked)
+}
+
+/// One row of the positions view: `total = cash + net_qty x mark`, `unrealized = total - realized`.
+pub fn position_view(
+    trader: &str,
+    symbol: &str,
+    core: &PositionCore,
+    mark: Option<&Mark>,
+) -> PositionView {
+    let total = mark.map(|m| core.cash + core.net_qty * i128::from(m.price));
+    PositionView {
+        trader: trader.to_owned(),
+        symbol: symbol.to_owned(),
+        net_qty: core.net_qty,
+        trades: core.trades,
+        avg_cost: core.avg_cost.map(Money),
+        mark: mark.map(|m| Money(i128::from(m.price))),
+        mark_source: mark.map(|m| m.source),
+        realized_pnl: total.map(|_| Money(core.realized)),
+        unrealized_pnl: total.map(|t| Money(t - core.realized)),
+        total_pnl: total.map(Money),
+    }
+}
+
+/// Routes every view change to the first worker of each process and applies it there once its
+/// time is complete at all workers.
+fn export_views(
+    records: VecCollection<'_, Time, ViewRecord, Diff>,
+    store: Option<Arc<ViewStore>>,
+    workers_per_process: usize,
+) {
+    let processes = (records.scope().peers() / workers_per_process).max(1);
+    let routed = records.flat_map(move |record| {
+        (0..processes).map(move |process| (process * workers_per_process, record.clone()))
+    });
+    let mut pending: BTreeMap<Time, Vec<(ViewRecord, Diff)>> = BTreeMap::new();
+    let mut snapshot = ViewSnapshot::default();
+    let mut published_as_of = None;
+    let mut latest_time_seen: Time = 0;
+    routed.inner.sink(
+        Exchange::new(|update: &((usize, ViewRecord), Time, Diff)| update.0 .0 as u64),
+        "ExportViews",
+        move |(input, frontier)| {
+            input.for_each(|_capability, updates| {
+                for ((_, record), time, diff) in updates.drain(..) {
+                    latest_time_seen = latest_time_seen.max(time);
+                    pending.entry(time).or_default().push((record, diff));
+                }
+            });
+            let Some(store) = store.as_ref() else {
+                pending.clear();
+                return;
+            };
+            let mut changed = false;
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut changes = entry.remove();
+                consolidate(&mut changes);
+                snapshot.apply(changes);
+                changed = true;
+            }
+            let frontier_time = frontier.frontier().iter().min().copied();
+            let as_of = (frontier_time.unwrap_or(Time::MAX), frontier_time.is_none());
+            if changed || published_as_of != Some(as_of) {
+                // The frontier is the first time not yet reflected; an empty one means final.
+                snapshot.as_of.time = frontier_time
+                    .unwrap_or_else(|| latest_time_seen.saturating_add(1).max(snapshot.as_of.time));
+                snapshot.as_of.complete = as_of.1;
+                store.publish(snapshot.clone());
+                published_as_of = Some(as_of);
+            }
+        },
+    );
+}

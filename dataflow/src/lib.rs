@@ -1,0 +1,17 @@
+//! `eod-dataflow`: the pure business logic of eod as a timely/differential dataflow.
+//!
+//! Inputs are decoded fills, busts, corrections, prices and message counts; outputs are
+//! positions, marks and P&L views, published as consistent snapshots. Nothing here does I/O.
+
+pub mod graph;
+pub mod marks;
+pub mod model;
+pub mod money;
+pub mod position;
+pub mod views;
+
+pub use graph::{build_dataflow, Inputs};
+pub use marks::{Mark, MarkSource};
+pub use model::{Bust, Correction, Counter, Diff, Fill, PriceKind, PriceUpdate, Time, TradeEvent};
+pub use money::Money;
+pub use views::{Accounting, AsOf, PositionView, Totals, Unmatched, ViewSnapshot, ViewStore};

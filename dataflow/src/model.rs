@@ -1,0 +1,82 @@
+//! The records that enter the dataflow. Sources decode FIX into these; nothing here does I/O.
+
+use serde::{Deserialize, Serialize};
+
+/// Dataflow time: a totally ordered epoch (a source batch, or a millisecond bucket when live).
+pub type Time = u64;
+/// Multiplicity of an update.
+pub type Diff = isize;
+
+/// One execution (a fill, or the replacement fill carried by a correction).
+///
+/// Field order matters: derived `Ord` makes the smallest record win among duplicates of one
+/// ExecID, which keeps de-duplication deterministic across workers and batchings.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fill {
+    pub exec_id: String,
+    pub trader: String,
+    pub symbol: String,
+    /// Signed quantity: buys positive, sells negative.
+    pub qty: i64,
+    /// LastPx mantissa at 10^-8, always positive.
+    pub price: i64,
+    /// TransactTime, UTC nanoseconds.
+    pub transact_time: i64,
+}
+
+/// A trade correction: `fill` (with its own ExecID) replaces the execution `target`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Correction {
+    pub target: String,
+    pub fill: Fill,
+}
+
+/// A trade cancel (bust) of the execution `target`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Bust {
+    pub exec_id: String,
+    pub target: String,
+}
+
+/// A trade-bearing execution report, as decoded from FIX.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TradeEvent {
+    Fill(Fill),
+    Correct(Correction),
+    Bust(Bust),
+}
+
+/// Kinds of reference price, in no particular precedence (see [`crate::marks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PriceKind {
+    OfficialClose,
+    Bid,
+    Ask,
+    PrevClose,
+}
+
+/// A market or reference price. The latest `time` per (symbol, kind) is in force.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PriceUpdate {
+    pub symbol: String,
+    pub kind: PriceKind,
+    pub price: i64,
+    pub time: i64,
+}
+
+/// What happened to each input message; the dataflow carries these counts so that every view
+/// states exactly which messages it reflects.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Counter {
+    /// Every framed message (or unframeable chunk) read from the input.
+    Read,
+    Fills,
+    Busts,
+    Corrections,
+    /// Valid FIX that carries no trade (heartbeats, logons, order status, ...).
+    Skipped,
+    /// Dead-lettered, by reason label.
+    DeadLetter(String),
+    /// Price updates applied.
+    Prices,
+}

@@ -1,0 +1,435 @@
+//! Property test: the incremental dataflow equals a from-scratch recomputation over the same
+//! input at every completed time, whatever the order, batching and number of workers.
+//!
+//! The oracle below is deliberately naive: it rebuilds everything from the full input prefix
+//! with `rust_decimal` arithmetic, sharing no code with the dataflow but the input types.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use eod_dataflow::{
+    build_dataflow, Bust, Correction, Fill, MarkSource, Money, PositionView, PriceKind,
+    PriceUpdate, Totals, TradeEvent, Unmatched, ViewSnapshot, ViewStore,
+};
+use proptest::prelude::*;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+#[derive(Clone, Debug)]
+enum Input {
+    Trade(TradeEvent),
+    Price(PriceUpdate),
+}
+
+// ---------------------------------------------------------------- oracle
+
+fn dec(mantissa: i64) -> Decimal {
+    Decimal::from_i128_with_scale(i128::from(mantissa), 8)
+}
+
+fn money(value: Decimal) -> Money {
+    let scaled = value * Decimal::from(100_000_000i64);
+    assert_eq!(
+        scaled.fract(),
+        Decimal::ZERO,
+        "oracle produced more than 8 decimals: {value}"
+    );
+    Money(scaled.trunc().mantissa() / 10i128.pow(scaled.trunc().scale()))
+}
+
+fn round8(value: Decimal) -> Decimal {
+    value.round_dp_with_strategy(8, RoundingStrategy::MidpointNearestEven)
+}
+
+struct Expected {
+    positions: BTreeMap<(String, String), PositionView>,
+    traders: BTreeMap<String, Totals>,
+    firm: Option<Totals>,
+    unmatched: BTreeSet<Unmatched>,
+}
+
+fn oracle(inputs: &[Input]) -> Expected {
+    let mut fills: BTreeMap<String, Vec<Fill>> = BTreeMap::new();
+    let mut corrections: BTreeMap<String, Vec<(String, Fill)>> = BTreeMap::new();
+    let mut busts: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut prices: BTreeMap<(String, PriceKind), (i64, i64)> = BTreeMap::new();
+    for input in inputs {
+        match input {
+            Input::Trade(TradeEvent::Fill(f)) => {
+                fills.entry(f.exec_id.clone()).or_default().push(f.clone())
+            }
+            Input::Trade(TradeEvent::Correct(c)) => corrections
+                .entry(c.fill.exec_id.clone())
+                .or_default()
+                .push((c.target.clone(), c.fill.clone())),
+            Input::Trade(TradeEvent::Bust(b)) => {
+                busts.insert((b.exec_id.clone(), b.target.clone()));
+            }
+            Input::Price(p) => {
+                let slot = prices
+                    .entry((p.symbol.clone(), p.kind))
+                    .or_insert((p.time, p.price));
+                *slot = (*slot).max((p.time, p.price));
+            }
+        }
+    }
+    // Killed: named by any bust or any correction.
+    let mut killed: BTreeSet<String> = busts.iter().map(|(_, t)| t.clone()).collect();
+    for list in corrections.values() {
+        killed.extend(list.iter().map(|(t, _)| t.clone()));
+    }
+    // Present corrections: least fixed point of "target is an arrived fill or present correction".
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    loop {
+        let before = present.len();
+        for (id, list) in &corrections {
+            if list
+                .iter()
+                .any(|(t, _)| fills.contains_key(t) || present.contains(t))
+            {
+                present.insert(id.clone());
+            }
+        }
+        if present.len() == before {
+            break;
+        }
+    }
+    let mut live: Vec<Fill> = Vec::new();
+    for (id, list) in &fills {
+        if !killed.contains(id) {
+            live.push(list.iter().min().unwrap().clone());
+        }
+    }
+    let mut unmatched = BTreeSet::new();
+    for (id, list) in &corrections {
+        let (target, fill) = list.iter().min().unwrap();
+        if !present.contains(id) {
+            unmatched.insert(Unmatched {
+                kind: "correction".into(),
+                exec_id: id.clone(),
+                target: target.clone(),
+            });
+        } else if !killed.contains(id) {
+            live.push(fill.clone());
+        }
+    }
+    for (bust, target) in &busts {
+        if !fills.contains_key(target) && !present.contains(target) {
+            unmatched.insert(Unmatched {
+                kind: "bust".into(),
+                exec_id: bust.clone(),
+                target: target.clone(),
+            });
+        }
+    }
+
+    // Last traded price per symbol: the live fill with the greatest (TransactTime, ExecID).
+    let mut last_trade: BTreeMap<String, (i64, String, i64)> = BTreeMap::new();
+    for f in &live {
+        let candidate = (f.transact_time, f.exec_id.clone(), f.price);
+        let slot = last_trade
+            .entry(f.symbol.clone())
+            .or_insert(candidate.clone());
+        if (candidate.0, &candidate.1) > (slot.0, &slot.1) {
+            *slot = candidate;
+        }
+    }
+    let mark_of = |symbol: &str| -> Option<(Decimal, MarkSource)> {
+        let price = |kind| prices.get(&(symbol.to_owned(), kind)).map(|(_, p)| dec(*p));
+        if let Some(p) = price(PriceKind::OfficialClose) {
+            return Some((p, MarkSource::OfficialClose));
+        }
+        if let Some((_, _, p)) = last_trade.get(symbol) {
+            return Some((dec(*p), MarkSource::LastTrade));
+        }
+        if let (Some(b), Some(a)) = (price(PriceKind::Bid), price(PriceKind::Ask)) {
+            return Some((round8((b + a) / Decimal::TWO), MarkSource::Mid));
+        }
+        price(PriceKind::PrevClose).map(|p| (p, MarkSource::PrevClose))
+    };
+
+    let mut by_position: BTreeMap<(String, String), Vec<&Fill>> = BTreeMap::new();
+    for f in &live {
+        by_position
+            .entry((f.trader.clone(), f.symbol.clone()))
+            .or_default()
+            .push(f);
+    }
+    let mut positions = BTreeMap::new();
+    for ((trader, symbol), mut list) in by_position {
+        list.sort_by(|a, b| (a.transact_time, &a.exec_id).cmp(&(b.transact_time, &b.exec_id)));
+        let (mut net, mut cash, mut open, mut avg, mut realized) = (
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+            Decimal::ZERO,
+        );
+        for f in &list {
+            let q = Decimal::from(f.qty);
+            let p = dec(f.price);
+            net += q;
+            cash -= q * p;
+            if open.is_zero() || open.is_sign_positive() == q.is_sign_positive() {
+                avg = round8((avg * open.abs() + p * q.abs()) / (open.abs() + q.abs()));
+                open += q;
+            } else {
+                let closed = q.abs().min(open.abs());
+                let sign = if open.is_sign_positive() {
+                    Decimal::ONE
+                } else {
+                    Decimal::NEGATIVE_ONE
+                };
+                realized += closed * (p - avg) * sign;
+                let was_long = open.is_sign_positive();
+                open += q;
+                if open.is_zero() {
+                    avg = Decimal::ZERO;
+                } else if open.is_sign_positive() != was_long {
+                    avg = p;
+                }
+            }
+        }
+        let mark = mark_of(&symbol);
+        let total = mark.map(|(m, _)| cash + net * m);
+        let row = PositionView {
+            trader: trader.clone(),
+            symbol: symbol.clone(),
+            net_qty: net.mantissa(),
+            trades: list.len() as u64,
+            avg_cost: (!open.is_zero()).then(|| money(avg)),
+            mark: mark.map(|(m, _)| money(m)),
+            mark_source: mark.map(|(_, s)| s),
+            realized_pnl: total.map(|_| money(realized)),
+            unrealized_pnl: total.map(|t| money(t - realized)),
+            total_pnl: total.map(money),
+        };
+        positions.insert((trader, symbol), row);
+    }
+
+    let mut traders: BTreeMap<String, Totals> = BTreeMap::new();
+    let mut grouped: BTreeMap<String, Vec<&PositionView>> = BTreeMap::new();
+    for row in positions.values() {
+        grouped.entry(row.trader.clone()).or_default().push(row);
+    }
+    for (trader, rows) in grouped {
+        traders.insert(trader, naive_totals(&rows));
+    }
+    let all: Vec<&PositionView> = positions.values().collect();
+    let firm = (!all.is_empty()).then(|| naive_totals(&all));
+    Expected {
+        positions,
+        traders,
+        firm,
+        unmatched,
+    }
+}
+
+fn naive_totals(rows: &[&PositionView]) -> Totals {
+    let marked: Vec<_> = rows.iter().filter(|r| r.total_pnl.is_some()).collect();
+    let sum = |f: fn(&PositionView) -> Option<Money>| {
+        (!marked.is_empty()).then(|| Money(marked.iter().map(|r| f(r).unwrap().0).sum()))
+    };
+    Totals {
+        positions: rows.len() as u64,
+        unmarked_positions: (rows.len() - marked.len()) as u64,
+        trades: rows.iter().map(|r| r.trades).sum(),
+        realized_pnl: sum(|r| r.realized_pnl),
+        unrealized_pnl: sum(|r| r.unrealized_pnl),
+        total_pnl: sum(|r| r.total_pnl),
+    }
+}
+
+// ---------------------------------------------------------------- dataflow under test
+
+/// Runs the dataflow over `epochs` (each a batch of inputs) and returns the published snapshot
+/// after each epoch completes.
+fn run_dataflow(epochs: Vec<Vec<Input>>, workers: usize) -> Vec<ViewSnapshot> {
+    let epochs = Arc::new(epochs);
+    let store = ViewStore::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (store_w, seen_w) = (store.clone(), seen.clone());
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let leader = index == 0;
+        let store = leader.then(|| store_w.clone());
+        let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, peers));
+        let mut next = 0usize;
+        for (epoch, batch) in epochs.iter().enumerate() {
+            for input in batch {
+                if next % peers == index {
+                    match input.clone() {
+                        Input::Trade(event) => inputs.event(event),
+                        Input::Price(update) => inputs.price(update),
+                    }
+                }
+                next += 1;
+            }
+            let done = epoch as u64 + 1;
+            inputs.advance_to(done);
+            inputs.flush();
+            worker.step_while(|| probe.less_than(&done));
+            if leader {
+                while store_w.snapshot().as_of.time < done {
+                    worker.step();
+                }
+                seen_w.lock().unwrap().push((*store_w.snapshot()).clone());
+            }
+        }
+    })
+    .expect("timely runs");
+    let snapshots = seen.lock().unwrap().clone();
+    snapshots
+}
+
+// ---------------------------------------------------------------- generators
+
+const TRADERS: &[&str] = &["alice", "bob", "carol"];
+const SYMBOLS: &[&str] = &["AAA", "BBB", "CCC"];
+
+fn fill_strategy(id_prefix: &'static str) -> impl Strategy<Value = Fill> {
+    (
+        0..12u8,
+        0..3usize,
+        0..3usize,
+        -300i64..300,
+        1i64..40,
+        0u8..4,
+        0i64..12,
+    )
+        .prop_map(move |(id, trader, symbol, qty, price, odd, time)| Fill {
+            exec_id: format!("{id_prefix}{id}"),
+            trader: TRADERS[trader].into(),
+            symbol: SYMBOLS[symbol].into(),
+            qty: if qty == 0 { 1 } else { qty },
+            // Mostly round prices, sometimes odd mantissas that force half-even rounding.
+            price: price * 25_000_000 + i64::from(odd),
+            transact_time: time,
+        })
+}
+
+fn input_strategy() -> impl Strategy<Value = Input> {
+    let target = prop_oneof![
+        (0..12u8).prop_map(|i| format!("F{i}")),
+        (0..6u8).prop_map(|i| format!("C{i}"))
+    ];
+    prop_oneof![
+        6 => fill_strategy("F").prop_map(|f| Input::Trade(TradeEvent::Fill(f))),
+        2 => (0..6u8, target.clone()).prop_map(|(b, target)| Input::Trade(TradeEvent::Bust(Bust {
+            exec_id: format!("B{b}"),
+            target,
+        }))),
+        2 => (fill_strategy("C"), target).prop_map(|(mut fill, target)| {
+            let id: u8 = fill.exec_id[1..].parse().unwrap();
+            fill.exec_id = format!("C{}", id % 6);
+            Input::Trade(TradeEvent::Correct(Correction { target, fill }))
+        }),
+        2 => (0..3usize, 0..4u8, 1i64..40, 0i64..5, 0u8..3).prop_map(|(s, kind, price, time, odd)| {
+            Input::Price(PriceUpdate {
+                symbol: SYMBOLS[s].into(),
+                kind: [PriceKind::OfficialClose, PriceKind::Bid, PriceKind::Ask, PriceKind::PrevClose][kind as usize],
+                price: price * 10_000_000 + i64::from(odd),
+                time,
+            })
+        }),
+    ]
+}
+
+fn assert_matches(snapshot: &ViewSnapshot, expected: &Expected, context: &str) {
+    assert_eq!(
+        snapshot.positions, expected.positions,
+        "positions differ {context}"
+    );
+    assert_eq!(
+        snapshot.traders, expected.traders,
+        "trader totals differ {context}"
+    );
+    assert_eq!(snapshot.firm, expected.firm, "firm totals differ {context}");
+    assert_eq!(
+        snapshot.unmatched, expected.unmatched,
+        "unmatched differ {context}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_completed_time_equals_the_oracle(
+        inputs in prop::collection::vec(input_strategy(), 0..60),
+        cuts in prop::collection::vec(0usize..60, 0..5),
+        workers in 1usize..=2,
+    ) {
+        // Random batching: split the (randomly ordered) inputs at random cut points.
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
+        cuts.sort();
+        let mut epochs = Vec::new();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain(std::iter::once(inputs.len())) {
+            epochs.push(inputs[start..cut].to_vec());
+            start = cut;
+        }
+        let snapshots = run_dataflow(epochs.clone(), workers);
+        prop_assert_eq!(snapshots.len(), epochs.len());
+        let mut prefix = Vec::new();
+        for (epoch, (batch, snapshot)) in epochs.iter().zip(&snapshots).enumerate() {
+            prefix.extend(batch.iter().cloned());
+            assert_matches(snapshot, &oracle(&prefix), &format!("at epoch {epoch} with {workers} workers"));
+            let trades = prefix.iter().filter(|i| matches!(i, Input::Trade(_))).count() as u64;
+            let accounting = &snapshot.accounting;
+            prop_assert_eq!(accounting.fills + accounting.busts + accounting.corrections, trades);
+        }
+    }
+
+    #[test]
+    fn arrival_order_does_not_matter(
+        inputs in prop::collection::vec(input_strategy(), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let mut shuffled = inputs.clone();
+        // Deterministic Fisher-Yates from the seed.
+        let mut state = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let forward = run_dataflow(inputs.iter().map(|i| vec![i.clone()]).collect(), 1);
+        let backward = run_dataflow(vec![shuffled], 2);
+        let last = forward.last().unwrap();
+        let other = backward.last().unwrap();
+        prop_assert_eq!(&last.positions, &other.positions);
+        prop_assert_eq!(&last.traders, &other.traders);
+        prop_assert_eq!(&last.firm, &other.firm);
+    }
+}
+
+#[test]
+fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
+    let fill = Fill {
+        exec_id: "F1".into(),
+        trader: "alice".into(),
+        symbol: "AAA".into(),
+        qty: 100,
+        price: 10 * 100_000_000,
+        transact_time: 1,
+    };
+    let bust = Input::Trade(TradeEvent::Bust(Bust {
+        exec_id: "B1".into(),
+        target: "F1".into(),
+    }));
+    let snapshots = run_dataflow(
+        vec![vec![bust], vec![Input::Trade(TradeEvent::Fill(fill))]],
+        1,
+    );
+    assert!(snapshots[0].positions.is_empty());
+    assert_eq!(
+        snapshots[0].unmatched.len(),
+        1,
+        "the early bust is listed as unmatched"
+    );
+    assert!(
+        snapshots[1].positions.is_empty(),
+        "the bust takes effect when its fill arrives"
+    );
+    assert!(snapshots[1].unmatched.is_empty());
+}
