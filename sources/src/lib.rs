@@ -1,1 +1,8 @@
+//! `eod-sources`: everything that brings data in. The FIX codec, the archive reader, the prices
+//! CSV and the seeded FIX simulator.
 
+pub mod archive;
+pub mod envelope;
+pub mod fix;
+pub mod prices;
+pub mod simulator;

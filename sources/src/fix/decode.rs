@@ -1,0 +1,440 @@
+//! Decodes a framed FIX message into a trade envelope, a "not a trade" verdict, or a reject.
+
+use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
+
+use super::time::parse_utc_timestamp;
+use super::SOH;
+
+/// Why a framed message cannot be used; becomes a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason.label())]
+pub struct Reject {
+    pub reason: DeadLetterReason,
+    pub detail: String,
+}
+
+impl Reject {
+    fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Reject {
+        Reject {
+            reason,
+            detail: detail.into(),
+        }
+    }
+    fn missing(tag: u32, name: &str) -> Reject {
+        Reject::new(
+            DeadLetterReason::MissingField,
+            format!("{name} ({tag}) is required"),
+        )
+    }
+    fn invalid(tag: u32, name: &str, value: &[u8]) -> Reject {
+        Reject::new(
+            DeadLetterReason::InvalidValue,
+            format!(
+                "{name} ({tag}) has invalid value {:?}",
+                String::from_utf8_lossy(value)
+            ),
+        )
+    }
+}
+
+/// The verdict on one valid message.
+#[derive(Debug, Clone, PartialEq)]
+// Not boxed: a verdict is consumed straight away, never stored, and boxing would cost an
+// allocation per trade on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub enum Decoded {
+    /// A fill, bust or correction. `raw_fix`, `receive_time`, `gateway_id` and `source` are
+    /// left for the caller to fill in.
+    Trade(TradeEnvelope),
+    /// Valid FIX that carries no trade: `MsgType` and, for execution reports, `ExecType`.
+    NotATrade {
+        msg_type: String,
+        exec_type: Option<String>,
+    },
+}
+
+/// Reusable decoder; keeps its field index between messages to avoid allocating per message.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    fields: Vec<(u32, usize, usize)>,
+}
+
+struct Fields<'a> {
+    message: &'a [u8],
+    fields: &'a [(u32, usize, usize)],
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, tag: u32) -> Option<&'a [u8]> {
+        self.fields
+            .iter()
+            .find(|(t, _, _)| *t == tag)
+            .map(|&(_, s, e)| &self.message[s..e])
+    }
+    fn required(&self, tag: u32, name: &str) -> Result<&'a [u8], Reject> {
+        match self.get(tag) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(Reject::missing(tag, name)),
+        }
+    }
+    fn text(&self, tag: u32, name: &str) -> Result<String, Reject> {
+        let bytes = self.required(tag, name)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| Reject::invalid(tag, name, bytes))
+    }
+    fn optional_text(&self, tag: u32) -> String {
+        self.get(tag)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    }
+    /// The PartyID (448) of the Parties entry whose PartyRole (452) is `role`. 448 starts each
+    /// entry, so the last 448 seen before a matching 452 belongs to the same entry.
+    fn party(&self, role: &[u8]) -> Option<&'a [u8]> {
+        let mut current = None;
+        for &(tag, s, e) in self.fields {
+            match tag {
+                448 => current = Some(&self.message[s..e]),
+                452 if &self.message[s..e] == role => return current,
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Decodes a message that the framer already validated (BodyLength, CheckSum).
+    pub fn decode(&mut self, message: &[u8]) -> Result<Decoded, Reject> {
+        self.index(message)?;
+        let fields = Fields {
+            message,
+            fields: &self.fields,
+        };
+        let version = fields.required(8, "BeginString")?;
+        let msg_type = fields.required(35, "MsgType")?;
+        if msg_type != b"8" {
+            return Ok(Decoded::NotATrade {
+                msg_type: String::from_utf8_lossy(msg_type).into_owned(),
+                exec_type: None,
+            });
+        }
+        let exec_type = fields.required(150, "ExecType")?;
+        let kind = match version {
+            b"FIX.4.2" => match fields.get(20).unwrap_or(b"0") {
+                b"0" if matches!(exec_type, b"1" | b"2") => Some(TradeKind::Fill),
+                b"0" | b"3" => None,
+                b"1" => Some(TradeKind::Bust),
+                b"2" => Some(TradeKind::Correct),
+                other => return Err(Reject::invalid(20, "ExecTransType", other)),
+            },
+            b"FIX.4.4" => match exec_type {
+                b"F" => Some(TradeKind::Fill),
+                b"H" => Some(TradeKind::Bust),
+                b"G" => Some(TradeKind::Correct),
+                _ => None,
+            },
+            other => {
+                return Err(Reject::new(
+                    DeadLetterReason::InvalidValue,
+                    format!(
+                        "unsupported BeginString {:?}",
+                        String::from_utf8_lossy(other)
+                    ),
+                ))
+            }
+        };
+        let Some(kind) = kind else {
+            return Ok(Decoded::NotATrade {
+                msg_type: "8".into(),
+                exec_type: Some(String::from_utf8_lossy(exec_type).into_owned()),
+            });
+        };
+        let mut envelope = TradeEnvelope {
+            exec_id: fields.text(17, "ExecID")?,
+            kind: kind as i32,
+            fix_version: String::from_utf8_lossy(version).into_owned(),
+            account: fields.optional_text(1),
+            ..TradeEnvelope::default()
+        };
+        if kind != TradeKind::Fill {
+            envelope.exec_ref_id = fields.text(19, "ExecRefID")?;
+        }
+        if kind == TradeKind::Bust {
+            return Ok(Decoded::Trade(envelope));
+        }
+        envelope.security_id = fields.optional_text(48);
+        let symbol = fields.text(55, "Symbol")?;
+        envelope.symbol = if symbol == "[N/A]" {
+            if envelope.security_id.is_empty() {
+                return Err(Reject::missing(48, "SecurityID (Symbol is [N/A])"));
+            }
+            envelope.security_id.clone()
+        } else {
+            symbol
+        };
+        envelope.side = match fields.required(54, "Side")? {
+            b"1" => Side::Buy,
+            b"2" | b"5" | b"6" => Side::Sell,
+            other => return Err(Reject::invalid(54, "Side", other)),
+        } as i32;
+        let qty_field = if version == b"FIX.4.2" {
+            "LastShares"
+        } else {
+            "LastQty"
+        };
+        let qty_bytes = fields.required(32, qty_field)?;
+        envelope.quantity = parse_quantity(qty_bytes)
+            .filter(|q| *q > 0)
+            .ok_or_else(|| Reject::invalid(32, qty_field, qty_bytes))?;
+        let px_bytes = fields.required(31, "LastPx")?;
+        envelope.price_mantissa = std::str::from_utf8(px_bytes)
+            .ok()
+            .and_then(|s| eod_dataflow::money::parse_price(s).ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| Reject::invalid(31, "LastPx", px_bytes))?;
+        let time_bytes = fields.required(60, "TransactTime")?;
+        envelope.transact_time = parse_utc_timestamp(time_bytes)
+            .ok_or_else(|| Reject::invalid(60, "TransactTime", time_bytes))?;
+        let trader = fields
+            .party(b"12")
+            .or_else(|| fields.get(50))
+            .or_else(|| fields.get(1))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Reject::missing(
+                    448,
+                    "executing trader (PartyRole 12), SenderSubID or Account",
+                )
+            })?;
+        envelope.trader_id = String::from_utf8_lossy(trader).into_owned();
+        Ok(Decoded::Trade(envelope))
+    }
+
+    fn index(&mut self, message: &[u8]) -> Result<(), Reject> {
+        self.fields.clear();
+        let mut pos = 0;
+        while pos < message.len() {
+            let end = memchr::memchr(SOH, &message[pos..])
+                .map(|p| pos + p)
+                .ok_or_else(|| {
+                    Reject::new(DeadLetterReason::Garbled, "field not terminated by SOH")
+                })?;
+            let field = &message[pos..end];
+            let eq = memchr::memchr(b'=', field).ok_or_else(|| {
+                Reject::new(
+                    DeadLetterReason::Garbled,
+                    format!("field without '=' at byte {pos}"),
+                )
+            })?;
+            let tag = parse_tag(&field[..eq]).ok_or_else(|| {
+                Reject::new(
+                    DeadLetterReason::Garbled,
+                    format!(
+                        "non-numeric tag {:?} at byte {pos}",
+                        String::from_utf8_lossy(&field[..eq])
+                    ),
+                )
+            })?;
+            self.fields.push((tag, pos + eq + 1, end));
+            pos = end + 1;
+        }
+        Ok(())
+    }
+}
+
+fn parse_tag(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || bytes.len() > 9 || bytes[0] == b'0' {
+        return None;
+    }
+    bytes.iter().try_fold(0u32, |acc, d| {
+        d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+    })
+}
+
+/// Whole-unit quantity; a decimal form is accepted only with a zero fraction ("100.00").
+fn parse_quantity(bytes: &[u8]) -> Option<i64> {
+    let (whole, fraction) = match memchr::memchr(b'.', bytes) {
+        Some(p) => (&bytes[..p], &bytes[p + 1..]),
+        None => (bytes, &b""[..]),
+    };
+    if whole.is_empty() || whole.len() > 18 || !fraction.iter().all(|d| *d == b'0') {
+        return None;
+    }
+    whole.iter().try_fold(0i64, |acc, d| {
+        d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fix::FixEncoder;
+
+    fn decode(version: &str, fields: &[(u32, &str)]) -> Result<Decoded, Reject> {
+        let msg = FixEncoder::new(version).message("8", fields);
+        Decoder::new().decode(&msg)
+    }
+
+    fn fill44() -> Vec<(u32, &'static str)> {
+        vec![
+            (17, "E1"),
+            (150, "F"),
+            (55, "AAPL"),
+            (54, "2"),
+            (32, "100"),
+            (31, "185.12"),
+            (60, "20261125-20:59:59.123"),
+            (50, "desk1"),
+            (1, "ACC"),
+        ]
+    }
+
+    fn trade(result: Result<Decoded, Reject>) -> TradeEnvelope {
+        match result {
+            Ok(Decoded::Trade(t)) => t,
+            other => panic!("expected a trade, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fix44_fill() {
+        let t = trade(decode("FIX.4.4", &fill44()));
+        assert_eq!(t.kind(), TradeKind::Fill);
+        assert_eq!(t.side(), Side::Sell);
+        assert_eq!(t.quantity, 100);
+        assert_eq!(t.price_mantissa, 18_512_000_000);
+        assert_eq!(t.trader_id, "desk1");
+        assert_eq!(t.symbol, "AAPL");
+    }
+
+    #[test]
+    fn trader_precedence_party_then_sender_sub_then_account() {
+        let mut f = fill44();
+        f.extend([
+            (453, "2"),
+            (448, "X"),
+            (452, "1"),
+            (448, "EXEC"),
+            (452, "12"),
+        ]);
+        assert_eq!(trade(decode("FIX.4.4", &f)).trader_id, "EXEC");
+        let without_sub: Vec<_> = fill44().into_iter().filter(|(t, _)| *t != 50).collect();
+        assert_eq!(trade(decode("FIX.4.4", &without_sub)).trader_id, "ACC");
+        let nobody: Vec<_> = without_sub.into_iter().filter(|(t, _)| *t != 1).collect();
+        assert_eq!(
+            decode("FIX.4.4", &nobody).unwrap_err().reason,
+            DeadLetterReason::MissingField
+        );
+    }
+
+    #[test]
+    fn fix44_bust_and_correct() {
+        let bust = trade(decode("FIX.4.4", &[(17, "E2"), (150, "H"), (19, "E1")]));
+        assert_eq!(
+            (bust.kind(), bust.exec_ref_id.as_str()),
+            (TradeKind::Bust, "E1")
+        );
+        let mut correct = fill44();
+        correct[1] = (150, "G");
+        correct.push((19, "E1"));
+        let c = trade(decode("FIX.4.4", &correct));
+        assert_eq!(
+            (c.kind(), c.exec_ref_id.as_str()),
+            (TradeKind::Correct, "E1")
+        );
+        let no_ref = decode("FIX.4.4", &[(17, "E2"), (150, "H")]);
+        assert_eq!(no_ref.unwrap_err().reason, DeadLetterReason::MissingField);
+    }
+
+    #[test]
+    fn fix42_exec_trans_type() {
+        let base = [
+            (17, "E1"),
+            (55, "IBM"),
+            (54, "1"),
+            (32, "10"),
+            (31, "100"),
+            (60, "20261125-20:00:00"),
+            (1, "ACC"),
+        ];
+        let with = |extra: &[(u32, &'static str)]| {
+            let mut f = base.to_vec();
+            f.extend_from_slice(extra);
+            decode("FIX.4.2", &f)
+        };
+        assert_eq!(
+            trade(with(&[(20, "0"), (150, "2")])).kind(),
+            TradeKind::Fill
+        );
+        assert_eq!(
+            trade(with(&[(20, "0"), (150, "1")])).kind(),
+            TradeKind::Fill
+        );
+        assert!(matches!(
+            with(&[(20, "0"), (150, "0")]),
+            Ok(Decoded::NotATrade { .. })
+        ));
+        assert_eq!(
+            trade(with(&[(20, "1"), (150, "2"), (19, "E0")])).kind(),
+            TradeKind::Bust
+        );
+        assert_eq!(
+            trade(with(&[(20, "2"), (150, "2"), (19, "E0")])).kind(),
+            TradeKind::Correct
+        );
+        assert!(matches!(
+            with(&[(20, "3"), (150, "2")]),
+            Ok(Decoded::NotATrade { .. })
+        ));
+        assert_eq!(
+            with(&[(20, "9"), (150, "2")]).unwrap_err().reason,
+            DeadLetterReason::InvalidValue
+        );
+    }
+
+    #[test]
+    fn invalid_values_are_rejected_with_reason() {
+        for (tag, value) in [
+            (32, "0"),
+            (32, "1.5"),
+            (31, "-1"),
+            (31, "0"),
+            (31, "1.123456789"),
+            (60, "2026-11-25"),
+            (54, "9"),
+        ] {
+            let f: Vec<_> = fill44()
+                .into_iter()
+                .map(|(t, v)| if t == tag { (t, value) } else { (t, v) })
+                .collect();
+            let err = decode("FIX.4.4", &f).unwrap_err();
+            assert_eq!(err.reason, DeadLetterReason::InvalidValue, "{tag}={value}");
+        }
+        let no_symbol: Vec<_> = fill44().into_iter().filter(|(t, _)| *t != 55).collect();
+        assert_eq!(
+            decode("FIX.4.4", &no_symbol).unwrap_err().reason,
+            DeadLetterReason::MissingField
+        );
+    }
+
+    #[test]
+    fn quantity_accepts_zero_fraction() {
+        assert_eq!(parse_quantity(b"100.000"), Some(100));
+        assert_eq!(parse_quantity(b"100.5"), None);
+        assert_eq!(parse_quantity(b"abc"), None);
+    }
+
+    #[test]
+    fn garbled_field_is_rejected() {
+        let msg = b"8=FIX.4.4\x019=5\x0135=8\x01abc\x0110=000\x01";
+        assert_eq!(
+            Decoder::new().decode(msg).unwrap_err().reason,
+            DeadLetterReason::Garbled
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! FIX UTCTimestamp parsing. Hand-written because the format is fixed and this is on the hot
+//! path of every fill; civil-date conversion follows H. Hinnant's `days_from_civil`.
+
+/// Parses `YYYYMMDD-HH:MM:SS[.f{3|6|9}]` into UTC nanoseconds since the Unix epoch.
+pub fn parse_utc_timestamp(text: &[u8]) -> Option<i64> {
+    if text.len() < 17 || text[8] != b'-' || text[11] != b':' || text[14] != b':' {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = &text[range];
+        digits.iter().try_fold(0i64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hour, minute, second) = (num(9..11)?, num(12..14)?, num(15..17)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    // 60 admits a leap second.
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let nanos = match text.len() {
+        17 => 0,
+        21 | 24 | 27 if text[17] == b'.' => {
+            let digits = text.len() - 18;
+            num(18..text.len())? * 10i64.pow(9 - digits as u32)
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    Some(((days * 24 + hour) * 60 + minute) * 60_000_000_000 + second * 1_000_000_000 + nanos)
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats UTC nanoseconds as a FIX UTCTimestamp with milliseconds.
+pub fn format_utc_timestamp(nanos: i64) -> String {
+    let days = nanos.div_euclid(86_400_000_000_000);
+    let in_day = nanos.rem_euclid(86_400_000_000_000);
+    let (year, month, day) = civil_from_days(days);
+    let ms = in_day / 1_000_000;
+    format!(
+        "{year:04}{month:02}{day:02}-{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_precisions() {
+        // 2013-03-21T15:21:23Z = 1363879283 s.
+        let base = 1_363_879_283_000_000_000;
+        assert_eq!(parse_utc_timestamp(b"20130321-15:21:23"), Some(base));
+        assert_eq!(
+            parse_utc_timestamp(b"20130321-15:21:23.123"),
+            Some(base + 123_000_000)
+        );
+        assert_eq!(
+            parse_utc_timestamp(b"20130321-15:21:23.123456"),
+            Some(base + 123_456_000)
+        );
+        assert_eq!(
+            parse_utc_timestamp(b"20130321-15:21:23.123456789"),
+            Some(base + 123_456_789)
+        );
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            &b"20130321-15:21"[..],
+            b"20131321-15:21:23",
+            b"20130230-15:21:23",
+            b"20130321-25:21:23",
+            b"20130321-15:21:23.1",
+            b"2013032a-15:21:23",
+            b"20130321T15:21:23",
+        ] {
+            assert_eq!(
+                parse_utc_timestamp(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn leap_day_and_round_trip() {
+        let t = parse_utc_timestamp(b"20240229-23:59:59.999").unwrap();
+        assert_eq!(format_utc_timestamp(t), "20240229-23:59:59.999");
+        assert_eq!(format_utc_timestamp(0), "19700101-00:00:00.000");
+    }
+}
