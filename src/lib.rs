@@ -1,1 +1,10 @@
+//! The `eod` runtime: wires sources, the dataflow and the query endpoint together for the
+//! embedded `replay` and `demo` modes.
 
+pub mod dead_letters;
+pub mod demo;
+pub mod generate;
+pub mod intake;
+pub mod replay;
+pub mod server;
+pub mod timely_args;

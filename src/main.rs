@@ -1,1 +1,289 @@
-fn main() {}
+//! The `eod` command line. Timely's own flags (`-w`, `-n`, `-p`, `-h`) go after `--`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use eod::dead_letters::DeadLetterWriter;
+use eod::demo::{run_demo, DemoOptions};
+use eod::generate::generate_archive;
+use eod::replay::{run_replay, ReplayOptions, ReplaySummary};
+use eod::server::QueryServer;
+use eod_dataflow::ViewStore;
+use eod_queries::{positions_body, PositionFilter};
+use eod_sources::simulator::SimConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "eod",
+    version,
+    about = "End-of-day trade processing: FIX in, exact positions and P&L out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Replay an archive of raw FIX files through the dataflow and print a summary.
+    Replay(ReplayArgs),
+    /// Run the simulator live into the dataflow and serve the HTTP views.
+    Demo(DemoArgs),
+    /// Write a simulated FIX archive (and its prices CSV) for replays and benchmarks.
+    Generate(GenerateArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// Directory (or file:// URL) holding the FIX files; read in name order.
+    #[arg(long, env = "EOD_ARCHIVE")]
+    archive: String,
+    /// Prices CSV: `symbol,kind,price`, kind one of close, bid, ask, prev_close.
+    #[arg(long, env = "EOD_PRICES")]
+    prices: Option<PathBuf>,
+    /// Write the final positions here, as `GET /v1/positions` serves them.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Dead-letter JSONL path [default: beside --output, else ./dead-letters.jsonl].
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Serve the query endpoint on this address during and after the replay (until Ctrl-C).
+    #[arg(long)]
+    serve: Option<SocketAddr>,
+    /// Framed messages per dataflow epoch.
+    #[arg(long, default_value_t = 100_000)]
+    epoch_messages: u64,
+    /// Largest accepted FIX message in bytes.
+    #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
+    max_message: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Timely flags, after `--`: `-w THREADS`, `-n PROCESSES -p INDEX -h HOSTFILE`.
+    #[arg(last = true)]
+    timely: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Messages per second before and after the burst.
+    #[arg(long, default_value_t = 2_000.0, env = "EOD_DEMO_RATE")]
+    rate: f64,
+    /// Rate multiplier during the 16:00 burst (which starts 30 s into the demo).
+    #[arg(long, default_value_t = 10.0)]
+    burst_multiplier: f64,
+    #[arg(long, default_value_t = 20)]
+    traders: usize,
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Query endpoint address (loopback unless you mean it).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "EOD_LISTEN")]
+    listen: SocketAddr,
+    /// Stop after this many seconds [default: run until Ctrl-C].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Dataflow epoch length in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    epoch_ms: u64,
+    /// Dead-letter JSONL path [default: eod-demo-dead-letters.jsonl in the temp directory].
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    #[arg(last = true)]
+    timely: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Directory to write FIX segments into; the prices CSV is written beside it.
+    #[arg(long)]
+    out: PathBuf,
+    /// Simulator events to generate (FIX messages and price updates).
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 20)]
+    traders: usize,
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    /// Fraction of deliberately broken messages.
+    #[arg(long, default_value_t = 0.001)]
+    broken_ratio: f64,
+    /// Approximate size of each FIX segment in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    segment_bytes: usize,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EOD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Replay(args) => replay(args),
+        Command::Demo(args) => demo(args),
+        Command::Generate(args) => generate(args),
+    }
+}
+
+fn read_prices(path: Option<&Path>) -> Result<Vec<eod_dataflow::PriceUpdate>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading prices {}", path.display()))?;
+    eod_sources::prices::parse_prices_csv(&text).with_context(|| format!("in {}", path.display()))
+}
+
+fn replay(args: ReplayArgs) -> Result<()> {
+    let prices = read_prices(args.prices.as_deref())?;
+    let dead_letters = args
+        .dead_letters
+        .clone()
+        .unwrap_or_else(|| match &args.output {
+            Some(output) => output.with_extension("dead-letters.jsonl"),
+            None => PathBuf::from("dead-letters.jsonl"),
+        });
+    let store = ViewStore::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = args
+        .serve
+        .map(|addr| QueryServer::start(addr, store.clone(), stop.clone()))
+        .transpose()?;
+    if let Some(server) = &server {
+        eprintln!("serving http://{}", server.addr);
+    }
+    let options = ReplayOptions {
+        archive: args.archive.clone(),
+        prices,
+        dead_letters: dead_letters.clone(),
+        epoch_messages: args.epoch_messages.max(1),
+        max_epochs_in_flight: 4,
+        max_message: args.max_message,
+        timely_args: args.timely.clone(),
+        progress: !args.quiet,
+    };
+    let summary = run_replay(options, store)?;
+    if let Some(output) = &args.output {
+        let body = positions_body(&summary.snapshot, &PositionFilter::default());
+        std::fs::write(output, serde_json::to_vec_pretty(&body)?)
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
+    print_summary(&summary, &dead_letters);
+    if let Some(server) = server {
+        eprintln!(
+            "replay complete; still serving http://{} (Ctrl-C to stop)",
+            server.addr
+        );
+        server.wait()?;
+    }
+    Ok(())
+}
+
+fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
+    let a = summary.accounting();
+    println!("segments        {}", summary.segments);
+    println!("bytes           {}", summary.bytes);
+    println!("messages        {}", a.read);
+    println!("trades          {}", a.fills);
+    println!("busts           {}", a.busts);
+    println!("corrections     {}", a.corrections);
+    println!("skipped         {}", a.skipped);
+    println!("dead letters    {}", a.dead_lettered());
+    for (reason, n) in &a.dead_letters {
+        println!("  {reason:<14}{n}");
+    }
+    println!("unmatched       {}", summary.snapshot.unmatched.len());
+    println!("positions       {}", summary.snapshot.positions.len());
+    println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
+    println!("trades/s        {:.0}", summary.trades_per_second());
+    let accounted = a.accounted();
+    println!(
+        "accounted       {accounted} of {} ({})",
+        a.read,
+        if accounted == a.read {
+            "all"
+        } else {
+            "MISMATCH"
+        }
+    );
+    if summary.dead_letters_written > 0 {
+        println!("dead letters in {}", dead_letters.display());
+    }
+}
+
+fn demo(args: DemoArgs) -> Result<()> {
+    let mut sim = SimConfig::market_close(args.seed);
+    sim.base_rate = args.rate.max(1.0);
+    sim.burst_multiplier = args.burst_multiplier.max(1.0);
+    sim.traders = args.traders.max(1);
+    sim.symbols = args.symbols.max(1);
+    sim.broken_ratio = 0.001;
+    let dead_letters_path = args
+        .dead_letters
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("eod-demo-dead-letters.jsonl"));
+    let writer = DeadLetterWriter::start(dead_letters_path.clone());
+    let store = ViewStore::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = QueryServer::start(args.listen, store.clone(), stop.clone())?;
+    eprintln!(
+        "eod demo: {} msg/s, {}x burst at 16:00 (30 s in)",
+        args.rate, args.burst_multiplier
+    );
+    eprintln!("  positions   http://{}/v1/positions", server.addr);
+    eprintln!("  traders     http://{}/v1/pnl/traders", server.addr);
+    eprintln!("  firm        http://{}/v1/pnl/firm", server.addr);
+    eprintln!("  dead letters {}", dead_letters_path.display());
+    eprintln!("Ctrl-C to stop.");
+    let options = DemoOptions {
+        sim,
+        epoch: Duration::from_millis(args.epoch_ms.max(1)),
+        duration: args.duration.map(Duration::from_secs_f64),
+        timely_args: args.timely.clone(),
+    };
+    let result = run_demo(options, store.clone(), stop.clone(), writer.sender());
+    server.shutdown()?;
+    writer.finish()?;
+    result?;
+    let snapshot = store.snapshot();
+    let a = &snapshot.accounting;
+    eprintln!(
+        "stopped: {} messages, {} fills, {} busts, {} corrections, {} skipped, {} dead letters, {} positions",
+        a.read,
+        a.fills,
+        a.busts,
+        a.corrections,
+        a.skipped,
+        a.dead_lettered(),
+        snapshot.positions.len()
+    );
+    Ok(())
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let mut sim = SimConfig::market_close(args.seed);
+    sim.traders = args.traders.max(1);
+    sim.symbols = args.symbols.max(1);
+    sim.broken_ratio = args.broken_ratio.clamp(0.0, 1.0);
+    let archive = generate_archive(&args.out, sim, args.messages, args.segment_bytes.max(1024))?;
+    println!(
+        "wrote {} FIX messages in {} segments to {} and {} prices to {}",
+        archive.fix_messages,
+        archive.segments,
+        archive.dir.display(),
+        archive.price_updates,
+        archive.prices.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! `eod demo`: the seeded simulator feeds the dataflow live, paced by the wall clock, with the
+//! 16:00 burst; the query endpoint serves the views as they change.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use eod_dataflow::{build_dataflow, Time, ViewStore};
+use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
+
+use crate::dead_letters::DeadLetterSender;
+use crate::intake::Intake;
+use crate::timely_args::{timely_config, workers_per_process};
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub sim: SimConfig,
+    /// Length of a dataflow epoch.
+    pub epoch: Duration,
+    /// Stop after this long (run until Ctrl-C when `None`).
+    pub duration: Option<Duration>,
+    pub timely_args: Vec<String>,
+}
+
+/// Runs until `stop` is set or the duration passes.
+pub fn run_demo(
+    options: DemoOptions,
+    store: Arc<ViewStore>,
+    stop: Arc<AtomicBool>,
+    dead_letters: DeadLetterSender,
+) -> Result<()> {
+    let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let dead_letters = std::sync::Mutex::new(dead_letters);
+    let guards = timely::execute(config, move |worker| {
+        let index = worker.index();
+        let store = index.is_multiple_of(workers).then(|| store.clone());
+        let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, workers));
+        let started = Instant::now();
+        let out_of_time = |now: Instant| {
+            options
+                .duration
+                .is_some_and(|d| now.duration_since(started) >= d)
+        };
+        if index != 0 {
+            // One simulated gateway: the other workers only compute.
+            inputs.close();
+            while !stop.load(Ordering::Acquire) && !out_of_time(Instant::now()) {
+                worker.step_or_park(Some(Duration::from_millis(5)));
+            }
+            return;
+        }
+        let sender = match dead_letters.lock() {
+            Ok(sender) => sender.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let mut intake = Intake::new("simulator", eod_sources::fix::DEFAULT_MAX_MESSAGE, sender);
+        let mut simulator = Simulator::new(options.sim.clone());
+        let sim_start = options.sim.start;
+        let mut pending: Option<SimMessage> = simulator.next();
+        let mut epoch: Time = 0;
+        let epoch_nanos = options.epoch.as_nanos().max(1);
+        loop {
+            let now = Instant::now();
+            if stop.load(Ordering::Acquire) || out_of_time(now) {
+                break;
+            }
+            let elapsed = now.duration_since(started).as_nanos() as i64;
+            // Feed everything the simulated clock has reached, capped so the worker keeps stepping.
+            let mut fed = 0;
+            while let Some(message) = pending.take() {
+                if message.time - sim_start > elapsed || fed >= 20_000 {
+                    pending = Some(message);
+                    break;
+                }
+                match message.event {
+                    SimEvent::Fix(bytes) => {
+                        intake.push(&bytes, &mut inputs);
+                    }
+                    SimEvent::Price(update) => inputs.price(update),
+                }
+                fed += 1;
+                pending = simulator.next();
+            }
+            let current = (now.duration_since(started).as_nanos() / epoch_nanos) as Time;
+            if current > epoch {
+                intake.flush_counts(&mut inputs);
+                epoch = current;
+                inputs.advance_to(epoch);
+                inputs.flush();
+            }
+            // Bounded lag: never run more than a few epochs ahead of what the views reflect.
+            let floor = epoch.saturating_sub(4);
+            while probe.less_than(&floor) {
+                worker.step();
+            }
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        intake.flush_counts(&mut inputs);
+        inputs.close();
+    })
+    .map_err(anyhow::Error::msg)?;
+    for result in guards.join() {
+        result.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
+    }
+    Ok(())
+}

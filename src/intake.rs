@@ -1,0 +1,123 @@
+//! Turns raw FIX bytes into dataflow input: frame, validate, decode, count, dead-letter.
+//! Every framed unit is counted as read and as exactly one outcome.
+
+use eod_dataflow::{Counter, Inputs};
+use eod_proto::DeadLetterReason;
+use eod_sources::envelope::to_event;
+use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+
+use crate::dead_letters::{DeadLetterRecord, DeadLetterSender};
+
+/// Outcome counts not yet entered into the dataflow; entered once per epoch because a
+/// per-message update of the counters collection would double the dataflow's work.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct IntakeCounts {
+    pub read: u64,
+    pub skipped: u64,
+    pub dead: Vec<(DeadLetterReason, u64)>,
+}
+
+pub struct Intake {
+    framer: Framer,
+    decoder: Decoder,
+    max_message: usize,
+    source: String,
+    dead_letters: DeadLetterSender,
+    counts: IntakeCounts,
+}
+
+impl Intake {
+    pub fn new(source: &str, max_message: usize, dead_letters: DeadLetterSender) -> Intake {
+        Intake {
+            framer: Framer::new(max_message),
+            decoder: Decoder::new(),
+            max_message,
+            source: source.to_owned(),
+            dead_letters,
+            counts: IntakeCounts::default(),
+        }
+    }
+
+    /// Starts a new stream (e.g. the next archive segment) with a fresh framer.
+    pub fn reset(&mut self, source: &str) {
+        self.framer = Framer::new(self.max_message);
+        self.source = source.to_owned();
+    }
+
+    /// Feeds bytes; returns how many units were framed.
+    pub fn push(&mut self, bytes: &[u8], inputs: &mut Inputs) -> u64 {
+        self.framer.push(bytes);
+        self.drain(inputs)
+    }
+
+    /// Ends the stream: what is left is framed or dead-lettered as truncated.
+    pub fn finish(&mut self, inputs: &mut Inputs) -> u64 {
+        self.framer.finish();
+        self.drain(inputs)
+    }
+
+    fn drain(&mut self, inputs: &mut Inputs) -> u64 {
+        let mut framed = 0;
+        while let Some(frame) = self.framer.next_frame() {
+            framed += 1;
+            self.counts.read += 1;
+            let dead = match frame {
+                Framed::Message { bytes, offset } => match self.decoder.decode(bytes) {
+                    Ok(Decoded::Trade(envelope)) => match to_event(envelope) {
+                        Some(event) => {
+                            inputs.event(event);
+                            None
+                        }
+                        None => Some((
+                            DeadLetterReason::Processing,
+                            "trade of unknown kind or side".to_owned(),
+                            bytes,
+                            offset,
+                        )),
+                    },
+                    Ok(Decoded::NotATrade { .. }) => {
+                        self.counts.skipped += 1;
+                        None
+                    }
+                    Err(reject) => Some((reject.reason, reject.detail, bytes, offset)),
+                },
+                Framed::Dead {
+                    bytes,
+                    offset,
+                    reason,
+                    detail,
+                } => Some((reason, detail, bytes, offset)),
+            };
+            if let Some((reason, detail, bytes, offset)) = dead {
+                match self.counts.dead.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, n)) => *n += 1,
+                    None => self.counts.dead.push((reason, 1)),
+                }
+                tracing::debug!(reason = reason.label(), %detail, source = %self.source, offset, "dead letter");
+                // The writer lives as long as the run; a send can only fail during teardown.
+                let _ = self.dead_letters.send(DeadLetterRecord::new(
+                    reason,
+                    detail,
+                    &self.source,
+                    offset,
+                    bytes,
+                ));
+            }
+        }
+        framed
+    }
+
+    /// Enters the buffered outcome counts into the dataflow (call before advancing time).
+    pub fn flush_counts(&mut self, inputs: &mut Inputs) {
+        let counts = std::mem::take(&mut self.counts);
+        if counts.read > 0 {
+            inputs.count(Counter::Read, counts.read as isize);
+        }
+        if counts.skipped > 0 {
+            inputs.count(Counter::Skipped, counts.skipped as isize);
+        }
+        for (reason, n) in counts.dead {
+            inputs.count(Counter::DeadLetter(reason.label().to_owned()), n as isize);
+        }
+    }
+}

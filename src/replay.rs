@@ -1,0 +1,212 @@
+//! `eod replay`: every FIX file of an archive, in name order, through the dataflow.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use eod_dataflow::{build_dataflow, Accounting, PriceUpdate, Time, ViewSnapshot, ViewStore};
+use eod_sources::archive::{Archive, Segment};
+
+use crate::dead_letters::{DeadLetterSender, DeadLetterWriter};
+use crate::intake::Intake;
+use crate::timely_args::{timely_config, workers_per_process};
+
+/// What to replay and how.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub archive: String,
+    pub prices: Vec<PriceUpdate>,
+    pub dead_letters: PathBuf,
+    /// Framed messages per dataflow epoch.
+    pub epoch_messages: u64,
+    /// Epochs a worker may run ahead of the completed frontier before it waits.
+    pub max_epochs_in_flight: u64,
+    pub max_message: usize,
+    pub timely_args: Vec<String>,
+    pub progress: bool,
+}
+
+/// The outcome of a replay.
+#[derive(Debug)]
+pub struct ReplaySummary {
+    pub segments: usize,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub snapshot: Arc<ViewSnapshot>,
+    pub dead_letters_written: u64,
+}
+
+impl ReplaySummary {
+    pub fn accounting(&self) -> &Accounting {
+        &self.snapshot.accounting
+    }
+
+    pub fn trades_per_second(&self) -> f64 {
+        let a = self.accounting();
+        (a.fills + a.busts + a.corrections) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs the replay to completion, publishing views to `store` as epochs complete.
+pub fn run_replay(options: ReplayOptions, store: Arc<ViewStore>) -> Result<ReplaySummary> {
+    let archive = Archive::open(&options.archive)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let segments = runtime.block_on(archive.segments())?;
+    if segments.is_empty() {
+        bail!("archive {} holds no files", options.archive);
+    }
+    let total_bytes: u64 = segments.iter().map(|s| s.size).sum();
+    let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let writer = DeadLetterWriter::start(options.dead_letters.clone());
+    let progress = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let bar = options
+        .progress
+        .then(|| spawn_progress(total_bytes, progress.clone(), done.clone()));
+
+    let started = Instant::now();
+    let shared = Arc::new(WorkerShared {
+        archive,
+        segments: segments.clone(),
+        options: options.clone(),
+        store: store.clone(),
+        workers,
+        progress,
+        dead_letters: std::sync::Mutex::new(writer.sender()),
+    });
+    let guards = timely::execute(config, move |worker| {
+        let shared = shared.clone();
+        replay_worker(worker, &shared)
+    })
+    .map_err(anyhow::Error::msg)?;
+    let mut failures = Vec::new();
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e),
+            Err(panic) => failures.push(anyhow::anyhow!("worker panicked: {panic}")),
+        }
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Release);
+    if let Some(bar) = bar {
+        let _ = bar.join();
+    }
+    let dead_letters_written = writer.finish().context("writing dead letters")?;
+    if let Some(first) = failures.into_iter().next() {
+        return Err(first);
+    }
+    Ok(ReplaySummary {
+        segments: segments.len(),
+        bytes: total_bytes,
+        elapsed,
+        snapshot: store.snapshot(),
+        dead_letters_written,
+    })
+}
+
+struct WorkerShared {
+    archive: Archive,
+    segments: Vec<Segment>,
+    options: ReplayOptions,
+    store: Arc<ViewStore>,
+    workers: usize,
+    progress: Arc<AtomicU64>,
+    // mpsc senders are Send but not Sync; each worker clones its own under the lock.
+    dead_letters: std::sync::Mutex<DeadLetterSender>,
+}
+
+fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> Result<()> {
+    let index = worker.index();
+    let peers = worker.peers();
+    let publishes = index.is_multiple_of(shared.workers);
+    let store = publishes.then(|| shared.store.clone());
+    let workers = shared.workers;
+    let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, workers));
+    let dead_letters = shared
+        .dead_letters
+        .lock()
+        .map_err(|_| anyhow::anyhow!("dead-letter sender lock poisoned"))?
+        .clone();
+    let mut intake = Intake::new("", shared.options.max_message, dead_letters);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+
+    if index == 0 {
+        for update in &shared.options.prices {
+            inputs.price(update.clone());
+        }
+    }
+    let mut epoch: Time = 1;
+    inputs.advance_to(epoch);
+    let mut in_epoch = 0u64;
+    // Bounded in-flight epochs: queues between operators are unbounded, so the source waits.
+    let close_epoch = |inputs: &mut eod_dataflow::Inputs,
+                       intake: &mut Intake,
+                       epoch: &mut Time,
+                       worker: &mut timely::worker::Worker| {
+        intake.flush_counts(inputs);
+        *epoch += 1;
+        inputs.advance_to(*epoch);
+        inputs.flush();
+        let floor = epoch.saturating_sub(shared.options.max_epochs_in_flight);
+        worker.step_while(|| probe.less_than(&floor));
+    };
+    for segment in shared.segments.iter().skip(index).step_by(peers) {
+        let _span =
+            tracing::info_span!("replay_segment", key = %segment.key, worker = index).entered();
+        let bytes = runtime.block_on(shared.archive.read(&segment.key))?;
+        intake.reset(&segment.key);
+        // Feed in slices so epochs stay bounded even for one huge segment.
+        for chunk in bytes.chunks(1 << 20) {
+            in_epoch += intake.push(chunk, &mut inputs);
+            shared
+                .progress
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            if in_epoch >= shared.options.epoch_messages {
+                close_epoch(&mut inputs, &mut intake, &mut epoch, worker);
+                in_epoch = 0;
+            }
+        }
+        in_epoch += intake.finish(&mut inputs);
+    }
+    intake.flush_counts(&mut inputs);
+    inputs.close();
+    // Timely keeps stepping this worker after the closure returns, until the dataflow completes.
+    Ok(())
+}
+
+fn spawn_progress(
+    total: u64,
+    progress: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        // Only replays longer than a second get a bar.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if done.load(Ordering::Acquire) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} replay [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        while !done.load(Ordering::Acquire) {
+            bar.set_position(progress.load(Ordering::Relaxed));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    })
+}

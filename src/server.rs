@@ -1,0 +1,65 @@
+//! Runs the query endpoint on its own thread and runtime, so the dataflow threads never block
+//! on HTTP and HTTP never waits on the dataflow.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use eod_dataflow::ViewStore;
+
+pub struct QueryServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Result<()>>,
+}
+
+impl QueryServer {
+    /// Binds `addr` (port 0 picks a free port) and serves until `stop` is set or Ctrl-C.
+    pub fn start(
+        addr: SocketAddr,
+        store: Arc<ViewStore>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<QueryServer> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("eod-http")
+            .enable_all()
+            .build()?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("binding the query endpoint to {addr}"))?;
+        let addr = listener.local_addr()?;
+        let stop_signal = stop.clone();
+        let handle = std::thread::Builder::new().name("eod-http".into()).spawn(move || {
+            runtime.block_on(async move {
+                let shutdown = async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::signal::ctrl_c() => { stop_signal.store(true, Ordering::Release); break; }
+                            _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                                if stop_signal.load(Ordering::Acquire) { break; }
+                            }
+                        }
+                    }
+                };
+                eod_queries::serve(listener, store, shutdown).await.context("query endpoint")
+            })
+        })?;
+        Ok(QueryServer { addr, stop, handle })
+    }
+
+    /// Blocks until the server stops (Ctrl-C or `stop`).
+    pub fn wait(self) -> Result<()> {
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("query endpoint thread panicked"))?
+    }
+
+    pub fn shutdown(self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        self.wait()
+    }
+}
