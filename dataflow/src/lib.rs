@@ -8,6 +8,7 @@ pub mod marks;
 pub mod model;
 pub mod money;
 pub mod position;
+pub mod reference;
 pub mod views;
 
 pub use graph::{build_dataflow, Inputs};
