@@ -1,1 +1,218 @@
-fn main() {}
+//! Replay benchmark. Generates (or reuses) an archive of simulated FIX, then measures in one
+//! run: each stage alone (read, parse, dataflow), the whole replay path, and a hand-written
+//! single-thread HashMap aggregator over the same parsed input. Ratios, not absolute times, are
+//! the result: the machine is shared and noisy.
+//!
+//!     cargo run --release -p eod-bench -- --fills 1000000 --workers 2
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+use eod::generate::generate_archive;
+use eod::replay::{run_replay, ReplayOptions};
+use eod_dataflow::{build_dataflow, reference, PriceUpdate, TradeEvent, ViewStore};
+use eod_sources::archive::Archive;
+use eod_sources::envelope::to_event;
+use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+use eod_sources::prices::parse_prices_csv;
+use eod_sources::simulator::SimConfig;
+
+#[derive(Parser, Debug)]
+#[command(about = "eod replay benchmark")]
+struct Args {
+    /// Fills to generate (the archive also holds busts, corrections, noise and broken messages).
+    #[arg(long, default_value_t = 1_000_000)]
+    fills: u64,
+    /// Timely worker threads for the dataflow and the whole path.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Reuse an archive directory (and `<dir>.prices.csv`) instead of generating one.
+    #[arg(long)]
+    archive: Option<PathBuf>,
+    /// Messages per epoch.
+    #[arg(long, default_value_t = 100_000)]
+    epoch_messages: u64,
+    #[arg(long, default_value_t = 20)]
+    traders: usize,
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+}
+
+struct Parsed {
+    events: Vec<TradeEvent>,
+    messages: u64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let scratch = tempfile::tempdir()?;
+    let (archive_dir, prices_path) = match &args.archive {
+        Some(dir) => (dir.clone(), dir.with_extension("prices.csv")),
+        None => {
+            let dir = scratch.path().join("archive");
+            let mut sim = SimConfig::market_close(2026);
+            sim.traders = args.traders;
+            sim.symbols = args.symbols;
+            sim.broken_ratio = 0.0005;
+            // Fills are ~91% of simulator events with the default mix.
+            let messages = args.fills * 100 / 91 + 1_000;
+            let started = Instant::now();
+            let generated = generate_archive(&dir, sim, messages, 16 << 20)?;
+            eprintln!(
+                "generated {} messages in {} segments in {:.1?}",
+                generated.fix_messages,
+                generated.segments,
+                started.elapsed()
+            );
+            (dir, generated.prices)
+        }
+    };
+    let prices = parse_prices_csv(&std::fs::read_to_string(&prices_path).context("prices csv")?)?;
+    let archive_location = archive_dir
+        .to_str()
+        .context("archive path is not UTF-8")?
+        .to_owned();
+
+    // Stage 1: read every segment into memory.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let archive = Archive::open(&archive_location)?;
+    let started = Instant::now();
+    let mut segments = Vec::new();
+    for segment in runtime.block_on(archive.segments())? {
+        segments.push(runtime.block_on(archive.read(&segment.key))?);
+    }
+    let read_time = started.elapsed();
+    let bytes: usize = segments.iter().map(|s| s.len()).sum();
+
+    // Stage 2: frame, validate and decode on one thread.
+    let started = Instant::now();
+    let parsed = parse(&segments);
+    let parse_time = started.elapsed();
+    let trades = parsed.events.len() as u64;
+    drop(segments);
+
+    // Stage 3: the dataflow alone, fed the parsed events.
+    let started = Instant::now();
+    let dataflow_snapshot =
+        run_dataflow(&parsed.events, &prices, args.workers, args.epoch_messages)?;
+    let dataflow_time = started.elapsed();
+
+    // Baseline: the HashMap aggregator over the same parsed input, same answer.
+    let started = Instant::now();
+    let baseline = reference::compute(&parsed.events, &prices);
+    let baseline_time = started.elapsed();
+    ensure!(
+        baseline.positions == dataflow_snapshot.positions,
+        "dataflow and baseline disagree"
+    );
+
+    // The whole path: read + parse + dataflow, as `eod replay` runs it.
+    let options = ReplayOptions {
+        archive: archive_location,
+        prices: prices.clone(),
+        dead_letters: scratch.path().join("dead-letters.jsonl"),
+        epoch_messages: args.epoch_messages,
+        max_epochs_in_flight: 4,
+        max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+        timely_args: vec!["-w".into(), args.workers.to_string()],
+        progress: false,
+    };
+    let started = Instant::now();
+    let summary = run_replay(options, ViewStore::new())?;
+    let whole_time = started.elapsed();
+    ensure!(
+        summary.snapshot.positions == baseline.positions,
+        "replay and baseline disagree"
+    );
+
+    let rate = |d: Duration| trades as f64 / d.as_secs_f64().max(1e-9);
+    println!("eod replay benchmark: {} messages, {} trades (fills+busts+corrections), {} bytes, {} positions, {} workers", parsed.messages, trades, bytes, baseline.positions.len(), args.workers);
+    println!("{:<34}{:>12}{:>16}", "stage", "seconds", "trades/s");
+    for (name, time) in [
+        ("read (object_store, 1 thread)", read_time),
+        ("parse (frame+decode, 1 thread)", parse_time),
+        ("dataflow (pre-parsed input)", dataflow_time),
+        ("whole path (eod replay)", whole_time),
+        ("baseline HashMap (1 thread)", baseline_time),
+    ] {
+        println!(
+            "{:<34}{:>12.3}{:>16.0}",
+            name,
+            time.as_secs_f64(),
+            rate(time)
+        );
+    }
+    println!(
+        "ratio dataflow / baseline time:   {:.2}",
+        dataflow_time.as_secs_f64() / baseline_time.as_secs_f64()
+    );
+    println!(
+        "ratio whole path / baseline time: {:.2}",
+        whole_time.as_secs_f64() / baseline_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn parse(segments: &[bytes::Bytes]) -> Parsed {
+    let mut decoder = Decoder::new();
+    let mut events = Vec::with_capacity(segments.iter().map(|s| s.len()).sum::<usize>() / 250);
+    let mut messages = 0;
+    for segment in segments {
+        let mut framer = Framer::default();
+        framer.push(segment);
+        framer.finish();
+        while let Some(frame) = framer.next_frame() {
+            messages += 1;
+            if let Framed::Message { bytes, .. } = frame {
+                if let Ok(Decoded::Trade(envelope)) = decoder.decode(bytes) {
+                    events.extend(to_event(envelope));
+                }
+            }
+        }
+    }
+    Parsed { events, messages }
+}
+
+fn run_dataflow(
+    events: &[TradeEvent],
+    prices: &[PriceUpdate],
+    workers: usize,
+    epoch: u64,
+) -> Result<Arc<eod_dataflow::ViewSnapshot>> {
+    let events = Arc::new(events.to_vec());
+    let prices = Arc::new(prices.to_vec());
+    let store = ViewStore::new();
+    let publish = store.clone();
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (index, peers) = (worker.index(), worker.peers());
+        let store = (index == 0).then(|| publish.clone());
+        let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, peers));
+        if index == 0 {
+            for price in prices.iter() {
+                inputs.price(price.clone());
+            }
+        }
+        let mut time = 1;
+        inputs.advance_to(time);
+        for (n, event) in events.iter().enumerate().skip(index).step_by(peers) {
+            inputs.event(event.clone());
+            if (n as u64 + 1) % (epoch * peers as u64) < peers as u64 {
+                time += 1;
+                inputs.advance_to(time);
+                inputs.flush();
+                let floor = time.saturating_sub(4);
+                worker.step_while(|| probe.less_than(&floor));
+            }
+        }
+    })
+    .map_err(anyhow::Error::msg)?
+    .join()
+    .into_iter()
+    .try_for_each(|r| r.map_err(|e| anyhow::anyhow!("worker failed: {e}")))?;
+    Ok(store.snapshot())
+}

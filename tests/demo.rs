@@ -1,0 +1,128 @@
+//! `eod demo` as a user runs it: the simulator feeds the dataflow live and the HTTP views
+//! fill up and keep changing, each response one consistent snapshot.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for a JSON endpoint on loopback.
+fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status: u16 = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn demo_serves_live_changing_views() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "3000",
+            "--duration",
+            "20",
+            "--traders",
+            "5",
+            "--symbols",
+            "10",
+        ])
+        .args(["--dead-letters"])
+        .arg(std::env::temp_dir().join(format!("eod-demo-test-{}.jsonl", std::process::id())))
+        .args(["--", "-w", "2"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = KillOnDrop(child);
+    let mut addr = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("positions") {
+            let url = rest.trim();
+            addr = Some(
+                url.trim_start_matches("http://")
+                    .trim_end_matches("/v1/positions")
+                    .to_owned(),
+            );
+            break;
+        }
+    }
+    let addr = addr.expect("demo prints its address");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut seen_trades = Vec::new();
+    while Instant::now() < deadline && seen_trades.len() < 3 {
+        let (status, firm) = get(&addr, "/v1/pnl/firm");
+        assert_eq!(status, 200);
+        let trades = firm["firm"]["trades"].as_u64().unwrap_or(0);
+        if trades > 0 && seen_trades.last() != Some(&trades) {
+            seen_trades.push(trades);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        seen_trades.len() >= 3,
+        "firm trades should grow while the demo runs: {seen_trades:?}"
+    );
+
+    let (status, positions) = get(&addr, "/v1/positions");
+    assert_eq!(status, 200);
+    let rows = positions["positions"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r["mark_source"].is_string()),
+        "simulated symbols always have a mark"
+    );
+    let (status, accounting) = get(&addr, "/v1/accounting");
+    assert_eq!(status, 200);
+    let a = &accounting["accounting"];
+    let dead: u64 = a["dead_letters"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let accounted = ["fills", "busts", "corrections", "skipped"]
+        .iter()
+        .map(|k| a[k].as_u64().unwrap())
+        .sum::<u64>()
+        + dead;
+    assert_eq!(
+        accounted,
+        a["read"].as_u64().unwrap(),
+        "a snapshot is consistent: {a}"
+    );
+    let (status, _) = get(&addr, "/v1/pnl/traders/NOBODY");
+    assert_eq!(status, 404);
+    drop(child);
+}
