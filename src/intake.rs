@@ -117,7 +117,7 @@ impl Intake {
             inputs.count(Counter::Skipped, counts.skipped as isize);
         }
         for (reason, n) in counts.dead {
-            inputs.count(Counter::DeadLetter(reason.label().to_owned()), n as isize);
+            inputs.count(Counter::DeadLetter(reason.label().into()), n as isize);
         }
     }
 }

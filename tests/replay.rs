@@ -243,7 +243,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
 
     // The edge cases by hand: F1 busted (bust replayed first), F2 counted once, F4 replaced by
     // C1 which C2 replaced in turn; F3 sold 30 @ 21.25.
-    let edge = &snapshot.positions[&("EDGE-T".to_owned(), "EDGEX".to_owned())];
+    let edge = &snapshot.positions[&("EDGE-T".into(), "EDGEX".into())];
     assert_eq!(edge.trades, 3, "F2, F3 and C2 are live");
     assert_eq!(edge.net_qty, 100 - 30 + 5);
     // The last trade by TransactTime is C2 (21:00:09, 20.5), later than F3 (21:00:05).

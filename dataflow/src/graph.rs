@@ -17,7 +17,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
 
 use crate::marks::{choose_mark, Mark, MarkInput};
-use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Time, TradeEvent};
+use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Text, Time, TradeEvent};
 use crate::money::Money;
 use crate::position::{Execution, PositionCore};
 use crate::views::{PositionView, Totals, Unmatched, ViewRecord, ViewSnapshot, ViewStore};
@@ -100,8 +100,8 @@ impl Inputs {
 /// Values grouped under a plain fill's ExecID. Variant order puts kills before the fill.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum ByExecId {
-    BustedBy(String),
-    CorrectedBy(String),
+    BustedBy(Text),
+    CorrectedBy(Text),
     Fill(Fill),
 }
 
@@ -109,27 +109,27 @@ enum ByExecId {
 enum PlainOutcome {
     Live(Fill),
     /// A correction whose target is a plain fill that has arrived.
-    CorrectionRoot(String),
+    CorrectionRoot(Text),
     /// A bust with no plain fill to act on (it may still target a correction).
-    BustWithoutFill(String),
+    BustWithoutFill(Text),
 }
 
 /// Values grouped under a correction's own ExecID.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum ByCorrectionId {
-    BustedBy(String),
-    CorrectedBy(String),
+    BustedBy(Text),
+    CorrectedBy(Text),
     Present,
-    Correction(String, Fill),
+    Correction(Text, Fill),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum CorrectionOutcome {
     Live(Fill),
     /// A bust that found its target among the present corrections.
-    BustMatched(String),
+    BustMatched(Text),
     /// A correction whose target (transitively) has not arrived.
-    Unmatched(String),
+    Unmatched(Text),
 }
 
 /// Builds the graph in `scope`. `store` is given to the first worker of each process, which
@@ -303,7 +303,7 @@ fn live_fills<'s>(
             _ => None,
         }));
 
-    let bust_waiting = |target: String, exec_id: String| Unmatched {
+    let bust_waiting = |target: Text, exec_id: Text| Unmatched {
         kind: "bust".into(),
         exec_id,
         target,
@@ -333,7 +333,7 @@ fn live_fills<'s>(
     (live, unmatched)
 }
 
-type PositionKey = (String, String);
+type PositionKey = (Text, Text);
 
 /// Per (trader, symbol) accounting over the live fills.
 fn positions<'s>(
@@ -363,7 +363,7 @@ fn positions<'s>(
 fn marks<'s>(
     positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
     prices: VecCollection<'s, Time, PriceUpdate, Diff>,
-) -> VecCollection<'s, Time, (String, Mark), Diff> {
+) -> VecCollection<'s, Time, (Text, Mark), Diff> {
     let last_trades = positions
         .map(|((_trader, symbol), core)| (symbol, core.last))
         .reduce_named("LastTrade", |_symbol, trades, out| {
@@ -391,7 +391,7 @@ fn marks<'s>(
 
 fn position_views<'s>(
     positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
-    marks: VecCollection<'s, Time, (String, Mark), Diff>,
+    marks: VecCollection<'s, Time, (Text, Mark), Diff>,
 ) -> VecCollection<'s, Time, PositionView, Diff> {
     let by_symbol = positions.map(|((trader, symbol), core)| (symbol, (trader, core)));
     let marked = by_symbol
@@ -414,8 +414,8 @@ pub fn position_view(
 ) -> PositionView {
     let total = mark.map(|m| core.cash + core.net_qty * i128::from(m.price));
     PositionView {
-        trader: trader.to_owned(),
-        symbol: symbol.to_owned(),
+        trader: trader.into(),
+        symbol: symbol.into(),
         net_qty: core.net_qty,
         trades: core.trades,
         avg_cost: core.avg_cost.map(Money),

@@ -13,6 +13,8 @@ pub mod views;
 
 pub use graph::{build_dataflow, Inputs};
 pub use marks::{Mark, MarkSource};
-pub use model::{Bust, Correction, Counter, Diff, Fill, PriceKind, PriceUpdate, Time, TradeEvent};
+pub use model::{
+    Bust, Correction, Counter, Diff, Fill, PriceKind, PriceUpdate, Text, Time, TradeEvent,
+};
 pub use money::Money;
 pub use views::{Accounting, AsOf, PositionView, Totals, Unmatched, ViewSnapshot, ViewStore};

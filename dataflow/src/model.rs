@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Identifiers and names inside the dataflow. Inline up to 24 bytes: every arrangement clones,
+/// hashes and compares these, and heap `String`s made that a quarter of the dataflow's time in
+/// allocation alone (measured with perf on the replay benchmark).
+pub type Text = compact_str::CompactString;
+
 /// Dataflow time: a totally ordered epoch (a source batch, or a millisecond bucket when live).
 pub type Time = u64;
 /// Multiplicity of an update.
@@ -13,9 +18,9 @@ pub type Diff = isize;
 /// ExecID, which keeps de-duplication deterministic across workers and batchings.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Fill {
-    pub exec_id: String,
-    pub trader: String,
-    pub symbol: String,
+    pub exec_id: Text,
+    pub trader: Text,
+    pub symbol: Text,
     /// Signed quantity: buys positive, sells negative.
     pub qty: i64,
     /// LastPx mantissa at 10^-8, always positive.
@@ -27,15 +32,15 @@ pub struct Fill {
 /// A trade correction: `fill` (with its own ExecID) replaces the execution `target`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Correction {
-    pub target: String,
+    pub target: Text,
     pub fill: Fill,
 }
 
 /// A trade cancel (bust) of the execution `target`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Bust {
-    pub exec_id: String,
-    pub target: String,
+    pub exec_id: Text,
+    pub target: Text,
 }
 
 /// A trade-bearing execution report, as decoded from FIX.
@@ -58,7 +63,7 @@ pub enum PriceKind {
 /// A market or reference price. The latest `time` per (symbol, kind) is in force.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PriceUpdate {
-    pub symbol: String,
+    pub symbol: Text,
     pub kind: PriceKind,
     pub price: i64,
     pub time: i64,
@@ -76,7 +81,7 @@ pub enum Counter {
     /// Valid FIX that carries no trade (heartbeats, logons, order status, ...).
     Skipped,
     /// Dead-lettered, by reason label.
-    DeadLetter(String),
+    DeadLetter(Text),
     /// Price updates applied.
     Prices,
 }

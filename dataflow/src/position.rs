@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::Text;
 use crate::money::div_round_half_even;
 
 /// One live fill as the position logic needs it. Field order gives the required
@@ -9,7 +10,7 @@ use crate::money::div_round_half_even;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Execution {
     pub transact_time: i64,
-    pub exec_id: String,
+    pub exec_id: Text,
     pub qty: i64,
     pub price: i64,
 }
@@ -18,7 +19,7 @@ pub struct Execution {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LastTrade {
     pub transact_time: i64,
-    pub exec_id: String,
+    pub exec_id: Text,
     pub price: i64,
 }
 
@@ -117,7 +118,7 @@ mod tests {
     fn ex(t: i64, qty: i64, price: i64) -> Execution {
         Execution {
             transact_time: t,
-            exec_id: format!("E{t}"),
+            exec_id: format!("E{t}").into(),
             qty,
             price,
         }

@@ -9,15 +9,15 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::graph::position_view;
 use crate::marks::{choose_mark, MarkInput};
-use crate::model::{Fill, PriceKind, PriceUpdate, TradeEvent};
+use crate::model::{Fill, PriceKind, PriceUpdate, Text, TradeEvent};
 use crate::position::{Execution, PositionCore};
 use crate::views::{PositionView, Totals};
 
 /// The reference's answer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReferenceViews {
-    pub positions: BTreeMap<(String, String), PositionView>,
-    pub traders: BTreeMap<String, Totals>,
+    pub positions: BTreeMap<(Text, Text), PositionView>,
+    pub traders: BTreeMap<Text, Totals>,
     pub firm: Option<Totals>,
 }
 
@@ -95,7 +95,7 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> ReferenceViews 
             });
     }
     let mut cores: Vec<((&str, &str), PositionCore)> = Vec::with_capacity(by_position.len());
-    let mut last_trade: HashMap<&str, (i64, String, i64)> = HashMap::new();
+    let mut last_trade: HashMap<&str, (i64, Text, i64)> = HashMap::new();
     for (key, mut executions) in by_position {
         executions.sort_unstable();
         let Some(core) = PositionCore::from_sorted(executions.iter().map(|e| (e, 1))) else {
@@ -140,9 +140,7 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> ReferenceViews 
     let mut views = ReferenceViews::default();
     for ((trader, symbol), core) in cores {
         let row = position_view(trader, symbol, &core, marks.get(symbol));
-        views
-            .positions
-            .insert((trader.to_owned(), symbol.to_owned()), row);
+        views.positions.insert((trader.into(), symbol.into()), row);
     }
     let mut per_trader: BTreeMap<&str, Vec<&PositionView>> = BTreeMap::new();
     for row in views.positions.values() {
@@ -150,7 +148,7 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> ReferenceViews 
     }
     views.traders = per_trader
         .into_iter()
-        .map(|(trader, rows)| (trader.to_owned(), Totals::sum(rows)))
+        .map(|(trader, rows)| (trader.into(), Totals::sum(rows)))
         .collect();
     if !views.positions.is_empty() {
         views.firm = Some(Totals::sum(views.positions.values()));

@@ -12,14 +12,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::marks::MarkSource;
-use crate::model::{Counter, Diff, Time};
+use crate::model::{Counter, Diff, Text, Time};
 use crate::money::Money;
 
 /// One (trader, symbol) row of the positions view.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PositionView {
-    pub trader: String,
-    pub symbol: String,
+    pub trader: Text,
+    pub symbol: Text,
     pub net_qty: i128,
     pub trades: u64,
     pub avg_cost: Option<Money>,
@@ -73,16 +73,16 @@ impl Totals {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Unmatched {
     /// "bust" or "correction".
-    pub kind: String,
-    pub exec_id: String,
-    pub target: String,
+    pub kind: Text,
+    pub exec_id: Text,
+    pub target: Text,
 }
 
 /// Every change the dataflow exports to the query side.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ViewRecord {
     Position(PositionView),
-    Trader(String, Totals),
+    Trader(Text, Totals),
     Firm(Totals),
     Unmatched(Unmatched),
     /// Diff carries the count.
@@ -108,7 +108,7 @@ pub struct Accounting {
     pub busts: u64,
     pub corrections: u64,
     pub skipped: u64,
-    pub dead_letters: BTreeMap<String, u64>,
+    pub dead_letters: BTreeMap<Text, u64>,
     pub prices: u64,
 }
 
@@ -140,8 +140,8 @@ impl Accounting {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewSnapshot {
     pub as_of: AsOf,
-    pub positions: BTreeMap<(String, String), PositionView>,
-    pub traders: BTreeMap<String, Totals>,
+    pub positions: BTreeMap<(Text, Text), PositionView>,
+    pub traders: BTreeMap<Text, Totals>,
     pub firm: Option<Totals>,
     pub unmatched: BTreeSet<Unmatched>,
     pub accounting: Accounting,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use eod_dataflow::{
     build_dataflow, Bust, Correction, Fill, MarkSource, Money, PositionView, PriceKind,
-    PriceUpdate, Totals, TradeEvent, Unmatched, ViewSnapshot, ViewStore,
+    PriceUpdate, Text, Totals, TradeEvent, Unmatched, ViewSnapshot, ViewStore,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -41,17 +41,17 @@ fn round8(value: Decimal) -> Decimal {
 }
 
 struct Expected {
-    positions: BTreeMap<(String, String), PositionView>,
-    traders: BTreeMap<String, Totals>,
+    positions: BTreeMap<(Text, Text), PositionView>,
+    traders: BTreeMap<Text, Totals>,
     firm: Option<Totals>,
     unmatched: BTreeSet<Unmatched>,
 }
 
 fn oracle(inputs: &[Input]) -> Expected {
-    let mut fills: BTreeMap<String, Vec<Fill>> = BTreeMap::new();
-    let mut corrections: BTreeMap<String, Vec<(String, Fill)>> = BTreeMap::new();
-    let mut busts: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut prices: BTreeMap<(String, PriceKind), (i64, i64)> = BTreeMap::new();
+    let mut fills: BTreeMap<Text, Vec<Fill>> = BTreeMap::new();
+    let mut corrections: BTreeMap<Text, Vec<(Text, Fill)>> = BTreeMap::new();
+    let mut busts: BTreeSet<(Text, Text)> = BTreeSet::new();
+    let mut prices: BTreeMap<(Text, PriceKind), (i64, i64)> = BTreeMap::new();
     for input in inputs {
         match input {
             Input::Trade(TradeEvent::Fill(f)) => {
@@ -73,12 +73,12 @@ fn oracle(inputs: &[Input]) -> Expected {
         }
     }
     // Killed: named by any bust or any correction.
-    let mut killed: BTreeSet<String> = busts.iter().map(|(_, t)| t.clone()).collect();
+    let mut killed: BTreeSet<Text> = busts.iter().map(|(_, t)| t.clone()).collect();
     for list in corrections.values() {
         killed.extend(list.iter().map(|(t, _)| t.clone()));
     }
     // Present corrections: least fixed point of "target is an arrived fill or present correction".
-    let mut present: BTreeSet<String> = BTreeSet::new();
+    let mut present: BTreeSet<Text> = BTreeSet::new();
     loop {
         let before = present.len();
         for (id, list) in &corrections {
@@ -123,7 +123,7 @@ fn oracle(inputs: &[Input]) -> Expected {
     }
 
     // Last traded price per symbol: the live fill with the greatest (TransactTime, ExecID).
-    let mut last_trade: BTreeMap<String, (i64, String, i64)> = BTreeMap::new();
+    let mut last_trade: BTreeMap<Text, (i64, Text, i64)> = BTreeMap::new();
     for f in &live {
         let candidate = (f.transact_time, f.exec_id.clone(), f.price);
         let slot = last_trade
@@ -134,7 +134,11 @@ fn oracle(inputs: &[Input]) -> Expected {
         }
     }
     let mark_of = |symbol: &str| -> Option<(Decimal, MarkSource)> {
-        let price = |kind| prices.get(&(symbol.to_owned(), kind)).map(|(_, p)| dec(*p));
+        let price = |kind| {
+            prices
+                .get(&(Text::from(symbol), kind))
+                .map(|(_, p)| dec(*p))
+        };
         if let Some(p) = price(PriceKind::OfficialClose) {
             return Some((p, MarkSource::OfficialClose));
         }
@@ -147,7 +151,7 @@ fn oracle(inputs: &[Input]) -> Expected {
         price(PriceKind::PrevClose).map(|p| (p, MarkSource::PrevClose))
     };
 
-    let mut by_position: BTreeMap<(String, String), Vec<&Fill>> = BTreeMap::new();
+    let mut by_position: BTreeMap<(Text, Text), Vec<&Fill>> = BTreeMap::new();
     for f in &live {
         by_position
             .entry((f.trader.clone(), f.symbol.clone()))
@@ -206,8 +210,8 @@ fn oracle(inputs: &[Input]) -> Expected {
         positions.insert((trader, symbol), row);
     }
 
-    let mut traders: BTreeMap<String, Totals> = BTreeMap::new();
-    let mut grouped: BTreeMap<String, Vec<&PositionView>> = BTreeMap::new();
+    let mut traders: BTreeMap<Text, Totals> = BTreeMap::new();
+    let mut grouped: BTreeMap<Text, Vec<&PositionView>> = BTreeMap::new();
     for row in positions.values() {
         grouped.entry(row.trader.clone()).or_default().push(row);
     }
@@ -298,7 +302,7 @@ fn fill_strategy(id_prefix: &'static str) -> impl Strategy<Value = Fill> {
         0i64..12,
     )
         .prop_map(move |(id, trader, symbol, qty, price, odd, time)| Fill {
-            exec_id: format!("{id_prefix}{id}"),
+            exec_id: format!("{id_prefix}{id}").into(),
             trader: TRADERS[trader].into(),
             symbol: SYMBOLS[symbol].into(),
             qty: if qty == 0 { 1 } else { qty },
@@ -316,13 +320,13 @@ fn input_strategy() -> impl Strategy<Value = Input> {
     prop_oneof![
         6 => fill_strategy("F").prop_map(|f| Input::Trade(TradeEvent::Fill(f))),
         2 => (0..6u8, target.clone()).prop_map(|(b, target)| Input::Trade(TradeEvent::Bust(Bust {
-            exec_id: format!("B{b}"),
-            target,
+            exec_id: format!("B{b}").into(),
+            target: target.into(),
         }))),
         2 => (fill_strategy("C"), target).prop_map(|(mut fill, target)| {
             let id: u8 = fill.exec_id[1..].parse().unwrap();
-            fill.exec_id = format!("C{}", id % 6);
-            Input::Trade(TradeEvent::Correct(Correction { target, fill }))
+            fill.exec_id = format!("C{}", id % 6).into();
+            Input::Trade(TradeEvent::Correct(Correction { target: target.into(), fill }))
         }),
         2 => (0..3usize, 0..4u8, 1i64..40, 0i64..5, 0u8..3).prop_map(|(s, kind, price, time, odd)| {
             Input::Price(PriceUpdate {

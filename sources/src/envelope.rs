@@ -8,8 +8,8 @@ pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
     let kind = envelope.kind();
     if kind == TradeKind::Bust {
         return Some(TradeEvent::Bust(Bust {
-            exec_id: envelope.exec_id,
-            target: envelope.exec_ref_id,
+            exec_id: envelope.exec_id.into(),
+            target: envelope.exec_ref_id.into(),
         }));
     }
     let qty = match envelope.side() {
@@ -18,9 +18,9 @@ pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
         Side::Unspecified => return None,
     };
     let fill = Fill {
-        exec_id: envelope.exec_id,
-        trader: envelope.trader_id,
-        symbol: envelope.symbol,
+        exec_id: envelope.exec_id.into(),
+        trader: envelope.trader_id.into(),
+        symbol: envelope.symbol.into(),
         qty,
         price: envelope.price_mantissa,
         transact_time: envelope.transact_time,
@@ -28,7 +28,7 @@ pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
     match kind {
         TradeKind::Fill => Some(TradeEvent::Fill(fill)),
         TradeKind::Correct => Some(TradeEvent::Correct(Correction {
-            target: envelope.exec_ref_id,
+            target: envelope.exec_ref_id.into(),
             fill,
         })),
         TradeKind::Bust | TradeKind::Unspecified => None,

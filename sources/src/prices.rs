@@ -35,7 +35,7 @@ pub fn parse_prices_csv(text: &str) -> Result<Vec<PriceUpdate>, PricesError> {
             return Err(err(format!("price must be positive, got {price}")));
         }
         updates.push(PriceUpdate {
-            symbol: (*symbol).to_owned(),
+            symbol: (*symbol).into(),
             kind,
             price,
             time: line as i64,

@@ -121,7 +121,7 @@ impl Simulator {
             .map(|s| SimMessage {
                 time: config.start,
                 event: SimEvent::Price(PriceUpdate {
-                    symbol: s.name.clone(),
+                    symbol: s.name.as_str().into(),
                     kind: PriceKind::PrevClose,
                     price: s.price,
                     time: config.start,
@@ -331,7 +331,7 @@ impl Simulator {
             _ => symbol.price,
         };
         SimEvent::Price(PriceUpdate {
-            symbol: symbol.name.clone(),
+            symbol: symbol.name.as_str().into(),
             kind,
             price,
             time: self.now(),
