@@ -11,6 +11,7 @@ use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
 
 use crate::dead_letters::DeadLetterSender;
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
 
 #[derive(Clone, Debug)]
@@ -27,6 +28,7 @@ pub struct DemoOptions {
 pub fn run_demo(
     options: DemoOptions,
     store: Arc<ViewStore>,
+    metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     dead_letters: DeadLetterSender,
 ) -> Result<()> {
@@ -55,7 +57,12 @@ pub fn run_demo(
             Ok(sender) => sender.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        let mut intake = Intake::new("simulator", eod_sources::fix::DEFAULT_MAX_MESSAGE, sender);
+        let mut intake = Intake::new(
+            "simulator",
+            eod_sources::fix::DEFAULT_MAX_MESSAGE,
+            sender,
+            metrics.clone(),
+        );
         let mut simulator = Simulator::new(options.sim.clone());
         let sim_start = options.sim.start;
         let mut pending: Option<SimMessage> = simulator.next();
@@ -68,6 +75,7 @@ pub fn run_demo(
             }
             let elapsed = now.duration_since(started).as_nanos() as i64;
             // Feed everything the simulated clock has reached, capped so the worker keeps stepping.
+            let _span = tracing::trace_span!("demo_feed", epoch).entered();
             let mut fed = 0;
             while let Some(message) = pending.take() {
                 if message.time - sim_start > elapsed || fed >= 20_000 {
@@ -89,6 +97,11 @@ pub fn run_demo(
                 epoch = current;
                 inputs.advance_to(epoch);
                 inputs.flush();
+                metrics.epochs_closed.inc();
+                let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(epoch));
+                metrics
+                    .epochs_in_flight
+                    .set(epoch.saturating_sub(completed) as i64);
             }
             // Bounded lag: never run more than a few epochs ahead of what the views reflect.
             let floor = epoch.saturating_sub(4);

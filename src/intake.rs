@@ -6,13 +6,22 @@ use eod_proto::DeadLetterReason;
 use eod_sources::envelope::to_event;
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 
+use std::sync::Arc;
+
+use eod_dataflow::TradeEvent;
+
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender};
+use crate::metrics::Metrics;
 
 /// Outcome counts not yet entered into the dataflow; entered once per epoch because a
 /// per-message update of the counters collection would double the dataflow's work.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct IntakeCounts {
     pub read: u64,
+    pub bytes: u64,
+    pub fills: u64,
+    pub busts: u64,
+    pub corrections: u64,
     pub skipped: u64,
     pub dead: Vec<(DeadLetterReason, u64)>,
 }
@@ -24,10 +33,16 @@ pub struct Intake {
     source: String,
     dead_letters: DeadLetterSender,
     counts: IntakeCounts,
+    metrics: Arc<Metrics>,
 }
 
 impl Intake {
-    pub fn new(source: &str, max_message: usize, dead_letters: DeadLetterSender) -> Intake {
+    pub fn new(
+        source: &str,
+        max_message: usize,
+        dead_letters: DeadLetterSender,
+        metrics: Arc<Metrics>,
+    ) -> Intake {
         Intake {
             framer: Framer::new(max_message),
             decoder: Decoder::new(),
@@ -35,6 +50,7 @@ impl Intake {
             source: source.to_owned(),
             dead_letters,
             counts: IntakeCounts::default(),
+            metrics,
         }
     }
 
@@ -47,6 +63,7 @@ impl Intake {
     /// Feeds bytes; returns how many units were framed.
     pub fn push(&mut self, bytes: &[u8], inputs: &mut Inputs) -> u64 {
         self.framer.push(bytes);
+        self.counts.bytes += bytes.len() as u64;
         self.drain(inputs)
     }
 
@@ -65,6 +82,11 @@ impl Intake {
                 Framed::Message { bytes, offset } => match self.decoder.decode(bytes) {
                     Ok(Decoded::Trade(envelope)) => match to_event(envelope) {
                         Some(event) => {
+                            match &event {
+                                TradeEvent::Fill(_) => self.counts.fills += 1,
+                                TradeEvent::Bust(_) => self.counts.busts += 1,
+                                TradeEvent::Correct(_) => self.counts.corrections += 1,
+                            }
                             inputs.event(event);
                             None
                         }
@@ -110,6 +132,23 @@ impl Intake {
     /// Enters the buffered outcome counts into the dataflow (call before advancing time).
     pub fn flush_counts(&mut self, inputs: &mut Inputs) {
         let counts = std::mem::take(&mut self.counts);
+        let m = &self.metrics;
+        m.messages_read.inc_by(counts.read);
+        m.bytes_read.inc_by(counts.bytes);
+        for (outcome, n) in [
+            ("fill", counts.fills),
+            ("bust", counts.busts),
+            ("correction", counts.corrections),
+            ("skipped", counts.skipped),
+        ] {
+            m.outcomes.with_label_values(&[outcome]).inc_by(n);
+        }
+        for (reason, n) in &counts.dead {
+            m.outcomes.with_label_values(&["dead_letter"]).inc_by(*n);
+            m.dead_letters
+                .with_label_values(&[reason.label()])
+                .inc_by(*n);
+        }
         if counts.read > 0 {
             inputs.count(Counter::Read, counts.read as isize);
         }
@@ -119,5 +158,52 @@ impl Intake {
         for (reason, n) in counts.dead {
             inputs.count(Counter::DeadLetter(reason.label().into()), n as isize);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eod_sources::fix::FixEncoder;
+
+    #[test]
+    fn every_unit_is_counted_once_in_metrics() {
+        let metrics = Metrics::new().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let mut intake = Intake::new("test", 4096, sender, metrics.clone());
+        let fill = FixEncoder::new("FIX.4.4").message(
+            "8",
+            &[
+                (17, "E1"),
+                (150, "F"),
+                (55, "X"),
+                (54, "1"),
+                (32, "1"),
+                (31, "1"),
+                (60, "20261125-21:00:00"),
+                (1, "A"),
+            ],
+        );
+        let heartbeat = FixEncoder::new("FIX.4.4").message("0", &[]);
+        let mut stream = fill.clone();
+        stream.extend_from_slice(&heartbeat);
+        stream.extend_from_slice(b"junk");
+        timely::execute_directly(move |worker| {
+            let (mut inputs, _probe) =
+                worker.dataflow(|scope| eod_dataflow::build_dataflow(scope, None, 1));
+            intake.push(&stream, &mut inputs);
+            intake.finish(&mut inputs);
+            intake.flush_counts(&mut inputs);
+        });
+        assert_eq!(metrics.messages_read.get(), 3);
+        assert_eq!(metrics.outcomes.with_label_values(&["fill"]).get(), 1);
+        assert_eq!(metrics.outcomes.with_label_values(&["skipped"]).get(), 1);
+        assert_eq!(
+            metrics.dead_letters.with_label_values(&["garbled"]).get(),
+            1
+        );
+        let record = receiver.recv().unwrap();
+        assert_eq!(record.reason, "garbled");
+        assert_eq!(record.original, "junk");
     }
 }

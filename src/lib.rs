@@ -5,6 +5,7 @@ pub mod dead_letters;
 pub mod demo;
 pub mod generate;
 pub mod intake;
+pub mod metrics;
 pub mod replay;
 pub mod server;
 pub mod timely_args;

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use eod::dead_letters::DeadLetterWriter;
 use eod::demo::{run_demo, DemoOptions};
 use eod::generate::generate_archive;
+use eod::metrics::Metrics;
 use eod::replay::{run_replay, ReplayOptions, ReplaySummary};
 use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
@@ -155,10 +156,11 @@ fn replay(args: ReplayArgs) -> Result<()> {
             None => PathBuf::from("dead-letters.jsonl"),
         });
     let store = ViewStore::new();
+    let metrics = Metrics::new()?;
     let stop = Arc::new(AtomicBool::new(false));
     let server = args
         .serve
-        .map(|addr| QueryServer::start(addr, store.clone(), stop.clone()))
+        .map(|addr| QueryServer::start(addr, store.clone(), &metrics, stop.clone()))
         .transpose()?;
     if let Some(server) = &server {
         eprintln!("serving http://{}", server.addr);
@@ -173,7 +175,7 @@ fn replay(args: ReplayArgs) -> Result<()> {
         timely_args: args.timely.clone(),
         progress: !args.quiet,
     };
-    let summary = run_replay(options, store)?;
+    let summary = run_replay(options, store, metrics)?;
     if let Some(output) = &args.output {
         let body = positions_body(&summary.snapshot, &PositionFilter::default());
         std::fs::write(output, serde_json::to_vec_pretty(&body)?)
@@ -235,8 +237,9 @@ fn demo(args: DemoArgs) -> Result<()> {
         .unwrap_or_else(|| std::env::temp_dir().join("eod-demo-dead-letters.jsonl"));
     let writer = DeadLetterWriter::start(dead_letters_path.clone());
     let store = ViewStore::new();
+    let metrics = Metrics::new()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let server = QueryServer::start(args.listen, store.clone(), stop.clone())?;
+    let server = QueryServer::start(args.listen, store.clone(), &metrics, stop.clone())?;
     eprintln!(
         "eod demo: {} msg/s, {}x burst at 16:00 (30 s in)",
         args.rate, args.burst_multiplier
@@ -244,6 +247,7 @@ fn demo(args: DemoArgs) -> Result<()> {
     eprintln!("  positions   http://{}/v1/positions", server.addr);
     eprintln!("  traders     http://{}/v1/pnl/traders", server.addr);
     eprintln!("  firm        http://{}/v1/pnl/firm", server.addr);
+    eprintln!("  metrics     http://{}/metrics", server.addr);
     eprintln!("  dead letters {}", dead_letters_path.display());
     eprintln!("Ctrl-C to stop.");
     let options = DemoOptions {
@@ -252,7 +256,13 @@ fn demo(args: DemoArgs) -> Result<()> {
         duration: args.duration.map(Duration::from_secs_f64),
         timely_args: args.timely.clone(),
     };
-    let result = run_demo(options, store.clone(), stop.clone(), writer.sender());
+    let result = run_demo(
+        options,
+        store.clone(),
+        metrics,
+        stop.clone(),
+        writer.sender(),
+    );
     server.shutdown()?;
     writer.finish()?;
     result?;

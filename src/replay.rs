@@ -11,6 +11,7 @@ use eod_sources::archive::{Archive, Segment};
 
 use crate::dead_letters::{DeadLetterSender, DeadLetterWriter};
 use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
 
 /// What to replay and how.
@@ -50,7 +51,11 @@ impl ReplaySummary {
 }
 
 /// Runs the replay to completion, publishing views to `store` as epochs complete.
-pub fn run_replay(options: ReplayOptions, store: Arc<ViewStore>) -> Result<ReplaySummary> {
+pub fn run_replay(
+    options: ReplayOptions,
+    store: Arc<ViewStore>,
+    metrics: Arc<Metrics>,
+) -> Result<ReplaySummary> {
     let archive = Archive::open(&options.archive)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -77,6 +82,7 @@ pub fn run_replay(options: ReplayOptions, store: Arc<ViewStore>) -> Result<Repla
         store: store.clone(),
         workers,
         progress,
+        metrics,
         dead_letters: std::sync::Mutex::new(writer.sender()),
     });
     let guards = timely::execute(config, move |worker| {
@@ -117,6 +123,7 @@ struct WorkerShared {
     store: Arc<ViewStore>,
     workers: usize,
     progress: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
     // mpsc senders are Send but not Sync; each worker clones its own under the lock.
     dead_letters: std::sync::Mutex<DeadLetterSender>,
 }
@@ -133,7 +140,12 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         .lock()
         .map_err(|_| anyhow::anyhow!("dead-letter sender lock poisoned"))?
         .clone();
-    let mut intake = Intake::new("", shared.options.max_message, dead_letters);
+    let mut intake = Intake::new(
+        "",
+        shared.options.max_message,
+        dead_letters,
+        shared.metrics.clone(),
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -157,12 +169,21 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         inputs.flush();
         let floor = epoch.saturating_sub(shared.options.max_epochs_in_flight);
         worker.step_while(|| probe.less_than(&floor));
+        shared.metrics.epochs_closed.inc();
+        if index == 0 {
+            let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(*epoch));
+            shared
+                .metrics
+                .epochs_in_flight
+                .set(epoch.saturating_sub(completed) as i64);
+        }
     };
     for segment in shared.segments.iter().skip(index).step_by(peers) {
         let _span =
             tracing::info_span!("replay_segment", key = %segment.key, worker = index).entered();
         let bytes = runtime.block_on(shared.archive.read(&segment.key))?;
         intake.reset(&segment.key);
+        shared.metrics.segments_read.inc();
         // Feed in slices so epochs stay bounded even for one huge segment.
         for chunk in bytes.chunks(1 << 20) {
             in_epoch += intake.push(chunk, &mut inputs);

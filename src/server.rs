@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use eod_dataflow::ViewStore;
 
+use crate::metrics::Metrics;
+
 pub struct QueryServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -21,8 +23,10 @@ impl QueryServer {
     pub fn start(
         addr: SocketAddr,
         store: Arc<ViewStore>,
+        metrics: &Metrics,
         stop: Arc<AtomicBool>,
     ) -> Result<QueryServer> {
+        let query_metrics = eod_queries::QueryMetrics::register(&metrics.registry)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("eod-http")
@@ -45,7 +49,7 @@ impl QueryServer {
                         }
                     }
                 };
-                eod_queries::serve(listener, store, shutdown).await.context("query endpoint")
+                eod_queries::serve(listener, store, query_metrics, shutdown).await.context("query endpoint")
             })
         })?;
         Ok(QueryServer { addr, stop, handle })

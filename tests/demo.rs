@@ -15,8 +15,8 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A minimal HTTP/1.1 GET, enough for a JSON endpoint on loopback.
-fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+/// A minimal HTTP/1.1 GET, enough for an endpoint on loopback.
+fn get_text(addr: &str, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -33,10 +33,24 @@ fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or("");
+    (status, body.to_owned())
+}
+
+fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = get_text(addr, path);
     (
         status,
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
 }
 
 #[test]
@@ -124,5 +138,12 @@ fn demo_serves_live_changing_views() {
     );
     let (status, _) = get(&addr, "/v1/pnl/traders/NOBODY");
     assert_eq!(status, 404);
+
+    let (status, text) = get_text(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metric(&text, "eod_messages_read_total") > 0.0);
+    assert!(metric(&text, "eod_messages_total{outcome=\"fill\"}") > 0.0);
+    assert!(metric(&text, "eod_dataflow_epochs_total") > 0.0);
+    assert!(metric(&text, "eod_view_positions") > 0.0);
     drop(child);
 }

@@ -208,7 +208,12 @@ fn replay_equals_reference_and_accounts_for_every_message() {
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,
     };
-    let summary = run_replay(options, ViewStore::new()).unwrap();
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
     let snapshot = &summary.snapshot;
     let (events, framed) = decode_archive(&fx.archive);
     let expected = reference::compute(&events, &fx.prices);

@@ -123,7 +123,11 @@ fn main() -> Result<()> {
         progress: false,
     };
     let started = Instant::now();
-    let summary = run_replay(options, ViewStore::new())?;
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod::metrics::Metrics::new().unwrap(),
+    )?;
     let whole_time = started.elapsed();
     ensure!(
         summary.snapshot.positions == baseline.positions,

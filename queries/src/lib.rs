@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,6 +13,81 @@ use axum::{Json, Router};
 use eod_dataflow::{PositionView, Totals, ViewSnapshot, ViewStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// Gauges describing the published views, refreshed from the snapshot at each scrape.
+pub struct QueryMetrics {
+    registry: prometheus::Registry,
+    positions: prometheus::IntGauge,
+    traders: prometheus::IntGauge,
+    unmatched: prometheus::IntGauge,
+    as_of_time: prometheus::IntGauge,
+    messages_reflected: prometheus::IntGauge,
+    snapshots_published: prometheus::IntGauge,
+}
+
+impl QueryMetrics {
+    /// Registers the view gauges in `registry`, which `/metrics` then serves whole.
+    pub fn register(
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<QueryMetrics>, prometheus::Error> {
+        let gauge = |name: &str, help: &str| -> Result<prometheus::IntGauge, prometheus::Error> {
+            let g = prometheus::IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        Ok(Arc::new(QueryMetrics {
+            positions: gauge("eod_view_positions", "Positions in the published view")?,
+            traders: gauge("eod_view_traders", "Traders in the published view")?,
+            unmatched: gauge(
+                "eod_view_unmatched",
+                "Busts and corrections waiting for their target",
+            )?,
+            as_of_time: gauge(
+                "eod_view_as_of_time",
+                "Dataflow time the published view reflects",
+            )?,
+            messages_reflected: gauge(
+                "eod_view_messages_reflected",
+                "Input messages the published view reflects",
+            )?,
+            snapshots_published: gauge(
+                "eod_view_snapshots_published",
+                "Consistent snapshots published so far",
+            )?,
+            registry: registry.clone(),
+        }))
+    }
+
+    fn render(&self, store: &ViewStore) -> String {
+        let snapshot = store.snapshot();
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.positions.set(clamp(snapshot.positions.len() as u64));
+        self.traders.set(clamp(snapshot.traders.len() as u64));
+        self.unmatched.set(clamp(snapshot.unmatched.len() as u64));
+        self.as_of_time.set(clamp(snapshot.as_of.time));
+        self.messages_reflected.set(clamp(snapshot.as_of.messages));
+        self.snapshots_published.set(clamp(store.version()));
+        let mut out = String::new();
+        if let Err(error) =
+            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
+        {
+            tracing::warn!(%error, "encoding metrics");
+        }
+        out
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<ViewStore>,
+    metrics: Arc<QueryMetrics>,
+}
+
+impl FromRef<AppState> for Arc<ViewStore> {
+    fn from_ref(state: &AppState) -> Arc<ViewStore> {
+        state.store.clone()
+    }
+}
 
 /// A JSON error with the HTTP status it travels with.
 #[derive(Debug)]
@@ -164,12 +239,23 @@ async fn ready(State(store): State<Arc<ViewStore>>) -> (StatusCode, Json<Value>)
     }
 }
 
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = state.metrics.render(&state.store);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-/// The query API over `store`.
-pub fn router(store: Arc<ViewStore>) -> Router {
+/// The query API over `store`, with `/metrics` serving `metrics`' registry.
+pub fn router(store: Arc<ViewStore>, metrics: Arc<QueryMetrics>) -> Router {
     Router::new()
         .route("/v1/positions", get(positions))
         .route("/v1/pnl/traders", get(traders))
@@ -179,19 +265,21 @@ pub fn router(store: Arc<ViewStore>) -> Router {
         .route("/v1/accounting", get(accounting))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(render_metrics))
         .fallback(not_found)
-        .with_state(store)
+        .with_state(AppState { store, metrics })
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     store: Arc<ViewStore>,
+    metrics: Arc<QueryMetrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "query endpoint listening");
-    axum::serve(listener, router(store))
+    axum::serve(listener, router(store, metrics))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -231,7 +319,8 @@ mod tests {
     }
 
     async fn get(store: Arc<ViewStore>, uri: &str) -> (StatusCode, Value) {
-        let response = router(store)
+        let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
+        let response = router(store, metrics)
             .oneshot(Request::get(uri).body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -290,5 +379,22 @@ mod tests {
         );
         assert_eq!(get(store(), "/health/live").await.0, StatusCode::OK);
         assert_eq!(get(store(), "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn metrics_describe_the_published_view() {
+        let registry = prometheus::Registry::new();
+        let metrics = QueryMetrics::register(&registry).unwrap();
+        let response = router(store(), metrics)
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(text.contains("eod_view_positions 1"), "{text}");
+        assert!(text.contains("eod_view_messages_reflected 5"), "{text}");
     }
 }
