@@ -37,21 +37,34 @@ impl QueryServer {
             .with_context(|| format!("binding the query endpoint to {addr}"))?;
         let addr = listener.local_addr()?;
         let stop_signal = stop.clone();
-        let handle = std::thread::Builder::new().name("eod-http".into()).spawn(move || {
-            runtime.block_on(async move {
-                let shutdown = async move {
-                    loop {
-                        tokio::select! {
-                            _ = tokio::signal::ctrl_c() => { stop_signal.store(true, Ordering::Release); break; }
-                            _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                                if stop_signal.load(Ordering::Acquire) { break; }
+        let handle = std::thread::Builder::new()
+            .name("eod-http".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let shutdown = async move {
+                        // Where SIGINT cannot be watched (a background job ignores it), only the
+                        // stop flag ends the server: a failed registration is not a Ctrl-C.
+                        let interrupted = async {
+                            if let Err(error) = tokio::signal::ctrl_c().await {
+                                tracing::debug!(%error, "Ctrl-C not watched");
+                                std::future::pending::<()>().await;
                             }
+                        };
+                        let stopped = async {
+                            while !stop_signal.load(Ordering::Acquire) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                        };
+                        tokio::select! {
+                            _ = interrupted => stop_signal.store(true, Ordering::Release),
+                            _ = stopped => {}
                         }
-                    }
-                };
-                eod_queries::serve(listener, store, query_metrics, shutdown).await.context("query endpoint")
-            })
-        })?;
+                    };
+                    eod_queries::serve(listener, store, query_metrics, shutdown)
+                        .await
+                        .context("query endpoint")
+                })
+            })?;
         Ok(QueryServer { addr, stop, handle })
     }
 
