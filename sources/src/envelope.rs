@@ -1,7 +1,82 @@
 //! Maps decoded envelopes onto the dataflow's input records.
 
 use eod_dataflow::{Bust, Correction, Fill, TradeEvent};
-use eod_proto::{Side, TradeEnvelope, TradeKind};
+use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
+use prost::Message;
+
+use crate::fix::Reject;
+
+/// Decodes and checks an envelope read back from a topic: anything may have been written there,
+/// so every field the dataflow relies on is checked, not assumed.
+pub fn event_from_bytes(payload: &[u8]) -> Result<TradeEvent, Reject> {
+    let envelope = TradeEnvelope::decode(payload).map_err(|e| Reject {
+        reason: DeadLetterReason::Deserialization,
+        detail: format!("not a TradeEnvelope: {e}"),
+    })?;
+    validate(&envelope)?;
+    to_event(envelope).ok_or_else(|| Reject {
+        reason: DeadLetterReason::InvalidValue,
+        detail: "envelope of unknown kind or side".into(),
+    })
+}
+
+fn validate(envelope: &TradeEnvelope) -> Result<(), Reject> {
+    let missing = |field: &str| Reject {
+        reason: DeadLetterReason::MissingField,
+        detail: format!("envelope has no {field}"),
+    };
+    let invalid = |detail: String| Reject {
+        reason: DeadLetterReason::InvalidValue,
+        detail,
+    };
+    if envelope.exec_id.is_empty() {
+        return Err(missing("exec_id"));
+    }
+    let kind = TradeKind::try_from(envelope.kind)
+        .map_err(|_| invalid(format!("unknown kind {}", envelope.kind)))?;
+    if kind == TradeKind::Unspecified {
+        return Err(missing("kind"));
+    }
+    if kind != TradeKind::Fill && envelope.exec_ref_id.is_empty() {
+        return Err(missing("exec_ref_id"));
+    }
+    if kind == TradeKind::Bust {
+        return Ok(());
+    }
+    if envelope.symbol.is_empty() {
+        return Err(missing("symbol"));
+    }
+    if envelope.trader_id.is_empty() {
+        return Err(missing("trader_id"));
+    }
+    match Side::try_from(envelope.side) {
+        Ok(Side::Buy | Side::Sell) => {}
+        _ => return Err(missing("side")),
+    }
+    if envelope.quantity <= 0 {
+        return Err(invalid(format!(
+            "quantity {} is not positive",
+            envelope.quantity
+        )));
+    }
+    if envelope.price_mantissa <= 0 {
+        return Err(invalid(format!(
+            "price {} is not positive",
+            envelope.price_mantissa
+        )));
+    }
+    Ok(())
+}
+
+/// The partitioning key: the symbol, so one symbol's trades stay in order on one partition.
+/// A bust carries no symbol in FIX; it is keyed by the execution it cancels.
+pub fn partition_key(envelope: &TradeEnvelope) -> &str {
+    if envelope.symbol.is_empty() {
+        &envelope.exec_ref_id
+    } else {
+        &envelope.symbol
+    }
+}
 
 /// The dataflow event an envelope stands for; `None` for an envelope of unknown kind.
 pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
@@ -38,6 +113,58 @@ pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fill() -> TradeEnvelope {
+        TradeEnvelope {
+            exec_id: "E1".into(),
+            kind: TradeKind::Fill as i32,
+            symbol: "AAPL".into(),
+            trader_id: "T".into(),
+            side: Side::Buy as i32,
+            quantity: 10,
+            price_mantissa: 100,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn bytes_round_trip_and_bad_payloads_have_reasons() {
+        let event = event_from_bytes(&fill().encode_to_vec()).unwrap();
+        assert!(matches!(event, TradeEvent::Fill(f) if f.qty == 10 && f.symbol == "AAPL"));
+        let garbage = event_from_bytes(b"\xff\xff\xff not protobuf").unwrap_err();
+        assert_eq!(garbage.reason, DeadLetterReason::Deserialization);
+        let mut no_symbol = fill();
+        no_symbol.symbol.clear();
+        assert_eq!(
+            event_from_bytes(&no_symbol.encode_to_vec())
+                .unwrap_err()
+                .reason,
+            DeadLetterReason::MissingField
+        );
+        let mut zero = fill();
+        zero.quantity = 0;
+        assert_eq!(
+            event_from_bytes(&zero.encode_to_vec()).unwrap_err().reason,
+            DeadLetterReason::InvalidValue
+        );
+        // An empty payload decodes as a default envelope: it has no exec_id.
+        assert_eq!(
+            event_from_bytes(b"").unwrap_err().reason,
+            DeadLetterReason::MissingField
+        );
+        let bust = TradeEnvelope {
+            exec_id: "B".into(),
+            exec_ref_id: "E1".into(),
+            kind: TradeKind::Bust as i32,
+            ..Default::default()
+        };
+        assert!(matches!(
+            event_from_bytes(&bust.encode_to_vec()),
+            Ok(TradeEvent::Bust(_))
+        ));
+        assert_eq!(partition_key(&bust), "E1");
+        assert_eq!(partition_key(&fill()), "AAPL");
+    }
 
     #[test]
     fn sells_are_negative_and_corrections_keep_their_target() {

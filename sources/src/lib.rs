@@ -4,5 +4,7 @@
 pub mod archive;
 pub mod envelope;
 pub mod fix;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod prices;
 pub mod simulator;

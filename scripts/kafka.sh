@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A real Apache Kafka broker for the integration tests: KRaft single node on 127.0.0.1, jars
+# from Maven Central (scripts/kafka/pom.xml), storage formatted here, topics created up front.
+#
+#   scripts/kafka.sh start     fetch jars if needed, format, start, wait, create topics
+#   scripts/kafka.sh stop
+#   scripts/kafka.sh env       print EOD_KAFKA_BROKERS=... for the tests
+#
+# EOD_KAFKA_DIR (default .eod/kafka), EOD_KAFKA_PORT (default 19092; the controller uses +1).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="${EOD_KAFKA_DIR:-$root/.eod/kafka}"
+port="${EOD_KAFKA_PORT:-19092}"
+controller=$((port + 1))
+lib="$dir/lib"
+props="$dir/server.properties"
+pidfile="$dir/kafka.pid"
+brokers="127.0.0.1:$port"
+
+java_cp() { java -Xms64m -Xmx768m -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$lib/*" "$@"; }
+
+fetch() {
+  [ -f "$lib/.complete" ] && return
+  command -v mvn >/dev/null || { echo "kafka: Maven (mvn) is required" >&2; exit 1; }
+  mkdir -p "$lib"
+  echo "kafka: fetching broker jars from Maven Central"
+  mvn -q -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$lib" -DincludeScope=runtime
+  touch "$lib/.complete"
+}
+
+configure() {
+  mkdir -p "$dir/data"
+  cat >"$props" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=12
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=4
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.flush.interval.messages=1
+PROPS
+  cat >"$dir/log4j2.properties" <<LOG
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = $dir/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d %p %c{1} %m%n
+rootLogger.level = warn
+rootLogger.appenderRef.file.ref = file
+LOG
+}
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 120); do
+    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    running || { echo "kafka: broker exited; see $dir/broker.out" >&2; tail -20 "$dir/broker.out" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "kafka: broker did not open $brokers in 60 s" >&2; exit 1
+}
+
+create_topic() {
+  java_cp org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --create --if-not-exists \
+    --topic "$1" --partitions "$2" --replication-factor 1 ${3:+--config "$3"} >/dev/null
+}
+
+case "${1:-start}" in
+  start)
+    if running; then echo "EOD_KAFKA_BROKERS=$brokers"; exit 0; fi
+    fetch
+    configure
+    if [ ! -f "$dir/data/meta.properties" ]; then
+      cluster="$(java_cp kafka.tools.StorageTool random-uuid)"
+      java_cp kafka.tools.StorageTool format -t "$cluster" -c "$props" >/dev/null
+    fi
+    nohup java -Xms256m -Xmx1g -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+      -cp "$lib/*" kafka.Kafka "$props" >"$dir/broker.out" 2>&1 &
+    echo $! >"$pidfile"
+    wait_port
+    create_topic trades.raw 12
+    create_topic trades.dlq 3
+    create_topic prices 12
+    echo "EOD_KAFKA_BROKERS=$brokers"
+    ;;
+  stop)
+    if running; then
+      pid="$(cat "$pidfile")"
+      kill "$pid"
+      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$pidfile"
+    ;;
+  env) echo "EOD_KAFKA_BROKERS=$brokers" ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac

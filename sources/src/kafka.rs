@@ -1,0 +1,218 @@
+//! Kafka plumbing shared by the gateway (producing envelopes and dead letters) and the
+//! dataflow source (consuming assigned partitions). Partitions are assigned, never subscribed:
+//! no consumer-group rebalancing can move a partition between timely workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode as Code;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Topic names; defaults are the production names.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub trades: String,
+    pub dead_letters: String,
+    pub prices: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            trades: "trades.raw".into(),
+            dead_letters: "trades.dlq".into(),
+            prices: "prices".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("kafka: {0}")]
+    Client(#[from] KafkaError),
+    #[error("kafka: {failed} of {sent} records were not delivered (first error: {first})")]
+    Undelivered {
+        failed: u64,
+        sent: u64,
+        first: String,
+    },
+    #[error("kafka: topic {0} does not exist")]
+    NoTopic(String),
+}
+
+/// Counts deliveries as the broker acknowledges them.
+#[derive(Default)]
+pub struct DeliveryCounter {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| error.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// An idempotent, acks=all producer that never drops a record: a full local queue makes the
+/// caller wait (backpressure), and `flush` reports any record the broker did not take.
+pub struct EnvelopeProducer {
+    producer: BaseProducer<DeliveryCounter>,
+    sent: AtomicU64,
+}
+
+impl EnvelopeProducer {
+    pub fn new(brokers: &str) -> Result<EnvelopeProducer, KafkaSourceError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", "60000")
+            .create_with_context(DeliveryCounter::default())?;
+        Ok(EnvelopeProducer {
+            producer,
+            sent: AtomicU64::new(0),
+        })
+    }
+
+    pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaSourceError> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    self.producer.poll(Duration::ZERO);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Waits until every record sent so far is acknowledged or failed.
+    pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaSourceError> {
+        self.producer.flush(timeout)?;
+        let sent = self.sent.load(Ordering::Relaxed);
+        let counter = self.producer.context();
+        let failed = counter.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = counter
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            return Err(KafkaSourceError::Undelivered {
+                failed,
+                sent,
+                first,
+            });
+        }
+        Ok(counter.delivered.load(Ordering::Relaxed))
+    }
+}
+
+fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("fetch.wait.max.ms", "10");
+    config
+}
+
+/// A consumer reading exactly `partitions` of `topic` from their beginning.
+pub fn assigned_consumer(
+    brokers: &str,
+    group_id: &str,
+    assignments: &[(String, i32)],
+) -> Result<BaseConsumer, KafkaSourceError> {
+    let consumer: BaseConsumer = consumer_config(brokers, group_id).create()?;
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in assignments {
+        list.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+/// Number of partitions of `topic`.
+pub fn partition_count(
+    brokers: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaSourceError> {
+    let consumer: BaseConsumer = consumer_config(brokers, "eod-metadata").create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    match found {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+            Ok(t.partitions().len() as i32)
+        }
+        _ => Err(KafkaSourceError::NoTopic(topic.to_owned())),
+    }
+}
+
+/// The offset one past the last record of each partition, now.
+pub fn end_offsets(
+    consumer: &BaseConsumer,
+    assignments: &[(String, i32)],
+    timeout: Duration,
+) -> Result<Vec<i64>, KafkaSourceError> {
+    assignments
+        .iter()
+        .map(|(topic, partition)| Ok(consumer.fetch_watermarks(topic, *partition, timeout)?.1))
+        .collect()
+}
+
+/// Creates the topics that do not exist yet.
+pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaSourceError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, Code::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                tracing::error!(%topic, ?code, "creating topic failed");
+                return Err(KafkaError::AdminOp(code).into());
+            }
+        }
+    }
+    Ok(())
+}
