@@ -4,8 +4,10 @@
 pub mod dead_letters;
 pub mod demo;
 pub mod generate;
+pub mod ingest;
 pub mod intake;
 pub mod metrics;
 pub mod replay;
+pub mod run;
 pub mod server;
 pub mod timely_args;

@@ -16,6 +16,7 @@ use eod::replay::{run_replay, ReplayOptions, ReplaySummary};
 use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
 use eod_queries::{positions_body, PositionFilter};
+use eod_sources::kafka::Topics;
 use eod_sources::simulator::SimConfig;
 
 #[derive(Parser, Debug)]
@@ -37,6 +38,77 @@ enum Command {
     Demo(DemoArgs),
     /// Write a simulated FIX archive (and its prices CSV) for replays and benchmarks.
     Generate(GenerateArgs),
+    /// Validate a FIX archive and publish its trades to Kafka (dead letters to the DLQ topic).
+    Ingest(IngestArgs),
+    /// Run the dataflow from Kafka, serving the HTTP views.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+struct TopicArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "EOD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    #[arg(long, env = "EOD_TRADES_TOPIC", default_value = "trades.raw")]
+    trades_topic: String,
+    #[arg(long, env = "EOD_DLQ_TOPIC", default_value = "trades.dlq")]
+    dlq_topic: String,
+    #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
+    prices_topic: String,
+}
+
+impl TopicArgs {
+    fn topics(&self) -> Topics {
+        Topics {
+            trades: self.trades_topic.clone(),
+            dead_letters: self.dlq_topic.clone(),
+            prices: self.prices_topic.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+struct IngestArgs {
+    /// Directory (or file:// URL) of FIX files, read in name order.
+    #[arg(long)]
+    archive: String,
+    /// Also publish these reference prices (CSV) to the prices topic.
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    #[command(flatten)]
+    kafka: TopicArgs,
+    /// Create missing topics (12 partitions for trades and prices, 3 for the DLQ).
+    #[arg(long)]
+    create_topics: bool,
+    #[arg(long, default_value = "gw1")]
+    gateway_id: String,
+    #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
+    max_message: usize,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    kafka: TopicArgs,
+    /// Reference prices CSV loaded at start, besides the prices topic.
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Query endpoint address.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "EOD_LISTEN")]
+    serve: SocketAddr,
+    /// Stop once everything on the topics at start has been read (replays, tests).
+    #[arg(long)]
+    until_caught_up: bool,
+    /// With --until-caught-up: write the final positions here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    #[arg(long, default_value = "eod-run")]
+    group_id: String,
+    /// Dataflow epoch length in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    epoch_ms: u64,
+    #[arg(last = true)]
+    timely: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -134,6 +206,8 @@ fn main() -> Result<()> {
         Command::Replay(args) => replay(args),
         Command::Demo(args) => demo(args),
         Command::Generate(args) => generate(args),
+        Command::Ingest(args) => ingest(args),
+        Command::Run(args) => run(args),
     }
 }
 
@@ -295,5 +369,77 @@ fn generate(args: GenerateArgs) -> Result<()> {
         archive.price_updates,
         archive.prices.display()
     );
+    Ok(())
+}
+
+fn ingest(args: IngestArgs) -> Result<()> {
+    let topics = args.kafka.topics();
+    if args.create_topics {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(eod_sources::kafka::ensure_topics(
+            &args.kafka.brokers,
+            &[
+                (&topics.trades, 12),
+                (&topics.dead_letters, 3),
+                (&topics.prices, 12),
+            ],
+        ))?;
+    }
+    let options = eod::ingest::IngestOptions {
+        archive: args.archive,
+        brokers: args.kafka.brokers.clone(),
+        topics,
+        gateway_id: args.gateway_id,
+        prices: read_prices(args.prices.as_deref())?,
+        max_message: args.max_message,
+    };
+    let s = eod::ingest::run_ingest(options, Metrics::new()?)?;
+    println!("messages        {}", s.read);
+    println!("trades          {}", s.trades);
+    println!("skipped         {}", s.skipped);
+    println!("dead letters    {}", s.dead_letters);
+    println!("prices          {}", s.prices);
+    println!("delivered       {}", s.delivered);
+    println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let store = ViewStore::new();
+    let metrics = Metrics::new()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = QueryServer::start(args.serve, store.clone(), &metrics, stop.clone())?;
+    eprintln!("serving http://{}", server.addr);
+    let options = eod::run::RunOptions {
+        brokers: args.kafka.brokers.clone(),
+        topics: args.kafka.topics(),
+        group_id: args.group_id,
+        prices: read_prices(args.prices.as_deref())?,
+        epoch: Duration::from_millis(args.epoch_ms.max(1)),
+        max_epochs_in_flight: 8,
+        until_caught_up: args.until_caught_up,
+        timely_args: args.timely,
+    };
+    let result = eod::run::run_kafka(options, store, metrics, stop);
+    server.shutdown()?;
+    let summary = result?;
+    if let Some(output) = &args.output {
+        let body = positions_body(&summary.snapshot, &PositionFilter::default());
+        std::fs::write(output, serde_json::to_vec_pretty(&body)?)
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
+    let a = &summary.snapshot.accounting;
+    println!("records         {}", a.read);
+    println!("trades          {}", a.fills);
+    println!("busts           {}", a.busts);
+    println!("corrections     {}", a.corrections);
+    println!("dead letters    {}", a.dead_lettered());
+    for (reason, n) in &a.dead_letters {
+        println!("  {reason:<14}{n}");
+    }
+    println!("positions       {}", summary.snapshot.positions.len());
+    println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     Ok(())
 }

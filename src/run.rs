@@ -1,0 +1,270 @@
+//! `eod run`: the dataflow fed from Kafka. Every worker reads the partitions assigned to it
+//! (partition p goes to worker p mod peers, in every process alike), from the beginning of
+//! the trading day, so the views are rebuilt exactly on every start.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use eod_dataflow::{build_dataflow, Counter, Inputs, PriceUpdate, Time, ViewSnapshot, ViewStore};
+use eod_proto::DeadLetter;
+use eod_sources::envelope::event_from_bytes;
+use eod_sources::kafka::{
+    assigned_consumer, end_offsets, partition_count, EnvelopeProducer, Topics,
+};
+use prost::Message as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::Message;
+
+use crate::ingest::price_from_bytes;
+use crate::metrics::Metrics;
+use crate::timely_args::{timely_config, workers_per_process};
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub brokers: String,
+    pub topics: Topics,
+    pub group_id: String,
+    /// Reference prices loaded at start, besides the prices topic.
+    pub prices: Vec<PriceUpdate>,
+    pub epoch: Duration,
+    pub max_epochs_in_flight: u64,
+    /// Stop once every assigned partition is read up to its end offset at start.
+    pub until_caught_up: bool,
+    pub timely_args: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct RunSummary {
+    pub snapshot: Arc<ViewSnapshot>,
+    pub elapsed: Duration,
+}
+
+pub fn run_kafka(
+    options: RunOptions,
+    store: Arc<ViewStore>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary> {
+    let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let metadata_timeout = Duration::from_secs(10);
+    let trade_partitions =
+        partition_count(&options.brokers, &options.topics.trades, metadata_timeout)?;
+    let price_partitions =
+        partition_count(&options.brokers, &options.topics.prices, metadata_timeout)?;
+    let started = Instant::now();
+    let shared = Arc::new((
+        options,
+        store.clone(),
+        metrics,
+        stop,
+        trade_partitions,
+        price_partitions,
+        workers,
+    ));
+    let guards = timely::execute(config, move |worker| {
+        let (options, store, metrics, stop, trade_partitions, price_partitions, workers) = &*shared;
+        run_worker(
+            worker,
+            options,
+            store,
+            metrics,
+            stop,
+            *trade_partitions,
+            *price_partitions,
+            *workers,
+        )
+    })
+    .map_err(anyhow::Error::msg)?;
+    for result in guards.join() {
+        result.map_err(|e| anyhow::anyhow!("worker panicked: {e}"))??;
+    }
+    Ok(RunSummary {
+        snapshot: store.snapshot(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Outcome counts entered once per epoch.
+#[derive(Default)]
+struct RecordCounts {
+    read: u64,
+    dead: Vec<(&'static str, u64)>,
+}
+
+impl RecordCounts {
+    fn dead_letter(&mut self, reason: &'static str) {
+        match self.dead.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.dead.push((reason, 1)),
+        }
+    }
+
+    fn flush(&mut self, inputs: &mut Inputs, metrics: &Metrics) {
+        let counts = std::mem::take(self);
+        if counts.read > 0 {
+            inputs.count(Counter::Read, counts.read as isize);
+            metrics.messages_read.inc_by(counts.read);
+        }
+        for (reason, n) in counts.dead {
+            inputs.count(Counter::DeadLetter(reason.into()), n as isize);
+            metrics.dead_letters.with_label_values(&[reason]).inc_by(n);
+            metrics
+                .outcomes
+                .with_label_values(&["dead_letter"])
+                .inc_by(n);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    options: &RunOptions,
+    store: &Arc<ViewStore>,
+    metrics: &Arc<Metrics>,
+    stop: &AtomicBool,
+    trade_partitions: i32,
+    price_partitions: i32,
+    workers: usize,
+) -> Result<()> {
+    let (index, peers) = (worker.index(), worker.peers());
+    let publishes = index.is_multiple_of(workers);
+    let (mut inputs, probe) =
+        worker.dataflow(|scope| build_dataflow(scope, publishes.then(|| store.clone()), workers));
+    let mine = |topic: &str, partitions: i32| {
+        (0..partitions)
+            .filter(|p| *p as usize % peers == index)
+            .map(|p| (topic.to_owned(), p))
+            .collect::<Vec<_>>()
+    };
+    let mut assignments = mine(&options.topics.trades, trade_partitions);
+    assignments.extend(mine(&options.topics.prices, price_partitions));
+    let consumer = if assignments.is_empty() {
+        None
+    } else {
+        Some(assigned_consumer(
+            &options.brokers,
+            &options.group_id,
+            &assignments,
+        )?)
+    };
+    // End offsets at start: with --until-caught-up the run stops once it has read up to them.
+    let ends = match (&consumer, options.until_caught_up) {
+        (Some(consumer), true) => end_offsets(consumer, &assignments, Duration::from_secs(10))?,
+        _ => Vec::new(),
+    };
+    let mut next_offsets = vec![0i64; assignments.len()];
+    let dead_letters = EnvelopeProducer::new(&options.brokers)?;
+    if index == 0 {
+        for price in &options.prices {
+            inputs.price(price.clone());
+        }
+    }
+    let started = Instant::now();
+    let epoch_nanos = options.epoch.as_nanos().max(1);
+    let mut epoch: Time = 0;
+    let mut counts = RecordCounts::default();
+    loop {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        if options.until_caught_up
+            && ends
+                .iter()
+                .zip(&next_offsets)
+                .all(|(end, next)| next >= end)
+        {
+            break;
+        }
+        if let Some(consumer) = &consumer {
+            let mut wait = Duration::from_millis(2);
+            for _ in 0..20_000 {
+                let Some(result) = consumer.poll(wait) else {
+                    break;
+                };
+                wait = Duration::ZERO;
+                let message = result.context("consuming")?;
+                let (topic, partition, offset) =
+                    (message.topic(), message.partition(), message.offset());
+                if let Some(slot) = assignments
+                    .iter()
+                    .position(|(t, p)| t == topic && *p == partition)
+                {
+                    next_offsets[slot] = offset + 1;
+                }
+                let payload = message.payload().unwrap_or_default();
+                let rejected = if topic == options.topics.trades {
+                    counts.read += 1;
+                    match event_from_bytes(payload) {
+                        Ok(event) => {
+                            inputs.event(event);
+                            None
+                        }
+                        Err(reject) => Some((reject.reason, reject.detail)),
+                    }
+                } else {
+                    match price_from_bytes(payload) {
+                        Ok(price) => {
+                            inputs.price(price);
+                            None
+                        }
+                        Err(rejected) => Some(rejected),
+                    }
+                };
+                if let Some((reason, detail)) = rejected {
+                    let location = format!("{topic}/{partition}@{offset}");
+                    tracing::debug!(reason = reason.label(), %detail, %location, "dead letter");
+                    let letter = DeadLetter {
+                        original: payload.to_vec(),
+                        reason: reason as i32,
+                        detail,
+                        source_location: location.clone(),
+                        retry_count: 0,
+                        time: SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_nanos() as i64)
+                            .unwrap_or_default(),
+                    };
+                    dead_letters.send(
+                        &options.topics.dead_letters,
+                        location.as_bytes(),
+                        &letter.encode_to_vec(),
+                    )?;
+                    counts.dead_letter(reason.label());
+                }
+            }
+        }
+        let current = (started.elapsed().as_nanos() / epoch_nanos) as Time;
+        if current > epoch {
+            counts.flush(&mut inputs, metrics);
+            epoch = current;
+            inputs.advance_to(epoch);
+            inputs.flush();
+            metrics.epochs_closed.inc();
+        }
+        // Bounded lag: the source waits for the dataflow rather than queueing without limit.
+        let floor = epoch.saturating_sub(options.max_epochs_in_flight);
+        while probe.less_than(&floor) {
+            worker.step();
+        }
+        if index == 0 {
+            let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(epoch));
+            metrics
+                .epochs_in_flight
+                .set(epoch.saturating_sub(completed) as i64);
+        }
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+    counts.flush(&mut inputs, metrics);
+    inputs.close();
+    if let Some(consumer) = consumer {
+        consumer.unassign().ok();
+    }
+    dead_letters
+        .flush(Duration::from_secs(30))
+        .context("flushing dead letters")?;
+    Ok(())
+}

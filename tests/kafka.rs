@@ -1,0 +1,332 @@
+//! Through a real Kafka broker (scripts/kafka.sh, started by scripts/test-all.sh): archive ->
+//! `eod ingest` -> topics -> `eod run` over timely workers and processes -> views equal the
+//! reference; bad records on the topic land in the DLQ with their reason, and every record is
+//! accounted for. Skipped, saying so, when EOD_KAFKA_BROKERS is not set (plain `cargo test`).
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eod::generate::generate_archive;
+use eod::ingest::{run_ingest, IngestOptions};
+use eod::metrics::Metrics;
+use eod::run::{run_kafka, RunOptions};
+use eod_dataflow::{reference, TradeEvent, ViewStore};
+use eod_proto::{DeadLetter, DeadLetterReason, Side, TradeEnvelope, TradeKind};
+use eod_sources::envelope::to_event;
+use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+use eod_sources::kafka::{
+    assigned_consumer, ensure_topics, partition_count, EnvelopeProducer, Topics,
+};
+use eod_sources::prices::parse_prices_csv;
+use eod_sources::simulator::SimConfig;
+use prost::Message as _;
+use rdkafka::Message;
+
+fn brokers() -> Option<String> {
+    let brokers = std::env::var("EOD_KAFKA_BROKERS")
+        .ok()
+        .filter(|b| !b.is_empty());
+    if brokers.is_none() {
+        eprintln!("skipped: EOD_KAFKA_BROKERS is not set (scripts/test-all.sh starts a broker)");
+    }
+    brokers
+}
+
+fn unique_topics(name: &str) -> Topics {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Topics {
+        trades: format!("{name}-{nonce}.trades.raw"),
+        dead_letters: format!("{name}-{nonce}.trades.dlq"),
+        prices: format!("{name}-{nonce}.prices"),
+    }
+}
+
+fn create(brokers: &str, topics: &Topics) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(ensure_topics(
+            brokers,
+            &[
+                (&topics.trades, 12),
+                (&topics.dead_letters, 3),
+                (&topics.prices, 4),
+            ],
+        ))
+        .unwrap();
+    // Metadata for new topics propagates asynchronously.
+    for _ in 0..50 {
+        if partition_count(brokers, &topics.trades, Duration::from_secs(5)).ok() == Some(12) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("topic {} did not appear", topics.trades);
+}
+
+fn decode_archive(dir: &Path) -> Vec<TradeEvent> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut events = Vec::new();
+    for path in names {
+        let mut framer = Framer::default();
+        framer.push(&std::fs::read(&path).unwrap());
+        framer.finish();
+        while let Some(frame) = framer.next_frame() {
+            if let Framed::Message { bytes, .. } = frame {
+                if let Ok(Decoded::Trade(envelope)) = Decoder::new().decode(bytes) {
+                    events.push(to_event(envelope).unwrap());
+                }
+            }
+        }
+    }
+    events
+}
+
+/// Every record of a topic, read to its end.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
+    let partitions = partition_count(brokers, topic, Duration::from_secs(10)).unwrap();
+    let assignments: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
+    let consumer = assigned_consumer(brokers, "eod-test-reader", &assignments).unwrap();
+    let ends =
+        eod_sources::kafka::end_offsets(&consumer, &assignments, Duration::from_secs(10)).unwrap();
+    let total: i64 = ends.iter().sum();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (records.len() as i64) < total && std::time::Instant::now() < deadline {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            records.push(message.unwrap().payload().unwrap_or_default().to_vec());
+        }
+    }
+    records
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    archive: std::path::PathBuf,
+    prices_csv: std::path::PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let mut sim = SimConfig::market_close(5);
+    sim.traders = 6;
+    sim.symbols = 15;
+    sim.bust_ratio = 0.03;
+    sim.correct_ratio = 0.03;
+    sim.broken_ratio = 0.01;
+    let generated = generate_archive(&archive, sim, 20_000, 128 * 1024).unwrap();
+    Fixture {
+        archive,
+        prices_csv: generated.prices,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
+    let Some(brokers) = brokers() else { return };
+    let fx = fixture();
+    let topics = unique_topics("lib");
+    create(&brokers, &topics);
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let ingested = run_ingest(
+        IngestOptions {
+            archive: fx.archive.to_str().unwrap().into(),
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            gateway_id: "test-gw".into(),
+            prices: prices.clone(),
+            max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+        },
+        Metrics::new().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        ingested.read,
+        ingested.trades + ingested.skipped + ingested.dead_letters
+    );
+    assert_eq!(
+        ingested.delivered,
+        ingested.trades + ingested.dead_letters + ingested.prices
+    );
+    assert!(
+        ingested.dead_letters > 0,
+        "the archive holds broken messages"
+    );
+
+    // Bad records written straight to the topic: not protobuf, and an envelope missing fields.
+    let producer = EnvelopeProducer::new(&brokers).unwrap();
+    producer
+        .send(&topics.trades, b"x", b"\xff\xfe definitely not protobuf")
+        .unwrap();
+    let no_symbol = TradeEnvelope {
+        exec_id: "BAD-1".into(),
+        kind: TradeKind::Fill as i32,
+        side: Side::Buy as i32,
+        quantity: 1,
+        price_mantissa: 1,
+        trader_id: "T".into(),
+        ..Default::default()
+    };
+    producer
+        .send(&topics.trades, b"y", &no_symbol.encode_to_vec())
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let summary = run_kafka(
+        RunOptions {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            group_id: "eod-test".into(),
+            prices: Vec::new(),
+            epoch: Duration::from_millis(5),
+            max_epochs_in_flight: 4,
+            until_caught_up: true,
+            timely_args: vec!["-w".into(), "2".into()],
+        },
+        ViewStore::new(),
+        Metrics::new().unwrap(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    let snapshot = &summary.snapshot;
+    let expected = reference::compute(&decode_archive(&fx.archive), &prices);
+    assert_eq!(snapshot.positions, expected.positions);
+    assert_eq!(snapshot.traders, expected.traders);
+    assert_eq!(snapshot.firm, expected.firm);
+
+    // produced = processed + dead-lettered, per record on the trades topic.
+    let a = &snapshot.accounting;
+    assert_eq!(a.read, ingested.trades + 2);
+    assert_eq!(
+        a.fills + a.busts + a.corrections + a.dead_lettered(),
+        a.read
+    );
+    assert_eq!(a.dead_letters.get("deserialization"), Some(&1));
+    assert_eq!(a.dead_letters.get("missing_field"), Some(&1));
+
+    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
+        .iter()
+        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
+        .collect();
+    assert_eq!(letters.len() as u64, ingested.dead_letters + 2);
+    let from_run: Vec<_> = letters
+        .iter()
+        .filter(|l| l.source_location.starts_with(&topics.trades))
+        .collect();
+    assert_eq!(from_run.len(), 2);
+    assert!(from_run
+        .iter()
+        .any(|l| l.reason() == DeadLetterReason::Deserialization
+            && l.original.starts_with(b"\xff\xfe")));
+    assert!(from_run
+        .iter()
+        .any(|l| l.reason() == DeadLetterReason::MissingField && l.detail.contains("symbol")));
+    assert!(letters
+        .iter()
+        .all(|l| !l.original.is_empty() && !l.detail.is_empty()));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_processes_each_serve_the_complete_view() {
+    let Some(brokers) = brokers() else { return };
+    let fx = fixture();
+    let topics = unique_topics("procs");
+    create(&brokers, &topics);
+    let eod = env!("CARGO_BIN_EXE_eod");
+    let topic_args = |cmd: &mut Command| {
+        cmd.args(["--brokers", &brokers, "--trades-topic", &topics.trades])
+            .args([
+                "--dlq-topic",
+                &topics.dead_letters,
+                "--prices-topic",
+                &topics.prices,
+            ]);
+    };
+    let mut ingest = Command::new(eod);
+    ingest
+        .args(["ingest", "--archive"])
+        .arg(&fx.archive)
+        .arg("--prices")
+        .arg(&fx.prices_csv);
+    topic_args(&mut ingest);
+    let out = ingest.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let hosts = fx.archive.with_extension("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|process| {
+            let mut run = Command::new(eod);
+            run.args([
+                "run",
+                "--until-caught-up",
+                "--serve",
+                "127.0.0.1:0",
+                "--epoch-ms",
+                "5",
+                "--output",
+            ])
+            .arg(fx.archive.with_extension(format!("p{process}.json")));
+            topic_args(&mut run);
+            run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
+                .arg(&hosts);
+            run.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let expected = reference::compute(&decode_archive(&fx.archive), &prices);
+    let expected_json =
+        serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    for process in 0..2 {
+        let body: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(fx.archive.with_extension(format!("p{process}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            body["positions"] == expected_json,
+            "process {process} does not hold the complete view"
+        );
+        assert_eq!(body["as_of"]["complete"], true);
+    }
+}
