@@ -24,8 +24,12 @@ fetch() {
   command -v mvn >/dev/null || { echo "kafka: Maven (mvn) is required" >&2; exit 1; }
   mkdir -p "$lib"
   echo "kafka: fetching broker jars from Maven Central"
-  mvn -q -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
-      -DoutputDirectory="$lib" -DincludeScope=runtime
+  if ! mvn -B -q --no-transfer-progress -f "$root/scripts/kafka/pom.xml" dependency:copy-dependencies \
+      -DoutputDirectory="$lib" -DincludeScope=runtime >"$dir/maven.log" 2>&1; then
+    tail -30 "$dir/maven.log" >&2
+    echo "kafka: fetching jars failed (log: $dir/maven.log)" >&2
+    exit 1
+  fi
   touch "$lib/.complete"
 }
 
@@ -76,9 +80,10 @@ wait_port() {
   echo "kafka: broker did not open $brokers in 60 s" >&2; exit 1
 }
 
+# Kafka's command-line tools log through SLF4J 1.x; their noise goes to tools.log.
 create_topic() {
   java_cp org.apache.kafka.tools.TopicCommand --bootstrap-server "$brokers" --create --if-not-exists \
-    --topic "$1" --partitions "$2" --replication-factor 1 ${3:+--config "$3"} >/dev/null
+    --topic "$1" --partitions "$2" --replication-factor 1 >>"$dir/tools.log" 2>&1
 }
 
 case "${1:-start}" in
@@ -87,8 +92,8 @@ case "${1:-start}" in
     fetch
     configure
     if [ ! -f "$dir/data/meta.properties" ]; then
-      cluster="$(java_cp kafka.tools.StorageTool random-uuid)"
-      java_cp kafka.tools.StorageTool format -t "$cluster" -c "$props" >/dev/null
+      cluster="$(java_cp kafka.tools.StorageTool random-uuid 2>>"$dir/tools.log" | tail -1)"
+      java_cp kafka.tools.StorageTool format -t "$cluster" -c "$props" >>"$dir/tools.log" 2>&1
     fi
     nohup java -Xms256m -Xmx1g -Dlog4j2.configurationFile="$dir/log4j2.properties" \
       -cp "$lib/*" kafka.Kafka "$props" >"$dir/broker.out" 2>&1 &

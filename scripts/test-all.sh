@@ -25,7 +25,8 @@ export EOD_KAFKA_PORT="${EOD_KAFKA_PORT:-19192}"
 scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
 trap 'scripts/kafka.sh stop || true' EXIT
-eval "export $(scripts/kafka.sh start | tail -1)"
+scripts/kafka.sh start
+export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
 
 step "unit, property and integration tests (real broker)"
