@@ -15,25 +15,30 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// A minimal HTTP/1.1 GET, enough for an endpoint on loopback.
-fn get_text(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+/// A minimal HTTP/1.1 GET, enough for an endpoint on loopback. Generous timeout: the machine
+/// may be busy (2 cores shared with the dataflow threads and whatever else runs).
+fn try_get_text(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    )?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status: u16 = response[9..12].parse().unwrap();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .unwrap_or("");
-    (status, body.to_owned())
+    Ok((status, body.to_owned()))
+}
+
+fn get_text(addr: &str, path: &str) -> (u16, String) {
+    try_get_text(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
@@ -93,11 +98,15 @@ fn demo_serves_live_changing_views() {
     }
     let addr = addr.expect("demo prints its address");
 
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_trades = Vec::new();
     while Instant::now() < deadline && seen_trades.len() < 3 {
-        let (status, firm) = get(&addr, "/v1/pnl/firm");
+        let Ok((status, body)) = try_get_text(&addr, "/v1/pnl/firm") else {
+            std::thread::sleep(Duration::from_millis(300));
+            continue;
+        };
         assert_eq!(status, 200);
+        let firm: serde_json::Value = serde_json::from_str(&body).unwrap();
         let trades = firm["firm"]["trades"].as_u64().unwrap_or(0);
         if trades > 0 && seen_trades.last() != Some(&trades) {
             seen_trades.push(trades);
