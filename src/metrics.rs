@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -17,6 +17,8 @@ pub struct Metrics {
     pub epochs_closed: IntCounter,
     /// Epochs entered but not yet complete at every worker (this process's view).
     pub epochs_in_flight: IntGauge,
+    /// Records between a partition's end and what this process has read of it.
+    pub consumer_lag: IntGaugeVec,
 }
 
 impl Metrics {
@@ -55,6 +57,14 @@ impl Metrics {
             "Epochs entered but not yet complete",
         ))?;
         registry.register(Box::new(epochs_in_flight.clone()))?;
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "eod_kafka_consumer_lag",
+                "Records not yet read, per assigned partition",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
         Ok(Arc::new(Metrics {
             registry,
             messages_read,
@@ -64,6 +74,7 @@ impl Metrics {
             segments_read,
             epochs_closed,
             epochs_in_flight,
+            consumer_lag,
         }))
     }
 }

@@ -14,8 +14,8 @@ use eod_sources::kafka::{
     assigned_consumer, end_offsets, partition_count, EnvelopeProducer, Topics,
 };
 use prost::Message as _;
-use rdkafka::consumer::Consumer;
-use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::ingest::price_from_bytes;
 use crate::metrics::Metrics;
@@ -157,6 +157,10 @@ fn run_worker(
         _ => Vec::new(),
     };
     let mut next_offsets = vec![0i64; assignments.len()];
+    // Offsets read by the end of each closed epoch, committed once the views reflect that epoch.
+    let mut uncommitted: std::collections::VecDeque<(Time, Vec<i64>)> = Default::default();
+    let mut committed = vec![0i64; assignments.len()];
+    let mut lag_checked = Instant::now();
     let dead_letters = EnvelopeProducer::new(&options.brokers)?;
     if index == 0 {
         for price in &options.prices {
@@ -240,6 +244,7 @@ fn run_worker(
         let current = (started.elapsed().as_nanos() / epoch_nanos) as Time;
         if current > epoch {
             counts.flush(&mut inputs, metrics);
+            uncommitted.push_back((epoch, next_offsets.clone()));
             epoch = current;
             inputs.advance_to(epoch);
             inputs.flush();
@@ -250,21 +255,104 @@ fn run_worker(
         while probe.less_than(&floor) {
             worker.step();
         }
+        let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
         if index == 0 {
-            let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(epoch));
             metrics
                 .epochs_in_flight
-                .set(epoch.saturating_sub(completed) as i64);
+                .set(epoch.saturating_sub(completed.min(epoch)) as i64);
+        }
+        if let Some(consumer) = &consumer {
+            commit_completed(
+                consumer,
+                &assignments,
+                &mut uncommitted,
+                &mut committed,
+                completed,
+                CommitMode::Async,
+            )?;
+            if lag_checked.elapsed() >= Duration::from_secs(1) {
+                lag_checked = Instant::now();
+                report_lag(consumer, &assignments, &next_offsets, metrics);
+            }
         }
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
     counts.flush(&mut inputs, metrics);
+    uncommitted.push_back((epoch, next_offsets.clone()));
     inputs.close();
-    if let Some(consumer) = consumer {
+    if let Some(consumer) = &consumer {
+        // Commit what the final views reflect: step until every epoch read here is complete.
+        while !uncommitted.is_empty() && !stop.load(Ordering::Acquire) {
+            let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+            commit_completed(
+                consumer,
+                &assignments,
+                &mut uncommitted,
+                &mut committed,
+                completed,
+                CommitMode::Sync,
+            )?;
+            if uncommitted.is_empty() {
+                break;
+            }
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
         consumer.unassign().ok();
     }
     dead_letters
         .flush(Duration::from_secs(30))
         .context("flushing dead letters")?;
     Ok(())
+}
+
+/// Commits, for every partition, the offsets read by the last epoch the views fully reflect.
+/// Kafka's committed offsets are for lag monitoring; recovery replays from the beginning.
+fn commit_completed(
+    consumer: &BaseConsumer,
+    assignments: &[(String, i32)],
+    uncommitted: &mut std::collections::VecDeque<(Time, Vec<i64>)>,
+    committed: &mut [i64],
+    completed: Time,
+    mode: CommitMode,
+) -> Result<()> {
+    let mut reflected = None;
+    while uncommitted
+        .front()
+        .is_some_and(|(time, _)| *time < completed)
+    {
+        reflected = uncommitted.pop_front().map(|(_, offsets)| offsets);
+    }
+    let Some(offsets) = reflected else {
+        return Ok(());
+    };
+    let mut list = TopicPartitionList::new();
+    for (slot, (topic, partition)) in assignments.iter().enumerate() {
+        if offsets[slot] > committed[slot] {
+            list.add_partition_offset(topic, *partition, Offset::Offset(offsets[slot]))?;
+            committed[slot] = offsets[slot];
+        }
+    }
+    if list.count() > 0 {
+        consumer.commit(&list, mode)?;
+    }
+    Ok(())
+}
+
+fn report_lag(
+    consumer: &BaseConsumer,
+    assignments: &[(String, i32)],
+    next_offsets: &[i64],
+    metrics: &Metrics,
+) {
+    for (slot, (topic, partition)) in assignments.iter().enumerate() {
+        if let Ok((low, high)) =
+            consumer.fetch_watermarks(topic, *partition, Duration::from_millis(200))
+        {
+            let lag = (high - next_offsets[slot].max(low)).max(0);
+            metrics
+                .consumer_lag
+                .with_label_values(&[topic, &partition.to_string()])
+                .set(lag);
+        }
+    }
 }

@@ -216,3 +216,30 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
     }
     Ok(())
 }
+
+/// The group's committed offset per partition (-1 where none).
+pub fn committed_offsets(
+    brokers: &str,
+    group_id: &str,
+    assignments: &[(String, i32)],
+    timeout: Duration,
+) -> Result<Vec<i64>, KafkaSourceError> {
+    let consumer: BaseConsumer = consumer_config(brokers, group_id).create()?;
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in assignments {
+        list.add_partition(topic, *partition);
+    }
+    let committed = consumer.committed_offsets(list, timeout)?;
+    Ok(assignments
+        .iter()
+        .map(|(topic, partition)| {
+            match committed
+                .find_partition(topic, *partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(offset)) => offset,
+                _ => -1,
+            }
+        })
+        .collect())
+}
