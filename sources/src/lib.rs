@@ -2,6 +2,7 @@
 //! CSV and the seeded FIX simulator.
 
 pub mod archive;
+pub mod archive_writer;
 pub mod envelope;
 pub mod fix;
 #[cfg(feature = "kafka")]
