@@ -71,6 +71,10 @@ pub fn run_demo(
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Acquire) || out_of_time(now) {
+                tracing::warn!(
+                    stopped = stop.load(Ordering::Acquire),
+                    "demo source stopping"
+                );
                 break;
             }
             let elapsed = now.duration_since(started).as_nanos() as i64;

@@ -56,7 +56,10 @@ impl QueryServer {
                             }
                         };
                         tokio::select! {
-                            _ = interrupted => stop_signal.store(true, Ordering::Release),
+                            _ = interrupted => {
+                            tracing::warn!("Ctrl-C: stopping");
+                            stop_signal.store(true, Ordering::Release);
+                        }
                             _ = stopped => {}
                         }
                     };

@@ -83,9 +83,12 @@ fn demo_serves_live_changing_views() {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let child = KillOnDrop(child);
+    let mut lines = BufReader::new(stderr).lines();
     let mut addr = None;
-    for line in BufReader::new(stderr).lines() {
+    let mut log = Vec::new();
+    for line in lines.by_ref() {
         let line = line.unwrap();
+        log.push(line.clone());
         if let Some(rest) = line.trim().strip_prefix("positions") {
             let url = rest.trim();
             addr = Some(
@@ -96,14 +99,28 @@ fn demo_serves_live_changing_views() {
             break;
         }
     }
-    let addr = addr.expect("demo prints its address");
+    let addr =
+        addr.unwrap_or_else(|| panic!("demo prints its address; it said:\n{}", log.join("\n")));
+    // Keep draining the demo's stderr so a failure can say what the demo said.
+    let demo_log = std::sync::Arc::new(std::sync::Mutex::new(log));
+    let sink = demo_log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let mut last_error = None;
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen_trades = Vec::new();
     while Instant::now() < deadline && seen_trades.len() < 3 {
-        let Ok((status, body)) = try_get_text(&addr, "/v1/pnl/firm") else {
-            std::thread::sleep(Duration::from_millis(300));
-            continue;
+        let (status, body) = match try_get_text(&addr, "/v1/pnl/firm") {
+            Ok(response) => response,
+            Err(error) => {
+                last_error = Some(error.to_string());
+                std::thread::sleep(Duration::from_millis(300));
+                continue;
+            }
         };
         assert_eq!(status, 200);
         let firm: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -115,7 +132,8 @@ fn demo_serves_live_changing_views() {
     }
     assert!(
         seen_trades.len() >= 3,
-        "firm trades should grow while the demo runs: {seen_trades:?}"
+        "firm trades should grow while the demo runs: {seen_trades:?}; last error {last_error:?}; demo said:\n{}",
+        demo_log.lock().unwrap().join("\n")
     );
 
     let (status, positions) = get(&addr, "/v1/positions");
