@@ -3,13 +3,18 @@
 //! raw bytes and where they came from; everything else that is not a valid message goes to the
 //! dead-letter topic as a `DeadLetter` with its reason. Nothing is dropped silently.
 
-use std::sync::Arc;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use eod_dataflow::PriceUpdate;
 use eod_proto::{ArchiveRef, DeadLetter, DeadLetterReason, PriceKind};
 use eod_sources::archive::Archive;
+use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::kafka::{EnvelopeProducer, Topics};
@@ -45,100 +50,363 @@ fn now_nanos() -> i64 {
         .unwrap_or_default()
 }
 
-pub fn run_ingest(options: IngestOptions, metrics: Arc<Metrics>) -> Result<IngestSummary> {
-    let started = Instant::now();
-    let archive = Archive::open(&options.archive)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let producer = EnvelopeProducer::new(&options.brokers)?;
-    let mut summary = IngestSummary::default();
-    let mut decoder = Decoder::new();
-    for segment in runtime.block_on(archive.segments())? {
-        let _span = tracing::info_span!("ingest_segment", key = %segment.key).entered();
-        let bytes = runtime.block_on(archive.read(&segment.key))?;
-        metrics.segments_read.inc();
-        metrics.bytes_read.inc_by(bytes.len() as u64);
-        let mut framer = Framer::new(options.max_message);
-        framer.push(&bytes);
+/// Frames, archives, decodes and publishes FIX streams. One per process; connections and files
+/// share it. Each read is framed, every framed unit (message or dead bytes) is appended to the
+/// archive and fsynced, and only then decoded and produced: a decoder bug can never lose bytes.
+pub struct Gateway {
+    producer: EnvelopeProducer,
+    topics: Topics,
+    gateway_id: String,
+    metrics: Arc<Metrics>,
+    archive: Option<Mutex<SegmentWriter>>,
+    max_message: usize,
+}
+
+struct Unit {
+    bytes: Vec<u8>,
+    stream_offset: u64,
+    framing: Option<(DeadLetterReason, String)>,
+}
+
+impl Gateway {
+    pub fn new(
+        brokers: &str,
+        topics: Topics,
+        gateway_id: &str,
+        metrics: Arc<Metrics>,
+        archive: Option<SegmentWriter>,
+        max_message: usize,
+    ) -> Result<Gateway> {
+        Ok(Gateway {
+            producer: EnvelopeProducer::new(brokers)?,
+            topics,
+            gateway_id: gateway_id.to_owned(),
+            metrics,
+            archive: archive.map(Mutex::new),
+            max_message,
+        })
+    }
+
+    /// Reads `reader` to its end. `source` names the stream in dead letters and, when the
+    /// gateway has no archive of its own (replaying an archive), in archive references.
+    pub fn ingest_stream(&self, source: &str, mut reader: impl Read) -> Result<IngestSummary> {
+        let mut framer = Framer::new(self.max_message);
+        let mut decoder = Decoder::new();
+        let mut summary = IngestSummary::default();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {source}")),
+            };
+            self.metrics.bytes_read.inc_by(n as u64);
+            framer.push(&buffer[..n]);
+            self.process(&mut framer, &mut decoder, source, &mut summary)?;
+        }
         framer.finish();
+        self.process(&mut framer, &mut decoder, source, &mut summary)?;
+        Ok(summary)
+    }
+
+    fn process(
+        &self,
+        framer: &mut Framer,
+        decoder: &mut Decoder,
+        source: &str,
+        summary: &mut IngestSummary,
+    ) -> Result<()> {
+        let mut units = Vec::new();
         while let Some(frame) = framer.next_frame() {
-            summary.read += 1;
-            metrics.messages_read.inc();
-            let dead = match frame {
-                Framed::Message { bytes, offset } => match decoder.decode(bytes) {
-                    Ok(Decoded::Trade(mut envelope)) => {
-                        envelope.raw_fix = bytes.to_vec();
-                        envelope.receive_time = now_nanos();
-                        envelope.gateway_id = options.gateway_id.clone();
-                        envelope.source = Some(ArchiveRef {
-                            object_key: segment.key.clone(),
-                            offset,
-                            length: bytes.len() as u32,
-                        });
-                        let key = partition_key(&envelope).as_bytes().to_vec();
-                        producer.send(&options.topics.trades, &key, &envelope.encode_to_vec())?;
-                        summary.trades += 1;
-                        metrics.outcomes.with_label_values(&["trade"]).inc();
-                        None
-                    }
-                    Ok(Decoded::NotATrade { .. }) => {
-                        summary.skipped += 1;
-                        metrics.outcomes.with_label_values(&["skipped"]).inc();
-                        None
-                    }
-                    Err(reject) => Some((reject.reason, reject.detail, bytes, offset)),
+            units.push(match frame {
+                Framed::Message { bytes, offset } => Unit {
+                    bytes: bytes.to_vec(),
+                    stream_offset: offset,
+                    framing: None,
                 },
                 Framed::Dead {
                     bytes,
                     offset,
                     reason,
                     detail,
-                } => Some((reason, detail, bytes, offset)),
+                } => Unit {
+                    bytes: bytes.to_vec(),
+                    stream_offset: offset,
+                    framing: Some((reason, detail)),
+                },
+            });
+        }
+        if units.is_empty() {
+            return Ok(());
+        }
+        // Archive first, durably, at unit boundaries (a segment never splits a message).
+        let locations: Vec<(String, u64)> = match &self.archive {
+            Some(archive) => {
+                let mut archive = archive
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("archive writer lock poisoned"))?;
+                let locations = units
+                    .iter()
+                    .map(|u| archive.append(&u.bytes))
+                    .collect::<Result<Vec<_>, _>>()?;
+                archive.sync()?;
+                locations
+            }
+            None => units
+                .iter()
+                .map(|u| (source.to_owned(), u.stream_offset))
+                .collect(),
+        };
+        for (unit, (object_key, offset)) in units.into_iter().zip(locations) {
+            summary.read += 1;
+            self.metrics.messages_read.inc();
+            let verdict = match unit.framing {
+                Some(dead) => Err(dead),
+                None => decoder
+                    .decode(&unit.bytes)
+                    .map_err(|r| (r.reason, r.detail)),
             };
-            if let Some((reason, detail, bytes, offset)) = dead {
-                let location = format!("{}@{offset}", segment.key);
-                let letter = DeadLetter {
-                    original: bytes.to_vec(),
-                    reason: reason as i32,
-                    detail,
-                    source_location: location.clone(),
-                    retry_count: 0,
-                    time: now_nanos(),
-                };
-                producer.send(
-                    &options.topics.dead_letters,
-                    location.as_bytes(),
-                    &letter.encode_to_vec(),
-                )?;
-                summary.dead_letters += 1;
-                metrics.outcomes.with_label_values(&["dead_letter"]).inc();
-                metrics
-                    .dead_letters
-                    .with_label_values(&[reason.label()])
-                    .inc();
+            match verdict {
+                Ok(Decoded::Trade(mut envelope)) => {
+                    envelope.receive_time = now_nanos();
+                    envelope.gateway_id = self.gateway_id.clone();
+                    envelope.source = Some(ArchiveRef {
+                        object_key,
+                        offset,
+                        length: unit.bytes.len() as u32,
+                    });
+                    envelope.raw_fix = unit.bytes;
+                    let key = partition_key(&envelope).as_bytes().to_vec();
+                    self.producer
+                        .send(&self.topics.trades, &key, &envelope.encode_to_vec())?;
+                    summary.trades += 1;
+                    self.metrics.outcomes.with_label_values(&["trade"]).inc();
+                }
+                Ok(Decoded::NotATrade { .. }) => {
+                    summary.skipped += 1;
+                    self.metrics.outcomes.with_label_values(&["skipped"]).inc();
+                }
+                Err((reason, detail)) => {
+                    let location = format!("{object_key}@{offset}");
+                    let letter = DeadLetter {
+                        original: unit.bytes,
+                        reason: reason as i32,
+                        detail,
+                        source_location: location.clone(),
+                        retry_count: 0,
+                        time: now_nanos(),
+                    };
+                    self.producer.send(
+                        &self.topics.dead_letters,
+                        location.as_bytes(),
+                        &letter.encode_to_vec(),
+                    )?;
+                    summary.dead_letters += 1;
+                    self.metrics
+                        .outcomes
+                        .with_label_values(&["dead_letter"])
+                        .inc();
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&[reason.label()])
+                        .inc();
+                }
             }
         }
+        Ok(())
     }
-    for price in &options.prices {
-        let update = eod_proto::PriceUpdate {
-            symbol: price.symbol.to_string(),
-            kind: proto_price_kind(price.kind) as i32,
-            price_mantissa: price.price,
-            time: price.time,
-        };
-        producer.send(
-            &options.topics.prices,
-            update.symbol.as_bytes(),
-            &update.encode_to_vec(),
-        )?;
-        summary.prices += 1;
+
+    pub fn publish_prices(&self, prices: &[PriceUpdate]) -> Result<u64> {
+        for price in prices {
+            let update = eod_proto::PriceUpdate {
+                symbol: price.symbol.to_string(),
+                kind: proto_price_kind(price.kind) as i32,
+                price_mantissa: price.price,
+                time: price.time,
+            };
+            self.producer.send(
+                &self.topics.prices,
+                update.symbol.as_bytes(),
+                &update.encode_to_vec(),
+            )?;
+        }
+        Ok(prices.len() as u64)
     }
-    summary.delivered = producer
-        .flush(Duration::from_secs(60))
-        .context("flushing to Kafka")?;
+
+    /// Rolls an idle segment that is old enough (called periodically).
+    pub fn roll_if_old(&self) -> Result<()> {
+        if let Some(archive) = &self.archive {
+            archive
+                .lock()
+                .map_err(|_| anyhow::anyhow!("archive writer lock poisoned"))?
+                .sync()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the open segment and waits for every produced record to be acknowledged.
+    pub fn finish(&self) -> Result<u64> {
+        if let Some(archive) = &self.archive {
+            archive
+                .lock()
+                .map_err(|_| anyhow::anyhow!("archive writer lock poisoned"))?
+                .close_segment()?;
+        }
+        self.producer
+            .flush(Duration::from_secs(60))
+            .context("flushing to Kafka")
+    }
+}
+
+impl IngestSummary {
+    fn add(&mut self, other: &IngestSummary) {
+        self.read += other.read;
+        self.trades += other.trades;
+        self.skipped += other.skipped;
+        self.dead_letters += other.dead_letters;
+        self.prices += other.prices;
+    }
+}
+
+/// Replays an existing archive (its objects are the archive: no second copy is written).
+pub fn run_ingest(options: IngestOptions, metrics: Arc<Metrics>) -> Result<IngestSummary> {
+    let started = Instant::now();
+    let archive = Archive::open(&options.archive)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let gateway = Gateway::new(
+        &options.brokers,
+        options.topics.clone(),
+        &options.gateway_id,
+        metrics.clone(),
+        None,
+        options.max_message,
+    )?;
+    let mut summary = IngestSummary::default();
+    for segment in runtime.block_on(archive.segments())? {
+        let _span = tracing::info_span!("ingest_segment", key = %segment.key).entered();
+        let bytes = runtime.block_on(archive.read(&segment.key))?;
+        metrics.segments_read.inc();
+        summary.add(&gateway.ingest_stream(&segment.key, &bytes[..])?);
+    }
+    summary.prices = gateway.publish_prices(&options.prices)?;
+    summary.delivered = gateway.finish()?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Where a listening gateway archives, and when it stops.
+pub struct ListenOptions {
+    pub listen: SocketAddr,
+    pub spool: PathBuf,
+    /// Directory the closed segments are uploaded to (object_store; S3 with the sinks issue).
+    pub archive_to: PathBuf,
+    pub policy: SegmentPolicy,
+    /// Stop after serving this many connections (replays and tests); `None`: until stopped.
+    pub connections: Option<usize>,
+}
+
+/// Accepts plain framed FIX streams over TCP until stopped (or the connection limit). Each
+/// connection is read by its own thread; when Kafka or the archive is slow, that thread stops
+/// reading and TCP pushes back on the sender: nothing is buffered without bound or dropped.
+pub fn serve_tcp(
+    gateway: Arc<Gateway>,
+    listener: std::net::TcpListener,
+    uploader: SegmentUploader,
+    connections: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> Result<IngestSummary> {
+    let started = Instant::now();
+    listener.set_nonblocking(true)?;
+    let totals = Arc::new(Mutex::new(IngestSummary::default()));
+    let mut handles = Vec::new();
+    let upload_stop = Arc::new(AtomicBool::new(false));
+    let uploads = {
+        let (gateway, stop) = (gateway.clone(), upload_stop.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            loop {
+                let last = stop.load(Ordering::Acquire);
+                gateway.roll_if_old()?;
+                let waiting = runtime.block_on(uploader.upload_closed())?;
+                if last && waiting == 0 {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(if last { 1000 } else { 200 }));
+            }
+        })
+    };
+    let mut accepted = 0usize;
+    while !stop.load(Ordering::Acquire) && connections.is_none_or(|limit| accepted < limit) {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                accepted += 1;
+                stream.set_nonblocking(false)?;
+                let (gateway, totals) = (gateway.clone(), totals.clone());
+                handles.push(std::thread::spawn(move || {
+                    let source = format!("tcp:{peer}");
+                    let _span = tracing::info_span!("ingest_connection", %peer).entered();
+                    match gateway.ingest_stream(&source, stream) {
+                        Ok(summary) => {
+                            if let Ok(mut totals) = totals.lock() {
+                                totals.add(&summary);
+                            }
+                            Ok(())
+                        }
+                        Err(error) => {
+                            tracing::error!(%peer, %error, "connection failed");
+                            Err(error)
+                        }
+                    }
+                }));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("connection thread panicked"))??;
+    }
+    let delivered = gateway.finish()?;
+    upload_stop.store(true, Ordering::Release);
+    uploads
+        .join()
+        .map_err(|_| anyhow::anyhow!("uploader panicked"))??;
+    let mut summary = std::mem::take(
+        &mut *totals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("totals lock poisoned"))?,
+    );
+    summary.delivered = delivered;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Opens the spool and the archive store for a listening gateway.
+pub fn open_archive(options: &ListenOptions) -> Result<(SegmentWriter, SegmentUploader)> {
+    std::fs::create_dir_all(&options.archive_to)
+        .with_context(|| format!("creating {}", options.archive_to.display()))?;
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
+        object_store::local::LocalFileSystem::new_with_prefix(&options.archive_to)?,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let writer = runtime.block_on(SegmentWriter::open(
+        &options.spool,
+        store,
+        options.policy.clone(),
+    ))?;
+    let uploader = writer.uploader();
+    Ok((writer, uploader))
 }
 
 pub fn proto_price_kind(kind: eod_dataflow::PriceKind) -> PriceKind {

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod replay;
 pub mod run;
 pub mod server;
+pub mod simulate;
 pub mod timely_args;

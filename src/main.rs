@@ -42,6 +42,39 @@ enum Command {
     Ingest(IngestArgs),
     /// Run the dataflow from Kafka, serving the HTTP views.
     Run(RunArgs),
+    /// Drive a gateway over TCP with the seeded simulator (prices to Kafka).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimulateArgs {
+    /// The gateway's address (`eod ingest --listen`).
+    #[arg(long)]
+    to: SocketAddr,
+    /// Simulator events to send (FIX messages and prices).
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Messages per simulated second outside the burst.
+    #[arg(long, default_value_t = 1_000.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    burst_multiplier: f64,
+    /// Simulated seconds per wall second; 0 sends as fast as the gateway takes them.
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 20)]
+    traders: usize,
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+    #[arg(long, default_value_t = 0.0)]
+    broken_ratio: f64,
+    /// Send prices to this Kafka cluster's prices topic.
+    #[arg(long, env = "EOD_KAFKA_BROKERS")]
+    brokers: Option<String>,
+    #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
+    prices_topic: String,
 }
 
 #[derive(Args, Debug)]
@@ -68,10 +101,30 @@ impl TopicArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["archive", "listen"])))]
 struct IngestArgs {
-    /// Directory (or file:// URL) of FIX files, read in name order.
+    /// Replay this directory (or file:// URL) of FIX files, read in name order.
     #[arg(long)]
-    archive: String,
+    archive: Option<String>,
+    /// Accept plain framed FIX streams over TCP on this address.
+    #[arg(long, requires_all = ["spool", "archive_to"])]
+    listen: Option<SocketAddr>,
+    /// Local spool directory: raw bytes are fsynced here before anything else is done.
+    #[arg(long)]
+    spool: Option<PathBuf>,
+    /// Directory the closed archive segments are uploaded to.
+    #[arg(long)]
+    archive_to: Option<PathBuf>,
+    /// Stop after this many connections (default: until Ctrl-C).
+    #[arg(long)]
+    connections: Option<usize>,
+    #[arg(long, default_value_t = 16 << 20)]
+    segment_bytes: usize,
+    #[arg(long, default_value_t = 60)]
+    segment_seconds: u64,
+    /// Trading date in archive keys [default: today, UTC].
+    #[arg(long)]
+    trading_date: Option<String>,
     /// Also publish these reference prices (CSV) to the prices topic.
     #[arg(long)]
     prices: Option<PathBuf>,
@@ -208,6 +261,7 @@ fn main() -> Result<()> {
         Command::Generate(args) => generate(args),
         Command::Ingest(args) => ingest(args),
         Command::Run(args) => run(args),
+        Command::Simulate(args) => simulate(args),
     }
 }
 
@@ -387,15 +441,71 @@ fn ingest(args: IngestArgs) -> Result<()> {
             ],
         ))?;
     }
-    let options = eod::ingest::IngestOptions {
-        archive: args.archive,
-        brokers: args.kafka.brokers.clone(),
-        topics,
-        gateway_id: args.gateway_id,
-        prices: read_prices(args.prices.as_deref())?,
-        max_message: args.max_message,
+    let metrics = Metrics::new()?;
+    let s = match (args.archive, args.listen) {
+        (Some(archive), _) => {
+            let options = eod::ingest::IngestOptions {
+                archive,
+                brokers: args.kafka.brokers.clone(),
+                topics,
+                gateway_id: args.gateway_id,
+                prices: read_prices(args.prices.as_deref())?,
+                max_message: args.max_message,
+            };
+            eod::ingest::run_ingest(options, metrics)?
+        }
+        (None, Some(listen)) => {
+            let trading_date = args.trading_date.unwrap_or_else(today_utc);
+            let listen_options = eod::ingest::ListenOptions {
+                listen,
+                spool: args.spool.context("--spool is required with --listen")?,
+                archive_to: args
+                    .archive_to
+                    .context("--archive-to is required with --listen")?,
+                policy: eod_sources::archive_writer::SegmentPolicy {
+                    gateway_id: args.gateway_id.clone(),
+                    trading_date,
+                    max_bytes: args.segment_bytes.max(1),
+                    max_age: Duration::from_secs(args.segment_seconds.max(1)),
+                },
+                connections: args.connections,
+            };
+            let (writer, uploader) = eod::ingest::open_archive(&listen_options)?;
+            let gateway = Arc::new(eod::ingest::Gateway::new(
+                &args.kafka.brokers,
+                topics,
+                &args.gateway_id,
+                metrics,
+                Some(writer),
+                args.max_message,
+            )?);
+            gateway.publish_prices(&read_prices(args.prices.as_deref())?)?;
+            let listener = std::net::TcpListener::bind(listen_options.listen)
+                .with_context(|| format!("binding {}", listen_options.listen))?;
+            eprintln!("gateway listening on {}", listener.local_addr()?);
+            let stop = Arc::new(AtomicBool::new(false));
+            let watcher = stop.clone();
+            // Ctrl-C stops accepting; open connections finish and everything is flushed.
+            std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+                        watcher.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                }
+            });
+            eod::ingest::serve_tcp(
+                gateway,
+                listener,
+                uploader,
+                listen_options.connections,
+                stop,
+            )?
+        }
+        (None, None) => anyhow::bail!("give --archive or --listen"),
     };
-    let s = eod::ingest::run_ingest(options, Metrics::new()?)?;
     println!("messages        {}", s.read);
     println!("trades          {}", s.trades);
     println!("skipped         {}", s.skipped);
@@ -403,6 +513,35 @@ fn ingest(args: IngestArgs) -> Result<()> {
     println!("prices          {}", s.prices);
     println!("delivered       {}", s.delivered);
     println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
+    Ok(())
+}
+
+fn today_utc() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default();
+    eod_sources::fix::time::format_utc_timestamp(nanos)[..8].to_owned()
+}
+
+fn simulate(args: SimulateArgs) -> Result<()> {
+    let mut sim = SimConfig::market_close(args.seed);
+    sim.base_rate = args.rate.max(1.0);
+    sim.burst_multiplier = args.burst_multiplier.max(1.0);
+    sim.traders = args.traders.max(1);
+    sim.symbols = args.symbols.max(1);
+    sim.broken_ratio = args.broken_ratio.clamp(0.0, 1.0);
+    let summary = eod::simulate::run_simulate(eod::simulate::SimulateOptions {
+        to: args.to,
+        sim,
+        messages: args.messages,
+        speed: args.speed.max(0.0),
+        prices_to: args.brokers.map(|b| (b, args.prices_topic)),
+    })?;
+    println!("fix messages    {}", summary.fix_messages);
+    println!("fix bytes       {}", summary.fix_bytes);
+    println!("prices          {}", summary.prices);
+    println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     Ok(())
 }
 

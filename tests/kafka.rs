@@ -330,3 +330,193 @@ fn two_processes_each_serve_the_complete_view() {
         assert_eq!(body["as_of"]["complete"], true);
     }
 }
+
+/// Reads a topic's `PriceUpdate`s back into the dataflow's type.
+fn prices_on_topic(brokers: &str, topic: &str) -> Vec<eod_dataflow::PriceUpdate> {
+    read_topic(brokers, topic)
+        .iter()
+        .map(|bytes| eod::ingest::price_from_bytes(bytes).unwrap())
+        .collect()
+}
+
+#[test]
+fn simulator_to_gateway_to_two_processes_equals_the_archive() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("e2e");
+    create(&brokers, &topics);
+    let eod = env!("CARGO_BIN_EXE_eod");
+    let topic_args = |cmd: &mut Command| {
+        cmd.args(["--brokers", &brokers, "--trades-topic", &topics.trades])
+            .args([
+                "--dlq-topic",
+                &topics.dead_letters,
+                "--prices-topic",
+                &topics.prices,
+            ]);
+    };
+    let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
+    let port = free_port();
+    let mut gateway = Command::new(eod);
+    gateway
+        .args([
+            "ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            "1",
+        ])
+        .args([
+            "--segment-bytes",
+            "200000",
+            "--trading-date",
+            "20261125",
+            "--spool",
+        ])
+        .arg(&spool)
+        .arg("--archive-to")
+        .arg(&archive);
+    topic_args(&mut gateway);
+    let gateway = gateway
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // 15k events at full speed, broken messages included, burst and all.
+    let simulate = Command::new(eod)
+        .args([
+            "simulate",
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--messages",
+            "15000",
+            "--speed",
+            "0",
+        ])
+        .args([
+            "--traders",
+            "5",
+            "--symbols",
+            "12",
+            "--broken-ratio",
+            "0.01",
+            "--seed",
+            "9",
+        ])
+        .args(["--brokers", &brokers, "--prices-topic", &topics.prices])
+        .output()
+        .unwrap();
+    assert!(
+        simulate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&simulate.stderr)
+    );
+    let gateway = gateway.wait_with_output().unwrap();
+    assert!(
+        gateway.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gateway.stderr)
+    );
+    let gateway_out = String::from_utf8_lossy(&gateway.stdout).to_string();
+
+    // The archive the gateway wrote holds every byte it received: it is the truth.
+    let segments = archive.join("gw1").join("20261125");
+    assert!(
+        std::fs::read_dir(&segments).unwrap().count() > 2,
+        "segments rolled by size"
+    );
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "spool drained after upload"
+    );
+    let archived_bytes: u64 = std::fs::read_dir(&segments)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let sent: u64 = String::from_utf8_lossy(&simulate.stdout)
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("fix bytes")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    assert_eq!(archived_bytes, sent, "every byte sent is archived once");
+
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let runs: Vec<_> = (0..2)
+        .map(|process| {
+            let mut run = Command::new(eod);
+            run.args([
+                "run",
+                "--until-caught-up",
+                "--serve",
+                "127.0.0.1:0",
+                "--epoch-ms",
+                "5",
+                "--output",
+            ])
+            .arg(dir.path().join(format!("p{process}.json")));
+            topic_args(&mut run);
+            run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
+                .arg(&hosts);
+            run.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut records = Vec::new();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        records.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+
+    let expected = reference::compute(
+        &decode_archive(&segments),
+        &prices_on_topic(&brokers, &topics.prices),
+    );
+    let expected_json =
+        serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    assert!(!expected.positions.is_empty());
+    for process in 0..2 {
+        let body: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("p{process}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            body["positions"] == expected_json,
+            "process {process}: views differ from the archive's answer"
+        );
+    }
+    // Gateway accounting: every framed unit is a trade, skipped or a dead letter.
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+            .unwrap()
+    };
+    let (read, trades, skipped, dead) = (
+        field(&gateway_out, "messages"),
+        field(&gateway_out, "trades"),
+        field(&gateway_out, "skipped"),
+        field(&gateway_out, "dead letters"),
+    );
+    assert_eq!(read, trades + skipped + dead, "{gateway_out}");
+    assert!(dead > 0, "broken messages were sent");
+    assert_eq!(
+        field(&records[0], "records"),
+        trades,
+        "every trade produced is consumed once"
+    );
+}

@@ -41,7 +41,6 @@ pub struct SegmentWriter {
     policy: SegmentPolicy,
     seq: u64,
     open: Option<(File, PathBuf, usize, Instant)>,
-    pub uploaded: u64,
 }
 
 impl SegmentWriter {
@@ -73,7 +72,6 @@ impl SegmentWriter {
             policy,
             seq,
             open: None,
-            uploaded: 0,
         };
         writer.seq = writer.seq.max(writer.next_seq_in_store().await);
         Ok(writer)
@@ -84,13 +82,6 @@ impl SegmentWriter {
             "{}-{}-{seq:08}",
             self.policy.gateway_id, self.policy.trading_date
         )
-    }
-
-    fn key(&self, file_name: &str) -> ObjectPath {
-        ObjectPath::from(format!(
-            "{}/{}/{file_name}",
-            self.policy.gateway_id, self.policy.trading_date
-        ))
     }
 
     /// Continue after the highest segment already in the store (a fresh spool on a new host).
@@ -119,8 +110,9 @@ impl SegmentWriter {
             .unwrap_or(0)
     }
 
-    /// Appends bytes to the open segment (opening one if needed). Not durable until `sync`.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<(), ArchiveWriteError> {
+    /// Appends bytes to the open segment (opening one if needed) and says where they landed:
+    /// the segment's object key and the offset in it. Not durable until `sync`.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(String, u64), ArchiveWriteError> {
         if self.open.is_none() {
             let path = self
                 .spool
@@ -136,15 +128,31 @@ impl SegmentWriter {
                 })?;
             self.open = Some((file, path, 0, Instant::now()));
         }
-        if let Some((file, path, size, _)) = self.open.as_mut() {
-            file.write_all(bytes)
-                .map_err(|source| ArchiveWriteError::Spool {
-                    path: path.clone(),
-                    source,
-                })?;
-            *size += bytes.len();
+        let Some((file, path, size, _)) = self.open.as_mut() else {
+            unreachable!("a segment was opened above")
+        };
+        file.write_all(bytes)
+            .map_err(|source| ArchiveWriteError::Spool {
+                path: path.clone(),
+                source,
+            })?;
+        let offset = *size as u64;
+        *size += bytes.len();
+        let closed_name = path.with_extension("fix");
+        let name = closed_name
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        Ok((self.uploader().key(name).to_string(), offset))
+    }
+
+    /// An uploader for this writer's spool, to run beside it (appends never wait on uploads).
+    pub fn uploader(&self) -> SegmentUploader {
+        SegmentUploader {
+            store: self.store.clone(),
+            spool: self.spool.clone(),
+            policy: self.policy.clone(),
         }
-        Ok(())
     }
 
     /// Makes everything appended so far durable; then rolls the segment if it is full or old.
@@ -178,10 +186,27 @@ impl SegmentWriter {
         }
         Ok(())
     }
+}
+
+/// Uploads closed spool segments to the object store, in order.
+#[derive(Clone)]
+pub struct SegmentUploader {
+    store: Arc<dyn ObjectStore>,
+    spool: PathBuf,
+    policy: SegmentPolicy,
+}
+
+impl SegmentUploader {
+    fn key(&self, file_name: &str) -> ObjectPath {
+        ObjectPath::from(format!(
+            "{}/{}/{file_name}",
+            self.policy.gateway_id, self.policy.trading_date
+        ))
+    }
 
     /// Uploads closed segments in order; stops at the first failure and keeps it spooled.
     /// Returns how many segments are still waiting.
-    pub async fn upload_closed(&mut self) -> Result<usize, ArchiveWriteError> {
+    pub async fn upload_closed(&self) -> Result<usize, ArchiveWriteError> {
         let err = |source| ArchiveWriteError::Spool {
             path: self.spool.clone(),
             source,
@@ -215,7 +240,6 @@ impl SegmentWriter {
                         path: path.clone(),
                         source,
                     })?;
-                    self.uploaded += 1;
                 }
                 Err(error) => {
                     tracing::warn!(%error, segment = %name, "archive upload failed; segment stays spooled");
@@ -255,11 +279,20 @@ mod tests {
         let mut writer = SegmentWriter::open(spool.path(), store.clone(), policy(10))
             .await
             .unwrap();
+        let mut landed = Vec::new();
         for chunk in [&b"hello "[..], b"world", b"!!", b"tail"] {
-            writer.append(chunk).unwrap();
+            landed.push(writer.append(chunk).unwrap());
             writer.sync().unwrap();
         }
-        assert_eq!(writer.upload_closed().await.unwrap(), 0);
+        assert_eq!(landed[1].1, 6, "offset within the segment");
+        assert_eq!(landed[0].0, landed[1].0, "same segment until it rolls");
+        assert_ne!(landed[1].0, landed[2].0, "rolled after 10 bytes");
+        assert!(
+            landed[0].0.ends_with("gw1-20261125-00000000.fix"),
+            "{}",
+            landed[0].0
+        );
+        assert_eq!(writer.uploader().upload_closed().await.unwrap(), 0);
         // A crash here leaves "tail" in an open segment: the next run closes and uploads it.
         drop(writer);
         let mut restarted = SegmentWriter::open(spool.path(), store.clone(), policy(10))
@@ -268,7 +301,7 @@ mod tests {
         restarted.append(b"after").unwrap();
         restarted.sync().unwrap();
         restarted.close_segment().unwrap();
-        restarted.upload_closed().await.unwrap();
+        restarted.uploader().upload_closed().await.unwrap();
         let archive = crate::archive::Archive::from_store(store, None, "test");
         let segments = archive.segments().await.unwrap();
         let keys: Vec<_> = segments.iter().map(|s| s.key.clone()).collect();

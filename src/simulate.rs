@@ -1,0 +1,96 @@
+//! `eod simulate`: drives a gateway over TCP with the seeded simulator, paced by its simulated
+//! clock (scaled by `speed`), including the 16:00 burst. Prices go to the prices topic.
+
+use std::io::{BufWriter, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use eod_sources::kafka::EnvelopeProducer;
+use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
+use prost::Message;
+
+pub struct SimulateOptions {
+    pub to: SocketAddr,
+    pub sim: SimConfig,
+    pub messages: u64,
+    /// Simulated seconds per wall-clock second; 0 sends as fast as the gateway takes them.
+    pub speed: f64,
+    /// Where prices go: (brokers, topic). Without it prices are not sent.
+    pub prices_to: Option<(String, String)>,
+}
+
+#[derive(Debug, Default)]
+pub struct SimulateSummary {
+    pub fix_messages: u64,
+    pub fix_bytes: u64,
+    pub prices: u64,
+    pub elapsed: Duration,
+}
+
+fn connect(to: SocketAddr) -> Result<TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect(to) {
+            Ok(stream) => return Ok(stream),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(e).with_context(|| format!("connecting to the gateway at {to}")),
+        }
+    }
+}
+
+pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
+    let stream = connect(options.to)?;
+    stream.set_nodelay(true)?;
+    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+    let producer = options
+        .prices_to
+        .as_ref()
+        .map(|(brokers, _)| EnvelopeProducer::new(brokers))
+        .transpose()?;
+    let started = Instant::now();
+    let sim_start = options.sim.start;
+    let mut summary = SimulateSummary::default();
+    for message in Simulator::new(options.sim).take(options.messages as usize) {
+        if options.speed > 0.0 {
+            let due =
+                Duration::from_secs_f64((message.time - sim_start) as f64 / 1e9 / options.speed);
+            let now = started.elapsed();
+            if due > now + Duration::from_millis(1) {
+                // Let the gateway see what is due before sleeping.
+                out.flush()?;
+                std::thread::sleep(due - now);
+            }
+        }
+        match message.event {
+            SimEvent::Fix(bytes) => {
+                out.write_all(&bytes)?;
+                summary.fix_messages += 1;
+                summary.fix_bytes += bytes.len() as u64;
+            }
+            SimEvent::Price(price) => {
+                if let (Some(producer), Some((_, topic))) = (&producer, &options.prices_to) {
+                    let update = eod_proto::PriceUpdate {
+                        symbol: price.symbol.to_string(),
+                        kind: crate::ingest::proto_price_kind(price.kind) as i32,
+                        price_mantissa: price.price,
+                        time: price.time,
+                    };
+                    producer.send(topic, update.symbol.as_bytes(), &update.encode_to_vec())?;
+                    summary.prices += 1;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    let stream = out.into_inner().map_err(|e| e.into_error())?;
+    stream.shutdown(Shutdown::Write)?;
+    // Wait for the gateway to finish reading: it closes its side once done.
+    let mut sink = [0u8; 64];
+    let _ = std::io::Read::read(&mut &stream, &mut sink);
+    if let Some(producer) = &producer {
+        producer.flush(Duration::from_secs(60))?;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
