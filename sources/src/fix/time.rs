@@ -30,7 +30,11 @@ pub fn parse_utc_timestamp(text: &[u8]) -> Option<i64> {
         _ => return None,
     };
     let days = days_from_civil(year, month, day);
-    Some(((days * 24 + hour) * 60 + minute) * 60_000_000_000 + second * 1_000_000_000 + nanos)
+    // i64 nanoseconds reach from 1677 to 2262: a date outside that is invalid, not a panic.
+    let minutes = (days * 24 + hour) * 60 + minute;
+    minutes
+        .checked_mul(60_000_000_000)?
+        .checked_add(second * 1_000_000_000 + nanos)
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -121,6 +125,15 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn dates_beyond_i64_nanoseconds_are_invalid_not_a_panic() {
+        // Found by the fuzzer: year 0233 overflowed the multiplication.
+        assert_eq!(parse_utc_timestamp(b"02330121-15:21:23"), None);
+        assert_eq!(parse_utc_timestamp(b"99991231-23:59:59.999"), None);
+        assert!(parse_utc_timestamp(b"22600101-00:00:00").is_some());
+        assert!(parse_utc_timestamp(b"16800101-00:00:00").is_some());
     }
 
     #[test]
