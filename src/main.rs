@@ -580,5 +580,15 @@ fn run(args: RunArgs) -> Result<()> {
     }
     println!("positions       {}", summary.snapshot.positions.len());
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
+    let h = &summary.latency_micros;
+    if !h.is_empty() {
+        println!(
+            "fill-to-view    p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms (this process's reads)",
+            h.value_at_quantile(0.5) as f64 / 1e3,
+            h.value_at_quantile(0.99) as f64 / 1e3,
+            h.value_at_quantile(0.999) as f64 / 1e3,
+            h.max() as f64 / 1e3
+        );
+    }
     Ok(())
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 pub struct Metrics {
     pub registry: Registry,
@@ -19,6 +21,8 @@ pub struct Metrics {
     pub epochs_in_flight: IntGauge,
     /// Records between a partition's end and what this process has read of it.
     pub consumer_lag: IntGaugeVec,
+    /// From the gateway receiving a trade to the views reflecting it.
+    pub fill_to_view: Histogram,
 }
 
 impl Metrics {
@@ -65,6 +69,16 @@ impl Metrics {
             &["topic", "partition"],
         )?;
         registry.register(Box::new(consumer_lag.clone()))?;
+        let fill_to_view = Histogram::with_opts(
+            HistogramOpts::new(
+                "eod_fill_to_view_seconds",
+                "Gateway receive to views reflecting the trade",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ]),
+        )?;
+        registry.register(Box::new(fill_to_view.clone()))?;
         Ok(Arc::new(Metrics {
             registry,
             messages_read,
@@ -75,6 +89,7 @@ impl Metrics {
             epochs_closed,
             epochs_in_flight,
             consumer_lag,
+            fill_to_view,
         }))
     }
 }

@@ -39,6 +39,33 @@ pub struct RunOptions {
 pub struct RunSummary {
     pub snapshot: Arc<ViewSnapshot>,
     pub elapsed: Duration,
+    /// Fill-to-view latency in microseconds, over the trades this process's workers read.
+    pub latency_micros: hdrhistogram::Histogram<u64>,
+}
+
+fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
+    // 1 us to 1 h at 3 significant digits.
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .expect("constant histogram bounds are valid")
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// What every worker of this process shares.
+struct Shared {
+    options: RunOptions,
+    store: Arc<ViewStore>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    trade_partitions: i32,
+    price_partitions: i32,
+    workers_per_process: usize,
+    latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 pub fn run_kafka(
@@ -47,7 +74,8 @@ pub fn run_kafka(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
-    let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let workers_per_process =
+        workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
     let metadata_timeout = Duration::from_secs(10);
     let trade_partitions =
@@ -55,35 +83,39 @@ pub fn run_kafka(
     let price_partitions =
         partition_count(&options.brokers, &options.topics.prices, metadata_timeout)?;
     let started = Instant::now();
-    let shared = Arc::new((
+    let shared = Arc::new(Shared {
         options,
-        store.clone(),
+        store: store.clone(),
         metrics,
         stop,
         trade_partitions,
         price_partitions,
-        workers,
-    ));
+        workers_per_process,
+        latency: std::sync::Mutex::new(new_latency_histogram()),
+    });
+    let worker_shared = shared.clone();
     let guards = timely::execute(config, move |worker| {
-        let (options, store, metrics, stop, trade_partitions, price_partitions, workers) = &*shared;
-        run_worker(
-            worker,
-            options,
-            store,
-            metrics,
-            stop,
-            *trade_partitions,
-            *price_partitions,
-            *workers,
-        )
+        let mut histogram = new_latency_histogram();
+        let result = run_worker(worker, &worker_shared, &mut histogram);
+        if let Ok(mut total) = worker_shared.latency.lock() {
+            // Same bounds on both sides: adding cannot fail.
+            let _ = total.add(&histogram);
+        }
+        result
     })
     .map_err(anyhow::Error::msg)?;
     for result in guards.join() {
         result.map_err(|e| anyhow::anyhow!("worker panicked: {e}"))??;
     }
+    let latency_micros = shared
+        .latency
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| anyhow::anyhow!("latency histogram lock poisoned"))?;
     Ok(RunSummary {
         snapshot: store.snapshot(),
         elapsed: started.elapsed(),
+        latency_micros,
     })
 }
 
@@ -119,17 +151,23 @@ impl RecordCounts {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run_worker(
     worker: &mut timely::worker::Worker,
-    options: &RunOptions,
-    store: &Arc<ViewStore>,
-    metrics: &Arc<Metrics>,
-    stop: &AtomicBool,
-    trade_partitions: i32,
-    price_partitions: i32,
-    workers: usize,
+    shared: &Shared,
+    latency: &mut hdrhistogram::Histogram<u64>,
 ) -> Result<()> {
+    let Shared {
+        options,
+        store,
+        metrics,
+        stop,
+        trade_partitions,
+        price_partitions,
+        workers_per_process: workers,
+        ..
+    } = shared;
+    let (trade_partitions, price_partitions, workers) =
+        (*trade_partitions, *price_partitions, *workers);
     let (index, peers) = (worker.index(), worker.peers());
     let publishes = index.is_multiple_of(workers);
     let (mut inputs, probe) =
@@ -160,6 +198,10 @@ fn run_worker(
     // Offsets read by the end of each closed epoch, committed once the views reflect that epoch.
     let mut uncommitted: std::collections::VecDeque<(Time, Vec<i64>)> = Default::default();
     let mut committed = vec![0i64; assignments.len()];
+    // Gateway receive times of the trades entered in the open epoch, and in closed epochs the
+    // views do not reflect yet.
+    let mut receive_times: Vec<i64> = Vec::new();
+    let mut unreflected: std::collections::VecDeque<(Time, Vec<i64>)> = Default::default();
     let mut lag_checked = Instant::now();
     let dead_letters = EnvelopeProducer::new(&options.brokers)?;
     if index == 0 {
@@ -203,8 +245,9 @@ fn run_worker(
                 let rejected = if topic == options.topics.trades {
                     counts.read += 1;
                     match event_from_bytes(payload) {
-                        Ok(event) => {
-                            inputs.event(event);
+                        Ok(received) => {
+                            receive_times.push(received.receive_time);
+                            inputs.event(received.event);
                             None
                         }
                         Err(reject) => Some((reject.reason, reject.detail)),
@@ -245,6 +288,7 @@ fn run_worker(
         if current > epoch {
             counts.flush(&mut inputs, metrics);
             uncommitted.push_back((epoch, next_offsets.clone()));
+            unreflected.push_back((epoch, std::mem::take(&mut receive_times)));
             epoch = current;
             inputs.advance_to(epoch);
             inputs.flush();
@@ -261,6 +305,7 @@ fn run_worker(
                 .epochs_in_flight
                 .set(epoch.saturating_sub(completed.min(epoch)) as i64);
         }
+        record_latency(&mut unreflected, completed, latency, metrics);
         if let Some(consumer) = &consumer {
             commit_completed(
                 consumer,
@@ -279,11 +324,13 @@ fn run_worker(
     }
     counts.flush(&mut inputs, metrics);
     uncommitted.push_back((epoch, next_offsets.clone()));
+    unreflected.push_back((epoch, std::mem::take(&mut receive_times)));
     inputs.close();
     if let Some(consumer) = &consumer {
         // Commit what the final views reflect: step until every epoch read here is complete.
         while !uncommitted.is_empty() && !stop.load(Ordering::Acquire) {
             let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+            record_latency(&mut unreflected, completed, latency, metrics);
             commit_completed(
                 consumer,
                 &assignments,
@@ -303,6 +350,30 @@ fn run_worker(
         .flush(Duration::from_secs(30))
         .context("flushing dead letters")?;
     Ok(())
+}
+
+/// Records fill-to-view latency for the trades of every epoch the views now reflect.
+fn record_latency(
+    unreflected: &mut std::collections::VecDeque<(Time, Vec<i64>)>,
+    completed: Time,
+    latency: &mut hdrhistogram::Histogram<u64>,
+    metrics: &Metrics,
+) {
+    let mut now = None;
+    while unreflected
+        .front()
+        .is_some_and(|(time, _)| *time < completed)
+    {
+        let Some((_, received)) = unreflected.pop_front() else {
+            break;
+        };
+        let now = *now.get_or_insert_with(now_nanos);
+        for receive_time in received {
+            let nanos = (now - receive_time).max(0);
+            latency.saturating_record((nanos / 1_000).max(1) as u64);
+            metrics.fill_to_view.observe(nanos as f64 / 1e9);
+        }
+    }
 }
 
 /// Commits, for every partition, the offsets read by the last epoch the views fully reflect.

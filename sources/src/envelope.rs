@@ -6,17 +6,29 @@ use prost::Message;
 
 use crate::fix::Reject;
 
+/// A trade read back from a topic, with the time its gateway received it (UTC nanoseconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub event: TradeEvent,
+    pub receive_time: i64,
+}
+
 /// Decodes and checks an envelope read back from a topic: anything may have been written there,
 /// so every field the dataflow relies on is checked, not assumed.
-pub fn event_from_bytes(payload: &[u8]) -> Result<TradeEvent, Reject> {
+pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
     let envelope = TradeEnvelope::decode(payload).map_err(|e| Reject {
         reason: DeadLetterReason::Deserialization,
         detail: format!("not a TradeEnvelope: {e}"),
     })?;
     validate(&envelope)?;
-    to_event(envelope).ok_or_else(|| Reject {
+    let receive_time = envelope.receive_time;
+    let event = to_event(envelope).ok_or_else(|| Reject {
         reason: DeadLetterReason::InvalidValue,
         detail: "envelope of unknown kind or side".into(),
+    })?;
+    Ok(Received {
+        event,
+        receive_time,
     })
 }
 
@@ -129,8 +141,11 @@ mod tests {
 
     #[test]
     fn bytes_round_trip_and_bad_payloads_have_reasons() {
-        let event = event_from_bytes(&fill().encode_to_vec()).unwrap();
-        assert!(matches!(event, TradeEvent::Fill(f) if f.qty == 10 && f.symbol == "AAPL"));
+        let mut sent = fill();
+        sent.receive_time = 77;
+        let received = event_from_bytes(&sent.encode_to_vec()).unwrap();
+        assert_eq!(received.receive_time, 77);
+        assert!(matches!(received.event, TradeEvent::Fill(f) if f.qty == 10 && f.symbol == "AAPL"));
         let garbage = event_from_bytes(b"\xff\xff\xff not protobuf").unwrap_err();
         assert_eq!(garbage.reason, DeadLetterReason::Deserialization);
         let mut no_symbol = fill();
@@ -159,7 +174,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            event_from_bytes(&bust.encode_to_vec()),
+            event_from_bytes(&bust.encode_to_vec()).map(|received| received.event),
             Ok(TradeEvent::Bust(_))
         ));
         assert_eq!(partition_key(&bust), "E1");
