@@ -557,7 +557,7 @@ fn run(args: RunArgs) -> Result<()> {
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),
-        max_epochs_in_flight: 8,
+        max_epochs_in_flight: 2,
         until_caught_up: args.until_caught_up,
         timely_args: args.timely,
     };

@@ -41,6 +41,8 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Fill-to-view latency in microseconds, over the trades this process's workers read.
     pub latency_micros: hdrhistogram::Histogram<u64>,
+    /// The part of it spent before the record was consumed (gateway, Kafka).
+    pub consume_latency_micros: hdrhistogram::Histogram<u64>,
 }
 
 fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
@@ -66,6 +68,7 @@ struct Shared {
     price_partitions: i32,
     workers_per_process: usize,
     latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    consume_latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
 pub fn run_kafka(
@@ -92,14 +95,18 @@ pub fn run_kafka(
         price_partitions,
         workers_per_process,
         latency: std::sync::Mutex::new(new_latency_histogram()),
+        consume_latency: std::sync::Mutex::new(new_latency_histogram()),
     });
     let worker_shared = shared.clone();
     let guards = timely::execute(config, move |worker| {
-        let mut histogram = new_latency_histogram();
-        let result = run_worker(worker, &worker_shared, &mut histogram);
+        let mut histograms = (new_latency_histogram(), new_latency_histogram());
+        let result = run_worker(worker, &worker_shared, &mut histograms);
+        // Same bounds on both sides: adding cannot fail.
         if let Ok(mut total) = worker_shared.latency.lock() {
-            // Same bounds on both sides: adding cannot fail.
-            let _ = total.add(&histogram);
+            let _ = total.add(&histograms.0);
+        }
+        if let Ok(mut total) = worker_shared.consume_latency.lock() {
+            let _ = total.add(&histograms.1);
         }
         result
     })
@@ -107,17 +114,23 @@ pub fn run_kafka(
     for result in guards.join() {
         result.map_err(|e| anyhow::anyhow!("worker panicked: {e}"))??;
     }
-    let latency_micros = shared
-        .latency
+    let poisoned = |_| anyhow::anyhow!("latency histogram lock poisoned");
+    let latency_micros = shared.latency.lock().map(|h| h.clone()).map_err(poisoned)?;
+    let consume_latency_micros = shared
+        .consume_latency
         .lock()
         .map(|h| h.clone())
-        .map_err(|_| anyhow::anyhow!("latency histogram lock poisoned"))?;
+        .map_err(poisoned)?;
     Ok(RunSummary {
         snapshot: store.snapshot(),
         elapsed: started.elapsed(),
         latency_micros,
+        consume_latency_micros,
     })
 }
+
+/// Most trade records one open epoch takes while earlier epochs are still computing.
+const OPEN_EPOCH_RECORDS: usize = 200_000;
 
 /// Outcome counts entered once per epoch.
 #[derive(Default)]
@@ -154,7 +167,7 @@ impl RecordCounts {
 fn run_worker(
     worker: &mut timely::worker::Worker,
     shared: &Shared,
-    latency: &mut hdrhistogram::Histogram<u64>,
+    (latency, consume_latency): &mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
 ) -> Result<()> {
     let Shared {
         options,
@@ -226,12 +239,14 @@ fn run_worker(
             break;
         }
         if let Some(consumer) = &consumer {
-            let mut wait = Duration::from_millis(2);
-            for _ in 0..20_000 {
-                let Some(result) = consumer.poll(wait) else {
+            // Never block in librdkafka: timely cannot wake a worker stuck in poll, and the other
+            // workers' exchanges would wait for it at every hop. step_or_park below waits instead.
+            // Bounded memory: an epoch that cannot close yet takes no more than this.
+            let room = OPEN_EPOCH_RECORDS.saturating_sub(receive_times.len());
+            for _ in 0..room.min(20_000) {
+                let Some(result) = consumer.poll(Duration::ZERO) else {
                     break;
                 };
-                wait = Duration::ZERO;
                 let message = result.context("consuming")?;
                 let (topic, partition, offset) =
                     (message.topic(), message.partition(), message.offset());
@@ -246,6 +261,8 @@ fn run_worker(
                     counts.read += 1;
                     match event_from_bytes(payload) {
                         Ok(received) => {
+                            let waited = (now_nanos() - received.receive_time).max(0) / 1_000;
+                            consume_latency.saturating_record(waited.max(1) as u64);
                             receive_times.push(received.receive_time);
                             inputs.event(received.event);
                             None
@@ -284,8 +301,13 @@ fn run_worker(
                 }
             }
         }
+        // Adaptive epochs: a new epoch opens on the clock only while few are in flight, so
+        // under load an epoch grows to hold what arrived while the previous ones computed,
+        // instead of a queue of small epochs each waiting its turn.
         let current = (started.elapsed().as_nanos() / epoch_nanos) as Time;
-        if current > epoch {
+        let in_flight =
+            probe.with_frontier(|f| epoch.saturating_sub(f.first().copied().unwrap_or(epoch)));
+        if current > epoch && in_flight < options.max_epochs_in_flight {
             counts.flush(&mut inputs, metrics);
             uncommitted.push_back((epoch, next_offsets.clone()));
             unreflected.push_back((epoch, std::mem::take(&mut receive_times)));
@@ -293,11 +315,6 @@ fn run_worker(
             inputs.advance_to(epoch);
             inputs.flush();
             metrics.epochs_closed.inc();
-        }
-        // Bounded lag: the source waits for the dataflow rather than queueing without limit.
-        let floor = epoch.saturating_sub(options.max_epochs_in_flight);
-        while probe.less_than(&floor) {
-            worker.step();
         }
         let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
         if index == 0 {
