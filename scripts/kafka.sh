@@ -55,7 +55,6 @@ transaction.state.log.num.partitions=4
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
-log.flush.interval.messages=1
 PROPS
   cat >"$dir/log4j2.properties" <<LOG
 status = warn

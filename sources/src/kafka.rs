@@ -87,7 +87,7 @@ impl EnvelopeProducer {
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "1")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "200000")
             .set("message.timeout.ms", "60000")
