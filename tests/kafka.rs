@@ -520,3 +520,178 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         "every trade produced is consumed once"
     );
 }
+
+/// Waits for a child, killing it after `timeout`.
+fn wait_or_kill(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn kill_9_mid_burst_then_restart_gives_exact_views() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("crash");
+    create(&brokers, &topics);
+    let eod = env!("CARGO_BIN_EXE_eod");
+    let topic_args = |cmd: &mut Command| {
+        cmd.args(["--brokers", &brokers, "--trades-topic", &topics.trades])
+            .args([
+                "--dlq-topic",
+                &topics.dead_letters,
+                "--prices-topic",
+                &topics.prices,
+            ]);
+    };
+    let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
+    let port = free_port();
+    let mut gateway = Command::new(eod);
+    gateway
+        .args([
+            "ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            "1",
+        ])
+        .args(["--trading-date", "20261125", "--spool"])
+        .arg(&spool)
+        .arg("--archive-to")
+        .arg(&archive);
+    topic_args(&mut gateway);
+    let gateway = gateway
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // 15k messages over 3 s (500/s simulated at 10x speed), then the 10x burst of 16:00.
+    let mut simulate = Command::new(eod);
+    simulate
+        .args([
+            "simulate",
+            "--to",
+            &format!("127.0.0.1:{port}"),
+            "--messages",
+            "45000",
+            "--rate",
+            "500",
+        ])
+        .args([
+            "--speed",
+            "10",
+            "--traders",
+            "5",
+            "--symbols",
+            "12",
+            "--seed",
+            "21",
+        ])
+        .args(["--brokers", &brokers, "--prices-topic", &topics.prices]);
+    let mut simulate = simulate
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let hosts = dir.path().join("hosts");
+    let start_runs = |until_caught_up: bool, hosts_ports: (u16, u16)| -> Vec<std::process::Child> {
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", hosts_ports.0, hosts_ports.1),
+        )
+        .unwrap();
+        (0..2)
+            .map(|process| {
+                let mut run = Command::new(eod);
+                run.args([
+                    "run",
+                    "--serve",
+                    "127.0.0.1:0",
+                    "--epoch-ms",
+                    "5",
+                    "--output",
+                ])
+                .arg(dir.path().join(format!("p{process}.json")));
+                if until_caught_up {
+                    run.arg("--until-caught-up");
+                }
+                topic_args(&mut run);
+                run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
+                    .arg(&hosts);
+                run.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let mut live = start_runs(false, (free_port(), free_port()));
+    std::thread::sleep(Duration::from_millis(3300));
+    // kill -9 one process in the middle of the burst; its peer cannot go on without it.
+    assert!(
+        simulate.try_wait().unwrap().is_none(),
+        "the traffic is still flowing when the process dies"
+    );
+    live[1].kill().unwrap();
+    live[1].wait().unwrap();
+    let survivor = wait_or_kill(&mut live[0], Duration::from_secs(10));
+    assert!(
+        survivor.is_none_or(|status| !status.success()),
+        "a timely peer cannot finish without the other"
+    );
+
+    let simulate = simulate.wait_with_output().unwrap();
+    assert!(
+        simulate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&simulate.stderr)
+    );
+    let gateway = gateway.wait_with_output().unwrap();
+    assert!(
+        gateway.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gateway.stderr)
+    );
+
+    // Restart both: they rebuild from the beginning of the day and must be exact.
+    let restarted = start_runs(true, (free_port(), free_port()));
+    for mut run in restarted {
+        let status =
+            wait_or_kill(&mut run, Duration::from_secs(120)).expect("restarted run finishes");
+        assert!(status.success());
+    }
+    let segments = archive.join("gw1").join("20261125");
+    let expected = reference::compute(
+        &decode_archive(&segments),
+        &prices_on_topic(&brokers, &topics.prices),
+    );
+    let expected_json =
+        serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    let trades: u64 = decode_archive(&segments).len() as u64;
+    for process in 0..2 {
+        let body: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("p{process}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            body["positions"] == expected_json,
+            "process {process}: views differ after the restart"
+        );
+        assert_eq!(
+            body["as_of"]["messages"].as_u64(),
+            Some(trades),
+            "every trade exactly once"
+        );
+    }
+}
