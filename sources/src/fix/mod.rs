@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod encode;
 pub mod framer;
+pub mod session;
 pub mod time;
 
 pub use decode::{Decoded, Decoder, Reject};

@@ -1,0 +1,457 @@
+//! FIX session layer, acceptor side, as a pure state machine: bytes in, actions out, no I/O.
+//!
+//! A drop-copy acceptor only ever sends administrative messages, so a ResendRequest from the
+//! counterparty is always answered with a SequenceReset-GapFill. Incoming application messages
+//! are delivered once per sequence number: because every downstream view is independent of
+//! arrival order, a message beyond a gap is delivered at once (and the gap requested) instead
+//! of being held back; resent messages fill the holes and duplicates are dropped.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::encode::FixEncoder;
+use super::time::format_utc_timestamp;
+use super::SOH;
+
+/// Sequence state that must survive a reconnect (persist it after every processed read).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceState {
+    /// Lowest incoming sequence number not yet received.
+    pub next_incoming: u64,
+    /// Received sequence numbers above `next_incoming` (the far side of a gap).
+    pub received_ahead: BTreeSet<u64>,
+    pub next_outgoing: u64,
+}
+
+impl Default for SequenceState {
+    fn default() -> Self {
+        SequenceState {
+            next_incoming: 1,
+            received_ahead: BTreeSet::new(),
+            next_outgoing: 1,
+        }
+    }
+}
+
+impl SequenceState {
+    fn received(&self, seq: u64) -> bool {
+        seq < self.next_incoming || self.received_ahead.contains(&seq)
+    }
+
+    fn mark_received(&mut self, seq: u64) {
+        if seq == self.next_incoming {
+            self.next_incoming += 1;
+            while self.received_ahead.remove(&self.next_incoming) {
+                self.next_incoming += 1;
+            }
+        } else if seq > self.next_incoming {
+            self.received_ahead.insert(seq);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    pub begin_string: String,
+    /// Our SenderCompID (the counterparty's TargetCompID).
+    pub comp_id: String,
+}
+
+/// What the caller must do after a message or a timer tick.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Actions {
+    /// Messages to write to the counterparty, in order.
+    pub send: Vec<Vec<u8>>,
+    /// The message is an application message to process (archive already has it).
+    pub deliver: bool,
+    /// Close the connection after sending, with this reason.
+    pub disconnect: Option<String>,
+}
+
+pub struct Session {
+    settings: SessionSettings,
+    state: SequenceState,
+    encoder: FixEncoder,
+    counterparty: Option<String>,
+    heartbeat: Duration,
+    /// Times in UTC nanoseconds.
+    last_received: i64,
+    last_sent: i64,
+    test_request_sent: Option<i64>,
+    /// An open-ended ResendRequest is outstanding until the gap closes.
+    resend_pending: bool,
+    test_requests: u64,
+}
+
+fn field(message: &[u8], tag: u32) -> Option<&[u8]> {
+    let prefix = format!("{tag}=");
+    message
+        .split(|b| *b == SOH)
+        .find_map(|f| f.strip_prefix(prefix.as_bytes()))
+}
+
+fn number(message: &[u8], tag: u32) -> Option<u64> {
+    std::str::from_utf8(field(message, tag)?).ok()?.parse().ok()
+}
+
+impl Session {
+    pub fn new(settings: SessionSettings, state: SequenceState) -> Session {
+        Session {
+            encoder: FixEncoder::new(&settings.begin_string),
+            settings,
+            state,
+            counterparty: None,
+            heartbeat: Duration::from_secs(30),
+            last_received: 0,
+            last_sent: 0,
+            test_request_sent: None,
+            resend_pending: false,
+            test_requests: 0,
+        }
+    }
+
+    pub fn state(&self) -> &SequenceState {
+        &self.state
+    }
+
+    pub fn logged_on(&self) -> bool {
+        self.counterparty.is_some()
+    }
+
+    /// Builds an administrative message with the next outgoing sequence number.
+    fn admin(&mut self, now: i64, msg_type: &str, body: &[(u32, String)]) -> Vec<u8> {
+        let seq = self.state.next_outgoing;
+        self.state.next_outgoing += 1;
+        self.stamped(now, msg_type, seq, body)
+    }
+
+    fn stamped(&mut self, now: i64, msg_type: &str, seq: u64, body: &[(u32, String)]) -> Vec<u8> {
+        let mut fields: Vec<(u32, String)> = vec![
+            (49, self.settings.comp_id.clone()),
+            (56, self.counterparty.clone().unwrap_or_default()),
+            (34, seq.to_string()),
+            (52, format_utc_timestamp(now)),
+        ];
+        fields.extend(body.iter().cloned());
+        let borrowed: Vec<(u32, &str)> = fields.iter().map(|(t, v)| (*t, v.as_str())).collect();
+        self.last_sent = now;
+        self.encoder.message(msg_type, &borrowed)
+    }
+
+    fn logout(&mut self, now: i64, text: String, actions: &mut Actions) {
+        let message = self.admin(now, "5", &[(58, text.clone())]);
+        actions.send.push(message);
+        actions.disconnect = Some(text);
+    }
+
+    /// Handles one framed, checksum-valid message received at `now` (UTC nanoseconds).
+    pub fn on_message(&mut self, message: &[u8], now: i64) -> Actions {
+        let mut actions = Actions::default();
+        self.last_received = now;
+        self.test_request_sent = None;
+        let msg_type = field(message, 35).unwrap_or_default().to_vec();
+        if self.counterparty.is_none() {
+            if msg_type != b"A" {
+                actions.disconnect = Some("first message must be a Logon".into());
+                return actions;
+            }
+            if field(message, 56) != Some(self.settings.comp_id.as_bytes()) {
+                actions.disconnect = Some("Logon addressed to another TargetCompID".into());
+                return actions;
+            }
+            self.counterparty = field(message, 49).map(|v| String::from_utf8_lossy(v).into_owned());
+            if let Some(seconds) = number(message, 108).filter(|s| *s > 0) {
+                self.heartbeat = Duration::from_secs(seconds);
+            }
+            let reset = field(message, 141) == Some(b"Y");
+            if reset {
+                self.state = SequenceState::default();
+            }
+            let mut body = vec![
+                (98, "0".to_owned()),
+                (108, self.heartbeat.as_secs().to_string()),
+            ];
+            if reset {
+                body.push((141, "Y".into()));
+            }
+            let reply = self.admin(now, "A", &body);
+            actions.send.push(reply);
+        }
+        let Some(seq) = number(message, 34) else {
+            self.logout(now, "MsgSeqNum (34) missing".into(), &mut actions);
+            return actions;
+        };
+        let gap_fill = msg_type == b"4" && field(message, 123) == Some(b"Y");
+        if msg_type == b"4" && !gap_fill {
+            // SequenceReset-Reset ignores its own MsgSeqNum and moves the expectation forward.
+            if let Some(new_seq) = number(message, 36).filter(|n| *n > self.state.next_incoming) {
+                self.state.next_incoming = new_seq;
+                self.state.received_ahead = self.state.received_ahead.split_off(&new_seq);
+                while self.state.received_ahead.remove(&self.state.next_incoming) {
+                    self.state.next_incoming += 1;
+                }
+            }
+            return actions;
+        }
+        if self.state.received(seq) {
+            if field(message, 43) != Some(b"Y")
+                && seq < self.state.next_incoming
+                && msg_type != b"A"
+            {
+                let text = format!(
+                    "MsgSeqNum too low, expecting {} but received {seq}",
+                    self.state.next_incoming
+                );
+                self.logout(now, text, &mut actions);
+            }
+            // A possible duplicate of something already processed: drop it.
+            return actions;
+        }
+        if seq > self.state.next_incoming && !self.resend_pending {
+            // Open-ended (EndSeqNo 0): one request covers everything after the gap.
+            let begin = self.state.next_incoming.to_string();
+            let request = self.admin(now, "2", &[(7, begin), (16, "0".into())]);
+            actions.send.push(request);
+            self.resend_pending = true;
+        }
+        if gap_fill {
+            let new_seq = number(message, 36).unwrap_or(seq + 1);
+            for filled in seq..new_seq.max(seq + 1) {
+                self.state.mark_received(filled);
+            }
+            self.resend_pending &= !self.state.received_ahead.is_empty();
+            return actions;
+        }
+        self.state.mark_received(seq);
+        self.resend_pending &= !self.state.received_ahead.is_empty();
+        match msg_type.as_slice() {
+            b"A" | b"0" | b"3" => {}
+            b"1" => {
+                let id = field(message, 112)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let heartbeat = self.admin(now, "0", &[(112, id)]);
+                actions.send.push(heartbeat);
+            }
+            b"2" => {
+                // We send only admin messages: gap-fill the whole range they asked for.
+                let begin = number(message, 7).unwrap_or(1);
+                let next = self.state.next_outgoing;
+                let fill = self.stamped(
+                    now,
+                    "4",
+                    begin,
+                    &[(43, "Y".into()), (123, "Y".into()), (36, next.to_string())],
+                );
+                actions.send.push(fill);
+            }
+            b"5" => {
+                let reply = self.admin(now, "5", &[]);
+                actions.send.push(reply);
+                actions.disconnect = Some("counterparty logged out".into());
+            }
+            _ => actions.deliver = true,
+        }
+        actions
+    }
+
+    /// Heartbeats and liveness: call at least once a second.
+    pub fn on_tick(&mut self, now: i64) -> Actions {
+        let mut actions = Actions::default();
+        if !self.logged_on() {
+            return actions;
+        }
+        let interval = self.heartbeat.as_nanos() as i64;
+        if let Some(sent) = self.test_request_sent {
+            if now - sent >= interval {
+                actions.disconnect = Some("no answer to TestRequest".into());
+            }
+            return actions;
+        }
+        if now - self.last_received >= interval + interval / 5 {
+            self.test_requests += 1;
+            let id = format!("TEST-{}", self.test_requests);
+            let request = self.admin(now, "1", &[(112, id)]);
+            actions.send.push(request);
+            self.test_request_sent = Some(now);
+        } else if now - self.last_sent >= interval {
+            let heartbeat = self.admin(now, "0", &[]);
+            actions.send.push(heartbeat);
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn initiator(seq: u64, msg_type: &str, extra: &[(u32, &str)]) -> Vec<u8> {
+        let seq = seq.to_string();
+        let mut fields: Vec<(u32, &str)> = vec![
+            (49, "CLIENT"),
+            (56, "EOD"),
+            (34, &seq),
+            (52, "20261125-21:00:00"),
+        ];
+        fields.extend_from_slice(extra);
+        FixEncoder::new("FIX.4.4").message(msg_type, &fields)
+    }
+
+    fn session() -> Session {
+        Session::new(
+            SessionSettings {
+                begin_string: "FIX.4.4".into(),
+                comp_id: "EOD".into(),
+            },
+            SequenceState::default(),
+        )
+    }
+
+    fn logged_on() -> Session {
+        let mut s = session();
+        let actions = s.on_message(&initiator(1, "A", &[(98, "0"), (108, "30")]), 0);
+        assert_eq!(actions.send.len(), 1);
+        s
+    }
+
+    fn msg_type(message: &[u8]) -> String {
+        String::from_utf8_lossy(field(message, 35).unwrap()).into_owned()
+    }
+
+    #[test]
+    fn logon_is_answered_and_application_messages_delivered_in_sequence() {
+        let mut s = session();
+        let actions = s.on_message(&initiator(1, "A", &[(98, "0"), (108, "30")]), 0);
+        assert_eq!(msg_type(&actions.send[0]), "A");
+        assert_eq!(field(&actions.send[0], 56), Some(&b"CLIENT"[..]));
+        assert!(!actions.deliver);
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        assert!(s.on_message(&initiator(3, "8", &[]), S).deliver);
+        assert_eq!(s.state().next_incoming, 4);
+    }
+
+    #[test]
+    fn anything_before_logon_is_refused() {
+        let actions = session().on_message(&initiator(1, "8", &[]), 0);
+        assert!(actions.disconnect.is_some() && !actions.deliver);
+        let wrong_target =
+            FixEncoder::new("FIX.4.4").message("A", &[(49, "C"), (56, "OTHER"), (34, "1")]);
+        assert!(session().on_message(&wrong_target, 0).disconnect.is_some());
+    }
+
+    #[test]
+    fn gap_is_requested_once_resends_fill_it_and_duplicates_are_dropped() {
+        let mut s = logged_on();
+        // 2 arrives, 3..4 are lost, 5 arrives: deliver 5 and ask for 3 onwards.
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        let actions = s.on_message(&initiator(5, "8", &[]), S);
+        assert!(actions.deliver);
+        assert_eq!(msg_type(&actions.send[0]), "2");
+        assert_eq!(number(&actions.send[0], 7), Some(3));
+        // 6 arrives before the resend: no second request.
+        let actions = s.on_message(&initiator(6, "8", &[]), S);
+        assert!(actions.deliver && actions.send.is_empty());
+        // The resend: 3 and 4 with PossDup, then 5 again, which is a duplicate.
+        assert!(s.on_message(&initiator(3, "8", &[(43, "Y")]), S).deliver);
+        assert!(s.on_message(&initiator(4, "8", &[(43, "Y")]), S).deliver);
+        assert!(!s.on_message(&initiator(5, "8", &[(43, "Y")]), S).deliver);
+        assert_eq!(s.state().next_incoming, 7);
+        assert!(s.state().received_ahead.is_empty());
+        // The gap closed: a new one is requested afresh.
+        let actions = s.on_message(&initiator(9, "8", &[]), S);
+        assert!(actions.deliver);
+        assert_eq!(number(&actions.send[0], 7), Some(7));
+    }
+
+    #[test]
+    fn gap_fill_and_reset_move_the_expected_sequence() {
+        let mut s = logged_on();
+        s.on_message(&initiator(4, "8", &[]), S);
+        // They gap-fill 2..3 (admin messages they will not resend).
+        s.on_message(&initiator(2, "4", &[(123, "Y"), (36, "4"), (43, "Y")]), S);
+        assert_eq!(s.state().next_incoming, 5);
+        s.on_message(&initiator(99, "4", &[(36, "20")]), S);
+        assert_eq!(s.state().next_incoming, 20);
+    }
+
+    #[test]
+    fn too_low_without_possdup_logs_out() {
+        let mut s = logged_on();
+        s.on_message(&initiator(2, "8", &[]), S);
+        let actions = s.on_message(&initiator(2, "8", &[]), S);
+        assert!(!actions.deliver);
+        assert_eq!(msg_type(&actions.send[0]), "5");
+        assert!(actions.disconnect.unwrap().contains("too low"));
+    }
+
+    #[test]
+    fn their_resend_request_is_gap_filled_and_test_requests_answered() {
+        let mut s = logged_on();
+        let actions = s.on_message(&initiator(2, "2", &[(7, "1"), (16, "0")]), S);
+        let fill = &actions.send[0];
+        assert_eq!(msg_type(fill), "4");
+        assert_eq!((number(fill, 34), number(fill, 36)), (Some(1), Some(2)));
+        let actions = s.on_message(&initiator(3, "1", &[(112, "PING")]), S);
+        assert_eq!(msg_type(&actions.send[0]), "0");
+        assert_eq!(field(&actions.send[0], 112), Some(&b"PING"[..]));
+    }
+
+    #[test]
+    fn heartbeats_test_requests_and_timeouts() {
+        let mut s = logged_on();
+        assert!(s.on_tick(10 * S).send.is_empty());
+        assert_eq!(
+            msg_type(&s.on_tick(31 * S).send[0]),
+            "0",
+            "heartbeat when we have been quiet"
+        );
+        let actions = s.on_tick(37 * S);
+        assert_eq!(
+            msg_type(&actions.send[0]),
+            "1",
+            "test request when they have been quiet"
+        );
+        assert!(s.on_tick(50 * S).disconnect.is_none());
+        assert!(
+            s.on_tick(68 * S).disconnect.is_some(),
+            "no answer within a heartbeat interval"
+        );
+    }
+
+    #[test]
+    fn logout_and_reset_on_logon() {
+        let mut s = logged_on();
+        let actions = s.on_message(&initiator(2, "5", &[]), S);
+        assert_eq!(msg_type(&actions.send[0]), "5");
+        assert!(actions.disconnect.is_some());
+        // A reconnect with the persisted state carries on; ResetSeqNumFlag starts over.
+        let mut again = Session::new(
+            SessionSettings {
+                begin_string: "FIX.4.4".into(),
+                comp_id: "EOD".into(),
+            },
+            s.state().clone(),
+        );
+        assert!(
+            !again
+                .on_message(&initiator(3, "A", &[(108, "30")]), 2 * S)
+                .deliver
+        );
+        assert_eq!(again.state().next_incoming, 4);
+        let mut reset = Session::new(
+            SessionSettings {
+                begin_string: "FIX.4.4".into(),
+                comp_id: "EOD".into(),
+            },
+            s.state().clone(),
+        );
+        let actions = reset.on_message(&initiator(1, "A", &[(108, "30"), (141, "Y")]), 2 * S);
+        assert_eq!(field(&actions.send[0], 141), Some(&b"Y"[..]));
+        assert_eq!(reset.state().next_incoming, 2);
+    }
+}
