@@ -16,6 +16,7 @@ use eod_proto::{ArchiveRef, DeadLetter, DeadLetterReason, PriceKind};
 use eod_sources::archive::Archive;
 use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
+use eod_sources::fix::session::{Actions, SequenceState, Session, SessionSettings};
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::kafka::{EnvelopeProducer, Topics};
 use prost::Message;
@@ -103,10 +104,10 @@ impl Gateway {
             };
             self.metrics.bytes_read.inc_by(n as u64);
             framer.push(&buffer[..n]);
-            self.process(&mut framer, &mut decoder, source, &mut summary)?;
+            self.process(&mut framer, &mut decoder, source, &mut summary, None)?;
         }
         framer.finish();
-        self.process(&mut framer, &mut decoder, source, &mut summary)?;
+        self.process(&mut framer, &mut decoder, source, &mut summary, None)?;
         Ok(summary)
     }
 
@@ -116,6 +117,7 @@ impl Gateway {
         decoder: &mut Decoder,
         source: &str,
         summary: &mut IngestSummary,
+        mut session: Option<&mut SessionLink>,
     ) -> Result<()> {
         let mut units = Vec::new();
         while let Some(frame) = framer.next_frame() {
@@ -161,6 +163,16 @@ impl Gateway {
         for (unit, (object_key, offset)) in units.into_iter().zip(locations) {
             summary.read += 1;
             self.metrics.messages_read.inc();
+            if unit.framing.is_none() {
+                if let Some(link) = session.as_deref_mut() {
+                    // Session-level messages and duplicates are archived but carry no new trade.
+                    if !link.admit(&unit.bytes)? {
+                        summary.skipped += 1;
+                        self.metrics.outcomes.with_label_values(&["skipped"]).inc();
+                        continue;
+                    }
+                }
+            }
             let verdict = match unit.framing {
                 Some(dead) => Err(dead),
                 None => decoder
@@ -217,6 +229,68 @@ impl Gateway {
         Ok(())
     }
 
+    /// Reads a FIX session (we are the acceptor) to its end: replies go back on the socket,
+    /// the sequence state is persisted after every read, heartbeats run on a 1 s tick.
+    pub fn ingest_session(
+        &self,
+        source: &str,
+        stream: std::net::TcpStream,
+        session: &SessionConfig,
+    ) -> Result<IngestSummary> {
+        stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let mut link = SessionLink {
+            config: session.clone(),
+            session: None,
+            writer: stream.try_clone()?,
+            disconnect: None,
+        };
+        let mut reader = stream;
+        let mut framer = Framer::new(self.max_message);
+        let mut decoder = Decoder::new();
+        let mut summary = IngestSummary::default();
+        let mut buffer = vec![0u8; 64 * 1024];
+        while link.disconnect.is_none() {
+            match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.metrics.bytes_read.inc_by(n as u64);
+                    framer.push(&buffer[..n]);
+                    self.process(
+                        &mut framer,
+                        &mut decoder,
+                        source,
+                        &mut summary,
+                        Some(&mut link),
+                    )?;
+                    link.persist()?;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    link.tick()?
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {source}")),
+            }
+        }
+        framer.finish();
+        self.process(
+            &mut framer,
+            &mut decoder,
+            source,
+            &mut summary,
+            Some(&mut link),
+        )?;
+        link.persist()?;
+        if let Some(reason) = &link.disconnect {
+            tracing::info!(%source, %reason, "FIX session closed");
+        }
+        Ok(summary)
+    }
+
     pub fn publish_prices(&self, prices: &[PriceUpdate]) -> Result<u64> {
         for price in prices {
             let update = eod_proto::PriceUpdate {
@@ -257,6 +331,91 @@ impl Gateway {
             .flush(Duration::from_secs(60))
             .context("flushing to Kafka")
     }
+}
+
+/// Where FIX sessions keep their sequence numbers, and who we are.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub settings: SessionSettings,
+    pub state_dir: PathBuf,
+}
+
+/// One connection's session: created at Logon with the persisted state of that counterparty.
+struct SessionLink {
+    config: SessionConfig,
+    session: Option<(Session, PathBuf)>,
+    writer: std::net::TcpStream,
+    disconnect: Option<String>,
+}
+
+impl SessionLink {
+    /// Runs one message through the session; true when it is an application message to use.
+    fn admit(&mut self, message: &[u8]) -> Result<bool> {
+        if self.disconnect.is_some() {
+            return Ok(false);
+        }
+        if self.session.is_none() {
+            let counterparty = session_field(message, 49).unwrap_or_else(|| "unknown".into());
+            let path = self.config.state_dir.join(format!(
+                "{}-{counterparty}.json",
+                self.config.settings.comp_id
+            ));
+            let state = match std::fs::read(&path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .with_context(|| format!("session state {}", path.display()))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => SequenceState::default(),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("session state {}", path.display()))
+                }
+            };
+            self.session = Some((Session::new(self.config.settings.clone(), state), path));
+        }
+        let Some((session, _)) = self.session.as_mut() else {
+            return Ok(false);
+        };
+        let actions = session.on_message(message, now_nanos());
+        self.apply(actions)
+    }
+
+    fn tick(&mut self) -> Result<()> {
+        if let Some((session, _)) = self.session.as_mut() {
+            let actions = session.on_tick(now_nanos());
+            self.apply(actions)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, actions: Actions) -> Result<bool> {
+        for message in &actions.send {
+            std::io::Write::write_all(&mut self.writer, message)?;
+        }
+        if let Some(reason) = actions.disconnect {
+            self.disconnect = Some(reason);
+            self.writer.shutdown(std::net::Shutdown::Both).ok();
+        }
+        Ok(actions.deliver)
+    }
+
+    /// Writes the sequence state atomically (temp file, fsync, rename).
+    fn persist(&self) -> Result<()> {
+        let Some((session, path)) = &self.session else {
+            return Ok(());
+        };
+        let temp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&temp)?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec(session.state())?)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        Ok(())
+    }
+}
+
+fn session_field(message: &[u8], tag: u32) -> Option<String> {
+    let prefix = format!("{tag}=");
+    message
+        .split(|b| *b == 0x01)
+        .find_map(|f| f.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 impl IngestSummary {
@@ -316,6 +475,7 @@ pub fn serve_tcp(
     listener: std::net::TcpListener,
     uploader: SegmentUploader,
     connections: Option<usize>,
+    session: Option<SessionConfig>,
     stop: Arc<AtomicBool>,
 ) -> Result<IngestSummary> {
     let started = Instant::now();
@@ -346,11 +506,15 @@ pub fn serve_tcp(
             Ok((stream, peer)) => {
                 accepted += 1;
                 stream.set_nonblocking(false)?;
-                let (gateway, totals) = (gateway.clone(), totals.clone());
+                let (gateway, totals, session) = (gateway.clone(), totals.clone(), session.clone());
                 handles.push(std::thread::spawn(move || {
                     let source = format!("tcp:{peer}");
                     let _span = tracing::info_span!("ingest_connection", %peer).entered();
-                    match gateway.ingest_stream(&source, stream) {
+                    let result = match &session {
+                        Some(session) => gateway.ingest_session(&source, stream, session),
+                        None => gateway.ingest_stream(&source, stream),
+                    };
+                    match result {
                         Ok(summary) => {
                             if let Ok(mut totals) = totals.lock() {
                                 totals.add(&summary);

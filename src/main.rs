@@ -118,6 +118,18 @@ struct IngestArgs {
     /// Stop after this many connections (default: until Ctrl-C).
     #[arg(long)]
     connections: Option<usize>,
+    /// Run the FIX session layer (we are the acceptor) instead of reading plain streams.
+    #[arg(long, requires = "session_dir")]
+    fix_session: bool,
+    /// Our CompID in FIX sessions.
+    #[arg(long, default_value = "EOD")]
+    comp_id: String,
+    /// FIX session begin string we answer with.
+    #[arg(long, default_value = "FIX.4.4")]
+    begin_string: String,
+    /// Where FIX sessions persist their sequence numbers.
+    #[arg(long)]
+    session_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 16 << 20)]
     segment_bytes: usize,
     #[arg(long, default_value_t = 60)]
@@ -496,11 +508,26 @@ fn ingest(args: IngestArgs) -> Result<()> {
                     }
                 }
             });
+            let session = match (args.fix_session, args.session_dir) {
+                (true, Some(state_dir)) => {
+                    std::fs::create_dir_all(&state_dir)
+                        .with_context(|| format!("creating {}", state_dir.display()))?;
+                    Some(eod::ingest::SessionConfig {
+                        settings: eod_sources::fix::session::SessionSettings {
+                            begin_string: args.begin_string.clone(),
+                            comp_id: args.comp_id.clone(),
+                        },
+                        state_dir,
+                    })
+                }
+                _ => None,
+            };
             eod::ingest::serve_tcp(
                 gateway,
                 listener,
                 uploader,
                 listen_options.connections,
+                session,
                 stop,
             )?
         }

@@ -695,3 +695,189 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         );
     }
 }
+
+/// A scripted FIX initiator: sends what it is told and reads the acceptor's replies.
+struct Initiator {
+    stream: std::net::TcpStream,
+    framer: Framer,
+}
+
+impl Initiator {
+    fn connect(port: u16) -> Initiator {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => {
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    return Initiator {
+                        stream,
+                        framer: Framer::default(),
+                    };
+                }
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                Err(e) => panic!("connecting: {e}"),
+            }
+        }
+    }
+
+    fn send(&mut self, seq: u64, msg_type: &str, extra: &[(u32, &str)]) {
+        let seq = seq.to_string();
+        let mut fields: Vec<(u32, &str)> = vec![
+            (49, "CLIENT"),
+            (56, "EOD"),
+            (34, &seq),
+            (52, "20261125-21:00:00"),
+        ];
+        fields.extend_from_slice(extra);
+        std::io::Write::write_all(
+            &mut self.stream,
+            &eod_sources::fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields),
+        )
+        .unwrap();
+    }
+
+    fn fill(&mut self, seq: u64, exec_id: &str, extra: &[(u32, &str)]) {
+        let mut fields = vec![
+            (17, exec_id),
+            (150, "F"),
+            (55, "SESS"),
+            (54, "1"),
+            (32, "10"),
+            (31, "10"),
+            (60, "20261125-21:00:00"),
+            (50, "T1"),
+        ];
+        fields.extend_from_slice(extra);
+        self.send(seq, "8", &fields);
+    }
+
+    /// The next message from the acceptor, as `|`-separated text.
+    fn receive(&mut self) -> String {
+        loop {
+            if let Some(Framed::Message { bytes, .. }) = self.framer.next_frame() {
+                return String::from_utf8_lossy(bytes).replace('\x01', "|");
+            }
+            let mut buffer = [0u8; 4096];
+            let n = std::io::Read::read(&mut self.stream, &mut buffer).expect("acceptor replies");
+            assert!(n > 0, "acceptor closed the connection");
+            self.framer.push(&buffer[..n]);
+        }
+    }
+}
+
+#[test]
+fn fix_session_gap_resend_logout_and_reconnect() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("session");
+    create(&brokers, &topics);
+    let eod = env!("CARGO_BIN_EXE_eod");
+    let port = free_port();
+    let mut gateway = Command::new(eod);
+    gateway
+        .args([
+            "ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            "2",
+            "--fix-session",
+        ])
+        .args(["--trading-date", "20261125", "--session-dir"])
+        .arg(dir.path().join("sessions"))
+        .arg("--spool")
+        .arg(dir.path().join("spool"))
+        .arg("--archive-to")
+        .arg(dir.path().join("archive"))
+        .args(["--brokers", &brokers, "--trades-topic", &topics.trades])
+        .args([
+            "--dlq-topic",
+            &topics.dead_letters,
+            "--prices-topic",
+            &topics.prices,
+        ]);
+    let gateway = gateway
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut first = Initiator::connect(port);
+    first.send(1, "A", &[(98, "0"), (108, "30")]);
+    assert!(first.receive().contains("|35=A|"), "logon answered");
+    first.fill(2, "S-2", &[]);
+    first.fill(3, "S-3", &[]);
+    // 4 and 5 are "lost"; 6 arrives and the acceptor asks for 4 onwards.
+    first.fill(6, "S-6", &[]);
+    let resend = first.receive();
+    assert!(
+        resend.contains("|35=2|") && resend.contains("|7=4|"),
+        "resend request: {resend}"
+    );
+    first.fill(4, "S-4", &[(43, "Y")]);
+    first.fill(5, "S-5", &[(43, "Y")]);
+    first.fill(6, "S-6", &[(43, "Y")]); // a duplicate: dropped
+    first.send(7, "1", &[(112, "PING")]);
+    let heartbeat = first.receive();
+    assert!(
+        heartbeat.contains("|35=0|") && heartbeat.contains("|112=PING|"),
+        "{heartbeat}"
+    );
+    first.send(8, "5", &[]);
+    assert!(first.receive().contains("|35=5|"), "logout answered");
+    drop(first);
+
+    // Reconnect without a reset: the sequence numbers carry on from the persisted state.
+    let mut second = Initiator::connect(port);
+    second.send(9, "A", &[(98, "0"), (108, "30")]);
+    let logon = second.receive();
+    assert!(
+        logon.contains("|35=A|") && logon.contains("|34=5|"),
+        "our numbering continues after Logon, ResendRequest, Heartbeat and Logout (1-4): {logon}"
+    );
+    second.fill(10, "S-10", &[]);
+    second.send(11, "5", &[]);
+    assert!(second.receive().contains("|35=5|"));
+    drop(second);
+
+    let out = gateway.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("trades") && l.trim_end().ends_with(" 6")),
+        "{stdout}"
+    );
+
+    let summary = run_kafka(
+        RunOptions {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            group_id: "eod-session-test".into(),
+            prices: Vec::new(),
+            epoch: Duration::from_millis(5),
+            max_epochs_in_flight: 2,
+            until_caught_up: true,
+            timely_args: vec!["-w".into(), "2".into()],
+        },
+        ViewStore::new(),
+        Metrics::new().unwrap(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
+    assert_eq!(
+        (position.trades, position.net_qty),
+        (6, 60),
+        "S-2..S-6 and S-10, each once"
+    );
+}

@@ -101,7 +101,7 @@ fn main() -> Result<()> {
     let gateway_stop = Arc::new(AtomicBool::new(false));
     let gateway_thread = {
         let stop = gateway_stop.clone();
-        std::thread::spawn(move || serve_tcp(gateway, listener, uploader, Some(1), stop))
+        std::thread::spawn(move || serve_tcp(gateway, listener, uploader, Some(1), None, stop))
     };
 
     let store = ViewStore::new();
