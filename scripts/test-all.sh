@@ -5,8 +5,9 @@
 #   scripts/test-all.sh            everything
 #   EOD_FUZZ_SECONDS=0 scripts/test-all.sh   skip the fuzz run
 #
-# Needs: Rust, Java 17 and Maven (Kafka's jars come from Maven Central), make and a C compiler
-# (librdkafka is built from source). cargo-fuzz is installed on first use.
+# Needs: Rust, Java 17 and Maven (Kafka's jars come from Maven Central), make and a C/C++
+# compiler (librdkafka and QuickFIX are built from source), Python 3 with venv. cargo-fuzz is
+# installed on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,12 @@ scripts/kafka.sh start
 export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
 
-step "unit, property and integration tests (real broker)"
+step "QuickFIX (a real FIX engine as initiator), Python venv"
+export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
+scripts/quickfix-venv.sh "$EOD_QUICKFIX_VENV"
+export EOD_QUICKFIX_PYTHON="$EOD_QUICKFIX_VENV/bin/python"
+
+step "unit, property and integration tests (real broker, QuickFIX)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

@@ -881,3 +881,104 @@ fn fix_session_gap_resend_logout_and_reconnect() {
         "S-2..S-6 and S-10, each once"
     );
 }
+
+#[test]
+fn quickfix_initiator_session() {
+    let Some(brokers) = brokers() else { return };
+    let Some(python) = std::env::var("EOD_QUICKFIX_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        eprintln!(
+            "skipped: EOD_QUICKFIX_PYTHON is not set (scripts/test-all.sh builds a QuickFIX venv)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("quickfix");
+    create(&brokers, &topics);
+    let port = free_port();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_eod"));
+    gateway
+        .args([
+            "ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            "2",
+            "--fix-session",
+        ])
+        .args(["--trading-date", "20261125", "--session-dir"])
+        .arg(dir.path().join("sessions"))
+        .arg("--spool")
+        .arg(dir.path().join("spool"))
+        .arg("--archive-to")
+        .arg(dir.path().join("archive"))
+        .args(["--brokers", &brokers, "--trades-topic", &topics.trades])
+        .args([
+            "--dlq-topic",
+            &topics.dead_letters,
+            "--prices-topic",
+            &topics.prices,
+        ]);
+    let gateway = gateway
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fix/quickfix_initiator.py");
+    let workdir = dir.path().join("quickfix");
+    std::fs::create_dir_all(&workdir).unwrap();
+    let initiator = Command::new(&python)
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(&workdir)
+        .output()
+        .unwrap();
+    assert!(
+        initiator.status.success(),
+        "QuickFIX initiator failed:\n{}\n{}",
+        String::from_utf8_lossy(&initiator.stdout),
+        String::from_utf8_lossy(&initiator.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(
+        initiator
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| l.starts_with(b"{"))
+            .expect("a JSON summary"),
+    )
+    .unwrap();
+    assert_eq!(report["logons"], 2, "{report}");
+    assert!(
+        report["resend_requests"].as_u64().unwrap() >= 1,
+        "the acceptor asked for the gap: {report}"
+    );
+
+    let out = gateway.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = run_kafka(
+        RunOptions {
+            brokers: brokers.clone(),
+            topics: topics.clone(),
+            group_id: "eod-quickfix-test".into(),
+            prices: Vec::new(),
+            epoch: Duration::from_millis(5),
+            max_epochs_in_flight: 2,
+            until_caught_up: true,
+            timely_args: vec!["-w".into(), "2".into()],
+        },
+        ViewStore::new(),
+        Metrics::new().unwrap(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap();
+    let position = &summary.snapshot.positions[&("QF-TRADER".into(), "QFX".into())];
+    assert_eq!(position.trades, 6, "Q-1..Q-6, each once");
+    assert_eq!(position.net_qty, 100 + 200 + 300 + 400 + 500 + 600);
+}
