@@ -332,19 +332,24 @@ fn replay(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
-    let a = summary.accounting();
-    println!("segments        {}", summary.segments);
-    println!("bytes           {}", summary.bytes);
-    println!("messages        {}", a.read);
+/// What was read and what became of it, by outcome and dead-letter reason.
+fn print_accounting(read_label: &str, a: &eod_dataflow::Accounting) {
+    println!("{read_label:<16}{}", a.read);
     println!("trades          {}", a.fills);
     println!("busts           {}", a.busts);
     println!("corrections     {}", a.corrections);
-    println!("skipped         {}", a.skipped);
     println!("dead letters    {}", a.dead_lettered());
     for (reason, n) in &a.dead_letters {
         println!("  {reason:<14}{n}");
     }
+}
+
+fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
+    let a = summary.accounting();
+    println!("segments        {}", summary.segments);
+    println!("bytes           {}", summary.bytes);
+    print_accounting("messages", a);
+    println!("skipped         {}", a.skipped);
     println!("unmatched       {}", summary.snapshot.unmatched.len());
     println!("positions       {}", summary.snapshot.positions.len());
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
@@ -596,15 +601,7 @@ fn run(args: RunArgs) -> Result<()> {
         std::fs::write(output, serde_json::to_vec_pretty(&body)?)
             .with_context(|| format!("writing {}", output.display()))?;
     }
-    let a = &summary.snapshot.accounting;
-    println!("records         {}", a.read);
-    println!("trades          {}", a.fills);
-    println!("busts           {}", a.busts);
-    println!("corrections     {}", a.corrections);
-    println!("dead letters    {}", a.dead_lettered());
-    for (reason, n) in &a.dead_letters {
-        println!("  {reason:<14}{n}");
-    }
+    print_accounting("records", &summary.snapshot.accounting);
     println!("positions       {}", summary.snapshot.positions.len());
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     let h = &summary.latency_micros;

@@ -3,6 +3,8 @@
 //! reference; bad records on the topic land in the DLQ with their reason, and every record is
 //! accounted for. Skipped, saying so, when EOD_KAFKA_BROKERS is not set (plain `cargo test`).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
@@ -15,8 +17,7 @@ use eod::metrics::Metrics;
 use eod::run::{run_kafka, RunOptions};
 use eod_dataflow::{reference, TradeEvent, ViewStore};
 use eod_proto::{DeadLetter, DeadLetterReason, Side, TradeEnvelope, TradeKind};
-use eod_sources::envelope::to_event;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+use eod_sources::fix::{Framed, Framer};
 use eod_sources::kafka::{
     assigned_consumer, ensure_topics, partition_count, EnvelopeProducer, Topics,
 };
@@ -73,25 +74,27 @@ fn create(brokers: &str, topics: &Topics) {
 }
 
 fn decode_archive(dir: &Path) -> Vec<TradeEvent> {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    let mut events = Vec::new();
-    for path in names {
-        let mut framer = Framer::default();
-        framer.push(&std::fs::read(&path).unwrap());
-        framer.finish();
-        while let Some(frame) = framer.next_frame() {
-            if let Framed::Message { bytes, .. } = frame {
-                if let Ok(Decoded::Trade(envelope)) = Decoder::new().decode(bytes) {
-                    events.push(to_event(envelope).unwrap());
-                }
-            }
-        }
-    }
-    events
+    common::decode_archive(dir).0
+}
+
+/// `eod run` until it has read everything on the topics, two workers.
+fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod::run::RunSummary {
+    run_kafka(
+        RunOptions {
+            brokers: brokers.to_owned(),
+            topics: topics.clone(),
+            group_id: group_id.to_owned(),
+            prices: Vec::new(),
+            epoch: Duration::from_millis(5),
+            max_epochs_in_flight: 2,
+            until_caught_up: true,
+            timely_args: vec!["-w".into(), "2".into()],
+        },
+        ViewStore::new(),
+        Metrics::new().unwrap(),
+        Arc::new(AtomicBool::new(false)),
+    )
+    .unwrap()
 }
 
 /// Every record of a topic, read to its end.
@@ -186,22 +189,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
         .unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
 
-    let summary = run_kafka(
-        RunOptions {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            group_id: "eod-test".into(),
-            prices: Vec::new(),
-            epoch: Duration::from_millis(5),
-            max_epochs_in_flight: 4,
-            until_caught_up: true,
-            timely_args: vec!["-w".into(), "2".into()],
-        },
-        ViewStore::new(),
-        Metrics::new().unwrap(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    let summary = catch_up(&brokers, &topics, "eod-test");
     let snapshot = &summary.snapshot;
     let expected = reference::compute(&decode_archive(&fx.archive), &prices);
     assert_eq!(snapshot.positions, expected.positions);
@@ -696,6 +684,36 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     }
 }
 
+/// `eod ingest --fix-session` for two connections, archiving under `dir`.
+fn session_gateway(dir: &Path, port: u16, brokers: &str, topics: &Topics) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args([
+            "ingest",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--connections",
+            "2",
+            "--fix-session",
+        ])
+        .args(["--trading-date", "20261125", "--session-dir"])
+        .arg(dir.join("sessions"))
+        .arg("--spool")
+        .arg(dir.join("spool"))
+        .arg("--archive-to")
+        .arg(dir.join("archive"))
+        .args(["--brokers", brokers, "--trades-topic", &topics.trades])
+        .args([
+            "--dlq-topic",
+            &topics.dead_letters,
+            "--prices-topic",
+            &topics.prices,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A scripted FIX initiator: sends what it is told and reads the acceptor's replies.
 struct Initiator {
     stream: std::net::TcpStream,
@@ -775,36 +793,8 @@ fn fix_session_gap_resend_logout_and_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("session");
     create(&brokers, &topics);
-    let eod = env!("CARGO_BIN_EXE_eod");
     let port = free_port();
-    let mut gateway = Command::new(eod);
-    gateway
-        .args([
-            "ingest",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--connections",
-            "2",
-            "--fix-session",
-        ])
-        .args(["--trading-date", "20261125", "--session-dir"])
-        .arg(dir.path().join("sessions"))
-        .arg("--spool")
-        .arg(dir.path().join("spool"))
-        .arg("--archive-to")
-        .arg(dir.path().join("archive"))
-        .args(["--brokers", &brokers, "--trades-topic", &topics.trades])
-        .args([
-            "--dlq-topic",
-            &topics.dead_letters,
-            "--prices-topic",
-            &topics.prices,
-        ]);
-    let gateway = gateway
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gateway = session_gateway(dir.path(), port, &brokers, &topics);
 
     let mut first = Initiator::connect(port);
     first.send(1, "A", &[(98, "0"), (108, "30")]);
@@ -858,22 +848,7 @@ fn fix_session_gap_resend_logout_and_reconnect() {
         "{stdout}"
     );
 
-    let summary = run_kafka(
-        RunOptions {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            group_id: "eod-session-test".into(),
-            prices: Vec::new(),
-            epoch: Duration::from_millis(5),
-            max_epochs_in_flight: 2,
-            until_caught_up: true,
-            timely_args: vec!["-w".into(), "2".into()],
-        },
-        ViewStore::new(),
-        Metrics::new().unwrap(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    let summary = catch_up(&brokers, &topics, "eod-session-test");
     let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
     assert_eq!(
         (position.trades, position.net_qty),
@@ -898,34 +873,7 @@ fn quickfix_initiator_session() {
     let topics = unique_topics("quickfix");
     create(&brokers, &topics);
     let port = free_port();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_eod"));
-    gateway
-        .args([
-            "ingest",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--connections",
-            "2",
-            "--fix-session",
-        ])
-        .args(["--trading-date", "20261125", "--session-dir"])
-        .arg(dir.path().join("sessions"))
-        .arg("--spool")
-        .arg(dir.path().join("spool"))
-        .arg("--archive-to")
-        .arg(dir.path().join("archive"))
-        .args(["--brokers", &brokers, "--trades-topic", &topics.trades])
-        .args([
-            "--dlq-topic",
-            &topics.dead_letters,
-            "--prices-topic",
-            &topics.prices,
-        ]);
-    let gateway = gateway
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gateway = session_gateway(dir.path(), port, &brokers, &topics);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fix/quickfix_initiator.py");
     let workdir = dir.path().join("quickfix");
@@ -962,22 +910,7 @@ fn quickfix_initiator_session() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary = run_kafka(
-        RunOptions {
-            brokers: brokers.clone(),
-            topics: topics.clone(),
-            group_id: "eod-quickfix-test".into(),
-            prices: Vec::new(),
-            epoch: Duration::from_millis(5),
-            max_epochs_in_flight: 2,
-            until_caught_up: true,
-            timely_args: vec!["-w".into(), "2".into()],
-        },
-        ViewStore::new(),
-        Metrics::new().unwrap(),
-        Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
+    let summary = catch_up(&brokers, &topics, "eod-quickfix-test");
     let position = &summary.snapshot.positions[&("QF-TRADER".into(), "QFX".into())];
     assert_eq!(position.trades, 6, "Q-1..Q-6, each once");
     assert_eq!(position.net_qty, 100 + 200 + 300 + 400 + 500 + 600);

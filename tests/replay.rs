@@ -1,15 +1,16 @@
 //! End to end: an archive with busts, corrections, out-of-order fills, noise and broken
 //! messages replays to the reference answer, and every message is accounted for.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 use eod::generate::generate_archive;
 use eod::replay::{run_replay, ReplayOptions};
 use eod_dataflow::reference;
-use eod_dataflow::{PriceUpdate, TradeEvent, ViewStore};
-use eod_sources::envelope::to_event;
-use eod_sources::fix::{Decoded, Decoder, FixEncoder, Framed, Framer};
+use eod_dataflow::{PriceUpdate, ViewStore};
+use eod_sources::fix::FixEncoder;
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 
@@ -140,30 +141,6 @@ fn write_edge_segments(dir: &Path) {
     std::fs::write(dir.join("zzz-late.fix"), late).unwrap();
 }
 
-/// Decodes the archive independently of the replay path: all files, in name order.
-fn decode_archive(dir: &Path) -> (Vec<TradeEvent>, u64) {
-    let mut names: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    let (mut events, mut framed) = (Vec::new(), 0u64);
-    for path in names {
-        let mut framer = Framer::default();
-        framer.push(&std::fs::read(&path).unwrap());
-        framer.finish();
-        while let Some(frame) = framer.next_frame() {
-            framed += 1;
-            if let Framed::Message { bytes, .. } = frame {
-                if let Ok(Decoded::Trade(envelope)) = Decoder::new().decode(bytes) {
-                    events.push(to_event(envelope).unwrap());
-                }
-            }
-        }
-    }
-    (events, framed)
-}
-
 struct Fixture {
     _dir: tempfile::TempDir,
     archive: std::path::PathBuf,
@@ -215,7 +192,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
     )
     .unwrap();
     let snapshot = &summary.snapshot;
-    let (events, framed) = decode_archive(&fx.archive);
+    let (events, framed) = common::decode_archive(&fx.archive);
     let expected = reference::compute(&events, &fx.prices);
 
     assert!(snapshot.as_of.complete);
