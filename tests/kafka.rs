@@ -228,6 +228,17 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
         .all(|l| !l.original.is_empty() && !l.detail.is_empty()));
 }
 
+/// The Kafka flags every `eod` subcommand of a test shares.
+fn topic_args(cmd: &mut Command, brokers: &str, topics: &Topics) {
+    cmd.args(["--brokers", brokers, "--trades-topic", &topics.trades])
+        .args([
+            "--dlq-topic",
+            &topics.dead_letters,
+            "--prices-topic",
+            &topics.prices,
+        ]);
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -243,22 +254,13 @@ fn two_processes_each_serve_the_complete_view() {
     let topics = unique_topics("procs");
     create(&brokers, &topics);
     let eod = env!("CARGO_BIN_EXE_eod");
-    let topic_args = |cmd: &mut Command| {
-        cmd.args(["--brokers", &brokers, "--trades-topic", &topics.trades])
-            .args([
-                "--dlq-topic",
-                &topics.dead_letters,
-                "--prices-topic",
-                &topics.prices,
-            ]);
-    };
     let mut ingest = Command::new(eod);
     ingest
         .args(["ingest", "--archive"])
         .arg(&fx.archive)
         .arg("--prices")
         .arg(&fx.prices_csv);
-    topic_args(&mut ingest);
+    topic_args(&mut ingest, &brokers, &topics);
     let out = ingest.output().unwrap();
     assert!(
         out.status.success(),
@@ -285,7 +287,7 @@ fn two_processes_each_serve_the_complete_view() {
                 "--output",
             ])
             .arg(fx.archive.with_extension(format!("p{process}.json")));
-            topic_args(&mut run);
+            topic_args(&mut run, &brokers, &topics);
             run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
                 .arg(&hosts);
             run.stdout(std::process::Stdio::piped())
@@ -334,15 +336,6 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     let topics = unique_topics("e2e");
     create(&brokers, &topics);
     let eod = env!("CARGO_BIN_EXE_eod");
-    let topic_args = |cmd: &mut Command| {
-        cmd.args(["--brokers", &brokers, "--trades-topic", &topics.trades])
-            .args([
-                "--dlq-topic",
-                &topics.dead_letters,
-                "--prices-topic",
-                &topics.prices,
-            ]);
-    };
     let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
     let port = free_port();
     let mut gateway = Command::new(eod);
@@ -364,7 +357,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         .arg(&spool)
         .arg("--archive-to")
         .arg(&archive);
-    topic_args(&mut gateway);
+    topic_args(&mut gateway, &brokers, &topics);
     let gateway = gateway
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -451,7 +444,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
                 "--output",
             ])
             .arg(dir.path().join(format!("p{process}.json")));
-            topic_args(&mut run);
+            topic_args(&mut run, &brokers, &topics);
             run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
                 .arg(&hosts);
             run.stdout(std::process::Stdio::piped())
@@ -533,15 +526,6 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     let topics = unique_topics("crash");
     create(&brokers, &topics);
     let eod = env!("CARGO_BIN_EXE_eod");
-    let topic_args = |cmd: &mut Command| {
-        cmd.args(["--brokers", &brokers, "--trades-topic", &topics.trades])
-            .args([
-                "--dlq-topic",
-                &topics.dead_letters,
-                "--prices-topic",
-                &topics.prices,
-            ]);
-    };
     let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
     let port = free_port();
     let mut gateway = Command::new(eod);
@@ -557,7 +541,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         .arg(&spool)
         .arg("--archive-to")
         .arg(&archive);
-    topic_args(&mut gateway);
+    topic_args(&mut gateway, &brokers, &topics);
     let gateway = gateway
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -614,7 +598,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
                 if until_caught_up {
                     run.arg("--until-caught-up");
                 }
-                topic_args(&mut run);
+                topic_args(&mut run, &brokers, &topics);
                 run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
                     .arg(&hosts);
                 run.stdout(std::process::Stdio::null())
