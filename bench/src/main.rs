@@ -123,11 +123,7 @@ fn main() -> Result<()> {
         progress: false,
     };
     let started = Instant::now();
-    let summary = run_replay(
-        options,
-        ViewStore::new(),
-        eod::metrics::Metrics::new().unwrap(),
-    )?;
+    let summary = run_replay(options, ViewStore::new(), eod::metrics::Metrics::new()?)?;
     let whole_time = started.elapsed();
     ensure!(
         summary.snapshot.positions == baseline.positions,
