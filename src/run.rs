@@ -2,6 +2,7 @@
 //! (partition p goes to worker p mod peers, in every process alike), from the beginning of
 //! the trading day, so the views are rebuilt exactly on every start.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -208,13 +209,10 @@ fn run_worker(
         _ => Vec::new(),
     };
     let mut next_offsets = vec![0i64; assignments.len()];
-    // Offsets read by the end of each closed epoch, committed once the views reflect that epoch.
-    let mut uncommitted: std::collections::VecDeque<(Time, Vec<i64>)> = Default::default();
+    // Closed epochs the views do not reflect yet, and the open epoch's receive times.
+    let mut pending: VecDeque<ClosedEpoch> = VecDeque::new();
     let mut committed = vec![0i64; assignments.len()];
-    // Gateway receive times of the trades entered in the open epoch, and in closed epochs the
-    // views do not reflect yet.
     let mut receive_times: Vec<i64> = Vec::new();
-    let mut unreflected: std::collections::VecDeque<(Time, Vec<i64>)> = Default::default();
     let mut lag_checked = Instant::now();
     let dead_letters = EnvelopeProducer::new(&options.brokers)?;
     if index == 0 {
@@ -309,8 +307,11 @@ fn run_worker(
             probe.with_frontier(|f| epoch.saturating_sub(f.first().copied().unwrap_or(epoch)));
         if current > epoch && in_flight < options.max_epochs_in_flight {
             counts.flush(&mut inputs, metrics);
-            uncommitted.push_back((epoch, next_offsets.clone()));
-            unreflected.push_back((epoch, std::mem::take(&mut receive_times)));
+            pending.push_back(ClosedEpoch {
+                time: epoch,
+                offsets: next_offsets.clone(),
+                receive_times: std::mem::take(&mut receive_times),
+            });
             epoch = current;
             inputs.advance_to(epoch);
             inputs.flush();
@@ -322,14 +323,14 @@ fn run_worker(
                 .epochs_in_flight
                 .set(epoch.saturating_sub(completed.min(epoch)) as i64);
         }
-        record_latency(&mut unreflected, completed, latency, metrics);
+        let reflected = take_reflected(&mut pending, completed);
+        record_latency(&reflected, latency, metrics);
         if let Some(consumer) = &consumer {
-            commit_completed(
+            commit_reflected(
                 consumer,
                 &assignments,
-                &mut uncommitted,
+                &reflected,
                 &mut committed,
-                completed,
                 CommitMode::Async,
             )?;
             if lag_checked.elapsed() >= Duration::from_secs(1) {
@@ -340,23 +341,26 @@ fn run_worker(
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
     counts.flush(&mut inputs, metrics);
-    uncommitted.push_back((epoch, next_offsets.clone()));
-    unreflected.push_back((epoch, std::mem::take(&mut receive_times)));
+    pending.push_back(ClosedEpoch {
+        time: epoch,
+        offsets: next_offsets.clone(),
+        receive_times: std::mem::take(&mut receive_times),
+    });
     inputs.close();
     if let Some(consumer) = &consumer {
         // Commit what the final views reflect: step until every epoch read here is complete.
-        while !uncommitted.is_empty() && !stop.load(Ordering::Acquire) {
+        while !pending.is_empty() && !stop.load(Ordering::Acquire) {
             let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
-            record_latency(&mut unreflected, completed, latency, metrics);
-            commit_completed(
+            let reflected = take_reflected(&mut pending, completed);
+            record_latency(&reflected, latency, metrics);
+            commit_reflected(
                 consumer,
                 &assignments,
-                &mut uncommitted,
+                &reflected,
                 &mut committed,
-                completed,
                 CommitMode::Sync,
             )?;
-            if uncommitted.is_empty() {
+            if pending.is_empty() {
                 break;
             }
             worker.step_or_park(Some(Duration::from_millis(1)));
@@ -369,55 +373,55 @@ fn run_worker(
     Ok(())
 }
 
-/// Records fill-to-view latency for the trades of every epoch the views now reflect.
+/// An epoch the source has closed: what it read, waiting for the views to reflect it.
+struct ClosedEpoch {
+    time: Time,
+    /// Next offset per assigned partition at the close.
+    offsets: Vec<i64>,
+    /// Gateway receive times of the trades entered in it.
+    receive_times: Vec<i64>,
+}
+
+/// Removes the closed epochs the views now reflect (those before the frontier `completed`).
+fn take_reflected(pending: &mut VecDeque<ClosedEpoch>, completed: Time) -> Vec<ClosedEpoch> {
+    let reflected = pending.iter().take_while(|e| e.time < completed).count();
+    pending.drain(..reflected).collect()
+}
+
+/// Records fill-to-view latency for the trades of epochs the views now reflect.
 fn record_latency(
-    unreflected: &mut std::collections::VecDeque<(Time, Vec<i64>)>,
-    completed: Time,
+    reflected: &[ClosedEpoch],
     latency: &mut hdrhistogram::Histogram<u64>,
     metrics: &Metrics,
 ) {
-    let mut now = None;
-    while unreflected
-        .front()
-        .is_some_and(|(time, _)| *time < completed)
-    {
-        let Some((_, received)) = unreflected.pop_front() else {
-            break;
-        };
-        let now = *now.get_or_insert_with(now_nanos);
-        for receive_time in received {
-            let nanos = (now - receive_time).max(0);
-            latency.saturating_record((nanos / 1_000).max(1) as u64);
-            metrics.fill_to_view.observe(nanos as f64 / 1e9);
-        }
+    if reflected.is_empty() {
+        return;
+    }
+    let now = now_nanos();
+    for receive_time in reflected.iter().flat_map(|e| &e.receive_times) {
+        let nanos = (now - receive_time).max(0);
+        latency.saturating_record((nanos / 1_000).max(1) as u64);
+        metrics.fill_to_view.observe(nanos as f64 / 1e9);
     }
 }
 
-/// Commits, for every partition, the offsets read by the last epoch the views fully reflect.
+/// Commits, for every partition, the offsets read by the last epoch the views now reflect.
 /// Kafka's committed offsets are for lag monitoring; recovery replays from the beginning.
-fn commit_completed(
+fn commit_reflected(
     consumer: &BaseConsumer,
     assignments: &[(String, i32)],
-    uncommitted: &mut std::collections::VecDeque<(Time, Vec<i64>)>,
+    reflected: &[ClosedEpoch],
     committed: &mut [i64],
-    completed: Time,
     mode: CommitMode,
 ) -> Result<()> {
-    let mut reflected = None;
-    while uncommitted
-        .front()
-        .is_some_and(|(time, _)| *time < completed)
-    {
-        reflected = uncommitted.pop_front().map(|(_, offsets)| offsets);
-    }
-    let Some(offsets) = reflected else {
+    let Some(last) = reflected.last() else {
         return Ok(());
     };
     let mut list = TopicPartitionList::new();
     for (slot, (topic, partition)) in assignments.iter().enumerate() {
-        if offsets[slot] > committed[slot] {
-            list.add_partition_offset(topic, *partition, Offset::Offset(offsets[slot]))?;
-            committed[slot] = offsets[slot];
+        if last.offsets[slot] > committed[slot] {
+            list.add_partition_offset(topic, *partition, Offset::Offset(last.offsets[slot]))?;
+            committed[slot] = last.offsets[slot];
         }
     }
     if list.count() > 0 {
