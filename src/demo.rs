@@ -34,7 +34,6 @@ pub fn run_demo(
 ) -> Result<()> {
     let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
-    let dead_letters = std::sync::Mutex::new(dead_letters);
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let store = index.is_multiple_of(workers).then(|| store.clone());
@@ -53,14 +52,10 @@ pub fn run_demo(
             }
             return;
         }
-        let sender = match dead_letters.lock() {
-            Ok(sender) => sender.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
         let mut intake = Intake::new(
             "simulator",
             eod_sources::fix::DEFAULT_MAX_MESSAGE,
-            sender,
+            dead_letters.clone(),
             metrics.clone(),
         );
         let mut simulator = Simulator::new(options.sim.clone());

@@ -83,7 +83,7 @@ pub fn run_replay(
         workers,
         progress,
         metrics,
-        dead_letters: std::sync::Mutex::new(writer.sender()),
+        dead_letters: writer.sender(),
     });
     let guards = timely::execute(config, move |worker| {
         let shared = shared.clone();
@@ -124,8 +124,7 @@ struct WorkerShared {
     workers: usize,
     progress: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
-    // mpsc senders are Send but not Sync; each worker clones its own under the lock.
-    dead_letters: std::sync::Mutex<DeadLetterSender>,
+    dead_letters: DeadLetterSender,
 }
 
 fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> Result<()> {
@@ -135,15 +134,10 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     let store = publishes.then(|| shared.store.clone());
     let workers = shared.workers;
     let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, workers));
-    let dead_letters = shared
-        .dead_letters
-        .lock()
-        .map_err(|_| anyhow::anyhow!("dead-letter sender lock poisoned"))?
-        .clone();
     let mut intake = Intake::new(
         "",
         shared.options.max_message,
-        dead_letters,
+        shared.dead_letters.clone(),
         shared.metrics.clone(),
     );
     let runtime = tokio::runtime::Builder::new_current_thread()
