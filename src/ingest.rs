@@ -8,15 +8,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::PriceUpdate;
-use eod_proto::{ArchiveRef, DeadLetter, DeadLetterReason, PriceKind};
+use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind};
 use eod_sources::archive::Archive;
 use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
-use eod_sources::fix::session::{Actions, SequenceState, Session, SessionSettings};
+use eod_sources::fix::session::{self, Actions, SequenceState, Session, SessionSettings};
+use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::kafka::{EnvelopeProducer, Topics};
 use prost::Message;
@@ -42,13 +43,6 @@ pub struct IngestSummary {
     pub prices: u64,
     pub delivered: u64,
     pub elapsed: Duration,
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 /// Frames, archives, decodes and publishes FIX streams. One per process; connections and files
@@ -181,7 +175,7 @@ impl Gateway {
             };
             match verdict {
                 Ok(Decoded::Trade(mut envelope)) => {
-                    envelope.receive_time = now_nanos();
+                    envelope.receive_time = now_utc_nanos();
                     envelope.gateway_id = self.gateway_id.clone();
                     envelope.source = Some(ArchiveRef {
                         object_key,
@@ -201,18 +195,12 @@ impl Gateway {
                 }
                 Err((reason, detail)) => {
                     let location = format!("{object_key}@{offset}");
-                    let letter = DeadLetter {
-                        original: unit.bytes,
-                        reason: reason as i32,
-                        detail,
-                        source_location: location.clone(),
-                        retry_count: 0,
-                        time: now_nanos(),
-                    };
-                    self.producer.send(
+                    self.producer.send_dead_letter(
                         &self.topics.dead_letters,
-                        location.as_bytes(),
-                        &letter.encode_to_vec(),
+                        unit.bytes,
+                        reason,
+                        detail,
+                        &location,
                     )?;
                     summary.dead_letters += 1;
                     self.metrics
@@ -293,12 +281,7 @@ impl Gateway {
 
     pub fn publish_prices(&self, prices: &[PriceUpdate]) -> Result<u64> {
         for price in prices {
-            let update = eod_proto::PriceUpdate {
-                symbol: price.symbol.to_string(),
-                kind: proto_price_kind(price.kind) as i32,
-                price_mantissa: price.price,
-                time: price.time,
-            };
+            let update = price_to_proto(price);
             self.producer.send(
                 &self.topics.prices,
                 update.symbol.as_bytes(),
@@ -355,7 +338,9 @@ impl SessionLink {
             return Ok(false);
         }
         if self.session.is_none() {
-            let counterparty = session_field(message, 49).unwrap_or_else(|| "unknown".into());
+            let counterparty = session::field(message, 49)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| "unknown".into());
             let path = self.config.state_dir.join(format!(
                 "{}-{counterparty}.json",
                 self.config.settings.comp_id
@@ -373,13 +358,13 @@ impl SessionLink {
         let Some((session, _)) = self.session.as_mut() else {
             return Ok(false);
         };
-        let actions = session.on_message(message, now_nanos());
+        let actions = session.on_message(message, now_utc_nanos());
         self.apply(actions)
     }
 
     fn tick(&mut self) -> Result<()> {
         if let Some((session, _)) = self.session.as_mut() {
-            let actions = session.on_tick(now_nanos());
+            let actions = session.on_tick(now_utc_nanos());
             self.apply(actions)?;
         }
         Ok(())
@@ -408,14 +393,6 @@ impl SessionLink {
         std::fs::rename(&temp, path)?;
         Ok(())
     }
-}
-
-fn session_field(message: &[u8], tag: u32) -> Option<String> {
-    let prefix = format!("{tag}=");
-    message
-        .split(|b| *b == 0x01)
-        .find_map(|f| f.strip_prefix(prefix.as_bytes()))
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 impl IngestSummary {
@@ -571,6 +548,16 @@ pub fn open_archive(options: &ListenOptions) -> Result<(SegmentWriter, SegmentUp
     ))?;
     let uploader = writer.uploader();
     Ok((writer, uploader))
+}
+
+/// A price as it travels on the prices topic.
+pub fn price_to_proto(price: &PriceUpdate) -> eod_proto::PriceUpdate {
+    eod_proto::PriceUpdate {
+        symbol: price.symbol.to_string(),
+        kind: proto_price_kind(price.kind) as i32,
+        price_mantissa: price.price,
+        time: price.time,
+    }
 }
 
 pub fn proto_price_kind(kind: eod_dataflow::PriceKind) -> PriceKind {

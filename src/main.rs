@@ -549,11 +549,8 @@ fn ingest(args: IngestArgs) -> Result<()> {
 }
 
 fn today_utc() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default();
-    eod_sources::fix::time::format_utc_timestamp(nanos)[..8].to_owned()
+    eod_sources::fix::time::format_utc_timestamp(eod_sources::fix::time::now_utc_nanos())[..8]
+        .to_owned()
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {

@@ -5,16 +5,15 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::{build_dataflow, Counter, Inputs, PriceUpdate, Time, ViewSnapshot, ViewStore};
-use eod_proto::DeadLetter;
 use eod_sources::envelope::event_from_bytes;
+use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::kafka::{
     assigned_consumer, end_offsets, partition_count, EnvelopeProducer, Topics,
 };
-use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -50,13 +49,6 @@ fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
     // 1 us to 1 h at 3 significant digits.
     hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
         .expect("constant histogram bounds are valid")
-}
-
-fn now_nanos() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or_default()
 }
 
 /// What every worker of this process shares.
@@ -259,7 +251,7 @@ fn run_worker(
                     counts.read += 1;
                     match event_from_bytes(payload) {
                         Ok(received) => {
-                            let waited = (now_nanos() - received.receive_time).max(0) / 1_000;
+                            let waited = (now_utc_nanos() - received.receive_time).max(0) / 1_000;
                             consume_latency.saturating_record(waited.max(1) as u64);
                             receive_times.push(received.receive_time);
                             inputs.event(received.event);
@@ -279,21 +271,12 @@ fn run_worker(
                 if let Some((reason, detail)) = rejected {
                     let location = format!("{topic}/{partition}@{offset}");
                     tracing::debug!(reason = reason.label(), %detail, %location, "dead letter");
-                    let letter = DeadLetter {
-                        original: payload.to_vec(),
-                        reason: reason as i32,
-                        detail,
-                        source_location: location.clone(),
-                        retry_count: 0,
-                        time: SystemTime::now()
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_nanos() as i64)
-                            .unwrap_or_default(),
-                    };
-                    dead_letters.send(
+                    dead_letters.send_dead_letter(
                         &options.topics.dead_letters,
-                        location.as_bytes(),
-                        &letter.encode_to_vec(),
+                        payload.to_vec(),
+                        reason,
+                        detail,
+                        &location,
                     )?;
                     counts.dead_letter(reason.label());
                 }
@@ -397,7 +380,7 @@ fn record_latency(
     if reflected.is_empty() {
         return;
     }
-    let now = now_nanos();
+    let now = now_utc_nanos();
     for receive_time in reflected.iter().flat_map(|e| &e.receive_times) {
         let nanos = (now - receive_time).max(0);
         latency.saturating_record((nanos / 1_000).max(1) as u64);

@@ -70,12 +70,7 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
             }
             SimEvent::Price(price) => {
                 if let (Some(producer), Some((_, topic))) = (&producer, &options.prices_to) {
-                    let update = eod_proto::PriceUpdate {
-                        symbol: price.symbol.to_string(),
-                        kind: crate::ingest::proto_price_kind(price.kind) as i32,
-                        price_mantissa: price.price,
-                        time: price.time,
-                    };
+                    let update = crate::ingest::price_to_proto(&price);
                     producer.send(topic, update.symbol.as_bytes(), &update.encode_to_vec())?;
                     summary.prices += 1;
                 }

@@ -116,6 +116,30 @@ impl EnvelopeProducer {
         }
     }
 
+    /// Sends `original` to the dead-letter topic with its reason, keyed by where it came from.
+    pub fn send_dead_letter(
+        &self,
+        topic: &str,
+        original: Vec<u8>,
+        reason: eod_proto::DeadLetterReason,
+        detail: String,
+        location: &str,
+    ) -> Result<(), KafkaSourceError> {
+        let letter = eod_proto::DeadLetter {
+            original,
+            reason: reason as i32,
+            detail,
+            source_location: location.to_owned(),
+            retry_count: 0,
+            time: crate::fix::time::now_utc_nanos(),
+        };
+        self.send(
+            topic,
+            location.as_bytes(),
+            &prost::Message::encode_to_vec(&letter),
+        )
+    }
+
     /// Waits until every record sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaSourceError> {
         self.producer.flush(timeout)?;

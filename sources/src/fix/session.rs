@@ -85,7 +85,8 @@ pub struct Session {
     test_requests: u64,
 }
 
-fn field(message: &[u8], tag: u32) -> Option<&[u8]> {
+/// The first value of `tag` in a message (header fields come first, where a session looks).
+pub fn field(message: &[u8], tag: u32) -> Option<&[u8]> {
     let prefix = format!("{tag}=");
     message
         .split(|b| *b == SOH)

@@ -57,6 +57,14 @@ pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Now, in UTC nanoseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_utc_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
 /// Formats UTC nanoseconds as a FIX UTCTimestamp with milliseconds.
 pub fn format_utc_timestamp(nanos: i64) -> String {
     let days = nanos.div_euclid(86_400_000_000_000);
