@@ -62,12 +62,8 @@ struct SimulateArgs {
     /// Simulated seconds per wall second; 0 sends as fast as the gateway takes them.
     #[arg(long, default_value_t = 1.0)]
     speed: f64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 20)]
-    traders: usize,
-    #[arg(long, default_value_t = 50)]
-    symbols: usize,
+    #[command(flatten)]
+    market: MarketArgs,
     #[arg(long, default_value_t = 0.0)]
     broken_ratio: f64,
     /// Send prices to this Kafka cluster's prices topic.
@@ -75,6 +71,27 @@ struct SimulateArgs {
     brokers: Option<String>,
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
+}
+
+/// The simulated market: its seed and how many traders and symbols trade in it.
+#[derive(Args, Debug)]
+struct MarketArgs {
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 20)]
+    traders: usize,
+    #[arg(long, default_value_t = 50)]
+    symbols: usize,
+}
+
+impl MarketArgs {
+    /// The 16:00 market-close scenario for this market.
+    fn sim_config(&self) -> SimConfig {
+        let mut sim = SimConfig::market_close(self.seed);
+        sim.traders = self.traders.max(1);
+        sim.symbols = self.symbols.max(1);
+        sim
+    }
 }
 
 #[derive(Args, Debug)]
@@ -215,12 +232,8 @@ struct DemoArgs {
     /// Rate multiplier during the 16:00 burst (which starts 30 s into the demo).
     #[arg(long, default_value_t = 10.0)]
     burst_multiplier: f64,
-    #[arg(long, default_value_t = 20)]
-    traders: usize,
-    #[arg(long, default_value_t = 50)]
-    symbols: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    market: MarketArgs,
     /// Query endpoint address (loopback unless you mean it).
     #[arg(long, default_value = "127.0.0.1:8080", env = "EOD_LISTEN")]
     listen: SocketAddr,
@@ -245,12 +258,8 @@ struct GenerateArgs {
     /// Simulator events to generate (FIX messages and price updates).
     #[arg(long, default_value_t = 100_000)]
     messages: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    #[arg(long, default_value_t = 20)]
-    traders: usize,
-    #[arg(long, default_value_t = 50)]
-    symbols: usize,
+    #[command(flatten)]
+    market: MarketArgs,
     /// Fraction of deliberately broken messages.
     #[arg(long, default_value_t = 0.001)]
     broken_ratio: f64,
@@ -370,11 +379,9 @@ fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
-    let mut sim = SimConfig::market_close(args.seed);
+    let mut sim = args.market.sim_config();
     sim.base_rate = args.rate.max(1.0);
     sim.burst_multiplier = args.burst_multiplier.max(1.0);
-    sim.traders = args.traders.max(1);
-    sim.symbols = args.symbols.max(1);
     sim.broken_ratio = 0.001;
     let dead_letters_path = args
         .dead_letters
@@ -427,9 +434,7 @@ fn demo(args: DemoArgs) -> Result<()> {
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    let mut sim = SimConfig::market_close(args.seed);
-    sim.traders = args.traders.max(1);
-    sim.symbols = args.symbols.max(1);
+    let mut sim = args.market.sim_config();
     sim.broken_ratio = args.broken_ratio.clamp(0.0, 1.0);
     let archive = generate_archive(&args.out, sim, args.messages, args.segment_bytes.max(1024))?;
     println!(
@@ -554,11 +559,9 @@ fn today_utc() -> String {
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {
-    let mut sim = SimConfig::market_close(args.seed);
+    let mut sim = args.market.sim_config();
     sim.base_rate = args.rate.max(1.0);
     sim.burst_multiplier = args.burst_multiplier.max(1.0);
-    sim.traders = args.traders.max(1);
-    sim.symbols = args.symbols.max(1);
     sim.broken_ratio = args.broken_ratio.clamp(0.0, 1.0);
     let summary = eod::simulate::run_simulate(eod::simulate::SimulateOptions {
         to: args.to,
