@@ -268,41 +268,13 @@ fn two_processes_each_serve_the_complete_view() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let hosts = fx.archive.with_extension("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|process| {
-            let mut run = Command::new(eod);
-            run.args([
-                "run",
-                "--until-caught-up",
-                "--serve",
-                "127.0.0.1:0",
-                "--epoch-ms",
-                "5",
-                "--output",
-            ])
-            .arg(fx.archive.with_extension(format!("p{process}.json")));
-            topic_args(&mut run, &brokers, &topics);
-            run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
-                .arg(&hosts);
-            run.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
+    let out_dir = fx._dir.path();
+    for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true)
+        .into_iter()
+        .enumerate()
+    {
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", run_log(out_dir, process));
     }
     let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
     let expected = reference::compute(&decode_archive(&fx.archive), &prices);
@@ -310,7 +282,7 @@ fn two_processes_each_serve_the_complete_view() {
         serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     for process in 0..2 {
         let body: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(fx.archive.with_extension(format!("p{process}.json"))).unwrap(),
+            &std::fs::read(out_dir.join(format!("p{process}.json"))).unwrap(),
         )
         .unwrap();
         assert!(
@@ -338,31 +310,13 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     let eod = env!("CARGO_BIN_EXE_eod");
     let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
     let port = free_port();
-    let mut gateway = Command::new(eod);
-    gateway
-        .args([
-            "ingest",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--connections",
-            "1",
-        ])
-        .args([
-            "--segment-bytes",
-            "200000",
-            "--trading-date",
-            "20261125",
-            "--spool",
-        ])
-        .arg(&spool)
-        .arg("--archive-to")
-        .arg(&archive);
-    topic_args(&mut gateway, &brokers, &topics);
-    let gateway = gateway
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gateway = spawn_gateway(
+        dir.path(),
+        port,
+        &brokers,
+        &topics,
+        &["--connections", "1", "--segment-bytes", "200000"],
+    );
 
     // 15k events at full speed, broken messages included, burst and all.
     let simulate = Command::new(eod)
@@ -425,42 +379,13 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         .unwrap();
     assert_eq!(archived_bytes, sent, "every byte sent is archived once");
 
-    let hosts = dir.path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
-    let runs: Vec<_> = (0..2)
-        .map(|process| {
-            let mut run = Command::new(eod);
-            run.args([
-                "run",
-                "--until-caught-up",
-                "--serve",
-                "127.0.0.1:0",
-                "--epoch-ms",
-                "5",
-                "--output",
-            ])
-            .arg(dir.path().join(format!("p{process}.json")));
-            topic_args(&mut run, &brokers, &topics);
-            run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
-                .arg(&hosts);
-            run.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
     let mut records = Vec::new();
-    for run in runs {
+    for (process, run) in spawn_two_runs(&brokers, &topics, dir.path(), true)
+        .into_iter()
+        .enumerate()
+    {
         let out = run.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", run_log(dir.path(), process));
         records.push(String::from_utf8_lossy(&out.stdout).to_string());
     }
 
@@ -526,27 +451,9 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     let topics = unique_topics("crash");
     create(&brokers, &topics);
     let eod = env!("CARGO_BIN_EXE_eod");
-    let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
+    let archive = dir.path().join("archive");
     let port = free_port();
-    let mut gateway = Command::new(eod);
-    gateway
-        .args([
-            "ingest",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--connections",
-            "1",
-        ])
-        .args(["--trading-date", "20261125", "--spool"])
-        .arg(&spool)
-        .arg("--archive-to")
-        .arg(&archive);
-    topic_args(&mut gateway, &brokers, &topics);
-    let gateway = gateway
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let gateway = spawn_gateway(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
     // 15k messages over 3 s (500/s simulated at 10x speed), then the 10x burst of 16:00.
     let mut simulate = Command::new(eod);
     simulate
@@ -576,39 +483,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         .spawn()
         .unwrap();
 
-    let hosts = dir.path().join("hosts");
-    let start_runs = |until_caught_up: bool, hosts_ports: (u16, u16)| -> Vec<std::process::Child> {
-        std::fs::write(
-            &hosts,
-            format!("127.0.0.1:{}\n127.0.0.1:{}\n", hosts_ports.0, hosts_ports.1),
-        )
-        .unwrap();
-        (0..2)
-            .map(|process| {
-                let mut run = Command::new(eod);
-                run.args([
-                    "run",
-                    "--serve",
-                    "127.0.0.1:0",
-                    "--epoch-ms",
-                    "5",
-                    "--output",
-                ])
-                .arg(dir.path().join(format!("p{process}.json")));
-                if until_caught_up {
-                    run.arg("--until-caught-up");
-                }
-                topic_args(&mut run, &brokers, &topics);
-                run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
-                    .arg(&hosts);
-                run.stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect()
-    };
-    let mut live = start_runs(false, (free_port(), free_port()));
+    let mut live = spawn_two_runs(&brokers, &topics, dir.path(), false);
     std::thread::sleep(Duration::from_millis(3300));
     // kill -9 one process in the middle of the burst; its peer cannot go on without it.
     assert!(
@@ -637,7 +512,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     );
 
     // Restart both: they rebuild from the beginning of the day and must be exact.
-    let restarted = start_runs(true, (free_port(), free_port()));
+    let restarted = spawn_two_runs(&brokers, &topics, dir.path(), true);
     for mut run in restarted {
         let status =
             wait_or_kill(&mut run, Duration::from_secs(120)).expect("restarted run finishes");
@@ -668,34 +543,98 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     }
 }
 
-/// `eod ingest --fix-session` for two connections, archiving under `dir`.
-fn session_gateway(dir: &Path, port: u16, brokers: &str, topics: &Topics) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_eod"))
+/// `eod ingest --listen` on `port`, archiving under `dir`, with `extra` flags.
+fn spawn_gateway(
+    dir: &Path,
+    port: u16,
+    brokers: &str,
+    topics: &Topics,
+    extra: &[&str],
+) -> std::process::Child {
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_eod"));
+    gateway
         .args([
             "ingest",
             "--listen",
             &format!("127.0.0.1:{port}"),
-            "--connections",
-            "2",
-            "--fix-session",
+            "--trading-date",
+            "20261125",
         ])
-        .args(["--trading-date", "20261125", "--session-dir"])
-        .arg(dir.join("sessions"))
         .arg("--spool")
         .arg(dir.join("spool"))
         .arg("--archive-to")
         .arg(dir.join("archive"))
-        .args(["--brokers", brokers, "--trades-topic", &topics.trades])
-        .args([
-            "--dlq-topic",
-            &topics.dead_letters,
-            "--prices-topic",
-            &topics.prices,
-        ])
+        .args(extra);
+    topic_args(&mut gateway, brokers, topics);
+    gateway
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// The FIX-session gateway for two connections.
+fn session_gateway(dir: &Path, port: u16, brokers: &str, topics: &Topics) -> std::process::Child {
+    let sessions = dir.join("sessions");
+    let sessions = sessions.to_str().unwrap();
+    spawn_gateway(
+        dir,
+        port,
+        brokers,
+        topics,
+        &[
+            "--connections",
+            "2",
+            "--fix-session",
+            "--session-dir",
+            sessions,
+        ],
+    )
+}
+
+/// Two `eod run` processes (-n 2, -w 2 each) on fresh timely ports. Process p writes its final
+/// positions to `dir/p{p}.json` and its log to `dir/p{p}.log` (a file, so it can never block).
+fn spawn_two_runs(
+    brokers: &str,
+    topics: &Topics,
+    dir: &Path,
+    until_caught_up: bool,
+) -> Vec<std::process::Child> {
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    (0..2)
+        .map(|process| {
+            let mut run = Command::new(env!("CARGO_BIN_EXE_eod"));
+            run.args([
+                "run",
+                "--serve",
+                "127.0.0.1:0",
+                "--epoch-ms",
+                "5",
+                "--output",
+            ])
+            .arg(dir.join(format!("p{process}.json")));
+            if until_caught_up {
+                run.arg("--until-caught-up");
+            }
+            topic_args(&mut run, brokers, topics);
+            run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
+                .arg(&hosts);
+            let log = std::fs::File::create(dir.join(format!("p{process}.log"))).unwrap();
+            run.stdout(std::process::Stdio::piped())
+                .stderr(log)
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn run_log(dir: &Path, process: usize) -> String {
+    std::fs::read_to_string(dir.join(format!("p{process}.log"))).unwrap_or_default()
 }
 
 /// A scripted FIX initiator: sends what it is told and reads the acceptor's replies.
