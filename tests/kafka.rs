@@ -228,6 +228,15 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
         .all(|l| !l.original.is_empty() && !l.detail.is_empty()));
 }
 
+/// A child process's exit was a success; otherwise its stderr says why.
+fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Kafka flags every `eod` subcommand of a test shares.
 fn topic_args(cmd: &mut Command, brokers: &str, topics: &Topics) {
     cmd.args(["--brokers", brokers, "--trades-topic", &topics.trades])
@@ -262,11 +271,7 @@ fn two_processes_each_serve_the_complete_view() {
         .arg(&fx.prices_csv);
     topic_args(&mut ingest, &brokers, &topics);
     let out = ingest.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
 
     let out_dir = fx._dir.path();
     for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true)
@@ -342,17 +347,9 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         .args(["--brokers", &brokers, "--prices-topic", &topics.prices])
         .output()
         .unwrap();
-    assert!(
-        simulate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&simulate.stderr)
-    );
+    assert_success(&simulate);
     let gateway = gateway.wait_with_output().unwrap();
-    assert!(
-        gateway.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gateway.stderr)
-    );
+    assert_success(&gateway);
     let gateway_out = String::from_utf8_lossy(&gateway.stdout).to_string();
 
     // The archive the gateway wrote holds every byte it received: it is the truth.
@@ -499,17 +496,9 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     );
 
     let simulate = simulate.wait_with_output().unwrap();
-    assert!(
-        simulate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&simulate.stderr)
-    );
+    assert_success(&simulate);
     let gateway = gateway.wait_with_output().unwrap();
-    assert!(
-        gateway.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gateway.stderr)
-    );
+    assert_success(&gateway);
 
     // Restart both: they rebuild from the beginning of the day and must be exact.
     let restarted = spawn_two_runs(&brokers, &topics, dir.path(), true);
@@ -758,11 +747,7 @@ fn fix_session_gap_resend_logout_and_reconnect() {
     drop(second);
 
     let out = gateway.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout
@@ -828,11 +813,7 @@ fn quickfix_initiator_session() {
     );
 
     let out = gateway.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let summary = catch_up(&brokers, &topics, "eod-quickfix-test");
     let position = &summary.snapshot.positions[&("QF-TRADER".into(), "QFX".into())];
     assert_eq!(position.trades, 6, "Q-1..Q-6, each once");
