@@ -286,10 +286,7 @@ fn two_processes_each_serve_the_complete_view() {
     let expected_json =
         serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     for process in 0..2 {
-        let body: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(out_dir.join(format!("p{process}.json"))).unwrap(),
-        )
-        .unwrap();
+        let body = run_output(out_dir, process);
         assert!(
             body["positions"] == expected_json,
             "process {process} does not hold the complete view"
@@ -394,10 +391,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     assert!(!expected.positions.is_empty());
     for process in 0..2 {
-        let body: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.path().join(format!("p{process}.json"))).unwrap(),
-        )
-        .unwrap();
+        let body = run_output(dir.path(), process);
         assert!(
             body["positions"] == expected_json,
             "process {process}: views differ from the archive's answer"
@@ -516,10 +510,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     let trades: u64 = decode_archive(&segments).len() as u64;
     for process in 0..2 {
-        let body: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.path().join(format!("p{process}.json"))).unwrap(),
-        )
-        .unwrap();
+        let body = run_output(dir.path(), process);
         assert!(
             body["positions"] == expected_json,
             "process {process}: views differ after the restart"
@@ -620,6 +611,11 @@ fn spawn_two_runs(
                 .unwrap()
         })
         .collect()
+}
+
+/// The final positions `eod run` process `process` wrote, as `GET /v1/positions` serves them.
+fn run_output(dir: &Path, process: usize) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join(format!("p{process}.json"))).unwrap()).unwrap()
 }
 
 fn run_log(dir: &Path, process: usize) -> String {
