@@ -8,7 +8,10 @@ pub mod marks;
 pub mod model;
 pub mod money;
 pub mod position;
+pub mod position_operator;
 pub mod reference;
+mod stash;
+pub mod sum_operator;
 pub mod views;
 
 pub use graph::{build_dataflow, Inputs};

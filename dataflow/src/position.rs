@@ -74,6 +74,49 @@ impl AverageCost {
     }
 }
 
+/// A running fold of one position's executions in (TransactTime, ExecID) order: the one piece of
+/// arithmetic behind both the dataflow operator and the benchmark baseline.
+#[derive(Clone, Debug, Default)]
+pub struct PositionFold {
+    net_qty: i128,
+    trades: u64,
+    cash: i128,
+    cost: AverageCost,
+    last: Option<LastTrade>,
+}
+
+impl PositionFold {
+    /// Applies `copies` (normally 1) of the next execution; must not be earlier than the last.
+    pub fn push(&mut self, execution: &Execution, copies: i64) {
+        for _ in 0..copies.max(0) {
+            self.net_qty += i128::from(execution.qty);
+            self.trades += 1;
+            self.cash -= i128::from(execution.qty) * i128::from(execution.price);
+            self.cost.apply(execution.qty, execution.price);
+        }
+        if copies > 0 {
+            self.last = Some(LastTrade {
+                transact_time: execution.transact_time,
+                exec_id: execution.exec_id.clone(),
+                price: execution.price,
+            });
+        }
+    }
+
+    /// The position so far; `None` before any execution.
+    pub fn core(&self) -> Option<PositionCore> {
+        let last = self.last.clone()?;
+        Some(PositionCore {
+            net_qty: self.net_qty,
+            trades: self.trades,
+            cash: self.cash,
+            realized: self.cost.realized,
+            avg_cost: (self.cost.open_qty != 0).then_some(self.cost.avg_cost),
+            last,
+        })
+    }
+}
+
 impl PositionCore {
     /// Folds executions that are already sorted by (TransactTime, ExecID). `copies` is the
     /// multiplicity of each (normally 1). Returns `None` for an empty position.
@@ -81,33 +124,11 @@ impl PositionCore {
     where
         I: IntoIterator<Item = (&'a Execution, i64)>,
     {
-        let mut net_qty = 0i128;
-        let mut trades = 0u64;
-        let mut cash = 0i128;
-        let mut cost = AverageCost::default();
-        let mut last = None;
+        let mut fold = PositionFold::default();
         for (execution, copies) in executions {
-            for _ in 0..copies.max(0) {
-                net_qty += i128::from(execution.qty);
-                trades += 1;
-                cash -= i128::from(execution.qty) * i128::from(execution.price);
-                cost.apply(execution.qty, execution.price);
-                last = Some(execution);
-            }
+            fold.push(execution, copies);
         }
-        let last = last?;
-        Some(PositionCore {
-            net_qty,
-            trades,
-            cash,
-            realized: cost.realized,
-            avg_cost: (cost.open_qty != 0).then_some(cost.avg_cost),
-            last: LastTrade {
-                transact_time: last.transact_time,
-                exec_id: last.exec_id.clone(),
-                price: last.price,
-            },
-        })
+        fold.core()
     }
 }
 

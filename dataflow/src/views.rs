@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::marks::MarkSource;
 use crate::model::{Counter, Diff, Text, Time};
 use crate::money::Money;
+use crate::sum_operator::Accumulator;
 
 /// One (trader, symbol) row of the positions view.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -43,29 +44,57 @@ pub struct Totals {
 }
 
 impl Totals {
-    /// Sums rows; the same code serves the dataflow and readers that re-aggregate.
+    /// Sums rows; the same arithmetic as the dataflow's running totals.
     pub fn sum<'a>(rows: impl IntoIterator<Item = &'a PositionView>) -> Totals {
-        let mut totals = Totals::default();
-        let (mut realized, mut unrealized, mut total, mut marked) = (0i128, 0i128, 0i128, 0u64);
+        let mut sum = TotalsSum::default();
         for row in rows {
-            totals.positions += 1;
-            totals.trades += row.trades;
-            match (row.realized_pnl, row.unrealized_pnl, row.total_pnl) {
-                (Some(r), Some(u), Some(t)) => {
-                    realized += r.0;
-                    unrealized += u.0;
-                    total += t.0;
-                    marked += 1;
-                }
-                _ => totals.unmarked_positions += 1,
-            }
+            sum.add(row, 1);
         }
-        if marked > 0 {
-            totals.realized_pnl = Some(Money(realized));
-            totals.unrealized_pnl = Some(Money(unrealized));
-            totals.total_pnl = Some(Money(total));
+        sum.output().unwrap_or_default()
+    }
+}
+
+/// Running [`Totals`] over rows with multiplicities: every field is a plain sum, so a row
+/// leaving is exactly undone by subtracting it.
+#[derive(Clone, Debug, Default)]
+pub struct TotalsSum {
+    positions: i64,
+    marked: i64,
+    trades: i128,
+    realized: i128,
+    unrealized: i128,
+    total: i128,
+}
+
+impl Accumulator for TotalsSum {
+    type Item = PositionView;
+    type Output = Totals;
+
+    fn add(&mut self, row: &PositionView, diff: Diff) {
+        let diff = diff as i64;
+        self.positions += diff;
+        self.trades += i128::from(row.trades) * i128::from(diff);
+        if let (Some(r), Some(u), Some(t)) = (row.realized_pnl, row.unrealized_pnl, row.total_pnl) {
+            self.marked += diff;
+            self.realized += r.0 * i128::from(diff);
+            self.unrealized += u.0 * i128::from(diff);
+            self.total += t.0 * i128::from(diff);
         }
-        totals
+    }
+
+    fn output(&self) -> Option<Totals> {
+        if self.positions <= 0 {
+            return None;
+        }
+        let marked = self.marked > 0;
+        Some(Totals {
+            positions: self.positions as u64,
+            unmarked_positions: (self.positions - self.marked).max(0) as u64,
+            trades: self.trades.max(0) as u64,
+            realized_pnl: marked.then_some(Money(self.realized)),
+            unrealized_pnl: marked.then_some(Money(self.unrealized)),
+            total_pnl: marked.then_some(Money(self.total)),
+        })
     }
 }
 
