@@ -285,10 +285,13 @@ fn run_worker(
         // Adaptive epochs: a new epoch opens on the clock only while few are in flight, so
         // under load an epoch grows to hold what arrived while the previous ones computed,
         // instead of a queue of small epochs each waiting its turn.
+        // Epoch numbers are clock buckets with gaps, so what is in flight is counted in closed
+        // epochs the views do not reflect yet, not in the distance between times.
+        let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+        let reflected = take_reflected(&mut pending, completed);
+        record_latency(&reflected, latency, metrics);
         let current = (started.elapsed().as_nanos() / epoch_nanos) as Time;
-        let in_flight =
-            probe.with_frontier(|f| epoch.saturating_sub(f.first().copied().unwrap_or(epoch)));
-        if current > epoch && in_flight < options.max_epochs_in_flight {
+        if current > epoch && (pending.len() as u64) < options.max_epochs_in_flight {
             counts.flush(&mut inputs, metrics);
             pending.push_back(ClosedEpoch {
                 time: epoch,
@@ -300,14 +303,9 @@ fn run_worker(
             inputs.flush();
             metrics.epochs_closed.inc();
         }
-        let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
         if index == 0 {
-            metrics
-                .epochs_in_flight
-                .set(epoch.saturating_sub(completed.min(epoch)) as i64);
+            metrics.epochs_in_flight.set(pending.len() as i64);
         }
-        let reflected = take_reflected(&mut pending, completed);
-        record_latency(&reflected, latency, metrics);
         if let Some(consumer) = &consumer {
             commit_reflected(
                 consumer,

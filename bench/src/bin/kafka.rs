@@ -46,6 +46,9 @@ struct Args {
     /// Dataflow epoch length in milliseconds.
     #[arg(long, default_value_t = 2)]
     epoch_ms: u64,
+    /// Closed epochs the source lets the dataflow compute at once before it holds the next.
+    #[arg(long, default_value_t = 2)]
+    max_in_flight: u64,
 }
 
 fn main() -> Result<()> {
@@ -114,7 +117,7 @@ fn main() -> Result<()> {
             group_id: format!("bench-{nonce}"),
             prices: Vec::new(),
             epoch: Duration::from_millis(args.epoch_ms.max(1)),
-            max_epochs_in_flight: 2,
+            max_epochs_in_flight: args.max_in_flight,
             until_caught_up: false,
             timely_args: vec!["-w".into(), args.workers.to_string()],
         };
