@@ -15,6 +15,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
 
+use crate::books::{self, BookInputs, BookRow, SecurityRef, TradeSource, TraderRef};
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Text, Time, TradeEvent};
 use crate::money::Money;
@@ -29,6 +30,10 @@ pub struct Inputs {
     pub corrections: InputSession<Time, Correction, Diff>,
     pub busts: InputSession<Time, Bust, Diff>,
     pub prices: InputSession<Time, PriceUpdate, Diff>,
+    /// Books only: where each execution is archived, and the reference data.
+    pub sources: InputSession<Time, TradeSource, Diff>,
+    pub traders: InputSession<Time, TraderRef, Diff>,
+    pub securities: InputSession<Time, SecurityRef, Diff>,
     counters: InputSession<Time, Counter, Diff>,
     pending_counts: BTreeMap<Counter, Diff>,
 }
@@ -80,6 +85,9 @@ impl Inputs {
         self.corrections.advance_to(time);
         self.busts.advance_to(time);
         self.prices.advance_to(time);
+        self.sources.advance_to(time);
+        self.traders.advance_to(time);
+        self.securities.advance_to(time);
         self.counters.advance_to(time);
     }
 
@@ -89,6 +97,9 @@ impl Inputs {
         self.corrections.flush();
         self.busts.flush();
         self.prices.flush();
+        self.sources.flush();
+        self.traders.flush();
+        self.securities.flush();
         self.counters.flush();
     }
 
@@ -133,20 +144,69 @@ enum CorrectionOutcome {
     Unmatched(Text),
 }
 
-/// Builds the graph in `scope`. `store` is given to the first worker of each process, which
-/// publishes that process's complete view; `workers_per_process` is timely's `-w`.
+/// What to build, and where the views go.
+pub struct GraphOptions {
+    /// Given to the first worker of each process, which publishes that process's complete view.
+    pub store: Option<Arc<ViewStore>>,
+    /// timely's `-w`.
+    pub workers_per_process: usize,
+    /// Build the enriched books (the truth path) for a books sink to attach to.
+    pub books: bool,
+}
+
+/// A built graph: its inputs, a probe on the views, and the books when asked for. A sink
+/// attached to the books should probe its durable progress with `probe` too, so that the
+/// probe's frontier is what every sink holds.
+pub struct Graph<'s> {
+    pub inputs: Inputs,
+    pub probe: ProbeHandle<Time>,
+    pub books: Option<VecCollection<'s, Time, BookRow, Diff>>,
+}
+
+/// The flash path alone: views published to `store`.
 pub fn build_dataflow(
     scope: Scope<'_, Time>,
     store: Option<Arc<ViewStore>>,
     workers_per_process: usize,
 ) -> (Inputs, ProbeHandle<Time>) {
+    let graph = build_graph(
+        scope,
+        GraphOptions {
+            store,
+            workers_per_process,
+            books: false,
+        },
+    );
+    (graph.inputs, graph.probe)
+}
+
+/// Builds the graph in `scope`.
+pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let (fills_in, fills) = scope.new_collection::<Fill, Diff>();
     let (corrections_in, corrections) = scope.new_collection::<Correction, Diff>();
     let (busts_in, busts) = scope.new_collection::<Bust, Diff>();
     let (prices_in, prices) = scope.new_collection::<PriceUpdate, Diff>();
+    let (sources_in, sources) = scope.new_collection::<TradeSource, Diff>();
+    let (traders_in, traders) = scope.new_collection::<TraderRef, Diff>();
+    let (securities_in, securities) = scope.new_collection::<SecurityRef, Diff>();
     let (counters_in, counters) = scope.new_collection::<Counter, Diff>();
 
-    let (live, unmatched) = live_fills(fills, corrections, busts);
+    let LiveFills {
+        live,
+        unmatched,
+        present,
+    } = live_fills(fills.clone(), corrections.clone(), busts.clone());
+    let books = options.books.then(|| {
+        books::books(BookInputs {
+            fills,
+            corrections,
+            busts,
+            present,
+            sources,
+            traders,
+            securities,
+        })
+    });
     let positions = positions(live);
     let marks = marks(positions.clone(), prices);
     let views = position_views(positions, marks);
@@ -167,17 +227,32 @@ pub fn build_dataflow(
 
     let probe = ProbeHandle::new();
     let records = records.probe_with(&probe);
-    export_views(records, store, workers_per_process.max(1));
+    export_views(records, options.store, options.workers_per_process.max(1));
 
     let inputs = Inputs {
         fills: fills_in,
         corrections: corrections_in,
         busts: busts_in,
         prices: prices_in,
+        sources: sources_in,
+        traders: traders_in,
+        securities: securities_in,
         counters: counters_in,
         pending_counts: BTreeMap::new(),
     };
-    (inputs, probe)
+    Graph {
+        inputs,
+        probe,
+        books,
+    }
+}
+
+struct LiveFills<'s> {
+    live: VecCollection<'s, Time, Fill, Diff>,
+    /// Busts and corrections still waiting for their target.
+    unmatched: VecCollection<'s, Time, Unmatched, Diff>,
+    /// Corrections whose target chain reaches an arrived fill.
+    present: VecCollection<'s, Time, Text, Diff>,
 }
 
 /// Live fills: plain fills that no bust or correction names, plus corrections whose target chain
@@ -187,10 +262,7 @@ fn live_fills<'s>(
     fills: VecCollection<'s, Time, Fill, Diff>,
     corrections: VecCollection<'s, Time, Correction, Diff>,
     busts: VecCollection<'s, Time, Bust, Diff>,
-) -> (
-    VecCollection<'s, Time, Fill, Diff>,
-    VecCollection<'s, Time, Unmatched, Diff>,
-) {
+) -> LiveFills<'s> {
     let plain = fills
         .map(|fill| (fill.exec_id.clone(), ByExecId::Fill(fill)))
         .concat(
@@ -254,7 +326,7 @@ fn live_fills<'s>(
                 ByCorrectionId::Correction(c.target, c.fill),
             )
         })
-        .concat(present.map(|id| (id, ByCorrectionId::Present)))
+        .concat(present.clone().map(|id| (id, ByCorrectionId::Present)))
         .concat(busts.map(|bust| (bust.target, ByCorrectionId::BustedBy(bust.exec_id))))
         .concat(corrections.map(|c| (c.target, ByCorrectionId::CorrectedBy(c.fill.exec_id))))
         .reduce_named("Corrections", |_exec_id, values, out| {
@@ -325,7 +397,11 @@ fn live_fills<'s>(
             }),
             _ => None,
         }));
-    (live, unmatched)
+    LiveFills {
+        live,
+        unmatched,
+        present,
+    }
 }
 
 /// Per (trader, symbol) accounting over the live fills.

@@ -3,6 +3,7 @@
 //! Inputs are decoded fills, busts, corrections, prices and message counts; outputs are
 //! positions, marks and P&L views, published as consistent snapshots. Nothing here does I/O.
 
+pub mod books;
 pub mod graph;
 pub mod marks;
 pub mod model;
@@ -14,7 +15,8 @@ mod stash;
 pub mod sum_operator;
 pub mod views;
 
-pub use graph::{build_dataflow, Inputs};
+pub use books::{BookKind, BookRow, BookStatus, SecurityRef, TradeSource, TraderRef};
+pub use graph::{build_dataflow, build_graph, Graph, GraphOptions, Inputs};
 pub use marks::{Mark, MarkSource};
 pub use model::{
     Bust, Correction, Counter, Diff, Fill, PriceKind, PriceUpdate, Text, Time, TradeEvent,

@@ -41,6 +41,8 @@ pub struct Correction {
 pub struct Bust {
     pub exec_id: Text,
     pub target: Text,
+    /// TransactTime of the bust, UTC nanoseconds (0 when the message carried none).
+    pub transact_time: i64,
 }
 
 /// A trade-bearing execution report, as decoded from FIX.

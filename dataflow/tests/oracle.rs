@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use eod_dataflow::{
-    build_dataflow, Bust, Correction, Fill, MarkSource, Money, PositionView, PriceKind,
-    PriceUpdate, Text, Totals, TradeEvent, Unmatched, ViewSnapshot, ViewStore,
+    build_graph, BookKind, BookRow, BookStatus, Bust, Correction, Fill, GraphOptions, MarkSource,
+    Money, PositionView, PriceKind, PriceUpdate, SecurityRef, Text, Totals, TradeEvent,
+    TradeSource, TraderRef, Unmatched, ViewSnapshot, ViewStore,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -18,6 +19,11 @@ use rust_decimal::{Decimal, RoundingStrategy};
 enum Input {
     Trade(TradeEvent),
     Price(PriceUpdate),
+    Source(TradeSource),
+    Trader(TraderRef),
+    /// A reference record withdrawn (an update is a withdrawal plus a new record).
+    TraderWithdrawn(TraderRef),
+    Security(SecurityRef),
 }
 
 // ---------------------------------------------------------------- oracle
@@ -64,6 +70,10 @@ fn oracle(inputs: &[Input]) -> Expected {
             Input::Trade(TradeEvent::Bust(b)) => {
                 busts.insert((b.exec_id.clone(), b.target.clone()));
             }
+            Input::Source(_)
+            | Input::Trader(_)
+            | Input::TraderWithdrawn(_)
+            | Input::Security(_) => {}
             Input::Price(p) => {
                 let slot = prices
                     .entry((p.symbol.clone(), p.kind))
@@ -243,21 +253,135 @@ fn naive_totals(rows: &[&PositionView]) -> Totals {
     }
 }
 
+/// The books from scratch: one row per ExecID that carries a trade, the smallest record
+/// winning among duplicates, the earliest bust or correction deciding its status.
+fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
+    let mut trades: BTreeMap<Text, (BookKind, Option<Text>, Fill)> = BTreeMap::new();
+    let mut kills: BTreeMap<Text, (i64, Text, BookStatus)> = BTreeMap::new();
+    let mut sources: BTreeMap<Text, TradeSource> = BTreeMap::new();
+    let mut traders: BTreeMap<Text, TraderRef> = BTreeMap::new();
+    let mut securities: BTreeMap<Text, SecurityRef> = BTreeMap::new();
+    let mut fill_ids = BTreeSet::new();
+    let mut edges: Vec<(Text, Text)> = Vec::new();
+    fn keep_min<K: Ord, V: Ord>(map: &mut BTreeMap<K, V>, key: K, value: V) {
+        match map.get(&key) {
+            Some(existing) if *existing <= value => {}
+            _ => {
+                map.insert(key, value);
+            }
+        }
+    }
+    for input in inputs {
+        match input {
+            Input::Trade(TradeEvent::Fill(f)) => {
+                fill_ids.insert(f.exec_id.clone());
+                keep_min(
+                    &mut trades,
+                    f.exec_id.clone(),
+                    (BookKind::Fill, None, f.clone()),
+                );
+            }
+            Input::Trade(TradeEvent::Correct(c)) => {
+                edges.push((c.target.clone(), c.fill.exec_id.clone()));
+                let id = c.fill.exec_id.clone();
+                keep_min(
+                    &mut trades,
+                    id.clone(),
+                    (BookKind::Correction, Some(c.target.clone()), c.fill.clone()),
+                );
+                let kill = (c.fill.transact_time, id, BookStatus::Corrected);
+                keep_min(&mut kills, c.target.clone(), kill);
+            }
+            Input::Trade(TradeEvent::Bust(b)) => {
+                let kill = (b.transact_time, b.exec_id.clone(), BookStatus::Busted);
+                keep_min(&mut kills, b.target.clone(), kill);
+            }
+            Input::Source(source) => keep_min(&mut sources, source.exec_id.clone(), source.clone()),
+            Input::Trader(t) => keep_min(&mut traders, t.trader_id.clone(), t.clone()),
+            Input::TraderWithdrawn(_) => panic!("the books oracle covers insertions only"),
+            Input::Security(sec) => keep_min(&mut securities, sec.symbol.clone(), sec.clone()),
+            Input::Price(_) => {}
+        }
+    }
+    let mut present: BTreeSet<Text> = BTreeSet::new();
+    loop {
+        let before = present.len();
+        for (target, correction) in &edges {
+            if fill_ids.contains(target) || present.contains(target) {
+                present.insert(correction.clone());
+            }
+        }
+        if present.len() == before {
+            break;
+        }
+    }
+    trades
+        .into_iter()
+        .map(|(id, (kind, corrects, fill))| {
+            let kill = kills.get(&id);
+            let status = match (kill, kind) {
+                (Some((_, _, status)), _) => *status,
+                (None, BookKind::Correction) if !present.contains(&id) => BookStatus::Pending,
+                (None, _) => BookStatus::Live,
+            };
+            let row = BookRow {
+                exec_id: id.clone(),
+                kind,
+                corrects,
+                trader_ref: traders.get(&fill.trader).cloned(),
+                security_ref: securities.get(&fill.symbol).cloned(),
+                trader: fill.trader,
+                symbol: fill.symbol,
+                qty: fill.qty,
+                price: fill.price,
+                transact_time: fill.transact_time,
+                status,
+                status_by: kill.map(|(_, by, _)| by.clone()),
+                status_time: kill.map(|(time, _, _)| *time),
+                source: sources.get(&id).cloned(),
+            };
+            (id, row)
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- dataflow under test
 
 /// Runs the dataflow over `epochs` (each a batch of inputs) and returns the published snapshot
 /// after each epoch completes.
 fn run_dataflow(epochs: Vec<Vec<Input>>, workers: usize) -> Vec<ViewSnapshot> {
+    run_with_books(epochs, workers).0
+}
+
+type BookUpdates = Vec<(BookRow, u64, isize)>;
+
+/// Also returns every update of the books collection, with its time.
+fn run_with_books(epochs: Vec<Vec<Input>>, workers: usize) -> (Vec<ViewSnapshot>, BookUpdates) {
     let epochs = Arc::new(epochs);
     let store = ViewStore::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (store_w, seen_w) = (store.clone(), seen.clone());
+    let book_updates = Arc::new(Mutex::new(Vec::new()));
+    let (store_w, seen_w, books_w) = (store.clone(), seen.clone(), book_updates.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let leader = index == 0;
         let store = leader.then(|| store_w.clone());
-        let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, peers));
+        let books_w = books_w.clone();
+        let (mut inputs, probe) = worker.dataflow(|scope| {
+            let options = GraphOptions {
+                store,
+                workers_per_process: peers,
+                books: true,
+            };
+            let graph = build_graph(scope, options);
+            if let Some(books) = graph.books {
+                books.inspect(move |(row, time, diff)| {
+                    books_w.lock().unwrap().push((row.clone(), *time, *diff))
+                });
+            }
+            (graph.inputs, graph.probe)
+        });
         let mut next = 0usize;
         for (epoch, batch) in epochs.iter().enumerate() {
             for input in batch {
@@ -265,6 +389,10 @@ fn run_dataflow(epochs: Vec<Vec<Input>>, workers: usize) -> Vec<ViewSnapshot> {
                     match input.clone() {
                         Input::Trade(event) => inputs.event(event),
                         Input::Price(update) => inputs.price(update),
+                        Input::Source(source) => inputs.sources.insert(source),
+                        Input::Trader(trader) => inputs.traders.insert(trader),
+                        Input::TraderWithdrawn(trader) => inputs.traders.remove(trader),
+                        Input::Security(security) => inputs.securities.insert(security),
                     }
                 }
                 next += 1;
@@ -283,7 +411,30 @@ fn run_dataflow(epochs: Vec<Vec<Input>>, workers: usize) -> Vec<ViewSnapshot> {
     })
     .expect("timely runs");
     let snapshots = seen.lock().unwrap().clone();
-    snapshots
+    let books = book_updates.lock().unwrap().clone();
+    (snapshots, books)
+}
+
+/// The books as of (before) `time`: every row's accumulated count must be exactly one.
+fn books_at(updates: &BookUpdates, time: u64) -> BTreeMap<Text, BookRow> {
+    let mut counts: BTreeMap<BookRow, isize> = BTreeMap::new();
+    for (row, t, diff) in updates {
+        if *t < time {
+            *counts.entry(row.clone()).or_default() += diff;
+        }
+    }
+    let mut rows = BTreeMap::new();
+    for (row, count) in counts {
+        assert!(
+            count == 0 || count == 1,
+            "book row {row:?} counted {count} times"
+        );
+        if count == 1 {
+            let previous = rows.insert(row.exec_id.clone(), row);
+            assert!(previous.is_none(), "two versions of one ExecID");
+        }
+    }
+    rows
 }
 
 // ---------------------------------------------------------------- generators
@@ -319,9 +470,10 @@ fn input_strategy() -> impl Strategy<Value = Input> {
     ];
     prop_oneof![
         6 => fill_strategy("F").prop_map(|f| Input::Trade(TradeEvent::Fill(f))),
-        2 => (0..6u8, target.clone()).prop_map(|(b, target)| Input::Trade(TradeEvent::Bust(Bust {
+        2 => (0..6u8, target.clone(), 0i64..12).prop_map(|(b, target, transact_time)| Input::Trade(TradeEvent::Bust(Bust {
             exec_id: format!("B{b}").into(),
             target: target.into(),
+            transact_time,
         }))),
         2 => (fill_strategy("C"), target).prop_map(|(mut fill, target)| {
             let id: u8 = fill.exec_id[1..].parse().unwrap();
@@ -336,6 +488,41 @@ fn input_strategy() -> impl Strategy<Value = Input> {
                 time,
             })
         }),
+    ]
+}
+
+/// Trades and prices, plus what only the books use: archive locations and reference data,
+/// with several records for some keys (the smallest wins) and some keys never known.
+fn books_input_strategy() -> impl Strategy<Value = Input> {
+    let exec_id = prop_oneof![
+        (0..12u8).prop_map(|i| format!("F{i}")),
+        (0..6u8).prop_map(|i| format!("C{i}"))
+    ];
+    prop_oneof![
+        8 => input_strategy(),
+        2 => (exec_id, 0..3u8, 0u64..1000, 0i64..5).prop_map(|(id, key, offset, receive_time)| {
+            Input::Source(TradeSource {
+                exec_id: id.into(),
+                archive_key: format!("gw/2026-11-25/{key:06}.fix").into(),
+                archive_offset: offset,
+                receive_time,
+            })
+        }),
+        1 => (0..2usize, 0..2u8).prop_map(|(t, desk)| Input::Trader(TraderRef {
+            trader_id: TRADERS[t].into(),
+            name: format!("{} name", TRADERS[t]).into(),
+            mpid: "MPID".into(),
+            desk: format!("desk{desk}").into(),
+            strategy: "flow".into(),
+        })),
+        1 => (0..2usize, 0..2u8).prop_map(|(sym, exchange)| Input::Security(SecurityRef {
+            symbol: SYMBOLS[sym].into(),
+            cusip: format!("CUSIP{sym}").into(),
+            isin: format!("US000{sym}").into(),
+            name: format!("{} Inc", SYMBOLS[sym]).into(),
+            exchange: ["XNYS", "XNAS"][exchange as usize].into(),
+            currency: "USD".into(),
+        })),
     ]
 }
 
@@ -394,6 +581,35 @@ proptest! {
     }
 
     #[test]
+    fn books_equal_the_oracle_at_every_completed_time(
+        inputs in prop::collection::vec(books_input_strategy(), 0..60),
+        cuts in prop::collection::vec(0usize..60, 0..5),
+        workers in 1usize..=2,
+    ) {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
+        cuts.sort();
+        let mut epochs = Vec::new();
+        let mut start = 0;
+        for cut in cuts.into_iter().chain(std::iter::once(inputs.len())) {
+            epochs.push(inputs[start..cut].to_vec());
+            start = cut;
+        }
+        let (snapshots, updates) = run_with_books(epochs.clone(), workers);
+        let mut prefix = Vec::new();
+        for (epoch, (batch, snapshot)) in epochs.iter().zip(&snapshots).enumerate() {
+            prefix.extend(batch.iter().cloned());
+            let books = books_at(&updates, epoch as u64 + 1);
+            prop_assert_eq!(&books, &books_oracle(&prefix), "books at epoch {} with {} workers", epoch, workers);
+            // The views are unchanged by the books being built beside them.
+            assert_matches(snapshot, &oracle(&prefix), &format!("at epoch {epoch} with books"));
+            // Live rows are exactly the executions the positions count.
+            let live = books.values().filter(|r| r.status == BookStatus::Live).count() as u64;
+            let counted: u64 = snapshot.positions.values().map(|p| p.trades).sum();
+            prop_assert_eq!(live, counted);
+        }
+    }
+
+    #[test]
     fn arrival_order_does_not_matter(
         inputs in prop::collection::vec(input_strategy(), 1..40),
         seed in any::<u64>(),
@@ -428,6 +644,7 @@ fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
     let bust = Input::Trade(TradeEvent::Bust(Bust {
         exec_id: "B1".into(),
         target: "F1".into(),
+        transact_time: 2,
     }));
     let snapshots = run_dataflow(
         vec![vec![bust], vec![Input::Trade(TradeEvent::Fill(fill))]],
@@ -444,4 +661,59 @@ fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
         "the bust takes effect when its fill arrives"
     );
     assert!(snapshots[1].unmatched.is_empty());
+}
+
+#[test]
+fn a_reference_data_update_re_enriches_the_rows_it_touches() {
+    let trader = |desk: &str| TraderRef {
+        trader_id: "alice".into(),
+        name: "Alice".into(),
+        mpid: "ALCE".into(),
+        desk: desk.into(),
+        strategy: "flow".into(),
+    };
+    let fill = |id: &str, trader: &str| {
+        Input::Trade(TradeEvent::Fill(Fill {
+            exec_id: id.into(),
+            trader: trader.into(),
+            symbol: "AAA".into(),
+            qty: 10,
+            price: 100_000_000,
+            transact_time: 1,
+        }))
+    };
+    let epochs = vec![
+        vec![
+            Input::Trader(trader("rates")),
+            fill("F1", "alice"),
+            fill("F2", "bob"),
+        ],
+        vec![
+            Input::TraderWithdrawn(trader("rates")),
+            Input::Trader(trader("equities")),
+        ],
+    ];
+    let (_, updates) = run_with_books(epochs, 2);
+    let desk = |books: &BTreeMap<Text, BookRow>, id: &str| {
+        books[id].trader_ref.as_ref().map(|t| t.desk.to_string())
+    };
+    let first = books_at(&updates, 1);
+    assert_eq!(desk(&first, "F1").as_deref(), Some("rates"));
+    assert_eq!(
+        desk(&first, "F2"),
+        None,
+        "unknown trader: kept, not enriched"
+    );
+    assert!(first["F2"].enrichment_missing());
+    let second = books_at(&updates, 2);
+    assert_eq!(desk(&second, "F1").as_deref(), Some("equities"));
+    assert_eq!(
+        second.len(),
+        2,
+        "an update changes rows, never adds or drops them"
+    );
+    // F2's row did not change at time 1: only the touched rows are re-emitted.
+    assert!(updates
+        .iter()
+        .all(|(row, time, _)| *time == 0 || row.exec_id == "F1"));
 }

@@ -97,6 +97,7 @@ pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
         return Some(TradeEvent::Bust(Bust {
             exec_id: envelope.exec_id.into(),
             target: envelope.exec_ref_id.into(),
+            transact_time: envelope.transact_time,
         }));
     }
     let qty = match envelope.side() {

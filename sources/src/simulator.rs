@@ -240,7 +240,8 @@ impl Simulator {
         } else {
             fields.push((150, "H".into()));
         }
-        fields.extend([(17, exec_id), (19, target.exec_id)]);
+        let now = format_utc_timestamp(self.now());
+        fields.extend([(17, exec_id), (19, target.exec_id), (60, now)]);
         Some(self.encode(fix42, "8", &fields))
     }
 

@@ -165,6 +165,11 @@ impl Decoder {
             envelope.exec_ref_id = fields.text(19, "ExecRefID")?;
         }
         if kind == TradeKind::Bust {
+            // When the bust happened, for the books' audit trail; optional, but never garbage.
+            if let Some(time_bytes) = fields.get(60).filter(|v| !v.is_empty()) {
+                envelope.transact_time = parse_utc_timestamp(time_bytes)
+                    .ok_or_else(|| Reject::invalid(60, "TransactTime", time_bytes))?;
+            }
             return Ok(Decoded::Trade(envelope));
         }
         envelope.security_id = fields.optional_text(48);
