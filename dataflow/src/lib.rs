@@ -11,7 +11,7 @@ pub mod money;
 pub mod position;
 pub mod position_operator;
 pub mod reference;
-mod stash;
+pub mod stash;
 pub mod sum_operator;
 pub mod views;
 

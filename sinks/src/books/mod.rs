@@ -1,0 +1,333 @@
+//! The books sink: one contract (upsert by ExecID, progress in the same transaction, retries,
+//! refused rows dead-lettered), several stores.
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use eod_dataflow::{BookKind, BookRow};
+use rust_decimal::Decimal;
+
+use crate::durable::{BatchWriter, Progress};
+use crate::{SinkError, SinkMetrics};
+
+/// Why a store did not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached: wait and try again, as long as it takes (backpressure).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refused the data: some row in the batch is at fault.
+    #[error("store refused the batch: {0}")]
+    Refused(String),
+    /// Anything else (schema, permissions): carrying on would lose the books.
+    #[error(transparent)]
+    Fatal(#[from] SinkError),
+}
+
+/// A books store: one transaction per call, rows upserted by ExecID and the progress with them.
+pub trait BooksStore: Send + 'static {
+    fn write(&mut self, rows: &[BookRow], progress: &Progress) -> Result<(), StoreError>;
+    /// Drops and re-opens the connection after the store was unavailable.
+    fn reconnect(&mut self) -> Result<(), StoreError>;
+}
+
+/// A row the store refused, for the dead-letter queue (reason DOWNSTREAM).
+pub type RefusedRow = Box<dyn FnMut(&BookRow, &str) + Send>;
+
+/// Retries and dead-lettering around a store; the writer thread of the durable sink.
+pub struct BooksWriter<S> {
+    store: S,
+    metrics: SinkMetrics,
+    refused: RefusedRow,
+    /// Attempts for a refused batch before its rows are tried one by one.
+    pub refused_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl<S: BooksStore> BooksWriter<S> {
+    pub fn new(store: S, metrics: SinkMetrics, refused: RefusedRow) -> BooksWriter<S> {
+        BooksWriter {
+            store,
+            metrics,
+            refused,
+            refused_attempts: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// Writes until the store takes it or refuses it `refused_attempts` times.
+    fn attempt(&mut self, rows: &[BookRow], progress: &Progress) -> Result<bool, SinkError> {
+        let mut refusals = 0;
+        let mut backoff = self.backoff;
+        loop {
+            match self.store.write(rows, progress) {
+                Ok(()) => {
+                    self.metrics.store_up.with_label_values(&["books"]).set(1);
+                    return Ok(true);
+                }
+                Err(StoreError::Fatal(e)) => return Err(e),
+                Err(StoreError::Refused(reason)) => {
+                    self.metrics.store_up.with_label_values(&["books"]).set(1);
+                    self.metrics
+                        .retries
+                        .with_label_values(&["books", "refused"])
+                        .inc();
+                    refusals += 1;
+                    tracing::warn!(%reason, rows = rows.len(), refusals, "books store refused a batch");
+                    if refusals >= self.refused_attempts {
+                        return Ok(false);
+                    }
+                }
+                Err(StoreError::Unavailable(reason)) => {
+                    self.metrics.store_up.with_label_values(&["books"]).set(0);
+                    self.metrics
+                        .retries
+                        .with_label_values(&["books", "unavailable"])
+                        .inc();
+                    tracing::warn!(%reason, retry_in = ?backoff, "books store unavailable");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.max_backoff);
+                    if let Err(e) = self.store.reconnect() {
+                        tracing::debug!(error = %e, "books store reconnect failed");
+                    }
+                    continue;
+                }
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(self.max_backoff);
+        }
+    }
+}
+
+impl<S: BooksStore> BatchWriter for BooksWriter<S> {
+    type Row = BookRow;
+
+    fn write(&mut self, rows: &[BookRow], progress: &Progress) -> Result<(), SinkError> {
+        let started = Instant::now();
+        // A batch spans times, so a row that changed in between is in it twice: the later
+        // version is the one in force (and one statement may not upsert a key twice).
+        let mut latest: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+        for (position, row) in rows.iter().enumerate() {
+            latest.insert(&row.exec_id, position);
+        }
+        let deduplicated: Vec<BookRow>;
+        let rows = if latest.len() == rows.len() {
+            rows
+        } else {
+            let mut keep: Vec<usize> = latest.into_values().collect();
+            keep.sort_unstable();
+            deduplicated = keep.into_iter().map(|i| rows[i].clone()).collect();
+            &deduplicated[..]
+        };
+        if !self.attempt(rows, progress)? {
+            // Find the rows at fault: each alone, the good ones still land exactly once.
+            for row in rows {
+                if !self.attempt(std::slice::from_ref(row), progress)? {
+                    self.metrics
+                        .refused_rows
+                        .with_label_values(&["books"])
+                        .inc();
+                    (self.refused)(row, "the books store refused the row after retries");
+                }
+            }
+            self.attempt(&[], progress)?;
+        }
+        self.metrics
+            .rows_written
+            .with_label_values(&["books"])
+            .inc_by(rows.len() as u64);
+        self.metrics.batches.with_label_values(&["books"]).inc();
+        self.metrics
+            .batch_rows
+            .with_label_values(&["books"])
+            .observe(rows.len() as f64);
+        self.metrics
+            .batch_seconds
+            .with_label_values(&["books"])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
+/// A books row as every store writes it: the columns of table `trades`.
+pub struct BookRecord<'a> {
+    pub exec_id: &'a str,
+    pub kind: &'static str,
+    pub corrects: Option<&'a str>,
+    pub trader_id: &'a str,
+    pub symbol: &'a str,
+    /// "B" or "S".
+    pub side: &'static str,
+    /// Positive.
+    pub quantity: i64,
+    /// Exact, 8 decimals.
+    pub price: Decimal,
+    /// UTC nanoseconds.
+    pub transact_time: i64,
+    pub status: &'static str,
+    pub status_by: Option<&'a str>,
+    pub status_time: Option<i64>,
+    pub trader_name: Option<&'a str>,
+    pub mpid: Option<&'a str>,
+    pub desk: Option<&'a str>,
+    pub strategy: Option<&'a str>,
+    pub cusip: Option<&'a str>,
+    pub isin: Option<&'a str>,
+    pub security_name: Option<&'a str>,
+    pub exchange: Option<&'a str>,
+    pub currency: Option<&'a str>,
+    pub enrichment_missing: bool,
+    pub archive_key: Option<&'a str>,
+    pub archive_offset: Option<i64>,
+    pub receive_time: Option<i64>,
+}
+
+/// Column order of [`BookRecord`] in every store's SQL.
+pub const COLUMNS: [&str; 25] = [
+    "exec_id",
+    "kind",
+    "corrects",
+    "trader_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "transact_time",
+    "status",
+    "status_by",
+    "status_time",
+    "trader_name",
+    "mpid",
+    "desk",
+    "strategy",
+    "cusip",
+    "isin",
+    "security_name",
+    "exchange",
+    "currency",
+    "enrichment_missing",
+    "archive_key",
+    "archive_offset",
+    "receive_time",
+];
+
+impl<'a> BookRecord<'a> {
+    pub fn from_row(row: &'a BookRow) -> BookRecord<'a> {
+        let trader = row.trader_ref.as_ref();
+        let security = row.security_ref.as_ref();
+        let source = row.source.as_ref();
+        BookRecord {
+            exec_id: &row.exec_id,
+            kind: match row.kind {
+                BookKind::Fill => "fill",
+                BookKind::Correction => "correction",
+            },
+            corrects: row.corrects.as_deref(),
+            trader_id: &row.trader,
+            symbol: &row.symbol,
+            side: if row.qty < 0 { "S" } else { "B" },
+            quantity: row.qty.saturating_abs(),
+            price: Decimal::from_i128_with_scale(i128::from(row.price), 8),
+            transact_time: row.transact_time,
+            status: row.status.label(),
+            status_by: row.status_by.as_deref(),
+            status_time: row.status_time,
+            trader_name: trader.map(|t| t.name.as_str()),
+            mpid: trader.map(|t| t.mpid.as_str()),
+            desk: trader.map(|t| t.desk.as_str()),
+            strategy: trader.map(|t| t.strategy.as_str()),
+            cusip: security.map(|s| s.cusip.as_str()),
+            isin: security.map(|s| s.isin.as_str()),
+            security_name: security.map(|s| s.name.as_str()),
+            exchange: security.map(|s| s.exchange.as_str()),
+            currency: security.map(|s| s.currency.as_str()),
+            enrichment_missing: row.enrichment_missing(),
+            archive_key: source.map(|s| s.archive_key.as_str()),
+            archive_offset: source.map(|s| s.archive_offset as i64),
+            receive_time: source.map(|s| s.receive_time).filter(|t| *t != 0),
+        }
+    }
+}
+
+/// UTC nanoseconds as a `SystemTime` (for stores with a timestamp type).
+pub fn system_time(nanos: i64) -> SystemTime {
+    let magnitude = Duration::from_nanos(nanos.unsigned_abs());
+    if nanos >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// A versioned migration kept in the repository.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eod_dataflow::{BookStatus, SecurityRef, TradeSource};
+
+    pub(crate) fn row(exec_id: &str, qty: i64) -> BookRow {
+        BookRow {
+            exec_id: exec_id.into(),
+            kind: BookKind::Fill,
+            corrects: None,
+            trader: "T1".into(),
+            symbol: "AAPL".into(),
+            qty,
+            price: 18_912_345_678,
+            transact_time: 1_764_104_400_123_456_789,
+            status: BookStatus::Live,
+            status_by: None,
+            status_time: None,
+            trader_ref: None,
+            security_ref: Some(SecurityRef {
+                symbol: "AAPL".into(),
+                cusip: "037833100".into(),
+                isin: "US0378331005".into(),
+                name: "Apple Inc".into(),
+                exchange: "XNAS".into(),
+                currency: "USD".into(),
+            }),
+            source: Some(TradeSource {
+                exec_id: exec_id.into(),
+                archive_key: "gw1/2026-11-25/000001.fix".into(),
+                archive_offset: 42,
+                receive_time: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn record_encodes_side_quantity_exact_price_and_missing_enrichment() {
+        let sell = row("E1", -300);
+        let record = BookRecord::from_row(&sell);
+        assert_eq!(record.side, "S");
+        assert_eq!(record.quantity, 300);
+        assert_eq!(record.price.to_string(), "189.12345678");
+        assert!(record.enrichment_missing, "no trader reference");
+        assert_eq!(record.trader_name, None);
+        assert_eq!(record.isin, Some("US0378331005"));
+        assert_eq!(record.receive_time, None, "0 means unknown");
+        assert_eq!(record.archive_offset, Some(42));
+        assert_eq!(BookRecord::from_row(&row("E2", 5)).side, "B");
+    }
+
+    #[test]
+    fn nanoseconds_map_to_system_time_both_sides_of_the_epoch() {
+        assert_eq!(system_time(1_500), UNIX_EPOCH + Duration::from_nanos(1_500));
+        assert_eq!(
+            system_time(-1_500),
+            UNIX_EPOCH - Duration::from_nanos(1_500)
+        );
+    }
+}

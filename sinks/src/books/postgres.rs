@@ -1,0 +1,257 @@
+//! PostgreSQL books: each batch is one transaction that binary-COPYs the rows into a temporary
+//! staging table, upserts them into `trades` by ExecID, and records the shard's progress.
+//! COPY because it is PostgreSQL's bulk path (row-by-row INSERTs cost a round trip each).
+
+use std::pin::pin;
+
+use eod_dataflow::BookRow;
+use tokio::runtime::Runtime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use super::{system_time, BookRecord, BooksStore, Migration, StoreError, COLUMNS};
+use crate::durable::Progress;
+use crate::SinkError;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "trades",
+    sql: include_str!("../../migrations/postgres/0001_trades.sql"),
+}];
+
+/// Binary COPY types, in [`COLUMNS`] order.
+const TYPES: [Type; 25] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BPCHAR,
+    Type::INT8,
+    Type::NUMERIC,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+];
+
+pub struct PostgresBooks {
+    url: String,
+    runtime: Runtime,
+    client: Client,
+}
+
+async fn connect(runtime: &Runtime, url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    runtime.spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection ended");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresBooks {
+    pub fn open(url: &str) -> Result<PostgresBooks, SinkError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SinkError::Setup(e.to_string()))?;
+        let client = runtime
+            .block_on(connect(&runtime, url))
+            .map_err(|e| SinkError::Setup(format!("connecting to PostgreSQL: {e}")))?;
+        Ok(PostgresBooks {
+            url: url.to_owned(),
+            runtime,
+            client,
+        })
+    }
+
+    /// Applies the migrations not yet applied, under an advisory lock so that processes
+    /// starting together apply each once; returns the versions applied.
+    pub fn migrate(&mut self) -> Result<Vec<i64>, SinkError> {
+        let failed = |e: tokio_postgres::Error| SinkError::Migration(e.to_string());
+        self.runtime.block_on(async {
+            let transaction = self.client.transaction().await.map_err(failed)?;
+            transaction
+                .batch_execute(
+                    "SELECT pg_advisory_xact_lock(7240011);
+                     CREATE TABLE IF NOT EXISTS schema_migrations (
+                        version BIGINT NOT NULL PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(failed)?;
+            let mut applied = Vec::new();
+            for migration in MIGRATIONS {
+                let done = transaction
+                    .query_opt(
+                        "SELECT 1 FROM schema_migrations WHERE version = $1",
+                        &[&migration.version],
+                    )
+                    .await
+                    .map_err(failed)?;
+                if done.is_some() {
+                    continue;
+                }
+                transaction
+                    .batch_execute(migration.sql)
+                    .await
+                    .map_err(failed)?;
+                transaction
+                    .execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        &[&migration.version, &migration.name],
+                    )
+                    .await
+                    .map_err(failed)?;
+                applied.push(migration.version);
+            }
+            transaction.commit().await.map_err(failed)?;
+            Ok(applied)
+        })
+    }
+}
+
+/// Staging table, COPY, upsert: the SQL of one batch.
+pub fn batch_sql() -> (String, String, String) {
+    let columns = COLUMNS.join(", ");
+    let stage = "CREATE TEMP TABLE IF NOT EXISTS trades_stage (LIKE trades INCLUDING DEFAULTS) \
+                 ON COMMIT DELETE ROWS"
+        .to_owned();
+    let copy = format!("COPY trades_stage ({columns}) FROM STDIN BINARY");
+    let updates: Vec<String> = COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let upsert = format!(
+        "INSERT INTO trades ({columns}) SELECT {columns} FROM trades_stage \
+         ON CONFLICT (exec_id) DO UPDATE SET {}, updated_at = now()",
+        updates.join(", ")
+    );
+    (stage, copy, upsert)
+}
+
+const PROGRESS_SQL: &str = "INSERT INTO sink_progress (sink, shard, time, rows_total, complete)
+     VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (sink, shard) DO UPDATE SET time = excluded.time, rows_total = excluded.rows_total,
+         complete = excluded.complete, updated_at = now()";
+
+fn classify(error: tokio_postgres::Error) -> StoreError {
+    let Some(state) = error.code() else {
+        // No SQLSTATE: the connection or the socket failed.
+        return StoreError::Unavailable(error.to_string());
+    };
+    match &state.code()[..2] {
+        // Data exception, integrity constraint violation: a row is at fault.
+        "22" | "23" => StoreError::Refused(error.to_string()),
+        // Connection exception, insufficient resources, operator intervention (shutdown).
+        "08" | "53" | "57" => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Fatal(SinkError::Store(error.to_string())),
+    }
+}
+
+impl BooksStore for PostgresBooks {
+    fn write(&mut self, rows: &[BookRow], progress: &Progress) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            return Err(StoreError::Unavailable("connection closed".into()));
+        }
+        let (stage, copy, upsert) = batch_sql();
+        self.runtime.block_on(async {
+            let transaction = self.client.transaction().await.map_err(classify)?;
+            transaction.batch_execute(&stage).await.map_err(classify)?;
+            let sink = transaction.copy_in(&copy).await.map_err(classify)?;
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &TYPES));
+            for row in rows {
+                let r = BookRecord::from_row(row);
+                let transact_time = system_time(r.transact_time);
+                let status_time = r.status_time.map(system_time);
+                let receive_time = r.receive_time.map(system_time);
+                let values: [&(dyn ToSql + Sync); 25] = [
+                    &r.exec_id,
+                    &r.kind,
+                    &r.corrects,
+                    &r.trader_id,
+                    &r.symbol,
+                    &r.side,
+                    &r.quantity,
+                    &r.price,
+                    &transact_time,
+                    &r.status,
+                    &r.status_by,
+                    &status_time,
+                    &r.trader_name,
+                    &r.mpid,
+                    &r.desk,
+                    &r.strategy,
+                    &r.cusip,
+                    &r.isin,
+                    &r.security_name,
+                    &r.exchange,
+                    &r.currency,
+                    &r.enrichment_missing,
+                    &r.archive_key,
+                    &r.archive_offset,
+                    &receive_time,
+                ];
+                writer.as_mut().write(&values).await.map_err(classify)?;
+            }
+            writer.finish().await.map_err(classify)?;
+            transaction.execute(&upsert, &[]).await.map_err(classify)?;
+            transaction
+                .execute(
+                    PROGRESS_SQL,
+                    &[
+                        &progress.sink,
+                        &(progress.shard as i32),
+                        &(progress.time as i64),
+                        &(progress.rows_total as i64),
+                        &progress.complete,
+                    ],
+                )
+                .await
+                .map_err(classify)?;
+            transaction.commit().await.map_err(classify)
+        })
+    }
+
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        let client = self
+            .runtime
+            .block_on(connect(&self.runtime, &self.url))
+            .map_err(classify)?;
+        self.client = client;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sql_copies_every_column_and_upserts_by_exec_id() {
+        let (stage, copy, upsert) = batch_sql();
+        assert!(stage.contains("LIKE trades"));
+        assert!(copy.starts_with("COPY trades_stage (exec_id, kind, corrects,"));
+        assert!(copy.ends_with("receive_time) FROM STDIN BINARY"));
+        assert!(upsert.contains("ON CONFLICT (exec_id) DO UPDATE SET kind = excluded.kind"));
+        assert!(!upsert.contains("exec_id = excluded.exec_id"));
+        assert_eq!(TYPES.len(), COLUMNS.len());
+    }
+}

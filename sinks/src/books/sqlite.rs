@@ -1,0 +1,256 @@
+//! SQLite books: the embedded default of `eod replay` and `eod demo`. One writer (SQLite allows
+//! one), WAL with full sync so that a committed batch survives a crash of the process.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use eod_dataflow::BookRow;
+use rusqlite::{params_from_iter, Connection, ErrorCode, ToSql};
+
+use super::{BookRecord, BooksStore, Migration, StoreError, COLUMNS};
+use crate::durable::Progress;
+use crate::SinkError;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "trades",
+    sql: include_str!("../../migrations/sqlite/0001_trades.sql"),
+}];
+
+pub struct SqliteBooks {
+    path: PathBuf,
+    connection: Connection,
+}
+
+impl SqliteBooks {
+    pub fn open(path: &Path) -> Result<SqliteBooks, SinkError> {
+        let connection = connect(path).map_err(|e| SinkError::Setup(e.to_string()))?;
+        Ok(SqliteBooks {
+            path: path.to_owned(),
+            connection,
+        })
+    }
+
+    /// Applies the migrations not yet applied, each in its own transaction; returns their
+    /// versions.
+    pub fn migrate(&mut self) -> Result<Vec<i64>, SinkError> {
+        let failed = |e: rusqlite::Error| SinkError::Migration(e.to_string());
+        self.connection
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER NOT NULL PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    applied_at INTEGER NOT NULL)",
+            )
+            .map_err(failed)?;
+        let mut applied = Vec::new();
+        for migration in MIGRATIONS {
+            let transaction = self.connection.transaction().map_err(failed)?;
+            let done: i64 = transaction
+                .query_row(
+                    "SELECT count(*) FROM schema_migrations WHERE version = ?1",
+                    [migration.version],
+                    |row| row.get(0),
+                )
+                .map_err(failed)?;
+            if done > 0 {
+                continue;
+            }
+            transaction.execute_batch(migration.sql).map_err(failed)?;
+            transaction
+                .execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![migration.version, migration.name, now_nanos()],
+                )
+                .map_err(failed)?;
+            transaction.commit().map_err(failed)?;
+            applied.push(migration.version);
+        }
+        Ok(applied)
+    }
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    Ok(connection)
+}
+
+fn now_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// `INSERT .. ON CONFLICT (exec_id) DO UPDATE`: a row written twice is one row.
+pub fn upsert_sql() -> String {
+    let placeholders: Vec<String> = (1..=COLUMNS.len() + 1).map(|i| format!("?{i}")).collect();
+    let updates: Vec<String> = COLUMNS[1..]
+        .iter()
+        .chain(std::iter::once(&"updated_at"))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO trades ({}, updated_at) VALUES ({}) ON CONFLICT (exec_id) DO UPDATE SET {}",
+        COLUMNS.join(", "),
+        placeholders.join(", "),
+        updates.join(", ")
+    )
+}
+
+const PROGRESS_SQL: &str =
+    "INSERT INTO sink_progress (sink, shard, time, rows_total, complete, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+     ON CONFLICT (sink, shard) DO UPDATE SET time = excluded.time, rows_total = excluded.rows_total,
+         complete = excluded.complete, updated_at = excluded.updated_at";
+
+fn classify(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch | ErrorCode::TooBig) => {
+            StoreError::Refused(error.to_string())
+        }
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull,
+        ) => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Fatal(SinkError::Store(error.to_string())),
+    }
+}
+
+impl BooksStore for SqliteBooks {
+    fn write(&mut self, rows: &[BookRow], progress: &Progress) -> Result<(), StoreError> {
+        let now = now_nanos();
+        let transaction = self.connection.transaction().map_err(classify)?;
+        {
+            let mut upsert = transaction
+                .prepare_cached(&upsert_sql())
+                .map_err(classify)?;
+            for row in rows {
+                let r = BookRecord::from_row(row);
+                let price = r.price.to_string();
+                let values: [&dyn ToSql; 26] = [
+                    &r.exec_id,
+                    &r.kind,
+                    &r.corrects,
+                    &r.trader_id,
+                    &r.symbol,
+                    &r.side,
+                    &r.quantity,
+                    &price,
+                    &r.transact_time,
+                    &r.status,
+                    &r.status_by,
+                    &r.status_time,
+                    &r.trader_name,
+                    &r.mpid,
+                    &r.desk,
+                    &r.strategy,
+                    &r.cusip,
+                    &r.isin,
+                    &r.security_name,
+                    &r.exchange,
+                    &r.currency,
+                    &r.enrichment_missing,
+                    &r.archive_key,
+                    &r.archive_offset,
+                    &r.receive_time,
+                    &now,
+                ];
+                upsert.execute(params_from_iter(values)).map_err(classify)?;
+            }
+            transaction
+                .execute(
+                    PROGRESS_SQL,
+                    rusqlite::params![
+                        progress.sink,
+                        progress.shard as i64,
+                        progress.time as i64,
+                        progress.rows_total as i64,
+                        progress.complete,
+                        now
+                    ],
+                )
+                .map_err(classify)?;
+        }
+        transaction.commit().map_err(classify)
+    }
+
+    fn reconnect(&mut self) -> Result<(), StoreError> {
+        self.connection = connect(&self.path).map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::books::tests::row;
+
+    fn progress(time: u64, rows_total: u64) -> Progress {
+        Progress {
+            sink: "books",
+            shard: 0,
+            time,
+            rows_total,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn upserts_by_exec_id_with_progress_and_exact_price() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteBooks::open(&dir.path().join("books.sqlite")).unwrap();
+        assert_eq!(store.migrate().unwrap(), vec![1]);
+        assert!(store.migrate().unwrap().is_empty(), "migrations apply once");
+        store
+            .write(&[row("E1", 100), row("E2", -5)], &progress(3, 2))
+            .unwrap();
+        let mut busted = row("E1", 100);
+        busted.status = eod_dataflow::BookStatus::Busted;
+        busted.status_by = Some("B9".into());
+        store
+            .write(&[busted.clone(), busted], &progress(7, 4))
+            .unwrap();
+        let c = &store.connection;
+        let count: i64 = c
+            .query_row("SELECT count(*) FROM trades", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 2, "ExecIDs exactly once");
+        let (status, by, price): (String, String, String) = c
+            .query_row(
+                "SELECT status, status_by, price FROM trades WHERE exec_id = 'E1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), by.as_str()), ("busted", "B9"));
+        assert_eq!(price, "189.12345678");
+        let (time, total): (i64, i64) = c
+            .query_row("SELECT time, rows_total FROM sink_progress", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((time, total), (7, 4));
+    }
+
+    #[test]
+    fn a_bad_row_is_refused_and_the_transaction_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteBooks::open(&dir.path().join("books.sqlite")).unwrap();
+        store.migrate().unwrap();
+        let zero = row("E0", 0); // quantity 0 breaks the CHECK
+        let result = store.write(&[row("E1", 1), zero], &progress(1, 2));
+        assert!(matches!(result, Err(StoreError::Refused(_))), "{result:?}");
+        let count: i64 = store
+            .connection
+            .query_row("SELECT count(*) FROM trades", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 0, "all or nothing");
+    }
+}

@@ -1,0 +1,410 @@
+//! The durable-sink operator: batches a collection's completed changes and hands them to a
+//! writer thread, and holds its output frontier back until the writer says they are durable.
+//!
+//! Probing that output gives "everything before this time is in the store": the Kafka source
+//! commits offsets only past it, and its bound on epochs in flight makes a slow or absent store
+//! stop the source instead of growing queues. Writing happens on its own thread so that a store
+//! that is down never blocks the timely worker: the views stay current while the books wait.
+
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::{ExchangeData, VecCollection};
+use eod_dataflow::stash::TimeStash;
+use eod_dataflow::{Diff, Time};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use crate::SinkError;
+
+/// Writes batches durably: `Ok` means the rows and the progress are committed together.
+pub trait BatchWriter: Send + 'static {
+    type Row: Send + 'static;
+    fn write(&mut self, rows: &[Self::Row], progress: &Progress) -> Result<(), SinkError>;
+}
+
+/// What a batch completes, written in the same transaction as its rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub sink: &'static str,
+    /// The writing worker: each shard records its own progress.
+    pub shard: usize,
+    /// The latest dataflow time whose rows are in this batch.
+    pub time: Time,
+    /// Rows this shard has written in this run, this batch included.
+    pub rows_total: u64,
+    /// No row of an earlier time is still waiting: the store holds every time up to `time`.
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    pub name: &'static str,
+    /// Largest batch; a full batch is written at once.
+    pub max_rows: usize,
+    /// Oldest a buffered row gets before its batch is written anyway.
+    pub max_age: Duration,
+    /// All rows go to worker 0 (a store that allows one writer, like SQLite).
+    pub single_writer: bool,
+}
+
+impl SinkOptions {
+    pub fn books(single_writer: bool) -> SinkOptions {
+        SinkOptions {
+            name: "books",
+            max_rows: 5000,
+            max_age: Duration::from_secs(5),
+            single_writer,
+        }
+    }
+}
+
+struct Job<R> {
+    rows: Vec<R>,
+    progress: Progress,
+}
+
+#[derive(Default)]
+struct Acks {
+    /// Jobs the writer has made durable.
+    done: u64,
+    failure: Option<String>,
+}
+
+/// Attaches the sink: rows are the records that enter `collection` at each completed time
+/// (a change of a record is its retraction plus the new version; the new version is written).
+/// `sharding` picks the worker that writes a record; `writer` is called once on each worker
+/// that writes, and its value moves to that worker's writer thread. The returned stream
+/// carries no data: its frontier is the sink's durable frontier.
+pub fn durable_sink<'s, D, W>(
+    collection: VecCollection<'s, Time, D, Diff>,
+    options: SinkOptions,
+    sharding: impl Fn(&D) -> u64 + 'static,
+    writer: impl FnOnce(usize) -> Result<W, SinkError>,
+) -> Result<Stream<'s, Time, Vec<()>>, SinkError>
+where
+    D: ExchangeData,
+    W: BatchWriter<Row = D>,
+{
+    let scope = collection.inner.scope();
+    let shard = scope.index();
+    let writer = if !options.single_writer || shard == 0 {
+        Some(writer(shard)?)
+    } else {
+        None
+    };
+    let single = options.single_writer;
+    let exchange = Exchange::new(
+        move |(record, _, _): &(D, Time, Diff)| {
+            if single {
+                0
+            } else {
+                sharding(record)
+            }
+        },
+    );
+    let worker = scope.worker();
+    let mut spawn_error = None;
+    let stream = collection
+        .inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+            exchange,
+            options.name,
+            |_capability, info| {
+                let acks = Arc::new(Mutex::new(Acks::default()));
+                let jobs = writer.and_then(|writer| {
+                    let wake = worker.sync_activator_for(info.address.to_vec());
+                    match spawn_writer(writer, options.name, shard, acks.clone(), wake) {
+                        Ok(jobs) => Some(jobs),
+                        Err(e) => {
+                            spawn_error = Some(e);
+                            None
+                        }
+                    }
+                });
+                let activator = scope.activator_for(info.address.clone());
+                let mut state = SinkState {
+                    options,
+                    stash: TimeStash::default(),
+                    buffer: Vec::new(),
+                    buffer_first: None,
+                    buffer_last: 0,
+                    buffer_since: Instant::now(),
+                    held: None,
+                    in_flight: None,
+                    sent: 0,
+                    rows_total: 0,
+                    shard,
+                    jobs,
+                    acks,
+                };
+                move |(input, frontier), _output| {
+                    input.for_each(|capability, updates| {
+                        for (record, time, diff) in updates.drain(..) {
+                            state.stash.push(&capability, time, (record, diff));
+                        }
+                    });
+                    while let Some((capability, mut changes)) = state.stash.pop_complete(frontier) {
+                        consolidate(&mut changes);
+                        let entering = changes.into_iter().filter(|(_, diff)| *diff > 0);
+                        state.take(capability, entering.map(|(record, _)| record));
+                    }
+                    if let Some(delay) = state.step(frontier.is_empty()) {
+                        activator.activate_after(delay);
+                    }
+                }
+            },
+        );
+    match spawn_error {
+        Some(e) => Err(e),
+        None => Ok(stream),
+    }
+}
+
+struct SinkState<R> {
+    options: SinkOptions,
+    stash: TimeStash<(R, Diff)>,
+    buffer: Vec<R>,
+    /// Earliest and latest time among buffered rows.
+    buffer_first: Option<Time>,
+    buffer_last: Time,
+    buffer_since: Instant,
+    /// At the earliest time not yet durable; dropped when everything is.
+    held: Option<Capability<Time>>,
+    /// Earliest time of the job the writer is working on.
+    in_flight: Option<Time>,
+    /// Jobs handed to the writer.
+    sent: u64,
+    rows_total: u64,
+    shard: usize,
+    jobs: Option<SyncSender<Job<R>>>,
+    acks: Arc<Mutex<Acks>>,
+}
+
+impl<R> SinkState<R> {
+    /// Buffers the rows of one completed time.
+    fn take(&mut self, capability: Capability<Time>, rows: impl Iterator<Item = R>) {
+        let before = self.buffer.len();
+        self.buffer.extend(rows);
+        if self.buffer.len() == before {
+            return;
+        }
+        let time = *capability.time();
+        if self.buffer_first.is_none() {
+            self.buffer_first = Some(time);
+            self.buffer_since = Instant::now();
+        }
+        self.buffer_last = time;
+        if self.held.is_none() {
+            self.held = Some(capability);
+        }
+    }
+
+    /// Collects acknowledgements and sends the next batch when one is due. Returns when to
+    /// look again if nothing else will wake the operator.
+    fn step(&mut self, input_done: bool) -> Option<Duration> {
+        let done = match self.acks.lock() {
+            Ok(acks) => {
+                if let Some(failure) = &acks.failure {
+                    // The writer gave up on something that is not a row's fault (the schema,
+                    // say): carrying on would silently lose the books.
+                    panic!("{} sink failed: {failure}", self.options.name);
+                }
+                acks.done
+            }
+            Err(_) => panic!("{} sink: writer state poisoned", self.options.name),
+        };
+        if self.in_flight.is_some() && done == self.sent {
+            self.in_flight = None;
+        }
+        if self.in_flight.is_none() && !self.buffer.is_empty() {
+            let full = self.buffer.len() >= self.options.max_rows;
+            let old = self.buffer_since.elapsed() >= self.options.max_age;
+            if full || old || input_done {
+                self.send();
+            }
+        }
+        // Hold the output at the earliest time still waiting, or let it go.
+        match self.in_flight.or(self.buffer_first) {
+            Some(time) => {
+                if let Some(held) = self.held.as_mut() {
+                    held.downgrade(&time.max(*held.time()));
+                }
+            }
+            None => self.held = None,
+        }
+        if self.in_flight.is_none() && !self.buffer.is_empty() {
+            return Some(
+                self.options
+                    .max_age
+                    .saturating_sub(self.buffer_since.elapsed()),
+            );
+        }
+        None
+    }
+
+    fn send(&mut self) {
+        let Some(jobs) = self.jobs.as_ref() else {
+            // A worker without a writer never receives rows: the exchange routes them away.
+            self.buffer.clear();
+            self.buffer_first = None;
+            return;
+        };
+        let take = self.buffer.len().min(self.options.max_rows);
+        let rows: Vec<R> = self.buffer.drain(..take).collect();
+        self.rows_total += rows.len() as u64;
+        let complete = self.buffer.is_empty();
+        let first = self.buffer_first.take().unwrap_or(self.buffer_last);
+        let progress = Progress {
+            sink: self.options.name,
+            shard: self.shard,
+            time: if complete { self.buffer_last } else { first },
+            rows_total: self.rows_total,
+            complete,
+        };
+        match jobs.try_send(Job { rows, progress }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                panic!("{} sink: writer thread is gone", self.options.name)
+            }
+        }
+        self.sent += 1;
+        self.in_flight = Some(first);
+        if !complete {
+            // The rest of a time split over batches is still waiting.
+            self.buffer_first = Some(first);
+            self.buffer_since = Instant::now() - self.options.max_age;
+        }
+    }
+}
+
+fn spawn_writer<W: BatchWriter>(
+    mut writer: W,
+    name: &'static str,
+    shard: usize,
+    acks: Arc<Mutex<Acks>>,
+    wake: timely::scheduling::SyncActivator,
+) -> Result<SyncSender<Job<W::Row>>, SinkError> {
+    // One job at a time: the operator sends the next only after this one is acknowledged.
+    let (jobs, incoming) = mpsc::sync_channel::<Job<W::Row>>(1);
+    std::thread::Builder::new()
+        .name(format!("{name}-writer-{shard}"))
+        .spawn(move || {
+            while let Ok(job) = incoming.recv() {
+                let span = tracing::info_span!(
+                    "sink_batch",
+                    sink = name,
+                    shard,
+                    rows = job.rows.len(),
+                    time = job.progress.time
+                );
+                let _entered = span.enter();
+                let result = writer.write(&job.rows, &job.progress);
+                if let Ok(mut acks) = acks.lock() {
+                    match result {
+                        Ok(()) => acks.done += 1,
+                        Err(e) => acks.failure = Some(e.to_string()),
+                    }
+                }
+                // The operator may already be gone at shutdown; nothing is lost then.
+                let _ = wake.activate();
+            }
+        })
+        .map_err(|e| SinkError::Setup(format!("spawning the {name} writer: {e}")))?;
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::input::Input;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use timely::dataflow::operators::probe::Handle as ProbeHandle;
+    use timely::dataflow::operators::Probe;
+
+    type Log = Arc<Mutex<Vec<(Vec<(u64, u64)>, Progress)>>>;
+
+    struct GatedWriter {
+        log: Log,
+        open: Arc<AtomicBool>,
+    }
+
+    impl BatchWriter for GatedWriter {
+        type Row = (u64, u64);
+        fn write(&mut self, rows: &[(u64, u64)], progress: &Progress) -> Result<(), SinkError> {
+            while !self.open.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Ok(mut log) = self.log.lock() {
+                log.push((rows.to_vec(), progress.clone()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frontier_waits_for_the_writer_and_batches_split_at_max_rows() {
+        let log: Log = Arc::default();
+        let open = Arc::new(AtomicBool::new(false));
+        let (log_w, open_w) = (log.clone(), open.clone());
+        timely::execute(timely::Config::process(2), move |worker| {
+            let probe = ProbeHandle::new();
+            let (log, open) = (log_w.clone(), open_w.clone());
+            let mut input = worker.dataflow(|scope| {
+                let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
+                let options = SinkOptions {
+                    name: "test",
+                    max_rows: 2,
+                    max_age: Duration::ZERO,
+                    single_writer: true,
+                };
+                let writer = |_shard| Ok(GatedWriter { log, open });
+                durable_sink(rows, options, |(key, _)| *key, writer)
+                    .expect("sink builds")
+                    .probe_with(&probe);
+                input
+            });
+            if worker.index() == 0 {
+                for key in 0..5 {
+                    input.insert((key, 10));
+                }
+            }
+            input.advance_to(1);
+            input.flush();
+            // The writer is blocked: time 0 must not complete, however long we step.
+            for _ in 0..200 {
+                worker.step();
+            }
+            assert!(probe.less_than(&1), "frontier passed rows not yet durable");
+            if worker.index() == 0 {
+                open_w.store(true, Ordering::Release);
+            }
+            worker.step_while(|| probe.less_than(&1));
+            // A changed row: only its new version is written.
+            if worker.index() == 0 {
+                input.remove((1, 10));
+                input.insert((1, 11));
+            }
+            input.advance_to(2);
+            input.flush();
+            worker.step_while(|| probe.less_than(&2));
+        })
+        .expect("timely runs");
+        let log = log.lock().unwrap();
+        let sizes: Vec<usize> = log.iter().map(|(rows, _)| rows.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1, 1]);
+        let complete: Vec<bool> = log.iter().map(|(_, p)| p.complete).collect();
+        assert_eq!(complete, vec![false, false, true, true]);
+        assert_eq!(log[3].0, vec![(1, 11)]);
+        assert_eq!(log[3].1.time, 1);
+        assert_eq!(log[3].1.rows_total, 6);
+        let mut written: Vec<(u64, u64)> = log[..3].iter().flat_map(|(r, _)| r.clone()).collect();
+        written.sort();
+        assert_eq!(written, (0..5).map(|k| (k, 10)).collect::<Vec<_>>());
+    }
+}

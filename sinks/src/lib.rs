@@ -1,0 +1,20 @@
+//! `eod-sinks`: where the dataflow's results land. The books (the truth path) go to SQL stores
+//! through a durable-sink operator whose frontier says what is committed; the views go to Redis;
+//! the raw archive goes to object storage.
+
+pub mod books;
+pub mod durable;
+pub mod metrics;
+
+pub use durable::{durable_sink, BatchWriter, Progress, SinkOptions};
+pub use metrics::SinkMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sink setup: {0}")]
+    Setup(String),
+    #[error("schema migration: {0}")]
+    Migration(String),
+    #[error("store: {0}")]
+    Store(String),
+}

@@ -1,0 +1,67 @@
+//! Prometheus metrics of the sinks, registered into the process's registry.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub rows_written: IntCounterVec,
+    pub batches: IntCounterVec,
+    pub batch_seconds: HistogramVec,
+    pub batch_rows: HistogramVec,
+    /// Failed attempts, by kind: unavailable (the store is down) or refused (the data).
+    pub retries: IntCounterVec,
+    /// Rows the store refused after retries, sent to the dead-letter queue.
+    pub refused_rows: IntCounterVec,
+    /// 1 while the last attempt reached the store, 0 while it is unreachable.
+    pub store_up: IntGaugeVec,
+}
+
+impl SinkMetrics {
+    pub fn register(registry: &Registry) -> Result<SinkMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["sink"])?;
+            registry.register(Box::new(h.clone()))?;
+            Ok::<_, prometheus::Error>(h)
+        };
+        let store_up = IntGaugeVec::new(
+            Opts::new(
+                "eod_sink_store_up",
+                "Whether the sink's store answered its last attempt",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(store_up.clone()))?;
+        Ok(SinkMetrics {
+            rows_written: counter("eod_sink_rows_total", "Rows written durably", &["sink"])?,
+            batches: counter("eod_sink_batches_total", "Batches committed", &["sink"])?,
+            batch_seconds: histogram(
+                "eod_sink_batch_seconds",
+                "Time to commit one batch, retries included",
+                vec![
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+                ],
+            )?,
+            batch_rows: histogram(
+                "eod_sink_batch_rows",
+                "Rows per committed batch",
+                vec![1.0, 10.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
+            )?,
+            retries: counter(
+                "eod_sink_retries_total",
+                "Failed write attempts",
+                &["sink", "kind"],
+            )?,
+            refused_rows: counter(
+                "eod_sink_refused_rows_total",
+                "Rows refused by the store and dead-lettered",
+                &["sink"],
+            )?,
+            store_up,
+        })
+    }
+}
