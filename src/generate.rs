@@ -7,18 +7,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use eod_sources::prices::kind_name;
+use eod_sources::reference_data::{securities_csv, simulated_reference, traders_csv};
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 
 pub struct GeneratedArchive {
     pub dir: PathBuf,
     pub prices: PathBuf,
+    /// Reference data for the simulated traders and symbols, beside the archive.
+    pub traders: PathBuf,
+    pub securities: PathBuf,
     pub segments: usize,
     pub fix_messages: u64,
     pub price_updates: u64,
 }
 
 /// Generates `messages` simulator events into `dir` (FIX into `segment-NNNNN.fix` files of about
-/// `segment_bytes`, prices into `prices.csv` beside it).
+/// `segment_bytes`, prices into `<dir>.prices.csv` beside it, reference data into
+/// `<dir>.traders.csv` and `<dir>.securities.csv`).
 pub fn generate_archive(
     dir: &Path,
     config: SimConfig,
@@ -27,6 +32,13 @@ pub fn generate_archive(
 ) -> Result<GeneratedArchive> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let prices_path = dir.with_extension("prices.csv");
+    let (traders, securities) = simulated_reference(&config);
+    let traders_path = dir.with_extension("traders.csv");
+    let securities_path = dir.with_extension("securities.csv");
+    fs::write(&traders_path, traders_csv(&traders))
+        .with_context(|| format!("writing {}", traders_path.display()))?;
+    fs::write(&securities_path, securities_csv(&securities))
+        .with_context(|| format!("writing {}", securities_path.display()))?;
     let mut prices = String::from("symbol,kind,price\n");
     let mut segment = Vec::with_capacity(segment_bytes + 4096);
     let (mut segments, mut fix_messages, mut price_updates) = (0usize, 0u64, 0u64);
@@ -71,6 +83,8 @@ pub fn generate_archive(
     Ok(GeneratedArchive {
         dir: dir.to_owned(),
         prices: prices_path,
+        traders: traders_path,
+        securities: securities_path,
         segments,
         fix_messages,
         price_updates,

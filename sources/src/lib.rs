@@ -8,4 +8,5 @@ pub mod fix;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod prices;
+pub mod reference_data;
 pub mod simulator;
