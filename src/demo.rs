@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use eod_dataflow::{build_dataflow, Time, ViewStore};
+use eod_dataflow::{build_graph, GraphOptions, Time, ViewStore};
 use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
 
+use crate::books::{BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::DeadLetterSender;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
+use crate::replay::refused_to_jsonl;
 use crate::timely_args::{timely_config, workers_per_process};
 
 #[derive(Clone, Debug)]
@@ -22,7 +24,14 @@ pub struct DemoOptions {
     /// Stop after this long (run until Ctrl-C when `None`).
     pub duration: Option<Duration>,
     pub timely_args: Vec<String>,
+    pub books: Option<BooksTarget>,
+    pub books_batch: BatchLimits,
+    pub reference: ReferenceData,
 }
+
+/// Closed epochs the source may run ahead of the durable sinks: a batch waits up to its age
+/// limit, so this spans several seconds of epochs; beyond it a slow store stops the source.
+const MAX_EPOCHS_NOT_DURABLE: u64 = 2_000;
 
 /// Runs until `stop` is set or the duration passes.
 pub fn run_demo(
@@ -34,10 +43,28 @@ pub fn run_demo(
 ) -> Result<()> {
     let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
-    let guards = timely::execute(config, move |worker| {
+    if let Some(books) = &options.books {
+        books.migrate()?;
+    }
+    let guards = timely::execute(config, move |worker| -> Result<()> {
         let index = worker.index();
         let store = index.is_multiple_of(workers).then(|| store.clone());
-        let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, workers));
+        let books = options.books.as_ref();
+        let (mut inputs, probe, durable) = worker.dataflow(|scope| {
+            let graph_options = GraphOptions {
+                store,
+                workers_per_process: workers,
+                books: books.is_some(),
+            };
+            let graph = build_graph(scope, graph_options);
+            if let (Some(target), Some(rows)) = (books, graph.books) {
+                let dead_letters = dead_letters.clone();
+                let refused = move || refused_to_jsonl(dead_letters);
+                let sinks = metrics.sinks.clone();
+                target.attach(rows, &graph.durable, options.books_batch, sinks, refused)?;
+            }
+            anyhow::Ok((graph.inputs, graph.probe, graph.durable))
+        })?;
         let started = Instant::now();
         let out_of_time = |now: Instant| {
             options
@@ -50,7 +77,7 @@ pub fn run_demo(
             while !stop.load(Ordering::Acquire) && !out_of_time(Instant::now()) {
                 worker.step_or_park(Some(Duration::from_millis(5)));
             }
-            return;
+            return Ok(());
         }
         let mut intake = Intake::new(
             "simulator",
@@ -58,6 +85,7 @@ pub fn run_demo(
             dead_letters.clone(),
             metrics.clone(),
         );
+        options.reference.enter(&mut inputs);
         let mut simulator = Simulator::new(options.sim.clone());
         let sim_start = options.sim.start;
         let mut pending: Option<SimMessage> = simulator.next();
@@ -102,19 +130,22 @@ pub fn run_demo(
                     .epochs_in_flight
                     .set(epoch.saturating_sub(completed) as i64);
             }
-            // Bounded lag: never run more than a few epochs ahead of what the views reflect.
+            // Bounded lag: never run more than a few epochs ahead of what the views reflect,
+            // nor far ahead of what the books hold.
             let floor = epoch.saturating_sub(4);
-            while probe.less_than(&floor) {
+            let durable_floor = epoch.saturating_sub(MAX_EPOCHS_NOT_DURABLE);
+            while probe.less_than(&floor) || durable.less_than(&durable_floor) {
                 worker.step();
             }
             worker.step_or_park(Some(Duration::from_millis(1)));
         }
         intake.flush_counts(&mut inputs);
         inputs.close();
+        Ok(())
     })
     .map_err(anyhow::Error::msg)?;
     for result in guards.join() {
-        result.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
+        result.map_err(|e| anyhow::anyhow!("worker failed: {e}"))??;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 
 use std::sync::Arc;
 
-use eod_dataflow::TradeEvent;
+use eod_dataflow::{TradeEvent, TradeSource};
 
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender};
 use crate::metrics::Metrics;
@@ -34,6 +34,8 @@ pub struct Intake {
     dead_letters: DeadLetterSender,
     counts: IntakeCounts,
     metrics: Arc<Metrics>,
+    /// Enter each execution's archive location (for the books).
+    enter_sources: bool,
 }
 
 impl Intake {
@@ -51,7 +53,13 @@ impl Intake {
             dead_letters,
             counts: IntakeCounts::default(),
             metrics,
+            enter_sources: false,
         }
+    }
+
+    /// Also enter where each execution is archived: the books carry it.
+    pub fn enter_sources(&mut self, enabled: bool) {
+        self.enter_sources = enabled;
     }
 
     /// Starts a new stream (e.g. the next archive segment) with a fresh framer.
@@ -82,10 +90,27 @@ impl Intake {
                 Framed::Message { bytes, offset } => match self.decoder.decode(bytes) {
                     Ok(Decoded::Trade(envelope)) => match to_event(envelope) {
                         Some(event) => {
-                            match &event {
-                                TradeEvent::Fill(_) => self.counts.fills += 1,
-                                TradeEvent::Bust(_) => self.counts.busts += 1,
-                                TradeEvent::Correct(_) => self.counts.corrections += 1,
+                            let executed = match &event {
+                                TradeEvent::Fill(fill) => {
+                                    self.counts.fills += 1;
+                                    Some(&fill.exec_id)
+                                }
+                                TradeEvent::Bust(_) => {
+                                    self.counts.busts += 1;
+                                    None
+                                }
+                                TradeEvent::Correct(correction) => {
+                                    self.counts.corrections += 1;
+                                    Some(&correction.fill.exec_id)
+                                }
+                            };
+                            if let (true, Some(exec_id)) = (self.enter_sources, executed) {
+                                inputs.sources.insert(TradeSource {
+                                    exec_id: exec_id.clone(),
+                                    archive_key: self.source.as_str().into(),
+                                    archive_offset: offset,
+                                    receive_time: 0,
+                                });
                             }
                             inputs.event(event);
                             None

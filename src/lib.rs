@@ -1,6 +1,7 @@
 //! The `eod` runtime: wires sources, the dataflow and the query endpoint together for the
 //! embedded `replay` and `demo` modes.
 
+pub mod books;
 pub mod dead_letters;
 pub mod demo;
 pub mod generate;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use eod::books::{BatchLimits, BooksTarget, ReferenceData};
 use eod::dead_letters::DeadLetterWriter;
 use eod::demo::{run_demo, DemoOptions};
 use eod::generate::generate_archive;
@@ -219,9 +220,77 @@ struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    books: BooksArgs,
     /// Timely flags, after `--`: `-w THREADS`, `-n PROCESSES -p INDEX -h HOSTFILE`.
     #[arg(last = true)]
     timely: Vec<String>,
+}
+
+/// The books (the enriched trade store) and the reference data that enriches them.
+#[derive(Args, Debug, Clone)]
+struct BooksArgs {
+    /// Books store: `sqlite:PATH` or `postgres://USER@HOST:PORT/DB` [default for replay:
+    /// sqlite beside --output, else ./eod-books.sqlite; for demo: in the temp directory].
+    #[arg(long, env = "EOD_BOOKS")]
+    books: Option<BooksTarget>,
+    /// Views only: write no books.
+    #[arg(long, conflicts_with = "books")]
+    no_books: bool,
+    /// Traders CSV (`trader_id,name,mpid,desk,strategy`) [default: `<archive>.traders.csv`
+    /// when it exists].
+    #[arg(long, env = "EOD_TRADER_REFERENCE")]
+    trader_reference: Option<PathBuf>,
+    /// Securities CSV (`symbol,cusip,isin,name,exchange,currency`) [default:
+    /// `<archive>.securities.csv` when it exists].
+    #[arg(long, env = "EOD_SECURITY_REFERENCE")]
+    security_reference: Option<PathBuf>,
+    /// Most rows in one books transaction.
+    #[arg(long, default_value_t = 5000, env = "EOD_BOOKS_BATCH_ROWS")]
+    books_batch_rows: usize,
+    /// Longest a books row waits for its batch, in milliseconds (replays write each
+    /// completed epoch at once).
+    #[arg(long, default_value_t = 5000, env = "EOD_BOOKS_BATCH_MS")]
+    books_batch_ms: u64,
+}
+
+impl BooksArgs {
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_rows: self.books_batch_rows.max(1),
+            max_age: Duration::from_millis(self.books_batch_ms),
+        }
+    }
+
+    fn target(&self, default: impl FnOnce() -> PathBuf) -> Option<BooksTarget> {
+        if self.no_books {
+            return None;
+        }
+        Some(
+            self.books
+                .clone()
+                .unwrap_or_else(|| BooksTarget::Sqlite(default())),
+        )
+    }
+
+    /// Reference data from the flags, else from the CSVs `eod generate` writes beside `archive`.
+    fn reference(&self, archive: Option<&str>) -> Result<ReferenceData> {
+        let beside = |extension: &str| {
+            archive
+                .map(|a| PathBuf::from(a.trim_start_matches("file://").trim_end_matches('/')))
+                .map(|dir| dir.with_extension(extension))
+                .filter(|path| path.is_file())
+        };
+        let traders = self
+            .trader_reference
+            .clone()
+            .or_else(|| beside("traders.csv"));
+        let securities = self
+            .security_reference
+            .clone()
+            .or_else(|| beside("securities.csv"));
+        ReferenceData::load(traders.as_deref(), securities.as_deref())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -246,6 +315,8 @@ struct DemoArgs {
     /// Dead-letter JSONL path [default: eod-demo-dead-letters.jsonl in the temp directory].
     #[arg(long)]
     dead_letters: Option<PathBuf>,
+    #[command(flatten)]
+    books: BooksArgs,
     #[arg(last = true)]
     timely: Vec<String>,
 }
@@ -323,6 +394,12 @@ fn replay(args: ReplayArgs) -> Result<()> {
         max_message: args.max_message,
         timely_args: args.timely.clone(),
         progress: !args.quiet,
+        books: args.books.target(|| match &args.output {
+            Some(output) => output.with_extension("books.sqlite"),
+            None => PathBuf::from("eod-books.sqlite"),
+        }),
+        books_batch: args.books.limits(),
+        reference: args.books.reference(Some(&args.archive))?,
     };
     let summary = run_replay(options, store, metrics)?;
     if let Some(output) = &args.output {
@@ -391,6 +468,9 @@ fn demo(args: DemoArgs) -> Result<()> {
     let store = ViewStore::new();
     let metrics = Metrics::new()?;
     let stop = Arc::new(AtomicBool::new(false));
+    let options_books = args
+        .books
+        .target(|| std::env::temp_dir().join("eod-demo-books.sqlite"));
     let server = QueryServer::start(args.listen, store.clone(), &metrics, stop.clone())?;
     eprintln!(
         "eod demo: {} msg/s, {}x burst at 16:00 (30 s in)",
@@ -401,12 +481,20 @@ fn demo(args: DemoArgs) -> Result<()> {
     eprintln!("  firm        http://{}/v1/pnl/firm", server.addr);
     eprintln!("  metrics     http://{}/metrics", server.addr);
     eprintln!("  dead letters {}", dead_letters_path.display());
+    match &options_books {
+        Some(books) => eprintln!("  books       {books}"),
+        None => eprintln!("  books       (none)"),
+    }
     eprintln!("Ctrl-C to stop.");
+    let reference = args.books.reference(None)?.or_simulated(&sim);
     let options = DemoOptions {
         sim,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),
         duration: args.duration.map(Duration::from_secs_f64),
         timely_args: args.timely.clone(),
+        books: options_books,
+        books_batch: args.books.limits(),
+        reference,
     };
     let result = run_demo(
         options,
@@ -615,4 +703,15 @@ fn run(args: RunArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // Catches clashing flag names across flattened argument groups before a user does.
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

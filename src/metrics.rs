@@ -23,6 +23,7 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// From the gateway receiving a trade to the views reflecting it.
     pub fill_to_view: Histogram,
+    pub sinks: eod_sinks::SinkMetrics,
 }
 
 impl Metrics {
@@ -79,6 +80,7 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(fill_to_view.clone()))?;
+        let sinks = eod_sinks::SinkMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             registry,
             messages_read,
@@ -90,6 +92,7 @@ impl Metrics {
             epochs_in_flight,
             consumer_lag,
             fill_to_view,
+            sinks,
         }))
     }
 }

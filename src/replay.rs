@@ -6,10 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use eod_dataflow::{build_dataflow, Accounting, PriceUpdate, Time, ViewSnapshot, ViewStore};
+use eod_dataflow::{
+    build_graph, Accounting, BookRow, GraphOptions, PriceUpdate, Time, ViewSnapshot, ViewStore,
+};
+use eod_proto::DeadLetterReason;
+use eod_sinks::books::RefusedRow;
 use eod_sources::archive::{Archive, Segment};
 
-use crate::dead_letters::{DeadLetterSender, DeadLetterWriter};
+use crate::books::{BatchLimits, BooksTarget, ReferenceData};
+use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -27,6 +32,10 @@ pub struct ReplayOptions {
     pub max_message: usize,
     pub timely_args: Vec<String>,
     pub progress: bool,
+    /// Where the books go; none: the views only.
+    pub books: Option<BooksTarget>,
+    pub books_batch: BatchLimits,
+    pub reference: ReferenceData,
 }
 
 /// The outcome of a replay.
@@ -67,6 +76,9 @@ pub fn run_replay(
     let total_bytes: u64 = segments.iter().map(|s| s.size).sum();
     let workers = workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
+    if let Some(books) = &options.books {
+        books.migrate()?;
+    }
     let writer = DeadLetterWriter::start(options.dead_letters.clone());
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -133,13 +145,36 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     let publishes = index.is_multiple_of(shared.workers);
     let store = publishes.then(|| shared.store.clone());
     let workers = shared.workers;
-    let (mut inputs, probe) = worker.dataflow(|scope| build_dataflow(scope, store, workers));
+    let books = shared.options.books.as_ref();
+    let (mut inputs, probe) = worker.dataflow(|scope| {
+        let options = GraphOptions {
+            store,
+            workers_per_process: workers,
+            books: books.is_some(),
+        };
+        let graph = build_graph(scope, options);
+        if let (Some(target), Some(rows)) = (books, graph.books) {
+            let dead_letters = shared.dead_letters.clone();
+            let refused = move || refused_to_jsonl(dead_letters);
+            // Replay epochs are large: each completed one is written at once (in batches of
+            // at most 5000 rows), instead of waiting for a batch to age.
+            let limits = BatchLimits {
+                max_age: Duration::ZERO,
+                ..shared.options.books_batch
+            };
+            let sinks = shared.metrics.sinks.clone();
+            target.attach(rows, &graph.durable, limits, sinks, refused)?;
+        }
+        // The source waits for the slowest of views and books.
+        anyhow::Ok((graph.inputs, graph.durable))
+    })?;
     let mut intake = Intake::new(
         "",
         shared.options.max_message,
         shared.dead_letters.clone(),
         shared.metrics.clone(),
     );
+    intake.enter_sources(books.is_some());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -148,6 +183,7 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         for update in &shared.options.prices {
             inputs.price(update.clone());
         }
+        shared.options.reference.enter(&mut inputs);
     }
     let mut epoch: Time = 1;
     inputs.advance_to(epoch);
@@ -223,5 +259,27 @@ fn spawn_progress(
             std::thread::sleep(Duration::from_millis(100));
         }
         bar.finish_and_clear();
+    })
+}
+
+/// Books rows the store refused go to the dead-letter file (reason DOWNSTREAM) as JSON, with
+/// the archive location of the FIX they came from.
+pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
+    Box::new(move |row: &BookRow, detail: &str| {
+        let json = serde_json::to_vec(row).unwrap_or_default();
+        let (source, offset) = row
+            .source
+            .as_ref()
+            .map(|s| (s.archive_key.to_string(), s.archive_offset))
+            .unwrap_or_default();
+        let record = DeadLetterRecord::new(
+            DeadLetterReason::Downstream,
+            format!("{detail} (ExecID {})", row.exec_id),
+            &source,
+            offset,
+            &json,
+        );
+        // The writer outlives the run's sinks; a send fails only during teardown.
+        let _ = dead_letters.send(record);
     })
 }

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use eod::books::{BooksTarget, ReferenceData};
 use eod::generate::generate_archive;
 use eod::replay::{run_replay, ReplayOptions};
 use eod_dataflow::reference;
@@ -146,6 +147,7 @@ struct Fixture {
     archive: std::path::PathBuf,
     prices_path: std::path::PathBuf,
     prices: Vec<PriceUpdate>,
+    reference: ReferenceData,
 }
 
 fn fixture() -> Fixture {
@@ -163,10 +165,17 @@ fn fixture() -> Fixture {
     csv.push_str("EDGEX,prev_close,19.75\n");
     std::fs::write(&generated.prices, &csv).unwrap();
     let prices = parse_prices_csv(&csv).unwrap();
+    // One simulated trader and one symbol have no reference data (nor has the EDGE trader):
+    // their rows must still be written, flagged.
+    let mut reference =
+        ReferenceData::load(Some(&generated.traders), Some(&generated.securities)).unwrap();
+    reference.traders.retain(|t| t.trader_id != "TRADER04");
+    reference.securities.retain(|s| s.symbol != "SYM007");
     Fixture {
         archive,
         prices_path: generated.prices,
         prices,
+        reference,
         _dir: dir,
     }
 }
@@ -175,6 +184,7 @@ fn fixture() -> Fixture {
 fn replay_equals_reference_and_accounts_for_every_message() {
     let fx = fixture();
     let dead_letters = fx.archive.with_extension("dead.jsonl");
+    let books = fx.archive.with_extension("books.sqlite");
     let options = ReplayOptions {
         archive: fx.archive.to_str().unwrap().to_owned(),
         prices: fx.prices.clone(),
@@ -184,6 +194,9 @@ fn replay_equals_reference_and_accounts_for_every_message() {
         max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,
+        books: Some(BooksTarget::Sqlite(books.clone())),
+        books_batch: Default::default(),
+        reference: fx.reference.clone(),
     };
     let summary = run_replay(
         options,
@@ -231,6 +244,14 @@ fn replay_equals_reference_and_accounts_for_every_message() {
     // The last trade by TransactTime is C2 (21:00:09, 20.5), later than F3 (21:00:05).
     assert_eq!(edge.mark.unwrap().to_string(), "20.5");
     assert!(snapshot.unmatched.is_empty(), "{:?}", snapshot.unmatched);
+
+    common::assert_books_match(
+        &common::sqlite_rows(&rusqlite::Connection::open(&books).unwrap()),
+        &events,
+        snapshot,
+        &fx.reference,
+        &fx.archive,
+    );
 }
 
 #[test]

@@ -121,6 +121,10 @@ fn main() -> Result<()> {
         max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
+        // The flash path: the books sinks have their own benchmark.
+        books: None,
+        books_batch: Default::default(),
+        reference: Default::default(),
     };
     let started = Instant::now();
     let summary = run_replay(options, ViewStore::new(), eod::metrics::Metrics::new()?)?;

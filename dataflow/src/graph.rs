@@ -154,12 +154,14 @@ pub struct GraphOptions {
     pub books: bool,
 }
 
-/// A built graph: its inputs, a probe on the views, and the books when asked for. A sink
-/// attached to the books should probe its durable progress with `probe` too, so that the
-/// probe's frontier is what every sink holds.
+/// A built graph: its inputs, probes, and the books when asked for.
 pub struct Graph<'s> {
     pub inputs: Inputs,
+    /// Passes a time once the views reflect it: freshness.
     pub probe: ProbeHandle<Time>,
+    /// Passes a time once the views and every durable sink hold it: what may be committed
+    /// upstream. A sink attached to the books probes its durable frontier with this.
+    pub durable: ProbeHandle<Time>,
     pub books: Option<VecCollection<'s, Time, BookRow, Diff>>,
 }
 
@@ -226,7 +228,8 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
         .concat(counters.map(ViewRecord::Counter));
 
     let probe = ProbeHandle::new();
-    let records = records.probe_with(&probe);
+    let durable = ProbeHandle::new();
+    let records = records.probe_with(&probe).probe_with(&durable);
     export_views(records, options.store, options.workers_per_process.max(1));
 
     let inputs = Inputs {
@@ -243,6 +246,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     Graph {
         inputs,
         probe,
+        durable,
         books,
     }
 }

@@ -30,3 +30,224 @@ pub fn decode_archive(dir: &Path) -> (Vec<TradeEvent>, u64) {
     }
     (events, framed)
 }
+
+/// One row of the books table as a test reads it back, whatever the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub exec_id: String,
+    pub kind: String,
+    pub corrects: Option<String>,
+    pub trader_id: String,
+    pub symbol: String,
+    pub side: String,
+    pub quantity: i64,
+    pub price: String,
+    pub status: String,
+    pub status_by: Option<String>,
+    pub trader_name: Option<String>,
+    pub security_name: Option<String>,
+    pub enrichment_missing: bool,
+    pub archive_key: Option<String>,
+    pub archive_offset: Option<i64>,
+}
+
+pub const STORED_COLUMNS: &str = "exec_id, kind, corrects, trader_id, symbol, side, quantity, \
+    price, status, status_by, trader_name, security_name, enrichment_missing, archive_key, \
+    archive_offset";
+
+#[allow(dead_code)]
+pub fn sqlite_rows(connection: &rusqlite::Connection) -> Vec<StoredRow> {
+    let mut statement = connection
+        .prepare(&format!("SELECT {STORED_COLUMNS} FROM trades"))
+        .unwrap();
+    statement
+        .query_map([], |r| {
+            Ok(StoredRow {
+                exec_id: r.get(0)?,
+                kind: r.get(1)?,
+                corrects: r.get(2)?,
+                trader_id: r.get(3)?,
+                symbol: r.get(4)?,
+                side: r.get(5)?,
+                quantity: r.get(6)?,
+                price: r.get(7)?,
+                status: r.get(8)?,
+                status_by: r.get(9)?,
+                trader_name: r.get(10)?,
+                security_name: r.get(11)?,
+                enrichment_missing: r.get(12)?,
+                archive_key: r.get(13)?,
+                archive_offset: r.get(14)?,
+            })
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn price_text(mantissa: i64) -> String {
+    format!("{}.{:08}", mantissa / 100_000_000, mantissa % 100_000_000)
+}
+
+/// The books hold every execution of the archive exactly once, each with the status the
+/// archive's busts and corrections give it, enriched exactly where reference data exists,
+/// pointing at its own FIX bytes; the live rows add up to the positions.
+#[allow(dead_code)]
+pub fn assert_books_match(
+    rows: &[StoredRow],
+    events: &[TradeEvent],
+    snapshot: &eod_dataflow::ViewSnapshot,
+    reference: &eod::books::ReferenceData,
+    archive_dir: &Path,
+) {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    // From the archive: executions (smallest record per ExecID) and the earliest kill of each.
+    let mut executions: BTreeMap<String, (bool, Option<String>, eod_dataflow::Fill)> =
+        BTreeMap::new();
+    let mut kills: BTreeMap<String, (i64, String, &str)> = BTreeMap::new();
+    let mut keep_min_kill = |target: &str, kill: (i64, String, &'static str)| {
+        let slot = kills.entry(target.to_owned()).or_insert(kill.clone());
+        if kill < *slot {
+            *slot = kill;
+        }
+    };
+    for event in events {
+        match event {
+            TradeEvent::Fill(f) => {
+                let candidate = (false, None, f.clone());
+                let slot = executions
+                    .entry(f.exec_id.to_string())
+                    .or_insert(candidate.clone());
+                if candidate < *slot {
+                    *slot = candidate;
+                }
+            }
+            TradeEvent::Correct(c) => {
+                let candidate = (true, Some(c.target.to_string()), c.fill.clone());
+                let slot = executions
+                    .entry(c.fill.exec_id.to_string())
+                    .or_insert(candidate.clone());
+                if candidate < *slot {
+                    *slot = candidate;
+                }
+                keep_min_kill(
+                    &c.target,
+                    (
+                        c.fill.transact_time,
+                        c.fill.exec_id.to_string(),
+                        "corrected",
+                    ),
+                );
+            }
+            TradeEvent::Bust(b) => keep_min_kill(
+                &b.target,
+                (b.transact_time, b.exec_id.to_string(), "busted"),
+            ),
+        }
+    }
+    let stored: BTreeMap<&str, &StoredRow> = rows.iter().map(|r| (r.exec_id.as_str(), r)).collect();
+    assert_eq!(
+        stored.len(),
+        rows.len(),
+        "an ExecID is in the books more than once"
+    );
+    let expected_ids: BTreeSet<&str> = executions.keys().map(String::as_str).collect();
+    let stored_ids: BTreeSet<&str> = stored.keys().copied().collect();
+    assert_eq!(
+        stored_ids, expected_ids,
+        "books and archive disagree on which executions exist"
+    );
+
+    let traders: BTreeSet<&str> = reference
+        .traders
+        .iter()
+        .map(|t| t.trader_id.as_str())
+        .collect();
+    let securities: BTreeSet<&str> = reference
+        .securities
+        .iter()
+        .map(|s| s.symbol.as_str())
+        .collect();
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut live: BTreeMap<(String, String), (u64, i128)> = BTreeMap::new();
+    let (mut busted, mut corrected, mut missing) = (0, 0, 0);
+    for (id, (is_correction, corrects, fill)) in &executions {
+        let row = stored[id.as_str()];
+        let kill = kills.get(id);
+        let status = kill.map(|(_, _, s)| *s).unwrap_or("live");
+        assert_eq!(row.status, status, "status of {id}");
+        assert_eq!(
+            row.status_by.as_deref(),
+            kill.map(|(_, by, _)| by.as_str()),
+            "{id}"
+        );
+        assert_eq!(row.kind, if *is_correction { "correction" } else { "fill" });
+        assert_eq!(&row.corrects, corrects);
+        assert_eq!(
+            (row.trader_id.as_str(), row.symbol.as_str()),
+            (fill.trader.as_str(), fill.symbol.as_str())
+        );
+        assert_eq!(row.side, if fill.qty < 0 { "S" } else { "B" });
+        assert_eq!(row.quantity, fill.qty.abs());
+        assert_eq!(row.price, price_text(fill.price), "price of {id} is exact");
+        let known_trader = traders.contains(fill.trader.as_str());
+        let known_security = securities.contains(fill.symbol.as_str());
+        assert_eq!(row.trader_name.is_some(), known_trader, "{id}");
+        assert_eq!(row.security_name.is_some(), known_security, "{id}");
+        assert_eq!(
+            row.enrichment_missing,
+            !(known_trader && known_security),
+            "{id}"
+        );
+        // The archive reference points at this execution's own FIX message.
+        let key = row
+            .archive_key
+            .as_ref()
+            .unwrap_or_else(|| panic!("{id} has no archive key"));
+        let bytes = files
+            .entry(key.clone())
+            .or_insert_with(|| std::fs::read(archive_dir.join(key)).unwrap());
+        let offset = row.archive_offset.unwrap() as usize;
+        let message = &bytes[offset..(offset + 1024).min(bytes.len())];
+        assert!(
+            message.starts_with(b"8=FIX"),
+            "{id} offset does not start a message"
+        );
+        let tag = format!("\x0117={id}\x01");
+        let end = message
+            .windows(7)
+            .position(|w| w == b"\x0110=")
+            .unwrap_or(message.len());
+        assert!(
+            message[..end]
+                .windows(tag.len())
+                .any(|w| w == tag.as_bytes()),
+            "{id} offset points elsewhere"
+        );
+        match status {
+            "live" => {
+                let slot = live
+                    .entry((fill.trader.to_string(), fill.symbol.to_string()))
+                    .or_default();
+                slot.0 += 1;
+                slot.1 += i128::from(fill.qty);
+            }
+            "busted" => busted += 1,
+            _ => corrected += 1,
+        }
+        missing += usize::from(row.enrichment_missing);
+    }
+    assert!(
+        busted > 0 && corrected > 0 && missing > 0,
+        "the fixture exercises every status"
+    );
+    for ((trader, symbol), (trades, net)) in &live {
+        let position = &snapshot.positions[&(trader.as_str().into(), symbol.as_str().into())];
+        assert_eq!(
+            (position.trades, position.net_qty),
+            (*trades, *net),
+            "{trader}/{symbol}"
+        );
+    }
+    assert_eq!(live.len(), snapshot.positions.len());
+}

@@ -1,0 +1,212 @@
+//! Where the books go (`--books`), the reference data that enriches them, and attaching the
+//! books sink to a worker's dataflow.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::VecCollection;
+use eod_dataflow::{BookRow, Diff, Inputs, SecurityRef, Time, TraderRef};
+use eod_sinks::books::postgres::PostgresBooks;
+use eod_sinks::books::sqlite::SqliteBooks;
+use eod_sinks::books::{BooksWriter, RefusedRow};
+use eod_sinks::{durable_sink, SinkMetrics, SinkOptions};
+use eod_sources::reference_data::{parse_securities_csv, parse_traders_csv, simulated_reference};
+use eod_sources::simulator::SimConfig;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Probe;
+
+/// A books store: `sqlite:PATH` or a `postgres://` URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum BooksTarget {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl FromStr for BooksTarget {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs a path, e.g. sqlite:books.sqlite".into());
+            }
+            return Ok(BooksTarget::Sqlite(PathBuf::from(path)));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(BooksTarget::Postgres(text.to_owned()));
+        }
+        Err(format!(
+            "unknown books store {:?}: use sqlite:PATH or postgres://USER@HOST:PORT/DB",
+            redact(text)
+        ))
+    }
+}
+
+/// Hides a URL's password: `postgres://user:secret@host` -> `postgres://user:***@host`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Display for BooksTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BooksTarget::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            BooksTarget::Postgres(url) => f.write_str(&redact(url)),
+        }
+    }
+}
+
+impl fmt::Debug for BooksTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl BooksTarget {
+    /// Creates or upgrades the schema; once, before the workers start.
+    pub fn migrate(&self) -> Result<()> {
+        let applied = match self {
+            BooksTarget::Sqlite(path) => SqliteBooks::open(path)?.migrate()?,
+            BooksTarget::Postgres(url) => PostgresBooks::open(url)?.migrate()?,
+        };
+        tracing::info!(store = %self, ?applied, "books schema ready");
+        Ok(())
+    }
+
+    /// Attaches the books sink to this worker's graph. Its durable frontier joins `durable`
+    /// (the graph's probe of what may be committed). `refused` makes the dead-letter hook of a
+    /// writing worker.
+    pub fn attach<'s>(
+        &self,
+        books: VecCollection<'s, Time, BookRow, Diff>,
+        durable: &ProbeHandle<Time>,
+        limits: BatchLimits,
+        metrics: SinkMetrics,
+        refused: impl FnOnce() -> RefusedRow,
+    ) -> Result<()> {
+        let single_writer = matches!(self, BooksTarget::Sqlite(_));
+        let mut options = SinkOptions::books(single_writer);
+        options.max_age = limits.max_age;
+        options.max_rows = limits.max_rows.max(1);
+        let shard_of = |row: &BookRow| row.exec_id.hashed();
+        let sink = match self {
+            BooksTarget::Sqlite(path) => durable_sink(books, options, shard_of, |_shard| {
+                Ok(BooksWriter::new(
+                    SqliteBooks::open(path)?,
+                    metrics,
+                    refused(),
+                ))
+            })?,
+            BooksTarget::Postgres(url) => durable_sink(books, options, shard_of, |_shard| {
+                Ok(BooksWriter::new(
+                    PostgresBooks::open(url)?,
+                    metrics,
+                    refused(),
+                ))
+            })?,
+        };
+        sink.probe_with(durable);
+        Ok(())
+    }
+}
+
+/// When a books batch is written: when it has `max_rows` rows, or its oldest row is
+/// `max_age` old, whichever comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchLimits {
+    pub max_rows: usize,
+    pub max_age: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_rows: 5000,
+            max_age: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Traders and securities that enrich the books.
+#[derive(Clone, Debug, Default)]
+pub struct ReferenceData {
+    pub traders: Vec<TraderRef>,
+    pub securities: Vec<SecurityRef>,
+}
+
+impl ReferenceData {
+    pub fn load(traders: Option<&Path>, securities: Option<&Path>) -> Result<ReferenceData> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        Ok(ReferenceData {
+            traders: match traders {
+                Some(path) => parse_traders_csv(&read(path)?)?,
+                None => Vec::new(),
+            },
+            securities: match securities {
+                Some(path) => parse_securities_csv(&read(path)?)?,
+                None => Vec::new(),
+            },
+        })
+    }
+
+    /// The simulator's reference data where none was given.
+    pub fn or_simulated(self, sim: &SimConfig) -> ReferenceData {
+        let (traders, securities) = simulated_reference(sim);
+        ReferenceData {
+            traders: if self.traders.is_empty() {
+                traders
+            } else {
+                self.traders
+            },
+            securities: if self.securities.is_empty() {
+                securities
+            } else {
+                self.securities
+            },
+        }
+    }
+
+    /// Enters the reference data (call on one worker).
+    pub fn enter(&self, inputs: &mut Inputs) {
+        for trader in &self.traders {
+            inputs.traders.insert(trader.clone());
+        }
+        for security in &self.securities {
+            inputs.securities.insert(security.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_never_show_a_password() {
+        assert_eq!(
+            "sqlite:/tmp/b.sqlite".parse::<BooksTarget>().unwrap(),
+            BooksTarget::Sqlite("/tmp/b.sqlite".into())
+        );
+        let pg: BooksTarget = "postgres://eod:hunter2@127.0.0.1:5432/eod".parse().unwrap();
+        assert_eq!(pg.to_string(), "postgres://eod:***@127.0.0.1:5432/eod");
+        assert_eq!(format!("{pg:?}"), "postgres://eod:***@127.0.0.1:5432/eod");
+        let err = "mysql://u:pw@h/db".parse::<BooksTarget>().unwrap_err();
+        assert!(!err.contains("pw"), "{err}");
+        assert!("sqlite:".parse::<BooksTarget>().is_err());
+    }
+}
