@@ -6,8 +6,8 @@
 #   EOD_FUZZ_SECONDS=0 scripts/test-all.sh   skip the fuzz run
 #
 # Needs: Rust, Java 17 and Maven (Kafka's jars come from Maven Central), make and a C/C++
-# compiler (librdkafka and QuickFIX are built from source), Python 3 with venv. cargo-fuzz is
-# installed on first use.
+# compiler (librdkafka, SQLite and QuickFIX are built from source), Python 3 with venv, root
+# or an installed postgresql-15 (Debian). cargo-fuzz is installed on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,17 +25,26 @@ export EOD_KAFKA_DIR="${EOD_KAFKA_DIR:-$PWD/target/test-services/kafka}"
 export EOD_KAFKA_PORT="${EOD_KAFKA_PORT:-19192}"
 scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
-trap 'scripts/kafka.sh stop || true' EXIT
+trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true' EXIT
 scripts/kafka.sh start
 export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
+
+step "services: PostgreSQL 15 on 127.0.0.1 (the books)"
+export EOD_POSTGRES_DIR="${EOD_POSTGRES_DIR:-$PWD/target/test-services/postgres}"
+export EOD_POSTGRES_PORT="${EOD_POSTGRES_PORT:-15432}"
+scripts/postgres.sh stop
+rm -rf "$EOD_POSTGRES_DIR"
+scripts/postgres.sh start
+export "$(scripts/postgres.sh env)"
+echo "EOD_POSTGRES_URL=$EOD_POSTGRES_URL"
 
 step "QuickFIX (a real FIX engine as initiator), Python venv"
 export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
 scripts/quickfix-venv.sh "$EOD_QUICKFIX_VENV"
 export EOD_QUICKFIX_PYTHON="$EOD_QUICKFIX_VENV/bin/python"
 
-step "unit, property and integration tests (real broker, QuickFIX)"
+step "unit, property and integration tests (real broker, PostgreSQL, QuickFIX)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

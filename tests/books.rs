@@ -1,0 +1,227 @@
+//! The books in a real PostgreSQL (scripts/postgres.sh): a replay lands every execution
+//! exactly once; a kill -9 in the middle of batch writes and a restart change nothing; the
+//! server stopping and starting mid-run loses nothing.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixture::fixture;
+use eod::books::ReferenceData;
+use eod::generate::generate_archive;
+use eod::replay::{run_replay, ReplayOptions};
+use eod_dataflow::{reference, ViewStore};
+use eod_sources::prices::parse_prices_csv;
+use eod_sources::simulator::SimConfig;
+
+fn replay_options(archive: &Path, books: &str, reference: ReferenceData) -> ReplayOptions {
+    let prices = std::fs::read_to_string(archive.with_extension("prices.csv")).unwrap();
+    ReplayOptions {
+        archive: archive.to_str().unwrap().to_owned(),
+        prices: parse_prices_csv(&prices).unwrap(),
+        dead_letters: archive.with_extension("dead.jsonl"),
+        epoch_messages: 1_000,
+        max_epochs_in_flight: 2,
+        max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+        timely_args: vec!["-w".into(), "2".into()],
+        progress: false,
+        books: Some(books.parse().unwrap()),
+        books_batch: Default::default(),
+        reference,
+    }
+}
+
+#[test]
+fn replay_into_postgres_holds_every_execution_once() {
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    let url = common::fresh_database(&admin, "eod_books_replay");
+    let fx = fixture();
+    let mut options = replay_options(&fx.archive, &url, fx.reference.clone());
+    options.prices = fx.prices.clone();
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
+    let (events, _) = common::decode_archive(&fx.archive);
+    let expected = reference::compute(&events, &fx.prices);
+    assert_eq!(summary.snapshot.positions, expected.positions);
+    let rows = common::postgres_rows(&url);
+    let stats = common::assert_books_match(
+        &rows,
+        &events,
+        &summary.snapshot,
+        &fx.reference,
+        &fx.archive,
+    );
+    assert!(
+        stats.busted > 0 && stats.corrected > 0 && stats.enrichment_missing > 0,
+        "{stats:?}"
+    );
+    // Two workers, two writing shards, each with its progress committed beside its rows.
+    assert!(common::postgres_progress(&url) as usize >= rows.len());
+}
+
+/// A simulated archive big enough that a debug build takes a few seconds to write its books.
+fn big_archive(dir: &Path, messages: u64) -> std::path::PathBuf {
+    let archive = dir.join("archive");
+    let mut sim = SimConfig::market_close(5);
+    sim.traders = 6;
+    sim.symbols = 10;
+    generate_archive(&archive, sim, messages, 512 * 1024).unwrap();
+    archive
+}
+
+fn spawn_replay(archive: &Path, books: &str, batch_rows: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["replay", "--quiet", "--epoch-messages", "2000", "--archive"])
+        .arg(archive)
+        .arg("--prices")
+        .arg(archive.with_extension("prices.csv"))
+        .arg("--output")
+        .arg(archive.with_extension("out.json"))
+        .args([
+            "--books",
+            books,
+            "--books-batch-rows",
+            batch_rows,
+            "--",
+            "-w",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for_progress(url: &str, rows: i64, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while common::postgres_progress(url) < rows {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the replay ended too early"
+        );
+        assert!(Instant::now() < deadline, "no books progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_replay_books(archive: &Path, url: &str) {
+    let (events, _) = common::decode_archive(archive);
+    let prices =
+        parse_prices_csv(&std::fs::read_to_string(archive.with_extension("prices.csv")).unwrap())
+            .unwrap();
+    let expected = reference::compute(&events, &prices);
+    let snapshot = eod_dataflow::ViewSnapshot {
+        positions: expected.positions.clone(),
+        ..Default::default()
+    };
+    let reference = ReferenceData::load(
+        Some(&archive.with_extension("traders.csv")),
+        Some(&archive.with_extension("securities.csv")),
+    )
+    .unwrap();
+    let stats = common::assert_books_match(
+        &common::postgres_rows(url),
+        &events,
+        &snapshot,
+        &reference,
+        archive,
+    );
+    assert!(stats.busted > 0 && stats.corrected > 0, "{stats:?}");
+}
+
+#[test]
+fn kill_9_during_batch_writes_then_restart_gives_every_exec_id_once() {
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    let url = common::fresh_database(&admin, "eod_books_crash");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = big_archive(dir.path(), 120_000);
+    // Small batches: many transactions, so the kill lands among them.
+    let mut child = spawn_replay(&archive, &url, "300");
+    wait_for_progress(&url, 3_000, &mut child);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = common::postgres_rows(&url).len();
+    assert!(partial > 0, "nothing was written before the kill");
+
+    let mut rerun = spawn_replay(&archive, &url, "300");
+    let status = rerun.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(rerun.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    let total = common::postgres_rows(&url).len();
+    assert!(
+        total > partial,
+        "the kill interrupted nothing ({partial} of {total} rows)"
+    );
+    assert_replay_books(&archive, &url);
+}
+
+/// A PostgreSQL cluster of the test's own (its outage must not touch the other tests).
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn script(&self, action: &str) {
+        let status = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh"))
+            .arg(action)
+            .env("EOD_POSTGRES_DIR", self.dir.path())
+            .env("EOD_POSTGRES_PORT", self.port.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "postgres.sh {action}");
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[test]
+fn postgres_stopped_and_restarted_mid_replay_loses_nothing() {
+    let Some(_) = common::postgres_url() else {
+        return;
+    };
+    let server = OwnPostgres {
+        dir: tempfile::tempdir().unwrap(),
+        port: 15_491,
+    };
+    server.script("start");
+    let url = format!("postgres://postgres@127.0.0.1:{}/eod", server.port);
+    let work = tempfile::tempdir().unwrap();
+    let archive = big_archive(work.path(), 120_000);
+    let mut child = spawn_replay(&archive, &url, "300");
+    wait_for_progress(&url, 3_000, &mut child);
+    server.script("stop");
+    let before = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the replay gave up while the store was down"
+    );
+    server.script("start");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("books store unavailable"),
+        "the outage was never seen: {stderr}"
+    );
+    assert!(before.elapsed() >= Duration::from_secs(3));
+    assert_replay_books(&archive, &url);
+}
