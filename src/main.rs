@@ -190,6 +190,9 @@ struct RunArgs {
     /// Dataflow epoch length in milliseconds.
     #[arg(long, default_value_t = 10)]
     epoch_ms: u64,
+    /// Books store for `run`: no default (a distributed run names its store).
+    #[command(flatten)]
+    books: BooksArgs,
     #[arg(last = true)]
     timely: Vec<String>,
 }
@@ -255,6 +258,11 @@ struct BooksArgs {
 }
 
 impl BooksArgs {
+    /// Only a store named with --books (or EOD_BOOKS).
+    fn target_if_named(&self) -> Option<BooksTarget> {
+        self.books.clone().filter(|_| !self.no_books)
+    }
+
     fn limits(&self) -> BatchLimits {
         BatchLimits {
             max_rows: self.books_batch_rows.max(1),
@@ -679,6 +687,9 @@ fn run(args: RunArgs) -> Result<()> {
         epoch: Duration::from_millis(args.epoch_ms.max(1)),
         max_epochs_in_flight: 2,
         until_caught_up: args.until_caught_up,
+        books: args.books.target_if_named(),
+        books_batch: args.books.limits(),
+        reference: args.books.reference(None)?,
         timely_args: args.timely,
     };
     let result = eod::run::run_kafka(options, store, metrics, stop);

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub epochs_closed: IntCounter,
     /// Epochs entered but not yet complete at every worker (this process's view).
     pub epochs_in_flight: IntGauge,
+    /// Closed epochs not yet held by every durable sink (offsets wait for these).
+    pub epochs_not_durable: IntGauge,
     /// Records between a partition's end and what this process has read of it.
     pub consumer_lag: IntGaugeVec,
     /// From the gateway receiving a trade to the views reflecting it.
@@ -62,6 +64,11 @@ impl Metrics {
             "Epochs entered but not yet complete",
         ))?;
         registry.register(Box::new(epochs_in_flight.clone()))?;
+        let epochs_not_durable = IntGauge::with_opts(Opts::new(
+            "eod_dataflow_epochs_not_durable",
+            "Closed epochs not yet held by every durable sink",
+        ))?;
+        registry.register(Box::new(epochs_not_durable.clone()))?;
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "eod_kafka_consumer_lag",
@@ -90,6 +97,7 @@ impl Metrics {
             segments_read,
             epochs_closed,
             epochs_in_flight,
+            epochs_not_durable,
             consumer_lag,
             fill_to_view,
             sinks,

@@ -8,15 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use eod_dataflow::{build_dataflow, Counter, Inputs, PriceUpdate, Time, ViewSnapshot, ViewStore};
-use eod_sources::envelope::event_from_bytes;
+use eod_dataflow::{
+    build_graph, BookRow, Counter, GraphOptions, Inputs, PriceUpdate, Time, TradeEvent,
+    TradeSource, ViewSnapshot, ViewStore,
+};
+use eod_proto::DeadLetterReason;
+use eod_sinks::books::RefusedRow;
+use eod_sources::envelope::{event_from_bytes, Received};
 use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::kafka::{
     assigned_consumer, end_offsets, partition_count, EnvelopeProducer, Topics,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
+use crate::books::{BatchLimits, BooksTarget, ReferenceData};
 use crate::ingest::price_from_bytes;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -33,7 +40,15 @@ pub struct RunOptions {
     /// Stop once every assigned partition is read up to its end offset at start.
     pub until_caught_up: bool,
     pub timely_args: Vec<String>,
+    pub books: Option<BooksTarget>,
+    pub books_batch: BatchLimits,
+    pub reference: ReferenceData,
 }
+
+/// Closed epochs the source may run ahead of the durable sinks. A books batch waits up to its
+/// age limit, so this spans several seconds of epochs; beyond it a store that is slow or down
+/// stops the source (and with it the consumer), instead of queues growing.
+const MAX_EPOCHS_NOT_DURABLE: usize = 2_000;
 
 #[derive(Debug)]
 pub struct RunSummary {
@@ -73,6 +88,10 @@ pub fn run_kafka(
     let workers_per_process =
         workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
+    if let Some(books) = &options.books {
+        // Every process may try: the migration takes a lock and applies each version once.
+        books.migrate()?;
+    }
     let metadata_timeout = Duration::from_secs(10);
     let trade_partitions =
         partition_count(&options.brokers, &options.topics.trades, metadata_timeout)?;
@@ -176,8 +195,23 @@ fn run_worker(
         (*trade_partitions, *price_partitions, *workers);
     let (index, peers) = (worker.index(), worker.peers());
     let publishes = index.is_multiple_of(workers);
-    let (mut inputs, probe) =
-        worker.dataflow(|scope| build_dataflow(scope, publishes.then(|| store.clone()), workers));
+    let books = options.books.as_ref();
+    let (mut inputs, probe, durable) = worker.dataflow(|scope| {
+        let graph_options = GraphOptions {
+            store: publishes.then(|| store.clone()),
+            workers_per_process: workers,
+            books: books.is_some(),
+        };
+        let graph = build_graph(scope, graph_options);
+        if let (Some(target), Some(rows)) = (books, graph.books) {
+            let brokers = options.brokers.clone();
+            let topic = options.topics.dead_letters.clone();
+            let refused = move || refused_to_kafka(brokers, topic);
+            let sinks = metrics.sinks.clone();
+            target.attach(rows, &graph.durable, options.books_batch, sinks, refused)?;
+        }
+        anyhow::Ok((graph.inputs, graph.probe, graph.durable))
+    })?;
     let mine = |topic: &str, partitions: i32| {
         (0..partitions)
             .filter(|p| *p as usize % peers == index)
@@ -201,8 +235,10 @@ fn run_worker(
         _ => Vec::new(),
     };
     let mut next_offsets = vec![0i64; assignments.len()];
-    // Closed epochs the views do not reflect yet, and the open epoch's receive times.
-    let mut pending: VecDeque<ClosedEpoch> = VecDeque::new();
+    // Closed epochs the views do not reflect yet (with their trades' receive times), and those
+    // the views and sinks do not all hold yet (with the offsets they read through).
+    let mut fresh: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
+    let mut unsynced: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
     let mut committed = vec![0i64; assignments.len()];
     let mut receive_times: Vec<i64> = Vec::new();
     let mut lag_checked = Instant::now();
@@ -211,6 +247,7 @@ fn run_worker(
         for price in &options.prices {
             inputs.price(price.clone());
         }
+        options.reference.enter(&mut inputs);
     }
     let started = Instant::now();
     let epoch_nanos = options.epoch.as_nanos().max(1);
@@ -254,6 +291,9 @@ fn run_worker(
                             let waited = (now_utc_nanos() - received.receive_time).max(0) / 1_000;
                             consume_latency.saturating_record(waited.max(1) as u64);
                             receive_times.push(received.receive_time);
+                            if books.is_some() {
+                                enter_source(&mut inputs, &received);
+                            }
                             inputs.event(received.event);
                             None
                         }
@@ -287,30 +327,30 @@ fn run_worker(
         // instead of a queue of small epochs each waiting its turn.
         // Epoch numbers are clock buckets with gaps, so what is in flight is counted in closed
         // epochs the views do not reflect yet, not in the distance between times.
-        let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
-        let reflected = take_reflected(&mut pending, completed);
-        record_latency(&reflected, latency, metrics);
+        record_latency(&take_before(&mut fresh, &probe), latency, metrics);
+        let synced = take_before(&mut unsynced, &durable);
         let current = (started.elapsed().as_nanos() / epoch_nanos) as Time;
-        if current > epoch && (pending.len() as u64) < options.max_epochs_in_flight {
+        if current > epoch
+            && (fresh.len() as u64) < options.max_epochs_in_flight
+            && unsynced.len() < MAX_EPOCHS_NOT_DURABLE
+        {
             counts.flush(&mut inputs, metrics);
-            pending.push_back(ClosedEpoch {
-                time: epoch,
-                offsets: next_offsets.clone(),
-                receive_times: std::mem::take(&mut receive_times),
-            });
+            fresh.push_back((epoch, std::mem::take(&mut receive_times)));
+            unsynced.push_back((epoch, next_offsets.clone()));
             epoch = current;
             inputs.advance_to(epoch);
             inputs.flush();
             metrics.epochs_closed.inc();
         }
         if index == 0 {
-            metrics.epochs_in_flight.set(pending.len() as i64);
+            metrics.epochs_in_flight.set(fresh.len() as i64);
+            metrics.epochs_not_durable.set(unsynced.len() as i64);
         }
         if let Some(consumer) = &consumer {
-            commit_reflected(
+            commit_synced(
                 consumer,
                 &assignments,
-                &reflected,
+                &synced,
                 &mut committed,
                 CommitMode::Async,
             )?;
@@ -322,26 +362,22 @@ fn run_worker(
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
     counts.flush(&mut inputs, metrics);
-    pending.push_back(ClosedEpoch {
-        time: epoch,
-        offsets: next_offsets.clone(),
-        receive_times: std::mem::take(&mut receive_times),
-    });
+    fresh.push_back((epoch, std::mem::take(&mut receive_times)));
+    unsynced.push_back((epoch, next_offsets.clone()));
     inputs.close();
     if let Some(consumer) = &consumer {
-        // Commit what the final views reflect: step until every epoch read here is complete.
-        while !pending.is_empty() && !stop.load(Ordering::Acquire) {
-            let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
-            let reflected = take_reflected(&mut pending, completed);
-            record_latency(&reflected, latency, metrics);
-            commit_reflected(
+        // Commit what the final views and books hold: step until every epoch read here is.
+        while !unsynced.is_empty() && !stop.load(Ordering::Acquire) {
+            record_latency(&take_before(&mut fresh, &probe), latency, metrics);
+            let synced = take_before(&mut unsynced, &durable);
+            commit_synced(
                 consumer,
                 &assignments,
-                &reflected,
+                &synced,
                 &mut committed,
                 CommitMode::Sync,
             )?;
-            if pending.is_empty() {
+            if unsynced.is_empty() {
                 break;
             }
             worker.step_or_park(Some(Duration::from_millis(1)));
@@ -354,24 +390,69 @@ fn run_worker(
     Ok(())
 }
 
-/// An epoch the source has closed: what it read, waiting for the views to reflect it.
-struct ClosedEpoch {
-    time: Time,
-    /// Next offset per assigned partition at the close.
-    offsets: Vec<i64>,
-    /// Gateway receive times of the trades entered in it.
-    receive_times: Vec<i64>,
+/// Removes from `queue` the closed epochs `probe` has passed, returning what they carry.
+fn take_before<T>(queue: &mut VecDeque<(Time, T)>, probe: &ProbeHandle<Time>) -> Vec<T> {
+    let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+    let passed = queue
+        .iter()
+        .take_while(|(time, _)| *time < frontier)
+        .count();
+    queue.drain(..passed).map(|(_, data)| data).collect()
 }
 
-/// Removes the closed epochs the views now reflect (those before the frontier `completed`).
-fn take_reflected(pending: &mut VecDeque<ClosedEpoch>, completed: Time) -> Vec<ClosedEpoch> {
-    let reflected = pending.iter().take_while(|e| e.time < completed).count();
-    pending.drain(..reflected).collect()
+/// An execution's archive location and receive time, for its books row.
+fn enter_source(inputs: &mut Inputs, received: &Received) {
+    let exec_id = match &received.event {
+        TradeEvent::Fill(fill) => &fill.exec_id,
+        TradeEvent::Correct(correction) => &correction.fill.exec_id,
+        TradeEvent::Bust(_) => return,
+    };
+    let (archive_key, archive_offset) = received
+        .archive
+        .as_ref()
+        .map(|a| (a.object_key.as_str().into(), a.offset))
+        .unwrap_or_default();
+    inputs.sources.insert(TradeSource {
+        exec_id: exec_id.clone(),
+        archive_key,
+        archive_offset,
+        receive_time: received.receive_time,
+    });
+}
+
+/// Books rows the store refused go to the dead-letter topic (reason DOWNSTREAM) as JSON.
+fn refused_to_kafka(brokers: String, topic: String) -> RefusedRow {
+    let producer = EnvelopeProducer::new(&brokers);
+    Box::new(move |row: &BookRow, detail: &str| {
+        let json = serde_json::to_vec(row).unwrap_or_default();
+        let location = row
+            .source
+            .as_ref()
+            .map(|s| format!("{}@{}", s.archive_key, s.archive_offset))
+            .unwrap_or_default();
+        let detail = format!("{detail} (ExecID {})", row.exec_id);
+        let sent = match &producer {
+            Ok(producer) => producer
+                .send_dead_letter(
+                    &topic,
+                    json,
+                    DeadLetterReason::Downstream,
+                    detail,
+                    &location,
+                )
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            // Nowhere left to put it: say so loudly rather than lose it quietly.
+            tracing::error!(error = %e, exec_id = %row.exec_id, "refused books row not dead-lettered");
+        }
+    })
 }
 
 /// Records fill-to-view latency for the trades of epochs the views now reflect.
 fn record_latency(
-    reflected: &[ClosedEpoch],
+    reflected: &[Vec<i64>],
     latency: &mut hdrhistogram::Histogram<u64>,
     metrics: &Metrics,
 ) {
@@ -379,30 +460,31 @@ fn record_latency(
         return;
     }
     let now = now_utc_nanos();
-    for receive_time in reflected.iter().flat_map(|e| &e.receive_times) {
+    for receive_time in reflected.iter().flatten() {
         let nanos = (now - receive_time).max(0);
         latency.saturating_record((nanos / 1_000).max(1) as u64);
         metrics.fill_to_view.observe(nanos as f64 / 1e9);
     }
 }
 
-/// Commits, for every partition, the offsets read by the last epoch the views now reflect.
-/// Kafka's committed offsets are for lag monitoring; recovery replays from the beginning.
-fn commit_reflected(
+/// Commits, for every partition, the offsets read by the last epoch that the views and every
+/// durable sink now hold. Kafka's committed offsets are for lag monitoring; recovery replays
+/// from the beginning.
+fn commit_synced(
     consumer: &BaseConsumer,
     assignments: &[(String, i32)],
-    reflected: &[ClosedEpoch],
+    synced: &[Vec<i64>],
     committed: &mut [i64],
     mode: CommitMode,
 ) -> Result<()> {
-    let Some(last) = reflected.last() else {
+    let Some(offsets) = synced.last() else {
         return Ok(());
     };
     let mut list = TopicPartitionList::new();
     for (slot, (topic, partition)) in assignments.iter().enumerate() {
-        if last.offsets[slot] > committed[slot] {
-            list.add_partition_offset(topic, *partition, Offset::Offset(last.offsets[slot]))?;
-            committed[slot] = last.offsets[slot];
+        if offsets[slot] > committed[slot] {
+            list.add_partition_offset(topic, *partition, Offset::Offset(offsets[slot]))?;
+            committed[slot] = offsets[slot];
         }
     }
     if list.count() > 0 {

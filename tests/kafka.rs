@@ -88,6 +88,9 @@ fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod::run::RunSumm
             epoch: Duration::from_millis(5),
             max_epochs_in_flight: 2,
             until_caught_up: true,
+            books: None,
+            books_batch: Default::default(),
+            reference: Default::default(),
             timely_args: vec!["-w".into(), "2".into()],
         },
         ViewStore::new(),
@@ -274,7 +277,7 @@ fn two_processes_each_serve_the_complete_view() {
     assert_success(&out);
 
     let out_dir = fx._dir.path();
-    for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true)
+    for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true, None)
         .into_iter()
         .enumerate()
     {
@@ -374,7 +377,8 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     assert_eq!(archived_bytes, sent, "every byte sent is archived once");
 
     let mut records = Vec::new();
-    for (process, run) in spawn_two_runs(&brokers, &topics, dir.path(), true)
+    let books = Books::new(dir.path(), "eod_kafka_e2e", 5, 12);
+    for (process, run) in spawn_two_runs(&brokers, &topics, dir.path(), true, books.as_ref())
         .into_iter()
         .enumerate()
     {
@@ -416,6 +420,65 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         trades,
         "every trade produced is consumed once"
     );
+    if let Some(books) = &books {
+        books.assert_match(&decode_archive(&segments), &expected, &archive);
+    }
+}
+
+/// The books of a Kafka test in PostgreSQL (when EOD_POSTGRES_URL is set), with reference data
+/// for the simulated market minus one trader, whose rows must come out flagged.
+struct Books {
+    url: String,
+    traders: std::path::PathBuf,
+    securities: std::path::PathBuf,
+    reference: eod::books::ReferenceData,
+}
+
+impl Books {
+    fn new(dir: &Path, database: &str, traders: usize, symbols: usize) -> Option<Books> {
+        let admin = common::postgres_url()?;
+        let mut sim = SimConfig::market_close(1);
+        sim.traders = traders;
+        sim.symbols = symbols;
+        let (mut trader_refs, security_refs) =
+            eod_sources::reference_data::simulated_reference(&sim);
+        trader_refs.retain(|t| t.trader_id != "TRADER01");
+        let (traders, securities) = (dir.join("traders.csv"), dir.join("securities.csv"));
+        std::fs::write(
+            &traders,
+            eod_sources::reference_data::traders_csv(&trader_refs),
+        )
+        .unwrap();
+        std::fs::write(
+            &securities,
+            eod_sources::reference_data::securities_csv(&security_refs),
+        )
+        .unwrap();
+        Some(Books {
+            url: common::fresh_database(&admin, database),
+            traders,
+            securities,
+            reference: eod::books::ReferenceData {
+                traders: trader_refs,
+                securities: security_refs,
+            },
+        })
+    }
+
+    fn assert_match(
+        &self,
+        events: &[TradeEvent],
+        expected: &reference::ReferenceViews,
+        archive: &Path,
+    ) {
+        let snapshot = eod_dataflow::ViewSnapshot {
+            positions: expected.positions.clone(),
+            ..Default::default()
+        };
+        let rows = common::postgres_rows(&self.url);
+        let stats = common::assert_books_match(&rows, events, &snapshot, &self.reference, archive);
+        assert!(stats.enrichment_missing > 0, "{stats:?}");
+    }
 }
 
 /// Waits for a child, killing it after `timeout`.
@@ -474,7 +537,8 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         .spawn()
         .unwrap();
 
-    let mut live = spawn_two_runs(&brokers, &topics, dir.path(), false);
+    let books = Books::new(dir.path(), "eod_kafka_crash", 5, 12);
+    let mut live = spawn_two_runs(&brokers, &topics, dir.path(), false, books.as_ref());
     std::thread::sleep(Duration::from_millis(3300));
     // kill -9 one process in the middle of the burst; its peer cannot go on without it.
     assert!(
@@ -493,9 +557,12 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     assert_success(&simulate);
     let gateway = gateway.wait_with_output().unwrap();
     assert_success(&gateway);
+    if let Some(books) = &books {
+        assert_commits_never_ahead_of_books(&brokers, &topics, books);
+    }
 
     // Restart both: they rebuild from the beginning of the day and must be exact.
-    let restarted = spawn_two_runs(&brokers, &topics, dir.path(), true);
+    let restarted = spawn_two_runs(&brokers, &topics, dir.path(), true, books.as_ref());
     for mut run in restarted {
         let status =
             wait_or_kill(&mut run, Duration::from_secs(120)).expect("restarted run finishes");
@@ -521,6 +588,62 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
             "every trade exactly once"
         );
     }
+    if let Some(books) = &books {
+        books.assert_match(&decode_archive(&segments), &expected, &archive);
+    }
+}
+
+/// After the crash: every trade below the offsets the killed run committed is in the books.
+fn assert_commits_never_ahead_of_books(brokers: &str, topics: &Topics, books: &Books) {
+    let partitions = partition_count(brokers, &topics.trades, Duration::from_secs(10)).unwrap();
+    let assignments: Vec<(String, i32)> = (0..partitions)
+        .map(|p| (topics.trades.clone(), p))
+        .collect();
+    let committed = eod_sources::kafka::committed_offsets(
+        brokers,
+        "eod-run",
+        &assignments,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        committed.iter().any(|&c| c > 0),
+        "the run committed nothing before the kill"
+    );
+    let stored: std::collections::HashSet<String> = common::postgres_rows(&books.url)
+        .into_iter()
+        .map(|r| r.exec_id)
+        .collect();
+    let consumer = assigned_consumer(brokers, "eod-test-reader", &assignments).unwrap();
+    let ends =
+        eod_sources::kafka::end_offsets(&consumer, &assignments, Duration::from_secs(10)).unwrap();
+    let (mut seen, mut checked) = (0i64, 0usize);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seen < ends.iter().sum::<i64>() && std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        seen += 1;
+        if message.offset() >= committed[message.partition() as usize] {
+            continue;
+        }
+        let Ok(received) = eod_sources::envelope::event_from_bytes(message.payload().unwrap())
+        else {
+            continue;
+        };
+        let exec_id = match received.event {
+            TradeEvent::Fill(fill) => fill.exec_id,
+            TradeEvent::Correct(correction) => correction.fill.exec_id,
+            TradeEvent::Bust(_) => continue,
+        };
+        assert!(
+            stored.contains(exec_id.as_str()),
+            "offset committed past {exec_id}, which the books do not hold"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no committed trade to check");
 }
 
 /// `eod ingest --listen` on `port`, archiving under `dir`, with `extra` flags.
@@ -579,6 +702,7 @@ fn spawn_two_runs(
     topics: &Topics,
     dir: &Path,
     until_caught_up: bool,
+    books: Option<&Books>,
 ) -> Vec<std::process::Child> {
     let hosts = dir.join("hosts");
     std::fs::write(
@@ -602,6 +726,13 @@ fn spawn_two_runs(
                 run.arg("--until-caught-up");
             }
             topic_args(&mut run, brokers, topics);
+            if let Some(books) = books {
+                run.args(["--books", &books.url, "--books-batch-ms", "200"])
+                    .arg("--trader-reference")
+                    .arg(&books.traders)
+                    .arg("--security-reference")
+                    .arg(&books.securities);
+            }
             run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
                 .arg(&hosts);
             let log = std::fs::File::create(dir.join(format!("p{process}.log"))).unwrap();

@@ -11,6 +11,8 @@ use crate::fix::Reject;
 pub struct Received {
     pub event: TradeEvent,
     pub receive_time: i64,
+    /// Where the gateway archived the raw FIX, when it did.
+    pub archive: Option<eod_proto::ArchiveRef>,
 }
 
 /// Decodes and checks an envelope read back from a topic: anything may have been written there,
@@ -22,6 +24,7 @@ pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
     })?;
     validate(&envelope)?;
     let receive_time = envelope.receive_time;
+    let archive = envelope.source.clone();
     let event = to_event(envelope).ok_or_else(|| Reject {
         reason: DeadLetterReason::InvalidValue,
         detail: "envelope of unknown kind or side".into(),
@@ -29,6 +32,7 @@ pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
     Ok(Received {
         event,
         receive_time,
+        archive,
     })
 }
 

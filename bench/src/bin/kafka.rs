@@ -119,6 +119,9 @@ fn main() -> Result<()> {
             epoch: Duration::from_millis(args.epoch_ms.max(1)),
             max_epochs_in_flight: args.max_in_flight,
             until_caught_up: false,
+            books: None,
+            books_batch: Default::default(),
+            reference: Default::default(),
             timely_args: vec!["-w".into(), args.workers.to_string()],
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
