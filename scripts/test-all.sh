@@ -25,7 +25,7 @@ export EOD_KAFKA_DIR="${EOD_KAFKA_DIR:-$PWD/target/test-services/kafka}"
 export EOD_KAFKA_PORT="${EOD_KAFKA_PORT:-19192}"
 scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
-trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true' EXIT
+trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true' EXIT
 scripts/kafka.sh start
 export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
@@ -39,12 +39,21 @@ scripts/postgres.sh start
 export "$(scripts/postgres.sh env)"
 echo "EOD_POSTGRES_URL=$EOD_POSTGRES_URL"
 
+step "services: Redis 7 on 127.0.0.1 (the flash views)"
+export EOD_REDIS_DIR="${EOD_REDIS_DIR:-$PWD/target/test-services/redis}"
+export EOD_REDIS_PORT="${EOD_REDIS_PORT:-16379}"
+scripts/redis.sh stop
+rm -rf "$EOD_REDIS_DIR"
+scripts/redis.sh start
+export "$(scripts/redis.sh env)"
+echo "EOD_REDIS_URL=$EOD_REDIS_URL"
+
 step "QuickFIX (a real FIX engine as initiator), Python venv"
 export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
 scripts/quickfix-venv.sh "$EOD_QUICKFIX_VENV"
 export EOD_QUICKFIX_PYTHON="$EOD_QUICKFIX_VENV/bin/python"
 
-step "unit, property and integration tests (real broker, PostgreSQL, QuickFIX)"
+step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, QuickFIX)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

@@ -17,6 +17,7 @@ use eod::replay::{run_replay, ReplayOptions, ReplaySummary};
 use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
 use eod_queries::{positions_body, PositionFilter};
+use eod_sinks::redis_sink::{RedisOptions, RedisSink};
 use eod_sources::kafka::Topics;
 use eod_sources::simulator::SimConfig;
 
@@ -193,6 +194,8 @@ struct RunArgs {
     /// Books store for `run`: no default (a distributed run names its store).
     #[command(flatten)]
     books: BooksArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
     #[arg(last = true)]
     timely: Vec<String>,
 }
@@ -226,8 +229,38 @@ struct ReplayArgs {
     #[command(flatten)]
     books: BooksArgs,
     /// Timely flags, after `--`: `-w THREADS`, `-n PROCESSES -p INDEX -h HOSTFILE`.
+    #[command(flatten)]
+    redis: RedisArgs,
     #[arg(last = true)]
     timely: Vec<String>,
+}
+
+/// The speed path: the views mirrored into Redis.
+#[derive(Args, Debug, Clone)]
+struct RedisArgs {
+    /// Mirror the views into Redis (`redis://HOST:PORT`): positions, totals, pub/sub. Written
+    /// by the first process only; Redis being down never holds the views back.
+    #[arg(long, env = "EOD_REDIS")]
+    redis: Option<String>,
+}
+
+impl RedisArgs {
+    /// Starts the Redis sink on process 0 of the run (every process holds the complete view).
+    fn spawn(
+        &self,
+        store: &Arc<ViewStore>,
+        metrics: &Metrics,
+        timely_args: &[String],
+    ) -> Result<Option<RedisSink>> {
+        let Some(url) = &self.redis else {
+            return Ok(None);
+        };
+        if eod::timely_args::process_index(timely_args).map_err(anyhow::Error::msg)? != 0 {
+            return Ok(None);
+        }
+        let sink = RedisSink::spawn(RedisOptions::new(url), store.clone(), metrics.sinks.clone())?;
+        Ok(Some(sink))
+    }
 }
 
 /// The books (the enriched trade store) and the reference data that enriches them.
@@ -325,6 +358,8 @@ struct DemoArgs {
     dead_letters: Option<PathBuf>,
     #[command(flatten)]
     books: BooksArgs,
+    #[command(flatten)]
+    redis: RedisArgs,
     #[arg(last = true)]
     timely: Vec<String>,
 }
@@ -409,7 +444,17 @@ fn replay(args: ReplayArgs) -> Result<()> {
         books_batch: args.books.limits(),
         reference: args.books.reference(Some(&args.archive))?,
     };
-    let summary = run_replay(options, store, metrics)?;
+    let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
+    let summary = run_replay(options, store, metrics);
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(redis) = redis {
+                redis.finish();
+            }
+            return Err(e);
+        }
+    };
     if let Some(output) = &args.output {
         let body = positions_body(&summary.snapshot, &PositionFilter::default());
         std::fs::write(output, serde_json::to_vec_pretty(&body)?)
@@ -422,6 +467,9 @@ fn replay(args: ReplayArgs) -> Result<()> {
             server.addr
         );
         server.wait()?;
+    }
+    if let Some(redis) = redis {
+        redis.finish();
     }
     Ok(())
 }
@@ -504,6 +552,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         books_batch: args.books.limits(),
         reference,
     };
+    let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
     let result = run_demo(
         options,
         store.clone(),
@@ -511,6 +560,9 @@ fn demo(args: DemoArgs) -> Result<()> {
         stop.clone(),
         writer.sender(),
     );
+    if let Some(redis) = redis {
+        redis.finish();
+    }
     server.shutdown()?;
     writer.finish()?;
     result?;
@@ -690,9 +742,13 @@ fn run(args: RunArgs) -> Result<()> {
         books: args.books.target_if_named(),
         books_batch: args.books.limits(),
         reference: args.books.reference(None)?,
-        timely_args: args.timely,
+        timely_args: args.timely.clone(),
     };
+    let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
     let result = eod::run::run_kafka(options, store, metrics, stop);
+    if let Some(redis) = redis {
+        redis.finish();
+    }
     server.shutdown()?;
     let summary = result?;
     if let Some(output) = &args.output {

@@ -3,26 +3,41 @@
 
 /// Threads per process from timely's `-w N` / `-wN` / `--workers N` / `--workers=N` (default 1).
 pub fn workers_per_process(args: &[String]) -> Result<usize, String> {
+    let workers = numeric_flag(args, "-w", "--workers")?.unwrap_or(1);
+    if workers == 0 {
+        return Err("invalid worker count 0".into());
+    }
+    Ok(workers)
+}
+
+/// This process's index from timely's `-p N` / `--process N` (default 0).
+pub fn process_index(args: &[String]) -> Result<usize, String> {
+    Ok(numeric_flag(args, "-p", "--process")?.unwrap_or(0))
+}
+
+/// The last value of a numeric flag given as `-fN`, `-f N`, `--flag N` or `--flag=N`.
+fn numeric_flag(args: &[String], short: &str, long: &str) -> Result<Option<usize>, String> {
     let mut iter = args.iter();
-    let mut workers = 1;
+    let mut found = None;
+    let long_eq = format!("{long}=");
     while let Some(arg) = iter.next() {
-        let value = if arg == "-w" || arg == "--workers" {
+        let value = if arg == short || arg == long {
             iter.next().cloned()
-        } else if let Some(v) = arg.strip_prefix("--workers=") {
+        } else if let Some(v) = arg.strip_prefix(&long_eq) {
             Some(v.to_owned())
-        } else if let Some(v) = arg.strip_prefix("-w").filter(|v| !v.is_empty()) {
+        } else if let Some(v) = arg.strip_prefix(short).filter(|v| !v.is_empty()) {
             Some(v.to_owned())
         } else {
             continue;
         };
         let value = value.ok_or_else(|| format!("{arg} needs a number"))?;
-        workers = value
-            .parse::<usize>()
-            .ok()
-            .filter(|w| *w > 0)
-            .ok_or_else(|| format!("invalid worker count {value:?}"))?;
+        found = Some(
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("invalid {long} value {value:?}"))?,
+        );
     }
-    Ok(workers)
+    Ok(found)
 }
 
 /// Timely's configuration from the pass-through flags.
@@ -49,6 +64,18 @@ mod tests {
         );
         assert!(workers_per_process(&args(&["-w", "zero"])).is_err());
         assert!(workers_per_process(&args(&["-w"])).is_err());
+        assert!(workers_per_process(&args(&["-w", "0"])).is_err());
+    }
+
+    #[test]
+    fn process_index_defaults_to_zero() {
+        assert_eq!(process_index(&args(&["-w", "2"])), Ok(0));
+        assert_eq!(
+            process_index(&args(&["-n", "2", "-p", "1", "-h", "hosts"])),
+            Ok(1)
+        );
+        assert_eq!(process_index(&args(&["--process=3"])), Ok(3));
+        assert!(process_index(&args(&["-p", "x"])).is_err());
     }
 
     #[test]

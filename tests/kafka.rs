@@ -377,7 +377,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     assert_eq!(archived_bytes, sent, "every byte sent is archived once");
 
     let mut records = Vec::new();
-    let books = Books::new(dir.path(), "eod_kafka_e2e", 5, 12);
+    let books = Books::new(dir.path(), "eod_kafka_e2e", 1, 5, 12);
     for (process, run) in spawn_two_runs(&brokers, &topics, dir.path(), true, books.as_ref())
         .into_iter()
         .enumerate()
@@ -422,6 +422,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     );
     if let Some(books) = &books {
         books.assert_match(&decode_archive(&segments), &expected, &archive);
+        books.assert_redis_equals(&expected_json);
     }
 }
 
@@ -429,13 +430,22 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
 /// for the simulated market minus one trader, whose rows must come out flagged.
 struct Books {
     url: String,
+    /// A Redis database of the test's own, when EOD_REDIS_URL is set: the speed path too.
+    redis: Option<String>,
     traders: std::path::PathBuf,
     securities: std::path::PathBuf,
     reference: eod::books::ReferenceData,
 }
 
 impl Books {
-    fn new(dir: &Path, database: &str, traders: usize, symbols: usize) -> Option<Books> {
+    /// `database` in PostgreSQL and database number `redis_db` in Redis are the test's own.
+    fn new(
+        dir: &Path,
+        database: &str,
+        redis_db: u32,
+        traders: usize,
+        symbols: usize,
+    ) -> Option<Books> {
         let admin = common::postgres_url()?;
         let mut sim = SimConfig::market_close(1);
         sim.traders = traders;
@@ -454,8 +464,16 @@ impl Books {
             eod_sources::reference_data::securities_csv(&security_refs),
         )
         .unwrap();
+        let redis = std::env::var("EOD_REDIS_URL").ok().map(|url| {
+            let url = format!("{}/{redis_db}", url.trim_end_matches('/'));
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            redis::cmd("FLUSHDB").query::<()>(&mut conn).unwrap();
+            url
+        });
         Some(Books {
             url: common::fresh_database(&admin, database),
+            redis,
             traders,
             securities,
             reference: eod::books::ReferenceData {
@@ -478,6 +496,39 @@ impl Books {
         let rows = common::postgres_rows(&self.url);
         let stats = common::assert_books_match(&rows, events, &snapshot, &self.reference, archive);
         assert!(stats.enrichment_missing > 0, "{stats:?}");
+    }
+
+    /// Redis, written by process 0, holds exactly the final positions.
+    fn assert_redis_equals(&self, positions: &serde_json::Value) {
+        let Some(url) = &self.redis else { return };
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_connection().unwrap();
+        let mut stored = Vec::new();
+        for row in positions.as_array().unwrap() {
+            let key = format!("positions:{}", row["trader"].as_str().unwrap());
+            let value: String = redis::cmd("HGET")
+                .arg(&key)
+                .arg(row["symbol"].as_str().unwrap())
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&value).unwrap(),
+                *row
+            );
+            stored.push(key);
+        }
+        stored.sort();
+        stored.dedup();
+        let total: usize = stored
+            .iter()
+            .map(|key| {
+                redis::cmd("HLEN")
+                    .arg(key)
+                    .query::<usize>(&mut conn)
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(total, positions.as_array().unwrap().len());
     }
 }
 
@@ -537,7 +588,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         .spawn()
         .unwrap();
 
-    let books = Books::new(dir.path(), "eod_kafka_crash", 5, 12);
+    let books = Books::new(dir.path(), "eod_kafka_crash", 2, 5, 12);
     let mut live = spawn_two_runs(&brokers, &topics, dir.path(), false, books.as_ref());
     std::thread::sleep(Duration::from_millis(3300));
     // kill -9 one process in the middle of the burst; its peer cannot go on without it.
@@ -726,6 +777,9 @@ fn spawn_two_runs(
                 run.arg("--until-caught-up");
             }
             topic_args(&mut run, brokers, topics);
+            if let Some(redis) = books.and_then(|b| b.redis.as_ref()) {
+                run.args(["--redis", redis]);
+            }
             if let Some(books) = books {
                 run.args(["--books", &books.url, "--books-batch-ms", "200"])
                     .arg("--trader-reference")

@@ -3,8 +3,10 @@
 //! the raw archive goes to object storage.
 
 pub mod books;
+pub mod breaker;
 pub mod durable;
 pub mod metrics;
+pub mod redis_sink;
 
 pub use durable::{durable_sink, BatchWriter, Progress, SinkOptions};
 pub use metrics::SinkMetrics;

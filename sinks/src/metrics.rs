@@ -14,6 +14,10 @@ pub struct SinkMetrics {
     pub refused_rows: IntCounterVec,
     /// 1 while the last attempt reached the store, 0 while it is unreachable.
     pub store_up: IntGaugeVec,
+    /// Circuit breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker_state: IntGaugeVec,
+    /// Full resynchronisations after an outage.
+    pub resyncs: IntCounterVec,
 }
 
 impl SinkMetrics {
@@ -36,6 +40,14 @@ impl SinkMetrics {
             &["sink"],
         )?;
         registry.register(Box::new(store_up.clone()))?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "eod_sink_breaker_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(breaker_state.clone()))?;
         Ok(SinkMetrics {
             rows_written: counter("eod_sink_rows_total", "Rows written durably", &["sink"])?,
             batches: counter("eod_sink_batches_total", "Batches committed", &["sink"])?,
@@ -62,6 +74,12 @@ impl SinkMetrics {
                 &["sink"],
             )?,
             store_up,
+            breaker_state,
+            resyncs: counter(
+                "eod_sink_resyncs_total",
+                "Full resynchronisations of a sink after an outage",
+                &["sink"],
+            )?,
         })
     }
 }

@@ -1,6 +1,8 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test crate uses some of them).
+#![allow(dead_code)]
 
 pub mod fixture;
+pub mod http;
 
 use std::path::Path;
 
@@ -57,7 +59,6 @@ pub const STORED_COLUMNS: &str = "exec_id, kind, corrects, trader_id, symbol, si
     price, status, status_by, trader_name, security_name, enrichment_missing, archive_key, \
     archive_offset";
 
-#[allow(dead_code)]
 pub fn sqlite_rows(connection: &rusqlite::Connection) -> Vec<StoredRow> {
     let mut statement = connection
         .prepare(&format!("SELECT {STORED_COLUMNS} FROM trades"))
@@ -94,7 +95,6 @@ fn price_text(mantissa: i64) -> String {
 /// The books hold every execution of the archive exactly once, each with the status the
 /// archive's busts and corrections give it, enriched exactly where reference data exists,
 /// pointing at its own FIX bytes; the live rows add up to the positions.
-#[allow(dead_code)]
 pub fn assert_books_match(
     rows: &[StoredRow],
     events: &[TradeEvent],
@@ -256,7 +256,6 @@ pub fn assert_books_match(
 }
 
 /// What a books check saw, for tests to assert their fixture exercised it.
-#[allow(dead_code)]
 #[derive(Debug)]
 pub struct BooksStats {
     pub busted: usize,
@@ -266,7 +265,6 @@ pub struct BooksStats {
 
 /// PostgreSQL for the books tests: `EOD_POSTGRES_URL` (scripts/postgres.sh start; the full
 /// test command sets it). Unset: the caller skips, saying so.
-#[allow(dead_code)]
 pub fn postgres_url() -> Option<String> {
     let url = std::env::var("EOD_POSTGRES_URL")
         .ok()
@@ -277,7 +275,6 @@ pub fn postgres_url() -> Option<String> {
     url
 }
 
-#[allow(dead_code)]
 pub fn pg_query<T>(
     url: &str,
     work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
@@ -297,7 +294,6 @@ pub fn pg_query<T>(
 }
 
 /// A fresh, empty database named `name` on the server of `admin_url`; returns its URL.
-#[allow(dead_code)]
 pub fn fresh_database(admin_url: &str, name: &str) -> String {
     pg_query(admin_url, async |client| {
         client
@@ -312,7 +308,6 @@ pub fn fresh_database(admin_url: &str, name: &str) -> String {
     format!("{server}/{name}")
 }
 
-#[allow(dead_code)]
 pub fn postgres_rows(url: &str) -> Vec<StoredRow> {
     pg_query(url, async |client| {
         let rows = client
@@ -348,7 +343,6 @@ pub fn postgres_rows(url: &str) -> Vec<StoredRow> {
 }
 
 /// Rows the books sink has committed so far, by its own progress records (0 before the schema).
-#[allow(dead_code)]
 pub fn postgres_progress(url: &str) -> i64 {
     pg_query(url, async |client| {
         let row = client

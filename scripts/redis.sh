@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# A real Redis 7 for the speed-path tests, on 127.0.0.1, owned by this checkout.
+#
+#   scripts/redis.sh start     install (Debian redis-server) if needed, start, wait for PING
+#   scripts/redis.sh stop      shutdown (the outage tests use stop/start mid-run)
+#   scripts/redis.sh env       print EOD_REDIS_URL=... for the tests
+#
+# EOD_REDIS_DIR (default .eod/redis), EOD_REDIS_PORT (default 16379).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="${EOD_REDIS_DIR:-$root/.eod/redis}"
+port="${EOD_REDIS_PORT:-16379}"
+url="redis://127.0.0.1:$port"
+
+install() {
+  command -v redis-server >/dev/null && return
+  echo "redis: installing redis-server from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq redis-server >/dev/null
+}
+
+ping() { redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; }
+
+start() {
+  install
+  mkdir -p "$dir"
+  if ping; then
+    echo "redis: already running on $port"
+    return
+  fi
+  redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
+    --appendonly yes --save '' --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+  for _ in $(seq 1 100); do
+    ping && { echo "redis: ready at $url"; return; }
+    sleep 0.1
+  done
+  tail -20 "$dir/redis.log" >&2
+  echo "redis: did not answer PING" >&2
+  exit 1
+}
+
+stop() {
+  ping || return 0
+  redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  for _ in $(seq 1 100); do
+    ping || return 0
+    sleep 0.1
+  done
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  env) echo "EOD_REDIS_URL=$url" ;;
+  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac

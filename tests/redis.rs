@@ -1,0 +1,216 @@
+//! The speed path end to end: `eod replay --redis` mirrors the HTTP views into a real Redis,
+//! keeps the views current while Redis is down, and resynchronises when it is back, so that
+//! Redis equals the views again.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::http::{get, get_text, metric, KillOnDrop};
+use eod::generate::generate_archive;
+use eod_sources::simulator::SimConfig;
+
+/// A Redis of the test's own: its restart must not disturb other tests.
+struct OwnRedis {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn script(&self, action: &str) {
+        let status = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis.sh"))
+            .arg(action)
+            .env("EOD_REDIS_DIR", self.dir.path())
+            .env("EOD_REDIS_PORT", self.port.to_string())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "redis.sh {action}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+/// Every hash the sink writes (and `pnl:firm` as a one-field hash), by key.
+type Hashes = HashMap<String, HashMap<String, String>>;
+
+/// `pnl:as_of` and the hashes, or `None` while Redis is unreachable or still empty.
+fn redis_state(url: &str) -> Option<(String, Hashes)> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(1))
+        .ok()?;
+    let as_of: Option<String> = redis::cmd("GET").arg("pnl:as_of").query(&mut conn).ok()?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("positions:*")
+        .query(&mut conn)
+        .ok()?;
+    let mut hashes = HashMap::new();
+    for key in keys.into_iter().chain(["pnl:traders".to_owned()]) {
+        let hash: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&key).query(&mut conn).ok()?;
+        hashes.insert(key, hash);
+    }
+    let firm: Option<String> = redis::cmd("GET").arg("pnl:firm").query(&mut conn).ok()?;
+    hashes.insert(
+        "pnl:firm".into(),
+        HashMap::from([(String::new(), firm.unwrap_or_default())]),
+    );
+    Some((as_of?, hashes))
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap()
+}
+
+#[test]
+fn redis_restart_mid_replay_then_redis_equals_the_views() {
+    if std::env::var("EOD_REDIS_URL").is_err() {
+        eprintln!("skipped: EOD_REDIS_URL is not set (scripts/redis.sh start)");
+        return;
+    }
+    let redis = OwnRedis {
+        dir: tempfile::tempdir().unwrap(),
+        port: 16_492,
+    };
+    redis.script("start");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("archive");
+    let mut sim = SimConfig::market_close(8);
+    sim.traders = 6;
+    sim.symbols = 10;
+    generate_archive(&archive, sim, 150_000, 256 * 1024).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["replay", "--quiet", "--no-books", "--epoch-messages", "500"])
+        .arg("--archive")
+        .arg(&archive)
+        .arg("--prices")
+        .arg(archive.with_extension("prices.csv"))
+        .args([
+            "--serve",
+            "127.0.0.1:0",
+            "--redis",
+            &redis.url(),
+            "--",
+            "-w",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no address printed"
+        );
+        if let Some(rest) = line.trim().strip_prefix("serving http://") {
+            break rest.to_owned();
+        }
+    };
+    let log = Arc::new(Mutex::new(String::new()));
+    let log_w = log.clone();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        log_w.lock().unwrap().push_str(&rest);
+    });
+    let _child = KillOnDrop(child);
+
+    // Redis follows the replay; then it goes away in the middle of it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis_state(&redis.url()).is_none() {
+        assert!(Instant::now() < deadline, "redis never got the views");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, before) = get(&addr, "/v1/pnl/firm");
+    assert_eq!(
+        before["as_of"]["complete"], false,
+        "the replay is still running"
+    );
+    redis.script("stop");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, during) = get(&addr, "/v1/pnl/firm");
+    assert!(
+        during["as_of"]["messages"].as_u64() > before["as_of"]["messages"].as_u64()
+            || during["as_of"]["complete"] == true,
+        "the views stood still while redis was down: {before} / {during}"
+    );
+    redis.script("start");
+
+    // The replay completes; Redis catches up with a full resynchronisation.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (firm, traders, positions) = loop {
+        assert!(Instant::now() < deadline, "the replay did not complete");
+        let (_, firm) = get(&addr, "/v1/pnl/firm");
+        if firm["as_of"]["complete"] == true {
+            let (_, traders) = get(&addr, "/v1/pnl/traders");
+            let (_, positions) = get(&addr, "/v1/positions");
+            break (firm, traders, positions);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let hashes = loop {
+        if let Some((as_of, hashes)) = redis_state(&redis.url()) {
+            if json(&as_of) == firm["as_of"] {
+                break hashes;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis never caught up: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let rows = positions["positions"].as_array().unwrap();
+    assert!(rows.len() >= 50);
+    let stored: usize = hashes
+        .iter()
+        .filter(|(k, _)| k.starts_with("positions:"))
+        .map(|(_, h)| h.len())
+        .sum();
+    assert_eq!(
+        stored,
+        rows.len(),
+        "redis holds exactly the view's positions"
+    );
+    for row in rows {
+        let key = format!("positions:{}", row["trader"].as_str().unwrap());
+        let symbol = row["symbol"].as_str().unwrap();
+        assert_eq!(json(&hashes[&key][symbol]), *row, "{key} {symbol}");
+    }
+    for totals in traders["traders"].as_array().unwrap() {
+        let mut expected = totals.clone();
+        let trader = expected.as_object_mut().unwrap().remove("trader").unwrap();
+        let stored = json(&hashes["pnl:traders"][trader.as_str().unwrap()]);
+        assert_eq!(stored, expected, "{trader}");
+    }
+    assert_eq!(json(&hashes["pnl:firm"][""]), firm["firm"]);
+
+    let metrics = get_text(&addr, "/metrics").1;
+    assert!(metric(&metrics, "eod_sink_resyncs_total{sink=\"redis\"}") >= 2.0);
+    assert_eq!(
+        metric(&metrics, "eod_sink_breaker_state{sink=\"redis\"}"),
+        0.0
+    );
+}
