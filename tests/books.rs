@@ -225,3 +225,55 @@ fn postgres_stopped_and_restarted_mid_replay_loses_nothing() {
     assert!(before.elapsed() >= Duration::from_secs(3));
     assert_replay_books(&archive, &url);
 }
+
+#[test]
+fn a_row_postgres_refuses_is_dead_lettered_and_the_rest_land() {
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    let url = common::fresh_database(&admin, "eod_books_refused");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    // A price of 50 billion fits the 10^-8 fixed point but not DECIMAL(18,8).
+    let mut segment = Vec::new();
+    for (id, px) in [("R1", "20.5"), ("R2", "50000000000"), ("R3", "21")] {
+        segment.extend(common::fixture::fill(
+            id,
+            "RFSD",
+            "1",
+            "10",
+            px,
+            "20261125-21:00:01",
+            "T-R",
+        ));
+    }
+    std::fs::write(archive.join("a.fix"), segment).unwrap();
+    std::fs::write(archive.with_extension("prices.csv"), "").unwrap();
+    let options = replay_options(&archive, &url, ReferenceData::default());
+    let dead_letters = options.dead_letters.clone();
+    run_replay(
+        options,
+        ViewStore::new(),
+        eod::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
+
+    let rows = common::postgres_rows(&url);
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.exec_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["R1", "R3"], "the good rows land");
+    let letters = std::fs::read_to_string(&dead_letters).unwrap();
+    let letters: Vec<serde_json::Value> = letters
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason"], "downstream");
+    assert!(letters[0]["detail"].as_str().unwrap().contains("R2"));
+    assert!(letters[0]["original"]
+        .as_str()
+        .unwrap()
+        .contains("\"exec_id\":\"R2\""));
+    assert_eq!(letters[0]["source"], "a.fix");
+}

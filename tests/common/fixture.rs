@@ -11,11 +11,11 @@ use eod_sources::fix::FixEncoder;
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 
-fn er(fields: &[(u32, &str)]) -> Vec<u8> {
+pub fn er(fields: &[(u32, &str)]) -> Vec<u8> {
     FixEncoder::new("FIX.4.4").message("8", fields)
 }
 
-fn fill(
+pub fn fill(
     exec_id: &str,
     symbol: &str,
     side: &str,
