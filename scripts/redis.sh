@@ -26,8 +26,12 @@ start() {
   install
   mkdir -p "$dir"
   if ping; then
-    echo "redis: already running on $port"
-    return
+    if [ -f "$dir/redis.pid" ] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
+      echo "redis: already running on $port"
+      return
+    fi
+    echo "redis: port $port is taken by a server this directory did not start ($dir)" >&2
+    exit 1
   fi
   redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
     --appendonly yes --save '' --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"

@@ -25,7 +25,7 @@ export EOD_KAFKA_DIR="${EOD_KAFKA_DIR:-$PWD/target/test-services/kafka}"
 export EOD_KAFKA_PORT="${EOD_KAFKA_PORT:-19192}"
 scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
-trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true' EXIT
+trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true; scripts/s3.sh stop || true' EXIT
 scripts/kafka.sh start
 export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
@@ -48,12 +48,23 @@ scripts/redis.sh start
 export "$(scripts/redis.sh env)"
 echo "EOD_REDIS_URL=$EOD_REDIS_URL"
 
+step "services: SeaweedFS (S3) on 127.0.0.1 (the archive)"
+export EOD_S3_DIR="${EOD_S3_DIR:-$PWD/target/test-services/s3}"
+export EOD_S3_VENV="${EOD_S3_VENV:-$PWD/target/test-services/seaweedfs-venv}"
+scripts/s3.sh stop
+rm -rf "$EOD_S3_DIR"
+scripts/s3.sh start
+# Only the URL: each S3 test starts a server of its own (it stops it mid-run) and hands its
+# endpoint and credentials to the processes it spawns.
+export "$(scripts/s3.sh env | grep '^EOD_S3_URL=')"
+echo "EOD_S3_URL=$EOD_S3_URL"
+
 step "QuickFIX (a real FIX engine as initiator), Python venv"
 export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
 scripts/quickfix-venv.sh "$EOD_QUICKFIX_VENV"
 export EOD_QUICKFIX_PYTHON="$EOD_QUICKFIX_VENV/bin/python"
 
-step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, QuickFIX)"
+step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, QuickFIX)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

@@ -438,7 +438,7 @@ pub struct ListenOptions {
     pub listen: SocketAddr,
     pub spool: PathBuf,
     /// Directory the closed segments are uploaded to (object_store; S3 with the sinks issue).
-    pub archive_to: PathBuf,
+    pub archive_to: String,
     pub policy: SegmentPolicy,
     /// Stop after serving this many connections (replays and tests); `None`: until stopped.
     pub connections: Option<usize>,
@@ -533,11 +533,13 @@ pub fn serve_tcp(
 
 /// Opens the spool and the archive store for a listening gateway.
 pub fn open_archive(options: &ListenOptions) -> Result<(SegmentWriter, SegmentUploader)> {
-    std::fs::create_dir_all(&options.archive_to)
-        .with_context(|| format!("creating {}", options.archive_to.display()))?;
-    let store: Arc<dyn object_store::ObjectStore> = Arc::new(
-        object_store::local::LocalFileSystem::new_with_prefix(&options.archive_to)?,
-    );
+    let location = &options.archive_to;
+    if !location.contains("://") {
+        std::fs::create_dir_all(location).with_context(|| format!("creating {location}"))?;
+    } else if let Some(path) = location.strip_prefix("file://") {
+        std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+    }
+    let store = eod_sources::archive::open_store(location)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

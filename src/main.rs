@@ -122,7 +122,7 @@ impl TopicArgs {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["archive", "listen"])))]
 struct IngestArgs {
-    /// Replay this directory (or file:// URL) of FIX files, read in name order.
+    /// Replay this archive (directory, file:// or s3://bucket/prefix), read in name order.
     #[arg(long)]
     archive: Option<String>,
     /// Accept plain framed FIX streams over TCP on this address.
@@ -131,9 +131,11 @@ struct IngestArgs {
     /// Local spool directory: raw bytes are fsynced here before anything else is done.
     #[arg(long)]
     spool: Option<PathBuf>,
-    /// Directory the closed archive segments are uploaded to.
+    /// Where closed archive segments are uploaded: a directory, file:// or
+    /// s3://bucket/prefix (credentials and endpoint from the AWS_* environment). While it is
+    /// unreachable, segments wait in the spool and go up in order when it is back.
     #[arg(long)]
-    archive_to: Option<PathBuf>,
+    archive_to: Option<String>,
     /// Stop after this many connections (default: until Ctrl-C).
     #[arg(long)]
     connections: Option<usize>,

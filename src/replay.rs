@@ -66,7 +66,11 @@ pub fn run_replay(
     metrics: Arc<Metrics>,
 ) -> Result<ReplaySummary> {
     let archive = Archive::open(&options.archive)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // One runtime for every read, driven by its own thread: an HTTP store (S3) pools its
+    // connections in the runtime that opened them, so a second runtime would wait on them.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("archive-io")
         .enable_all()
         .build()?;
     let segments = runtime.block_on(archive.segments())?;
@@ -96,6 +100,7 @@ pub fn run_replay(
         progress,
         metrics,
         dead_letters: writer.sender(),
+        io: runtime.handle().clone(),
     });
     let guards = timely::execute(config, move |worker| {
         let shared = shared.clone();
@@ -137,6 +142,7 @@ struct WorkerShared {
     progress: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     dead_letters: DeadLetterSender,
+    io: tokio::runtime::Handle,
 }
 
 fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> Result<()> {
@@ -175,10 +181,6 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         shared.metrics.clone(),
     );
     intake.enter_sources(books.is_some());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-
     if index == 0 {
         for update in &shared.options.prices {
             inputs.price(update.clone());
@@ -211,7 +213,7 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     for segment in shared.segments.iter().skip(index).step_by(peers) {
         let _span =
             tracing::info_span!("replay_segment", key = %segment.key, worker = index).entered();
-        let bytes = runtime.block_on(shared.archive.read(&segment.key))?;
+        let bytes = shared.io.block_on(shared.archive.read(&segment.key))?;
         intake.reset(&segment.key);
         shared.metrics.segments_read.inc();
         // Feed in slices so epochs stay bounded even for one huge segment.

@@ -1,12 +1,16 @@
-//! The raw FIX archive as a replay source, through `object_store`: a local directory by
-//! default, any URL object_store understands (`file://`, and `s3://` with the S3 sink issue).
+//! The raw FIX archive as a replay source, through `object_store`: a local directory, a
+//! `file://` URL, or S3 (`s3://bucket/prefix`, any S3-compatible server).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, RetryConfig};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +25,60 @@ pub enum ArchiveError {
         key: String,
         source: object_store::Error,
     },
-    #[error("unsupported archive URL {0:?} (use a directory path or file:// URL)")]
+    #[error("unsupported archive URL {0:?} (use a directory, file:// or s3://bucket/prefix)")]
     Unsupported(String),
+}
+
+/// The object store behind an archive location, with keys relative to the location:
+/// - a directory path or `file://` URL: the local file system (the directory must exist);
+/// - `s3://bucket[/prefix]`: S3 or any S3-compatible server, configured from the usual
+///   environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`
+///   for a server other than AWS, `AWS_ALLOW_HTTP=true` for plain HTTP), path-style requests.
+///
+/// S3 requests give up after a few quick retries instead of object_store's three minutes: the
+/// archive writer keeps segments spooled and tries again itself, and a replay should fail fast.
+pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>, ArchiveError> {
+    let open_err = |source| ArchiveError::Open {
+        location: location.into(),
+        source,
+    };
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(ArchiveError::Unsupported(location.into()));
+        }
+        let retry = RetryConfig {
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(10),
+            ..RetryConfig::default()
+        };
+        // object_store's from_env does not read AWS_ALLOW_HTTP; plain HTTP stays opt-in.
+        let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1");
+        let client = ClientOptions::new()
+            .with_allow_http(allow_http)
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(30));
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(retry)
+            .with_client_options(client)
+            .build()
+            .map_err(open_err)?;
+        let prefix = prefix.trim_matches('/');
+        return Ok(if prefix.is_empty() {
+            Arc::new(store)
+        } else {
+            Arc::new(PrefixStore::new(store, prefix))
+        });
+    }
+    let path = match location.strip_prefix("file://") {
+        Some(path) => path,
+        None if location.contains("://") => return Err(ArchiveError::Unsupported(location.into())),
+        None => location,
+    };
+    let store = LocalFileSystem::new_with_prefix(path).map_err(open_err)?;
+    Ok(Arc::new(store))
 }
 
 /// A FIX archive: every object under a prefix, replayed in name order.
@@ -41,21 +97,10 @@ pub struct Segment {
 }
 
 impl Archive {
-    /// Opens a directory path or `file://` URL.
+    /// Opens a directory path, a `file://` URL or an `s3://bucket/prefix` URL (see
+    /// [`open_store`]).
     pub fn open(location: &str) -> Result<Archive, ArchiveError> {
-        let path = match location.strip_prefix("file://") {
-            Some(path) => path,
-            None if location.contains("://") => {
-                return Err(ArchiveError::Unsupported(location.into()))
-            }
-            None => location,
-        };
-        let store =
-            LocalFileSystem::new_with_prefix(path).map_err(|source| ArchiveError::Open {
-                location: location.into(),
-                source,
-            })?;
-        Ok(Archive::from_store(Arc::new(store), None, location))
+        Ok(Archive::from_store(open_store(location)?, None, location))
     }
 
     pub fn from_store(

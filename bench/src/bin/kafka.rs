@@ -81,7 +81,7 @@ fn main() -> Result<()> {
     let listen = ListenOptions {
         listen: "127.0.0.1:0".parse()?,
         spool: scratch.path().join("spool"),
-        archive_to: scratch.path().join("archive"),
+        archive_to: scratch.path().join("archive").display().to_string(),
         policy: SegmentPolicy {
             gateway_id: "bench".into(),
             trading_date: "20261125".into(),
