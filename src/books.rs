@@ -184,10 +184,10 @@ impl ReferenceData {
     /// Enters the reference data (call on one worker).
     pub fn enter(&self, inputs: &mut Inputs) {
         for trader in &self.traders {
-            inputs.traders.insert(trader.clone());
+            inputs.trader(trader.clone(), 1);
         }
         for security in &self.securities {
-            inputs.securities.insert(security.clone());
+            inputs.security(security.clone(), 1);
         }
     }
 }

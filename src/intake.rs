@@ -105,7 +105,7 @@ impl Intake {
                                 }
                             };
                             if let (true, Some(exec_id)) = (self.enter_sources, executed) {
-                                inputs.sources.insert(TradeSource {
+                                inputs.source(TradeSource {
                                     exec_id: exec_id.clone(),
                                     archive_key: self.source.as_str().into(),
                                     archive_offset: offset,

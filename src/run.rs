@@ -412,7 +412,7 @@ fn enter_source(inputs: &mut Inputs, received: &Received) {
         .as_ref()
         .map(|a| (a.object_key.as_str().into(), a.offset))
         .unwrap_or_default();
-    inputs.sources.insert(TradeSource {
+    inputs.source(TradeSource {
         exec_id: exec_id.clone(),
         archive_key,
         archive_offset,

@@ -30,10 +30,8 @@ pub struct Inputs {
     pub corrections: InputSession<Time, Correction, Diff>,
     pub busts: InputSession<Time, Bust, Diff>,
     pub prices: InputSession<Time, PriceUpdate, Diff>,
-    /// Books only: where each execution is archived, and the reference data.
-    pub sources: InputSession<Time, TradeSource, Diff>,
-    pub traders: InputSession<Time, TraderRef, Diff>,
-    pub securities: InputSession<Time, SecurityRef, Diff>,
+    /// Books only (closed at build time without books, so they cost nothing per epoch).
+    book_inputs: Option<BookSessions>,
     counters: InputSession<Time, Counter, Diff>,
     pending_counts: BTreeMap<Counter, Diff>,
 }
@@ -54,6 +52,27 @@ impl Inputs {
                 self.count(Counter::Busts, 1);
                 self.busts.insert(bust);
             }
+        }
+    }
+
+    /// Where an execution is archived (books only; ignored without books).
+    pub fn source(&mut self, source: TradeSource) {
+        if let Some(books) = self.book_inputs.as_mut() {
+            books.sources.insert(source);
+        }
+    }
+
+    /// A trader reference record entering (`diff` 1) or leaving (-1); books only.
+    pub fn trader(&mut self, trader: TraderRef, diff: Diff) {
+        if let Some(books) = self.book_inputs.as_mut() {
+            books.traders.update(trader, diff);
+        }
+    }
+
+    /// A security reference record entering (`diff` 1) or leaving (-1); books only.
+    pub fn security(&mut self, security: SecurityRef, diff: Diff) {
+        if let Some(books) = self.book_inputs.as_mut() {
+            books.securities.update(security, diff);
         }
     }
 
@@ -85,9 +104,11 @@ impl Inputs {
         self.corrections.advance_to(time);
         self.busts.advance_to(time);
         self.prices.advance_to(time);
-        self.sources.advance_to(time);
-        self.traders.advance_to(time);
-        self.securities.advance_to(time);
+        if let Some(books) = self.book_inputs.as_mut() {
+            books.sources.advance_to(time);
+            books.traders.advance_to(time);
+            books.securities.advance_to(time);
+        }
         self.counters.advance_to(time);
     }
 
@@ -97,9 +118,11 @@ impl Inputs {
         self.corrections.flush();
         self.busts.flush();
         self.prices.flush();
-        self.sources.flush();
-        self.traders.flush();
-        self.securities.flush();
+        if let Some(books) = self.book_inputs.as_mut() {
+            books.sources.flush();
+            books.traders.flush();
+            books.securities.flush();
+        }
         self.counters.flush();
     }
 
@@ -107,6 +130,12 @@ impl Inputs {
     pub fn close(mut self) {
         self.flush_counts();
     }
+}
+
+struct BookSessions {
+    sources: InputSession<Time, TradeSource, Diff>,
+    traders: InputSession<Time, TraderRef, Diff>,
+    securities: InputSession<Time, SecurityRef, Diff>,
 }
 
 /// Values grouped under a plain fill's ExecID. Variant order puts kills before the fill.
@@ -237,9 +266,11 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
         corrections: corrections_in,
         busts: busts_in,
         prices: prices_in,
-        sources: sources_in,
-        traders: traders_in,
-        securities: securities_in,
+        book_inputs: options.books.then_some(BookSessions {
+            sources: sources_in,
+            traders: traders_in,
+            securities: securities_in,
+        }),
         counters: counters_in,
         pending_counts: BTreeMap::new(),
     };

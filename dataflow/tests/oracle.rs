@@ -389,10 +389,10 @@ fn run_with_books(epochs: Vec<Vec<Input>>, workers: usize) -> (Vec<ViewSnapshot>
                     match input.clone() {
                         Input::Trade(event) => inputs.event(event),
                         Input::Price(update) => inputs.price(update),
-                        Input::Source(source) => inputs.sources.insert(source),
-                        Input::Trader(trader) => inputs.traders.insert(trader),
-                        Input::TraderWithdrawn(trader) => inputs.traders.remove(trader),
-                        Input::Security(security) => inputs.securities.insert(security),
+                        Input::Source(source) => inputs.source(source),
+                        Input::Trader(trader) => inputs.trader(trader, 1),
+                        Input::TraderWithdrawn(trader) => inputs.trader(trader, -1),
+                        Input::Security(security) => inputs.security(security, 1),
                     }
                 }
                 next += 1;

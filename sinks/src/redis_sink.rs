@@ -219,7 +219,7 @@ fn by_trader(snapshot: &ViewSnapshot) -> Rows<'_> {
 }
 
 /// One transaction with every change from `previous` to `current`; returns rows written.
-fn write_changes(
+pub fn write_changes(
     conn: &mut redis::Connection,
     previous: &ViewSnapshot,
     current: &ViewSnapshot,
@@ -306,7 +306,10 @@ fn write_changes(
 
 /// Replaces whatever Redis holds with `current`, in one transaction, and announces each
 /// trader's full state.
-fn resynchronise(conn: &mut redis::Connection, current: &ViewSnapshot) -> redis::RedisResult<u64> {
+pub fn resynchronise(
+    conn: &mut redis::Connection,
+    current: &ViewSnapshot,
+) -> redis::RedisResult<u64> {
     // Stale traders (in Redis, no longer in the views) must go too.
     let stale: Vec<String> = {
         use redis::TypedCommands;
