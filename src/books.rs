@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
 use eod_dataflow::{BookRow, Diff, Inputs, SecurityRef, Time, TraderRef};
+use eod_sinks::books::mssql::MssqlBooks;
 use eod_sinks::books::postgres::PostgresBooks;
 use eod_sinks::books::sqlite::SqliteBooks;
 use eod_sinks::books::{BooksWriter, RefusedRow};
@@ -19,11 +20,13 @@ use eod_sources::simulator::SimConfig;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
-/// A books store: `sqlite:PATH` or a `postgres://` URL.
+/// A books store: `sqlite:PATH`, a `postgres://` URL, or `mssql:` and an ADO.NET connection
+/// string (`mssql:server=tcp:HOST,1433;user=sa;password=...;TrustServerCertificate=true`).
 #[derive(Clone, PartialEq, Eq)]
 pub enum BooksTarget {
     Sqlite(PathBuf),
     Postgres(String),
+    SqlServer(String),
 }
 
 impl FromStr for BooksTarget {
@@ -39,8 +42,12 @@ impl FromStr for BooksTarget {
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
             return Ok(BooksTarget::Postgres(text.to_owned()));
         }
+        if let Some(ado) = text.strip_prefix("mssql:") {
+            return Ok(BooksTarget::SqlServer(ado.to_owned()));
+        }
         Err(format!(
-            "unknown books store {:?}: use sqlite:PATH or postgres://USER@HOST:PORT/DB",
+            "unknown books store {:?}: use sqlite:PATH, postgres://USER@HOST:PORT/DB or \
+             mssql:ADO-CONNECTION-STRING",
             redact(text)
         ))
     }
@@ -60,11 +67,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Hides the password of an ADO.NET connection string.
+pub fn redact_ado(ado: &str) -> String {
+    ado.split(';')
+        .map(|part| match part.split_once('=') {
+            Some((key, _))
+                if matches!(key.trim().to_ascii_lowercase().as_str(), "password" | "pwd") =>
+            {
+                format!("{key}=***")
+            }
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 impl fmt::Display for BooksTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BooksTarget::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
             BooksTarget::Postgres(url) => f.write_str(&redact(url)),
+            BooksTarget::SqlServer(ado) => write!(f, "mssql:{}", redact_ado(ado)),
         }
     }
 }
@@ -81,6 +104,7 @@ impl BooksTarget {
         let applied = match self {
             BooksTarget::Sqlite(path) => SqliteBooks::open(path)?.migrate()?,
             BooksTarget::Postgres(url) => PostgresBooks::open(url)?.migrate()?,
+            BooksTarget::SqlServer(ado) => MssqlBooks::open(ado)?.migrate()?,
         };
         tracing::info!(store = %self, ?applied, "books schema ready");
         Ok(())
@@ -116,6 +140,9 @@ impl BooksTarget {
                     metrics,
                     refused(),
                 ))
+            })?,
+            BooksTarget::SqlServer(ado) => durable_sink(books, options, shard_of, |_shard| {
+                Ok(BooksWriter::new(MssqlBooks::open(ado)?, metrics, refused()))
             })?,
         };
         sink.probe_with(durable);
@@ -208,5 +235,13 @@ mod tests {
         let err = "mysql://u:pw@h/db".parse::<BooksTarget>().unwrap_err();
         assert!(!err.contains("pw"), "{err}");
         assert!("sqlite:".parse::<BooksTarget>().is_err());
+        let mssql: BooksTarget =
+            "mssql:server=tcp:127.0.0.1,1433;user=sa;Password=S3cret!;TrustServerCertificate=true"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            mssql.to_string(),
+            "mssql:server=tcp:127.0.0.1,1433;user=sa;Password=***;TrustServerCertificate=true"
+        );
     }
 }

@@ -277,3 +277,34 @@ fn a_row_postgres_refuses_is_dead_lettered_and_the_rest_land() {
         .contains("\"exec_id\":\"R2\""));
     assert_eq!(letters[0]["source"], "a.fix");
 }
+
+#[test]
+fn replay_into_sql_server_holds_every_execution_once() {
+    let Some(ado) = common::mssql_url() else {
+        return;
+    };
+    common::mssql_execute(
+        &ado,
+        "DROP TABLE IF EXISTS dbo.Trades; DROP TABLE IF EXISTS dbo.SinkProgress; \
+         DROP TABLE IF EXISTS dbo.SchemaMigrations;",
+    );
+    let fx = fixture();
+    let target = format!("mssql:{ado}");
+    let mut options = replay_options(&fx.archive, &target, fx.reference.clone());
+    options.prices = fx.prices.clone();
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
+    let (events, _) = common::decode_archive(&fx.archive);
+    let stats = common::assert_books_match(
+        &common::mssql_rows(&ado),
+        &events,
+        &summary.snapshot,
+        &fx.reference,
+        &fx.archive,
+    );
+    assert!(stats.busted > 0 && stats.corrected > 0 && stats.enrichment_missing > 0);
+}

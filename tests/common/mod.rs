@@ -355,3 +355,87 @@ pub fn postgres_progress(url: &str) -> i64 {
     })
     .unwrap_or(0)
 }
+
+/// SQL Server for the books tests: `EOD_MSSQL_URL`, an ADO.NET connection string. None runs on
+/// the development machines (see docker/); unset, the caller skips, saying so.
+pub fn mssql_url() -> Option<String> {
+    let url = std::env::var("EOD_MSSQL_URL")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if url.is_none() {
+        eprintln!("skipped: EOD_MSSQL_URL is not set (a SQL Server, e.g. from docker/)");
+    }
+    url
+}
+
+async fn mssql_client(
+    ado: &str,
+) -> tiberius::Client<tokio_util::compat::Compat<tokio::net::TcpStream>> {
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+    let config = tiberius::Config::from_ado_string(ado).unwrap();
+    let tcp = tokio::net::TcpStream::connect(config.get_addr())
+        .await
+        .unwrap();
+    tiberius::Client::connect(config, tcp.compat_write())
+        .await
+        .unwrap()
+}
+
+/// Runs `sql` (a batch) on the server.
+pub fn mssql_execute(ado: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = mssql_client(ado).await;
+        client
+            .simple_query(sql)
+            .await
+            .unwrap()
+            .into_results()
+            .await
+            .unwrap();
+    });
+}
+
+pub fn mssql_rows(ado: &str) -> Vec<StoredRow> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = mssql_client(ado).await;
+        let rows = client
+            .simple_query(
+                "SELECT exec_id, kind, corrects, trader_id, symbol, side, quantity, \
+                 CONVERT(NVARCHAR(40), price), status, status_by, trader_name, security_name, \
+                 enrichment_missing, archive_key, archive_offset FROM dbo.Trades",
+            )
+            .await
+            .unwrap()
+            .into_first_result()
+            .await
+            .unwrap();
+        let text = |row: &tiberius::Row, i: usize| row.get::<&str, _>(i).map(str::to_owned);
+        rows.iter()
+            .map(|r| StoredRow {
+                exec_id: text(r, 0).unwrap(),
+                kind: text(r, 1).unwrap(),
+                corrects: text(r, 2),
+                trader_id: text(r, 3).unwrap(),
+                symbol: text(r, 4).unwrap(),
+                side: text(r, 5).unwrap(),
+                quantity: r.get::<i64, _>(6).unwrap(),
+                price: text(r, 7).unwrap(),
+                status: text(r, 8).unwrap(),
+                status_by: text(r, 9),
+                trader_name: text(r, 10),
+                security_name: text(r, 11),
+                enrichment_missing: r.get::<bool, _>(12).unwrap(),
+                archive_key: text(r, 13),
+                archive_offset: r.get::<i64, _>(14),
+            })
+            .collect()
+    })
+}

@@ -1,6 +1,7 @@
 //! The books sink: one contract (upsert by ExecID, progress in the same transaction, retries,
 //! refused rows dead-lettered), several stores.
 
+pub mod mssql;
 pub mod postgres;
 pub mod sqlite;
 
