@@ -46,6 +46,27 @@ enum Command {
     Run(RunArgs),
     /// Drive a gateway over TCP with the seeded simulator (prices to Kafka).
     Simulate(SimulateArgs),
+    /// Publish reference data (traders, securities CSVs) to the reference topic, where
+    /// `eod run` follows it: a changed record re-enriches the books rows it touches.
+    Reference(ReferenceArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReferenceArgs {
+    #[command(flatten)]
+    kafka: TopicArgs,
+    /// Traders CSV (`trader_id,name,mpid,desk,strategy`) to publish.
+    #[arg(long)]
+    traders: Option<PathBuf>,
+    /// Securities CSV (`symbol,cusip,isin,name,exchange,currency`) to publish.
+    #[arg(long)]
+    securities: Option<PathBuf>,
+    /// Withdraw these traders (tombstones).
+    #[arg(long, value_delimiter = ',')]
+    withdraw_traders: Vec<String>,
+    /// Withdraw these securities (tombstones).
+    #[arg(long, value_delimiter = ',')]
+    withdraw_securities: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -73,6 +94,9 @@ struct SimulateArgs {
     brokers: Option<String>,
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
+    /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
+    #[arg(long, env = "EOD_REFERENCE_TOPIC", default_value = "reference")]
+    reference_topic: String,
 }
 
 /// The simulated market: its seed and how many traders and symbols trade in it.
@@ -107,6 +131,9 @@ struct TopicArgs {
     dlq_topic: String,
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
+    /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
+    #[arg(long, env = "EOD_REFERENCE_TOPIC", default_value = "reference")]
+    reference_topic: String,
 }
 
 impl TopicArgs {
@@ -115,6 +142,7 @@ impl TopicArgs {
             trades: self.trades_topic.clone(),
             dead_letters: self.dlq_topic.clone(),
             prices: self.prices_topic.clone(),
+            reference: self.reference_topic.clone(),
         }
     }
 }
@@ -399,6 +427,7 @@ fn main() -> Result<()> {
         Command::Ingest(args) => ingest(args),
         Command::Run(args) => run(args),
         Command::Simulate(args) => simulate(args),
+        Command::Reference(args) => publish_reference(args),
     }
 }
 
@@ -604,13 +633,14 @@ fn ingest(args: IngestArgs) -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(eod_sources::kafka::ensure_topics(
+        runtime.block_on(eod_sources::kafka::ensure_topics_with(
             &args.kafka.brokers,
             &[
                 (&topics.trades, 12),
                 (&topics.dead_letters, 3),
                 (&topics.prices, 12),
             ],
+            &[(&topics.reference, 1)],
         ))?;
     }
     let metrics = Metrics::new()?;
@@ -727,6 +757,49 @@ fn simulate(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
+fn publish_reference(args: ReferenceArgs) -> Result<()> {
+    use eod_sources::reference_data::ReferenceRecord;
+    let topic = args.kafka.reference_topic.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(eod_sources::kafka::ensure_topics_with(
+        &args.kafka.brokers,
+        &[],
+        &[(&topic, 1)],
+    ))?;
+    let data = ReferenceData::load(args.traders.as_deref(), args.securities.as_deref())?;
+    let producer = eod_sources::kafka::EnvelopeProducer::new(&args.kafka.brokers)?;
+    let records = data
+        .traders
+        .into_iter()
+        .map(ReferenceRecord::Trader)
+        .chain(data.securities.into_iter().map(ReferenceRecord::Security));
+    let mut published = 0;
+    for record in records {
+        producer.send(&topic, record.key().as_bytes(), record.value().as_bytes())?;
+        published += 1;
+    }
+    let tombstones = args
+        .withdraw_traders
+        .iter()
+        .map(|id| format!("trader:{id}"))
+        .chain(
+            args.withdraw_securities
+                .iter()
+                .map(|s| format!("security:{s}")),
+        );
+    let mut withdrawn = 0;
+    for key in tombstones {
+        producer.send(&topic, key.as_bytes(), b"")?;
+        withdrawn += 1;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    println!("published       {published}");
+    println!("withdrawn       {withdrawn}");
+    Ok(())
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let store = ViewStore::new();
     let metrics = Metrics::new()?;
@@ -744,6 +817,7 @@ fn run(args: RunArgs) -> Result<()> {
         books: args.books.target_if_named(),
         books_batch: args.books.limits(),
         reference: args.books.reference(None)?,
+        reference_from_topic: true,
         timely_args: args.timely.clone(),
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;

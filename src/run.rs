@@ -2,7 +2,7 @@
 //! (partition p goes to worker p mod peers, in every process alike), from the beginning of
 //! the trading day, so the views are rebuilt exactly on every start.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::kafka::{
     assigned_consumer, end_offsets, partition_count, EnvelopeProducer, Topics,
 };
+use eod_sources::reference_data::ReferenceRecord;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub books: Option<BooksTarget>,
     pub books_batch: BatchLimits,
     pub reference: ReferenceData,
+    /// Also follow the reference topic (traders and securities, compacted).
+    pub reference_from_topic: bool,
 }
 
 /// Closed epochs the source may run ahead of the durable sinks. A books batch waits up to its
@@ -74,6 +77,7 @@ struct Shared {
     stop: Arc<AtomicBool>,
     trade_partitions: i32,
     price_partitions: i32,
+    reference_partitions: i32,
     workers_per_process: usize,
     latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     consume_latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
@@ -97,6 +101,23 @@ pub fn run_kafka(
         partition_count(&options.brokers, &options.topics.trades, metadata_timeout)?;
     let price_partitions =
         partition_count(&options.brokers, &options.topics.prices, metadata_timeout)?;
+    // Reference data on Kafka is optional: without the topic, the CSV files (if any) are all.
+    let reference_partitions = match (&options.books, options.reference_from_topic) {
+        (Some(_), true) => {
+            match partition_count(
+                &options.brokers,
+                &options.topics.reference,
+                metadata_timeout,
+            ) {
+                Ok(partitions) => partitions,
+                Err(e) => {
+                    tracing::info!(topic = %options.topics.reference, error = %e, "no reference topic: reference data from files only");
+                    0
+                }
+            }
+        }
+        _ => 0,
+    };
     let started = Instant::now();
     let shared = Arc::new(Shared {
         options,
@@ -105,6 +126,7 @@ pub fn run_kafka(
         stop,
         trade_partitions,
         price_partitions,
+        reference_partitions,
         workers_per_process,
         latency: std::sync::Mutex::new(new_latency_histogram()),
         consume_latency: std::sync::Mutex::new(new_latency_histogram()),
@@ -188,6 +210,7 @@ fn run_worker(
         stop,
         trade_partitions,
         price_partitions,
+        reference_partitions,
         workers_per_process: workers,
         ..
     } = shared;
@@ -220,6 +243,13 @@ fn run_worker(
     };
     let mut assignments = mine(&options.topics.trades, trade_partitions);
     assignments.extend(mine(&options.topics.prices, price_partitions));
+    // All reference partitions to worker 0: a record replaces its key's previous value, so
+    // one reader keeps the per-key state.
+    if index == 0 {
+        assignments
+            .extend((0..*reference_partitions).map(|p| (options.topics.reference.clone(), p)));
+    }
+    let mut reference_state: HashMap<String, ReferenceRecord> = HashMap::new();
     let consumer = if assignments.is_empty() {
         None
     } else {
@@ -298,6 +328,18 @@ fn run_worker(
                             None
                         }
                         Err(reject) => Some((reject.reason, reject.detail)),
+                    }
+                } else if topic == options.topics.reference {
+                    let key = message
+                        .key()
+                        .map(String::from_utf8_lossy)
+                        .unwrap_or_default();
+                    match ReferenceRecord::decode(&key, payload) {
+                        Ok(record) => {
+                            apply_reference(&mut inputs, &mut reference_state, &key, record);
+                            None
+                        }
+                        Err(e) => Some((DeadLetterReason::InvalidValue, e.to_string())),
                     }
                 } else {
                     match price_from_bytes(payload) {
@@ -398,6 +440,27 @@ fn take_before<T>(queue: &mut VecDeque<(Time, T)>, probe: &ProbeHandle<Time>) ->
         .take_while(|(time, _)| *time < frontier)
         .count();
     queue.drain(..passed).map(|(_, data)| data).collect()
+}
+
+/// A reference record replaces its key's previous value (a tombstone withdraws it): the
+/// enrichment of the affected books rows follows in the dataflow.
+fn apply_reference(
+    inputs: &mut Inputs,
+    state: &mut HashMap<String, ReferenceRecord>,
+    key: &str,
+    record: Option<ReferenceRecord>,
+) {
+    let enter = |inputs: &mut Inputs, record: &ReferenceRecord, diff: isize| match record {
+        ReferenceRecord::Trader(t) => inputs.trader(t.clone(), diff),
+        ReferenceRecord::Security(s) => inputs.security(s.clone(), diff),
+    };
+    if let Some(previous) = state.remove(key) {
+        enter(inputs, &previous, -1);
+    }
+    if let Some(record) = record {
+        enter(inputs, &record, 1);
+        state.insert(key.to_owned(), record);
+    }
 }
 
 /// An execution's archive location and receive time, for its books row.

@@ -45,6 +45,7 @@ fn unique_topics(name: &str) -> Topics {
         trades: format!("{name}-{nonce}.trades.raw"),
         dead_letters: format!("{name}-{nonce}.trades.dlq"),
         prices: format!("{name}-{nonce}.prices"),
+        reference: format!("{name}-{nonce}.reference"),
     }
 }
 
@@ -91,6 +92,7 @@ fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod::run::RunSumm
             books: None,
             books_batch: Default::default(),
             reference: Default::default(),
+            reference_from_topic: false,
             timely_args: vec!["-w".into(), "2".into()],
         },
         ViewStore::new(),
@@ -248,7 +250,8 @@ fn topic_args(cmd: &mut Command, brokers: &str, topics: &Topics) {
             &topics.dead_letters,
             "--prices-topic",
             &topics.prices,
-        ]);
+        ])
+        .args(["--reference-topic", &topics.reference]);
 }
 
 fn free_port() -> u16 {
@@ -377,7 +380,10 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     assert_eq!(archived_bytes, sent, "every byte sent is archived once");
 
     let mut records = Vec::new();
-    let books = Books::new(dir.path(), "eod_kafka_e2e", 1, 5, 12);
+    let mut books = Books::new(dir.path(), "eod_kafka_e2e", 1, 5, 12);
+    if let Some(books) = books.as_mut() {
+        books.publish_to_topic(&brokers, &topics, dir.path());
+    }
     for (process, run) in spawn_two_runs(&brokers, &topics, dir.path(), true, books.as_ref())
         .into_iter()
         .enumerate()
@@ -423,6 +429,18 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     if let Some(books) = &books {
         books.assert_match(&decode_archive(&segments), &expected, &archive);
         books.assert_redis_equals(&expected_json);
+        // The update published after the first version is the one in force.
+        let desks: Vec<String> = common::pg_query(&books.url, async |client| {
+            let rows = client
+                .query(
+                    "SELECT DISTINCT desk FROM trades WHERE trader_id = 'TRADER02'",
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+        .unwrap();
+        assert_eq!(desks, ["Moved Desk"]);
     }
 }
 
@@ -430,6 +448,8 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
 /// for the simulated market minus one trader, whose rows must come out flagged.
 struct Books {
     url: String,
+    /// Reference data from the reference topic rather than CSV files.
+    via_topic: bool,
     /// A Redis database of the test's own, when EOD_REDIS_URL is set: the speed path too.
     redis: Option<String>,
     traders: std::path::PathBuf,
@@ -473,6 +493,7 @@ impl Books {
         });
         Some(Books {
             url: common::fresh_database(&admin, database),
+            via_topic: false,
             redis,
             traders,
             securities,
@@ -481,6 +502,47 @@ impl Books {
                 securities: security_refs,
             },
         })
+    }
+
+    /// Publishes the reference data with `eod reference`, then a later version of TRADER02
+    /// (another desk) and a tombstone for SYM003: the run must follow the topic to its end.
+    fn publish_to_topic(&mut self, brokers: &str, topics: &Topics, dir: &Path) {
+        let publish = |args: &[&std::ffi::OsStr]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_eod"))
+                .args(["reference", "--brokers", brokers, "--reference-topic"])
+                .arg(&topics.reference)
+                .args(args)
+                .output()
+                .unwrap();
+            assert_success(&out);
+        };
+        publish(&[
+            "--traders".as_ref(),
+            self.traders.as_os_str(),
+            "--securities".as_ref(),
+            self.securities.as_os_str(),
+        ]);
+        let moved = self
+            .reference
+            .traders
+            .iter_mut()
+            .find(|t| t.trader_id == "TRADER02")
+            .unwrap();
+        moved.desk = "Moved Desk".into();
+        let update = dir.join("update.csv");
+        std::fs::write(
+            &update,
+            eod_sources::reference_data::traders_csv(std::slice::from_ref(moved)),
+        )
+        .unwrap();
+        publish(&[
+            "--traders".as_ref(),
+            update.as_os_str(),
+            "--withdraw-securities".as_ref(),
+            "SYM003".as_ref(),
+        ]);
+        self.reference.securities.retain(|s| s.symbol != "SYM003");
+        self.via_topic = true;
     }
 
     fn assert_match(
@@ -803,11 +865,13 @@ fn spawn_two_runs(
                 run.args(["--redis", redis]);
             }
             if let Some(books) = books {
-                run.args(["--books", &books.url, "--books-batch-ms", "200"])
-                    .arg("--trader-reference")
-                    .arg(&books.traders)
-                    .arg("--security-reference")
-                    .arg(&books.securities);
+                run.args(["--books", &books.url, "--books-batch-ms", "200"]);
+                if !books.via_topic {
+                    run.arg("--trader-reference")
+                        .arg(&books.traders)
+                        .arg("--security-reference")
+                        .arg(&books.securities);
+                }
             }
             run.args(["--", "-w", "2", "-n", "2", "-p", &process.to_string(), "-h"])
                 .arg(&hosts);

@@ -20,6 +20,8 @@ pub struct Topics {
     pub trades: String,
     pub dead_letters: String,
     pub prices: String,
+    /// Reference data (traders, securities): compacted, keyed by record.
+    pub reference: String,
 }
 
 impl Default for Topics {
@@ -28,6 +30,7 @@ impl Default for Topics {
             trades: "trades.raw".into(),
             dead_letters: "trades.dlq".into(),
             prices: "prices".into(),
+            reference: "reference".into(),
         }
     }
 }
@@ -222,12 +225,26 @@ pub fn end_offsets(
 
 /// Creates the topics that do not exist yet.
 pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaSourceError> {
+    ensure_topics_with(brokers, topics, &[]).await
+}
+
+/// Creates `topics` and the log-compacted `compacted` ones (the last record per key is kept
+/// forever: reference data) where missing.
+pub async fn ensure_topics_with(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    compacted: &[(&str, i32)],
+) -> Result<(), KafkaSourceError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .chain(compacted.iter().map(|(name, partitions)| {
+            NewTopic::new(name, *partitions, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact")
+        }))
         .collect();
     for result in admin.create_topics(&new, &AdminOptions::new()).await? {
         match result {

@@ -75,6 +75,70 @@ pub fn parse_securities_csv(text: &str) -> Result<Vec<SecurityRef>, ReferenceErr
         .collect())
 }
 
+/// One record of the reference topic: the key names the record, the value is its CSV line
+/// (the columns of the CSV files); an empty value (a tombstone) withdraws it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReferenceRecord {
+    Trader(TraderRef),
+    Security(SecurityRef),
+}
+
+impl ReferenceRecord {
+    pub fn key(&self) -> String {
+        match self {
+            ReferenceRecord::Trader(t) => format!("trader:{}", t.trader_id),
+            ReferenceRecord::Security(s) => format!("security:{}", s.symbol),
+        }
+    }
+
+    pub fn value(&self) -> String {
+        match self {
+            ReferenceRecord::Trader(t) => {
+                format!(
+                    "{},{},{},{},{}",
+                    t.trader_id, t.name, t.mpid, t.desk, t.strategy
+                )
+            }
+            ReferenceRecord::Security(s) => format!(
+                "{},{},{},{},{},{}",
+                s.symbol, s.cusip, s.isin, s.name, s.exchange, s.currency
+            ),
+        }
+    }
+
+    /// `None` for a tombstone. The key's kind decides the columns; a value whose own key
+    /// column disagrees with the record key is refused.
+    pub fn decode(key: &str, value: &[u8]) -> Result<Option<ReferenceRecord>, ReferenceError> {
+        let err = |detail: String| ReferenceError {
+            file: "reference topic",
+            line: 0,
+            detail,
+        };
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(value).map_err(|_| err(format!("{key}: not UTF-8")))?;
+        let record = match key.split_once(':') {
+            Some(("trader", id)) => {
+                let mut rows = parse_traders_csv(text)?;
+                match (rows.pop(), rows.is_empty()) {
+                    (Some(t), true) if t.trader_id == id => ReferenceRecord::Trader(t),
+                    _ => return Err(err(format!("{key}: value is not one row for this trader"))),
+                }
+            }
+            Some(("security", symbol)) => {
+                let mut rows = parse_securities_csv(text)?;
+                match (rows.pop(), rows.is_empty()) {
+                    (Some(s), true) if s.symbol == symbol => ReferenceRecord::Security(s),
+                    _ => return Err(err(format!("{key}: value is not one row for this symbol"))),
+                }
+            }
+            _ => return Err(err(format!("unknown reference key {key:?}"))),
+        };
+        Ok(Some(record))
+    }
+}
+
 pub fn traders_csv(traders: &[TraderRef]) -> String {
     let mut out = String::from("trader_id,name,mpid,desk,strategy\n");
     for t in traders {
@@ -169,6 +233,24 @@ mod tests {
         assert_eq!(isin("US", "037833100"), "US0378331005"); // Apple
         assert_eq!(isin("US", "594918104"), "US5949181045"); // Microsoft
         assert_eq!(isin("GB", "000263494"), "GB0002634946"); // BAE Systems
+    }
+
+    #[test]
+    fn topic_records_round_trip_and_tombstones_withdraw() {
+        let (traders, securities) = simulated_reference(&SimConfig::market_close(1));
+        for record in [
+            ReferenceRecord::Trader(traders[0].clone()),
+            ReferenceRecord::Security(securities[0].clone()),
+        ] {
+            let decoded = ReferenceRecord::decode(&record.key(), record.value().as_bytes());
+            assert_eq!(decoded.unwrap(), Some(record));
+        }
+        assert_eq!(ReferenceRecord::decode("trader:T1", b"").unwrap(), None);
+        assert!(
+            ReferenceRecord::decode("trader:T1", b"T2,n,m,d,s").is_err(),
+            "key mismatch"
+        );
+        assert!(ReferenceRecord::decode("desk:X", b"X").is_err());
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn main() -> Result<()> {
         trades: format!("bench-{nonce}.trades.raw"),
         dead_letters: format!("bench-{nonce}.trades.dlq"),
         prices: format!("bench-{nonce}.prices"),
+        reference: format!("bench-{nonce}.reference"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,6 +123,7 @@ fn main() -> Result<()> {
             books: None,
             books_batch: Default::default(),
             reference: Default::default(),
+            reference_from_topic: false,
             timely_args: vec!["-w".into(), args.workers.to_string()],
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
