@@ -386,7 +386,11 @@ impl SessionLink {
         let Some((session, path)) = &self.session else {
             return Ok(());
         };
-        let temp = path.with_extension("json.tmp");
+        // A reconnect can overlap the old connection's last write for the same counterparty:
+        // each write gets its own temp file, so neither rename finds the other's file gone.
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = path.with_extension(format!("json.{write}.tmp"));
         let mut file = std::fs::File::create(&temp)?;
         std::io::Write::write_all(&mut file, &serde_json::to_vec(session.state())?)?;
         file.sync_all()?;

@@ -621,28 +621,13 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     let archive = dir.path().join("archive");
     let port = free_port();
     let gateway = spawn_gateway(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
-    // 15k messages over 3 s (500/s simulated at 10x speed), then the 10x burst of 16:00.
+    // 15k messages over 6 s (500/s simulated at 5x speed), then 45k in the 10x burst of
+    // 16:00 (about 1.8 s).
     let mut simulate = Command::new(eod);
     simulate
-        .args([
-            "simulate",
-            "--to",
-            &format!("127.0.0.1:{port}"),
-            "--messages",
-            "45000",
-            "--rate",
-            "500",
-        ])
-        .args([
-            "--speed",
-            "10",
-            "--traders",
-            "5",
-            "--symbols",
-            "12",
-            "--seed",
-            "21",
-        ])
+        .args(["simulate", "--to", &format!("127.0.0.1:{port}")])
+        .args(["--messages", "60000", "--rate", "500", "--speed", "5"])
+        .args(["--traders", "5", "--symbols", "12", "--seed", "21"])
         .args(["--brokers", &brokers, "--prices-topic", &topics.prices]);
     let mut simulate = simulate
         .stdout(std::process::Stdio::null())
@@ -651,8 +636,20 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         .unwrap();
 
     let books = Books::new(dir.path(), "eod_kafka_crash", 2, 5, 12);
+    let started = std::time::Instant::now();
     let mut live = spawn_two_runs(&brokers, &topics, dir.path(), false, books.as_ref());
-    std::thread::sleep(Duration::from_millis(3300));
+    // Into the burst, and (with books) once the run has committed something, so that the
+    // check below has offsets to hold against the books.
+    std::thread::sleep(Duration::from_millis(6300));
+    if books.is_some() {
+        while committed_trade_offsets(&brokers, &topics)
+            .iter()
+            .all(|&c| c <= 0)
+            && started.elapsed() < Duration::from_secs(7)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     // kill -9 one process in the middle of the burst; its peer cannot go on without it.
     assert!(
         simulate.try_wait().unwrap().is_none(),
@@ -706,19 +703,22 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     }
 }
 
-/// After the crash: every trade below the offsets the killed run committed is in the books.
-fn assert_commits_never_ahead_of_books(brokers: &str, topics: &Topics, books: &Books) {
+/// The offsets `eod run` (group `eod-run`) has committed per trades partition (-1: none).
+fn committed_trade_offsets(brokers: &str, topics: &Topics) -> Vec<i64> {
     let partitions = partition_count(brokers, &topics.trades, Duration::from_secs(10)).unwrap();
     let assignments: Vec<(String, i32)> = (0..partitions)
         .map(|p| (topics.trades.clone(), p))
         .collect();
-    let committed = eod_sources::kafka::committed_offsets(
-        brokers,
-        "eod-run",
-        &assignments,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    eod_sources::kafka::committed_offsets(brokers, "eod-run", &assignments, Duration::from_secs(10))
+        .unwrap()
+}
+
+/// After the crash: every trade below the offsets the killed run committed is in the books.
+fn assert_commits_never_ahead_of_books(brokers: &str, topics: &Topics, books: &Books) {
+    let committed = committed_trade_offsets(brokers, topics);
+    let assignments: Vec<(String, i32)> = (0..committed.len() as i32)
+        .map(|p| (topics.trades.clone(), p))
+        .collect();
     assert!(
         committed.iter().any(|&c| c > 0),
         "the run committed nothing before the kill"
