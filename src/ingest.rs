@@ -3,9 +3,10 @@
 //! raw bytes and where they came from; everything else that is not a valid message goes to the
 //! dead-letter topic as a `DeadLetter` with its reason. Nothing is dropped silently.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -229,6 +230,7 @@ impl Gateway {
         let mut link = SessionLink {
             config: session.clone(),
             session: None,
+            claim: None,
             writer: stream.try_clone()?,
             disconnect: None,
         };
@@ -321,12 +323,56 @@ impl Gateway {
 pub struct SessionConfig {
     pub settings: SessionSettings,
     pub state_dir: PathBuf,
+    /// Counterparties with a live connection in this gateway.
+    pub active: ActiveSessions,
+}
+
+/// One live connection per counterparty: its sequence state has one writer. A reconnect that
+/// arrives while the old connection is still closing waits for it (briefly), so it reads the
+/// state the old connection wrote last.
+#[derive(Clone, Debug, Default)]
+pub struct ActiveSessions(Arc<(Mutex<HashSet<PathBuf>>, std::sync::Condvar)>);
+
+/// A counterparty's claim, released when the connection ends.
+pub struct SessionClaim {
+    active: ActiveSessions,
+    path: PathBuf,
+}
+
+impl ActiveSessions {
+    /// Claims `path`'s counterparty, waiting up to `patience` for a closing connection to let go.
+    pub fn claim(&self, path: &Path, patience: Duration) -> Option<SessionClaim> {
+        let (lock, released) = &*self.0;
+        let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut active, _) = released
+            .wait_timeout_while(guard, patience, |active| active.contains(path))
+            .unwrap_or_else(|p| p.into_inner());
+        if !active.insert(path.to_owned()) {
+            return None;
+        }
+        Some(SessionClaim {
+            active: self.clone(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for SessionClaim {
+    fn drop(&mut self) {
+        let (lock, released) = &*self.active.0;
+        lock.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.path);
+        released.notify_all();
+    }
 }
 
 /// One connection's session: created at Logon with the persisted state of that counterparty.
 struct SessionLink {
     config: SessionConfig,
     session: Option<(Session, PathBuf)>,
+    /// Held from Logon to the end of the connection (dropped after the last persist).
+    claim: Option<SessionClaim>,
     writer: std::net::TcpStream,
     disconnect: Option<String>,
 }
@@ -345,6 +391,13 @@ impl SessionLink {
                 "{}-{counterparty}.json",
                 self.config.settings.comp_id
             ));
+            let Some(claim) = self.config.active.claim(&path, Duration::from_secs(5)) else {
+                tracing::warn!(%counterparty, "second connection for a live FIX session: refused");
+                self.disconnect = Some(format!("{counterparty} already has a live session"));
+                self.writer.shutdown(std::net::Shutdown::Both).ok();
+                return Ok(false);
+            };
+            self.claim = Some(claim);
             let state = match std::fs::read(&path) {
                 Ok(bytes) => serde_json::from_slice(&bytes)
                     .with_context(|| format!("session state {}", path.display()))?,
@@ -386,8 +439,8 @@ impl SessionLink {
         let Some((session, path)) = &self.session else {
             return Ok(());
         };
-        // A reconnect can overlap the old connection's last write for the same counterparty:
-        // each write gets its own temp file, so neither rename finds the other's file gone.
+        // Each write has its own temp file: even if two writers ever met on one counterparty
+        // (the claim prevents it), neither rename would find the other's file gone.
         static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let temp = path.with_extension(format!("json.{write}.tmp"));
@@ -613,6 +666,33 @@ pub fn price_from_bytes(payload: &[u8]) -> Result<PriceUpdate, (DeadLetterReason
         price: update.price_mantissa,
         time: update.time,
     })
+}
+
+#[cfg(test)]
+mod session_claim_tests {
+    use super::*;
+
+    #[test]
+    fn one_live_connection_per_counterparty_and_a_closing_one_is_waited_for() {
+        let active = ActiveSessions::default();
+        let path = Path::new("/state/EOD-ACME.json");
+        let first = active.claim(path, Duration::ZERO).unwrap();
+        assert!(
+            active.claim(path, Duration::from_millis(20)).is_none(),
+            "a second live connection is refused"
+        );
+        assert!(active
+            .claim(Path::new("/state/EOD-OTHER.json"), Duration::ZERO)
+            .is_some());
+        // The old connection closes while the new one waits: the new one gets the claim.
+        let waiter = {
+            let active = active.clone();
+            std::thread::spawn(move || active.claim(path, Duration::from_secs(5)).is_some())
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(first);
+        assert!(waiter.join().unwrap());
+    }
 }
 
 #[cfg(test)]

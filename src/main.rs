@@ -708,6 +708,7 @@ fn ingest(args: IngestArgs) -> Result<()> {
                             comp_id: args.comp_id.clone(),
                         },
                         state_dir,
+                        active: Default::default(),
                     })
                 }
                 _ => None,
