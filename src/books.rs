@@ -150,6 +150,28 @@ impl BooksTarget {
     }
 }
 
+/// Builds the graph in `scope`, with the books sink attached when `books` names a store:
+/// returns the inputs, the views probe and the durable probe (views and books).
+pub fn build_with_books(
+    scope: timely::dataflow::Scope<'_, Time>,
+    store: Option<std::sync::Arc<eod_dataflow::ViewStore>>,
+    workers_per_process: usize,
+    books: Option<(&BooksTarget, BatchLimits)>,
+    metrics: SinkMetrics,
+    refused: impl FnOnce() -> RefusedRow,
+) -> Result<(Inputs, ProbeHandle<Time>, ProbeHandle<Time>)> {
+    let options = eod_dataflow::GraphOptions {
+        store,
+        workers_per_process,
+        books: books.is_some(),
+    };
+    let graph = eod_dataflow::build_graph(scope, options);
+    if let (Some((target, limits)), Some(rows)) = (books, graph.books) {
+        target.attach(rows, &graph.durable, limits, metrics, refused)?;
+    }
+    Ok((graph.inputs, graph.probe, graph.durable))
+}
+
 /// When a books batch is written: when it has `max_rows` rows, or its oldest row is
 /// `max_age` old, whichever comes first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

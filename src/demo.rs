@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use eod_dataflow::{build_graph, GraphOptions, Time, ViewStore};
+use eod_dataflow::{Time, ViewStore};
 use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
 
-use crate::books::{BatchLimits, BooksTarget, ReferenceData};
+use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::DeadLetterSender;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -49,21 +49,11 @@ pub fn run_demo(
     let guards = timely::execute(config, move |worker| -> Result<()> {
         let index = worker.index();
         let store = index.is_multiple_of(workers).then(|| store.clone());
-        let books = options.books.as_ref();
+        let books = options.books.as_ref().map(|b| (b, options.books_batch));
         let (mut inputs, probe, durable) = worker.dataflow(|scope| {
-            let graph_options = GraphOptions {
-                store,
-                workers_per_process: workers,
-                books: books.is_some(),
-            };
-            let graph = build_graph(scope, graph_options);
-            if let (Some(target), Some(rows)) = (books, graph.books) {
-                let dead_letters = dead_letters.clone();
-                let refused = move || refused_to_jsonl(dead_letters);
-                let sinks = metrics.sinks.clone();
-                target.attach(rows, &graph.durable, options.books_batch, sinks, refused)?;
-            }
-            anyhow::Ok((graph.inputs, graph.probe, graph.durable))
+            let dead_letters = dead_letters.clone();
+            let refused = move || refused_to_jsonl(dead_letters);
+            build_with_books(scope, store, workers, books, metrics.sinks.clone(), refused)
         })?;
         let started = Instant::now();
         let out_of_time = |now: Instant| {

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use eod_dataflow::{
-    build_graph, Accounting, BookRow, GraphOptions, PriceUpdate, Time, ViewSnapshot, ViewStore,
-};
+use eod_dataflow::{Accounting, BookRow, PriceUpdate, Time, ViewSnapshot, ViewStore};
 use eod_proto::DeadLetterReason;
 use eod_sinks::books::RefusedRow;
 use eod_sources::archive::{Archive, Segment};
 
-use crate::books::{BatchLimits, BooksTarget, ReferenceData};
+use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
@@ -152,27 +150,25 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     let store = publishes.then(|| shared.store.clone());
     let workers = shared.workers;
     let books = shared.options.books.as_ref();
-    let (mut inputs, probe) = worker.dataflow(|scope| {
-        let options = GraphOptions {
+    // Replay epochs are large: each completed one is written at once (in batches of at most
+    // 5000 rows), instead of waiting for a batch to age.
+    let limits = BatchLimits {
+        max_age: Duration::ZERO,
+        ..shared.options.books_batch
+    };
+    let (mut inputs, _views, probe) = worker.dataflow(|scope| {
+        let dead_letters = shared.dead_letters.clone();
+        let refused = move || refused_to_jsonl(dead_letters);
+        let sinks = shared.metrics.sinks.clone();
+        // The source waits for the slowest of views and books: the durable probe.
+        build_with_books(
+            scope,
             store,
-            workers_per_process: workers,
-            books: books.is_some(),
-        };
-        let graph = build_graph(scope, options);
-        if let (Some(target), Some(rows)) = (books, graph.books) {
-            let dead_letters = shared.dead_letters.clone();
-            let refused = move || refused_to_jsonl(dead_letters);
-            // Replay epochs are large: each completed one is written at once (in batches of
-            // at most 5000 rows), instead of waiting for a batch to age.
-            let limits = BatchLimits {
-                max_age: Duration::ZERO,
-                ..shared.options.books_batch
-            };
-            let sinks = shared.metrics.sinks.clone();
-            target.attach(rows, &graph.durable, limits, sinks, refused)?;
-        }
-        // The source waits for the slowest of views and books.
-        anyhow::Ok((graph.inputs, graph.durable))
+            workers,
+            books.map(|b| (b, limits)),
+            sinks,
+            refused,
+        )
     })?;
     let mut intake = Intake::new(
         "",

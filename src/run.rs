@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::{
-    build_graph, BookRow, Counter, GraphOptions, Inputs, PriceUpdate, Time, TradeEvent,
-    TradeSource, ViewSnapshot, ViewStore,
+    BookRow, Counter, Inputs, PriceUpdate, Time, TradeEvent, TradeSource, ViewSnapshot, ViewStore,
 };
 use eod_proto::DeadLetterReason;
 use eod_sinks::books::RefusedRow;
@@ -24,7 +23,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
-use crate::books::{BatchLimits, BooksTarget, ReferenceData};
+use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::ingest::price_from_bytes;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -220,20 +219,11 @@ fn run_worker(
     let publishes = index.is_multiple_of(workers);
     let books = options.books.as_ref();
     let (mut inputs, probe, durable) = worker.dataflow(|scope| {
-        let graph_options = GraphOptions {
-            store: publishes.then(|| store.clone()),
-            workers_per_process: workers,
-            books: books.is_some(),
-        };
-        let graph = build_graph(scope, graph_options);
-        if let (Some(target), Some(rows)) = (books, graph.books) {
-            let brokers = options.brokers.clone();
-            let topic = options.topics.dead_letters.clone();
-            let refused = move || refused_to_kafka(brokers, topic);
-            let sinks = metrics.sinks.clone();
-            target.attach(rows, &graph.durable, options.books_batch, sinks, refused)?;
-        }
-        anyhow::Ok((graph.inputs, graph.probe, graph.durable))
+        let (brokers, topic) = (options.brokers.clone(), options.topics.dead_letters.clone());
+        let refused = move || refused_to_kafka(brokers, topic);
+        let store = publishes.then(|| store.clone());
+        let sink = books.map(|b| (b, options.books_batch));
+        build_with_books(scope, store, workers, sink, metrics.sinks.clone(), refused)
     })?;
     let mine = |topic: &str, partitions: i32| {
         (0..partitions)
