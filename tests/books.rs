@@ -166,41 +166,13 @@ fn kill_9_during_batch_writes_then_restart_gives_every_exec_id_once() {
     assert_replay_books(&archive, &url);
 }
 
-/// A PostgreSQL cluster of the test's own (its outage must not touch the other tests).
-struct OwnPostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl OwnPostgres {
-    fn script(&self, action: &str) {
-        let status = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/postgres.sh"))
-            .arg(action)
-            .env("EOD_POSTGRES_DIR", self.dir.path())
-            .env("EOD_POSTGRES_PORT", self.port.to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "postgres.sh {action}");
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        self.script("stop");
-    }
-}
-
 #[test]
 fn postgres_stopped_and_restarted_mid_replay_loses_nothing() {
     let Some(_) = common::postgres_url() else {
         return;
     };
-    let server = OwnPostgres {
-        dir: tempfile::tempdir().unwrap(),
-        port: 15_491,
-    };
-    server.script("start");
+    // A cluster of the test's own: its outage must not touch the other tests.
+    let server = common::server::OwnServer::start("postgres", 15_491);
     let url = format!("postgres://postgres@127.0.0.1:{}/eod", server.port);
     let work = tempfile::tempdir().unwrap();
     let archive = big_archive(work.path(), 120_000);

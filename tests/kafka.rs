@@ -1087,58 +1087,31 @@ fn quickfix_initiator_session() {
     assert_eq!(position.net_qty, 100 + 200 + 300 + 400 + 500 + 600);
 }
 
-/// A SeaweedFS of the test's own: its outage must not disturb the other tests.
-struct OwnS3 {
-    dir: tempfile::TempDir,
-    port: u16,
+/// The AWS_* variables `eod` reads to reach the S3 server of `scripts/s3.sh`.
+fn s3_env(s3: &common::server::OwnServer) -> Vec<(String, String)> {
+    s3.script("env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .filter(|(k, _)| k.starts_with("AWS_"))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
-impl OwnS3 {
-    fn script(&self, action: &str) -> String {
-        let out = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/s3.sh"))
-            .arg(action)
-            .env("EOD_S3_DIR", self.dir.path())
-            .env("EOD_S3_PORT", self.port.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "s3.sh {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// The AWS_* variables `eod` reads to reach this server.
-    fn env(&self) -> Vec<(String, String)> {
-        self.script("env")
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .filter(|(k, _)| k.starts_with("AWS_"))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
-    }
-
-    fn store(&self, prefix: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
-        let env: std::collections::HashMap<String, String> = self.env().into_iter().collect();
-        let store = object_store::aws::AmazonS3Builder::new()
-            .with_endpoint(&env["AWS_ENDPOINT"])
-            .with_allow_http(true)
-            .with_region(&env["AWS_REGION"])
-            .with_access_key_id(&env["AWS_ACCESS_KEY_ID"])
-            .with_secret_access_key(&env["AWS_SECRET_ACCESS_KEY"])
-            .with_bucket_name("eod-archive")
-            .build()
-            .unwrap();
-        std::sync::Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-    }
-}
-
-impl Drop for OwnS3 {
-    fn drop(&mut self) {
-        self.script("stop");
-    }
+fn s3_store(
+    s3: &common::server::OwnServer,
+    prefix: &str,
+) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    let env: std::collections::HashMap<String, String> = s3_env(s3).into_iter().collect();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(&env["AWS_ENDPOINT"])
+        .with_allow_http(true)
+        .with_region(&env["AWS_REGION"])
+        .with_access_key_id(&env["AWS_ACCESS_KEY_ID"])
+        .with_secret_access_key(&env["AWS_SECRET_ACCESS_KEY"])
+        .with_bucket_name("eod-archive")
+        .build()
+        .unwrap();
+    std::sync::Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
 }
 
 #[test]
@@ -1148,11 +1121,8 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
         eprintln!("skipped: EOD_S3_URL is not set (scripts/s3.sh start)");
         return;
     }
-    let s3 = OwnS3 {
-        dir: tempfile::tempdir().unwrap(),
-        port: 18_533,
-    };
-    s3.script("start");
+    // A SeaweedFS of the test's own: its outage must not disturb the other tests.
+    let s3 = common::server::OwnServer::start("s3", 18_533);
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("s3");
     create(&brokers, &topics);
@@ -1164,7 +1134,7 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
         &topics,
         "s3://eod-archive/outage",
         &["--connections", "1", "--segment-bytes", "50000"],
-        &s3.env(),
+        &s3_env(&s3),
     );
     let mut simulate = Command::new(env!("CARGO_BIN_EXE_eod"));
     simulate
@@ -1241,7 +1211,7 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
             .unwrap()
     };
     let archive =
-        eod_sources::archive::Archive::from_store(s3.store("outage/gw1/20261125"), None, "s3");
+        eod_sources::archive::Archive::from_store(s3_store(&s3, "outage/gw1/20261125"), None, "s3");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1266,7 +1236,7 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
     let replay = Command::new(env!("CARGO_BIN_EXE_eod"))
         .args(["replay", "--quiet", "--no-books"])
         .args(["--archive", "s3://eod-archive/outage/gw1/20261125"])
-        .envs(s3.env())
+        .envs(s3_env(&s3))
         .output()
         .unwrap();
     assert_success(&replay);

@@ -14,34 +14,8 @@ use common::http::{get, get_text, metric, KillOnDrop};
 use eod::generate::generate_archive;
 use eod_sources::simulator::SimConfig;
 
-/// A Redis of the test's own: its restart must not disturb other tests.
-struct OwnRedis {
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl OwnRedis {
-    fn script(&self, action: &str) {
-        let status = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis.sh"))
-            .arg(action)
-            .env("EOD_REDIS_DIR", self.dir.path())
-            .env("EOD_REDIS_PORT", self.port.to_string())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "redis.sh {action}");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.script("stop");
-    }
+fn redis_url(server: &common::server::OwnServer) -> String {
+    format!("redis://127.0.0.1:{}", server.port)
 }
 
 /// Every hash the sink writes (and `pnl:firm` as a one-field hash), by key.
@@ -82,11 +56,8 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
         eprintln!("skipped: EOD_REDIS_URL is not set (scripts/redis.sh start)");
         return;
     }
-    let redis = OwnRedis {
-        dir: tempfile::tempdir().unwrap(),
-        port: 16_492,
-    };
-    redis.script("start");
+    // A Redis of the test's own: its restart must not disturb other tests.
+    let redis = common::server::OwnServer::start("redis", 16_492);
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("archive");
     let mut sim = SimConfig::market_close(8);
@@ -104,7 +75,7 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
             "--serve",
             "127.0.0.1:0",
             "--redis",
-            &redis.url(),
+            &redis_url(&redis),
             "--",
             "-w",
             "2",
@@ -136,7 +107,7 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
 
     // Redis follows the replay; then it goes away in the middle of it.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while redis_state(&redis.url()).is_none() {
+    while redis_state(&redis_url(&redis)).is_none() {
         assert!(Instant::now() < deadline, "redis never got the views");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -169,7 +140,7 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let hashes = loop {
-        if let Some((as_of, hashes)) = redis_state(&redis.url()) {
+        if let Some((as_of, hashes)) = redis_state(&redis_url(&redis)) {
             if json(&as_of) == firm["as_of"] {
                 break hashes;
             }

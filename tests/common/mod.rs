@@ -3,6 +3,7 @@
 
 pub mod fixture;
 pub mod http;
+pub mod server;
 
 use std::path::Path;
 
