@@ -6,8 +6,9 @@
 #   EOD_FUZZ_SECONDS=0 scripts/test-all.sh   skip the fuzz run
 #
 # Needs: Rust, Java 17 and Maven (Kafka's jars come from Maven Central), make and a C/C++
-# compiler (librdkafka, SQLite and QuickFIX are built from source), Python 3 with venv, root
-# or an installed postgresql-15 (Debian). cargo-fuzz is installed on first use.
+# compiler (librdkafka, SQLite and QuickFIX are built from source), Python 3 with venv, Go
+# (the compose linter), root or installed Debian packages (postgresql-15, redis-server,
+# chromium, chromium-driver, prometheus). cargo-fuzz is installed on first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,7 +68,15 @@ export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfi
 scripts/quickfix-venv.sh "$EOD_QUICKFIX_VENV"
 export EOD_QUICKFIX_PYTHON="$EOD_QUICKFIX_VENV/bin/python"
 
-step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, QuickFIX)"
+step "headless Chromium and Selenium (the dashboard's browser test)"
+export EOD_BROWSER_VENV="${EOD_BROWSER_VENV:-$PWD/target/test-services/browser-venv}"
+scripts/browser-venv.sh "$EOD_BROWSER_VENV"
+export EOD_BROWSER_PYTHON="$EOD_BROWSER_VENV/bin/python"
+
+step "docker/ lint (hadolint, compose-go, promtool)"
+scripts/lint-docker.sh
+
+step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, QuickFIX, Chromium)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::PriceUpdate;
-use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind};
+use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind, TradeKind};
 use eod_sources::archive::Archive;
 use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
@@ -148,6 +148,9 @@ impl Gateway {
                     .map(|u| archive.append(&u.bytes))
                     .collect::<Result<Vec<_>, _>>()?;
                 archive.sync()?;
+                self.metrics
+                    .archive_bytes
+                    .inc_by(units.iter().map(|u| u.bytes.len() as u64).sum());
                 locations
             }
             None => units
@@ -185,10 +188,19 @@ impl Gateway {
                     });
                     envelope.raw_fix = unit.bytes;
                     let key = partition_key(&envelope).as_bytes().to_vec();
+                    let outcome = match TradeKind::try_from(envelope.kind) {
+                        Ok(TradeKind::Bust) => "bust",
+                        Ok(TradeKind::Correct) => "correction",
+                        _ => "fill",
+                    };
                     self.producer
                         .send(&self.topics.trades, &key, &envelope.encode_to_vec())?;
+                    self.metrics
+                        .kafka_sent
+                        .with_label_values(&[self.topics.trades.as_str()])
+                        .inc();
                     summary.trades += 1;
-                    self.metrics.outcomes.with_label_values(&["trade"]).inc();
+                    self.metrics.outcomes.with_label_values(&[outcome]).inc();
                 }
                 Ok(Decoded::NotATrade { .. }) => {
                     summary.skipped += 1;
@@ -203,6 +215,10 @@ impl Gateway {
                         detail,
                         &location,
                     )?;
+                    self.metrics
+                        .kafka_sent
+                        .with_label_values(&[self.topics.dead_letters.as_str()])
+                        .inc();
                     summary.dead_letters += 1;
                     self.metrics
                         .outcomes
@@ -290,6 +306,10 @@ impl Gateway {
                 &update.encode_to_vec(),
             )?;
         }
+        self.metrics
+            .kafka_sent
+            .with_label_values(&[self.topics.prices.as_str()])
+            .inc_by(prices.len() as u64);
         Ok(prices.len() as u64)
     }
 
@@ -526,7 +546,16 @@ pub fn serve_tcp(
             loop {
                 let last = stop.load(Ordering::Acquire);
                 gateway.roll_if_old()?;
-                let waiting = runtime.block_on(uploader.upload_closed())?;
+                let round = runtime.block_on(uploader.upload_closed())?;
+                gateway
+                    .metrics
+                    .archive_segments_uploaded
+                    .inc_by(round.uploaded as u64);
+                gateway
+                    .metrics
+                    .archive_spool_segments
+                    .set(round.waiting as i64);
+                let waiting = round.waiting;
                 if last && waiting == 0 {
                     return Ok(());
                 }

@@ -2,6 +2,7 @@
 //! embedded `replay` and `demo` modes.
 
 pub mod books;
+pub mod config;
 pub mod dead_letters;
 pub mod demo;
 pub mod generate;

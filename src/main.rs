@@ -28,6 +28,10 @@ use eod_sources::simulator::SimConfig;
     about = "End-of-day trade processing: FIX in, exact positions and P&L out"
 )]
 struct Cli {
+    /// TOML config file: top-level keys for every command, `[command]` tables for one.
+    /// Precedence: flags > `EOD_*` environment > this file > built-in defaults.
+    #[arg(long, global = true, env = eod::config::CONFIG_ENV)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +53,28 @@ enum Command {
     /// Publish reference data (traders, securities CSVs) to the reference topic, where
     /// `eod run` follows it: a changed record re-enriches the books rows it touches.
     Reference(ReferenceArgs),
+    /// Inspect the layered configuration (defaults, file, environment, flags).
+    Config(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the effective configuration of a command as TOML, with each value's source and
+    /// environment variable; passwords and tokens are redacted.
+    /// Example: `eod --config eod.toml config show run -- -w 2`.
+    Show {
+        /// The command whose configuration to show (run, demo, replay, ingest, ...).
+        command: String,
+        /// That command's flags, as you would give them to it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -57,10 +83,10 @@ struct ReferenceArgs {
     kafka: TopicArgs,
     /// Traders CSV (`trader_id,name,mpid,desk,strategy`) to publish.
     #[arg(long)]
-    traders: Option<PathBuf>,
+    trader_reference: Option<PathBuf>,
     /// Securities CSV (`symbol,cusip,isin,name,exchange,currency`) to publish.
     #[arg(long)]
-    securities: Option<PathBuf>,
+    security_reference: Option<PathBuf>,
     /// Withdraw these traders (tombstones).
     #[arg(long, value_delimiter = ',')]
     withdraw_traders: Vec<String>,
@@ -71,9 +97,9 @@ struct ReferenceArgs {
 
 #[derive(Args, Debug)]
 struct SimulateArgs {
-    /// The gateway's address (`eod ingest --listen`).
+    /// The gateway's address, `HOST:PORT` (`eod ingest --listen`).
     #[arg(long)]
-    to: SocketAddr,
+    to: String,
     /// Simulator events to send (FIX messages and prices).
     #[arg(long, default_value_t = 100_000)]
     messages: u64,
@@ -154,7 +180,7 @@ struct IngestArgs {
     #[arg(long)]
     archive: Option<String>,
     /// Accept plain framed FIX streams over TCP on this address.
-    #[arg(long, requires_all = ["spool", "archive_to"])]
+    #[arg(long, requires_all = ["spool", "archive_to"], env = "EOD_GATEWAY_LISTEN")]
     listen: Option<SocketAddr>,
     /// Local spool directory: raw bytes are fsynced here before anything else is done.
     #[arg(long)]
@@ -196,6 +222,11 @@ struct IngestArgs {
     create_topics: bool,
     #[arg(long, default_value = "gw1")]
     gateway_id: String,
+    /// Serve Prometheus metrics (`/metrics`) and `/health/live` on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    http: HttpArgs,
     #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
     max_message: usize,
 }
@@ -210,6 +241,8 @@ struct RunArgs {
     /// Query endpoint address.
     #[arg(long, default_value = "127.0.0.1:8080", env = "EOD_LISTEN")]
     serve: SocketAddr,
+    #[command(flatten)]
+    http: HttpArgs,
     /// Stop once everything on the topics at start has been read (replays, tests).
     #[arg(long)]
     until_caught_up: bool,
@@ -247,6 +280,8 @@ struct ReplayArgs {
     /// Serve the query endpoint on this address during and after the replay (until Ctrl-C).
     #[arg(long)]
     serve: Option<SocketAddr>,
+    #[command(flatten)]
+    http: HttpArgs,
     /// Framed messages per dataflow epoch.
     #[arg(long, default_value_t = 100_000)]
     epoch_messages: u64,
@@ -263,6 +298,48 @@ struct ReplayArgs {
     redis: RedisArgs,
     #[arg(last = true)]
     timely: Vec<String>,
+}
+
+/// Who may read the views over HTTP, and how much at once.
+#[derive(Args, Debug, Clone)]
+struct HttpArgs {
+    /// Bearer token for the query endpoint (`Authorization: Bearer ...`); required to bind a
+    /// non-loopback address. Health probes and the dashboard page are exempt.
+    #[arg(long, env = "EOD_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// Read the bearer token from this file (first line), e.g. a mounted secret.
+    #[arg(long, conflicts_with = "auth_token")]
+    auth_token_file: Option<PathBuf>,
+    /// Longest time to answer one request, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    http_timeout_ms: u64,
+    /// Requests served at once; more wait.
+    #[arg(long, default_value_t = 256)]
+    http_max_concurrent: usize,
+    /// Live `/v1/stream` subscribers at once; more get 503.
+    #[arg(long, default_value_t = 64)]
+    http_max_streams: usize,
+}
+
+impl HttpArgs {
+    fn policy(&self) -> Result<eod_queries::AccessPolicy> {
+        let token = match (&self.auth_token, &self.auth_token_file) {
+            (Some(token), _) => Some(token.trim().to_owned()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the auth token file {}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().trim().to_owned())
+            }
+            (None, None) => None,
+        };
+        Ok(eod_queries::AccessPolicy {
+            token: token.map(Into::into),
+            request_timeout: Duration::from_millis(self.http_timeout_ms.max(1)),
+            max_concurrent_requests: self.http_max_concurrent.max(1),
+            max_streams: self.http_max_streams,
+            ..eod_queries::AccessPolicy::default()
+        })
+    }
 }
 
 /// The speed path: the views mirrored into Redis.
@@ -377,6 +454,8 @@ struct DemoArgs {
     /// Query endpoint address (loopback unless you mean it).
     #[arg(long, default_value = "127.0.0.1:8080", env = "EOD_LISTEN")]
     listen: SocketAddr,
+    #[command(flatten)]
+    http: HttpArgs,
     /// Stop after this many seconds [default: run until Ctrl-C].
     #[arg(long)]
     duration: Option<f64>,
@@ -419,8 +498,11 @@ fn main() -> Result<()> {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files and collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match Cli::parse().command {
+    let cli = parse_cli()?;
+    match cli.command {
         Command::Replay(args) => replay(args),
         Command::Demo(args) => demo(args),
         Command::Generate(args) => generate(args),
@@ -428,7 +510,83 @@ fn main() -> Result<()> {
         Command::Run(args) => run(args),
         Command::Simulate(args) => simulate(args),
         Command::Reference(args) => publish_reference(args),
+        Command::Config(args) => match args.action {
+            ConfigAction::Show { command, args } => show_config(cli.config, command, args),
+        },
     }
+}
+
+/// The clap definition with the `EOD_*` environment layer added to every option.
+fn cli_command() -> clap::Command {
+    eod::config::with_env_names(<Cli as clap::CommandFactory>::command())
+}
+
+/// Parses `argv` through every layer: flags, then environment, then the config file.
+fn parse_layers(
+    argv: Vec<std::ffi::OsString>,
+) -> Result<(clap::ArgMatches, Option<PathBuf>, eod::config::Layered)> {
+    let cli = cli_command();
+    let lenient = cli
+        .clone()
+        .ignore_errors(true)
+        .try_get_matches_from(&argv)
+        .unwrap_or_default();
+    let config = lenient.get_one::<PathBuf>("config").cloned().or_else(|| {
+        lenient
+            .subcommand()
+            .and_then(|(_, m)| m.try_get_one::<PathBuf>("config").ok().flatten().cloned())
+    });
+    let layered = match &config {
+        Some(path) => {
+            let file = eod::config::ConfigFile::load(path)?;
+            eod::config::apply_file(&cli, &argv, &file)?
+        }
+        None => eod::config::Layered {
+            argv,
+            ..Default::default()
+        },
+    };
+    let matches = cli
+        .try_get_matches_from(&layered.argv)
+        .unwrap_or_else(|e| e.exit());
+    Ok((matches, config, layered))
+}
+
+fn parse_cli() -> Result<Cli> {
+    let (matches, _, _) = parse_layers(std::env::args_os().collect())?;
+    Ok(<Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()))
+}
+
+fn show_config(
+    config: Option<PathBuf>,
+    command: String,
+    args: Vec<std::ffi::OsString>,
+) -> Result<()> {
+    let mut argv: Vec<std::ffi::OsString> = vec!["eod".into()];
+    if let Some(path) = &config {
+        argv.extend(["--config".into(), path.clone().into_os_string()]);
+    }
+    argv.push(command.clone().into());
+    argv.extend(args);
+    let (matches, config, layered) = parse_layers(argv)?;
+    // The same checks the command itself would make.
+    <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let cli = cli_command();
+    let (name, sub_matches) = matches
+        .subcommand()
+        .context("no command to show the configuration of")?;
+    let sub = cli
+        .find_subcommand(name)
+        .with_context(|| format!("unknown command `{name}`"))?;
+    match &config {
+        Some(path) => println!("# effective configuration; file {}", path.display()),
+        None => println!("# effective configuration; no config file"),
+    }
+    print!(
+        "{}",
+        eod::config::show(sub, sub_matches, &layered.from_file)
+    );
+    Ok(())
 }
 
 fn read_prices(path: Option<&Path>) -> Result<Vec<eod_dataflow::PriceUpdate>> {
@@ -454,7 +612,15 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let server = args
         .serve
-        .map(|addr| QueryServer::start(addr, store.clone(), &metrics, stop.clone()))
+        .map(|addr| {
+            QueryServer::start(
+                addr,
+                store.clone(),
+                &metrics,
+                args.http.policy()?,
+                stop.clone(),
+            )
+        })
         .transpose()?;
     if let Some(server) = &server {
         eprintln!("serving http://{}", server.addr);
@@ -558,7 +724,13 @@ fn demo(args: DemoArgs) -> Result<()> {
     let options_books = args
         .books
         .target(|| std::env::temp_dir().join("eod-demo-books.sqlite"));
-    let server = QueryServer::start(args.listen, store.clone(), &metrics, stop.clone())?;
+    let server = QueryServer::start(
+        args.listen,
+        store.clone(),
+        &metrics,
+        args.http.policy()?,
+        stop.clone(),
+    )?;
     eprintln!(
         "eod demo: {} msg/s, {}x burst at 16:00 (30 s in)",
         args.rate, args.burst_multiplier
@@ -644,6 +816,20 @@ fn ingest(args: IngestArgs) -> Result<()> {
         ))?;
     }
     let metrics = Metrics::new()?;
+    let metrics_server = args
+        .metrics_listen
+        .map(|addr| {
+            QueryServer::start_metrics(
+                addr,
+                &metrics,
+                args.http.policy()?,
+                Arc::new(AtomicBool::new(false)),
+            )
+        })
+        .transpose()?;
+    if let Some(server) = &metrics_server {
+        eprintln!("metrics     http://{}/metrics", server.addr);
+    }
     let s = match (args.archive, args.listen) {
         (Some(archive), _) => {
             let options = eod::ingest::IngestOptions {
@@ -731,6 +917,9 @@ fn ingest(args: IngestArgs) -> Result<()> {
     println!("prices          {}", s.prices);
     println!("delivered       {}", s.delivered);
     println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
+    if let Some(server) = metrics_server {
+        server.shutdown()?;
+    }
     Ok(())
 }
 
@@ -769,7 +958,10 @@ fn publish_reference(args: ReferenceArgs) -> Result<()> {
         &[],
         &[(&topic, 1)],
     ))?;
-    let data = ReferenceData::load(args.traders.as_deref(), args.securities.as_deref())?;
+    let data = ReferenceData::load(
+        args.trader_reference.as_deref(),
+        args.security_reference.as_deref(),
+    )?;
     let producer = eod_sources::kafka::EnvelopeProducer::new(&args.kafka.brokers)?;
     let records = data
         .traders
@@ -805,7 +997,13 @@ fn run(args: RunArgs) -> Result<()> {
     let store = ViewStore::new();
     let metrics = Metrics::new()?;
     let stop = Arc::new(AtomicBool::new(false));
-    let server = QueryServer::start(args.serve, store.clone(), &metrics, stop.clone())?;
+    let server = QueryServer::start(
+        args.serve,
+        store.clone(),
+        &metrics,
+        args.http.policy()?,
+        stop.clone(),
+    )?;
     eprintln!("serving http://{}", server.addr);
     let options = eod::run::RunOptions {
         brokers: args.kafka.brokers.clone(),

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 pub struct Metrics {
@@ -25,10 +26,51 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// From the gateway receiving a trade to the views reflecting it.
     pub fill_to_view: Histogram,
+    /// Age of the oldest closed epoch the views do not reflect yet (0 when caught up).
+    pub frontier_lag: Gauge,
+    /// Records handed to the Kafka producer, by topic.
+    pub kafka_sent: IntCounterVec,
+    /// Records read from Kafka, by topic.
+    pub kafka_consumed: IntCounterVec,
+    /// Raw bytes appended (and fsynced) to the archive spool.
+    pub archive_bytes: IntCounter,
+    /// Closed segments uploaded to the archive store.
+    pub archive_segments_uploaded: IntCounter,
+    /// Closed segments waiting in the spool for the store.
+    pub archive_spool_segments: IntGauge,
     pub sinks: eod_sinks::SinkMetrics,
 }
 
 impl Metrics {
+    /// Every metric this process can export, whether or not it has a sample yet (a labelled
+    /// family appears on `/metrics` only once it has one). Dashboards are checked against it.
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        let collectors: [&dyn Collector; 17] = [
+            &self.messages_read,
+            &self.outcomes,
+            &self.dead_letters,
+            &self.bytes_read,
+            &self.segments_read,
+            &self.epochs_closed,
+            &self.epochs_in_flight,
+            &self.epochs_not_durable,
+            &self.consumer_lag,
+            &self.fill_to_view,
+            &self.frontier_lag,
+            &self.kafka_sent,
+            &self.kafka_consumed,
+            &self.archive_bytes,
+            &self.archive_segments_uploaded,
+            &self.archive_spool_segments,
+            &self.sinks,
+        ];
+        collectors
+            .iter()
+            .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
+            .collect()
+    }
+
     pub fn new() -> Result<Arc<Metrics>, prometheus::Error> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
@@ -87,8 +129,45 @@ impl Metrics {
             ]),
         )?;
         registry.register(Box::new(fill_to_view.clone()))?;
+        let frontier_lag = Gauge::with_opts(Opts::new(
+            "eod_dataflow_frontier_lag_seconds",
+            "Age of the oldest closed epoch the views do not reflect yet",
+        ))?;
+        registry.register(Box::new(frontier_lag.clone()))?;
+        let by_topic = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), &["topic"])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let kafka_sent = by_topic(
+            "eod_kafka_records_sent_total",
+            "Records handed to the Kafka producer",
+        )?;
+        let kafka_consumed = by_topic(
+            "eod_kafka_records_consumed_total",
+            "Records read from Kafka",
+        )?;
+        let archive_bytes = counter(
+            "eod_archive_bytes_total",
+            "Raw bytes appended and fsynced to the archive spool",
+        )?;
+        let archive_segments_uploaded = counter(
+            "eod_archive_segments_uploaded_total",
+            "Closed archive segments uploaded to the store",
+        )?;
+        let archive_spool_segments = IntGauge::with_opts(Opts::new(
+            "eod_archive_spool_segments",
+            "Closed archive segments waiting in the spool for the store",
+        ))?;
+        registry.register(Box::new(archive_spool_segments.clone()))?;
         let sinks = eod_sinks::SinkMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
+            frontier_lag,
+            kafka_sent,
+            kafka_consumed,
+            archive_bytes,
+            archive_segments_uploaded,
+            archive_spool_segments,
             registry,
             messages_read,
             outcomes,
@@ -102,5 +181,99 @@ impl Metrics {
             fill_to_view,
             sinks,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// `eod_*` names in a PromQL expression; histogram series map to their family.
+    fn referenced(expr: &str, known: &BTreeSet<String>) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = expr;
+        while let Some(start) = rest.find("eod_") {
+            let tail = &rest[start..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|f| known.contains(*f)))
+                .unwrap_or(name);
+            names.push(family.to_owned());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    /// The provisioned Grafana dashboard may only chart metrics the program exports, and it
+    /// charts every stage the operations issue lists.
+    #[test]
+    fn grafana_dashboard_uses_only_exported_metrics() {
+        let metrics = Metrics::new().unwrap();
+        let views = eod_queries::QueryMetrics::register(&metrics.registry).unwrap();
+        let known: BTreeSet<String> = metrics.names().into_iter().chain(views.names()).collect();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docker/grafana/dashboards/eod.json"
+        );
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(dashboard["uid"], "eod-pipeline");
+        let mut charted = BTreeSet::new();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            if panel["type"] == "row" {
+                continue;
+            }
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+            for target in targets {
+                let expr = target["expr"].as_str().unwrap();
+                let names = referenced(expr, &known);
+                assert!(!names.is_empty(), "no eod metric in {expr}");
+                for name in names {
+                    assert!(
+                        known.contains(&name),
+                        "panel {} charts {name}, which eod does not export",
+                        panel["title"]
+                    );
+                    charted.insert(name);
+                }
+            }
+        }
+        for stage in [
+            "eod_messages_total",
+            "eod_dead_letters_total",
+            "eod_archive_bytes_total",
+            "eod_archive_spool_segments",
+            "eod_kafka_records_sent_total",
+            "eod_kafka_records_consumed_total",
+            "eod_kafka_consumer_lag",
+            "eod_dataflow_epochs_in_flight",
+            "eod_dataflow_frontier_lag_seconds",
+            "eod_fill_to_view_seconds",
+            "eod_sink_batch_seconds",
+            "eod_sink_batch_rows",
+            "eod_sink_breaker_state",
+            "eod_view_positions",
+        ] {
+            assert!(
+                charted.contains(stage),
+                "the dashboard does not chart {stage}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_metric_is_listed_once() {
+        let metrics = Metrics::new().unwrap();
+        let names = metrics.names();
+        let unique: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(names.iter().all(|n| n.starts_with("eod_")), "{names:?}");
+        assert!(names.contains(&"eod_sink_rows_total".to_owned()));
     }
 }

@@ -197,6 +197,17 @@ impl RecordCounts {
     }
 }
 
+fn flush_consumed(consumed: &mut [u64], assignments: &[(String, i32)], metrics: &Metrics) {
+    for (n, (topic, _)) in consumed.iter_mut().zip(assignments) {
+        if *n > 0 {
+            metrics
+                .kafka_consumed
+                .with_label_values(&[topic.as_str()])
+                .inc_by(std::mem::take(n));
+        }
+    }
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
     shared: &Shared,
@@ -255,6 +266,9 @@ fn run_worker(
         _ => Vec::new(),
     };
     let mut next_offsets = vec![0i64; assignments.len()];
+    // Records read per assignment since the last metrics flush (labels are looked up once per
+    // flush, not once per record).
+    let mut consumed = vec![0u64; assignments.len()];
     // Closed epochs the views do not reflect yet (with their trades' receive times), and those
     // the views and sinks do not all hold yet (with the offsets they read through).
     let mut fresh: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
@@ -302,6 +316,7 @@ fn run_worker(
                     .position(|(t, p)| t == topic && *p == partition)
                 {
                     next_offsets[slot] = offset + 1;
+                    consumed[slot] += 1;
                 }
                 let payload = message.payload().unwrap_or_default();
                 let rejected = if topic == options.topics.trades {
@@ -377,6 +392,15 @@ fn run_worker(
         if index == 0 {
             metrics.epochs_in_flight.set(fresh.len() as i64);
             metrics.epochs_not_durable.set(unsynced.len() as i64);
+            // An epoch closes when the clock leaves its bucket: its age is counted from there.
+            let lag = fresh.front().map_or(0.0, |(oldest, _)| {
+                let closed_at = (*oldest as u128 + 1) * epoch_nanos;
+                started.elapsed().as_nanos().saturating_sub(closed_at) as f64 / 1e9
+            });
+            metrics.frontier_lag.set(lag);
+        }
+        if consumed.iter().any(|n| *n >= 4096) || lag_checked.elapsed() >= Duration::from_secs(1) {
+            flush_consumed(&mut consumed, &assignments, metrics);
         }
         if let Some(consumer) = &consumer {
             commit_synced(
@@ -394,6 +418,7 @@ fn run_worker(
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
     counts.flush(&mut inputs, metrics);
+    flush_consumed(&mut consumed, &assignments, metrics);
     fresh.push_back((epoch, std::mem::take(&mut receive_times)));
     unsynced.push_back((epoch, next_offsets.clone()));
     inputs.close();

@@ -20,13 +20,37 @@ pub struct QueryServer {
 
 impl QueryServer {
     /// Binds `addr` (port 0 picks a free port) and serves until `stop` is set or Ctrl-C.
+    /// Refuses a non-loopback address unless `policy` carries a token.
     pub fn start(
         addr: SocketAddr,
         store: Arc<ViewStore>,
         metrics: &Metrics,
+        policy: eod_queries::AccessPolicy,
         stop: Arc<AtomicBool>,
     ) -> Result<QueryServer> {
         let query_metrics = eod_queries::QueryMetrics::register(&metrics.registry)?;
+        let router = eod_queries::router(store, query_metrics, policy.clone());
+        QueryServer::serve(addr, router, &policy, stop)
+    }
+
+    /// Only `/metrics` and `/health/live`, for a process without views (the gateway).
+    pub fn start_metrics(
+        addr: SocketAddr,
+        metrics: &Metrics,
+        policy: eod_queries::AccessPolicy,
+        stop: Arc<AtomicBool>,
+    ) -> Result<QueryServer> {
+        let router = eod_queries::metrics_router(metrics.registry.clone(), policy.clone());
+        QueryServer::serve(addr, router, &policy, stop)
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        router: eod_queries::Router,
+        policy: &eod_queries::AccessPolicy,
+        stop: Arc<AtomicBool>,
+    ) -> Result<QueryServer> {
+        policy.check_bind(addr)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("eod-http")
@@ -34,7 +58,7 @@ impl QueryServer {
             .build()?;
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
-            .with_context(|| format!("binding the query endpoint to {addr}"))?;
+            .with_context(|| format!("binding the http endpoint to {addr}"))?;
         let addr = listener.local_addr()?;
         let stop_signal = stop.clone();
         let handle = std::thread::Builder::new()
@@ -63,7 +87,7 @@ impl QueryServer {
                             _ = stopped => {}
                         }
                     };
-                    eod_queries::serve(listener, store, query_metrics, shutdown)
+                    eod_queries::serve(listener, router, shutdown)
                         .await
                         .context("query endpoint")
                 })

@@ -2,7 +2,7 @@
 //! clock (scaled by `speed`), including the 16:00 burst. Prices go to the prices topic.
 
 use std::io::{BufWriter, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,7 +11,8 @@ use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use prost::Message;
 
 pub struct SimulateOptions {
-    pub to: SocketAddr,
+    /// `HOST:PORT`; a name is resolved at each connection attempt (containers start in any order).
+    pub to: String,
     pub sim: SimConfig,
     pub messages: u64,
     /// Simulated seconds per wall-clock second; 0 sends as fast as the gateway takes them.
@@ -28,7 +29,7 @@ pub struct SimulateSummary {
     pub elapsed: Duration,
 }
 
-fn connect(to: SocketAddr) -> Result<TcpStream> {
+fn connect(to: &str) -> Result<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match TcpStream::connect(to) {
@@ -40,7 +41,7 @@ fn connect(to: SocketAddr) -> Result<TcpStream> {
 }
 
 pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
-    let stream = connect(options.to)?;
+    let stream = connect(&options.to)?;
     stream.set_nodelay(true)?;
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     let producer = options

@@ -3,15 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::http::{get, get_text, metric, try_get_text, KillOnDrop};
+use common::http::{get, get_text, get_with_headers, metric, try_get_text, Serving};
 use std::time::{Duration, Instant};
 
 #[test]
 fn demo_serves_live_changing_views() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eod"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eod"));
+    command
         .args([
             "demo",
             "--listen",
@@ -27,39 +27,9 @@ fn demo_serves_live_changing_views() {
         ])
         .args(["--dead-letters"])
         .arg(std::env::temp_dir().join(format!("eod-demo-test-{}.jsonl", std::process::id())))
-        .args(["--", "-w", "2"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = KillOnDrop(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let mut addr = None;
-    let mut log = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        log.push(line.clone());
-        if let Some(rest) = line.trim().strip_prefix("positions") {
-            let url = rest.trim();
-            addr = Some(
-                url.trim_start_matches("http://")
-                    .trim_end_matches("/v1/positions")
-                    .to_owned(),
-            );
-            break;
-        }
-    }
-    let addr =
-        addr.unwrap_or_else(|| panic!("demo prints its address; it said:\n{}", log.join("\n")));
-    // Keep draining the demo's stderr so a failure can say what the demo said.
-    let demo_log = std::sync::Arc::new(std::sync::Mutex::new(log));
-    let sink = demo_log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
+        .args(["--", "-w", "2"]);
+    let demo = Serving::spawn(command, "positions");
+    let addr = demo.addr.clone();
     let mut last_error = None;
 
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -84,7 +54,7 @@ fn demo_serves_live_changing_views() {
     assert!(
         seen_trades.len() >= 3,
         "firm trades should grow while the demo runs: {seen_trades:?}; last error {last_error:?}; demo said:\n{}",
-        demo_log.lock().unwrap().join("\n")
+        demo.said()
     );
 
     let (status, positions) = get(&addr, "/v1/positions");
@@ -123,5 +93,224 @@ fn demo_serves_live_changing_views() {
     assert!(metric(&text, "eod_messages_total{outcome=\"fill\"}") > 0.0);
     assert!(metric(&text, "eod_dataflow_epochs_total") > 0.0);
     assert!(metric(&text, "eod_view_positions") > 0.0);
+    drop(demo);
+}
+
+fn eod() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eod"))
+}
+
+/// The dashboard in a real browser: headless Chromium loads it during `eod demo`, sees firm
+/// and trader P&L and positions with their mark source, sees them change, and filters by a
+/// trader. About 10k positions, the size the page is meant to stay fast at.
+#[test]
+fn dashboard_shows_live_numbers_in_a_real_browser() {
+    let Some(python) = std::env::var("EOD_BROWSER_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        eprintln!("skipped: EOD_BROWSER_PYTHON is not set (scripts/test-all.sh sets up Chromium)");
+        return;
+    };
+    let mut command = eod();
+    command.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--rate",
+        "4000",
+        "--burst-multiplier",
+        "1",
+        "--duration",
+        "120",
+        "--traders",
+        "50",
+        "--symbols",
+        "200",
+        "--no-books",
+    ]);
+    let demo = Serving::spawn(command, "positions");
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let check = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/dashboard_check.py"
+        ))
+        .arg(format!("http://{}/", demo.addr))
+        .arg(&screenshot)
+        .args(["--timeout", "90", "--min-positions", "5000"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "browser check failed: {}\n{stdout}\ndemo said:\n{}",
+        String::from_utf8_lossy(&check.stderr),
+        demo.said()
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("dashboard: {seen}");
+    assert!(seen["second"]["messages"].as_u64() > seen["first"]["messages"].as_u64());
+    assert!(seen["positions"].as_u64().unwrap() >= 5000, "{seen}");
+    let png = std::fs::read(&screenshot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
+}
+
+/// A network address needs a token; with one, every view wants it and probes do not; the
+/// token never shows up in what the process prints, even at debug level.
+#[test]
+fn the_endpoint_is_private_unless_told_and_guarded_by_a_token() {
+    let refused = eod()
+        .args(["demo", "--listen", "0.0.0.0:0", "--duration", "1"])
+        .env_remove("EOD_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("without an auth token"), "{said}");
+
+    let token = "correct-horse-battery-staple-42";
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut command = eod();
+    command
+        .args(["demo", "--listen", "0.0.0.0:0", "--rate", "2000"])
+        .args(["--duration", "30", "--no-books", "--auth-token-file"])
+        .arg(&token_file)
+        .env("EOD_LOG", "trace");
+    let demo = Serving::spawn(command, "positions");
+    let port = demo.addr.rsplit(':').next().unwrap().to_owned();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_text(&addr, "/health/ready").0 != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get_text(&addr, "/health/live").0, 200);
+    assert_eq!(get_text(&addr, "/v1/positions").0, 401);
+    assert_eq!(get_text(&addr, "/metrics").0, 401);
+    let wrong = get_with_headers(&addr, "/v1/pnl/firm", &["Authorization: Bearer nope"]);
+    assert_eq!(wrong.0, 401);
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, body) = get_with_headers(&addr, "/v1/pnl/firm", &[&bearer]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("total_pnl"));
+    let (status, _) = get_with_headers(&addr, "/metrics", &[&bearer]);
+    assert_eq!(status, 200);
+    let Serving { child, log, .. } = demo;
     drop(child);
+    std::thread::sleep(Duration::from_millis(200));
+    let said = log.lock().unwrap().join("\n");
+    assert!(said.contains("http endpoint listening"), "logged:\n{said}");
+    assert!(!said.contains(token), "the token was printed:\n{said}");
+}
+
+/// File < environment < flags, unknown keys refused, secrets redacted in `config show`.
+#[test]
+fn config_layers_file_env_and_flags_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("eod.toml");
+    std::fs::write(
+        &file,
+        r#"
+brokers = "file-broker:9092"
+epoch-ms = 5
+[run]
+group-id = "from-file"
+books = "postgres://eod:hunter2@db:5432/eod"
+redis = "redis://:redispw@cache:6379"
+auth-token = "file-token-0123456789abcdef"
+"#,
+    )
+    .unwrap();
+    let show = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = eod();
+        command
+            .arg("--config")
+            .arg(&file)
+            .args(["config", "show", "run"]);
+        command.args(args);
+        for key in [
+            "EOD_EPOCH_MS",
+            "EOD_GROUP_ID",
+            "EOD_KAFKA_BROKERS",
+            "EOD_AUTH_TOKEN",
+        ] {
+            command.env_remove(key);
+        }
+        command.envs(env.iter().copied());
+        let out = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let from_file = show(&[], &[]);
+    assert!(
+        from_file.contains("brokers = \"file-broker:9092\""),
+        "{from_file}"
+    );
+    assert!(from_file.contains("epoch-ms = 5   # file"), "{from_file}");
+    assert!(
+        from_file.contains("group-id = \"from-file\""),
+        "{from_file}"
+    );
+    assert!(
+        from_file.contains("serve = \"127.0.0.1:8080\"   # default"),
+        "{from_file}"
+    );
+    for secret in ["hunter2", "redispw", "file-token-0123456789abcdef"] {
+        assert!(!from_file.contains(secret), "{secret} shown:\n{from_file}");
+    }
+    assert!(
+        from_file.contains("postgres://eod:***@db:5432/eod"),
+        "{from_file}"
+    );
+    let from_env = show(&[], &[("EOD_EPOCH_MS", "7")]);
+    assert!(from_env.contains("epoch-ms = 7   # env"), "{from_env}");
+    let from_flag = show(&["--epoch-ms", "9"], &[("EOD_EPOCH_MS", "7")]);
+    assert!(from_flag.contains("epoch-ms = 9   # flag"), "{from_flag}");
+
+    std::fs::write(&file, "[run]\nepoch-msec = 5\n").unwrap();
+    let out = eod()
+        .arg("--config")
+        .arg(&file)
+        .args(["config", "show", "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("unknown key `epoch_msec` in [run]"), "{said}");
+}
+
+/// The compose deployment's config file is valid for every command it configures.
+#[test]
+fn the_docker_config_file_is_valid_for_each_role() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/eod.toml");
+    for (command, expect) in [
+        ("run", "serve = \"0.0.0.0:8080\"   # file"),
+        ("ingest", "listen = \"0.0.0.0:9878\"   # file"),
+        ("simulate", "to = \"eod-ingest:9878\"   # file"),
+    ] {
+        let out = eod()
+            .args(["--config", file, "config", "show", command])
+            .env_remove("EOD_KAFKA_BROKERS")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains(expect), "{command}:\n{stdout}");
+        assert!(
+            stdout.contains("brokers = \"kafka:9092\"   # file"),
+            "{stdout}"
+        );
+    }
 }

@@ -517,9 +517,9 @@ impl Books {
             assert_success(&out);
         };
         publish(&[
-            "--traders".as_ref(),
+            "--trader-reference".as_ref(),
             self.traders.as_os_str(),
-            "--securities".as_ref(),
+            "--security-reference".as_ref(),
             self.securities.as_os_str(),
         ]);
         let moved = self
@@ -536,7 +536,7 @@ impl Books {
         )
         .unwrap();
         publish(&[
-            "--traders".as_ref(),
+            "--trader-reference".as_ref(),
             update.as_os_str(),
             "--withdraw-securities".as_ref(),
             "SYM003".as_ref(),

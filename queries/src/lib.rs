@@ -1,18 +1,24 @@
 //! `eod-queries`: the HTTP read side. Every response is built from one published snapshot, so
 //! all rows in it reflect exactly the same input messages (described by `as_of`).
 
+pub mod access;
+pub mod stream;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use eod_dataflow::{PositionView, Totals, ViewSnapshot, ViewStore};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+pub use access::{AccessError, AccessPolicy};
+pub use axum::Router;
 
 /// Gauges describing the published views, refreshed from the snapshot at each scrape.
 pub struct QueryMetrics {
@@ -58,6 +64,22 @@ impl QueryMetrics {
         }))
     }
 
+    /// The names of the view gauges.
+    pub fn names(&self) -> Vec<String> {
+        use prometheus::core::Collector;
+        [
+            &self.positions,
+            &self.traders,
+            &self.unmatched,
+            &self.as_of_time,
+            &self.messages_reflected,
+            &self.snapshots_published,
+        ]
+        .iter()
+        .flat_map(|g| g.desc().into_iter().map(|d| d.fq_name.clone()))
+        .collect()
+    }
+
     fn render(&self, store: &ViewStore) -> String {
         let snapshot = store.snapshot();
         let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -67,13 +89,7 @@ impl QueryMetrics {
         self.as_of_time.set(clamp(snapshot.as_of.time));
         self.messages_reflected.set(clamp(snapshot.as_of.messages));
         self.snapshots_published.set(clamp(store.version()));
-        let mut out = String::new();
-        if let Err(error) =
-            prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out)
-        {
-            tracing::warn!(%error, "encoding metrics");
-        }
-        out
+        encode_text(&self.registry)
     }
 }
 
@@ -81,6 +97,8 @@ impl QueryMetrics {
 struct AppState {
     store: Arc<ViewStore>,
     metrics: Arc<QueryMetrics>,
+    policy: Arc<AccessPolicy>,
+    subscribers: Arc<stream::Subscribers>,
 }
 
 impl FromRef<AppState> for Arc<ViewStore> {
@@ -97,7 +115,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -240,7 +258,18 @@ async fn ready(State(store): State<Arc<ViewStore>>) -> (StatusCode, Json<Value>)
 }
 
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(&state.store);
+    metrics_response(state.metrics.render(&state.store))
+}
+
+fn encode_text(registry: &prometheus::Registry) -> String {
+    let mut out = String::new();
+    if let Err(error) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out) {
+        tracing::warn!(%error, "encoding metrics");
+    }
+    out
+}
+
+fn metrics_response(body: String) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -254,9 +283,112 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-/// The query API over `store`, with `/metrics` serving `metrics`' registry.
-pub fn router(store: Arc<ViewStore>, metrics: Arc<QueryMetrics>) -> Router {
-    Router::new()
+/// Pipeline health for people (the dashboard) rather than Prometheus: the same registry,
+/// summarised. Only what the process exports appears (a replay has no consumer lag).
+pub fn pipeline_health(registry: &prometheus::Registry) -> Value {
+    use prometheus::proto::MetricType;
+    let mut health = serde_json::Map::new();
+    let mut sinks: std::collections::BTreeMap<String, serde_json::Map<String, Value>> =
+        Default::default();
+    for family in registry.gather() {
+        let metrics = family.get_metric();
+        let gauge_sum = || -> f64 { metrics.iter().map(|m| m.get_gauge().get_value()).sum() };
+        match family.name() {
+            "eod_kafka_consumer_lag" => {
+                health.insert("consumer_lag".into(), json!(gauge_sum() as i64));
+            }
+            "eod_dataflow_epochs_in_flight" => {
+                health.insert("epochs_in_flight".into(), json!(gauge_sum() as i64));
+            }
+            "eod_dataflow_epochs_not_durable" => {
+                health.insert("epochs_not_durable".into(), json!(gauge_sum() as i64));
+            }
+            "eod_archive_spool_segments" => {
+                health.insert("spool_segments".into(), json!(gauge_sum() as i64));
+            }
+            "eod_fill_to_view_seconds" if family.get_field_type() == MetricType::HISTOGRAM => {
+                if let Some(bound) = metrics.first().and_then(|m| p99_bound(m.get_histogram())) {
+                    health.insert("fill_to_view_p99_le_seconds".into(), json!(bound));
+                }
+            }
+            name @ ("eod_sink_store_up" | "eod_sink_breaker_state") => {
+                let field = if name == "eod_sink_store_up" {
+                    "up"
+                } else {
+                    "breaker"
+                };
+                for metric in metrics {
+                    let sink = metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == "sink")
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default();
+                    sinks
+                        .entry(sink)
+                        .or_default()
+                        .insert(field.into(), json!(metric.get_gauge().get_value() as i64));
+                }
+            }
+            _ => {}
+        }
+    }
+    health.insert("sinks".into(), json!(sinks));
+    Value::Object(health)
+}
+
+/// The upper bound of the bucket holding the 99th percentile, if anything was observed.
+fn p99_bound(histogram: &prometheus::proto::Histogram) -> Option<f64> {
+    let count = histogram.get_sample_count();
+    if count == 0 {
+        return None;
+    }
+    let rank = count - count / 100;
+    histogram
+        .get_bucket()
+        .iter()
+        .find(|b| b.cumulative_count() >= rank)
+        .map(|b| b.upper_bound())
+}
+
+async fn pipeline(State(state): State<AppState>) -> Json<Value> {
+    let snapshot = state.store.snapshot();
+    Json(json!({
+        "as_of": snapshot.as_of,
+        "accounting": snapshot.accounting,
+        "health": pipeline_health(&state.metrics.registry),
+    }))
+}
+
+/// The live dashboard: one static page, no build step; it holds no data until it streams.
+async fn dashboard() -> Response {
+    (
+        [
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'",
+            ),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        Html(include_str!("dashboard.html")),
+    )
+        .into_response()
+}
+
+/// The query API over `store`, with `/metrics` serving `metrics`' registry, behind `policy`.
+pub fn router(store: Arc<ViewStore>, metrics: Arc<QueryMetrics>, policy: AccessPolicy) -> Router {
+    let policy = Arc::new(policy);
+    let state = AppState {
+        store,
+        metrics,
+        subscribers: Arc::new(stream::Subscribers::new(policy.max_streams)),
+        policy: policy.clone(),
+    };
+    let router = Router::new()
+        .route("/", get(dashboard))
+        .route("/v1/stream", get(stream::stream))
+        .route("/v1/pipeline", get(pipeline))
         .route("/v1/positions", get(positions))
         .route("/v1/pnl/traders", get(traders))
         .route("/v1/pnl/traders/{trader}", get(trader))
@@ -267,19 +399,56 @@ pub fn router(store: Arc<ViewStore>, metrics: Arc<QueryMetrics>) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
-        .with_state(AppState { store, metrics })
+        .with_state(state);
+    guarded(router, &policy)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Only `/metrics` and the liveness probe: for processes without views (the gateway).
+pub fn metrics_router(registry: prometheus::Registry, policy: AccessPolicy) -> Router {
+    let policy = Arc::new(policy);
+    let router = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { encode_metrics(&registry) }
+            }),
+        )
+        .route("/health/live", get(live))
+        .fallback(not_found);
+    guarded(router, &policy)
+}
+
+fn encode_metrics(registry: &prometheus::Registry) -> impl IntoResponse {
+    metrics_response(encode_text(registry))
+}
+
+/// The access rules every endpoint shares: token, body and time limits, concurrency.
+fn guarded(router: Router, policy: &Arc<AccessPolicy>) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            policy.clone(),
+            access::require_token,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            policy.request_timeout,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            policy.max_concurrent_requests.max(1),
+        ))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    store: Arc<ViewStore>,
-    metrics: Arc<QueryMetrics>,
+    router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "query endpoint listening");
-    axum::serve(listener, router(store, metrics))
+    tracing::info!(?addr, "http endpoint listening");
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -320,7 +489,7 @@ mod tests {
 
     async fn get(store: Arc<ViewStore>, uri: &str) -> (StatusCode, Value) {
         let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
-        let response = router(store, metrics)
+        let response = router(store, metrics, AccessPolicy::default())
             .oneshot(Request::get(uri).body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -381,11 +550,238 @@ mod tests {
         assert_eq!(get(store(), "/nope").await.0, StatusCode::NOT_FOUND);
     }
 
+    const TOKEN: &str = "s3cret-token-0123456789";
+
+    async fn status_with(policy: &AccessPolicy, uri: &str, auth: Option<&str>) -> StatusCode {
+        let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
+        let mut request = Request::get(uri);
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        router(store(), metrics, policy.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn a_configured_token_guards_every_view() {
+        let policy = AccessPolicy {
+            token: Some(TOKEN.into()),
+            ..AccessPolicy::default()
+        };
+        let right = format!("Bearer {TOKEN}");
+        for uri in ["/v1/positions", "/v1/pnl/firm", "/metrics", "/v1/pipeline"] {
+            assert_eq!(
+                status_with(&policy, uri, None).await,
+                StatusCode::UNAUTHORIZED,
+                "{uri}"
+            );
+            assert_eq!(
+                status_with(&policy, uri, Some("Bearer wrong-token-0123456789")).await,
+                StatusCode::UNAUTHORIZED
+            );
+            assert_eq!(
+                status_with(&policy, uri, Some(&right)).await,
+                StatusCode::OK,
+                "{uri}"
+            );
+        }
+        // Probes and the page (no data) stay open; only the stream takes a query token.
+        assert_eq!(
+            status_with(&policy, "/health/live", None).await,
+            StatusCode::OK
+        );
+        assert_eq!(status_with(&policy, "/", None).await, StatusCode::OK);
+        let query = format!("/v1/stream?access_token={TOKEN}");
+        assert_eq!(status_with(&policy, &query, None).await, StatusCode::OK);
+        let query = format!("/v1/positions?access_token={TOKEN}");
+        assert_eq!(
+            status_with(&policy, &query, None).await,
+            StatusCode::UNAUTHORIZED
+        );
+        // Without a token configured, nothing asks for one.
+        let open = AccessPolicy::default();
+        assert_eq!(
+            status_with(&open, "/v1/positions", None).await,
+            StatusCode::OK
+        );
+    }
+
+    /// Reads server-sent events from `body` until `wanted` of them have arrived.
+    async fn read_events(body: Body, wanted: usize) -> Vec<(String, Value)> {
+        use futures::StreamExt;
+        let mut stream = body.into_data_stream();
+        let mut text = String::new();
+        let mut events = Vec::new();
+        while events.len() < wanted {
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+                .await
+                .expect("an event within 5 s")
+                .expect("stream open")
+                .unwrap();
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = text.find("\n\n") {
+                let block: String = text.drain(..end + 2).collect();
+                let mut name = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(n) = line.strip_prefix("event: ") {
+                        name = n.to_owned();
+                    } else if let Some(d) = line.strip_prefix("data: ") {
+                        data.push_str(d);
+                    }
+                }
+                if !name.is_empty() {
+                    events.push((name, serde_json::from_str(&data).unwrap()));
+                }
+            }
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn the_stream_sends_the_view_then_only_changes() {
+        let store = store();
+        let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
+        let policy = AccessPolicy {
+            stream_interval: std::time::Duration::from_millis(5),
+            max_streams: 1,
+            ..AccessPolicy::default()
+        };
+        let app = router(store.clone(), metrics, policy);
+        let response = app
+            .clone()
+            .oneshot(Request::get("/v1/stream").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/event-stream",
+            "server-sent events"
+        );
+        let body = response.into_body();
+        // One subscriber allowed: a second is refused while the first is open.
+        let second = app
+            .clone()
+            .oneshot(Request::get("/v1/stream").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // A new snapshot: AAPL's mark moves, a new MSFT row appears.
+        let mut next = (*store.snapshot()).clone();
+        let aapl = next
+            .positions
+            .get_mut(&("alice".into(), "AAPL".into()))
+            .unwrap();
+        aapl.mark = Some(Money(18_700_000_000));
+        let mut msft = aapl.clone();
+        msft.symbol = "MSFT".into();
+        next.positions.insert(("alice".into(), "MSFT".into()), msft);
+        next.as_of.messages = 9;
+        let events = {
+            let reader = tokio::spawn(read_events(body, 4));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            store.publish(next);
+            reader.await.unwrap()
+        };
+        let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["summary", "positions", "summary", "positions"]);
+        assert_eq!(events[0].1["as_of"]["messages"], 5);
+        assert_eq!(events[0].1["firm"]["total_pnl"], "100");
+        assert_eq!(events[1].1["full"], true);
+        assert_eq!(events[1].1["upsert"].as_array().unwrap().len(), 1);
+        assert_eq!(events[2].1["as_of"]["messages"], 9);
+        let change = &events[3].1;
+        assert_eq!(change["full"], false);
+        let symbols: Vec<&str> = change["upsert"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| row["symbol"].as_str().unwrap())
+            .collect();
+        assert_eq!(symbols, ["AAPL", "MSFT"]);
+        assert_eq!(change["upsert"][0]["mark"], "187");
+    }
+
+    #[test]
+    fn position_changes_rebuild_the_new_view() {
+        let old = (*store().snapshot()).clone();
+        let mut new = old.clone();
+        new.positions.clear();
+        let mut row = old.positions.values().next().unwrap().clone();
+        row.symbol = "IBM".into();
+        new.positions.insert(("alice".into(), "IBM".into()), row);
+        let change = stream::positions_event(Some(&old), &new);
+        assert_eq!(change["remove"], json!([["alice", "AAPL"]]));
+        assert_eq!(change["upsert"][0]["symbol"], "IBM");
+        let unchanged = stream::positions_event(Some(&new), &new);
+        assert_eq!(unchanged["upsert"], json!([]));
+        assert_eq!(unchanged["remove"], json!([]));
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_is_one_self_contained_page() {
+        let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
+        let response = router(store(), metrics, AccessPolicy::default())
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("connect-src 'self'"));
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let page = String::from_utf8(bytes.to_vec()).unwrap();
+        assert!(page.contains("new EventSource(url)"));
+        assert!(!page.contains("<script src"), "no external scripts");
+    }
+
+    #[test]
+    fn health_summarises_the_registry() {
+        let registry = prometheus::Registry::new();
+        let up = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("eod_sink_store_up", "u"),
+            &["sink"],
+        )
+        .unwrap();
+        registry.register(Box::new(up.clone())).unwrap();
+        up.with_label_values(&["books"]).set(1);
+        let lag = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new("eod_kafka_consumer_lag", "l"),
+            &["topic", "partition"],
+        )
+        .unwrap();
+        registry.register(Box::new(lag.clone())).unwrap();
+        lag.with_label_values(&["t", "0"]).set(3);
+        lag.with_label_values(&["t", "1"]).set(4);
+        let hist = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("eod_fill_to_view_seconds", "h")
+                .buckets(vec![0.001, 0.01, 0.1]),
+        )
+        .unwrap();
+        registry.register(Box::new(hist.clone())).unwrap();
+        for _ in 0..98 {
+            hist.observe(0.0005);
+        }
+        hist.observe(0.05);
+        hist.observe(0.05);
+        let health = pipeline_health(&registry);
+        assert_eq!(health["consumer_lag"], 7);
+        assert_eq!(health["sinks"]["books"]["up"], 1);
+        assert_eq!(health["fill_to_view_p99_le_seconds"], 0.1);
+    }
+
     #[tokio::test]
     async fn metrics_describe_the_published_view() {
         let registry = prometheus::Registry::new();
         let metrics = QueryMetrics::register(&registry).unwrap();
-        let response = router(store(), metrics)
+        let response = router(store(), metrics, AccessPolicy::default())
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
             .await
             .unwrap();

@@ -83,3 +83,37 @@ impl SinkMetrics {
         })
     }
 }
+
+/// Lets the process list the sink metrics among its own (`desc`); they are registered one by
+/// one, so `collect` is never called by the registry and only serves completeness.
+impl prometheus::core::Collector for SinkMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.collectors()
+            .into_iter()
+            .flat_map(|c| c.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.collectors()
+            .into_iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+impl SinkMetrics {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 9] {
+        [
+            &self.rows_written,
+            &self.batches,
+            &self.batch_seconds,
+            &self.batch_rows,
+            &self.retries,
+            &self.refused_rows,
+            &self.store_up,
+            &self.breaker_state,
+            &self.resyncs,
+        ]
+    }
+}

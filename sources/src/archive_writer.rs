@@ -188,6 +188,14 @@ impl SegmentWriter {
     }
 }
 
+/// What one upload round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UploadRound {
+    pub uploaded: usize,
+    /// Closed segments still in the spool (the store failed on the first of them).
+    pub waiting: usize,
+}
+
 /// Uploads closed spool segments to the object store, in order.
 #[derive(Clone)]
 pub struct SegmentUploader {
@@ -205,8 +213,7 @@ impl SegmentUploader {
     }
 
     /// Uploads closed segments in order; stops at the first failure and keeps it spooled.
-    /// Returns how many segments are still waiting.
-    pub async fn upload_closed(&self) -> Result<usize, ArchiveWriteError> {
+    pub async fn upload_closed(&self) -> Result<UploadRound, ArchiveWriteError> {
         let err = |source| ArchiveWriteError::Spool {
             path: self.spool.clone(),
             source,
@@ -243,11 +250,17 @@ impl SegmentUploader {
                 }
                 Err(error) => {
                     tracing::warn!(%error, segment = %name, "archive upload failed; segment stays spooled");
-                    return Ok(closed.len() - done);
+                    return Ok(UploadRound {
+                        uploaded: done,
+                        waiting: closed.len() - done,
+                    });
                 }
             }
         }
-        Ok(0)
+        Ok(UploadRound {
+            uploaded: closed.len(),
+            waiting: 0,
+        })
     }
 }
 
@@ -292,7 +305,9 @@ mod tests {
             "{}",
             landed[0].0
         );
-        assert_eq!(writer.uploader().upload_closed().await.unwrap(), 0);
+        let round = writer.uploader().upload_closed().await.unwrap();
+        assert_eq!(round.waiting, 0);
+        assert!(round.uploaded > 0);
         // A crash here leaves "tail" in an open segment: the next run closes and uploads it.
         drop(writer);
         let mut restarted = SegmentWriter::open(spool.path(), store.clone(), policy(10))

@@ -37,6 +37,79 @@ pub fn try_get_text(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     Ok((status, body.to_owned()))
 }
 
+/// A GET with extra request headers (`Name: value` lines).
+pub fn get_with_headers(addr: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    let request = || -> std::io::Result<(u16, String)> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let status = response
+            .get(9..12)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("");
+        Ok((status, body.to_owned()))
+    };
+    request().unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// A child `eod` serving HTTP, its address read from its stderr, and everything it said.
+pub struct Serving {
+    pub child: KillOnDrop,
+    pub addr: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Serving {
+    /// Spawns `command` and waits for the stderr line `<marker> http://ADDR...`.
+    pub fn spawn(mut command: std::process::Command, marker: &str) -> Serving {
+        use std::io::{BufRead, BufReader};
+        let mut child = command
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let child = KillOnDrop(child);
+        let mut lines = BufReader::new(stderr).lines();
+        let mut addr = None;
+        let mut log = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            log.push(line.clone());
+            if let Some(rest) = line.trim().strip_prefix(marker) {
+                let url = rest.trim().trim_start_matches("http://");
+                addr = Some(url.split('/').next().unwrap_or(url).to_owned());
+                break;
+            }
+        }
+        let addr =
+            addr.unwrap_or_else(|| panic!("eod prints its address; it said:\n{}", log.join("\n")));
+        // Keep draining stderr so a failure can say what the child said.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(log));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Serving { child, addr, log }
+    }
+
+    pub fn said(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
 pub fn get_text(addr: &str, path: &str) -> (u16, String) {
     try_get_text(addr, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }

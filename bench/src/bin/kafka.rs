@@ -158,7 +158,7 @@ fn main() -> Result<()> {
     };
     let started = Instant::now();
     let sent = run_simulate(SimulateOptions {
-        to: gateway_addr,
+        to: gateway_addr.to_string(),
         sim,
         messages,
         speed,
