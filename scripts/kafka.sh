@@ -7,6 +7,8 @@
 #   scripts/kafka.sh env       print EOD_KAFKA_BROKERS=... for the tests
 #
 # EOD_KAFKA_DIR (default .eod/kafka), EOD_KAFKA_PORT (default 19092; the controller uses +1).
+# A second listener on port +2 speaks SASL_SSL (PLAIN, user `eod`) with a certificate from a
+# CA made here: $EOD_KAFKA_DIR/tls holds ca.pem, sasl-username and sasl-password for clients.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${EOD_KAFKA_DIR:-$root/.eod/kafka}"
@@ -15,7 +17,9 @@ controller=$((port + 1))
 lib="$dir/lib"
 props="$dir/server.properties"
 pidfile="$dir/kafka.pid"
+secure=$((port + 2))
 brokers="127.0.0.1:$port"
+tls="$dir/tls"
 
 java_cp() { java -Xms64m -Xmx768m -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$lib/*" "$@"; }
 
@@ -33,17 +37,46 @@ fetch() {
   touch "$lib/.complete"
 }
 
+# A private CA and a broker certificate for 127.0.0.1, made once per directory (openssl).
+certificates() {
+  [ -f "$tls/broker.p12" ] && return
+  command -v openssl >/dev/null || { echo "kafka: openssl is required for the TLS listener" >&2; exit 1; }
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=eod test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>>"$dir/tools.log"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>>"$dir/tools.log"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/san.ext"
+  openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$tls/san.ext" -out "$tls/broker.pem" 2>>"$dir/tools.log"
+  openssl rand -hex 16 >"$tls/keystore-password"
+  openssl pkcs12 -export -in "$tls/broker.pem" -inkey "$tls/broker.key" -name broker \
+    -passout "file:$tls/keystore-password" -out "$tls/broker.p12"
+  echo eod >"$tls/sasl-username"
+  openssl rand -hex 16 >"$tls/sasl-password"
+}
+
 configure() {
   mkdir -p "$dir/data"
+  certificates
+  local store_password sasl_password
+  store_password="$(cat "$tls/keystore-password")"
+  sasl_password="$(cat "$tls/sasl-password")"
   cat >"$props" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller,SASL_SSL://127.0.0.1:$secure
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_SSL://127.0.0.1:$secure
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_eod="$sasl_password";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$store_password
+ssl.key.password=$store_password
 log.dirs=$dir/data
 num.partitions=12
 auto.create.topics.enable=false
@@ -87,7 +120,7 @@ create_topic() {
 
 case "${1:-start}" in
   start)
-    if running; then echo "EOD_KAFKA_BROKERS=$brokers"; exit 0; fi
+    if running; then echo "EOD_KAFKA_BROKERS=$brokers"; echo "EOD_KAFKA_TLS_BROKERS=127.0.0.1:$secure"; exit 0; fi
     fetch
     configure
     if [ ! -f "$dir/data/meta.properties" ]; then
@@ -102,6 +135,7 @@ case "${1:-start}" in
     create_topic trades.dlq 3
     create_topic prices 12
     echo "EOD_KAFKA_BROKERS=$brokers"
+    echo "EOD_KAFKA_TLS_BROKERS=127.0.0.1:$secure"
     ;;
   stop)
     if running; then
@@ -112,6 +146,10 @@ case "${1:-start}" in
     fi
     rm -f "$pidfile"
     ;;
-  env) echo "EOD_KAFKA_BROKERS=$brokers" ;;
+  env)
+    echo "EOD_KAFKA_BROKERS=$brokers"
+    echo "EOD_KAFKA_TLS_BROKERS=127.0.0.1:$secure"
+    echo "EOD_KAFKA_TLS_DIR=$tls"
+    ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

@@ -18,6 +18,12 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step() { printf '\n==> %s\n' "$*"; }
 started=$(date +%s)
 
+step "build prerequisites (Debian): OpenSSL headers for librdkafka's TLS"
+if ! dpkg -s libssl-dev >/dev/null 2>&1 || ! command -v pkg-config >/dev/null; then
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev pkg-config >/dev/null
+fi
+
 step "format"
 cargo fmt --all --check
 
@@ -33,6 +39,9 @@ trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/r
 scripts/kafka.sh start
 export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
+# The broker's second listener: SASL_SSL with a private CA (the secured-cluster test).
+export "$(scripts/kafka.sh env | grep '^EOD_KAFKA_TLS_BROKERS=')"
+export "$(scripts/kafka.sh env | grep '^EOD_KAFKA_TLS_DIR=')"
 
 step "services: PostgreSQL 15 on 127.0.0.1 (the books)"
 export EOD_POSTGRES_DIR="${EOD_POSTGRES_DIR:-$PWD/target/test-services/postgres}"

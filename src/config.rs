@@ -328,8 +328,11 @@ pub fn redact(value: &str) -> String {
         let mut from = 0;
         while let Some(found) = lower[from..].find(key) {
             let value_start = from + found + key.len();
-            let at_boundary =
-                from + found == 0 || matches!(lower.as_bytes()[from + found - 1], b';' | b' ');
+            let at_boundary = from + found == 0
+                || matches!(
+                    lower.as_bytes()[from + found - 1],
+                    b';' | b' ' | b'.' | b','
+                );
             if at_boundary && value_start >= rest {
                 let value_end = lower[value_start..]
                     .find(';')
@@ -587,5 +590,6 @@ mod tests {
             "server=tcp:db,1433;User Id=sa;Password=***;TrustServerCertificate=true"
         );
         assert_eq!(redact("pwd=x"), "pwd=***");
+        assert_eq!(redact("sasl.password=x"), "sasl.password=***");
     }
 }

@@ -20,7 +20,7 @@ use eod_sources::envelope::partition_key;
 use eod_sources::fix::session::{self, Actions, SequenceState, Session, SessionSettings};
 use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
-use eod_sources::kafka::{EnvelopeProducer, Topics};
+use eod_sources::kafka::{EnvelopeProducer, KafkaConnection, Topics};
 use prost::Message;
 
 use crate::metrics::Metrics;
@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
     pub archive: String,
-    pub brokers: String,
+    pub kafka: KafkaConnection,
     pub topics: Topics,
     pub gateway_id: String,
     pub prices: Vec<PriceUpdate>,
@@ -66,7 +66,7 @@ struct Unit {
 
 impl Gateway {
     pub fn new(
-        brokers: &str,
+        kafka: &KafkaConnection,
         topics: Topics,
         gateway_id: &str,
         metrics: Arc<Metrics>,
@@ -74,7 +74,7 @@ impl Gateway {
         max_message: usize,
     ) -> Result<Gateway> {
         Ok(Gateway {
-            producer: EnvelopeProducer::new(brokers)?,
+            producer: EnvelopeProducer::new(kafka)?,
             topics,
             gateway_id: gateway_id.to_owned(),
             metrics,
@@ -490,7 +490,7 @@ pub fn run_ingest(options: IngestOptions, metrics: Arc<Metrics>) -> Result<Inges
         .enable_all()
         .build()?;
     let gateway = Gateway::new(
-        &options.brokers,
+        &options.kafka,
         options.topics.clone(),
         &options.gateway_id,
         metrics.clone(),

@@ -18,7 +18,7 @@ use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
 use eod_queries::{positions_body, PositionFilter};
 use eod_sinks::redis_sink::{RedisOptions, RedisSink};
-use eod_sources::kafka::Topics;
+use eod_sources::kafka::{KafkaConnection, Topics};
 use eod_sources::simulator::SimConfig;
 
 #[derive(Parser, Debug)]
@@ -118,6 +118,8 @@ struct SimulateArgs {
     /// Send prices to this Kafka cluster's prices topic.
     #[arg(long, env = "EOD_KAFKA_BROKERS")]
     brokers: Option<String>,
+    #[command(flatten)]
+    kafka_security: KafkaSecurityArgs,
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
     /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
@@ -151,6 +153,8 @@ struct TopicArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "EOD_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     brokers: String,
+    #[command(flatten)]
+    security: KafkaSecurityArgs,
     #[arg(long, env = "EOD_TRADES_TOPIC", default_value = "trades.raw")]
     trades_topic: String,
     #[arg(long, env = "EOD_DLQ_TOPIC", default_value = "trades.dlq")]
@@ -162,7 +166,100 @@ struct TopicArgs {
     reference_topic: String,
 }
 
+/// How to reach a secured cluster: TLS, SASL, or any librdkafka property.
+#[derive(Args, Debug, Clone)]
+struct KafkaSecurityArgs {
+    /// Kafka security protocol.
+    #[arg(long, default_value = "plaintext",
+          value_parser = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"])]
+    kafka_security_protocol: String,
+    /// SASL mechanism (with sasl_plaintext or sasl_ssl).
+    #[arg(long, value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    kafka_sasl_mechanism: Option<String>,
+    #[arg(long)]
+    kafka_sasl_username: Option<String>,
+    #[arg(long, hide_env_values = true)]
+    kafka_sasl_password: Option<String>,
+    /// Read the SASL password from this file (first line), e.g. a mounted secret.
+    #[arg(long, conflicts_with = "kafka_sasl_password")]
+    kafka_sasl_password_file: Option<PathBuf>,
+    /// CA certificates (PEM) to verify the brokers with [default: the system's].
+    #[arg(long)]
+    kafka_ssl_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "kafka_ssl_key")]
+    kafka_ssl_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, requires = "kafka_ssl_cert")]
+    kafka_ssl_key: Option<PathBuf>,
+    /// Any other librdkafka client property, `KEY=VALUE` (repeatable).
+    #[arg(long, value_parser = parse_property)]
+    kafka_option: Vec<(String, String)>,
+}
+
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got `{text}`")),
+    }
+}
+
+impl KafkaSecurityArgs {
+    fn connection(&self, brokers: &str) -> Result<KafkaConnection> {
+        let protocol = self.kafka_security_protocol.as_str();
+        let mut kafka = KafkaConnection::plaintext(brokers);
+        if protocol != "plaintext" {
+            kafka = kafka.with("security.protocol", protocol);
+        }
+        if protocol.starts_with("sasl") {
+            let password = match (&self.kafka_sasl_password, &self.kafka_sasl_password_file) {
+                (Some(password), _) => password.clone(),
+                (None, Some(path)) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                (None, None) => anyhow::bail!(
+                    "--kafka-security-protocol {protocol} needs --kafka-sasl-password(-file)"
+                ),
+            };
+            let (Some(mechanism), Some(username)) =
+                (&self.kafka_sasl_mechanism, &self.kafka_sasl_username)
+            else {
+                anyhow::bail!(
+                    "--kafka-security-protocol {protocol} needs --kafka-sasl-mechanism and \
+                     --kafka-sasl-username"
+                );
+            };
+            kafka = kafka
+                .with("sasl.mechanism", mechanism)
+                .with("sasl.username", username)
+                .with("sasl.password", password);
+        }
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(ca) = &self.kafka_ssl_ca {
+            kafka = kafka.with("ssl.ca.location", path(ca));
+        }
+        if let (Some(cert), Some(key)) = (&self.kafka_ssl_cert, &self.kafka_ssl_key) {
+            kafka = kafka
+                .with("ssl.certificate.location", path(cert))
+                .with("ssl.key.location", path(key));
+        }
+        for (key, value) in &self.kafka_option {
+            kafka = kafka.with(key, value.clone());
+        }
+        Ok(kafka)
+    }
+}
+
 impl TopicArgs {
+    fn connection(&self) -> Result<KafkaConnection> {
+        self.security.connection(&self.brokers)
+    }
+
     fn topics(&self) -> Topics {
         Topics {
             trades: self.trades_topic.clone(),
@@ -806,7 +903,7 @@ fn ingest(args: IngestArgs) -> Result<()> {
             .enable_all()
             .build()?;
         runtime.block_on(eod_sources::kafka::ensure_topics_with(
-            &args.kafka.brokers,
+            &args.kafka.connection()?,
             &[
                 (&topics.trades, 12),
                 (&topics.dead_letters, 3),
@@ -834,7 +931,7 @@ fn ingest(args: IngestArgs) -> Result<()> {
         (Some(archive), _) => {
             let options = eod::ingest::IngestOptions {
                 archive,
-                brokers: args.kafka.brokers.clone(),
+                kafka: args.kafka.connection()?,
                 topics,
                 gateway_id: args.gateway_id,
                 prices: read_prices(args.prices.as_deref())?,
@@ -860,7 +957,7 @@ fn ingest(args: IngestArgs) -> Result<()> {
             };
             let (writer, uploader) = eod::ingest::open_archive(&listen_options)?;
             let gateway = Arc::new(eod::ingest::Gateway::new(
-                &args.kafka.brokers,
+                &args.kafka.connection()?,
                 topics,
                 &args.gateway_id,
                 metrics,
@@ -938,7 +1035,11 @@ fn simulate(args: SimulateArgs) -> Result<()> {
         sim,
         messages: args.messages,
         speed: args.speed.max(0.0),
-        prices_to: args.brokers.map(|b| (b, args.prices_topic)),
+        prices_to: args
+            .brokers
+            .map(|b| args.kafka_security.connection(&b))
+            .transpose()?
+            .map(|kafka| (kafka, args.prices_topic)),
     })?;
     println!("fix messages    {}", summary.fix_messages);
     println!("fix bytes       {}", summary.fix_bytes);
@@ -953,8 +1054,9 @@ fn publish_reference(args: ReferenceArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let kafka = args.kafka.connection()?;
     runtime.block_on(eod_sources::kafka::ensure_topics_with(
-        &args.kafka.brokers,
+        &kafka,
         &[],
         &[(&topic, 1)],
     ))?;
@@ -962,7 +1064,7 @@ fn publish_reference(args: ReferenceArgs) -> Result<()> {
         args.trader_reference.as_deref(),
         args.security_reference.as_deref(),
     )?;
-    let producer = eod_sources::kafka::EnvelopeProducer::new(&args.kafka.brokers)?;
+    let producer = eod_sources::kafka::EnvelopeProducer::new(&kafka)?;
     let records = data
         .traders
         .into_iter()
@@ -1006,7 +1108,7 @@ fn run(args: RunArgs) -> Result<()> {
     )?;
     eprintln!("serving http://{}", server.addr);
     let options = eod::run::RunOptions {
-        brokers: args.kafka.brokers.clone(),
+        kafka: args.kafka.connection()?,
         topics: args.kafka.topics(),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,

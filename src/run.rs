@@ -16,7 +16,7 @@ use eod_sinks::books::RefusedRow;
 use eod_sources::envelope::{event_from_bytes, Received};
 use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::kafka::{
-    assigned_consumer, end_offsets, partition_count, EnvelopeProducer, Topics,
+    assigned_consumer, end_offsets, partition_count, EnvelopeProducer, KafkaConnection, Topics,
 };
 use eod_sources::reference_data::ReferenceRecord;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -30,7 +30,7 @@ use crate::timely_args::{timely_config, workers_per_process};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    pub brokers: String,
+    pub kafka: KafkaConnection,
     pub topics: Topics,
     pub group_id: String,
     /// Reference prices loaded at start, besides the prices topic.
@@ -97,17 +97,13 @@ pub fn run_kafka(
     }
     let metadata_timeout = Duration::from_secs(10);
     let trade_partitions =
-        partition_count(&options.brokers, &options.topics.trades, metadata_timeout)?;
+        partition_count(&options.kafka, &options.topics.trades, metadata_timeout)?;
     let price_partitions =
-        partition_count(&options.brokers, &options.topics.prices, metadata_timeout)?;
+        partition_count(&options.kafka, &options.topics.prices, metadata_timeout)?;
     // Reference data on Kafka is optional: without the topic, the CSV files (if any) are all.
     let reference_partitions = match (&options.books, options.reference_from_topic) {
         (Some(_), true) => {
-            match partition_count(
-                &options.brokers,
-                &options.topics.reference,
-                metadata_timeout,
-            ) {
+            match partition_count(&options.kafka, &options.topics.reference, metadata_timeout) {
                 Ok(partitions) => partitions,
                 Err(e) => {
                     tracing::info!(topic = %options.topics.reference, error = %e, "no reference topic: reference data from files only");
@@ -227,11 +223,12 @@ fn run_worker(
     let (trade_partitions, price_partitions, workers) =
         (*trade_partitions, *price_partitions, *workers);
     let (index, peers) = (worker.index(), worker.peers());
+    let _span = tracing::info_span!("run_worker", worker = index).entered();
     let publishes = index.is_multiple_of(workers);
     let books = options.books.as_ref();
     let (mut inputs, probe, durable) = worker.dataflow(|scope| {
-        let (brokers, topic) = (options.brokers.clone(), options.topics.dead_letters.clone());
-        let refused = move || refused_to_kafka(brokers, topic);
+        let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
+        let refused = move || refused_to_kafka(kafka, topic);
         let store = publishes.then(|| store.clone());
         let sink = books.map(|b| (b, options.books_batch));
         build_with_books(scope, store, workers, sink, metrics.sinks.clone(), refused)
@@ -255,7 +252,7 @@ fn run_worker(
         None
     } else {
         Some(assigned_consumer(
-            &options.brokers,
+            &options.kafka,
             &options.group_id,
             &assignments,
         )?)
@@ -276,7 +273,7 @@ fn run_worker(
     let mut committed = vec![0i64; assignments.len()];
     let mut receive_times: Vec<i64> = Vec::new();
     let mut lag_checked = Instant::now();
-    let dead_letters = EnvelopeProducer::new(&options.brokers)?;
+    let dead_letters = EnvelopeProducer::new(&options.kafka)?;
     if index == 0 {
         for price in &options.prices {
             inputs.price(price.clone());
@@ -499,8 +496,8 @@ fn enter_source(inputs: &mut Inputs, received: &Received) {
 }
 
 /// Books rows the store refused go to the dead-letter topic (reason DOWNSTREAM) as JSON.
-fn refused_to_kafka(brokers: String, topic: String) -> RefusedRow {
-    let producer = EnvelopeProducer::new(&brokers);
+fn refused_to_kafka(kafka: KafkaConnection, topic: String) -> RefusedRow {
+    let producer = EnvelopeProducer::new(&kafka);
     Box::new(move |row: &BookRow, detail: &str| {
         let json = serde_json::to_vec(row).unwrap_or_default();
         let location = row

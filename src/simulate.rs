@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use eod_sources::kafka::EnvelopeProducer;
+use eod_sources::kafka::{EnvelopeProducer, KafkaConnection};
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use prost::Message;
 
@@ -17,8 +17,8 @@ pub struct SimulateOptions {
     pub messages: u64,
     /// Simulated seconds per wall-clock second; 0 sends as fast as the gateway takes them.
     pub speed: f64,
-    /// Where prices go: (brokers, topic). Without it prices are not sent.
-    pub prices_to: Option<(String, String)>,
+    /// Where prices go: (cluster, topic). Without it prices are not sent.
+    pub prices_to: Option<(KafkaConnection, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -47,7 +47,7 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
     let producer = options
         .prices_to
         .as_ref()
-        .map(|(brokers, _)| EnvelopeProducer::new(brokers))
+        .map(|(kafka, _)| EnvelopeProducer::new(kafka))
         .transpose()?;
     let started = Instant::now();
     let sim_start = options.sim.start;

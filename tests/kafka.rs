@@ -5,6 +5,10 @@
 
 mod common;
 
+fn plain(brokers: &str) -> eod_sources::kafka::KafkaConnection {
+    eod_sources::kafka::KafkaConnection::plaintext(brokers)
+}
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
@@ -56,7 +60,7 @@ fn create(brokers: &str, topics: &Topics) {
         .unwrap();
     runtime
         .block_on(ensure_topics(
-            brokers,
+            &plain(brokers),
             &[
                 (&topics.trades, 12),
                 (&topics.dead_letters, 3),
@@ -66,7 +70,8 @@ fn create(brokers: &str, topics: &Topics) {
         .unwrap();
     // Metadata for new topics propagates asynchronously.
     for _ in 0..50 {
-        if partition_count(brokers, &topics.trades, Duration::from_secs(5)).ok() == Some(12) {
+        if partition_count(&plain(brokers), &topics.trades, Duration::from_secs(5)).ok() == Some(12)
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -80,9 +85,17 @@ fn decode_archive(dir: &Path) -> Vec<TradeEvent> {
 
 /// `eod run` until it has read everything on the topics, two workers.
 fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod::run::RunSummary {
+    catch_up_over(plain(brokers), topics, group_id)
+}
+
+fn catch_up_over(
+    kafka: eod_sources::kafka::KafkaConnection,
+    topics: &Topics,
+    group_id: &str,
+) -> eod::run::RunSummary {
     run_kafka(
         RunOptions {
-            brokers: brokers.to_owned(),
+            kafka,
             topics: topics.clone(),
             group_id: group_id.to_owned(),
             prices: Vec::new(),
@@ -104,9 +117,9 @@ fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod::run::RunSumm
 
 /// Every record of a topic, read to its end.
 fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
-    let partitions = partition_count(brokers, topic, Duration::from_secs(10)).unwrap();
+    let partitions = partition_count(&plain(brokers), topic, Duration::from_secs(10)).unwrap();
     let assignments: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
-    let consumer = assigned_consumer(brokers, "eod-test-reader", &assignments).unwrap();
+    let consumer = assigned_consumer(&plain(brokers), "eod-test-reader", &assignments).unwrap();
     let ends =
         eod_sources::kafka::end_offsets(&consumer, &assignments, Duration::from_secs(10)).unwrap();
     let total: i64 = ends.iter().sum();
@@ -153,7 +166,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
     let ingested = run_ingest(
         IngestOptions {
             archive: fx.archive.to_str().unwrap().into(),
-            brokers: brokers.clone(),
+            kafka: plain(&brokers),
             topics: topics.clone(),
             gateway_id: "test-gw".into(),
             prices: prices.clone(),
@@ -176,7 +189,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
     );
 
     // Bad records written straight to the topic: not protobuf, and an envelope missing fields.
-    let producer = EnvelopeProducer::new(&brokers).unwrap();
+    let producer = EnvelopeProducer::new(&plain(&brokers)).unwrap();
     producer
         .send(&topics.trades, b"x", b"\xff\xfe definitely not protobuf")
         .unwrap();
@@ -705,12 +718,18 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
 
 /// The offsets `eod run` (group `eod-run`) has committed per trades partition (-1: none).
 fn committed_trade_offsets(brokers: &str, topics: &Topics) -> Vec<i64> {
-    let partitions = partition_count(brokers, &topics.trades, Duration::from_secs(10)).unwrap();
+    let partitions =
+        partition_count(&plain(brokers), &topics.trades, Duration::from_secs(10)).unwrap();
     let assignments: Vec<(String, i32)> = (0..partitions)
         .map(|p| (topics.trades.clone(), p))
         .collect();
-    eod_sources::kafka::committed_offsets(brokers, "eod-run", &assignments, Duration::from_secs(10))
-        .unwrap()
+    eod_sources::kafka::committed_offsets(
+        &plain(brokers),
+        "eod-run",
+        &assignments,
+        Duration::from_secs(10),
+    )
+    .unwrap()
 }
 
 /// After the crash: every trade below the offsets the killed run committed is in the books.
@@ -727,7 +746,7 @@ fn assert_commits_never_ahead_of_books(brokers: &str, topics: &Topics, books: &B
         .into_iter()
         .map(|r| r.exec_id)
         .collect();
-    let consumer = assigned_consumer(brokers, "eod-test-reader", &assignments).unwrap();
+    let consumer = assigned_consumer(&plain(brokers), "eod-test-reader", &assignments).unwrap();
     let ends =
         eod_sources::kafka::end_offsets(&consumer, &assignments, Duration::from_secs(10)).unwrap();
     let (mut seen, mut checked) = (0i64, 0usize);
@@ -1253,4 +1272,99 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
         })
         .unwrap();
     assert_eq!(read, field("fix messages"));
+}
+
+/// The broker's SASL_SSL listener (PLAIN over TLS, certificate from a private CA): the gateway
+/// publishes and the dataflow consumes through it with the security flags, and the views
+/// equal the reference. A client that does not trust the CA gets nothing through.
+#[test]
+fn gateway_and_dataflow_over_sasl_ssl() {
+    let (Some(brokers), Some(secure), Some(tls)) = (
+        brokers(),
+        std::env::var("EOD_KAFKA_TLS_BROKERS").ok(),
+        std::env::var("EOD_KAFKA_TLS_DIR").ok(),
+    ) else {
+        eprintln!("skipped: EOD_KAFKA_TLS_BROKERS/EOD_KAFKA_TLS_DIR are not set");
+        return;
+    };
+    let tls = Path::new(&tls);
+    let read = |name: &str| {
+        std::fs::read_to_string(tls.join(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (username, password) = (read("sasl-username"), read("sasl-password"));
+    let fx = fixture();
+    let topics = unique_topics("sasl");
+    let ca = tls.join("ca.pem");
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
+    ingest
+        .args(["ingest", "--create-topics", "--archive"])
+        .arg(&fx.archive)
+        .arg("--prices")
+        .arg(&fx.prices_csv);
+    topic_args(&mut ingest, &secure, &topics);
+    ingest
+        .args(["--kafka-security-protocol", "sasl_ssl"])
+        .args(["--kafka-sasl-mechanism", "PLAIN"])
+        .args(["--kafka-sasl-username", &username])
+        .arg("--kafka-ssl-ca")
+        .arg(&ca)
+        .env("EOD_KAFKA_SASL_PASSWORD", &password)
+        .env("EOD_LOG", "debug");
+    let out = ingest.output().unwrap();
+    assert_success(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains(&password), "the SASL password was logged");
+
+    let secured = eod_sources::kafka::KafkaConnection::plaintext(&secure)
+        .with("security.protocol", "sasl_ssl")
+        .with("sasl.mechanism", "PLAIN")
+        .with("sasl.username", username.as_str())
+        .with("sasl.password", password.as_str())
+        .with("ssl.ca.location", ca.display().to_string());
+    assert!(!format!("{secured:?}").contains(&password));
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let summary = catch_up_over(secured, &topics, "eod-sasl");
+    let expected = reference::compute(&decode_archive(&fx.archive), &prices);
+    assert_eq!(summary.snapshot.positions, expected.positions);
+    assert_eq!(summary.snapshot.firm, expected.firm);
+
+    // Wrong credentials: a prompt, clear failure, not a hang in retries.
+    let mut wrong = Command::new(env!("CARGO_BIN_EXE_eod"));
+    wrong.args(["ingest", "--archive"]).arg(&fx.archive);
+    topic_args(&mut wrong, &secure, &topics);
+    let started = std::time::Instant::now();
+    let out = wrong
+        .args(["--kafka-security-protocol", "sasl_ssl"])
+        .args([
+            "--kafka-sasl-mechanism",
+            "PLAIN",
+            "--kafka-sasl-username",
+            "eod",
+        ])
+        .args(["--kafka-sasl-password", "not-the-password-42"])
+        .arg("--kafka-ssl-ca")
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("refused our credentials"), "{said}");
+    assert!(!said.contains("not-the-password-42"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Without the CA the broker's certificate is not trusted: metadata never arrives.
+    let untrusted = eod_sources::kafka::KafkaConnection::plaintext(&secure)
+        .with("security.protocol", "sasl_ssl")
+        .with("sasl.mechanism", "PLAIN")
+        .with("sasl.username", username.as_str())
+        .with("sasl.password", password.as_str());
+    assert!(partition_count(&untrusted, &topics.trades, Duration::from_secs(3)).is_err());
+    // The plaintext listener is the same cluster: the topics are there.
+    assert_eq!(
+        partition_count(&plain(&brokers), &topics.trades, Duration::from_secs(10)).unwrap(),
+        12
+    );
 }

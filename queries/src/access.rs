@@ -97,6 +97,21 @@ impl AccessPolicy {
     }
 }
 
+/// Middleware: a span per request, named by method and path only (a query string may hold
+/// the stream's token).
+pub async fn trace_request(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "http_request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        status = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
+}
+
 /// Middleware: 401 without the right token.
 pub async fn require_token(
     State(policy): State<Arc<AccessPolicy>>,

@@ -431,6 +431,7 @@ fn guarded(router: Router, policy: &Arc<AccessPolicy>) -> Router {
             policy.clone(),
             access::require_token,
         ))
+        .layer(axum::middleware::from_fn(access::trace_request))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             policy.request_timeout,

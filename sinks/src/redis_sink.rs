@@ -111,6 +111,12 @@ fn follow(
             continue;
         }
         let started = Instant::now();
+        let _span = tracing::debug_span!(
+            "redis_write",
+            as_of = current.as_of.time,
+            resync = written.is_none()
+        )
+        .entered();
         let result = connect(&client, &options, &mut connection).and_then(|conn| match &written {
             Some(previous) => write_changes(conn, previous, &current),
             None => resynchronise(conn, &current),

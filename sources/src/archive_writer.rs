@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutPayload};
+use tracing::Instrument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveWriteError {
@@ -235,11 +236,13 @@ impl SegmentUploader {
                 source,
             })?;
             let key = self.key(&name);
+            let span = tracing::info_span!("archive_upload", %key, bytes = bytes.len());
             // Create-only: a segment that is already there (an upload whose acknowledgement was
             // lost) is left as it is; its content is the same spooled bytes.
             match self
                 .store
                 .put_opts(&key, PutPayload::from(bytes), PutMode::Create.into())
+                .instrument(span)
                 .await
             {
                 Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {

@@ -14,6 +14,61 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+/// Where and how to reach the cluster: the bootstrap servers and the librdkafka client
+/// properties (`security.protocol`, `sasl.*`, `ssl.*`, ...) every producer, consumer and admin
+/// client gets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct KafkaConnection {
+    pub brokers: String,
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaConnection {
+    pub fn plaintext(brokers: impl Into<String>) -> KafkaConnection {
+        KafkaConnection {
+            brokers: brokers.into(),
+            properties: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> KafkaConnection {
+        self.properties.retain(|(k, _)| k != key);
+        self.properties.push((key.to_owned(), value.into()));
+        self
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// Properties whose values are secrets: never printed, not even in debug output.
+fn is_secret_property(key: &str) -> bool {
+    key.contains("password") || key.contains("secret") || key.ends_with(".key.pem")
+}
+
+impl std::fmt::Debug for KafkaConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_property(k) { "***" } else { v };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConnection")
+            .field("brokers", &self.brokers)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
 /// Topic names; defaults are the production names.
 #[derive(Clone, Debug)]
 pub struct Topics {
@@ -47,6 +102,8 @@ pub enum KafkaSourceError {
     },
     #[error("kafka: topic {0} does not exist")]
     NoTopic(String),
+    #[error("kafka: the cluster refused our credentials: {0}")]
+    Authentication(String),
 }
 
 /// Counts deliveries as the broker acknowledges them.
@@ -55,9 +112,27 @@ pub struct DeliveryCounter {
     delivered: AtomicU64,
     failed: AtomicU64,
     first_error: std::sync::Mutex<Option<String>>,
+    /// Set when the cluster rejects the credentials: librdkafka keeps retrying, but no record
+    /// will get through until an operator fixes the configuration, so callers stop.
+    authentication: std::sync::Mutex<Option<String>>,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Authentication) {
+            if let Ok(mut first) = self.authentication.lock() {
+                first.get_or_insert_with(|| reason.to_owned());
+            }
+        }
+        tracing::error!(%error, reason, "kafka client error");
+    }
+}
+
+impl DeliveryCounter {
+    fn authentication_failure(&self) -> Option<String> {
+        self.authentication.lock().ok().and_then(|a| a.clone())
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -85,9 +160,9 @@ pub struct EnvelopeProducer {
 }
 
 impl EnvelopeProducer {
-    pub fn new(brokers: &str) -> Result<EnvelopeProducer, KafkaSourceError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub fn new(kafka: &KafkaConnection) -> Result<EnvelopeProducer, KafkaSourceError> {
+        let producer = kafka
+            .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
@@ -104,6 +179,9 @@ impl EnvelopeProducer {
     pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaSourceError> {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         loop {
+            if let Some(reason) = self.producer.context().authentication_failure() {
+                return Err(KafkaSourceError::Authentication(reason));
+            }
             match self.producer.send(record) {
                 Ok(()) => {
                     self.sent.fetch_add(1, Ordering::Relaxed);
@@ -145,7 +223,19 @@ impl EnvelopeProducer {
 
     /// Waits until every record sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaSourceError> {
-        self.producer.flush(timeout)?;
+        // In slices, so rejected credentials end the wait at once instead of at the timeout.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(reason) = self.producer.context().authentication_failure() {
+                return Err(KafkaSourceError::Authentication(reason));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.producer.flush(left.min(Duration::from_millis(200))) {
+                Ok(()) => break,
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if !left.is_zero() => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         let sent = self.sent.load(Ordering::Relaxed);
         let counter = self.producer.context();
         let failed = counter.failed.load(Ordering::Relaxed);
@@ -166,10 +256,9 @@ impl EnvelopeProducer {
     }
 }
 
-fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+fn consumer_config(kafka: &KafkaConnection, group_id: &str) -> ClientConfig {
+    let mut config = kafka.client_config();
     config
-        .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -181,11 +270,11 @@ fn consumer_config(brokers: &str, group_id: &str) -> ClientConfig {
 
 /// A consumer reading exactly `partitions` of `topic` from their beginning.
 pub fn assigned_consumer(
-    brokers: &str,
+    kafka: &KafkaConnection,
     group_id: &str,
     assignments: &[(String, i32)],
 ) -> Result<BaseConsumer, KafkaSourceError> {
-    let consumer: BaseConsumer = consumer_config(brokers, group_id).create()?;
+    let consumer: BaseConsumer = consumer_config(kafka, group_id).create()?;
     let mut list = TopicPartitionList::new();
     for (topic, partition) in assignments {
         list.add_partition_offset(topic, *partition, Offset::Beginning)?;
@@ -196,11 +285,11 @@ pub fn assigned_consumer(
 
 /// Number of partitions of `topic`.
 pub fn partition_count(
-    brokers: &str,
+    kafka: &KafkaConnection,
     topic: &str,
     timeout: Duration,
 ) -> Result<i32, KafkaSourceError> {
-    let consumer: BaseConsumer = consumer_config(brokers, "eod-metadata").create()?;
+    let consumer: BaseConsumer = consumer_config(kafka, "eod-metadata").create()?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     match found {
@@ -224,20 +313,21 @@ pub fn end_offsets(
 }
 
 /// Creates the topics that do not exist yet.
-pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaSourceError> {
-    ensure_topics_with(brokers, topics, &[]).await
+pub async fn ensure_topics(
+    kafka: &KafkaConnection,
+    topics: &[(&str, i32)],
+) -> Result<(), KafkaSourceError> {
+    ensure_topics_with(kafka, topics, &[]).await
 }
 
 /// Creates `topics` and the log-compacted `compacted` ones (the last record per key is kept
 /// forever: reference data) where missing.
 pub async fn ensure_topics_with(
-    brokers: &str,
+    kafka: &KafkaConnection,
     topics: &[(&str, i32)],
     compacted: &[(&str, i32)],
 ) -> Result<(), KafkaSourceError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let new: Vec<NewTopic> = topics
         .iter()
         .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
@@ -260,12 +350,12 @@ pub async fn ensure_topics_with(
 
 /// The group's committed offset per partition (-1 where none).
 pub fn committed_offsets(
-    brokers: &str,
+    kafka: &KafkaConnection,
     group_id: &str,
     assignments: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Vec<i64>, KafkaSourceError> {
-    let consumer: BaseConsumer = consumer_config(brokers, group_id).create()?;
+    let consumer: BaseConsumer = consumer_config(kafka, group_id).create()?;
     let mut list = TopicPartitionList::new();
     for (topic, partition) in assignments {
         list.add_partition(topic, *partition);

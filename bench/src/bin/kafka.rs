@@ -19,7 +19,7 @@ use eod::run::{run_kafka, RunOptions};
 use eod::simulate::{run_simulate, SimulateOptions};
 use eod_dataflow::ViewStore;
 use eod_sources::archive_writer::SegmentPolicy;
-use eod_sources::kafka::{ensure_topics, Topics};
+use eod_sources::kafka::{ensure_topics, KafkaConnection, Topics};
 use eod_sources::simulator::SimConfig;
 
 #[derive(Parser, Debug)]
@@ -68,7 +68,7 @@ fn main() -> Result<()> {
         .build()?;
     runtime
         .block_on(ensure_topics(
-            &args.brokers,
+            &KafkaConnection::plaintext(&args.brokers),
             &[
                 (&topics.trades, 12),
                 (&topics.dead_letters, 3),
@@ -93,7 +93,7 @@ fn main() -> Result<()> {
     };
     let (writer, uploader) = open_archive(&listen)?;
     let gateway = Arc::new(Gateway::new(
-        &args.brokers,
+        &KafkaConnection::plaintext(&args.brokers),
         topics.clone(),
         "bench",
         metrics.clone(),
@@ -113,7 +113,7 @@ fn main() -> Result<()> {
     let run_thread = {
         let (store, stop, metrics) = (store.clone(), run_stop.clone(), Metrics::new()?);
         let options = RunOptions {
-            brokers: args.brokers.clone(),
+            kafka: KafkaConnection::plaintext(&args.brokers),
             topics: topics.clone(),
             group_id: format!("bench-{nonce}"),
             prices: Vec::new(),
