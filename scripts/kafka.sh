@@ -37,20 +37,12 @@ fetch() {
   touch "$lib/.complete"
 }
 
-# A private CA and a broker certificate for 127.0.0.1, made once per directory (openssl).
+# The broker's certificate (scripts/tls-certs.sh) in a PKCS12 keystore, and the SASL user.
 certificates() {
   [ -f "$tls/broker.p12" ] && return
-  command -v openssl >/dev/null || { echo "kafka: openssl is required for the TLS listener" >&2; exit 1; }
-  mkdir -p "$tls"
-  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=eod test CA" \
-    -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>>"$dir/tools.log"
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
-    -keyout "$tls/broker.key" -out "$tls/broker.csr" 2>>"$dir/tools.log"
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$tls/san.ext"
-  openssl x509 -req -in "$tls/broker.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" \
-    -CAcreateserial -days 3650 -extfile "$tls/san.ext" -out "$tls/broker.pem" 2>>"$dir/tools.log"
+  "$root/scripts/tls-certs.sh" "$tls"
   openssl rand -hex 16 >"$tls/keystore-password"
-  openssl pkcs12 -export -in "$tls/broker.pem" -inkey "$tls/broker.key" -name broker \
+  openssl pkcs12 -export -in "$tls/server.pem" -inkey "$tls/server.key" -name broker \
     -passout "file:$tls/keystore-password" -out "$tls/broker.p12"
   echo eod >"$tls/sasl-username"
   openssl rand -hex 16 >"$tls/sasl-password"

@@ -5,13 +5,16 @@
 #   scripts/postgres.sh stop      fast shutdown (the outage tests use stop/start mid-run)
 #   scripts/postgres.sh env       print EOD_POSTGRES_URL=... for the tests
 #
-# EOD_POSTGRES_DIR (default .eod/postgres), EOD_POSTGRES_PORT (default 15432).
+# EOD_POSTGRES_DIR (default .eod/postgres), EOD_POSTGRES_PORT (default 15432). TLS is on, with
+# a certificate from a private CA ($EOD_POSTGRES_DIR/tls/ca.pem, scripts/tls-certs.sh):
+# clients ask for it with sslmode=require&sslrootcert=.../ca.pem.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${EOD_POSTGRES_DIR:-$root/.eod/postgres}"
 port="${EOD_POSTGRES_PORT:-15432}"
 bin=/usr/lib/postgresql/15/bin
 url="postgres://postgres@127.0.0.1:$port/eod"
+tls="$dir/tls"
 
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -32,11 +35,14 @@ start() {
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     as_postgres "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >"$dir/initdb.log"
   fi
+  "$root/scripts/tls-certs.sh" "$tls"
+  [ "$(id -u)" = 0 ] && chown -R postgres "$tls"
   if as_postgres "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
     echo "postgres: already running on $port"
   else
     as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/pg.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on" start >/dev/null
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=on -c ssl=on \
+          -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key" start >/dev/null
   fi
   if ! as_postgres "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc \
       "SELECT 1 FROM pg_database WHERE datname = 'eod'" | grep -q 1; then
@@ -53,6 +59,9 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  env) echo "EOD_POSTGRES_URL=$url" ;;
+  env)
+    echo "EOD_POSTGRES_URL=$url"
+    echo "EOD_POSTGRES_TLS_CA=$tls/ca.pem"
+    ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

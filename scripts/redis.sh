@@ -5,12 +5,15 @@
 #   scripts/redis.sh stop      shutdown (the outage tests use stop/start mid-run)
 #   scripts/redis.sh env       print EOD_REDIS_URL=... for the tests
 #
-# EOD_REDIS_DIR (default .eod/redis), EOD_REDIS_PORT (default 16379).
+# EOD_REDIS_DIR (default .eod/redis), EOD_REDIS_PORT (default 16379). Port +1 speaks TLS with
+# a certificate from a private CA ($EOD_REDIS_DIR/tls/ca.pem, scripts/tls-certs.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${EOD_REDIS_DIR:-$root/.eod/redis}"
 port="${EOD_REDIS_PORT:-16379}"
 url="redis://127.0.0.1:$port"
+tls_port=$((port + 1))
+tls="$dir/tls"
 
 install() {
   command -v redis-server >/dev/null && return
@@ -33,8 +36,11 @@ start() {
     echo "redis: port $port is taken by a server this directory did not start ($dir)" >&2
     exit 1
   fi
+  "$root/scripts/tls-certs.sh" "$tls"
   redis-server --bind 127.0.0.1 --port "$port" --daemonize yes --dir "$dir" \
-    --appendonly yes --save '' --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
+    --appendonly yes --save '' --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+    --tls-port "$tls_port" --tls-cert-file "$tls/server.pem" --tls-key-file "$tls/server.key" \
+    --tls-ca-cert-file "$tls/ca.pem" --tls-auth-clients no
   for _ in $(seq 1 100); do
     ping && { echo "redis: ready at $url"; return; }
     sleep 0.1
@@ -56,6 +62,10 @@ stop() {
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
-  env) echo "EOD_REDIS_URL=$url" ;;
+  env)
+    echo "EOD_REDIS_URL=$url"
+    echo "EOD_REDIS_TLS_URL=rediss://127.0.0.1:$tls_port"
+    echo "EOD_REDIS_TLS_CA=$tls/ca.pem"
+    ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

@@ -49,7 +49,7 @@ export EOD_POSTGRES_PORT="${EOD_POSTGRES_PORT:-15432}"
 scripts/postgres.sh stop
 rm -rf "$EOD_POSTGRES_DIR"
 scripts/postgres.sh start
-export "$(scripts/postgres.sh env)"
+while read -r setting; do export "$setting"; done < <(scripts/postgres.sh env)
 echo "EOD_POSTGRES_URL=$EOD_POSTGRES_URL"
 
 step "services: Redis 7 on 127.0.0.1 (the flash views)"
@@ -58,7 +58,7 @@ export EOD_REDIS_PORT="${EOD_REDIS_PORT:-16379}"
 scripts/redis.sh stop
 rm -rf "$EOD_REDIS_DIR"
 scripts/redis.sh start
-export "$(scripts/redis.sh env)"
+while read -r setting; do export "$setting"; done < <(scripts/redis.sh env)
 echo "EOD_REDIS_URL=$EOD_REDIS_URL"
 
 step "services: SeaweedFS (S3) on 127.0.0.1 (the archive)"

@@ -446,6 +446,15 @@ struct RedisArgs {
     /// by the first process only; Redis being down never holds the views back.
     #[arg(long, env = "EOD_REDIS")]
     redis: Option<String>,
+    /// CA certificates (PEM) to verify a `rediss://` server with [default: the system's].
+    #[arg(long, requires = "redis")]
+    redis_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with Redis.
+    #[arg(long, requires_all = ["redis", "redis_key"])]
+    redis_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS with Redis.
+    #[arg(long, requires = "redis_cert")]
+    redis_key: Option<PathBuf>,
 }
 
 impl RedisArgs {
@@ -462,7 +471,15 @@ impl RedisArgs {
         if eod::timely_args::process_index(timely_args).map_err(anyhow::Error::msg)? != 0 {
             return Ok(None);
         }
-        let sink = RedisSink::spawn(RedisOptions::new(url), store.clone(), metrics.sinks.clone())?;
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut options = RedisOptions::new(url);
+        options.ca_pem = self.redis_ca.as_ref().map(read).transpose()?;
+        if let (Some(cert), Some(key)) = (&self.redis_cert, &self.redis_key) {
+            options.client_pem = Some((read(cert)?, read(key)?));
+        }
+        let sink = RedisSink::spawn(options, store.clone(), metrics.sinks.clone())?;
         Ok(Some(sink))
     }
 }

@@ -280,3 +280,43 @@ fn replay_into_sql_server_holds_every_execution_once() {
     );
     assert!(stats.busted > 0 && stats.corrected > 0 && stats.enrichment_missing > 0);
 }
+
+/// The books over TLS: `sslmode=require` with the server's private CA as `sslrootcert`
+/// lands every execution; without that CA the certificate is refused, with a clear error.
+#[test]
+fn replay_into_postgres_over_tls_with_a_private_ca() {
+    let (Some(admin), Ok(ca)) = (common::postgres_url(), std::env::var("EOD_POSTGRES_TLS_CA"))
+    else {
+        eprintln!("skipped: EOD_POSTGRES_TLS_CA is not set (scripts/postgres.sh env)");
+        return;
+    };
+    let url = common::fresh_database(&admin, "eod_books_tls");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let mut sim = SimConfig::market_close(5);
+    sim.traders = 3;
+    sim.symbols = 5;
+    generate_archive(&archive, sim, 4_000, 256 * 1024).unwrap();
+    let replay = |books: &str| {
+        Command::new(env!("CARGO_BIN_EXE_eod"))
+            .args(["replay", "--quiet", "--archive"])
+            .arg(&archive)
+            .arg("--prices")
+            .arg(archive.with_extension("prices.csv"))
+            .args(["--books", books])
+            .output()
+            .unwrap()
+    };
+    let untrusted = replay(&format!("{url}?sslmode=require"));
+    assert!(!untrusted.status.success());
+    let said = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+
+    let out = replay(&format!("{url}?sslmode=require&sslrootcert={ca}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_replay_books(&archive, &url);
+}

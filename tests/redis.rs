@@ -185,3 +185,71 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
         0.0
     );
 }
+
+/// The views mirrored over TLS (`rediss://`) to a server whose certificate comes from a
+/// private CA given with --redis-ca; without that CA the sink cannot connect.
+#[test]
+fn views_mirror_over_tls_with_a_private_ca() {
+    if std::env::var("EOD_REDIS_URL").is_err() {
+        eprintln!("skipped: EOD_REDIS_URL is not set (scripts/redis.sh start)");
+        return;
+    }
+    let redis = common::server::OwnServer::start("redis", 16_494);
+    let env: HashMap<String, String> = redis
+        .script("env")
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let (tls_url, ca, plain_url) = (
+        env["EOD_REDIS_TLS_URL"].clone(),
+        env["EOD_REDIS_TLS_CA"].clone(),
+        env["EOD_REDIS_URL"].clone(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("archive");
+    let mut sim = SimConfig::market_close(17);
+    sim.traders = 3;
+    sim.symbols = 4;
+    generate_archive(&archive, sim, 5_000, 256 * 1024).unwrap();
+    let replay = |with_ca: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_eod"));
+        command
+            .args(["replay", "--quiet", "--no-books", "--archive"])
+            .arg(&archive)
+            .arg("--prices")
+            .arg(archive.with_extension("prices.csv"))
+            .arg("--output")
+            .arg(work.path().join("positions.json"))
+            .args(["--redis", &tls_url]);
+        if with_ca {
+            command.args(["--redis-ca", &ca]);
+        }
+        let out = command.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let untrusted = replay(false);
+    assert!(
+        redis_state(&plain_url).is_none(),
+        "nothing written without the CA"
+    );
+    assert!(
+        untrusted.contains("redis"),
+        "the failure is reported: {untrusted}"
+    );
+    replay(true);
+    let (as_of, hashes) = redis_state(&plain_url).expect("the views reached redis over TLS");
+    let positions = json(&std::fs::read_to_string(work.path().join("positions.json")).unwrap());
+    let rows = positions["positions"].as_array().unwrap();
+    let mirrored: usize = hashes
+        .iter()
+        .filter(|(k, _)| k.starts_with("positions:"))
+        .map(|(_, h)| h.len())
+        .sum();
+    assert_eq!(mirrored, rows.len(), "as of {as_of}");
+}

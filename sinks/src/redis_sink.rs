@@ -26,9 +26,14 @@ use crate::{SinkError, SinkMetrics};
 
 const SINK: &str = "redis";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RedisOptions {
+    /// `redis://` or, for TLS, `rediss://` (the system's roots unless `ca_pem` is given).
     pub url: String,
+    /// CA certificates (PEM) to verify a `rediss://` server with.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// Connect and command timeout.
     pub timeout: Duration,
     pub breaker_cooldown: Duration,
@@ -39,10 +44,31 @@ impl RedisOptions {
     pub fn new(url: &str) -> RedisOptions {
         RedisOptions {
             url: url.to_owned(),
+            ca_pem: None,
+            client_pem: None,
             timeout: Duration::from_secs(2),
             breaker_cooldown: Duration::from_millis(250),
             breaker_max_cooldown: Duration::from_secs(5),
         }
+    }
+}
+
+/// The URL's password (`redis://:secret@host`) is never printed.
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match self.url.split_once('@') {
+            Some((credentials, host)) if credentials.contains(':') => {
+                let user_end = credentials.rfind(':').unwrap_or(credentials.len());
+                format!("{}:***@{host}", &credentials[..user_end])
+            }
+            _ => self.url.clone(),
+        };
+        f.debug_struct("RedisOptions")
+            .field("url", &url)
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_pem.is_some())
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -60,8 +86,21 @@ impl RedisSink {
         store: Arc<ViewStore>,
         metrics: SinkMetrics,
     ) -> Result<RedisSink, SinkError> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| SinkError::Setup(format!("redis URL: {e}")))?;
+        let client = if options.ca_pem.is_some() || options.client_pem.is_some() {
+            let certificates = redis::TlsCertificates {
+                client_tls: options.client_pem.clone().map(|(client_cert, client_key)| {
+                    redis::ClientTlsConfig {
+                        client_cert,
+                        client_key,
+                    }
+                }),
+                root_cert: options.ca_pem.clone(),
+            };
+            redis::Client::build_with_tls(options.url.as_str(), certificates)
+        } else {
+            redis::Client::open(options.url.as_str())
+        }
+        .map_err(|e| SinkError::Setup(format!("redis URL or TLS settings: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let handle = std::thread::Builder::new()

@@ -50,19 +50,118 @@ const TYPES: [Type; 25] = [
 ];
 
 pub struct PostgresBooks {
-    url: String,
+    endpoint: Endpoint,
     runtime: Runtime,
     client: Client,
 }
 
-async fn connect(runtime: &Runtime, url: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    runtime.spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection ended");
+/// How to reach the server: the URL tokio-postgres takes, and TLS when the URL asks for it
+/// with `sslmode=require` (or `prefer`). The server is verified against `sslrootcert=PATH`
+/// (libpq's name; PEM), else the system's roots.
+#[derive(Clone)]
+struct Endpoint {
+    url: String,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Result<Endpoint, SinkError> {
+        let (url, root_cert) = take_root_cert(url);
+        let tls = (url.contains("sslmode=require") || url.contains("sslmode=prefer"))
+            .then(|| tls_config(root_cert.as_deref()))
+            .transpose()?
+            .map(tokio_postgres_rustls::MakeRustlsConnect::new);
+        Ok(Endpoint { url, tls })
+    }
+}
+
+async fn connect(runtime: &Runtime, endpoint: &Endpoint) -> Result<Client, tokio_postgres::Error> {
+    let client = match &endpoint.tls {
+        None => {
+            let (client, connection) = tokio_postgres::connect(&endpoint.url, NoTls).await?;
+            runtime.spawn(drive(connection));
+            client
         }
-    });
+        Some(tls) => {
+            let (client, connection) = tokio_postgres::connect(&endpoint.url, tls.clone()).await?;
+            runtime.spawn(drive(connection));
+            client
+        }
+    };
     Ok(client)
+}
+
+async fn drive<C: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: C) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "postgres connection ended");
+    }
+}
+
+/// An error with its causes: "error performing TLS handshake" alone does not say which
+/// certificate was refused.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Takes `sslrootcert=...` out of the URL: tokio-postgres does not know the option.
+fn take_root_cert(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut root_cert = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("sslrootcert=") {
+            Some(path) => {
+                root_cert = Some(path.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, root_cert)
+}
+
+fn tls_config(root_cert: Option<&str>) -> Result<rustls::ClientConfig, SinkError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let setup = |what: String| SinkError::Setup(format!("PostgreSQL TLS: {what}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match root_cert {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .map_err(|e| setup(format!("reading {path}: {e}")))?
+            {
+                let cert = cert.map_err(|e| setup(format!("{path}: {e}")))?;
+                roots.add(cert).map_err(|e| setup(format!("{path}: {e}")))?;
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A system certificate rustls cannot use is skipped, as browsers do.
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl PostgresBooks {
@@ -71,11 +170,12 @@ impl PostgresBooks {
             .enable_all()
             .build()
             .map_err(|e| SinkError::Setup(e.to_string()))?;
+        let endpoint = Endpoint::parse(url)?;
         let client = runtime
-            .block_on(connect(&runtime, url))
-            .map_err(|e| SinkError::Setup(format!("connecting to PostgreSQL: {e}")))?;
+            .block_on(connect(&runtime, &endpoint))
+            .map_err(|e| SinkError::Setup(format!("connecting to PostgreSQL: {}", causes(&e))))?;
         Ok(PostgresBooks {
-            url: url.to_owned(),
+            endpoint,
             runtime,
             client,
         })
@@ -233,7 +333,7 @@ impl BooksStore for PostgresBooks {
     fn reconnect(&mut self) -> Result<(), StoreError> {
         let client = self
             .runtime
-            .block_on(connect(&self.runtime, &self.url))
+            .block_on(connect(&self.runtime, &self.endpoint))
             .map_err(classify)?;
         self.client = client;
         Ok(())
@@ -253,5 +353,27 @@ mod tests {
         assert!(upsert.contains("ON CONFLICT (exec_id) DO UPDATE SET kind = excluded.kind"));
         assert!(!upsert.contains("exec_id = excluded.exec_id"));
         assert_eq!(TYPES.len(), COLUMNS.len());
+    }
+
+    #[test]
+    fn the_root_certificate_is_taken_out_of_the_url() {
+        assert_eq!(
+            take_root_cert("postgres://u@h/db?sslmode=require&sslrootcert=/ca.pem"),
+            (
+                "postgres://u@h/db?sslmode=require".into(),
+                Some("/ca.pem".into())
+            )
+        );
+        assert_eq!(
+            take_root_cert("postgres://u@h/db"),
+            ("postgres://u@h/db".into(), None)
+        );
+        assert!(Endpoint::parse("postgres://u@h/db").unwrap().tls.is_none());
+        assert!(Endpoint::parse("postgres://u@h/db?sslmode=require")
+            .unwrap()
+            .tls
+            .is_some());
+        let missing = Endpoint::parse("postgres://u@h/db?sslmode=require&sslrootcert=/nope.pem");
+        assert!(missing.err().unwrap().to_string().contains("/nope.pem"));
     }
 }
