@@ -35,7 +35,7 @@ export EOD_KAFKA_DIR="${EOD_KAFKA_DIR:-$PWD/target/test-services/kafka}"
 export EOD_KAFKA_PORT="${EOD_KAFKA_PORT:-19192}"
 scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
-trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true; scripts/s3.sh stop || true' EXIT
+trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true; scripts/s3.sh stop || true; scripts/jaeger.sh stop || true' EXIT
 scripts/kafka.sh start
 export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
@@ -72,6 +72,12 @@ scripts/s3.sh start
 export "$(scripts/s3.sh env | grep '^EOD_S3_URL=')"
 echo "EOD_S3_URL=$EOD_S3_URL"
 
+step "services: Jaeger v2 on 127.0.0.1 (OTLP trace export)"
+export EOD_JAEGER_DIR="${EOD_JAEGER_DIR:-$PWD/target/test-services/jaeger}"
+scripts/jaeger.sh stop
+scripts/jaeger.sh start
+while read -r setting; do export "$setting"; done < <(scripts/jaeger.sh env)
+
 step "QuickFIX (a real FIX engine as initiator), Python venv"
 export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
 scripts/quickfix-venv.sh "$EOD_QUICKFIX_VENV"
@@ -85,7 +91,7 @@ export EOD_BROWSER_PYTHON="$EOD_BROWSER_VENV/bin/python"
 step "docker/ lint (hadolint, compose-go, promtool)"
 scripts/lint-docker.sh
 
-step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, QuickFIX, Chromium)"
+step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, Jaeger, QuickFIX, Chromium)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

@@ -13,4 +13,5 @@ pub mod replay;
 pub mod run;
 pub mod server;
 pub mod simulate;
+pub mod telemetry;
 pub mod timely_args;

@@ -120,6 +120,8 @@ struct SimulateArgs {
     brokers: Option<String>,
     #[command(flatten)]
     kafka_security: KafkaSecurityArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
     /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
@@ -324,6 +326,8 @@ struct IngestArgs {
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
     max_message: usize,
 }
@@ -340,6 +344,8 @@ struct RunArgs {
     serve: SocketAddr,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     /// Stop once everything on the topics at start has been read (replays, tests).
     #[arg(long)]
     until_caught_up: bool,
@@ -379,6 +385,8 @@ struct ReplayArgs {
     serve: Option<SocketAddr>,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     /// Framed messages per dataflow epoch.
     #[arg(long, default_value_t = 100_000)]
     epoch_messages: u64,
@@ -395,6 +403,31 @@ struct ReplayArgs {
     redis: RedisArgs,
     #[arg(last = true)]
     timely: Vec<String>,
+}
+
+/// Trace export, besides the log on stderr (`EOD_LOG`).
+#[derive(Args, Debug, Clone)]
+struct TelemetryArgs {
+    /// Export the tracing spans over OTLP/HTTP to this collector, e.g.
+    /// `http://127.0.0.1:4318` (Jaeger, Tempo, the OpenTelemetry Collector).
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, default_value = "eod")]
+    otlp_service_name: String,
+    /// Which spans to export: a filter like EOD_LOG's (`info`, `eod=debug,warn`).
+    #[arg(long, default_value = "info")]
+    otlp_spans: String,
+}
+
+impl TelemetryArgs {
+    fn options(&self) -> eod::telemetry::OtlpOptions {
+        eod::telemetry::OtlpOptions {
+            endpoint: self.otlp_endpoint.clone(),
+            service_name: self.otlp_service_name.clone(),
+            filter: self.otlp_spans.clone(),
+        }
+    }
 }
 
 /// Who may read the views over HTTP, and how much at once.
@@ -570,6 +603,8 @@ struct DemoArgs {
     listen: SocketAddr,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    telemetry: TelemetryArgs,
     /// Stop after this many seconds [default: run until Ctrl-C].
     #[arg(long)]
     duration: Option<f64>,
@@ -606,16 +641,21 @@ struct GenerateArgs {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EOD_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files and collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = parse_cli()?;
+    let telemetry_args = match &cli.command {
+        Command::Replay(args) => Some(&args.telemetry),
+        Command::Demo(args) => Some(&args.telemetry),
+        Command::Ingest(args) => Some(&args.telemetry),
+        Command::Run(args) => Some(&args.telemetry),
+        Command::Simulate(args) => Some(&args.telemetry),
+        _ => None,
+    };
+    // Lives to the end of main: dropping it flushes the spans still batched.
+    let _telemetry = eod::telemetry::init(
+        &telemetry_args
+            .map(TelemetryArgs::options)
+            .unwrap_or_default(),
+    )?;
     match cli.command {
         Command::Replay(args) => replay(args),
         Command::Demo(args) => demo(args),

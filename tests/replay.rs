@@ -159,3 +159,67 @@ fn missing_archive_and_bad_prices_fail_clearly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--otlp-endpoint`: the replay's stage spans reach a real OTLP collector (Jaeger), under
+/// the service name given, with their attributes.
+#[test]
+fn spans_are_exported_over_otlp() {
+    let (Ok(otlp), Ok(query)) = (
+        std::env::var("EOD_JAEGER_OTLP"),
+        std::env::var("EOD_JAEGER_QUERY"),
+    ) else {
+        eprintln!("skipped: EOD_JAEGER_OTLP/EOD_JAEGER_QUERY are not set (scripts/jaeger.sh)");
+        return;
+    };
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let service = format!("eod-test-{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["replay", "--quiet", "--archive"])
+        .arg(&fx.archive)
+        .arg("--books")
+        .arg(format!(
+            "sqlite:{}",
+            dir.path().join("books.sqlite").display()
+        ))
+        .args(["--otlp-endpoint", &otlp, "--otlp-service-name", &service])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The exporter flushed at exit; the collector may take a moment to index.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let operations = loop {
+        let (status, body) = common::http::get(&query, &format!("/api/traces?service={service}"));
+        let operations: std::collections::BTreeSet<String> = if status == 200 {
+            body["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|trace| trace["spans"].as_array().cloned().unwrap_or_default())
+                .filter_map(|span| span["operationName"].as_str().map(str::to_owned))
+                .collect()
+        } else {
+            Default::default()
+        };
+        if operations.contains("replay_segment") && operations.contains("sink_batch") {
+            break operations;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spans never arrived: {operations:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let (_, body) = common::http::get(&query, &format!("/api/traces?service={service}"));
+    let tagged = body["data"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["tags"].as_array().cloned().unwrap_or_default())
+        .any(|tag| tag["key"] == "key" || tag["key"] == "rows");
+    assert!(tagged, "span attributes exported: {operations:?}");
+}
