@@ -90,6 +90,9 @@ export EOD_BROWSER_PYTHON="$EOD_BROWSER_VENV/bin/python"
 
 step "docker/ lint (hadolint, compose-go, promtool)"
 scripts/lint-docker.sh
+# The same Debian package's server scrapes a live demo in a test.
+EOD_PROMETHEUS="$(command -v prometheus)"
+export EOD_PROMETHEUS
 
 step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, Jaeger, QuickFIX, Chromium)"
 cargo test --workspace --locked

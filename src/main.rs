@@ -106,6 +106,7 @@ struct SimulateArgs {
     /// Messages per simulated second outside the burst.
     #[arg(long, default_value_t = 1_000.0)]
     rate: f64,
+    /// Rate multiplier during the 16:00 burst.
     #[arg(long, default_value_t = 10.0)]
     burst_multiplier: f64,
     /// Simulated seconds per wall second; 0 sends as fast as the gateway takes them.
@@ -113,6 +114,7 @@ struct SimulateArgs {
     speed: f64,
     #[command(flatten)]
     market: MarketArgs,
+    /// Fraction of deliberately broken messages (bad checksums, missing fields, ...).
     #[arg(long, default_value_t = 0.0)]
     broken_ratio: f64,
     /// Send prices to this Kafka cluster's prices topic.
@@ -122,6 +124,7 @@ struct SimulateArgs {
     kafka_security: KafkaSecurityArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
+    /// The prices topic of --brokers.
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
     /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
@@ -132,10 +135,13 @@ struct SimulateArgs {
 /// The simulated market: its seed and how many traders and symbols trade in it.
 #[derive(Args, Debug)]
 struct MarketArgs {
+    /// Seed of the simulated market: the same seed gives the same messages.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Traders in the simulated market.
     #[arg(long, default_value_t = 20)]
     traders: usize,
+    /// Symbols in the simulated market.
     #[arg(long, default_value_t = 50)]
     symbols: usize,
 }
@@ -157,10 +163,13 @@ struct TopicArgs {
     brokers: String,
     #[command(flatten)]
     security: KafkaSecurityArgs,
+    /// Trade envelopes, keyed by symbol.
     #[arg(long, env = "EOD_TRADES_TOPIC", default_value = "trades.raw")]
     trades_topic: String,
+    /// Dead letters, each with its reason and the original bytes.
     #[arg(long, env = "EOD_DLQ_TOPIC", default_value = "trades.dlq")]
     dlq_topic: String,
+    /// Reference prices (close, bid/ask, previous close), keyed by symbol.
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
     /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
@@ -178,8 +187,10 @@ struct KafkaSecurityArgs {
     /// SASL mechanism (with sasl_plaintext or sasl_ssl).
     #[arg(long, value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])]
     kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
     #[arg(long)]
     kafka_sasl_username: Option<String>,
+    /// SASL password (prefer --kafka-sasl-password-file or the environment to a flag).
     #[arg(long, hide_env_values = true)]
     kafka_sasl_password: Option<String>,
     /// Read the SASL password from this file (first line), e.g. a mounted secret.
@@ -304,8 +315,10 @@ struct IngestArgs {
     /// Where FIX sessions persist their sequence numbers.
     #[arg(long)]
     session_dir: Option<PathBuf>,
+    /// An archive segment is closed (and uploaded) at this size...
     #[arg(long, default_value_t = 16 << 20)]
     segment_bytes: usize,
+    /// ... or at this age in seconds, whichever comes first.
     #[arg(long, default_value_t = 60)]
     segment_seconds: u64,
     /// Trading date in archive keys [default: today, UTC].
@@ -319,6 +332,7 @@ struct IngestArgs {
     /// Create missing topics (12 partitions for trades and prices, 3 for the DLQ).
     #[arg(long)]
     create_topics: bool,
+    /// This gateway's name, in archive keys and on every envelope.
     #[arg(long, default_value = "gw1")]
     gateway_id: String,
     /// Serve Prometheus metrics (`/metrics`) and `/health/live` on this address.
@@ -328,6 +342,7 @@ struct IngestArgs {
     http: HttpArgs,
     #[command(flatten)]
     telemetry: TelemetryArgs,
+    /// Largest accepted FIX message in bytes; longer input is dead-lettered.
     #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
     max_message: usize,
 }
@@ -352,6 +367,7 @@ struct RunArgs {
     /// With --until-caught-up: write the final positions here.
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Kafka consumer group under which offsets are committed (for lag monitoring).
     #[arg(long, default_value = "eod-run")]
     group_id: String,
     /// Dataflow epoch length in milliseconds.
@@ -1209,6 +1225,22 @@ fn run(args: RunArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every option says what it does (its default and env name are printed beside it).
+    #[test]
+    fn every_option_is_documented() {
+        let cli = cli_command();
+        let mut undocumented = Vec::new();
+        for command in cli.get_subcommands() {
+            for arg in command.get_arguments() {
+                let named = arg.get_long().is_some() && arg.get_id() != "help";
+                if named && arg.get_help().is_none() {
+                    undocumented.push(format!("{} --{}", command.get_name(), arg.get_id()));
+                }
+            }
+        }
+        assert!(undocumented.is_empty(), "undocumented: {undocumented:#?}");
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -102,7 +102,7 @@ fn eod() -> Command {
 
 /// The dashboard in a real browser: headless Chromium loads it during `eod demo`, sees firm
 /// and trader P&L and positions with their mark source, sees them change, and filters by a
-/// trader. About 10k positions, the size the page is meant to stay fast at.
+/// trader, with 10k positions: the size the page is meant to stay fast at.
 #[test]
 fn dashboard_shows_live_numbers_in_a_real_browser() {
     let Some(python) = std::env::var("EOD_BROWSER_PYTHON")
@@ -124,9 +124,9 @@ fn dashboard_shows_live_numbers_in_a_real_browser() {
         "--duration",
         "120",
         "--traders",
-        "50",
+        "60",
         "--symbols",
-        "200",
+        "250",
         "--no-books",
     ]);
     let demo = Serving::spawn(command, "positions");
@@ -139,7 +139,7 @@ fn dashboard_shows_live_numbers_in_a_real_browser() {
         ))
         .arg(format!("http://{}/", demo.addr))
         .arg(&screenshot)
-        .args(["--timeout", "90", "--min-positions", "5000"])
+        .args(["--timeout", "90", "--min-positions", "10000"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&check.stdout);
@@ -152,7 +152,7 @@ fn dashboard_shows_live_numbers_in_a_real_browser() {
     let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     eprintln!("dashboard: {seen}");
     assert!(seen["second"]["messages"].as_u64() > seen["first"]["messages"].as_u64());
-    assert!(seen["positions"].as_u64().unwrap() >= 5000, "{seen}");
+    assert!(seen["positions"].as_u64().unwrap() >= 10_000, "{seen}");
     let png = std::fs::read(&screenshot).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "a PNG screenshot");
 }
@@ -313,4 +313,136 @@ fn the_docker_config_file_is_valid_for_each_role() {
             "{stdout}"
         );
     }
+}
+
+/// Percent-encodes a query parameter value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus scrapes `eod demo` with the bearer token, and every query of the Grafana
+/// dashboard is valid PromQL that Prometheus evaluates over what it scraped; the core panels
+/// have data.
+#[test]
+fn prometheus_scrapes_the_demo_and_evaluates_every_dashboard_query() {
+    let Some(prometheus) = std::env::var("EOD_PROMETHEUS")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        eprintln!("skipped: EOD_PROMETHEUS is not set (scripts/test-all.sh installs Prometheus)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = "prometheus-scrape-token-0123";
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let mut command = eod();
+    command
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "3000",
+            "--no-books",
+        ])
+        .args(["--duration", "90", "--auth-token-file"])
+        .arg(&token_file);
+    let demo = Serving::spawn(command, "positions");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: eod\n    \
+             authorization:\n      credentials_file: {}\n    static_configs:\n      \
+             - targets: [\"{}\"]\n",
+            token_file.display(),
+            demo.addr
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let server = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _server = common::http::KillOnDrop(server);
+    let prom = format!("127.0.0.1:{port}");
+    let query = |expr: &str| -> serde_json::Value {
+        get(&prom, &format!("/api/v1/query?query={}", encode(expr))).1
+    };
+    // Up means the scrape with the bearer token succeeded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let up = try_get_text(&prom, &format!("/api/v1/query?query={}", encode("up")))
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|v| {
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+        if up.as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "prometheus never scraped the demo (up = {up:?}): {}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // rate() over [1m] needs two samples of each series.
+    std::thread::sleep(Duration::from_secs(4));
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docker/grafana/dashboards/eod.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut with_data = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            let answer = query(expr);
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+            if !answer["data"]["result"].as_array().unwrap().is_empty() {
+                with_data.push(expr.to_owned());
+            }
+        }
+    }
+    for core in [
+        "sum by (outcome) (rate(eod_messages_total[1m]))",
+        "max(eod_view_positions)",
+        "sum(rate(eod_dataflow_epochs_total[1m]))",
+    ] {
+        assert!(
+            with_data.iter().any(|e| e == core),
+            "no data for {core}; had data: {with_data:#?}"
+        );
+    }
+    drop(demo);
 }

@@ -707,6 +707,28 @@ mod tests {
         assert_eq!(change["upsert"][0]["mark"], "187");
     }
 
+    #[tokio::test]
+    async fn a_slow_request_times_out() {
+        let policy = Arc::new(AccessPolicy {
+            request_timeout: std::time::Duration::from_millis(50),
+            ..AccessPolicy::default()
+        });
+        let slow = Router::new().route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+        let started = std::time::Instant::now();
+        let response = guarded(slow, &policy)
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
     #[test]
     fn position_changes_rebuild_the_new_view() {
         let old = (*store().snapshot()).clone();
