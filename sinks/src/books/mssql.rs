@@ -144,12 +144,19 @@ async fn connect(config: &Config) -> Result<Connection, tiberius::error::Error> 
     Client::connect(config.clone(), tcp.compat_write()).await
 }
 
+/// TLS comes from the connection string: `Encrypt=true` (or `strict`) verifies the server
+/// against the system's roots, plus `TrustServerCertificateCA=PATH` (PEM) for a private CA;
+/// `TrustServerCertificate=true` skips verification (development only).
+fn parse_config(ado: &str) -> Result<Config, SinkError> {
+    Config::from_ado_string(ado)
+        .map_err(|e| SinkError::Setup(format!("SQL Server connection string: {e}")))
+}
+
 impl MssqlBooks {
     /// `ado` is an ADO.NET connection string, e.g.
     /// `server=tcp:127.0.0.1,1433;user=sa;password=...;TrustServerCertificate=true`.
     pub fn open(ado: &str) -> Result<MssqlBooks, SinkError> {
-        let config = Config::from_ado_string(ado)
-            .map_err(|e| SinkError::Setup(format!("SQL Server connection string: {e}")))?;
+        let config = parse_config(ado)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -299,6 +306,18 @@ impl BooksStore for MssqlBooks {
 mod tests {
     use super::*;
     use crate::books::tests::row;
+
+    #[test]
+    fn tls_settings_come_from_the_connection_string() {
+        let with_ca = "server=tcp:db,1433;user=sa;password=x;Encrypt=true;\
+                       TrustServerCertificateCA=/etc/eod/sql-ca.pem";
+        assert!(parse_config(with_ca).is_ok());
+        // Both ways of trusting at once is a mistake the operator hears about (no panic).
+        let both = format!("{with_ca};TrustServerCertificate=true");
+        let error = parse_config(&both).err().unwrap().to_string();
+        assert!(error.contains("connection string"), "{error}");
+        assert!(!error.contains("password=x"), "{error}");
+    }
 
     #[test]
     fn datetime2_counts_days_from_year_one_and_100ns_increments() {
