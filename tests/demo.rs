@@ -105,11 +105,9 @@ fn eod() -> Command {
 /// trader, with 10k positions: the size the page is meant to stay fast at.
 #[test]
 fn dashboard_shows_live_numbers_in_a_real_browser() {
-    let Some(python) = std::env::var("EOD_BROWSER_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
+    let Some(python) =
+        common::env_or_skip("EOD_BROWSER_PYTHON", "scripts/test-all.sh sets up Chromium")
     else {
-        eprintln!("skipped: EOD_BROWSER_PYTHON is not set (scripts/test-all.sh sets up Chromium)");
         return;
     };
     let mut command = eod();
@@ -328,24 +326,14 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A real Prometheus scrapes `eod demo` with the bearer token, and every query of the Grafana
 /// dashboard is valid PromQL that Prometheus evaluates over what it scraped; the core panels
 /// have data.
 #[test]
 fn prometheus_scrapes_the_demo_and_evaluates_every_dashboard_query() {
-    let Some(prometheus) = std::env::var("EOD_PROMETHEUS")
-        .ok()
-        .filter(|p| !p.is_empty())
+    let Some(prometheus) =
+        common::env_or_skip("EOD_PROMETHEUS", "scripts/test-all.sh installs Prometheus")
     else {
-        eprintln!("skipped: EOD_PROMETHEUS is not set (scripts/test-all.sh installs Prometheus)");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -377,7 +365,7 @@ fn prometheus_scrapes_the_demo_and_evaluates_every_dashboard_query() {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = common::http::free_port();
     let server = std::process::Command::new(prometheus)
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(

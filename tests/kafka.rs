@@ -267,14 +267,6 @@ fn topic_args(cmd: &mut Command, brokers: &str, topics: &Topics) {
         .args(["--reference-topic", &topics.reference]);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn two_processes_each_serve_the_complete_view() {
     let Some(brokers) = brokers() else { return };
@@ -330,7 +322,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
     create(&brokers, &topics);
     let eod = env!("CARGO_BIN_EXE_eod");
     let (spool, archive) = (dir.path().join("spool"), dir.path().join("archive"));
-    let port = free_port();
+    let port = common::http::free_port();
     let gateway = spawn_gateway(
         dir.path(),
         port,
@@ -632,7 +624,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     create(&brokers, &topics);
     let eod = env!("CARGO_BIN_EXE_eod");
     let archive = dir.path().join("archive");
-    let port = free_port();
+    let port = common::http::free_port();
     let gateway = spawn_gateway(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
     // 15k messages over 6 s (500/s simulated at 5x speed), then 45k in the 10x burst of
     // 16:00 (about 1.8 s).
@@ -861,7 +853,11 @@ fn spawn_two_runs(
     let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+        format!(
+            "127.0.0.1:{}\n127.0.0.1:{}\n",
+            common::http::free_port(),
+            common::http::free_port()
+        ),
     )
     .unwrap();
     (0..2)
@@ -991,7 +987,7 @@ fn fix_session_gap_resend_logout_and_reconnect() {
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("session");
     create(&brokers, &topics);
-    let port = free_port();
+    let port = common::http::free_port();
     let gateway = session_gateway(dir.path(), port, &brokers, &topics);
 
     let mut first = Initiator::connect(port);
@@ -1066,7 +1062,7 @@ fn quickfix_initiator_session() {
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("quickfix");
     create(&brokers, &topics);
-    let port = free_port();
+    let port = common::http::free_port();
     let gateway = session_gateway(dir.path(), port, &brokers, &topics);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fix/quickfix_initiator.py");
@@ -1145,7 +1141,7 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("s3");
     create(&brokers, &topics);
-    let port = free_port();
+    let port = common::http::free_port();
     let mut gateway = spawn_gateway_to(
         dir.path(),
         port,

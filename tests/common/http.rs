@@ -18,11 +18,21 @@ impl Drop for KillOnDrop {
 /// A minimal HTTP/1.1 GET, enough for an endpoint on loopback. Generous timeout: the machine
 /// may be busy (2 cores shared with the dataflow threads and whatever else runs).
 pub fn try_get_text(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    try_get_with_headers(addr, path, &[])
+}
+
+/// A GET with extra request headers (`Name: value` lines).
+pub fn try_get_with_headers(
+    addr: &str,
+    path: &str,
+    headers: &[&str],
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -44,6 +54,19 @@ pub fn try_get_text(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     ))
 }
 
+pub fn get_with_headers(addr: &str, path: &str, headers: &[&str]) -> (u16, String) {
+    try_get_with_headers(addr, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// A port nothing listens on right now (for servers that cannot take port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The body of a `Transfer-Encoding: chunked` response (other servers than ours send them).
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
@@ -58,31 +81,6 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
-}
-
-/// A GET with extra request headers (`Name: value` lines).
-pub fn get_with_headers(addr: &str, path: &str, headers: &[&str]) -> (u16, String) {
-    let request = || -> std::io::Result<(u16, String)> {
-        let mut stream = TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
-        )?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response)?;
-        let status = response
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or("");
-        Ok((status, body.to_owned()))
-    };
-    request().unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// A child `eod` serving HTTP, its address read from its stderr, and everything it said.

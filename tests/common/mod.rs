@@ -11,6 +11,15 @@ use eod_dataflow::TradeEvent;
 use eod_sources::envelope::to_event;
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 
+/// The value of `name`, or `None` after saying the test is skipped and what sets it.
+pub fn env_or_skip(name: &str, set_by: &str) -> Option<String> {
+    let value = std::env::var(name).ok().filter(|v| !v.is_empty());
+    if value.is_none() {
+        eprintln!("skipped: {name} is not set ({set_by})");
+    }
+    value
+}
+
 /// Decodes an archive independently of the code under test: every file in name order.
 /// Returns the trade events and the number of framed units (messages and dead chunks).
 pub fn decode_archive(dir: &Path) -> (Vec<TradeEvent>, u64) {
