@@ -175,7 +175,9 @@ pub fn with_env_names(cli: Command) -> Command {
             .collect();
         ids.into_iter().fold(command, |command, id| {
             let name = env_name(&id);
-            command.mut_arg(id, |arg| arg.env(name))
+            // `--help` shows a variable's current value: never a secret's.
+            let hide = is_secret(&id) || id.ends_with("_option");
+            command.mut_arg(id, |arg| arg.env(name).hide_env_values(hide))
         })
     })
 }

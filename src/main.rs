@@ -493,7 +493,7 @@ impl HttpArgs {
 struct RedisArgs {
     /// Mirror the views into Redis (`redis://HOST:PORT`): positions, totals, pub/sub. Written
     /// by the first process only; Redis being down never holds the views back.
-    #[arg(long, env = "EOD_REDIS")]
+    #[arg(long, env = "EOD_REDIS", hide_env_values = true)]
     redis: Option<String>,
     /// CA certificates (PEM) to verify a `rediss://` server with [default: the system's].
     #[arg(long, requires = "redis")]
@@ -538,7 +538,7 @@ impl RedisArgs {
 struct BooksArgs {
     /// Books store: `sqlite:PATH` or `postgres://USER@HOST:PORT/DB` [default for replay:
     /// sqlite beside --output, else ./eod-books.sqlite; for demo: in the temp directory].
-    #[arg(long, env = "EOD_BOOKS")]
+    #[arg(long, env = "EOD_BOOKS", hide_env_values = true)]
     books: Option<BooksTarget>,
     /// Views only: write no books.
     #[arg(long, conflicts_with = "books")]
@@ -701,11 +701,11 @@ fn parse_layers(
         .ignore_errors(true)
         .try_get_matches_from(&argv)
         .unwrap_or_default();
-    let config = lenient.get_one::<PathBuf>("config").cloned().or_else(|| {
-        lenient
-            .subcommand()
-            .and_then(|(_, m)| m.try_get_one::<PathBuf>("config").ok().flatten().cloned())
-    });
+    // `try_`: after --help or --version the lenient matches are empty, not an error.
+    let config_in =
+        |m: &clap::ArgMatches| m.try_get_one::<PathBuf>("config").ok().flatten().cloned();
+    let config =
+        config_in(&lenient).or_else(|| lenient.subcommand().and_then(|(_, m)| config_in(m)));
     let layered = match &config {
         Some(path) => {
             let file = eod::config::ConfigFile::load(path)?;

@@ -273,6 +273,39 @@ auth-token = "file-token-0123456789abcdef"
     let from_flag = show(&["--epoch-ms", "9"], &[("EOD_EPOCH_MS", "7")]);
     assert!(from_flag.contains("epoch-ms = 9   # flag"), "{from_flag}");
 
+    // --help prints the variables' current values, except secrets'.
+    for argv in [
+        &["--help"][..],
+        &["--version"],
+        &["config", "show", "--help"],
+    ] {
+        let out = eod().args(argv).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let help = eod()
+        .args(["run", "--help"])
+        .env("EOD_REDIS", "redis://:redispw@cache:6379")
+        .env("EOD_BOOKS", "postgres://eod:hunter2@db/eod")
+        .env("EOD_AUTH_TOKEN", "help-token-0123456789")
+        .env("EOD_KAFKA_SASL_PASSWORD", "saslpw")
+        .env("EOD_EPOCH_MS", "7")
+        .output()
+        .unwrap();
+    assert!(
+        help.status.success(),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("EOD_EPOCH_MS=7"), "{help}");
+    for secret in ["redispw", "hunter2", "help-token-0123456789", "saslpw"] {
+        assert!(!help.contains(secret), "{secret} in --help:\n{help}");
+    }
+
     std::fs::write(&file, "[run]\nepoch-msec = 5\n").unwrap();
     let out = eod()
         .arg("--config")
