@@ -28,6 +28,8 @@ build() {
     go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$version" >"$dir/build.log" 2>&1
     go build -o "$bin" github.com/jaegertracing/jaeger/cmd/jaeger >>"$dir/build.log" 2>&1
   ) || { tail -20 "$dir/build.log" >&2; echo "jaeger: build failed (log: $dir/build.log)" >&2; exit 1; }
+  # The binary is kept; its 1.5 GB of compiler cache is not (CI disks are small).
+  go clean -cache
 }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
