@@ -48,46 +48,19 @@ impl FromStr for BooksTarget {
         Err(format!(
             "unknown books store {:?}: use sqlite:PATH, postgres://USER@HOST:PORT/DB or \
              mssql:ADO-CONNECTION-STRING",
-            redact(text)
+            eod_sinks::redact::url_password(text)
         ))
     }
-}
-
-/// Hides a URL's password: `postgres://user:secret@host` -> `postgres://user:***@host`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-/// Hides the password of an ADO.NET connection string.
-pub fn redact_ado(ado: &str) -> String {
-    ado.split(';')
-        .map(|part| match part.split_once('=') {
-            Some((key, _))
-                if matches!(key.trim().to_ascii_lowercase().as_str(), "password" | "pwd") =>
-            {
-                format!("{key}=***")
-            }
-            _ => part.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(";")
 }
 
 impl fmt::Display for BooksTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BooksTarget::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
-            BooksTarget::Postgres(url) => f.write_str(&redact(url)),
-            BooksTarget::SqlServer(ado) => write!(f, "mssql:{}", redact_ado(ado)),
+            BooksTarget::Postgres(url) => f.write_str(&eod_sinks::redact::url_password(url)),
+            BooksTarget::SqlServer(ado) => {
+                write!(f, "mssql:{}", eod_sinks::redact::key_value_passwords(ado))
+            }
         }
     }
 }

@@ -306,50 +306,6 @@ pub fn apply_file(
     })
 }
 
-/// Hides passwords and tokens in a value: URL user-info passwords
-/// (`postgres://eod:***@db`) and `Password=`/`Pwd=` in connection strings.
-pub fn redact(value: &str) -> String {
-    let mut out = value.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find('/')
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            if let Some(colon) = userinfo.find(':') {
-                let start = rest_start + colon + 1;
-                out.replace_range(start..rest_start + at, "***");
-            }
-        }
-    }
-    let lower = out.to_ascii_lowercase();
-    let mut redacted = String::with_capacity(out.len());
-    let mut rest = 0;
-    for key in ["password=", "pwd="] {
-        let mut from = 0;
-        while let Some(found) = lower[from..].find(key) {
-            let value_start = from + found + key.len();
-            let at_boundary = from + found == 0
-                || matches!(
-                    lower.as_bytes()[from + found - 1],
-                    b';' | b' ' | b'.' | b','
-                );
-            if at_boundary && value_start >= rest {
-                let value_end = lower[value_start..]
-                    .find(';')
-                    .map_or(out.len(), |i| value_start + i);
-                redacted.push_str(&out[rest..value_start]);
-                redacted.push_str("***");
-                rest = value_end;
-            }
-            from = value_start;
-        }
-    }
-    redacted.push_str(&out[rest..]);
-    redacted
-}
-
 /// Options whose whole value is secret.
 fn is_secret(id: &str) -> bool {
     id.contains("password") || id.contains("token") || id.contains("secret")
@@ -390,7 +346,7 @@ pub fn show(command: &Command, matches: &ArgMatches, from_file: &BTreeSet<String
                 if is_secret(id) {
                     "\"***\"".to_owned()
                 } else {
-                    toml_scalar(arg, &redact(v))
+                    toml_scalar(arg, &eod_sinks::redact::secrets(v))
                 }
             })
             .collect();
@@ -578,20 +534,5 @@ mod tests {
             .unwrap()
             .validate(&cli())
             .unwrap();
-    }
-
-    #[test]
-    fn redaction_covers_urls_and_connection_strings() {
-        assert_eq!(
-            redact("redis://:pw@host:6379/0"),
-            "redis://:***@host:6379/0"
-        );
-        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
-        assert_eq!(
-            redact("server=tcp:db,1433;User Id=sa;Password=Secret;TrustServerCertificate=true"),
-            "server=tcp:db,1433;User Id=sa;Password=***;TrustServerCertificate=true"
-        );
-        assert_eq!(redact("pwd=x"), "pwd=***");
-        assert_eq!(redact("sasl.password=x"), "sasl.password=***");
     }
 }

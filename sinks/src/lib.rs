@@ -6,6 +6,7 @@ pub mod books;
 pub mod breaker;
 pub mod durable;
 pub mod metrics;
+pub mod redact;
 pub mod redis_sink;
 
 pub use durable::{durable_sink, BatchWriter, Progress, SinkOptions};

@@ -56,15 +56,8 @@ impl RedisOptions {
 /// The URL's password (`redis://:secret@host`) is never printed.
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = match self.url.split_once('@') {
-            Some((credentials, host)) if credentials.contains(':') => {
-                let user_end = credentials.rfind(':').unwrap_or(credentials.len());
-                format!("{}:***@{host}", &credentials[..user_end])
-            }
-            _ => self.url.clone(),
-        };
         f.debug_struct("RedisOptions")
-            .field("url", &url)
+            .field("url", &crate::redact::url_password(&self.url))
             .field("custom_ca", &self.ca_pem.is_some())
             .field("client_certificate", &self.client_pem.is_some())
             .field("timeout", &self.timeout)
