@@ -285,9 +285,10 @@ fn replay_into_sql_server_holds_every_execution_once() {
 /// lands every execution; without that CA the certificate is refused, with a clear error.
 #[test]
 fn replay_into_postgres_over_tls_with_a_private_ca() {
-    let (Some(admin), Ok(ca)) = (common::postgres_url(), std::env::var("EOD_POSTGRES_TLS_CA"))
-    else {
-        eprintln!("skipped: EOD_POSTGRES_TLS_CA is not set (scripts/postgres.sh env)");
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    let Some(ca) = common::env_or_skip("EOD_POSTGRES_TLS_CA", "scripts/postgres.sh env") else {
         return;
     };
     let url = common::fresh_database(&admin, "eod_books_tls");

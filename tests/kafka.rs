@@ -31,13 +31,7 @@ use prost::Message as _;
 use rdkafka::Message;
 
 fn brokers() -> Option<String> {
-    let brokers = std::env::var("EOD_KAFKA_BROKERS")
-        .ok()
-        .filter(|b| !b.is_empty());
-    if brokers.is_none() {
-        eprintln!("skipped: EOD_KAFKA_BROKERS is not set (scripts/test-all.sh starts a broker)");
-    }
-    brokers
+    common::env_or_skip("EOD_KAFKA_BROKERS", "scripts/test-all.sh starts a broker")
 }
 
 fn unique_topics(name: &str) -> Topics {
@@ -1050,13 +1044,10 @@ fn fix_session_gap_resend_logout_and_reconnect() {
 #[test]
 fn quickfix_initiator_session() {
     let Some(brokers) = brokers() else { return };
-    let Some(python) = std::env::var("EOD_QUICKFIX_PYTHON")
-        .ok()
-        .filter(|p| !p.is_empty())
-    else {
-        eprintln!(
-            "skipped: EOD_QUICKFIX_PYTHON is not set (scripts/test-all.sh builds a QuickFIX venv)"
-        );
+    let Some(python) = common::env_or_skip(
+        "EOD_QUICKFIX_PYTHON",
+        "scripts/test-all.sh builds a QuickFIX venv",
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -1132,8 +1123,7 @@ fn s3_store(
 #[test]
 fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
     let Some(brokers) = brokers() else { return };
-    if std::env::var("EOD_S3_URL").is_err() {
-        eprintln!("skipped: EOD_S3_URL is not set (scripts/s3.sh start)");
+    if common::env_or_skip("EOD_S3_URL", "scripts/s3.sh start").is_none() {
         return;
     }
     // A SeaweedFS of the test's own: its outage must not disturb the other tests.
@@ -1275,12 +1265,12 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
 /// equal the reference. A client that does not trust the CA gets nothing through.
 #[test]
 fn gateway_and_dataflow_over_sasl_ssl() {
-    let (Some(brokers), Some(secure), Some(tls)) = (
-        brokers(),
-        std::env::var("EOD_KAFKA_TLS_BROKERS").ok(),
-        std::env::var("EOD_KAFKA_TLS_DIR").ok(),
-    ) else {
-        eprintln!("skipped: EOD_KAFKA_TLS_BROKERS/EOD_KAFKA_TLS_DIR are not set");
+    let Some(brokers) = brokers() else { return };
+    let set_by = "scripts/kafka.sh env";
+    let Some(secure) = common::env_or_skip("EOD_KAFKA_TLS_BROKERS", set_by) else {
+        return;
+    };
+    let Some(tls) = common::env_or_skip("EOD_KAFKA_TLS_DIR", set_by) else {
         return;
     };
     let tls = Path::new(&tls);

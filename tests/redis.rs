@@ -5,12 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::http::{get, get_text, metric, KillOnDrop};
+use common::http::{get, get_text, metric, Serving};
 use eod::generate::generate_archive;
 use eod_sources::simulator::SimConfig;
 
@@ -52,8 +50,7 @@ fn json(text: &str) -> serde_json::Value {
 
 #[test]
 fn redis_restart_mid_replay_then_redis_equals_the_views() {
-    if std::env::var("EOD_REDIS_URL").is_err() {
-        eprintln!("skipped: EOD_REDIS_URL is not set (scripts/redis.sh start)");
+    if common::env_or_skip("EOD_REDIS_URL", "scripts/redis.sh start").is_none() {
         return;
     }
     // A Redis of the test's own: its restart must not disturb other tests.
@@ -65,7 +62,8 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
     sim.symbols = 10;
     generate_archive(&archive, sim, 150_000, 256 * 1024).unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eod"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eod"));
+    command
         .args(["replay", "--quiet", "--no-books", "--epoch-messages", "500"])
         .arg("--archive")
         .arg(&archive)
@@ -79,31 +77,9 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
             "--",
             "-w",
             "2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "no address printed"
-        );
-        if let Some(rest) = line.trim().strip_prefix("serving http://") {
-            break rest.to_owned();
-        }
-    };
-    let log = Arc::new(Mutex::new(String::new()));
-    let log_w = log.clone();
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest);
-        log_w.lock().unwrap().push_str(&rest);
-    });
-    let _child = KillOnDrop(child);
+        ]);
+    let replay = Serving::spawn(command, "serving");
+    let addr = replay.addr.clone();
 
     // Redis follows the replay; then it goes away in the middle of it.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -148,7 +124,7 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
         assert!(
             Instant::now() < deadline,
             "redis never caught up: {}",
-            log.lock().unwrap()
+            replay.said()
         );
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -190,8 +166,7 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
 /// private CA given with --redis-ca; without that CA the sink cannot connect.
 #[test]
 fn views_mirror_over_tls_with_a_private_ca() {
-    if std::env::var("EOD_REDIS_URL").is_err() {
-        eprintln!("skipped: EOD_REDIS_URL is not set (scripts/redis.sh start)");
+    if common::env_or_skip("EOD_REDIS_URL", "scripts/redis.sh start").is_none() {
         return;
     }
     let redis = common::server::OwnServer::start("redis", 16_494);

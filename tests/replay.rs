@@ -164,11 +164,10 @@ fn missing_archive_and_bad_prices_fail_clearly() {
 /// the service name given, with their attributes.
 #[test]
 fn spans_are_exported_over_otlp() {
-    let (Ok(otlp), Ok(query)) = (
-        std::env::var("EOD_JAEGER_OTLP"),
-        std::env::var("EOD_JAEGER_QUERY"),
-    ) else {
-        eprintln!("skipped: EOD_JAEGER_OTLP/EOD_JAEGER_QUERY are not set (scripts/jaeger.sh)");
+    let Some(otlp) = common::env_or_skip("EOD_JAEGER_OTLP", "scripts/jaeger.sh env") else {
+        return;
+    };
+    let Some(query) = common::env_or_skip("EOD_JAEGER_QUERY", "scripts/jaeger.sh env") else {
         return;
     };
     let fx = fixture();

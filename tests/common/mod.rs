@@ -276,13 +276,7 @@ pub struct BooksStats {
 /// PostgreSQL for the books tests: `EOD_POSTGRES_URL` (scripts/postgres.sh start; the full
 /// test command sets it). Unset: the caller skips, saying so.
 pub fn postgres_url() -> Option<String> {
-    let url = std::env::var("EOD_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("skipped: EOD_POSTGRES_URL is not set (scripts/postgres.sh start)");
-    }
-    url
+    env_or_skip("EOD_POSTGRES_URL", "scripts/postgres.sh start")
 }
 
 pub fn pg_query<T>(
@@ -369,13 +363,7 @@ pub fn postgres_progress(url: &str) -> i64 {
 /// SQL Server for the books tests: `EOD_MSSQL_URL`, an ADO.NET connection string. None runs on
 /// the development machines (see docker/); unset, the caller skips, saying so.
 pub fn mssql_url() -> Option<String> {
-    let url = std::env::var("EOD_MSSQL_URL")
-        .ok()
-        .filter(|u| !u.is_empty());
-    if url.is_none() {
-        eprintln!("skipped: EOD_MSSQL_URL is not set (a SQL Server, e.g. from docker/)");
-    }
-    url
+    env_or_skip("EOD_MSSQL_URL", "a SQL Server, e.g. from docker/")
 }
 
 async fn mssql_client(
