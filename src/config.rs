@@ -190,11 +190,34 @@ pub struct Layered {
     pub from_file: BTreeSet<String>,
 }
 
+/// A lenient parse of `argv`: what flags and environment set so far, before the file layer
+/// (a required option may still be coming from the file). Empty after `--help`/`--version`.
+pub fn lenient(cli: &Command, argv: &[OsString]) -> ArgMatches {
+    cli.clone()
+        .ignore_errors(true)
+        .try_get_matches_from(argv)
+        .unwrap_or_default()
+}
+
+/// `--config`/`EOD_CONFIG` from a lenient parse, before or after the command's name.
+pub fn config_path(lenient: &ArgMatches) -> Option<std::path::PathBuf> {
+    // `try_`: the matches are empty after --help or --version, which is not an error.
+    let given = |m: &ArgMatches| {
+        m.try_get_one::<std::path::PathBuf>("config")
+            .ok()
+            .flatten()
+            .cloned()
+    };
+    given(lenient).or_else(|| lenient.subcommand().and_then(|(_, m)| given(m)))
+}
+
 /// The command line with the file's values added as flags, for exactly the options that
-/// neither `argv` nor the environment set. `argv[0]` is the program.
+/// neither `argv` nor the environment set (`lenient` is [`lenient`] of `argv`). `argv[0]` is
+/// the program.
 pub fn apply_file(
     cli: &Command,
     argv: &[OsString],
+    lenient: &ArgMatches,
     file: &ConfigFile,
 ) -> Result<Layered, ConfigError> {
     let unchanged = || Layered {
@@ -202,12 +225,6 @@ pub fn apply_file(
         from_file: BTreeSet::new(),
     };
     file.validate(cli)?;
-    // A lenient pass: a required option may still be coming from the file.
-    let lenient = cli
-        .clone()
-        .ignore_errors(true)
-        .try_get_matches_from(argv)
-        .unwrap_or_default();
     let Some((name, matches)) = lenient.subcommand() else {
         return Ok(unchanged());
     };
@@ -426,7 +443,8 @@ mod tests {
     fn parse(argv: &[&str], file: &str) -> Result<RunArgs, String> {
         let file = ConfigFile::parse("test.toml", file).map_err(|e| e.to_string())?;
         let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-        let layered = apply_file(&cli(), &argv, &file).map_err(|e| e.to_string())?;
+        let layered =
+            apply_file(&cli(), &argv, &lenient(&cli(), &argv), &file).map_err(|e| e.to_string())?;
         let matches = cli()
             .try_get_matches_from(layered.argv)
             .map_err(|e| e.to_string())?;
@@ -508,7 +526,7 @@ mod tests {
         )
         .unwrap();
         let argv: Vec<OsString> = ["eod", "run"].iter().map(OsString::from).collect();
-        let layered = apply_file(&cli(), &argv, &file).unwrap();
+        let layered = apply_file(&cli(), &argv, &lenient(&cli(), &argv), &file).unwrap();
         let matches = cli().try_get_matches_from(&layered.argv).unwrap();
         let (_, run_matches) = matches.subcommand().unwrap();
         let text = show(

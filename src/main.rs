@@ -229,12 +229,7 @@ impl KafkaSecurityArgs {
         if protocol.starts_with("sasl") {
             let password = match (&self.kafka_sasl_password, &self.kafka_sasl_password_file) {
                 (Some(password), _) => password.clone(),
-                (None, Some(path)) => std::fs::read_to_string(path)
-                    .with_context(|| format!("reading {}", path.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
+                (None, Some(path)) => secret_from_file(path, "the SASL password file")?,
                 (None, None) => anyhow::bail!(
                     "--kafka-security-protocol {protocol} needs --kafka-sasl-password(-file)"
                 ),
@@ -471,11 +466,11 @@ impl HttpArgs {
     fn policy(&self) -> Result<eod_queries::AccessPolicy> {
         let token = match (&self.auth_token, &self.auth_token_file) {
             (Some(token), _) => Some(token.trim().to_owned()),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the auth token file {}", path.display()))?;
-                Some(text.lines().next().unwrap_or_default().trim().to_owned())
-            }
+            (None, Some(path)) => Some(
+                secret_from_file(path, "the auth token file")?
+                    .trim()
+                    .to_owned(),
+            ),
             (None, None) => None,
         };
         Ok(eod_queries::AccessPolicy {
@@ -696,20 +691,12 @@ fn parse_layers(
     argv: Vec<std::ffi::OsString>,
 ) -> Result<(clap::ArgMatches, Option<PathBuf>, eod::config::Layered)> {
     let cli = cli_command();
-    let lenient = cli
-        .clone()
-        .ignore_errors(true)
-        .try_get_matches_from(&argv)
-        .unwrap_or_default();
-    // `try_`: after --help or --version the lenient matches are empty, not an error.
-    let config_in =
-        |m: &clap::ArgMatches| m.try_get_one::<PathBuf>("config").ok().flatten().cloned();
-    let config =
-        config_in(&lenient).or_else(|| lenient.subcommand().and_then(|(_, m)| config_in(m)));
+    let lenient = eod::config::lenient(&cli, &argv);
+    let config = eod::config::config_path(&lenient);
     let layered = match &config {
         Some(path) => {
             let file = eod::config::ConfigFile::load(path)?;
-            eod::config::apply_file(&cli, &argv, &file)?
+            eod::config::apply_file(&cli, &argv, &lenient, &file)?
         }
         None => eod::config::Layered {
             argv,
@@ -757,6 +744,13 @@ fn show_config(
         eod::config::show(sub, sub_matches, &layered.from_file)
     );
     Ok(())
+}
+
+/// The first line of a secret's file (a mounted secret, say), without its line ending.
+fn secret_from_file(path: &Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 fn read_prices(path: Option<&Path>) -> Result<Vec<eod_dataflow::PriceUpdate>> {
