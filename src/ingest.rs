@@ -21,6 +21,7 @@ use eod_sources::fix::session::{self, Actions, SequenceState, Session, SessionSe
 use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::kafka::{EnvelopeProducer, KafkaConnection, Topics};
+use prometheus::IntCounter;
 use prost::Message;
 
 use crate::metrics::Metrics;
@@ -54,8 +55,39 @@ pub struct Gateway {
     topics: Topics,
     gateway_id: String,
     metrics: Arc<Metrics>,
+    counters: Counters,
     archive: Option<Mutex<SegmentWriter>>,
     max_message: usize,
+}
+
+/// The per-message counters with their labels resolved once: a labelled lookup hashes the
+/// labels and takes a lock, and these are bumped for every message the gateway takes.
+struct Counters {
+    fills: IntCounter,
+    busts: IntCounter,
+    corrections: IntCounter,
+    skipped: IntCounter,
+    dead_lettered: IntCounter,
+    trades_sent: IntCounter,
+    dead_letters_sent: IntCounter,
+    prices_sent: IntCounter,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, topics: &Topics) -> Counters {
+        let outcome = |label: &str| metrics.outcomes.with_label_values(&[label]);
+        let sent = |topic: &str| metrics.kafka_sent.with_label_values(&[topic]);
+        Counters {
+            fills: outcome("fill"),
+            busts: outcome("bust"),
+            corrections: outcome("correction"),
+            skipped: outcome("skipped"),
+            dead_lettered: outcome("dead_letter"),
+            trades_sent: sent(&topics.trades),
+            dead_letters_sent: sent(&topics.dead_letters),
+            prices_sent: sent(&topics.prices),
+        }
+    }
 }
 
 struct Unit {
@@ -75,6 +107,7 @@ impl Gateway {
     ) -> Result<Gateway> {
         Ok(Gateway {
             producer: EnvelopeProducer::new(kafka)?,
+            counters: Counters::new(&metrics, &topics),
             topics,
             gateway_id: gateway_id.to_owned(),
             metrics,
@@ -166,7 +199,7 @@ impl Gateway {
                     // Session-level messages and duplicates are archived but carry no new trade.
                     if !link.admit(&unit.bytes)? {
                         summary.skipped += 1;
-                        self.metrics.outcomes.with_label_values(&["skipped"]).inc();
+                        self.counters.skipped.inc();
                         continue;
                     }
                 }
@@ -189,22 +222,19 @@ impl Gateway {
                     envelope.raw_fix = unit.bytes;
                     let key = partition_key(&envelope).as_bytes().to_vec();
                     let outcome = match TradeKind::try_from(envelope.kind) {
-                        Ok(TradeKind::Bust) => "bust",
-                        Ok(TradeKind::Correct) => "correction",
-                        _ => "fill",
+                        Ok(TradeKind::Bust) => &self.counters.busts,
+                        Ok(TradeKind::Correct) => &self.counters.corrections,
+                        _ => &self.counters.fills,
                     };
                     self.producer
                         .send(&self.topics.trades, &key, &envelope.encode_to_vec())?;
-                    self.metrics
-                        .kafka_sent
-                        .with_label_values(&[self.topics.trades.as_str()])
-                        .inc();
+                    self.counters.trades_sent.inc();
                     summary.trades += 1;
-                    self.metrics.outcomes.with_label_values(&[outcome]).inc();
+                    outcome.inc();
                 }
                 Ok(Decoded::NotATrade { .. }) => {
                     summary.skipped += 1;
-                    self.metrics.outcomes.with_label_values(&["skipped"]).inc();
+                    self.counters.skipped.inc();
                 }
                 Err((reason, detail)) => {
                     let location = format!("{object_key}@{offset}");
@@ -215,15 +245,9 @@ impl Gateway {
                         detail,
                         &location,
                     )?;
-                    self.metrics
-                        .kafka_sent
-                        .with_label_values(&[self.topics.dead_letters.as_str()])
-                        .inc();
+                    self.counters.dead_letters_sent.inc();
                     summary.dead_letters += 1;
-                    self.metrics
-                        .outcomes
-                        .with_label_values(&["dead_letter"])
-                        .inc();
+                    self.counters.dead_lettered.inc();
                     self.metrics
                         .dead_letters
                         .with_label_values(&[reason.label()])
@@ -306,10 +330,7 @@ impl Gateway {
                 &update.encode_to_vec(),
             )?;
         }
-        self.metrics
-            .kafka_sent
-            .with_label_values(&[self.topics.prices.as_str()])
-            .inc_by(prices.len() as u64);
+        self.counters.prices_sent.inc_by(prices.len() as u64);
         Ok(prices.len() as u64)
     }
 
