@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { printf '\n==> %s\n' "$*"; }
+# Exports every NAME=value line a service script's `env` prints.
+export_env() { while read -r setting; do export "$setting"; done < <("$1" env); }
 started=$(date +%s)
 
 step "build prerequisites (Debian): OpenSSL headers for librdkafka's TLS"
@@ -37,11 +39,9 @@ scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
 trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true; scripts/s3.sh stop || true; scripts/jaeger.sh stop || true' EXIT
 scripts/kafka.sh start
-export EOD_KAFKA_BROKERS="127.0.0.1:$EOD_KAFKA_PORT"
+# Also the broker's second listener: SASL_SSL with a private CA (the secured-cluster test).
+export_env scripts/kafka.sh
 echo "EOD_KAFKA_BROKERS=$EOD_KAFKA_BROKERS"
-# The broker's second listener: SASL_SSL with a private CA (the secured-cluster test).
-export "$(scripts/kafka.sh env | grep '^EOD_KAFKA_TLS_BROKERS=')"
-export "$(scripts/kafka.sh env | grep '^EOD_KAFKA_TLS_DIR=')"
 
 step "services: PostgreSQL 15 on 127.0.0.1 (the books)"
 export EOD_POSTGRES_DIR="${EOD_POSTGRES_DIR:-$PWD/target/test-services/postgres}"
@@ -49,7 +49,7 @@ export EOD_POSTGRES_PORT="${EOD_POSTGRES_PORT:-15432}"
 scripts/postgres.sh stop
 rm -rf "$EOD_POSTGRES_DIR"
 scripts/postgres.sh start
-while read -r setting; do export "$setting"; done < <(scripts/postgres.sh env)
+export_env scripts/postgres.sh
 echo "EOD_POSTGRES_URL=$EOD_POSTGRES_URL"
 
 step "services: Redis 7 on 127.0.0.1 (the flash views)"
@@ -58,7 +58,7 @@ export EOD_REDIS_PORT="${EOD_REDIS_PORT:-16379}"
 scripts/redis.sh stop
 rm -rf "$EOD_REDIS_DIR"
 scripts/redis.sh start
-while read -r setting; do export "$setting"; done < <(scripts/redis.sh env)
+export_env scripts/redis.sh
 echo "EOD_REDIS_URL=$EOD_REDIS_URL"
 
 step "services: SeaweedFS (S3) on 127.0.0.1 (the archive)"
@@ -76,7 +76,7 @@ step "services: Jaeger v2 on 127.0.0.1 (OTLP trace export)"
 export EOD_JAEGER_DIR="${EOD_JAEGER_DIR:-$PWD/target/test-services/jaeger}"
 scripts/jaeger.sh stop
 scripts/jaeger.sh start
-while read -r setting; do export "$setting"; done < <(scripts/jaeger.sh env)
+export_env scripts/jaeger.sh
 
 step "QuickFIX (a real FIX engine as initiator), Python venv"
 export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
