@@ -672,10 +672,10 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
 
     // Restart both: they rebuild from the beginning of the day and must be exact.
     let restarted = spawn_two_runs(&brokers, &topics, dir.path(), true, books.as_ref());
-    for mut run in restarted {
+    for (process, mut run) in restarted.into_iter().enumerate() {
         let status =
             wait_or_kill(&mut run, Duration::from_secs(120)).expect("restarted run finishes");
-        assert!(status.success());
+        assert!(status.success(), "{}", run_log(dir.path(), process));
     }
     let segments = archive.join("gw1").join("20261125");
     let expected = reference::compute(
