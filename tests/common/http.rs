@@ -58,13 +58,29 @@ pub fn get_with_headers(addr: &str, path: &str, headers: &[&str]) -> (u16, Strin
     try_get_with_headers(addr, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
-/// A port nothing listens on right now (for servers that cannot take port 0).
+/// A port nothing listens on right now (for servers that cannot take port 0, such as timely's
+/// hosts). Taken below the kernel's ephemeral range: a port bound to 0 and released comes from
+/// that range, and any outgoing connection (Kafka clients open many) can take it before the
+/// server binds it, which once failed a restarted `eod run`. Ports here are handed out once
+/// per test process, starting at a point that differs between processes.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000; // below 32768, where Linux's ephemeral range starts
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN)
 }
 
 /// The body of a `Transfer-Encoding: chunked` response (other servers than ours send them).
