@@ -3,7 +3,7 @@
 //! the trading day, so the views are rebuilt exactly on every start.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,8 @@ use eod_sinks::books::RefusedRow;
 use eod_sources::envelope::{event_from_bytes, Received};
 use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::kafka::{
-    assigned_consumer, end_offsets, partition_count, EnvelopeProducer, KafkaConnection, Topics,
+    assigned_consumer, end_offsets, metadata_consumer, partition_count, EnvelopeProducer,
+    KafkaConnection, Topics,
 };
 use eod_sources::reference_data::ReferenceRecord;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -80,6 +81,68 @@ struct Shared {
     workers_per_process: usize,
     latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     consume_latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    /// How far this process's workers have read each partition, for the lag monitor.
+    read_positions: Arc<ReadPositions>,
+}
+
+/// The next offset to read of every partition a worker of this process is assigned; -1 for
+/// partitions other processes read. Workers store, the lag monitor loads.
+#[derive(Default)]
+struct ReadPositions {
+    partitions: Vec<(String, i32, AtomicI64)>,
+}
+
+impl ReadPositions {
+    fn new(topics: &[(&str, i32)]) -> ReadPositions {
+        let partitions = topics
+            .iter()
+            .flat_map(|(topic, count)| {
+                (0..*count).map(|p| ((*topic).to_owned(), p, AtomicI64::new(-1)))
+            })
+            .collect();
+        ReadPositions { partitions }
+    }
+
+    fn slot(&self, topic: &str, partition: i32) -> Option<&AtomicI64> {
+        self.partitions
+            .iter()
+            .find(|(t, p, _)| t == topic && *p == partition)
+            .map(|(_, _, next)| next)
+    }
+}
+
+/// Reports consumer lag once a second until `done`. It asks the broker for every partition's
+/// end, which takes a round trip each: on a thread of its own, so that no timely worker ever
+/// waits on it (a worker stalled in a broker call holds up every epoch at every worker).
+fn monitor_lag(
+    kafka: &KafkaConnection,
+    positions: &ReadPositions,
+    metrics: &Metrics,
+    done: &AtomicBool,
+) -> Result<()> {
+    let client = metadata_consumer(kafka)?;
+    let mut next_report = Instant::now();
+    while !done.load(Ordering::Acquire) {
+        if Instant::now() >= next_report {
+            next_report = Instant::now() + Duration::from_secs(1);
+            for (topic, partition, next) in &positions.partitions {
+                let next = next.load(Ordering::Relaxed);
+                if next < 0 {
+                    continue;
+                }
+                if let Ok((low, high)) =
+                    client.fetch_watermarks(topic, *partition, Duration::from_millis(500))
+                {
+                    metrics
+                        .consumer_lag
+                        .with_label_values(&[topic, &partition.to_string()])
+                        .set((high - next.max(low)).max(0));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 pub fn run_kafka(
@@ -114,6 +177,22 @@ pub fn run_kafka(
         _ => 0,
     };
     let started = Instant::now();
+    let read_positions = Arc::new(ReadPositions::new(&[
+        (&options.topics.trades, trade_partitions),
+        (&options.topics.prices, price_partitions),
+    ]));
+    let workers_done = Arc::new(AtomicBool::new(false));
+    let lag_monitor = {
+        let (kafka, positions, metrics, done) = (
+            options.kafka.clone(),
+            read_positions.clone(),
+            metrics.clone(),
+            workers_done.clone(),
+        );
+        std::thread::Builder::new()
+            .name("lag-monitor".into())
+            .spawn(move || monitor_lag(&kafka, &positions, &metrics, &done))?
+    };
     let shared = Arc::new(Shared {
         options,
         store: store.clone(),
@@ -125,9 +204,10 @@ pub fn run_kafka(
         workers_per_process,
         latency: std::sync::Mutex::new(new_latency_histogram()),
         consume_latency: std::sync::Mutex::new(new_latency_histogram()),
+        read_positions,
     });
     let worker_shared = shared.clone();
-    let guards = timely::execute(config, move |worker| {
+    let guards = match timely::execute(config, move |worker| {
         let mut histograms = (new_latency_histogram(), new_latency_histogram());
         let result = run_worker(worker, &worker_shared, &mut histograms);
         // Same bounds on both sides: adding cannot fail.
@@ -138,11 +218,22 @@ pub fn run_kafka(
             let _ = total.add(&histograms.1);
         }
         result
-    })
-    .map_err(anyhow::Error::msg)?;
-    for result in guards.join() {
+    }) {
+        Ok(guards) => guards,
+        Err(e) => {
+            workers_done.store(true, Ordering::Release);
+            return Err(anyhow::Error::msg(e));
+        }
+    };
+    let results = guards.join();
+    workers_done.store(true, Ordering::Release);
+    let monitored = lag_monitor
+        .join()
+        .map_err(|_| anyhow::anyhow!("lag monitor panicked"));
+    for result in results {
         result.map_err(|e| anyhow::anyhow!("worker panicked: {e}"))??;
     }
+    monitored??;
     let poisoned = |_| anyhow::anyhow!("latency histogram lock poisoned");
     let latency_micros = shared.latency.lock().map(|h| h.clone()).map_err(poisoned)?;
     let consume_latency_micros = shared
@@ -263,6 +354,10 @@ fn run_worker(
         _ => Vec::new(),
     };
     let mut next_offsets = vec![0i64; assignments.len()];
+    let read_slots: Vec<Option<&AtomicI64>> = assignments
+        .iter()
+        .map(|(topic, partition)| shared.read_positions.slot(topic, *partition))
+        .collect();
     // Records read per assignment since the last metrics flush (labels are looked up once per
     // flush, not once per record).
     let mut consumed = vec![0u64; assignments.len()];
@@ -272,7 +367,7 @@ fn run_worker(
     let mut unsynced: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
     let mut committed = vec![0i64; assignments.len()];
     let mut receive_times: Vec<i64> = Vec::new();
-    let mut lag_checked = Instant::now();
+    let mut counts_flushed = Instant::now();
     let dead_letters = EnvelopeProducer::new(&options.kafka)?;
     if index == 0 {
         for price in &options.prices {
@@ -396,8 +491,15 @@ fn run_worker(
             });
             metrics.frontier_lag.set(lag);
         }
-        if consumed.iter().any(|n| *n >= 4096) || lag_checked.elapsed() >= Duration::from_secs(1) {
+        if consumed.iter().any(|n| *n >= 4096) || counts_flushed.elapsed() >= Duration::from_secs(1)
+        {
+            counts_flushed = Instant::now();
             flush_consumed(&mut consumed, &assignments, metrics);
+            for (slot, next) in read_slots.iter().zip(&next_offsets) {
+                if let Some(slot) = slot {
+                    slot.store(*next, Ordering::Relaxed);
+                }
+            }
         }
         if let Some(consumer) = &consumer {
             commit_synced(
@@ -407,10 +509,6 @@ fn run_worker(
                 &mut committed,
                 CommitMode::Async,
             )?;
-            if lag_checked.elapsed() >= Duration::from_secs(1) {
-                lag_checked = Instant::now();
-                report_lag(consumer, &assignments, &next_offsets, metrics);
-            }
         }
         worker.step_or_park(Some(Duration::from_millis(1)));
     }
@@ -566,23 +664,4 @@ fn commit_synced(
         consumer.commit(&list, mode)?;
     }
     Ok(())
-}
-
-fn report_lag(
-    consumer: &BaseConsumer,
-    assignments: &[(String, i32)],
-    next_offsets: &[i64],
-    metrics: &Metrics,
-) {
-    for (slot, (topic, partition)) in assignments.iter().enumerate() {
-        if let Ok((low, high)) =
-            consumer.fetch_watermarks(topic, *partition, Duration::from_millis(200))
-        {
-            let lag = (high - next_offsets[slot].max(low)).max(0);
-            metrics
-                .consumer_lag
-                .with_label_values(&[topic, &partition.to_string()])
-                .set(lag);
-        }
-    }
 }

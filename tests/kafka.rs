@@ -1437,3 +1437,52 @@ fn gateway_metrics_account_for_every_byte_and_message() {
         404
     );
 }
+
+#[test]
+fn run_reports_consumer_lag_of_every_partition_it_reads() {
+    let Some(brokers) = brokers() else { return };
+    let fx = fixture();
+    let topics = unique_topics("lag");
+    create(&brokers, &topics);
+    let eod = env!("CARGO_BIN_EXE_eod");
+    let mut ingest = Command::new(eod);
+    ingest.args(["ingest", "--archive"]).arg(&fx.archive);
+    topic_args(&mut ingest, &brokers, &topics);
+    assert_success(&ingest.output().unwrap());
+    let (produced, partitions) = (decode_archive(&fx.archive).len(), 12);
+
+    let mut run = Command::new(eod);
+    run.args(["run", "--serve", "127.0.0.1:0"]);
+    topic_args(&mut run, &brokers, &topics);
+    run.args(["--", "-w", "2"]);
+    let run = common::http::Serving::spawn(run, "serving");
+    // Caught up, every trade partition reports a lag of zero; before that, what is left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // The gauge of one partition, whatever order its labels are printed in.
+    let lag = |text: &str, partition: i32| -> Option<f64> {
+        text.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let ours = series.starts_with("eod_kafka_consumer_lag{")
+                && series.contains(&format!("partition=\"{partition}\""))
+                && series.contains(&format!("topic=\"{}\"", topics.trades));
+            ours.then(|| value.parse().ok()).flatten()
+        })
+    };
+    loop {
+        let (_, text) = common::http::get_text(&run.addr, "/metrics");
+        if common::http::metric(&text, "eod_messages_read_total") >= produced as f64
+            && (0..partitions).all(|p| lag(&text, p) == Some(0.0))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "consumer lag never reported as caught up for {produced} trades:\n{}",
+            text.lines()
+                .filter(|l| l.contains("consumer_lag") || l.contains("messages_read"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
