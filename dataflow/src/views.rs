@@ -98,6 +98,51 @@ impl Accumulator for TotalsSum {
     }
 }
 
+/// The firm's [`Totals`] as the sum of the traders' totals: the same sums as over every
+/// position row (each trader's are over its rows), from one row per trader. A mark change
+/// re-emits every position of its symbol; summed from the positions, the firm total read each
+/// of them again.
+#[derive(Clone, Debug, Default)]
+pub struct FirmSum {
+    positions: i64,
+    marked: i64,
+    trades: i128,
+    realized: i128,
+    unrealized: i128,
+    total: i128,
+}
+
+impl Accumulator for FirmSum {
+    type Item = Totals;
+    type Output = Totals;
+
+    fn add(&mut self, trader: &Totals, diff: Diff) {
+        let diff = diff as i64;
+        let positions = trader.positions as i64;
+        self.positions += positions * diff;
+        self.marked += (positions - trader.unmarked_positions as i64) * diff;
+        self.trades += i128::from(trader.trades) * i128::from(diff);
+        let sum = |sum: &mut i128, value: Option<Money>| {
+            *sum += value.map_or(0, |m| m.0) * i128::from(diff);
+        };
+        sum(&mut self.realized, trader.realized_pnl);
+        sum(&mut self.unrealized, trader.unrealized_pnl);
+        sum(&mut self.total, trader.total_pnl);
+    }
+
+    fn output(&self) -> Option<Totals> {
+        TotalsSum {
+            positions: self.positions,
+            marked: self.marked,
+            trades: self.trades,
+            realized: self.realized,
+            unrealized: self.unrealized,
+            total: self.total,
+        }
+        .output()
+    }
+}
+
 /// A bust or correction whose target execution has not arrived.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Unmatched {
@@ -177,45 +222,62 @@ pub struct ViewSnapshot {
 }
 
 impl ViewSnapshot {
-    /// Applies the consolidated changes of one completed time; retractions first so that an
-    /// updated row's old value never removes its new one.
-    pub fn apply(&mut self, mut changes: Vec<(ViewRecord, Diff)>) {
-        changes.sort_by_key(|(_, diff)| *diff > 0);
-        for (record, diff) in changes {
-            match record {
-                ViewRecord::Counter(counter) => self.accounting.add(&counter, diff),
-                ViewRecord::Position(row) => {
-                    let key = (row.trader.clone(), row.symbol.clone());
-                    if diff > 0 {
-                        self.positions.insert(key, row);
-                    } else if self.positions.get(&key) == Some(&row) {
-                        self.positions.remove(&key);
-                    }
-                }
-                ViewRecord::Trader(trader, totals) => {
-                    if diff > 0 {
-                        self.traders.insert(trader, totals);
-                    } else if self.traders.get(&trader) == Some(&totals) {
-                        self.traders.remove(&trader);
-                    }
-                }
-                ViewRecord::Firm(totals) => {
-                    if diff > 0 {
-                        self.firm = Some(totals);
-                    } else if self.firm.as_ref() == Some(&totals) {
-                        self.firm = None;
-                    }
-                }
-                ViewRecord::Unmatched(unmatched) => {
-                    if diff > 0 {
-                        self.unmatched.insert(unmatched);
-                    } else {
-                        self.unmatched.remove(&unmatched);
-                    }
-                }
+    /// Applies (and empties) the consolidated changes of one completed time: retractions
+    /// first, so that an updated row's old value never removes its new one.
+    pub fn apply(&mut self, changes: &mut Vec<(ViewRecord, Diff)>) {
+        for (record, diff) in changes.iter() {
+            if *diff < 0 {
+                self.retract(record, *diff);
+            }
+        }
+        for (record, diff) in changes.drain(..) {
+            if diff > 0 {
+                self.insert(record, diff);
             }
         }
         self.as_of.messages = self.accounting.read;
+    }
+
+    fn insert(&mut self, record: ViewRecord, diff: Diff) {
+        match record {
+            ViewRecord::Counter(counter) => self.accounting.add(&counter, diff),
+            ViewRecord::Position(row) => {
+                self.positions
+                    .insert((row.trader.clone(), row.symbol.clone()), row);
+            }
+            ViewRecord::Trader(trader, totals) => {
+                self.traders.insert(trader, totals);
+            }
+            ViewRecord::Firm(totals) => self.firm = Some(totals),
+            ViewRecord::Unmatched(unmatched) => {
+                self.unmatched.insert(unmatched);
+            }
+        }
+    }
+
+    fn retract(&mut self, record: &ViewRecord, diff: Diff) {
+        match record {
+            ViewRecord::Counter(counter) => self.accounting.add(counter, diff),
+            ViewRecord::Position(row) => {
+                let key = (row.trader.clone(), row.symbol.clone());
+                if self.positions.get(&key) == Some(row) {
+                    self.positions.remove(&key);
+                }
+            }
+            ViewRecord::Trader(trader, totals) => {
+                if self.traders.get(trader) == Some(totals) {
+                    self.traders.remove(trader);
+                }
+            }
+            ViewRecord::Firm(totals) => {
+                if self.firm.as_ref() == Some(totals) {
+                    self.firm = None;
+                }
+            }
+            ViewRecord::Unmatched(unmatched) => {
+                self.unmatched.remove(unmatched);
+            }
+        }
     }
 }
 
@@ -290,8 +352,8 @@ mod tests {
     #[test]
     fn update_replaces_row_whatever_the_order_of_changes() {
         let mut snapshot = ViewSnapshot::default();
-        snapshot.apply(vec![(ViewRecord::Position(row("T", 1)), 1)]);
-        snapshot.apply(vec![
+        snapshot.apply(&mut vec![(ViewRecord::Position(row("T", 1)), 1)]);
+        snapshot.apply(&mut vec![
             (ViewRecord::Position(row("T", 2)), 1),
             (ViewRecord::Position(row("T", 1)), -1),
         ]);
