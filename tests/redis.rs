@@ -67,6 +67,8 @@ fn redis_restart_mid_replay_then_redis_equals_the_views() {
         .args(["replay", "--quiet", "--no-books", "--epoch-messages", "500"])
         .arg("--archive")
         .arg(&archive)
+        .arg("--dead-letters")
+        .arg(work.path().join("dead-letters.jsonl"))
         .arg("--prices")
         .arg(archive.with_extension("prices.csv"))
         .args([

@@ -181,6 +181,9 @@ fn spans_are_exported_over_otlp() {
             "sqlite:{}",
             dir.path().join("books.sqlite").display()
         ))
+        // Not the default ./dead-letters.jsonl: that is the checkout's root under cargo test.
+        .arg("--dead-letters")
+        .arg(dir.path().join("dead-letters.jsonl"))
         .args(["--otlp-endpoint", &otlp, "--otlp-service-name", &service])
         .output()
         .unwrap();
