@@ -6,6 +6,11 @@
 //!     cargo run --release -p eod-bench --bin eod-bench-kafka -- --rate 50000 --seconds 10
 //!     cargo run --release -p eod-bench --bin eod-bench-kafka -- --rate 200000 --seconds 5 --burst
 //!     cargo run --release -p eod-bench --bin eod-bench-kafka -- --flat-out --messages 1000000
+//!
+//! The baseline, in the same run and through the same broker: the same envelopes (same keys,
+//! sizes and partitions) produced and consumed by bare clients with eod's settings, at the same
+//! offered rate: Kafka's own share of throughput and latency on this box, which no pipeline
+//! on top of it can beat. Figures are reported as ratios to it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,11 +21,17 @@ use clap::Parser;
 use eod::ingest::{open_archive, serve_tcp, Gateway, ListenOptions};
 use eod::metrics::Metrics;
 use eod::run::{run_kafka, RunOptions};
-use eod::simulate::{run_simulate, SimulateOptions};
 use eod_dataflow::ViewStore;
 use eod_sources::archive_writer::SegmentPolicy;
-use eod_sources::kafka::{ensure_topics, KafkaConnection, Topics};
-use eod_sources::simulator::SimConfig;
+use eod_sources::envelope::partition_key;
+use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+use eod_sources::kafka::{
+    assigned_consumer, ensure_topics, EnvelopeProducer, KafkaConnection, Topics,
+};
+use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
+use hdrhistogram::Histogram;
+use prost::Message as _;
+use rdkafka::Message as _;
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -49,6 +60,31 @@ struct Args {
     /// Closed epochs the source lets the dataflow compute at once before it holds the next.
     #[arg(long, default_value_t = 2)]
     max_in_flight: u64,
+    /// Leave out the bare-Kafka baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Run the bare-Kafka baseline alone.
+    #[arg(long, conflicts_with = "no_baseline")]
+    baseline_only: bool,
+    /// A librdkafka property for every client, KEY=VALUE (repeatable): client tuning.
+    #[arg(long = "kafka-option", value_parser = parse_option)]
+    kafka_options: Vec<(String, String)>,
+}
+
+fn parse_option(option: &str) -> Result<(String, String), String> {
+    option
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{option}: expected KEY=VALUE"))
+}
+
+impl Args {
+    fn kafka(&self) -> KafkaConnection {
+        self.kafka_options.iter().fold(
+            KafkaConnection::plaintext(&self.brokers),
+            |kafka, (k, v)| kafka.with(k, v.as_str()),
+        )
+    }
 }
 
 fn main() -> Result<()> {
@@ -63,20 +99,58 @@ fn main() -> Result<()> {
         prices: format!("bench-{nonce}.prices"),
         reference: format!("bench-{nonce}.reference"),
     };
+    let baseline_topic = format!("bench-{nonce}.baseline");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime
         .block_on(ensure_topics(
-            &KafkaConnection::plaintext(&args.brokers),
+            &args.kafka(),
             &[
                 (&topics.trades, 12),
                 (&topics.dead_letters, 3),
                 (&topics.prices, 12),
+                (&baseline_topic, 12),
             ],
         ))
         .context("creating topics (is the broker up? scripts/kafka.sh start)")?;
     std::thread::sleep(Duration::from_secs(1));
+
+    let mut sim = SimConfig::market_close(7);
+    sim.base_rate = args.rate;
+    sim.burst_multiplier = 1.0;
+    // Prices are left out: the benchmark measures the trade path.
+    sim.price_ratio = 0.0;
+    let (messages, speed) = if args.flat_out {
+        (args.messages, 0.0)
+    } else if args.burst {
+        sim.base_rate = args.rate / 10.0;
+        sim.burst_multiplier = 10.0;
+        sim.start = sim.burst_start - 5_000_000_000;
+        sim.burst_seconds = args.seconds.ceil() as i64;
+        (
+            (args.rate / 10.0 * 5.0 + args.rate * args.seconds) as u64,
+            1.0,
+        )
+    } else {
+        sim.start = sim.burst_start - ((args.seconds + 1.0) * 1e9) as i64;
+        ((args.rate * args.seconds) as u64, 1.0)
+    };
+    // The load is generated before the clock starts: on two cores, a simulator formatting FIX
+    // as it sends took a whole core from the system under test.
+    let fix = fix_messages(sim, messages);
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        Some(run_baseline(&args, &baseline_topic, &fix, speed)?)
+    };
+
+    if args.baseline_only {
+        if let Some(baseline) = &baseline {
+            print_baseline(baseline);
+        }
+        return Ok(());
+    }
 
     let metrics = Metrics::new()?;
     let listen = ListenOptions {
@@ -93,7 +167,7 @@ fn main() -> Result<()> {
     };
     let (writer, uploader) = open_archive(&listen)?;
     let gateway = Arc::new(Gateway::new(
-        &KafkaConnection::plaintext(&args.brokers),
+        &args.kafka(),
         topics.clone(),
         "bench",
         metrics.clone(),
@@ -113,7 +187,7 @@ fn main() -> Result<()> {
     let run_thread = {
         let (store, stop, metrics) = (store.clone(), run_stop.clone(), Metrics::new()?);
         let options = RunOptions {
-            kafka: KafkaConnection::plaintext(&args.brokers),
+            kafka: args.kafka(),
             topics: topics.clone(),
             group_id: format!("bench-{nonce}"),
             prices: Vec::new(),
@@ -136,34 +210,8 @@ fn main() -> Result<()> {
     }
     std::thread::sleep(Duration::from_secs(2));
 
-    let mut sim = SimConfig::market_close(7);
-    sim.base_rate = args.rate;
-    sim.burst_multiplier = 1.0;
-    // Prices are left out: the benchmark measures the trade path.
-    sim.price_ratio = 0.0;
-    let (messages, speed) = if args.flat_out {
-        (args.messages, 0.0)
-    } else if args.burst {
-        sim.base_rate = args.rate / 10.0;
-        sim.burst_multiplier = 10.0;
-        sim.start = sim.burst_start - 5_000_000_000;
-        sim.burst_seconds = args.seconds.ceil() as i64;
-        (
-            (args.rate / 10.0 * 5.0 + args.rate * args.seconds) as u64,
-            1.0,
-        )
-    } else {
-        sim.start = sim.burst_start - ((args.seconds + 1.0) * 1e9) as i64;
-        ((args.rate * args.seconds) as u64, 1.0)
-    };
     let started = Instant::now();
-    let sent = run_simulate(SimulateOptions {
-        to: gateway_addr.to_string(),
-        sim,
-        messages,
-        speed,
-        prices_to: None,
-    })?;
+    let sent = send_paced(&gateway_addr.to_string(), &fix, speed)?;
     let ingested = gateway_thread
         .join()
         .map_err(|_| anyhow::anyhow!("gateway panicked"))??;
@@ -219,5 +267,187 @@ fn main() -> Result<()> {
         cms(0.99),
         cms(0.999)
     );
+    if let Some(baseline) = &baseline {
+        let bms = |q: f64| baseline.latency.value_at_quantile(q) as f64 / 1e3;
+        print_baseline(baseline);
+        println!(
+            "ratio to the baseline     throughput {:.2}x  p50 {:.1}x  p99 {:.1}x",
+            (ingested.trades as f64 / viewed_at.as_secs_f64())
+                / (baseline.records as f64 / baseline.elapsed.as_secs_f64()),
+            ms(0.5) / bms(0.5).max(1e-3),
+            ms(0.99) / bms(0.99).max(1e-3)
+        );
+    }
     Ok(())
+}
+
+fn print_baseline(baseline: &Baseline) {
+    let bms = |q: f64| baseline.latency.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "baseline: bare Kafka     {:.0} records/s, produce-to-consume p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} records, same rate, keys and sizes)",
+        baseline.records as f64 / baseline.elapsed.as_secs_f64(),
+        bms(0.5),
+        bms(0.99),
+        bms(0.999),
+        baseline.records
+    );
+}
+
+struct Baseline {
+    records: u64,
+    elapsed: Duration,
+    latency: Histogram<u64>,
+}
+
+/// The simulator's FIX messages, each with when it is due (seconds from the first).
+fn fix_messages(sim: SimConfig, messages: u64) -> Vec<(f64, Vec<u8>)> {
+    let start = sim.start;
+    Simulator::new(sim)
+        .take(messages as usize)
+        .filter_map(|message| match message.event {
+            SimEvent::Fix(bytes) => Some(((message.time - start) as f64 / 1e9, bytes)),
+            SimEvent::Price(_) => None,
+        })
+        .collect()
+}
+
+struct Sent {
+    fix_messages: u64,
+    elapsed: Duration,
+}
+
+/// Writes `fix` to the gateway at their due times scaled by `speed` (0: as fast as it takes
+/// them), the way `eod simulate` does, then waits for the gateway to close its side.
+fn send_paced(to: &str, fix: &[(f64, Vec<u8>)], speed: f64) -> Result<Sent> {
+    use std::io::Write;
+    let stream = std::net::TcpStream::connect(to)?;
+    stream.set_nodelay(true)?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stream);
+    let started = Instant::now();
+    for (due, bytes) in fix {
+        if speed > 0.0 {
+            let due = Duration::from_secs_f64(due / speed);
+            let now = started.elapsed();
+            if due > now + Duration::from_millis(1) {
+                out.flush()?;
+                std::thread::sleep(due - now);
+            }
+        }
+        out.write_all(bytes)?;
+    }
+    out.flush()?;
+    let stream = out.into_inner().map_err(|e| e.into_error())?;
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let elapsed = started.elapsed();
+    let _ = std::io::Read::read(&mut &stream, &mut [0u8; 64]);
+    Ok(Sent {
+        fix_messages: fix.len() as u64,
+        elapsed,
+    })
+}
+
+/// The trade envelopes the gateway would produce for `fix`, with their keys and due times.
+fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
+    let mut decoder = Decoder::new();
+    let mut out = Vec::new();
+    for (due, bytes) in fix {
+        let mut framer = Framer::default();
+        framer.push(bytes);
+        framer.finish();
+        while let Some(frame) = framer.next_frame() {
+            let Framed::Message { bytes, .. } = frame else {
+                continue;
+            };
+            if let Ok(Decoded::Trade(mut envelope)) = decoder.decode(bytes) {
+                envelope.raw_fix = bytes.to_vec();
+                envelope.receive_time = eod_sources::fix::time::now_utc_nanos();
+                let key = partition_key(&envelope).as_bytes().to_vec();
+                out.push((*due, key, envelope.encode_to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// Bare clients, eod's producer and consumer settings: the producer sends each envelope with
+/// its send time in front, at the offered rate; one consumer per worker (the same partition
+/// split as `eod run`) takes them back.
+fn run_baseline(args: &Args, topic: &str, fix: &[(f64, Vec<u8>)], speed: f64) -> Result<Baseline> {
+    let records = envelopes(fix);
+    let kafka = args.kafka();
+    let total = records.len() as u64;
+    let consumed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let consumers: Vec<_> = (0..args.workers)
+        .map(|worker| {
+            let assignments: Vec<(String, i32)> = (0..12)
+                .filter(|p| *p as usize % args.workers == worker)
+                .map(|p| (topic.to_owned(), p))
+                .collect();
+            let consumer = assigned_consumer(&kafka, &format!("{topic}-{worker}"), &assignments)?;
+            let consumed = consumed.clone();
+            Ok(std::thread::spawn(
+                move || -> Result<(Histogram<u64>, Instant)> {
+                    let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+                    let mut last = Instant::now();
+                    let deadline = Instant::now() + Duration::from_secs(300);
+                    while consumed.load(Ordering::Acquire) < total && Instant::now() < deadline {
+                        let Some(message) = consumer.poll(Duration::from_millis(20)) else {
+                            continue;
+                        };
+                        let message = message?;
+                        let payload = message.payload().unwrap_or_default();
+                        let sent: [u8; 8] = payload
+                            .get(..8)
+                            .and_then(|b| b.try_into().ok())
+                            .context("baseline record without its send time")?;
+                        let waited =
+                            eod_sources::fix::time::now_utc_nanos() - i64::from_le_bytes(sent);
+                        latency.saturating_record((waited / 1_000).max(1) as u64);
+                        consumed.fetch_add(1, Ordering::AcqRel);
+                        last = Instant::now();
+                    }
+                    Ok((latency, last))
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
+    // The consumers are fetching, and the idempotent producer has its producer id, before the
+    // first record goes out (as the gateway's has in the pipeline run).
+    let producer = EnvelopeProducer::new(&kafka)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let mut payload = Vec::new();
+    for (due, key, envelope) in &records {
+        if speed > 0.0 {
+            let due = Duration::from_secs_f64(due / speed);
+            let now = started.elapsed();
+            if due > now + Duration::from_millis(1) {
+                std::thread::sleep(due - now);
+            }
+        }
+        payload.clear();
+        payload.extend_from_slice(&eod_sources::fix::time::now_utc_nanos().to_le_bytes());
+        payload.extend_from_slice(envelope);
+        producer.send(topic, key, &payload)?;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let mut latency = Histogram::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut last = started;
+    for consumer in consumers {
+        let (histogram, done) = consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("baseline consumer panicked"))??;
+        latency.add(&histogram)?;
+        last = last.max(done);
+    }
+    anyhow::ensure!(
+        consumed.load(Ordering::Acquire) == total,
+        "baseline: {} of {total} records came back",
+        consumed.load(Ordering::Acquire)
+    );
+    Ok(Baseline {
+        records: total,
+        elapsed: last - started,
+        latency,
+    })
 }
