@@ -103,43 +103,28 @@ impl Accumulator for TotalsSum {
 /// re-emits every position of its symbol; summed from the positions, the firm total read each
 /// of them again.
 #[derive(Clone, Debug, Default)]
-pub struct FirmSum {
-    positions: i64,
-    marked: i64,
-    trades: i128,
-    realized: i128,
-    unrealized: i128,
-    total: i128,
-}
+pub struct FirmSum(TotalsSum);
 
 impl Accumulator for FirmSum {
     type Item = Totals;
     type Output = Totals;
 
     fn add(&mut self, trader: &Totals, diff: Diff) {
-        let diff = diff as i64;
+        let (sum, diff) = (&mut self.0, diff as i64);
         let positions = trader.positions as i64;
-        self.positions += positions * diff;
-        self.marked += (positions - trader.unmarked_positions as i64) * diff;
-        self.trades += i128::from(trader.trades) * i128::from(diff);
-        let sum = |sum: &mut i128, value: Option<Money>| {
-            *sum += value.map_or(0, |m| m.0) * i128::from(diff);
+        sum.positions += positions * diff;
+        sum.marked += (positions - trader.unmarked_positions as i64) * diff;
+        sum.trades += i128::from(trader.trades) * i128::from(diff);
+        let add = |total: &mut i128, value: Option<Money>| {
+            *total += value.map_or(0, |m| m.0) * i128::from(diff);
         };
-        sum(&mut self.realized, trader.realized_pnl);
-        sum(&mut self.unrealized, trader.unrealized_pnl);
-        sum(&mut self.total, trader.total_pnl);
+        add(&mut sum.realized, trader.realized_pnl);
+        add(&mut sum.unrealized, trader.unrealized_pnl);
+        add(&mut sum.total, trader.total_pnl);
     }
 
     fn output(&self) -> Option<Totals> {
-        TotalsSum {
-            positions: self.positions,
-            marked: self.marked,
-            trades: self.trades,
-            realized: self.realized,
-            unrealized: self.unrealized,
-            total: self.total,
-        }
-        .output()
+        self.0.output()
     }
 }
 
