@@ -539,15 +539,7 @@ fn export_views(
 ) {
     let processes = (records.scope().peers() / workers_per_process).max(1);
     let routed = records.flat_map(move |record| {
-        // Every process but the last gets a copy; the last takes the record itself.
-        let copies = (1..processes).map({
-            let record = record.clone();
-            move |process| ((process - 1) * workers_per_process, record.clone())
-        });
-        copies.chain(std::iter::once((
-            (processes - 1) * workers_per_process,
-            record,
-        )))
+        (0..processes).map(move |process| (process * workers_per_process, record.clone()))
     });
     // Consolidated by hashing as they arrive: sorting a time's records (whole position rows)
     // to consolidate them was a third of this sink's time in the small-epoch profile. The
