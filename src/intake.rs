@@ -4,7 +4,7 @@
 use eod_dataflow::{Counter, Inputs};
 use eod_proto::DeadLetterReason;
 use eod_sources::envelope::to_event;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+use eod_sources::fix::{Decoded, Decoder, Framed, Framer, MessageCensus};
 
 use std::sync::Arc;
 
@@ -24,10 +24,16 @@ pub struct IntakeCounts {
     pub corrections: u64,
     pub skipped: u64,
     pub dead: Vec<(DeadLetterReason, u64)>,
+    /// Messages in the raw bytes, by the census (not the framer).
+    pub messages_in_input: u64,
+    /// Framed units that start a message.
+    pub messages_framed: u64,
 }
 
 pub struct Intake {
     framer: Framer,
+    /// Counts the messages in the bytes apart from the framer, to check it.
+    census: MessageCensus,
     decoder: Decoder,
     max_message: usize,
     source: String,
@@ -47,6 +53,7 @@ impl Intake {
     ) -> Intake {
         Intake {
             framer: Framer::new(max_message),
+            census: MessageCensus::new(),
             decoder: Decoder::new(),
             max_message,
             source: source.to_owned(),
@@ -65,12 +72,16 @@ impl Intake {
     /// Starts a new stream (e.g. the next archive segment) with a fresh framer.
     pub fn reset(&mut self, source: &str) {
         self.framer = Framer::new(self.max_message);
+        self.census = MessageCensus::new();
         self.source = source.to_owned();
     }
 
     /// Feeds bytes; returns how many units were framed.
     pub fn push(&mut self, bytes: &[u8], inputs: &mut Inputs) -> u64 {
         self.framer.push(bytes);
+        let before = self.census.messages();
+        self.census.push(bytes);
+        self.counts.messages_in_input += self.census.messages() - before;
         self.counts.bytes += bytes.len() as u64;
         self.drain(inputs)
     }
@@ -78,6 +89,7 @@ impl Intake {
     /// Ends the stream: what is left is framed or dead-lettered as truncated.
     pub fn finish(&mut self, inputs: &mut Inputs) -> u64 {
         self.framer.finish();
+        self.census.finish();
         self.drain(inputs)
     }
 
@@ -86,6 +98,12 @@ impl Intake {
         while let Some(frame) = self.framer.next_frame() {
             framed += 1;
             self.counts.read += 1;
+            let unit = match &frame {
+                Framed::Message { bytes, .. } | Framed::Dead { bytes, .. } => bytes,
+            };
+            if MessageCensus::starts_message(unit) {
+                self.counts.messages_framed += 1;
+            }
             let dead = match frame {
                 Framed::Message { bytes, offset } => match self.decoder.decode(bytes) {
                     Ok(Decoded::Trade(envelope)) => match to_event(envelope) {
@@ -179,6 +197,12 @@ impl Intake {
         }
         if counts.skipped > 0 {
             inputs.count(Counter::Skipped, counts.skipped as isize);
+        }
+        if counts.messages_in_input > 0 {
+            inputs.count(Counter::MessagesInInput, counts.messages_in_input as isize);
+        }
+        if counts.messages_framed > 0 {
+            inputs.count(Counter::MessagesFramed, counts.messages_framed as isize);
         }
         for (reason, n) in counts.dead {
             inputs.count(Counter::DeadLetter(reason.label().into()), n as isize);

@@ -225,3 +225,120 @@ fn spans_are_exported_over_otlp() {
         .any(|tag| tag["key"] == "key" || tag["key"] == "rows");
     assert!(tagged, "span attributes exported: {operations:?}");
 }
+
+/// The FIX log that lost trades: corrupt BodyLengths in front of valid fills, one of them
+/// declaring a span that ends exactly on the CheckSum field of a fill five messages later,
+/// in files separated by nothing, LF and CRLF. Every valid fill reaches the views, and the
+/// summary's accounting (independent of the framer) says all.
+#[test]
+fn corrupt_body_lengths_never_cost_a_valid_fill() {
+    use eod_sources::fix::FixEncoder;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let fill = |n: usize| {
+        let (exec, qty) = (format!("H-{n}"), (1 + n % 7).to_string());
+        FixEncoder::new("FIX.4.4").message(
+            "8",
+            &[
+                (17, exec.as_str()),
+                (150, "F"),
+                (55, "HARSH"),
+                (54, "1"),
+                (32, qty.as_str()),
+                (31, "10"),
+                (60, "20261125-21:00:00"),
+                (1, "HARSH-T"),
+            ],
+        )
+    };
+    let with_body_length = |message: &[u8], length: usize| {
+        let start = message.windows(3).position(|w| w == b"\x019=").unwrap() + 3;
+        let end = start + message[start..].iter().position(|b| *b == 1).unwrap();
+        [
+            &message[..start],
+            length.to_string().as_bytes(),
+            &message[end..],
+        ]
+        .concat()
+    };
+    let body_length = |message: &[u8]| {
+        let start = message.windows(3).position(|w| w == b"\x019=").unwrap() + 3;
+        let end = start + message[start..].iter().position(|b| *b == 1).unwrap();
+        std::str::from_utf8(&message[start..end])
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    };
+    let (mut valid, mut expected_qty, mut n) = (0u64, 0i64, 0usize);
+    for (file, separator) in [
+        ("a-soh.fix", &b""[..]),
+        ("b-lf.fix", b"\n"),
+        ("c-crlf.fix", b"\r\n"),
+    ] {
+        let mut bytes = Vec::new();
+        for round in 0..100 {
+            let fills: Vec<Vec<u8>> = (0..5).map(|i| fill(n + i)).collect();
+            n += 5;
+            let bad = fill(1_000_000 + n);
+            let corrupt = match round % 4 {
+                // The span runs exactly onto the fifth fill's CheckSum field.
+                0 => {
+                    // From the bad message's end to the fifth fill's `10=`.
+                    let tail: usize = fills
+                        .iter()
+                        .map(|f| f.len() + separator.len())
+                        .sum::<usize>()
+                        - 7;
+                    with_body_length(&bad, body_length(&bad) + 7 + tail)
+                }
+                1 => with_body_length(&bad, body_length(&bad) * 10 + 3),
+                2 => with_body_length(&bad, body_length(&bad) / 10),
+                _ => bad[..bad.len() - 7].to_vec(),
+            };
+            bytes.extend_from_slice(&corrupt);
+            bytes.extend_from_slice(separator);
+            for (i, f) in fills.iter().enumerate() {
+                bytes.extend_from_slice(f);
+                bytes.extend_from_slice(separator);
+                valid += 1;
+                expected_qty += (1 + (n - 5 + i) % 7) as i64;
+            }
+        }
+        std::fs::write(archive.join(file), bytes).unwrap();
+    }
+    let output = dir.path().join("out.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["replay", "--quiet", "--no-books", "--archive"])
+        .arg(&archive)
+        .arg("--output")
+        .arg(&output)
+        .arg("--dead-letters")
+        .arg(dir.path().join("dead.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["trades", &valid.to_string()]),
+        "every valid fill is a trade: {stdout}"
+    );
+    assert!(stdout.contains("(all)"), "{stdout}");
+    let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
+    assert_eq!(
+        dead.lines().count(),
+        300,
+        "one dead letter per corrupt message"
+    );
+    let positions: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
+    let harsh = &positions["positions"][0];
+    assert_eq!(harsh["trades"], valid);
+    assert_eq!(harsh["net_qty"].as_i64(), Some(expected_qty), "{harsh}");
+}

@@ -86,4 +86,9 @@ pub enum Counter {
     DeadLetter(Text),
     /// Price updates applied.
     Prices,
+    /// Messages the input holds, counted from its raw bytes apart from the framer.
+    MessagesInInput,
+    /// Framed units that start a message: equal to `MessagesInInput` unless framing merged
+    /// messages (or split one).
+    MessagesFramed,
 }

@@ -169,6 +169,12 @@ pub struct Accounting {
     pub skipped: u64,
     pub dead_letters: BTreeMap<Text, u64>,
     pub prices: u64,
+    /// Messages in the raw input, counted apart from the framer (where the input is FIX bytes).
+    #[serde(default)]
+    pub messages_in_input: u64,
+    /// Framed units that start a message; must equal `messages_in_input`.
+    #[serde(default)]
+    pub messages_framed: u64,
 }
 
 impl Accounting {
@@ -181,6 +187,12 @@ impl Accounting {
         self.fills + self.busts + self.corrections + self.skipped + self.dead_lettered()
     }
 
+    /// Every unit read has one outcome, and the framer's units start exactly the messages an
+    /// independent count finds in the raw input (so merged messages cannot pass as accounted).
+    pub fn all_accounted(&self) -> bool {
+        self.accounted() == self.read && self.messages_framed == self.messages_in_input
+    }
+
     fn add(&mut self, counter: &Counter, diff: Diff) {
         let slot = match counter {
             Counter::Read => &mut self.read,
@@ -189,6 +201,8 @@ impl Accounting {
             Counter::Corrections => &mut self.corrections,
             Counter::Skipped => &mut self.skipped,
             Counter::Prices => &mut self.prices,
+            Counter::MessagesInInput => &mut self.messages_in_input,
+            Counter::MessagesFramed => &mut self.messages_framed,
             Counter::DeadLetter(reason) => self.dead_letters.entry(reason.clone()).or_default(),
         };
         *slot = slot.saturating_add_signed(diff as i64);

@@ -1,13 +1,26 @@
 //! Arbitrary bytes, split into arbitrary reads, through the framer and decoder: no panic, every
-//! byte accounted for, and every accepted message really has a valid BodyLength and CheckSum.
+//! byte accounted for, every accepted message really has a valid BodyLength and CheckSum, and
+//! no unit holds two messages (checked by the independent message census).
 #![no_main]
 
 use eod_sources::fix::framer::checksum;
-use eod_sources::fix::{Decoder, Framed, Framer};
+use eod_sources::fix::{Decoder, Framed, Framer, MessageCensus};
 use libfuzzer_sys::fuzz_target;
 
-fn drain(framer: &mut Framer, decoder: &mut Decoder, accounted: &mut usize) {
+fn messages_in(bytes: &[u8]) -> u64 {
+    let mut census = MessageCensus::new();
+    census.push(bytes);
+    census.finish();
+    census.messages()
+}
+
+fn drain(framer: &mut Framer, decoder: &mut Decoder, accounted: &mut usize, starting: &mut u64) {
     while let Some(frame) = framer.next_frame() {
+        let unit = match &frame {
+            Framed::Message { bytes, .. } | Framed::Dead { bytes, .. } => *bytes,
+        };
+        assert!(messages_in(unit) <= 1, "a unit holds two messages");
+        *starting += u64::from(MessageCensus::starts_message(unit));
         match frame {
             Framed::Message { bytes, .. } => {
                 *accounted += bytes.len();
@@ -30,13 +43,14 @@ fuzz_target!(|data: &[u8]| {
     let chunk = usize::from(split) + 1;
     let mut framer = Framer::new(2048);
     let mut decoder = Decoder::new();
-    let mut accounted = 0;
+    let (mut accounted, mut starting) = (0, 0);
     for part in input.chunks(chunk) {
         framer.push(part);
-        drain(&mut framer, &mut decoder, &mut accounted);
+        drain(&mut framer, &mut decoder, &mut accounted, &mut starting);
     }
     framer.finish();
-    drain(&mut framer, &mut decoder, &mut accounted);
+    drain(&mut framer, &mut decoder, &mut accounted, &mut starting);
+    assert_eq!(starting, messages_in(input), "units start every message the census finds");
     assert_eq!(framer.pending(), 0, "bytes left after finish");
     let newlines = input.iter().filter(|b| matches!(b, b'\n' | b'\r')).count();
     assert!(accounted <= input.len());

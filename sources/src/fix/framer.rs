@@ -1,6 +1,12 @@
 //! Splits a byte stream into FIX messages. Messages may arrive back to back, split across
 //! reads, or separated by newlines; anything that is not a valid message becomes a dead letter
-//! with its reason and the stream resynchronises on the next `8=FIX`.
+//! with its reason and the stream resynchronises on the next message.
+//!
+//! The contract: a corrupt message never costs a good one. A BodyLength is trusted only when
+//! nothing contradicts it: a CheckSum field or another message's header inside the declared
+//! span ends the bad message there, so its dead letter holds its own bytes and every valid
+//! message after it is framed on its own. The framing does not depend on how the stream was
+//! split into reads (`tests/framer_props.rs` proves both over every corruption class).
 
 use eod_proto::DeadLetterReason;
 use memchr::memmem;
@@ -15,6 +21,9 @@ const BEGIN: &[u8] = b"8=FIX";
 const TRAILER_LEN: usize = 7;
 /// Longest plausible `8=...<SOH>9=...<SOH>` header.
 const MAX_HEADER: usize = 40;
+/// The smallest message limit: a span cut at the limit must keep its own header whole and
+/// leave room for the start of the next one.
+const MIN_MAX_MESSAGE: usize = 3 * MAX_HEADER;
 
 /// One unit of the input: a validated message, or bytes that are dead letters.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,12 +69,13 @@ impl Default for Framer {
 }
 
 impl Framer {
+    /// A framer that dead-letters messages longer than `max_message` bytes (at least 120).
     pub fn new(max_message: usize) -> Framer {
         Framer {
             buffer: Vec::new(),
             cursor: 0,
             base: 0,
-            max_message,
+            max_message: max_message.max(MIN_MAX_MESSAGE),
             finished: false,
         }
     }
@@ -136,7 +146,7 @@ impl Framer {
             return self.incomplete_or(start, false, "truncated before BodyLength");
         }
         if !after_begin.starts_with(b"9=") {
-            return self.resync_dead(
+            return self.dead_until_next_message(
                 start,
                 DeadLetterReason::Garbled,
                 "second field is not BodyLength (9)".into(),
@@ -152,7 +162,7 @@ impl Framer {
         };
         let digits = &digits_window[..length_end];
         let Some(body_length) = parse_digits(digits) else {
-            return self.resync_dead(
+            return self.dead_until_next_message(
                 start,
                 DeadLetterReason::BodyLength,
                 format!(
@@ -163,7 +173,7 @@ impl Framer {
         };
         let body_start = begin_end + 1 + 2 + length_end + 1;
         if body_length > self.max_message {
-            return self.resync_dead(
+            return self.dead_until_next_message(
                 start,
                 DeadLetterReason::BodyLength,
                 format!(
@@ -173,9 +183,23 @@ impl Framer {
             );
         }
         let trailer_start = body_start + body_length;
-        if rest.len() < trailer_start + TRAILER_LEN {
+        let declared_end = trailer_start + TRAILER_LEN;
+        // Evidence that the declared span is longer than the message: a CheckSum field, or the
+        // header of another message, before the declared end. Trusting the length would merge
+        // every message up to it into this one dead letter (trades were lost that way when a
+        // BodyLength with an inserted digit ended exactly on a later message's CheckSum).
+        if let Some((end, detail)) = overrun(rest, body_start, trailer_start) {
+            return Step::Emit {
+                end: start + end,
+                dead: Some((
+                    DeadLetterReason::BodyLength,
+                    format!("BodyLength {body_length} {detail}"),
+                )),
+            };
+        }
+        if rest.len() < declared_end {
             if self.finished {
-                return self.resync_dead(
+                return self.dead_until_next_message(
                     start,
                     DeadLetterReason::BodyLength,
                     format!("stream ends inside a message declaring BodyLength {body_length}"),
@@ -183,20 +207,21 @@ impl Framer {
             }
             return Step::NeedMore;
         }
-        let trailer = &rest[trailer_start..trailer_start + TRAILER_LEN];
+        let trailer = &rest[trailer_start..declared_end];
         let well_placed = body_length > 0
             && rest[trailer_start - 1] == SOH
             && trailer.starts_with(b"10=")
             && trailer[3..6].iter().all(u8::is_ascii_digit)
             && trailer[6] == SOH;
         if !well_placed {
-            return self.resync_dead(
+            return self.dead_until_next_message(
                 start,
                 DeadLetterReason::BodyLength,
                 format!("BodyLength {body_length} does not end at the CheckSum field"),
             );
         }
-        let end = start + trailer_start + TRAILER_LEN;
+        // From here the span is exactly one message: its own trailer, nothing else inside.
+        let end = start + declared_end;
         if !rest[body_start..].starts_with(b"35=") {
             return Step::Emit {
                 end,
@@ -243,23 +268,30 @@ impl Framer {
 
     fn incomplete_or(&self, start: usize, hopeless: bool, detail: &str) -> Step {
         if hopeless || self.finished {
-            self.resync_dead(start, DeadLetterReason::Garbled, detail.into())
+            self.dead_until_next_message(start, DeadLetterReason::Garbled, detail.into())
         } else {
             Step::NeedMore
         }
     }
 
-    /// A broken message: dead through the first checksum trailer after its start, or up to the
-    /// next `8=FIX`, whichever comes first, so one bad length never swallows good messages.
-    fn resync_dead(&self, start: usize, reason: DeadLetterReason, detail: String) -> Step {
+    /// A broken message whose own length cannot be trusted: dead through its CheckSum field
+    /// or up to the next message's header, whichever comes first, so one bad message never
+    /// swallows good ones.
+    fn dead_until_next_message(
+        &self,
+        start: usize,
+        reason: DeadLetterReason,
+        detail: String,
+    ) -> Step {
         let rest = &self.buffer[start..];
-        let next_begin = memmem::find(&rest[1..], BEGIN).map(|p| p + 1);
+        let next_header = find_header(&rest[1..]).map(|p| p + 1);
         let trailer_end = find_trailer_end(rest);
-        let end = match (trailer_end, next_begin) {
+        let end = match (trailer_end, next_header) {
             (Some(t), Some(n)) => t.min(n),
             (Some(t), None) => t,
             (None, Some(n)) => n,
-            (None, None) if self.finished || rest.len() > self.max_message => rest.len(),
+            (None, None) if self.finished => rest.len(),
+            (None, None) if rest.len() > self.max_message => without_partial_header(rest),
             (None, None) => return Step::NeedMore,
         };
         Step::Emit {
@@ -267,6 +299,61 @@ impl Framer {
             dead: Some((reason, detail)),
         }
     }
+}
+
+/// Where a message that starts at `message[0]` really ends when its declared BodyLength runs
+/// past it: the end of a CheckSum field that stands before the declared one, or the start of
+/// another message's header inside the declared span, whichever comes first. Only complete
+/// patterns count, so the answer never depends on how the bytes were split into reads.
+fn overrun(message: &[u8], body_start: usize, trailer_start: usize) -> Option<(usize, String)> {
+    let declared_end = trailer_start + TRAILER_LEN;
+    // A CheckSum field `<SOH>10=ddd<SOH>` whose SOH stands before the declared one.
+    let trailers = &message[body_start - 1..message.len().min(trailer_start + TRAILER_LEN - 1)];
+    let early_trailer = find_trailer_end(trailers).map(|end| body_start - 1 + end);
+    let headers = &message[1..message.len().min(declared_end + MAX_HEADER)];
+    let inner_header = find_header(headers)
+        .map(|p| p + 1)
+        .filter(|p| *p < declared_end);
+    match (early_trailer, inner_header) {
+        (Some(t), Some(h)) if h < t => Some((h, format!("runs into the next message at +{h}"))),
+        (Some(t), _) => Some((t, format!("runs past the CheckSum field ending at +{t}"))),
+        (None, Some(h)) => Some((h, format!("runs into the next message at +{h}"))),
+        (None, None) => None,
+    }
+}
+
+/// `bytes` less a tail that could be the start of a header still arriving: a message must not
+/// lose its first bytes to the dead letter in front of it.
+fn without_partial_header(bytes: &[u8]) -> usize {
+    let from = bytes.len().saturating_sub(MAX_HEADER).max(1);
+    memchr::memchr(b'8', &bytes[from..]).map_or(bytes.len(), |p| from + p)
+}
+
+/// Start of the first complete message header in `bytes`.
+fn find_header(bytes: &[u8]) -> Option<usize> {
+    memmem::find_iter(bytes, BEGIN).find(|&p| is_header(&bytes[p..]))
+}
+
+/// `8=FIX<version><SOH>9=<digits><SOH>`, the version at most ten bytes without SOH or `=`, one
+/// to nine digits: the start of a message, as far as its first bytes tell. No field value can
+/// hold it (values never contain SOH), and no two such headers can overlap.
+fn is_header(bytes: &[u8]) -> bool {
+    let after_begin = &bytes[BEGIN.len()..];
+    let Some(soh) = after_begin.iter().take(11).position(|b| *b == SOH) else {
+        return false;
+    };
+    if after_begin[..soh].contains(&b'=') {
+        return false;
+    }
+    let Some(length) = after_begin[soh + 1..].strip_prefix(b"9=") else {
+        return false;
+    };
+    let digits = length
+        .iter()
+        .take(10)
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    (1..=9).contains(&digits) && length.get(digits) == Some(&SOH)
 }
 
 /// End (exclusive) of the first `<SOH>10=ddd<SOH>` in `bytes`.

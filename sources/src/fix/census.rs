@@ -1,0 +1,129 @@
+//! Counts the messages a byte stream holds, apart from the framer, so that accounting can check
+//! the framer instead of trusting it: if two messages were ever framed as one unit, the units
+//! that start a message fall short of this count and the summary says so.
+//!
+//! A message is counted where its header starts: `8=FIX`, a version of at most ten bytes
+//! without SOH or `=`, SOH, `9=`, one to nine digits and SOH. No field value can hold that
+//! pattern (values never contain SOH) and no two such headers overlap. This module
+//! deliberately shares no code with the framer: it is written as a byte-at-a-time matcher.
+
+/// Counts message headers in a stream fed in pieces of any size.
+#[derive(Debug, Default)]
+pub struct MessageCensus {
+    /// The stream's last bytes that could still begin a header.
+    tail: Vec<u8>,
+    messages: u64,
+}
+
+impl MessageCensus {
+    pub fn new() -> MessageCensus {
+        MessageCensus::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.tail.extend_from_slice(bytes);
+        let window = &self.tail;
+        let mut undecided = window.len();
+        for at in memchr::memchr_iter(b'8', window) {
+            match header_at(&window[at..]) {
+                Some(true) => self.messages += 1,
+                Some(false) => {}
+                None => {
+                    undecided = at;
+                    break;
+                }
+            }
+        }
+        self.tail.drain(..undecided);
+    }
+
+    /// Ends the stream: a header cut off at the end is no message.
+    pub fn finish(&mut self) {
+        self.tail.clear();
+    }
+
+    /// Messages counted so far.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// True when `unit` (a framed unit's bytes) starts with a message header.
+    pub fn starts_message(unit: &[u8]) -> bool {
+        header_at(unit) == Some(true)
+    }
+}
+
+/// Whether a header starts at `bytes[0]`: `None` while more bytes could still decide it.
+fn header_at(bytes: &[u8]) -> Option<bool> {
+    #[derive(Clone, Copy)]
+    enum Expect {
+        Literal(&'static [u8]),
+        Version(usize),
+        Digits(usize),
+    }
+    let mut expect = Expect::Literal(b"8=FIX");
+    let mut matched = 0;
+    for &b in bytes {
+        expect = match expect {
+            Expect::Literal(literal) => {
+                if b != literal[matched] {
+                    return Some(false);
+                }
+                matched += 1;
+                if matched < literal.len() {
+                    continue;
+                }
+                matched = 0;
+                if literal == b"8=FIX" {
+                    Expect::Version(0)
+                } else {
+                    Expect::Digits(0)
+                }
+            }
+            Expect::Version(n) => match b {
+                0x01 => Expect::Literal(b"9="),
+                b'=' => return Some(false),
+                _ if n == 10 => return Some(false),
+                _ => Expect::Version(n + 1),
+            },
+            Expect::Digits(n) => match b {
+                b'0'..=b'9' if n < 9 => Expect::Digits(n + 1),
+                0x01 if n > 0 => return Some(true),
+                _ => return Some(false),
+            },
+        };
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(stream: &[u8], chunk: usize) -> u64 {
+        let mut census = MessageCensus::new();
+        for part in stream.chunks(chunk.max(1)) {
+            census.push(part);
+        }
+        census.finish();
+        census.messages()
+    }
+
+    #[test]
+    fn counts_headers_however_the_stream_is_split() {
+        let stream = b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01junk8=FIX.4.2\x019=12\x01\n\
+                       8=FIXT.1.1\x019=1\x01 8=FIX\x018=FIX.4.4\x019=x\x01 8=FIX.4.4.very.long\x019=1\x01\
+                       8=FIX8=FIX.4\x019=5\x01 8=FIX.4.4\x019=1234567890\x01 8=FIX.4.4\x019=8=FIX";
+        for chunk in 1..stream.len() + 1 {
+            assert_eq!(count(stream, chunk), 4, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_header_cut_off_at_the_end_is_not_counted() {
+        assert_eq!(count(b"8=FIX.4.4\x019=", 3), 0);
+        assert!(MessageCensus::starts_message(b"8=FIX.4.4\x019=1\x01"));
+        assert!(!MessageCensus::starts_message(b"8=FIX.4.4\x019=1"));
+        assert!(!MessageCensus::starts_message(b"8=FIX.4.4\x0135=1\x01"));
+    }
+}
