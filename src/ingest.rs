@@ -17,9 +17,9 @@ use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind, TradeKind};
 use eod_sources::archive::Archive;
 use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
-use eod_sources::fix::session::{self, Actions, SequenceState, Session, SessionSettings};
+use eod_sources::fix::session::{Acceptor, Actions, Refusal, SequenceState, Session};
 use eod_sources::fix::time::now_utc_nanos;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
+use eod_sources::fix::{Decoded, Decoder, Framed, Framer, MessageCensus};
 use eod_sources::kafka::{EnvelopeProducer, KafkaConnection, Topics};
 use prometheus::IntCounter;
 use prost::Message;
@@ -45,6 +45,11 @@ pub struct IngestSummary {
     pub prices: u64,
     pub delivered: u64,
     pub elapsed: Duration,
+    /// Messages in the bytes received, counted apart from the framer.
+    pub messages_in_input: u64,
+    /// Framed units that start a message: equal to `messages_in_input` unless framing merged
+    /// (or split) messages.
+    pub messages_framed: u64,
 }
 
 /// Frames, archives, decodes and publishes FIX streams. One per process; connections and files
@@ -121,6 +126,7 @@ impl Gateway {
     /// gateway has no archive of its own (replaying an archive), in archive references.
     pub fn ingest_stream(&self, source: &str, mut reader: impl Read) -> Result<IngestSummary> {
         let mut framer = Framer::new(self.max_message);
+        let mut census = MessageCensus::new();
         let mut decoder = Decoder::new();
         let mut summary = IngestSummary::default();
         let mut buffer = vec![0u8; 64 * 1024];
@@ -133,10 +139,13 @@ impl Gateway {
             };
             self.metrics.bytes_read.inc_by(n as u64);
             framer.push(&buffer[..n]);
+            census.push(&buffer[..n]);
             self.process(&mut framer, &mut decoder, source, &mut summary, None)?;
         }
         framer.finish();
+        census.finish();
         self.process(&mut framer, &mut decoder, source, &mut summary, None)?;
+        summary.messages_in_input = census.messages();
         Ok(summary)
     }
 
@@ -197,6 +206,9 @@ impl Gateway {
         for (unit, (object_key, offset)) in units.into_iter().zip(locations) {
             let bytes = &batch[unit.range];
             summary.read += 1;
+            if MessageCensus::starts_message(bytes) {
+                summary.messages_framed += 1;
+            }
             self.metrics.messages_read.inc();
             if unit.framing.is_none() {
                 if let Some(link) = session.as_deref_mut() {
@@ -272,6 +284,8 @@ impl Gateway {
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut link = SessionLink {
             config: session.clone(),
+            peer: stream.peer_addr()?,
+            refused: self.metrics.fix_logons_refused.clone(),
             session: None,
             claim: None,
             writer: stream.try_clone()?,
@@ -279,6 +293,7 @@ impl Gateway {
         };
         let mut reader = stream;
         let mut framer = Framer::new(self.max_message);
+        let mut census = MessageCensus::new();
         let mut decoder = Decoder::new();
         let mut summary = IngestSummary::default();
         let mut buffer = vec![0u8; 64 * 1024];
@@ -288,6 +303,7 @@ impl Gateway {
                 Ok(n) => {
                     self.metrics.bytes_read.inc_by(n as u64);
                     framer.push(&buffer[..n]);
+                    census.push(&buffer[..n]);
                     self.process(
                         &mut framer,
                         &mut decoder,
@@ -310,6 +326,7 @@ impl Gateway {
             }
         }
         framer.finish();
+        census.finish();
         self.process(
             &mut framer,
             &mut decoder,
@@ -317,6 +334,7 @@ impl Gateway {
             &mut summary,
             Some(&mut link),
         )?;
+        summary.messages_in_input = census.messages();
         link.persist()?;
         if let Some(reason) = &link.disconnect {
             tracing::info!(%source, %reason, "FIX session closed");
@@ -362,10 +380,10 @@ impl Gateway {
     }
 }
 
-/// Where FIX sessions keep their sequence numbers, and who we are.
+/// Where FIX sessions keep their sequence numbers, who we are and who may log on.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    pub settings: SessionSettings,
+    pub acceptor: Acceptor,
     pub state_dir: PathBuf,
     /// Counterparties with a live connection in this gateway.
     pub active: ActiveSessions,
@@ -414,6 +432,9 @@ impl Drop for SessionClaim {
 /// One connection's session: created at Logon with the persisted state of that counterparty.
 struct SessionLink {
     config: SessionConfig,
+    peer: SocketAddr,
+    /// Refused Logons by reason.
+    refused: prometheus::IntCounterVec,
     session: Option<(Session, PathBuf)>,
     /// Held from Logon to the end of the connection (dropped after the last persist).
     claim: Option<SessionClaim>,
@@ -428,13 +449,35 @@ impl SessionLink {
             return Ok(false);
         }
         if self.session.is_none() {
-            let counterparty = session::field(message, 49)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_else(|| "unknown".into());
-            let path = self.config.state_dir.join(format!(
-                "{}-{counterparty}.json",
-                self.config.settings.comp_id
-            ));
+            let settings = match self.config.acceptor.accept(message, self.peer.ip()) {
+                Ok(settings) => settings,
+                Err(refusal) => {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        reason = refusal.label(),
+                        "FIX Logon refused: {refusal}"
+                    );
+                    self.refused.with_label_values(&[refusal.label()]).inc();
+                    let mut actions = Actions {
+                        disconnect: Some(refusal.to_string()),
+                        ..Actions::default()
+                    };
+                    if refusal != Refusal::NotLogon {
+                        let logout =
+                            self.config
+                                .acceptor
+                                .refusal_logout(message, &refusal, now_utc_nanos());
+                        actions.send.push(logout);
+                    }
+                    return self.apply(actions);
+                }
+            };
+            let counterparty = settings.counterparty.clone();
+            // Only configured CompIDs reach the file name (they cannot hold a path separator).
+            let path = self
+                .config
+                .state_dir
+                .join(format!("{}-{counterparty}.json", settings.comp_id));
             let Some(claim) = self.config.active.claim(&path, Duration::from_secs(5)) else {
                 tracing::warn!(%counterparty, "second connection for a live FIX session: refused");
                 self.disconnect = Some(format!("{counterparty} already has a live session"));
@@ -450,7 +493,7 @@ impl SessionLink {
                     return Err(e).with_context(|| format!("session state {}", path.display()))
                 }
             };
-            self.session = Some((Session::new(self.config.settings.clone(), state), path));
+            self.session = Some((Session::new(settings, state), path));
         }
         let Some((session, _)) = self.session.as_mut() else {
             return Ok(false);
@@ -503,6 +546,15 @@ impl IngestSummary {
         self.skipped += other.skipped;
         self.dead_letters += other.dead_letters;
         self.prices += other.prices;
+        self.messages_in_input += other.messages_in_input;
+        self.messages_framed += other.messages_framed;
+    }
+
+    /// Every unit read has one outcome, and the units start exactly the messages an
+    /// independent count found in the bytes.
+    pub fn all_accounted(&self) -> bool {
+        self.trades + self.skipped + self.dead_letters == self.read
+            && self.messages_framed == self.messages_in_input
     }
 }
 

@@ -299,12 +299,18 @@ struct IngestArgs {
     #[arg(long)]
     connections: Option<usize>,
     /// Run the FIX session layer (we are the acceptor) instead of reading plain streams.
-    #[arg(long, requires = "session_dir")]
+    #[arg(long, requires_all = ["session_dir", "counterparty"])]
     fix_session: bool,
-    /// Our CompID in FIX sessions.
+    /// A counterparty allowed to log on (repeatable, or comma-separated):
+    /// `SENDERCOMPID[:BEGINSTRING][@ADDRESS[/PREFIX]]`, e.g. `ACME`, `ACME:FIX.4.2`,
+    /// `ACME@10.1.2.0/24`. Any other Logon is refused with a Logout. Required with
+    /// --fix-session.
+    #[arg(long, value_delimiter = ',')]
+    counterparty: Vec<eod_sources::fix::session::Counterparty>,
+    /// Our CompID in FIX sessions (the counterparties' TargetCompID).
     #[arg(long, default_value = "EOD")]
     comp_id: String,
-    /// FIX session begin string we answer with.
+    /// The FIX BeginString of counterparties that name none.
     #[arg(long, default_value = "FIX.4.4")]
     begin_string: String,
     /// Where FIX sessions persist their sequence numbers.
@@ -857,15 +863,13 @@ fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
     println!("positions       {}", summary.snapshot.positions.len());
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     println!("trades/s        {:.0}", summary.trades_per_second());
-    let accounted = a.accounted();
     println!(
-        "accounted       {accounted} of {} ({})",
+        "accounted       {} of {} units, {} of {} messages found in the input ({})",
+        a.accounted(),
         a.read,
-        if accounted == a.read {
-            "all"
-        } else {
-            "MISMATCH"
-        }
+        a.messages_framed,
+        a.messages_in_input,
+        if a.all_accounted() { "all" } else { "MISMATCH" }
     );
     if summary.dead_letters_written > 0 {
         println!("dead letters in {}", dead_letters.display());
@@ -1053,9 +1057,10 @@ fn ingest(args: IngestArgs) -> Result<()> {
                     std::fs::create_dir_all(&state_dir)
                         .with_context(|| format!("creating {}", state_dir.display()))?;
                     Some(eod::ingest::SessionConfig {
-                        settings: eod_sources::fix::session::SessionSettings {
-                            begin_string: args.begin_string.clone(),
+                        acceptor: eod_sources::fix::session::Acceptor {
                             comp_id: args.comp_id.clone(),
+                            begin_string: args.begin_string.clone(),
+                            counterparties: args.counterparty.clone(),
                         },
                         state_dir,
                         active: Default::default(),
@@ -1080,6 +1085,12 @@ fn ingest(args: IngestArgs) -> Result<()> {
     println!("dead letters    {}", s.dead_letters);
     println!("prices          {}", s.prices);
     println!("delivered       {}", s.delivered);
+    println!(
+        "accounted       {} of {} messages found in the input ({})",
+        s.messages_framed,
+        s.messages_in_input,
+        if s.all_accounted() { "all" } else { "MISMATCH" }
+    );
     println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
     if let Some(server) = metrics_server {
         server.shutdown()?;

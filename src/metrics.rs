@@ -38,6 +38,8 @@ pub struct Metrics {
     pub archive_segments_uploaded: IntCounter,
     /// Closed segments waiting in the spool for the store.
     pub archive_spool_segments: IntGauge,
+    /// FIX Logons refused (unknown counterparty, wrong BeginString or address...), by reason.
+    pub fix_logons_refused: IntCounterVec,
     pub sinks: eod_sinks::SinkMetrics,
 }
 
@@ -46,7 +48,7 @@ impl Metrics {
     /// family appears on `/metrics` only once it has one). Dashboards are checked against it.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 17] = [
+        let collectors: [&dyn Collector; 18] = [
             &self.messages_read,
             &self.outcomes,
             &self.dead_letters,
@@ -63,6 +65,7 @@ impl Metrics {
             &self.archive_bytes,
             &self.archive_segments_uploaded,
             &self.archive_spool_segments,
+            &self.fix_logons_refused,
             &self.sinks,
         ];
         collectors
@@ -160,6 +163,14 @@ impl Metrics {
             "Closed archive segments waiting in the spool for the store",
         ))?;
         registry.register(Box::new(archive_spool_segments.clone()))?;
+        let fix_logons_refused = IntCounterVec::new(
+            Opts::new(
+                "eod_fix_logons_refused_total",
+                "FIX Logons refused, by reason (unknown_sender, wrong_begin_string, ...)",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(fix_logons_refused.clone()))?;
         let sinks = eod_sinks::SinkMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             frontier_lag,
@@ -168,6 +179,7 @@ impl Metrics {
             archive_bytes,
             archive_segments_uploaded,
             archive_spool_segments,
+            fix_logons_refused,
             registry,
             messages_read,
             outcomes,

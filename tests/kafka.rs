@@ -816,23 +816,30 @@ fn spawn_gateway_to(
         .unwrap()
 }
 
-/// The FIX-session gateway for two connections.
+/// The FIX-session gateway for two connections, open to CLIENT (the scripted initiator) and
+/// QFCLIENT (QuickFIX).
 fn session_gateway(dir: &Path, port: u16, brokers: &str, topics: &Topics) -> std::process::Child {
+    session_gateway_with(dir, port, brokers, topics, &["--connections", "2"])
+}
+
+fn session_gateway_with(
+    dir: &Path,
+    port: u16,
+    brokers: &str,
+    topics: &Topics,
+    extra: &[&str],
+) -> std::process::Child {
     let sessions = dir.join("sessions");
     let sessions = sessions.to_str().unwrap();
-    spawn_gateway(
-        dir,
-        port,
-        brokers,
-        topics,
-        &[
-            "--connections",
-            "2",
-            "--fix-session",
-            "--session-dir",
-            sessions,
-        ],
-    )
+    let mut args = vec![
+        "--fix-session",
+        "--session-dir",
+        sessions,
+        "--counterparty",
+        "CLIENT,QFCLIENT",
+    ];
+    args.extend_from_slice(extra);
+    spawn_gateway(dir, port, brokers, topics, &args)
 }
 
 /// Two `eod run` processes (-n 2, -w 2 each) on fresh timely ports. Process p writes its final
@@ -961,6 +968,24 @@ impl Initiator {
         self.send(seq, "8", &fields);
     }
 
+    /// Any bytes, as they are.
+    fn send_raw(&mut self, bytes: &[u8]) {
+        std::io::Write::write_all(&mut self.stream, bytes).unwrap();
+    }
+
+    /// True once the acceptor has closed the connection (after what it sent is read).
+    fn closed(&mut self) -> bool {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut self.stream, &mut buffer) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The next message from the acceptor, as `|`-separated text.
     fn receive(&mut self) -> String {
         loop {
@@ -1039,6 +1064,154 @@ fn fix_session_gap_resend_logout_and_reconnect() {
         (6, 60),
         "S-2..S-6 and S-10, each once"
     );
+}
+
+/// Only configured counterparties log on: an unknown SenderCompID, a Logon to another
+/// TargetCompID, a FIX 4.2 Logon on the 4.4 gateway and a counterparty from an address it may
+/// not use are each answered with a Logout naming the reason, logged and counted; a CompID
+/// change after Logon is rejected (CompID problem) and logged out. Nothing of theirs becomes a
+/// trade, and the archive still holds every byte received.
+#[test]
+fn fix_session_refuses_strangers() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("strangers");
+    create(&brokers, &topics);
+    let (port, metrics_port) = (common::http::free_port(), common::http::free_port());
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let gateway = session_gateway_with(
+        dir.path(),
+        port,
+        &brokers,
+        &topics,
+        &[
+            "--connections",
+            "5",
+            "--counterparty",
+            "FAR@10.0.0.0/8",
+            "--metrics-listen",
+            &metrics_addr,
+        ],
+    );
+    let logon = |begin: &str, sender: &str, target: &str| {
+        eod_sources::fix::FixEncoder::new(begin).message(
+            "A",
+            &[
+                (49, sender),
+                (56, target),
+                (34, "1"),
+                (52, "20261125-21:00:00"),
+                (98, "0"),
+                (108, "30"),
+            ],
+        )
+    };
+    let mut sent_bytes = 0usize;
+    for (message, reason) in [
+        (
+            logon("FIX.4.4", "STRANGER", "EOD"),
+            "not a configured counterparty",
+        ),
+        (logon("FIX.4.4", "CLIENT", "SOMEONE-ELSE"), "TargetCompID"),
+        (logon("FIX.4.2", "CLIENT", "EOD"), "BeginString"),
+        (
+            logon("FIX.4.4", "FAR", "EOD"),
+            "may not log on from 127.0.0.1",
+        ),
+    ] {
+        let mut initiator = Initiator::connect(port);
+        initiator.send_raw(&message);
+        sent_bytes += message.len();
+        let reply = initiator.receive();
+        assert!(
+            reply.contains("|35=5|") && reply.contains(reason),
+            "refused with a Logout saying {reason:?}: {reply}"
+        );
+        assert!(
+            initiator.closed(),
+            "the connection is closed after the Logout"
+        );
+    }
+
+    // A configured counterparty logs on, then a message under another SenderCompID.
+    let mut client = Initiator::connect(port);
+    client.send(1, "A", &[(98, "0"), (108, "30")]);
+    assert!(client.receive().contains("|35=A|"));
+    let impostor = eod_sources::fix::FixEncoder::new("FIX.4.4").message(
+        "8",
+        &[
+            (49, "IMPOSTOR"),
+            (56, "EOD"),
+            (34, "2"),
+            (52, "20261125-21:00:00"),
+            (17, "IMP-1"),
+            (150, "F"),
+            (55, "SESS"),
+            (54, "1"),
+            (32, "10"),
+            (31, "10"),
+            (60, "20261125-21:00:00"),
+            (50, "T1"),
+        ],
+    );
+    client.send_raw(&impostor);
+    let reject = client.receive();
+    assert!(
+        reject.contains("|35=3|") && reject.contains("|373=9|") && reject.contains("|45=2|"),
+        "session-level Reject, CompID problem: {reject}"
+    );
+    assert!(client.receive().contains("|35=5|"), "then a Logout");
+    assert!(client.closed());
+
+    let text = common::http::get_text(&metrics_addr, "/metrics").1;
+    for reason in [
+        "unknown_sender",
+        "wrong_target",
+        "wrong_begin_string",
+        "address_not_allowed",
+    ] {
+        let series = format!("eod_fix_logons_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(common::http::metric(&text, &series), 1.0, "{series}");
+    }
+    let out = gateway.wait_with_output().unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["trades", "0"]),
+        "nothing of theirs is a trade: {stdout}"
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        log.matches("FIX Logon refused").count(),
+        4,
+        "one log line per refusal: {log}"
+    );
+    assert!(log.contains("STRANGER"), "{log}");
+    // The archive holds every byte received, refused ones included.
+    let archived: usize = files_below(&dir.path().join("archive"))
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len() as usize)
+        .sum();
+    assert!(
+        archived >= sent_bytes,
+        "archived {archived} of the {sent_bytes} bytes the strangers sent"
+    );
+}
+
+/// Every file below `dir`.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_below(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 #[test]

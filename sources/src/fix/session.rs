@@ -1,5 +1,10 @@
 //! FIX session layer, acceptor side, as a pure state machine: bytes in, actions out, no I/O.
 //!
+//! Only configured counterparties may log on ([`Acceptor`]): a Logon from an unknown
+//! SenderCompID, to another TargetCompID, in another BeginString or from an address the
+//! counterparty is not allowed to use is answered with a Logout, and after Logon every message
+//! must carry the session's BeginString and CompIDs.
+//!
 //! A drop-copy acceptor only ever sends administrative messages, so a ResendRequest from the
 //! counterparty is always answered with a SequenceReset-GapFill. Incoming application messages
 //! are delivered once per sequence number: because every downstream view is independent of
@@ -7,7 +12,11 @@
 //! of being held back; resent messages fill the holes and duplicates are dropped.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
+
+use ipnet::IpNet;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,11 +61,172 @@ impl SequenceState {
     }
 }
 
-#[derive(Clone, Debug)]
+/// One session's identity: what every message in it must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionSettings {
     pub begin_string: String,
     /// Our SenderCompID (the counterparty's TargetCompID).
     pub comp_id: String,
+    /// Their SenderCompID.
+    pub counterparty: String,
+}
+
+/// A counterparty allowed to log on: `SENDERCOMPID[:BEGINSTRING][@ADDRESS[/PREFIX]]`, e.g.
+/// `ACME`, `ACME:FIX.4.2` or `ACME@10.1.2.0/24` (repeat the entry for more addresses).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counterparty {
+    pub sender_comp_id: String,
+    /// `None`: the acceptor's default BeginString.
+    pub begin_string: Option<String>,
+    /// `None`: any source address.
+    pub address: Option<IpNet>,
+}
+
+impl FromStr for Counterparty {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Counterparty, String> {
+        let (identity, address) = match text.split_once('@') {
+            Some((identity, address)) => {
+                let address = address
+                    .parse::<IpNet>()
+                    .or_else(|_| address.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("`{address}` is not an IP address or network"))?;
+                (identity, Some(address))
+            }
+            None => (text, None),
+        };
+        let (sender, begin_string) = match identity.split_once(':') {
+            Some((sender, begin)) if begin.starts_with("FIX") => (sender, Some(begin.to_owned())),
+            Some((_, begin)) => return Err(format!("`{begin}` is not a FIX BeginString")),
+            None => (identity, None),
+        };
+        let valid = |c: char| c.is_ascii_graphic() && !matches!(c, '/' | '\\' | ':' | '@');
+        if sender.is_empty() || !sender.chars().all(valid) {
+            return Err(format!(
+                "`{sender}` is not a SenderCompID (printable ASCII without / \\ : @)"
+            ));
+        }
+        Ok(Counterparty {
+            sender_comp_id: sender.to_owned(),
+            begin_string,
+            address,
+        })
+    }
+}
+
+/// Why a first message opened no session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The first message is not a Logon: the connection is closed without a reply.
+    NotLogon,
+    UnknownSender(String),
+    WrongTarget(String),
+    WrongBeginString(String),
+    AddressNotAllowed {
+        sender: String,
+        peer: IpAddr,
+    },
+}
+
+impl Refusal {
+    /// The metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::NotLogon => "not_logon",
+            Refusal::UnknownSender(_) => "unknown_sender",
+            Refusal::WrongTarget(_) => "wrong_target",
+            Refusal::WrongBeginString(_) => "wrong_begin_string",
+            Refusal::AddressNotAllowed { .. } => "address_not_allowed",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NotLogon => write!(f, "first message must be a Logon"),
+            Refusal::UnknownSender(sender) => {
+                write!(
+                    f,
+                    "SenderCompID {sender:?} is not a configured counterparty"
+                )
+            }
+            Refusal::WrongTarget(target) => write!(f, "TargetCompID {target:?} is not ours"),
+            Refusal::WrongBeginString(begin) => {
+                write!(f, "BeginString {begin:?} is not this session's")
+            }
+            Refusal::AddressNotAllowed { sender, peer } => {
+                write!(f, "{sender} may not log on from {peer}")
+            }
+        }
+    }
+}
+
+/// The acceptor's side of Logon: who we are and who may connect.
+#[derive(Clone, Debug)]
+pub struct Acceptor {
+    pub comp_id: String,
+    /// The BeginString of counterparties that name none.
+    pub begin_string: String,
+    pub counterparties: Vec<Counterparty>,
+}
+
+impl Acceptor {
+    /// The session a connection's first message opens, or why it opens none.
+    pub fn accept(&self, message: &[u8], peer: IpAddr) -> Result<SessionSettings, Refusal> {
+        let text = |tag| String::from_utf8_lossy(field(message, tag).unwrap_or_default());
+        if field(message, 35) != Some(b"A") {
+            return Err(Refusal::NotLogon);
+        }
+        let sender = text(49).into_owned();
+        let known: Vec<&Counterparty> = self
+            .counterparties
+            .iter()
+            .filter(|c| c.sender_comp_id == sender)
+            .collect();
+        if known.is_empty() {
+            return Err(Refusal::UnknownSender(sender));
+        }
+        if field(message, 56) != Some(self.comp_id.as_bytes()) {
+            return Err(Refusal::WrongTarget(text(56).into_owned()));
+        }
+        let begin_string = text(8).into_owned();
+        let speaks = |c: &Counterparty| {
+            c.begin_string.as_deref().unwrap_or(&self.begin_string) == begin_string
+        };
+        if !known.iter().any(|c| speaks(c)) {
+            return Err(Refusal::WrongBeginString(begin_string));
+        }
+        // An IPv4 peer on a dual-stack listener arrives as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
+        let allowed = |c: &Counterparty| c.address.is_none_or(|net| net.contains(&peer));
+        if !known.iter().any(|c| speaks(c) && allowed(c)) {
+            return Err(Refusal::AddressNotAllowed { sender, peer });
+        }
+        Ok(SessionSettings {
+            begin_string,
+            comp_id: self.comp_id.clone(),
+            counterparty: sender,
+        })
+    }
+
+    /// The Logout that answers a refused Logon. A stranger gets no session state: the
+    /// message is numbered 1 and nothing is persisted.
+    pub fn refusal_logout(&self, message: &[u8], refusal: &Refusal, now: i64) -> Vec<u8> {
+        let to = String::from_utf8_lossy(field(message, 49).unwrap_or_default()).into_owned();
+        let text = refusal.to_string();
+        FixEncoder::new(&self.begin_string).message(
+            "5",
+            &[
+                (49, self.comp_id.as_str()),
+                (56, to.as_str()),
+                (34, "1"),
+                (52, format_utc_timestamp(now).as_str()),
+                (58, text.as_str()),
+            ],
+        )
+    }
 }
 
 /// What the caller must do after a message or a timer tick.
@@ -74,7 +244,7 @@ pub struct Session {
     settings: SessionSettings,
     state: SequenceState,
     encoder: FixEncoder,
-    counterparty: Option<String>,
+    logged_on: bool,
     heartbeat: Duration,
     /// Times in UTC nanoseconds.
     last_received: i64,
@@ -103,7 +273,7 @@ impl Session {
             encoder: FixEncoder::new(&settings.begin_string),
             settings,
             state,
-            counterparty: None,
+            logged_on: false,
             heartbeat: Duration::from_secs(30),
             last_received: 0,
             last_sent: 0,
@@ -118,7 +288,11 @@ impl Session {
     }
 
     pub fn logged_on(&self) -> bool {
-        self.counterparty.is_some()
+        self.logged_on
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
     }
 
     /// Builds an administrative message with the next outgoing sequence number.
@@ -131,7 +305,7 @@ impl Session {
     fn stamped(&mut self, now: i64, msg_type: &str, seq: u64, body: &[(u32, String)]) -> Vec<u8> {
         let mut fields: Vec<(u32, String)> = vec![
             (49, self.settings.comp_id.clone()),
-            (56, self.counterparty.clone().unwrap_or_default()),
+            (56, self.settings.counterparty.clone()),
             (34, seq.to_string()),
             (52, format_utc_timestamp(now)),
         ];
@@ -153,16 +327,40 @@ impl Session {
         self.last_received = now;
         self.test_request_sent = None;
         let msg_type = field(message, 35).unwrap_or_default().to_vec();
-        if self.counterparty.is_none() {
+        if field(message, 8) != Some(self.settings.begin_string.as_bytes()) {
+            let text = format!(
+                "incorrect BeginString {:?}, expecting {}",
+                String::from_utf8_lossy(field(message, 8).unwrap_or_default()),
+                self.settings.begin_string
+            );
+            self.logout(now, text, &mut actions);
+            return actions;
+        }
+        let comp_ids_match = field(message, 49) == Some(self.settings.counterparty.as_bytes())
+            && field(message, 56) == Some(self.settings.comp_id.as_bytes());
+        if !comp_ids_match {
+            // Reject the message (CompID problem), count it as received, log out.
+            let seq = number(message, 34);
+            if let Some(seq) = seq {
+                self.state.mark_received(seq);
+            }
+            let text = "CompID problem".to_owned();
+            let mut body = vec![(373, "9".to_owned()), (58, text.clone())];
+            if let Some(seq) = seq {
+                body.insert(0, (45, seq.to_string()));
+            }
+            body.push((372, String::from_utf8_lossy(&msg_type).into_owned()));
+            let reject = self.admin(now, "3", &body);
+            actions.send.push(reject);
+            self.logout(now, text, &mut actions);
+            return actions;
+        }
+        if !self.logged_on {
             if msg_type != b"A" {
                 actions.disconnect = Some("first message must be a Logon".into());
                 return actions;
             }
-            if field(message, 56) != Some(self.settings.comp_id.as_bytes()) {
-                actions.disconnect = Some("Logon addressed to another TargetCompID".into());
-                return actions;
-            }
-            self.counterparty = field(message, 49).map(|v| String::from_utf8_lossy(v).into_owned());
+            self.logged_on = true;
             if let Some(seconds) = number(message, 108).filter(|s| *s > 0) {
                 self.heartbeat = Duration::from_secs(seconds);
             }
@@ -303,14 +501,16 @@ mod tests {
         FixEncoder::new("FIX.4.4").message(msg_type, &fields)
     }
 
+    fn settings() -> SessionSettings {
+        SessionSettings {
+            begin_string: "FIX.4.4".into(),
+            comp_id: "EOD".into(),
+            counterparty: "CLIENT".into(),
+        }
+    }
+
     fn session() -> Session {
-        Session::new(
-            SessionSettings {
-                begin_string: "FIX.4.4".into(),
-                comp_id: "EOD".into(),
-            },
-            SequenceState::default(),
-        )
+        Session::new(settings(), SequenceState::default())
     }
 
     fn logged_on() -> Session {
@@ -431,28 +631,172 @@ mod tests {
         assert_eq!(msg_type(&actions.send[0]), "5");
         assert!(actions.disconnect.is_some());
         // A reconnect with the persisted state carries on; ResetSeqNumFlag starts over.
-        let mut again = Session::new(
-            SessionSettings {
-                begin_string: "FIX.4.4".into(),
-                comp_id: "EOD".into(),
-            },
-            s.state().clone(),
-        );
+        let mut again = Session::new(settings(), s.state().clone());
         assert!(
             !again
                 .on_message(&initiator(3, "A", &[(108, "30")]), 2 * S)
                 .deliver
         );
         assert_eq!(again.state().next_incoming, 4);
-        let mut reset = Session::new(
-            SessionSettings {
-                begin_string: "FIX.4.4".into(),
-                comp_id: "EOD".into(),
-            },
-            s.state().clone(),
-        );
+        let mut reset = Session::new(settings(), s.state().clone());
         let actions = reset.on_message(&initiator(1, "A", &[(108, "30"), (141, "Y")]), 2 * S);
         assert_eq!(field(&actions.send[0], 141), Some(&b"Y"[..]));
         assert_eq!(reset.state().next_incoming, 2);
+    }
+
+    fn acceptor(counterparties: &[&str]) -> Acceptor {
+        Acceptor {
+            comp_id: "EOD".into(),
+            begin_string: "FIX.4.4".into(),
+            counterparties: counterparties.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
+
+    fn logon(begin: &str, sender: &str, target: &str) -> Vec<u8> {
+        FixEncoder::new(begin).message(
+            "A",
+            &[
+                (49, sender),
+                (56, target),
+                (34, "1"),
+                (52, "20261125-21:00:00"),
+                (98, "0"),
+                (108, "30"),
+            ],
+        )
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn counterparties_parse_with_begin_string_and_address() {
+        let c: Counterparty = "ACME:FIX.4.2@10.1.2.0/24".parse().unwrap();
+        assert_eq!(c.sender_comp_id, "ACME");
+        assert_eq!(c.begin_string.as_deref(), Some("FIX.4.2"));
+        assert_eq!(c.address, Some("10.1.2.0/24".parse().unwrap()));
+        let plain: Counterparty = "ACME@127.0.0.1".parse().unwrap();
+        assert_eq!(plain.address, Some("127.0.0.1/32".parse().unwrap()));
+        assert_eq!(plain.begin_string, None);
+        for bad in [
+            "",
+            "A/B",
+            "../x",
+            "ACME:4.4",
+            "ACME@not-an-ip",
+            "ACME@10.0.0.0/99",
+        ] {
+            assert!(bad.parse::<Counterparty>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn a_configured_counterparty_logs_on_with_its_identity() {
+        let settings = acceptor(&["CLIENT"])
+            .accept(&logon("FIX.4.4", "CLIENT", "EOD"), LOCAL)
+            .unwrap();
+        assert_eq!(settings, self::settings());
+        let mixed = acceptor(&["OLD:FIX.4.2", "CLIENT"]);
+        let old = mixed
+            .accept(&logon("FIX.4.2", "OLD", "EOD"), LOCAL)
+            .unwrap();
+        assert_eq!(
+            old.begin_string, "FIX.4.2",
+            "each counterparty in its own version"
+        );
+    }
+
+    #[test]
+    fn strangers_are_refused_with_the_reason() {
+        let a = acceptor(&["CLIENT", "NEAR@10.0.0.0/8"]);
+        let refused = |message: &[u8], peer: IpAddr| a.accept(message, peer).unwrap_err();
+        assert_eq!(
+            refused(&logon("FIX.4.4", "STRANGER", "EOD"), LOCAL),
+            Refusal::UnknownSender("STRANGER".into())
+        );
+        assert_eq!(
+            refused(&logon("FIX.4.4", "CLIENT", "OTHER"), LOCAL),
+            Refusal::WrongTarget("OTHER".into())
+        );
+        // A FIX 4.2 (or 3.9) Logon on a 4.4 gateway.
+        for begin in ["FIX.4.2", "FIX.3.9"] {
+            assert_eq!(
+                refused(&logon(begin, "CLIENT", "EOD"), LOCAL),
+                Refusal::WrongBeginString(begin.into())
+            );
+        }
+        assert_eq!(
+            refused(&logon("FIX.4.4", "NEAR", "EOD"), LOCAL).label(),
+            "address_not_allowed"
+        );
+        let near: IpAddr = "10.9.8.7".parse().unwrap();
+        assert!(a.accept(&logon("FIX.4.4", "NEAR", "EOD"), near).is_ok());
+        let mapped: IpAddr = "::ffff:10.9.8.7".parse().unwrap();
+        assert!(a.accept(&logon("FIX.4.4", "NEAR", "EOD"), mapped).is_ok());
+        assert_eq!(refused(&initiator(1, "8", &[]), LOCAL), Refusal::NotLogon);
+
+        let logout = a.refusal_logout(
+            &logon("FIX.4.4", "STRANGER", "EOD"),
+            &Refusal::UnknownSender("STRANGER".into()),
+            0,
+        );
+        assert_eq!(msg_type(&logout), "5");
+        assert_eq!(field(&logout, 56), Some(&b"STRANGER"[..]));
+        assert!(String::from_utf8_lossy(field(&logout, 58).unwrap()).contains("not a configured"));
+    }
+
+    #[test]
+    fn a_comp_id_change_after_logon_is_rejected_and_logged_out() {
+        let mut s = logged_on();
+        let other_sender = FixEncoder::new("FIX.4.4").message(
+            "8",
+            &[
+                (49, "IMPOSTOR"),
+                (56, "EOD"),
+                (34, "2"),
+                (52, "20261125-21:00:00"),
+            ],
+        );
+        let actions = s.on_message(&other_sender, S);
+        assert!(!actions.deliver);
+        assert_eq!(msg_type(&actions.send[0]), "3");
+        assert_eq!(
+            field(&actions.send[0], 373),
+            Some(&b"9"[..]),
+            "CompID problem"
+        );
+        assert_eq!(field(&actions.send[0], 45), Some(&b"2"[..]));
+        assert_eq!(msg_type(&actions.send[1]), "5");
+        assert!(actions.disconnect.is_some());
+        assert_eq!(
+            s.state().next_incoming,
+            3,
+            "the rejected message was received"
+        );
+
+        let mut s = logged_on();
+        let other_target = FixEncoder::new("FIX.4.4")
+            .message("8", &[(49, "CLIENT"), (56, "ELSEWHERE"), (34, "2")]);
+        assert_eq!(msg_type(&s.on_message(&other_target, S).send[0]), "3");
+    }
+
+    #[test]
+    fn a_begin_string_change_after_logon_logs_out() {
+        let mut s = logged_on();
+        let fix42 = FixEncoder::new("FIX.4.2").message(
+            "8",
+            &[
+                (49, "CLIENT"),
+                (56, "EOD"),
+                (34, "2"),
+                (52, "20261125-21:00:00"),
+            ],
+        );
+        let actions = s.on_message(&fix42, S);
+        assert!(!actions.deliver);
+        assert_eq!(msg_type(&actions.send[0]), "5");
+        assert!(
+            String::from_utf8_lossy(field(&actions.send[0], 58).unwrap()).contains("BeginString")
+        );
+        assert!(actions.disconnect.is_some());
     }
 }
