@@ -937,7 +937,7 @@ impl Initiator {
         }
     }
 
-    fn send(&mut self, seq: u64, msg_type: &str, extra: &[(u32, &str)]) {
+    fn message(seq: u64, msg_type: &str, extra: &[(u32, &str)]) -> Vec<u8> {
         let seq = seq.to_string();
         let mut fields: Vec<(u32, &str)> = vec![
             (49, "CLIENT"),
@@ -946,14 +946,10 @@ impl Initiator {
             (52, "20261125-21:00:00"),
         ];
         fields.extend_from_slice(extra);
-        std::io::Write::write_all(
-            &mut self.stream,
-            &eod_sources::fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields),
-        )
-        .unwrap();
+        eod_sources::fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields)
     }
 
-    fn fill(&mut self, seq: u64, exec_id: &str, extra: &[(u32, &str)]) {
+    fn fill_message(seq: u64, exec_id: &str, extra: &[(u32, &str)]) -> Vec<u8> {
         let mut fields = vec![
             (17, exec_id),
             (150, "F"),
@@ -965,7 +961,15 @@ impl Initiator {
             (50, "T1"),
         ];
         fields.extend_from_slice(extra);
-        self.send(seq, "8", &fields);
+        Initiator::message(seq, "8", &fields)
+    }
+
+    fn send(&mut self, seq: u64, msg_type: &str, extra: &[(u32, &str)]) {
+        self.send_raw(&Initiator::message(seq, msg_type, extra));
+    }
+
+    fn fill(&mut self, seq: u64, exec_id: &str, extra: &[(u32, &str)]) {
+        self.send_raw(&Initiator::fill_message(seq, exec_id, extra));
     }
 
     /// Any bytes, as they are.
@@ -1063,6 +1067,84 @@ fn fix_session_gap_resend_logout_and_reconnect() {
         (position.trades, position.net_qty),
         (6, 60),
         "S-2..S-6 and S-10, each once"
+    );
+}
+
+/// A corrupt BodyLength on the gateway's TCP path: the message declares a span ending exactly
+/// on the CheckSum field of the third message after it. Those three are delivered at once, the
+/// bad one is dead-lettered alone, the session asks for its sequence number again and the
+/// resend fills it; the archive keeps the bytes as they were received.
+#[test]
+fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("corruptlen");
+    create(&brokers, &topics);
+    let port = common::http::free_port();
+    let gateway =
+        session_gateway_with(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
+    let mut client = Initiator::connect(port);
+    client.send(1, "A", &[(98, "0"), (108, "30")]);
+    assert!(client.receive().contains("|35=A|"));
+
+    let behind: Vec<Vec<u8>> = (3..=5)
+        .map(|seq| Initiator::fill_message(seq, &format!("L-{seq}"), &[]))
+        .collect();
+    let good = Initiator::fill_message(2, "L-2", &[]);
+    let length_at = good.windows(3).position(|w| w == b"\x019=").unwrap() + 3;
+    let length_end = length_at + good[length_at..].iter().position(|b| *b == 1).unwrap();
+    let declared: usize = std::str::from_utf8(&good[length_at..length_end])
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Our own CheckSum field, then everything up to the third message's `10=`.
+    let span = declared + 7 + behind.iter().map(Vec::len).sum::<usize>() - 7;
+    let bad = [
+        &good[..length_at],
+        span.to_string().as_bytes(),
+        &good[length_end..],
+    ]
+    .concat();
+    let sent = [bad.clone(), behind.concat()].concat();
+    client.send_raw(&sent);
+    let resend = client.receive();
+    assert!(
+        resend.contains("|35=2|") && resend.contains("|7=2|"),
+        "the lost sequence number is asked for again: {resend}"
+    );
+    client.fill(2, "L-2", &[(43, "Y")]);
+    client.send(6, "5", &[]);
+    assert!(client.receive().contains("|35=5|"));
+    drop(client);
+
+    let out = gateway.wait_with_output().unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["trades", "4"])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim_end() == "dead letters    1"),
+        "the bad message alone is dead: {stdout}"
+    );
+    assert!(stdout.contains("(all)"), "{stdout}");
+    let summary = catch_up(&brokers, &topics, "eod-corrupt-length-test");
+    let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
+    assert_eq!(
+        (position.trades, position.net_qty),
+        (4, 40),
+        "L-2..L-5, each once"
+    );
+    let archived: Vec<u8> = files_below(&dir.path().join("archive"))
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect();
+    assert!(
+        archived.windows(sent.len()).any(|w| w == sent.as_slice()),
+        "the archive holds the bytes as received"
     );
 }
 
