@@ -52,7 +52,7 @@ scripts/postgres.sh start
 export_env scripts/postgres.sh
 echo "EOD_POSTGRES_URL=$EOD_POSTGRES_URL"
 
-step "services: Redis 7 on 127.0.0.1 (the flash views)"
+step "services: Redis 7 on 127.0.0.1 (the speed path)"
 export EOD_REDIS_DIR="${EOD_REDIS_DIR:-$PWD/target/test-services/redis}"
 export EOD_REDIS_PORT="${EOD_REDIS_PORT:-16379}"
 scripts/redis.sh stop

@@ -71,7 +71,7 @@ pub fn run_demo(
         }
         let mut intake = Intake::new(
             "simulator",
-            eod_sources::fix::DEFAULT_MAX_MESSAGE,
+            eod_fix::DEFAULT_MAX_MESSAGE,
             dead_letters.clone(),
             metrics.clone(),
         );

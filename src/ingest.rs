@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::PriceUpdate;
-use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind, TradeKind};
+use eod_fix::session::{Acceptor, Actions, Refusal, SequenceState, Session};
+use eod_fix::time::now_utc_nanos;
+use eod_fix::{Classifier, Counts, Framed, Framer, Outcome, Reject};
+use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind};
 use eod_sources::archive::Archive;
 use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
-use eod_sources::fix::session::{Acceptor, Actions, Refusal, SequenceState, Session};
-use eod_sources::fix::time::now_utc_nanos;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer, MessageCensus};
-use eod_sources::kafka::{EnvelopeProducer, KafkaConnection, Topics};
+use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
 use prometheus::IntCounter;
 use prost::Message;
 
@@ -38,25 +38,18 @@ pub struct IngestOptions {
 
 #[derive(Debug, Default)]
 pub struct IngestSummary {
-    pub read: u64,
-    pub trades: u64,
-    pub skipped: u64,
-    pub dead_letters: u64,
+    /// What the units read became (the codec's one classifier).
+    pub counts: Counts,
     pub prices: u64,
     pub delivered: u64,
     pub elapsed: Duration,
-    /// Messages in the bytes received, counted apart from the framer.
-    pub messages_in_input: u64,
-    /// Framed units that start a message: equal to `messages_in_input` unless framing merged
-    /// (or split) messages.
-    pub messages_framed: u64,
 }
 
 /// Frames, archives, decodes and publishes FIX streams. One per process; connections and files
 /// share it. Each read is framed, every framed unit (message or dead bytes) is appended to the
 /// archive and fsynced, and only then decoded and produced: a decoder bug can never lose bytes.
 pub struct Gateway {
-    producer: EnvelopeProducer,
+    producer: RecordProducer,
     topics: Topics,
     gateway_id: String,
     metrics: Arc<Metrics>,
@@ -65,14 +58,9 @@ pub struct Gateway {
     max_message: usize,
 }
 
-/// The per-message counters with their labels resolved once: a labelled lookup hashes the
-/// labels and takes a lock, and these are bumped for every message the gateway takes.
+/// The per-record counters with their labels resolved once: a labelled lookup hashes the
+/// labels and takes a lock, and these are bumped for every record the gateway produces.
 struct Counters {
-    fills: IntCounter,
-    busts: IntCounter,
-    corrections: IntCounter,
-    skipped: IntCounter,
-    dead_lettered: IntCounter,
     trades_sent: IntCounter,
     dead_letters_sent: IntCounter,
     prices_sent: IntCounter,
@@ -80,14 +68,8 @@ struct Counters {
 
 impl Counters {
     fn new(metrics: &Metrics, topics: &Topics) -> Counters {
-        let outcome = |label: &str| metrics.outcomes.with_label_values(&[label]);
         let sent = |topic: &str| metrics.kafka_sent.with_label_values(&[topic]);
         Counters {
-            fills: outcome("fill"),
-            busts: outcome("bust"),
-            corrections: outcome("correction"),
-            skipped: outcome("skipped"),
-            dead_lettered: outcome("dead_letter"),
             trades_sent: sent(&topics.trades),
             dead_letters_sent: sent(&topics.dead_letters),
             prices_sent: sent(&topics.prices),
@@ -99,7 +81,7 @@ impl Counters {
 struct Unit {
     range: std::ops::Range<usize>,
     stream_offset: u64,
-    framing: Option<(DeadLetterReason, String)>,
+    framing: Option<Reject>,
 }
 
 impl Gateway {
@@ -112,7 +94,7 @@ impl Gateway {
         max_message: usize,
     ) -> Result<Gateway> {
         Ok(Gateway {
-            producer: EnvelopeProducer::new(kafka)?,
+            producer: RecordProducer::new(kafka)?,
             counters: Counters::new(&metrics, &topics),
             topics,
             gateway_id: gateway_id.to_owned(),
@@ -126,8 +108,7 @@ impl Gateway {
     /// gateway has no archive of its own (replaying an archive), in archive references.
     pub fn ingest_stream(&self, source: &str, mut reader: impl Read) -> Result<IngestSummary> {
         let mut framer = Framer::new(self.max_message);
-        let mut census = MessageCensus::new();
-        let mut decoder = Decoder::new();
+        let mut classifier = Classifier::new();
         let mut summary = IngestSummary::default();
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
@@ -137,22 +118,20 @@ impl Gateway {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).with_context(|| format!("reading {source}")),
             };
-            self.metrics.bytes_read.inc_by(n as u64);
             framer.push(&buffer[..n]);
-            census.push(&buffer[..n]);
-            self.process(&mut framer, &mut decoder, source, &mut summary, None)?;
+            classifier.observe(&buffer[..n]);
+            self.process(&mut framer, &mut classifier, source, &mut summary, None)?;
         }
         framer.finish();
-        census.finish();
-        self.process(&mut framer, &mut decoder, source, &mut summary, None)?;
-        summary.messages_in_input = census.messages();
+        classifier.end_of_stream();
+        self.process(&mut framer, &mut classifier, source, &mut summary, None)?;
         Ok(summary)
     }
 
     fn process(
         &self,
         framer: &mut Framer,
-        decoder: &mut Decoder,
+        classifier: &mut Classifier,
         source: &str,
         summary: &mut IngestSummary,
         mut session: Option<&mut SessionLink>,
@@ -169,7 +148,7 @@ impl Gateway {
                     offset,
                     reason,
                     detail,
-                } => (bytes, offset, Some((reason, detail))),
+                } => (bytes, offset, Some(Reject { reason, detail })),
             };
             let start = batch.len();
             batch.extend_from_slice(bytes);
@@ -205,27 +184,18 @@ impl Gateway {
         let mut encoded = Vec::new();
         for (unit, (object_key, offset)) in units.into_iter().zip(locations) {
             let bytes = &batch[unit.range];
-            summary.read += 1;
-            if MessageCensus::starts_message(bytes) {
-                summary.messages_framed += 1;
-            }
-            self.metrics.messages_read.inc();
             if unit.framing.is_none() {
                 if let Some(link) = session.as_deref_mut() {
                     // Session-level messages and duplicates are archived but carry no new trade.
                     if !link.admit(bytes)? {
-                        summary.skipped += 1;
-                        self.counters.skipped.inc();
+                        classifier.consumed_by_session(bytes);
                         continue;
                     }
                 }
             }
-            let verdict = match unit.framing {
-                Some(dead) => Err(dead),
-                None => decoder.decode(bytes).map_err(|r| (r.reason, r.detail)),
-            };
-            match verdict {
-                Ok(Decoded::Trade(mut envelope)) => {
+            match classifier.classify_unit(bytes, unit.framing) {
+                Outcome::Trade(mut trade) => {
+                    let envelope = trade.envelope_mut();
                     envelope.receive_time = now_utc_nanos();
                     envelope.gateway_id = self.gateway_id.clone();
                     envelope.source = Some(ArchiveRef {
@@ -236,40 +206,27 @@ impl Gateway {
                     envelope.raw_fix = bytes.to_vec();
                     encoded.clear();
                     envelope.encode(&mut encoded)?;
-                    let outcome = match TradeKind::try_from(envelope.kind) {
-                        Ok(TradeKind::Bust) => &self.counters.busts,
-                        Ok(TradeKind::Correct) => &self.counters.corrections,
-                        _ => &self.counters.fills,
-                    };
-                    let key = partition_key(&envelope).as_bytes();
+                    let key = partition_key(envelope).as_bytes();
                     self.producer.send(&self.topics.trades, key, &encoded)?;
                     self.counters.trades_sent.inc();
-                    summary.trades += 1;
-                    outcome.inc();
                 }
-                Ok(Decoded::NotATrade { .. }) => {
-                    summary.skipped += 1;
-                    self.counters.skipped.inc();
-                }
-                Err((reason, detail)) => {
+                Outcome::NotATrade { .. } => {}
+                Outcome::Dead(reject) => {
                     let location = format!("{object_key}@{offset}");
                     self.producer.send_dead_letter(
                         &self.topics.dead_letters,
                         bytes.to_vec(),
-                        reason,
-                        detail,
+                        reject.reason,
+                        reject.detail,
                         &location,
                     )?;
                     self.counters.dead_letters_sent.inc();
-                    summary.dead_letters += 1;
-                    self.counters.dead_lettered.inc();
-                    self.metrics
-                        .dead_letters
-                        .with_label_values(&[reason.label()])
-                        .inc();
                 }
             }
         }
+        let counts = classifier.take_counts();
+        self.metrics.count_outcomes(&counts);
+        summary.counts.add(&counts);
         Ok(())
     }
 
@@ -293,20 +250,18 @@ impl Gateway {
         };
         let mut reader = stream;
         let mut framer = Framer::new(self.max_message);
-        let mut census = MessageCensus::new();
-        let mut decoder = Decoder::new();
+        let mut classifier = Classifier::new();
         let mut summary = IngestSummary::default();
         let mut buffer = vec![0u8; 64 * 1024];
         while link.disconnect.is_none() {
             match reader.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
-                    self.metrics.bytes_read.inc_by(n as u64);
                     framer.push(&buffer[..n]);
-                    census.push(&buffer[..n]);
+                    classifier.observe(&buffer[..n]);
                     self.process(
                         &mut framer,
-                        &mut decoder,
+                        &mut classifier,
                         source,
                         &mut summary,
                         Some(&mut link),
@@ -326,15 +281,14 @@ impl Gateway {
             }
         }
         framer.finish();
-        census.finish();
+        classifier.end_of_stream();
         self.process(
             &mut framer,
-            &mut decoder,
+            &mut classifier,
             source,
             &mut summary,
             Some(&mut link),
         )?;
-        summary.messages_in_input = census.messages();
         link.persist()?;
         if let Some(reason) = &link.disconnect {
             tracing::info!(%source, %reason, "FIX session closed");
@@ -541,20 +495,8 @@ impl SessionLink {
 
 impl IngestSummary {
     fn add(&mut self, other: &IngestSummary) {
-        self.read += other.read;
-        self.trades += other.trades;
-        self.skipped += other.skipped;
-        self.dead_letters += other.dead_letters;
+        self.counts.add(&other.counts);
         self.prices += other.prices;
-        self.messages_in_input += other.messages_in_input;
-        self.messages_framed += other.messages_framed;
-    }
-
-    /// Every unit read has one outcome, and the units start exactly the messages an
-    /// independent count found in the bytes.
-    pub fn all_accounted(&self) -> bool {
-        self.trades + self.skipped + self.dead_letters == self.read
-            && self.messages_framed == self.messages_in_input
     }
 }
 

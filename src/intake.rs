@@ -1,44 +1,23 @@
-//! Turns raw FIX bytes into dataflow input: frame, validate, decode, count, dead-letter.
-//! Every framed unit is counted as read and as exactly one outcome.
+//! Turns raw FIX bytes into dataflow input: frame, classify (the codec's one classifier),
+//! dead-letter, count. Every framed unit is counted as read and as exactly one outcome.
 
 use eod_dataflow::{Counter, Inputs};
-use eod_proto::DeadLetterReason;
+use eod_fix::{CheckedKind, Classifier, Counts, Framer, Outcome};
 use eod_sources::envelope::to_event;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer, MessageCensus};
 
 use std::sync::Arc;
 
-use eod_dataflow::{TradeEvent, TradeSource};
+use eod_dataflow::TradeSource;
 
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender};
 use crate::metrics::Metrics;
 
-/// Outcome counts not yet entered into the dataflow; entered once per epoch because a
-/// per-message update of the counters collection would double the dataflow's work.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct IntakeCounts {
-    pub read: u64,
-    pub bytes: u64,
-    pub fills: u64,
-    pub busts: u64,
-    pub corrections: u64,
-    pub skipped: u64,
-    pub dead: Vec<(DeadLetterReason, u64)>,
-    /// Messages in the raw bytes, by the census (not the framer).
-    pub messages_in_input: u64,
-    /// Framed units that start a message.
-    pub messages_framed: u64,
-}
-
 pub struct Intake {
     framer: Framer,
-    /// Counts the messages in the bytes apart from the framer, to check it.
-    census: MessageCensus,
-    decoder: Decoder,
+    classifier: Classifier,
     max_message: usize,
     source: String,
     dead_letters: DeadLetterSender,
-    counts: IntakeCounts,
     metrics: Arc<Metrics>,
     /// Enter each execution's archive location (for the books).
     enter_sources: bool,
@@ -53,12 +32,10 @@ impl Intake {
     ) -> Intake {
         Intake {
             framer: Framer::new(max_message),
-            census: MessageCensus::new(),
-            decoder: Decoder::new(),
+            classifier: Classifier::new(),
             max_message,
             source: source.to_owned(),
             dead_letters,
-            counts: IntakeCounts::default(),
             metrics,
             enter_sources: false,
         }
@@ -72,24 +49,20 @@ impl Intake {
     /// Starts a new stream (e.g. the next archive segment) with a fresh framer.
     pub fn reset(&mut self, source: &str) {
         self.framer = Framer::new(self.max_message);
-        self.census = MessageCensus::new();
         self.source = source.to_owned();
     }
 
     /// Feeds bytes; returns how many units were framed.
     pub fn push(&mut self, bytes: &[u8], inputs: &mut Inputs) -> u64 {
         self.framer.push(bytes);
-        let before = self.census.messages();
-        self.census.push(bytes);
-        self.counts.messages_in_input += self.census.messages() - before;
-        self.counts.bytes += bytes.len() as u64;
+        self.classifier.observe(bytes);
         self.drain(inputs)
     }
 
     /// Ends the stream: what is left is framed or dead-lettered as truncated.
     pub fn finish(&mut self, inputs: &mut Inputs) -> u64 {
         self.framer.finish();
-        self.census.finish();
+        self.classifier.end_of_stream();
         self.drain(inputs)
     }
 
@@ -97,123 +70,67 @@ impl Intake {
         let mut framed = 0;
         while let Some(frame) = self.framer.next_frame() {
             framed += 1;
-            self.counts.read += 1;
-            let unit = match &frame {
-                Framed::Message { bytes, .. } | Framed::Dead { bytes, .. } => bytes,
-            };
-            if MessageCensus::starts_message(unit) {
-                self.counts.messages_framed += 1;
-            }
-            let dead = match frame {
-                Framed::Message { bytes, offset } => match self.decoder.decode(bytes) {
-                    Ok(Decoded::Trade(envelope)) => match to_event(envelope) {
-                        Some(event) => {
-                            let executed = match &event {
-                                TradeEvent::Fill(fill) => {
-                                    self.counts.fills += 1;
-                                    Some(&fill.exec_id)
-                                }
-                                TradeEvent::Bust(_) => {
-                                    self.counts.busts += 1;
-                                    None
-                                }
-                                TradeEvent::Correct(correction) => {
-                                    self.counts.corrections += 1;
-                                    Some(&correction.fill.exec_id)
-                                }
-                            };
-                            if let (true, Some(exec_id)) = (self.enter_sources, executed) {
-                                inputs.source(TradeSource {
-                                    exec_id: exec_id.clone(),
-                                    archive_key: self.source.as_str().into(),
-                                    archive_offset: offset,
-                                    receive_time: 0,
-                                });
-                            }
-                            inputs.event(event);
-                            None
-                        }
-                        None => Some((
-                            DeadLetterReason::Processing,
-                            "trade of unknown kind or side".to_owned(),
-                            bytes,
-                            offset,
-                        )),
-                    },
-                    Ok(Decoded::NotATrade { .. }) => {
-                        self.counts.skipped += 1;
-                        None
+            let (bytes, offset) = (frame.bytes(), frame.offset());
+            match self.classifier.classify(&frame) {
+                Outcome::Trade(trade) => {
+                    if self.enter_sources && trade.kind() != CheckedKind::Bust {
+                        inputs.source(TradeSource {
+                            exec_id: trade.envelope().exec_id.as_str().into(),
+                            archive_key: self.source.as_str().into(),
+                            archive_offset: offset,
+                            receive_time: 0,
+                        });
                     }
-                    Err(reject) => Some((reject.reason, reject.detail, bytes, offset)),
-                },
-                Framed::Dead {
-                    bytes,
-                    offset,
-                    reason,
-                    detail,
-                } => Some((reason, detail, bytes, offset)),
-            };
-            if let Some((reason, detail, bytes, offset)) = dead {
-                match self.counts.dead.iter_mut().find(|(r, _)| *r == reason) {
-                    Some((_, n)) => *n += 1,
-                    None => self.counts.dead.push((reason, 1)),
+                    inputs.event(to_event(trade));
                 }
-                tracing::debug!(reason = reason.label(), %detail, source = %self.source, offset, "dead letter");
-                // The writer lives as long as the run; a send can only fail during teardown.
-                let _ = self.dead_letters.send(DeadLetterRecord::new(
-                    reason,
-                    detail,
-                    &self.source,
-                    offset,
-                    bytes,
-                ));
+                Outcome::NotATrade { .. } => {}
+                Outcome::Dead(reject) => {
+                    tracing::debug!(reason = reject.reason.label(), detail = %reject.detail, source = %self.source, offset, "dead letter");
+                    // The writer lives as long as the run; a send can only fail during teardown.
+                    let _ = self.dead_letters.send(DeadLetterRecord::new(
+                        reject.reason,
+                        reject.detail,
+                        &self.source,
+                        offset,
+                        bytes,
+                    ));
+                }
             }
         }
         framed
     }
 
-    /// Enters the buffered outcome counts into the dataflow (call before advancing time).
+    /// Enters the buffered outcome counts into the dataflow (call before advancing time). Once
+    /// per epoch: a per-message update of the counters collection would double the dataflow's
+    /// work.
     pub fn flush_counts(&mut self, inputs: &mut Inputs) {
-        let counts = std::mem::take(&mut self.counts);
-        let m = &self.metrics;
-        m.messages_read.inc_by(counts.read);
-        m.bytes_read.inc_by(counts.bytes);
-        for (outcome, n) in [
-            ("fill", counts.fills),
-            ("bust", counts.busts),
-            ("correction", counts.corrections),
-            ("skipped", counts.skipped),
-        ] {
-            m.outcomes.with_label_values(&[outcome]).inc_by(n);
+        let counts = self.classifier.take_counts();
+        self.metrics.count_outcomes(&counts);
+        enter_counts(inputs, &counts);
+    }
+}
+
+/// The counts the dataflow carries (fills, busts and corrections it counts from the events).
+fn enter_counts(inputs: &mut Inputs, counts: &Counts) {
+    for (counter, n) in [
+        (Counter::Read, counts.read),
+        (Counter::Skipped, counts.skipped),
+        (Counter::MessagesInInput, counts.messages_in_input),
+        (Counter::MessagesFramed, counts.messages_framed),
+    ] {
+        if n > 0 {
+            inputs.count(counter, n as isize);
         }
-        for (reason, n) in &counts.dead {
-            m.outcomes.with_label_values(&["dead_letter"]).inc_by(*n);
-            m.dead_letters
-                .with_label_values(&[reason.label()])
-                .inc_by(*n);
-        }
-        if counts.read > 0 {
-            inputs.count(Counter::Read, counts.read as isize);
-        }
-        if counts.skipped > 0 {
-            inputs.count(Counter::Skipped, counts.skipped as isize);
-        }
-        if counts.messages_in_input > 0 {
-            inputs.count(Counter::MessagesInInput, counts.messages_in_input as isize);
-        }
-        if counts.messages_framed > 0 {
-            inputs.count(Counter::MessagesFramed, counts.messages_framed as isize);
-        }
-        for (reason, n) in counts.dead {
-            inputs.count(Counter::DeadLetter(reason.label().into()), n as isize);
-        }
+    }
+    for (reason, n) in &counts.dead {
+        inputs.count(Counter::DeadLetter(reason.label().into()), *n as isize);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eod_sources::fix::FixEncoder;
+    use eod_fix::FixEncoder;
 
     #[test]
     fn every_unit_is_counted_once_in_metrics() {

@@ -127,9 +127,6 @@ struct SimulateArgs {
     /// The prices topic of --brokers.
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     prices_topic: String,
-    /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
-    #[arg(long, env = "EOD_REFERENCE_TOPIC", default_value = "reference")]
-    reference_topic: String,
 }
 
 /// The simulated market: its seed and how many traders and symbols trade in it.
@@ -306,7 +303,7 @@ struct IngestArgs {
     /// `ACME@10.1.2.0/24`. Any other Logon is refused with a Logout. Required with
     /// --fix-session.
     #[arg(long, value_delimiter = ',')]
-    counterparty: Vec<eod_sources::fix::session::Counterparty>,
+    counterparty: Vec<eod_fix::session::Counterparty>,
     /// Our CompID in FIX sessions (the counterparties' TargetCompID).
     #[arg(long, default_value = "EOD")]
     comp_id: String,
@@ -344,7 +341,7 @@ struct IngestArgs {
     #[command(flatten)]
     telemetry: TelemetryArgs,
     /// Largest accepted FIX message in bytes; longer input is dead-lettered.
-    #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
+    #[arg(long, default_value_t = eod_fix::DEFAULT_MAX_MESSAGE)]
     max_message: usize,
 }
 
@@ -408,7 +405,7 @@ struct ReplayArgs {
     #[arg(long, default_value_t = 100_000)]
     epoch_messages: u64,
     /// Largest accepted FIX message in bytes.
-    #[arg(long, default_value_t = eod_sources::fix::DEFAULT_MAX_MESSAGE)]
+    #[arg(long, default_value_t = eod_fix::DEFAULT_MAX_MESSAGE)]
     max_message: usize,
     /// No progress bar.
     #[arg(long)]
@@ -1057,7 +1054,7 @@ fn ingest(args: IngestArgs) -> Result<()> {
                     std::fs::create_dir_all(&state_dir)
                         .with_context(|| format!("creating {}", state_dir.display()))?;
                     Some(eod::ingest::SessionConfig {
-                        acceptor: eod_sources::fix::session::Acceptor {
+                        acceptor: eod_fix::session::Acceptor {
                             comp_id: args.comp_id.clone(),
                             begin_string: args.begin_string.clone(),
                             counterparties: args.counterparty.clone(),
@@ -1079,19 +1076,20 @@ fn ingest(args: IngestArgs) -> Result<()> {
         }
         (None, None) => anyhow::bail!("give --archive or --listen"),
     };
-    println!("messages        {}", s.read);
-    println!("trades          {}", s.trades);
-    println!("skipped         {}", s.skipped);
-    println!("dead letters    {}", s.dead_letters);
+    let c = &s.counts;
+    println!("messages        {}", c.read);
+    println!("trades          {}", c.trades());
+    println!("skipped         {}", c.skipped);
+    println!("dead letters    {}", c.dead_lettered());
     println!("prices          {}", s.prices);
     println!("delivered       {}", s.delivered);
+    println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
     println!(
         "accounted       {} of {} messages found in the input ({})",
-        s.messages_framed,
-        s.messages_in_input,
-        if s.all_accounted() { "all" } else { "MISMATCH" }
+        c.messages_framed,
+        c.messages_in_input,
+        if c.all_accounted() { "all" } else { "MISMATCH" }
     );
-    println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
     if let Some(server) = metrics_server {
         server.shutdown()?;
     }
@@ -1099,8 +1097,7 @@ fn ingest(args: IngestArgs) -> Result<()> {
 }
 
 fn today_utc() -> String {
-    eod_sources::fix::time::format_utc_timestamp(eod_sources::fix::time::now_utc_nanos())[..8]
-        .to_owned()
+    eod_fix::time::format_utc_timestamp(eod_fix::time::now_utc_nanos())[..8].to_owned()
 }
 
 fn simulate(args: SimulateArgs) -> Result<()> {
@@ -1142,7 +1139,7 @@ fn publish_reference(args: ReferenceArgs) -> Result<()> {
         args.trader_reference.as_deref(),
         args.security_reference.as_deref(),
     )?;
-    let producer = eod_sources::kafka::EnvelopeProducer::new(&kafka)?;
+    let producer = eod_sources::kafka::RecordProducer::new(&kafka)?;
     let records = data
         .traders
         .into_iter()

@@ -74,6 +74,26 @@ impl Metrics {
             .collect()
     }
 
+    /// Adds a stream's outcome counts: units read, bytes, outcomes, dead letters by reason.
+    pub fn count_outcomes(&self, counts: &eod_fix::Counts) {
+        self.messages_read.inc_by(counts.read);
+        self.bytes_read.inc_by(counts.bytes);
+        for (outcome, n) in [
+            ("fill", counts.fills),
+            ("bust", counts.busts),
+            ("correction", counts.corrections),
+            ("skipped", counts.skipped),
+        ] {
+            self.outcomes.with_label_values(&[outcome]).inc_by(n);
+        }
+        for (reason, n) in &counts.dead {
+            self.outcomes.with_label_values(&["dead_letter"]).inc_by(*n);
+            self.dead_letters
+                .with_label_values(&[reason.label()])
+                .inc_by(*n);
+        }
+    }
+
     pub fn new() -> Result<Arc<Metrics>, prometheus::Error> {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {

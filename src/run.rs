@@ -11,13 +11,13 @@ use anyhow::{Context, Result};
 use eod_dataflow::{
     BookRow, Counter, Inputs, PriceUpdate, Time, TradeEvent, TradeSource, ViewSnapshot, ViewStore,
 };
+use eod_fix::time::now_utc_nanos;
 use eod_proto::DeadLetterReason;
 use eod_sinks::books::RefusedRow;
 use eod_sources::envelope::{event_from_bytes, Received};
-use eod_sources::fix::time::now_utc_nanos;
 use eod_sources::kafka::{
-    assigned_consumer, end_offsets, metadata_consumer, partition_count, EnvelopeProducer,
-    KafkaConnection, Topics,
+    assigned_consumer, end_offsets, metadata_consumer, partition_count, KafkaConnection,
+    RecordProducer, Topics,
 };
 use eod_sources::reference_data::ReferenceRecord;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -368,7 +368,7 @@ fn run_worker(
     let mut committed = vec![0i64; assignments.len()];
     let mut receive_times: Vec<i64> = Vec::new();
     let mut counts_flushed = Instant::now();
-    let dead_letters = EnvelopeProducer::new(&options.kafka)?;
+    let dead_letters = RecordProducer::new(&options.kafka)?;
     if index == 0 {
         for price in &options.prices {
             inputs.price(price.clone());
@@ -595,7 +595,7 @@ fn enter_source(inputs: &mut Inputs, received: &Received) {
 
 /// Books rows the store refused go to the dead-letter topic (reason DOWNSTREAM) as JSON.
 fn refused_to_kafka(kafka: KafkaConnection, topic: String) -> RefusedRow {
-    let producer = EnvelopeProducer::new(&kafka);
+    let producer = RecordProducer::new(&kafka);
     Box::new(move |row: &BookRow, detail: &str| {
         let json = serde_json::to_vec(row).unwrap_or_default();
         let location = row

@@ -6,7 +6,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use eod_sources::kafka::{EnvelopeProducer, KafkaConnection};
+use eod_sources::kafka::{KafkaConnection, RecordProducer};
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use prost::Message;
 
@@ -47,7 +47,7 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
     let producer = options
         .prices_to
         .as_ref()
-        .map(|(kafka, _)| EnvelopeProducer::new(kafka))
+        .map(|(kafka, _)| RecordProducer::new(kafka))
         .transpose()?;
     let started = Instant::now();
     let sim_start = options.sim.start;

@@ -12,7 +12,7 @@ use common::fixture::fixture;
 use eod::books::ReferenceData;
 use eod::generate::generate_archive;
 use eod::replay::{run_replay, ReplayOptions};
-use eod_dataflow::{reference, ViewStore};
+use eod_dataflow::{baseline, ViewStore};
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 
@@ -24,7 +24,7 @@ fn replay_options(archive: &Path, books: &str, reference: ReferenceData) -> Repl
         dead_letters: archive.with_extension("dead.jsonl"),
         epoch_messages: 1_000,
         max_epochs_in_flight: 2,
-        max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,
         books: Some(books.parse().unwrap()),
@@ -49,7 +49,7 @@ fn replay_into_postgres_holds_every_execution_once() {
     )
     .unwrap();
     let (events, _) = common::decode_archive(&fx.archive);
-    let expected = reference::compute(&events, &fx.prices);
+    let expected = baseline::compute(&events, &fx.prices);
     assert_eq!(summary.snapshot.positions, expected.positions);
     let rows = common::postgres_rows(&url);
     let stats = common::assert_books_match(
@@ -117,7 +117,7 @@ fn assert_replay_books(archive: &Path, url: &str) {
     let prices =
         parse_prices_csv(&std::fs::read_to_string(archive.with_extension("prices.csv")).unwrap())
             .unwrap();
-    let expected = reference::compute(&events, &prices);
+    let expected = baseline::compute(&events, &prices);
     let snapshot = eod_dataflow::ViewSnapshot {
         positions: expected.positions.clone(),
         ..Default::default()

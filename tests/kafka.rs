@@ -19,11 +19,11 @@ use eod::generate::generate_archive;
 use eod::ingest::{run_ingest, IngestOptions};
 use eod::metrics::Metrics;
 use eod::run::{run_kafka, RunOptions};
-use eod_dataflow::{reference, TradeEvent, ViewStore};
+use eod_dataflow::{baseline, TradeEvent, ViewStore};
+use eod_fix::{Framed, Framer};
 use eod_proto::{DeadLetter, DeadLetterReason, Side, TradeEnvelope, TradeKind};
-use eod_sources::fix::{Framed, Framer};
 use eod_sources::kafka::{
-    assigned_consumer, ensure_topics, partition_count, EnvelopeProducer, Topics,
+    assigned_consumer, ensure_topics, partition_count, RecordProducer, Topics,
 };
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
@@ -164,26 +164,26 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
             topics: topics.clone(),
             gateway_id: "test-gw".into(),
             prices: prices.clone(),
-            max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+            max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         },
         Metrics::new().unwrap(),
     )
     .unwrap();
     assert_eq!(
-        ingested.read,
-        ingested.trades + ingested.skipped + ingested.dead_letters
+        ingested.counts.read,
+        ingested.counts.trades() + ingested.counts.skipped + ingested.counts.dead_lettered()
     );
     assert_eq!(
         ingested.delivered,
-        ingested.trades + ingested.dead_letters + ingested.prices
+        ingested.counts.trades() + ingested.counts.dead_lettered() + ingested.prices
     );
     assert!(
-        ingested.dead_letters > 0,
+        ingested.counts.dead_lettered() > 0,
         "the archive holds broken messages"
     );
 
     // Bad records written straight to the topic: not protobuf, and an envelope missing fields.
-    let producer = EnvelopeProducer::new(&plain(&brokers)).unwrap();
+    let producer = RecordProducer::new(&plain(&brokers)).unwrap();
     producer
         .send(&topics.trades, b"x", b"\xff\xfe definitely not protobuf")
         .unwrap();
@@ -203,14 +203,14 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
 
     let summary = catch_up(&brokers, &topics, "eod-test");
     let snapshot = &summary.snapshot;
-    let expected = reference::compute(&decode_archive(&fx.archive), &prices);
+    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
     assert_eq!(snapshot.positions, expected.positions);
     assert_eq!(snapshot.traders, expected.traders);
     assert_eq!(snapshot.firm, expected.firm);
 
     // produced = processed + dead-lettered, per record on the trades topic.
     let a = &snapshot.accounting;
-    assert_eq!(a.read, ingested.trades + 2);
+    assert_eq!(a.read, ingested.counts.trades() + 2);
     assert_eq!(
         a.fills + a.busts + a.corrections + a.dead_lettered(),
         a.read
@@ -222,7 +222,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
         .iter()
         .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
         .collect();
-    assert_eq!(letters.len() as u64, ingested.dead_letters + 2);
+    assert_eq!(letters.len() as u64, ingested.counts.dead_lettered() + 2);
     let from_run: Vec<_> = letters
         .iter()
         .filter(|l| l.source_location.starts_with(&topics.trades))
@@ -287,7 +287,7 @@ fn two_processes_each_serve_the_complete_view() {
         assert!(out.status.success(), "{}", run_log(out_dir, process));
     }
     let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
-    let expected = reference::compute(&decode_archive(&fx.archive), &prices);
+    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
     let expected_json =
         serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     for process in 0..2 {
@@ -392,7 +392,7 @@ fn simulator_to_gateway_to_two_processes_equals_the_archive() {
         records.push(String::from_utf8_lossy(&out.stdout).to_string());
     }
 
-    let expected = reference::compute(
+    let expected = baseline::compute(
         &decode_archive(&segments),
         &prices_on_topic(&brokers, &topics.prices),
     );
@@ -547,7 +547,7 @@ impl Books {
     fn assert_match(
         &self,
         events: &[TradeEvent],
-        expected: &reference::ReferenceViews,
+        expected: &baseline::BaselineViews,
         archive: &Path,
     ) {
         let snapshot = eod_dataflow::ViewSnapshot {
@@ -678,7 +678,7 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         assert!(status.success(), "{}", run_log(dir.path(), process));
     }
     let segments = archive.join("gw1").join("20261125");
-    let expected = reference::compute(
+    let expected = baseline::compute(
         &decode_archive(&segments),
         &prices_on_topic(&brokers, &topics.prices),
     );
@@ -946,7 +946,7 @@ impl Initiator {
             (52, "20261125-21:00:00"),
         ];
         fields.extend_from_slice(extra);
-        eod_sources::fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields)
+        eod_fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields)
     }
 
     fn fill_message(seq: u64, exec_id: &str, extra: &[(u32, &str)]) -> Vec<u8> {
@@ -1176,7 +1176,7 @@ fn fix_session_refuses_strangers() {
         ],
     );
     let logon = |begin: &str, sender: &str, target: &str| {
-        eod_sources::fix::FixEncoder::new(begin).message(
+        eod_fix::FixEncoder::new(begin).message(
             "A",
             &[
                 (49, sender),
@@ -1219,7 +1219,7 @@ fn fix_session_refuses_strangers() {
     let mut client = Initiator::connect(port);
     client.send(1, "A", &[(98, "0"), (108, "30")]);
     assert!(client.receive().contains("|35=A|"));
-    let impostor = eod_sources::fix::FixEncoder::new("FIX.4.4").message(
+    let impostor = eod_fix::FixEncoder::new("FIX.4.4").message(
         "8",
         &[
             (49, "IMPOSTOR"),
@@ -1568,7 +1568,7 @@ fn gateway_and_dataflow_over_sasl_ssl() {
     assert!(!format!("{secured:?}").contains(&password));
     let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
     let summary = catch_up_over(secured, &topics, "eod-sasl");
-    let expected = reference::compute(&decode_archive(&fx.archive), &prices);
+    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
     assert_eq!(summary.snapshot.positions, expected.positions);
     assert_eq!(summary.snapshot.firm, expected.firm);
 
@@ -1740,4 +1740,57 @@ fn run_reports_consumer_lag_of_every_partition_it_reads() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The gateway (`eod ingest`) classifies every public FIX sample and one message of every
+/// dead-letter class exactly as the codec's classifier does: the same counts, every trade on
+/// the trades topic and every dead letter on the DLQ with the same reason.
+#[test]
+fn gateway_classifies_every_outcome_like_the_codec() {
+    let Some(brokers) = brokers() else { return };
+    let stream = common::outcomes::every_outcome_stream();
+    let (expected, mut reasons) = common::outcomes::classify_directly(&stream);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(archive.join("outcomes.fix"), &stream).unwrap();
+    let topics = unique_topics("outcomes");
+    create(&brokers, &topics);
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
+    ingest.args(["ingest", "--archive"]).arg(&archive);
+    topic_args(&mut ingest, &brokers, &topics);
+    let out = ingest.output().unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let printed = |label: &str| -> u64 {
+        stdout
+            .lines()
+            .find_map(|l| {
+                let (name, value) = l.trim().rsplit_once(char::is_whitespace)?;
+                (name.trim() == label).then(|| value.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"))
+    };
+    assert_eq!(printed("messages"), expected.read);
+    assert_eq!(printed("trades"), expected.trades());
+    assert_eq!(printed("skipped"), expected.skipped);
+    assert_eq!(printed("dead letters"), expected.dead_lettered());
+    assert!(stdout.contains("(all)"), "{stdout}");
+    assert_eq!(
+        read_topic(&brokers, &topics.trades).len() as u64,
+        expected.trades()
+    );
+    // The DLQ has several partitions: compare the reasons as a multiset.
+    let mut dead: Vec<&str> = read_topic(&brokers, &topics.dead_letters)
+        .iter()
+        .map(|payload| {
+            DeadLetter::decode(payload.as_slice())
+                .unwrap()
+                .reason()
+                .label()
+        })
+        .collect();
+    dead.sort_unstable();
+    reasons.sort_unstable();
+    assert_eq!(dead, reasons);
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 use common::fixture::fixture;
 use eod::books::BooksTarget;
 use eod::replay::{run_replay, ReplayOptions};
-use eod_dataflow::reference;
+use eod_dataflow::baseline;
 use eod_dataflow::ViewStore;
 
 #[test]
@@ -23,7 +23,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
         dead_letters: dead_letters.clone(),
         epoch_messages: 1_000,
         max_epochs_in_flight: 2,
-        max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,
         books: Some(BooksTarget::Sqlite(books.clone())),
@@ -38,7 +38,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
     .unwrap();
     let snapshot = &summary.snapshot;
     let (events, framed) = common::decode_archive(&fx.archive);
-    let expected = reference::compute(&events, &fx.prices);
+    let expected = baseline::compute(&events, &fx.prices);
 
     assert!(snapshot.as_of.complete);
     assert_eq!(snapshot.positions, expected.positions);
@@ -232,7 +232,7 @@ fn spans_are_exported_over_otlp() {
 /// summary's accounting (independent of the framer) says all.
 #[test]
 fn corrupt_body_lengths_never_cost_a_valid_fill() {
-    use eod_sources::fix::FixEncoder;
+    use eod_fix::FixEncoder;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive");
     std::fs::create_dir_all(&archive).unwrap();
@@ -341,4 +341,76 @@ fn corrupt_body_lengths_never_cost_a_valid_fill() {
     let harsh = &positions["positions"][0];
     assert_eq!(harsh["trades"], valid);
     assert_eq!(harsh["net_qty"].as_i64(), Some(expected_qty), "{harsh}");
+}
+
+/// The value printed after `label` on a line of its own in a command's summary.
+fn printed(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.trim().rsplit_once(char::is_whitespace)?;
+            (name.trim() == label).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"))
+}
+
+/// `eod replay` classifies every public FIX sample and one message of every dead-letter class
+/// exactly as the codec's classifier does: the same counts, the same reasons in the same order.
+#[test]
+fn replay_classifies_every_outcome_like_the_codec() {
+    let stream = common::outcomes::every_outcome_stream();
+    let (expected, reasons) = common::outcomes::classify_directly(&stream);
+    let mut classes: Vec<&str> = reasons.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    assert_eq!(
+        classes,
+        [
+            "body_length",
+            "checksum",
+            "garbled",
+            "invalid_value",
+            "missing_field"
+        ],
+        "the input holds every dead-letter class of the FIX path"
+    );
+    assert!(expected.fills > 0 && expected.skipped > 0 && expected.all_accounted());
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    std::fs::write(archive.join("outcomes.fix"), &stream).unwrap();
+    let dead_letters = dir.path().join("dead.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["replay", "--quiet", "--no-books", "--archive"])
+        .arg(&archive)
+        .arg("--dead-letters")
+        .arg(&dead_letters)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(printed(&stdout, "messages"), expected.read);
+    assert_eq!(printed(&stdout, "trades"), expected.fills);
+    assert_eq!(printed(&stdout, "busts"), expected.busts);
+    assert_eq!(printed(&stdout, "corrections"), expected.corrections);
+    assert_eq!(printed(&stdout, "skipped"), expected.skipped);
+    assert_eq!(printed(&stdout, "dead letters"), expected.dead_lettered());
+    for (reason, n) in &expected.dead {
+        assert_eq!(printed(&stdout, reason.label()), *n, "{reason:?}");
+    }
+    assert!(stdout.contains("(all)"), "{stdout}");
+    let written: Vec<String> = std::fs::read_to_string(&dead_letters)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let record: serde_json::Value = serde_json::from_str(l).unwrap();
+            record["reason"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(written, reasons);
 }

@@ -13,10 +13,10 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use eod::generate::generate_archive;
 use eod::replay::{run_replay, ReplayOptions};
-use eod_dataflow::{build_dataflow, reference, PriceUpdate, TradeEvent, ViewStore};
+use eod_dataflow::{baseline, build_dataflow, PriceUpdate, TradeEvent, ViewStore};
+use eod_fix::{Classifier, Framer, Outcome};
 use eod_sources::archive::Archive;
 use eod_sources::envelope::to_event;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 
@@ -104,7 +104,7 @@ fn main() -> Result<()> {
 
     // Baseline: the HashMap aggregator over the same parsed input, same answer.
     let started = Instant::now();
-    let baseline = reference::compute(&parsed.events, &prices);
+    let baseline = baseline::compute(&parsed.events, &prices);
     let baseline_time = started.elapsed();
     ensure!(
         baseline.positions == dataflow_snapshot.positions,
@@ -118,10 +118,10 @@ fn main() -> Result<()> {
         dead_letters: scratch.path().join("dead-letters.jsonl"),
         epoch_messages: args.epoch_messages,
         max_epochs_in_flight: 4,
-        max_message: eod_sources::fix::DEFAULT_MAX_MESSAGE,
+        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
-        // The flash path: the books sinks have their own benchmark.
+        // The speed path: the books sinks have their own benchmark.
         books: None,
         books_batch: Default::default(),
         reference: Default::default(),
@@ -163,7 +163,7 @@ fn main() -> Result<()> {
 }
 
 fn parse(segments: &[bytes::Bytes]) -> Parsed {
-    let mut decoder = Decoder::new();
+    let mut classifier = Classifier::new();
     let mut events = Vec::with_capacity(segments.iter().map(|s| s.len()).sum::<usize>() / 250);
     let mut messages = 0;
     for segment in segments {
@@ -172,10 +172,8 @@ fn parse(segments: &[bytes::Bytes]) -> Parsed {
         framer.finish();
         while let Some(frame) = framer.next_frame() {
             messages += 1;
-            if let Framed::Message { bytes, .. } = frame {
-                if let Ok(Decoded::Trade(envelope)) = decoder.decode(bytes) {
-                    events.extend(to_event(envelope));
-                }
+            if let Outcome::Trade(trade) = classifier.classify(&frame) {
+                events.push(to_event(trade));
             }
         }
     }

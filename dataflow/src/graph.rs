@@ -196,7 +196,7 @@ pub struct Graph<'s> {
     pub books: Option<VecCollection<'s, Time, BookRow, Diff>>,
 }
 
-/// The flash path alone: views published to `store`.
+/// The speed path alone: views published to `store`.
 pub fn build_dataflow(
     scope: Scope<'_, Time>,
     store: Option<Arc<ViewStore>>,

@@ -3,6 +3,7 @@
 //! Inputs are decoded fills, busts, corrections, prices and message counts; outputs are
 //! positions, marks and P&L views, published as consistent snapshots. Nothing here does I/O.
 
+pub mod baseline;
 pub mod books;
 pub mod graph;
 pub mod marks;
@@ -10,7 +11,6 @@ pub mod model;
 pub mod money;
 pub mod position;
 pub mod position_operator;
-pub mod reference;
 pub mod stash;
 pub mod sum_operator;
 pub mod views;

@@ -3,10 +3,9 @@
 
 use std::fmt;
 
-/// Decimal places carried by every price and money amount.
-pub const DECIMALS: u32 = 8;
-/// 10^DECIMALS.
-pub const SCALE: i64 = 100_000_000;
+pub use eod_proto::decimal::{
+    format_fixed, parse_fixed_i128, parse_price, DecimalError, DECIMALS, SCALE,
+};
 
 /// A money amount: `i128` mantissa at 10^-8. Serialised as a decimal string, never a float.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,102 +32,6 @@ impl<'de> serde::Deserialize<'de> for Money {
     }
 }
 
-/// Why a decimal string is not an exact 10^-8 fixed-point number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecimalError {
-    #[error("empty number")]
-    Empty,
-    #[error("not a decimal number: {0:?}")]
-    Syntax(String),
-    #[error("more than {DECIMALS} decimal places: {0:?}")]
-    TooPrecise(String),
-    #[error("number out of range: {0:?}")]
-    Overflow(String),
-}
-
-/// Renders a 10^-8 mantissa as a plain decimal, trailing zeros trimmed: `12225500000` -> `"122.255"`.
-pub fn format_fixed(mantissa: i128) -> String {
-    let negative = mantissa < 0;
-    let magnitude = mantissa.unsigned_abs();
-    let scale = SCALE as u128;
-    let whole = magnitude / scale;
-    let fraction = magnitude % scale;
-    let mut out = String::with_capacity(24);
-    if negative {
-        out.push('-');
-    }
-    out.push_str(&whole.to_string());
-    if fraction != 0 {
-        let digits = format!("{:0width$}", fraction, width = DECIMALS as usize);
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
-    out
-}
-
-/// Parses a decimal with at most 8 places into a 10^-8 mantissa, exactly. Accepts an optional
-/// sign; rejects exponents, spaces and anything a float parser would round.
-pub fn parse_fixed_i128(text: &str) -> Result<i128, DecimalError> {
-    let bytes = text.as_bytes();
-    if bytes.is_empty() {
-        return Err(DecimalError::Empty);
-    }
-    let (negative, digits) = match bytes[0] {
-        b'-' => (true, &bytes[1..]),
-        b'+' => (false, &bytes[1..]),
-        _ => (false, bytes),
-    };
-    if digits.is_empty() {
-        return Err(DecimalError::Syntax(text.to_owned()));
-    }
-    let mut whole: i128 = 0;
-    let mut fraction: i128 = 0;
-    let mut fraction_digits = 0u32;
-    let mut seen_point = false;
-    let mut seen_digit = false;
-    for &b in digits {
-        match b {
-            b'0'..=b'9' => {
-                seen_digit = true;
-                let d = i128::from(b - b'0');
-                if seen_point {
-                    if fraction_digits == DECIMALS {
-                        // Trailing zeros beyond 8 places are harmless; anything else would round.
-                        if d != 0 {
-                            return Err(DecimalError::TooPrecise(text.to_owned()));
-                        }
-                        continue;
-                    }
-                    fraction = fraction * 10 + d;
-                    fraction_digits += 1;
-                } else {
-                    whole = whole
-                        .checked_mul(10)
-                        .and_then(|w| w.checked_add(d))
-                        .ok_or_else(|| DecimalError::Overflow(text.to_owned()))?;
-                }
-            }
-            b'.' if !seen_point => seen_point = true,
-            _ => return Err(DecimalError::Syntax(text.to_owned())),
-        }
-    }
-    if !seen_digit {
-        return Err(DecimalError::Syntax(text.to_owned()));
-    }
-    let fraction = fraction * 10i128.pow(DECIMALS - fraction_digits);
-    let value = whole
-        .checked_mul(i128::from(SCALE))
-        .and_then(|w| w.checked_add(fraction))
-        .ok_or_else(|| DecimalError::Overflow(text.to_owned()))?;
-    Ok(if negative { -value } else { value })
-}
-
-/// As [`parse_fixed_i128`], for a price that must fit the proto's `i64` mantissa.
-pub fn parse_price(text: &str) -> Result<i64, DecimalError> {
-    let value = parse_fixed_i128(text)?;
-    i64::try_from(value).map_err(|_| DecimalError::Overflow(text.to_owned()))
-}
-
 /// `numerator / denominator` rounded half to even. `denominator` must not be zero.
 pub fn div_round_half_even(numerator: i128, denominator: i128) -> i128 {
     debug_assert!(denominator != 0);
@@ -151,36 +54,6 @@ pub fn div_round_half_even(numerator: i128, denominator: i128) -> i128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_trimmed_exact_decimals() {
-        assert_eq!(format_fixed(12_225_500_000), "122.255");
-        assert_eq!(format_fixed(-50_000_000), "-0.5");
-        assert_eq!(format_fixed(0), "0");
-        assert_eq!(format_fixed(1), "0.00000001");
-        assert_eq!(format_fixed(-300_000_000), "-3");
-    }
-
-    #[test]
-    fn parses_exactly_or_refuses() {
-        assert_eq!(parse_price("122.255"), Ok(12_225_500_000));
-        assert_eq!(parse_price("0.00000001"), Ok(1));
-        assert_eq!(parse_price("15"), Ok(1_500_000_000));
-        assert_eq!(parse_price("-1.5"), Ok(-150_000_000));
-        assert_eq!(parse_price("1.500000000"), Ok(150_000_000));
-        assert!(matches!(
-            parse_price("1.000000001"),
-            Err(DecimalError::TooPrecise(_))
-        ));
-        assert!(matches!(parse_price("1e5"), Err(DecimalError::Syntax(_))));
-        assert!(matches!(parse_price("."), Err(DecimalError::Syntax(_))));
-        assert!(matches!(parse_price(""), Err(DecimalError::Empty)));
-        assert!(matches!(parse_price("1.2.3"), Err(DecimalError::Syntax(_))));
-        assert!(matches!(
-            parse_price("99999999999999999999"),
-            Err(DecimalError::Overflow(_))
-        ));
-    }
 
     #[test]
     fn rounds_half_to_even() {

@@ -37,8 +37,8 @@ pub struct PositionCore {
     pub last: LastTrade,
 }
 
-/// Average-cost state machine. Kept separate from the dataflow so that both the reduce and the
-/// benchmark baseline run the very same arithmetic.
+/// Average-cost state machine. Kept separate from the dataflow so that both its position
+/// operator (`position_operator.rs`) and the HashMap baseline run the very same arithmetic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AverageCost {
     pub open_qty: i128,

@@ -574,7 +574,7 @@ proptest! {
         let events: Vec<TradeEvent> = prefix.iter().filter_map(|i| match i { Input::Trade(e) => Some(e.clone()), _ => None }).collect();
         let prices: Vec<PriceUpdate> = prefix.iter().filter_map(|i| match i { Input::Price(p) => Some(p.clone()), _ => None }).collect();
         let expected = oracle(&prefix);
-        let reference = eod_dataflow::reference::compute(&events, &prices);
+        let reference = eod_dataflow::baseline::compute(&events, &prices);
         prop_assert_eq!(&reference.positions, &expected.positions);
         prop_assert_eq!(&reference.traders, &expected.traders);
         prop_assert_eq!(&reference.firm, &expected.firm);

@@ -1,5 +1,7 @@
 //! Wire types shared by every stage: the protobuf schema in `proto/trade_envelope.proto`.
 
+pub mod decimal;
+
 #[allow(clippy::all, missing_docs)]
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/eod.v1.rs"));

@@ -1,6 +1,7 @@
 //! `eod-sinks`: where the dataflow's results land. The books (the truth path) go to SQL stores
-//! through a durable-sink operator whose frontier says what is committed; the views go to Redis;
-//! the raw archive goes to object storage.
+//! through a durable-sink operator whose frontier says what is committed; the views go to Redis.
+//! (The raw FIX archive is written by the gateway, before anything is parsed: see
+//! `eod_sources::archive_writer`.)
 
 pub mod books;
 pub mod breaker;

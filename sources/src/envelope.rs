@@ -1,10 +1,9 @@
-//! Maps decoded envelopes onto the dataflow's input records.
+//! Maps checked trade envelopes onto the dataflow's input records.
 
 use eod_dataflow::{Bust, Correction, Fill, TradeEvent};
-use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
+use eod_fix::{check_envelope, CheckedEnvelope, CheckedKind, Reject};
+use eod_proto::{DeadLetterReason, TradeEnvelope};
 use prost::Message;
-
-use crate::fix::Reject;
 
 /// A trade read back from a topic, with the time its gateway received it (UTC nanoseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,72 +15,20 @@ pub struct Received {
 }
 
 /// Decodes and checks an envelope read back from a topic: anything may have been written there,
-/// so every field the dataflow relies on is checked, not assumed.
+/// so it passes the same [`check_envelope`] as every envelope the gateway decodes.
 pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
     let envelope = TradeEnvelope::decode(payload).map_err(|e| Reject {
         reason: DeadLetterReason::Deserialization,
         detail: format!("not a TradeEnvelope: {e}"),
     })?;
-    validate(&envelope)?;
-    let receive_time = envelope.receive_time;
-    let archive = envelope.source.clone();
-    let event = to_event(envelope).ok_or_else(|| Reject {
-        reason: DeadLetterReason::InvalidValue,
-        detail: "envelope of unknown kind or side".into(),
-    })?;
+    let checked = check_envelope(envelope)?;
+    let receive_time = checked.envelope().receive_time;
+    let archive = checked.envelope().source.clone();
     Ok(Received {
-        event,
+        event: to_event(checked),
         receive_time,
         archive,
     })
-}
-
-fn validate(envelope: &TradeEnvelope) -> Result<(), Reject> {
-    let missing = |field: &str| Reject {
-        reason: DeadLetterReason::MissingField,
-        detail: format!("envelope has no {field}"),
-    };
-    let invalid = |detail: String| Reject {
-        reason: DeadLetterReason::InvalidValue,
-        detail,
-    };
-    if envelope.exec_id.is_empty() {
-        return Err(missing("exec_id"));
-    }
-    let kind = TradeKind::try_from(envelope.kind)
-        .map_err(|_| invalid(format!("unknown kind {}", envelope.kind)))?;
-    if kind == TradeKind::Unspecified {
-        return Err(missing("kind"));
-    }
-    if kind != TradeKind::Fill && envelope.exec_ref_id.is_empty() {
-        return Err(missing("exec_ref_id"));
-    }
-    if kind == TradeKind::Bust {
-        return Ok(());
-    }
-    if envelope.symbol.is_empty() {
-        return Err(missing("symbol"));
-    }
-    if envelope.trader_id.is_empty() {
-        return Err(missing("trader_id"));
-    }
-    match Side::try_from(envelope.side) {
-        Ok(Side::Buy | Side::Sell) => {}
-        _ => return Err(missing("side")),
-    }
-    if envelope.quantity <= 0 {
-        return Err(invalid(format!(
-            "quantity {} is not positive",
-            envelope.quantity
-        )));
-    }
-    if envelope.price_mantissa <= 0 {
-        return Err(invalid(format!(
-            "price {} is not positive",
-            envelope.price_mantissa
-        )));
-    }
-    Ok(())
 }
 
 /// The partitioning key: the symbol, so one symbol's trades stay in order on one partition.
@@ -94,21 +41,17 @@ pub fn partition_key(envelope: &TradeEnvelope) -> &str {
     }
 }
 
-/// The dataflow event an envelope stands for; `None` for an envelope of unknown kind.
-pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
-    let kind = envelope.kind();
-    if kind == TradeKind::Bust {
-        return Some(TradeEvent::Bust(Bust {
+/// The dataflow event a checked envelope stands for.
+pub fn to_event(checked: CheckedEnvelope) -> TradeEvent {
+    let (kind, qty) = (checked.kind(), checked.signed_quantity());
+    let envelope = checked.into_envelope();
+    if kind == CheckedKind::Bust {
+        return TradeEvent::Bust(Bust {
             exec_id: envelope.exec_id.into(),
             target: envelope.exec_ref_id.into(),
             transact_time: envelope.transact_time,
-        }));
+        });
     }
-    let qty = match envelope.side() {
-        Side::Buy => envelope.quantity,
-        Side::Sell => -envelope.quantity,
-        Side::Unspecified => return None,
-    };
     let fill = Fill {
         exec_id: envelope.exec_id.into(),
         trader: envelope.trader_id.into(),
@@ -118,18 +61,18 @@ pub fn to_event(envelope: TradeEnvelope) -> Option<TradeEvent> {
         transact_time: envelope.transact_time,
     };
     match kind {
-        TradeKind::Fill => Some(TradeEvent::Fill(fill)),
-        TradeKind::Correct => Some(TradeEvent::Correct(Correction {
+        CheckedKind::Correction => TradeEvent::Correct(Correction {
             target: envelope.exec_ref_id.into(),
             fill,
-        })),
-        TradeKind::Bust | TradeKind::Unspecified => None,
+        }),
+        CheckedKind::Fill | CheckedKind::Bust => TradeEvent::Fill(fill),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eod_proto::{Side, TradeKind};
 
     fn fill() -> TradeEnvelope {
         TradeEnvelope {
@@ -192,13 +135,15 @@ mod tests {
             exec_id: "C1".into(),
             exec_ref_id: "F1".into(),
             kind: TradeKind::Correct as i32,
+            symbol: "AAPL".into(),
+            trader_id: "T".into(),
             side: Side::Sell as i32,
             quantity: 7,
             price_mantissa: 5,
             ..Default::default()
         };
-        match to_event(envelope) {
-            Some(TradeEvent::Correct(c)) => {
+        match to_event(check_envelope(envelope).unwrap()) {
+            TradeEvent::Correct(c) => {
                 assert_eq!(c.target, "F1");
                 assert_eq!(c.fill.qty, -7);
             }

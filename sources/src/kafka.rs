@@ -99,7 +99,7 @@ impl Default for Topics {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum KafkaSourceError {
+pub enum KafkaClientError {
     #[error("kafka: {0}")]
     Client(#[from] KafkaError),
     #[error("kafka: {failed} of {sent} records were not delivered (first error: {first})")]
@@ -160,15 +160,17 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
-/// An idempotent, acks=all producer that never drops a record: a full local queue makes the
-/// caller wait (backpressure), and `flush` reports any record the broker did not take.
-pub struct EnvelopeProducer {
+/// The one producer of every record eod writes to Kafka (trade envelopes, prices, reference
+/// records, dead letters): idempotent, acks=all, and it never drops a record: a full local
+/// queue makes the caller wait (backpressure), and `flush` reports any record the broker did
+/// not take.
+pub struct RecordProducer {
     producer: BaseProducer<DeliveryCounter>,
     sent: AtomicU64,
 }
 
-impl EnvelopeProducer {
-    pub fn new(kafka: &KafkaConnection) -> Result<EnvelopeProducer, KafkaSourceError> {
+impl RecordProducer {
+    pub fn new(kafka: &KafkaConnection) -> Result<RecordProducer, KafkaClientError> {
         let producer = kafka
             .client_config_over(&[
                 ("linger.ms", "1"),
@@ -180,17 +182,17 @@ impl EnvelopeProducer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .create_with_context(DeliveryCounter::default())?;
-        Ok(EnvelopeProducer {
+        Ok(RecordProducer {
             producer,
             sent: AtomicU64::new(0),
         })
     }
 
-    pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaSourceError> {
+    pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaClientError> {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         loop {
             if let Some(reason) = self.producer.context().authentication_failure() {
-                return Err(KafkaSourceError::Authentication(reason));
+                return Err(KafkaClientError::Authentication(reason));
             }
             match self.producer.send(record) {
                 Ok(()) => {
@@ -219,14 +221,14 @@ impl EnvelopeProducer {
         reason: eod_proto::DeadLetterReason,
         detail: String,
         location: &str,
-    ) -> Result<(), KafkaSourceError> {
+    ) -> Result<(), KafkaClientError> {
         let letter = eod_proto::DeadLetter {
             original,
             reason: reason as i32,
             detail,
             source_location: location.to_owned(),
             retry_count: 0,
-            time: crate::fix::time::now_utc_nanos(),
+            time: eod_fix::time::now_utc_nanos(),
         };
         self.send(
             topic,
@@ -236,12 +238,12 @@ impl EnvelopeProducer {
     }
 
     /// Waits until every record sent so far is acknowledged or failed.
-    pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaSourceError> {
+    pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaClientError> {
         // In slices, so rejected credentials end the wait at once instead of at the timeout.
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(reason) = self.producer.context().authentication_failure() {
-                return Err(KafkaSourceError::Authentication(reason));
+                return Err(KafkaClientError::Authentication(reason));
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.producer.flush(left.min(Duration::from_millis(200))) {
@@ -260,7 +262,7 @@ impl EnvelopeProducer {
                 .ok()
                 .and_then(|f| f.clone())
                 .unwrap_or_default();
-            return Err(KafkaSourceError::Undelivered {
+            return Err(KafkaClientError::Undelivered {
                 failed,
                 sent,
                 first,
@@ -287,7 +289,7 @@ pub fn assigned_consumer(
     kafka: &KafkaConnection,
     group_id: &str,
     assignments: &[(String, i32)],
-) -> Result<BaseConsumer, KafkaSourceError> {
+) -> Result<BaseConsumer, KafkaClientError> {
     let consumer: BaseConsumer = consumer_config(kafka, group_id).create()?;
     let mut list = TopicPartitionList::new();
     for (topic, partition) in assignments {
@@ -298,7 +300,7 @@ pub fn assigned_consumer(
 }
 
 /// A client for metadata and watermark queries only: it is assigned nothing and reads nothing.
-pub fn metadata_consumer(kafka: &KafkaConnection) -> Result<BaseConsumer, KafkaSourceError> {
+pub fn metadata_consumer(kafka: &KafkaConnection) -> Result<BaseConsumer, KafkaClientError> {
     Ok(consumer_config(kafka, "eod-metadata").create()?)
 }
 
@@ -307,7 +309,7 @@ pub fn partition_count(
     kafka: &KafkaConnection,
     topic: &str,
     timeout: Duration,
-) -> Result<i32, KafkaSourceError> {
+) -> Result<i32, KafkaClientError> {
     let consumer = metadata_consumer(kafka)?;
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     let found = metadata.topics().iter().find(|t| t.name() == topic);
@@ -315,7 +317,7 @@ pub fn partition_count(
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
             Ok(t.partitions().len() as i32)
         }
-        _ => Err(KafkaSourceError::NoTopic(topic.to_owned())),
+        _ => Err(KafkaClientError::NoTopic(topic.to_owned())),
     }
 }
 
@@ -324,7 +326,7 @@ pub fn end_offsets(
     consumer: &BaseConsumer,
     assignments: &[(String, i32)],
     timeout: Duration,
-) -> Result<Vec<i64>, KafkaSourceError> {
+) -> Result<Vec<i64>, KafkaClientError> {
     assignments
         .iter()
         .map(|(topic, partition)| Ok(consumer.fetch_watermarks(topic, *partition, timeout)?.1))
@@ -335,7 +337,7 @@ pub fn end_offsets(
 pub async fn ensure_topics(
     kafka: &KafkaConnection,
     topics: &[(&str, i32)],
-) -> Result<(), KafkaSourceError> {
+) -> Result<(), KafkaClientError> {
     ensure_topics_with(kafka, topics, &[]).await
 }
 
@@ -345,7 +347,7 @@ pub async fn ensure_topics_with(
     kafka: &KafkaConnection,
     topics: &[(&str, i32)],
     compacted: &[(&str, i32)],
-) -> Result<(), KafkaSourceError> {
+) -> Result<(), KafkaClientError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
     let new: Vec<NewTopic> = topics
         .iter()
@@ -373,7 +375,7 @@ pub fn committed_offsets(
     group_id: &str,
     assignments: &[(String, i32)],
     timeout: Duration,
-) -> Result<Vec<i64>, KafkaSourceError> {
+) -> Result<Vec<i64>, KafkaClientError> {
     let consumer: BaseConsumer = consumer_config(kafka, group_id).create()?;
     let mut list = TopicPartitionList::new();
     for (topic, partition) in assignments {

@@ -1,11 +1,10 @@
-//! `eod-sources`: everything that brings data in. The FIX codec, the archive reader, the prices
-//! CSV and the seeded FIX simulator.
+//! `eod-sources`: everything that brings data in besides the FIX codec (`eod-fix`): trade
+//! envelopes into dataflow events, the archive reader and writer, Kafka, the prices CSV,
+//! reference data and the seeded FIX simulator.
 
 pub mod archive;
 pub mod archive_writer;
 pub mod envelope;
-pub mod fix;
-#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod prices;
 pub mod reference_data;

@@ -8,8 +8,8 @@ use eod_dataflow::{PriceKind, PriceUpdate};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::fix::time::{days_from_civil, format_utc_timestamp};
-use crate::fix::FixEncoder;
+use eod_fix::time::{days_from_civil, format_utc_timestamp};
+use eod_fix::FixEncoder;
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 const TICK: i64 = 1_000_000; // one cent, as a 10^-8 mantissa
@@ -202,7 +202,7 @@ impl Simulator {
             (55, name),
             (54, side.to_string()),
             (32, qty.to_string()),
-            (31, eod_dataflow::money::format_fixed(i128::from(price))),
+            (31, eod_proto::decimal::format_fixed(i128::from(price))),
             (60, format_utc_timestamp(self.now())),
             (1, format!("ACC-{trader}")),
             (453, "1".into()),
@@ -388,7 +388,7 @@ impl Iterator for Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::{Decoded, Decoder, Framed, Framer};
+    use eod_fix::{Decoded, Decoder, Framed, Framer};
 
     #[test]
     fn same_seed_same_stream() {

@@ -7,7 +7,7 @@ use std::path::Path;
 use eod::books::ReferenceData;
 use eod::generate::generate_archive;
 use eod_dataflow::PriceUpdate;
-use eod_sources::fix::FixEncoder;
+use eod_fix::FixEncoder;
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 

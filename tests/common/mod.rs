@@ -3,13 +3,14 @@
 
 pub mod fixture;
 pub mod http;
+pub mod outcomes;
 pub mod server;
 
 use std::path::Path;
 
 use eod_dataflow::TradeEvent;
+use eod_fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::envelope::to_event;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 
 /// The value of `name`, or `None` after saying the test is skipped and what sets it.
 pub fn env_or_skip(name: &str, set_by: &str) -> Option<String> {
@@ -37,7 +38,7 @@ pub fn decode_archive(dir: &Path) -> (Vec<TradeEvent>, u64) {
             framed += 1;
             if let Framed::Message { bytes, .. } = frame {
                 if let Ok(Decoded::Trade(envelope)) = Decoder::new().decode(bytes) {
-                    events.push(to_event(envelope).unwrap());
+                    events.push(to_event(eod_fix::check_envelope(envelope).unwrap()));
                 }
             }
         }

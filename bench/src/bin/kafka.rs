@@ -22,11 +22,11 @@ use eod::ingest::{open_archive, serve_tcp, Gateway, ListenOptions};
 use eod::metrics::Metrics;
 use eod::run::{run_kafka, RunOptions};
 use eod_dataflow::ViewStore;
+use eod_fix::{Classifier, Framer, Outcome};
 use eod_sources::archive_writer::SegmentPolicy;
 use eod_sources::envelope::partition_key;
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 use eod_sources::kafka::{
-    assigned_consumer, ensure_topics, EnvelopeProducer, KafkaConnection, Topics,
+    assigned_consumer, ensure_topics, KafkaConnection, RecordProducer, Topics,
 };
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use hdrhistogram::Histogram;
@@ -218,7 +218,7 @@ fn main() -> Result<()> {
     let sent_at = started.elapsed();
     // Wait for the views to reflect every trade the gateway published.
     let deadline = Instant::now() + Duration::from_secs(300);
-    while store.snapshot().accounting.read < ingested.trades && Instant::now() < deadline {
+    while store.snapshot().accounting.read < ingested.counts.trades() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
     }
     let viewed_at = started.elapsed();
@@ -227,7 +227,7 @@ fn main() -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("run panicked"))??;
     anyhow::ensure!(
-        summary.snapshot.accounting.read == ingested.trades,
+        summary.snapshot.accounting.read == ingested.counts.trades(),
         "views do not reflect every trade"
     );
 
@@ -247,12 +247,12 @@ fn main() -> Result<()> {
         args.workers, args.epoch_ms
     );
     println!("fix messages sent         {}", sent.fix_messages);
-    println!("trades through Kafka      {}", ingested.trades);
+    println!("trades through Kafka      {}", ingested.counts.trades());
     println!(
         "send rate achieved        {:.0} msg/s",
         sent.fix_messages as f64 / sent.elapsed.as_secs_f64()
     );
-    println!("end to end                {:.0} trades/s (first send to views reflecting the last trade, {:.2} s)", ingested.trades as f64 / viewed_at.as_secs_f64(), viewed_at.as_secs_f64());
+    println!("end to end                {:.0} trades/s (first send to views reflecting the last trade, {:.2} s)", ingested.counts.trades() as f64 / viewed_at.as_secs_f64(), viewed_at.as_secs_f64());
     println!("gateway done after        {:.2} s", sent_at.as_secs_f64());
     println!(
         "fill-to-view latency      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
@@ -272,7 +272,7 @@ fn main() -> Result<()> {
         print_baseline(baseline);
         println!(
             "ratio to the baseline     throughput {:.2}x  p50 {:.1}x  p99 {:.1}x",
-            (ingested.trades as f64 / viewed_at.as_secs_f64())
+            (ingested.counts.trades() as f64 / viewed_at.as_secs_f64())
                 / (baseline.records as f64 / baseline.elapsed.as_secs_f64()),
             ms(0.5) / bms(0.5).max(1e-3),
             ms(0.99) / bms(0.99).max(1e-3)
@@ -348,19 +348,17 @@ fn send_paced(to: &str, fix: &[(f64, Vec<u8>)], speed: f64) -> Result<Sent> {
 
 /// The trade envelopes the gateway would produce for `fix`, with their keys and due times.
 fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
-    let mut decoder = Decoder::new();
+    let mut classifier = Classifier::new();
     let mut out = Vec::new();
     for (due, bytes) in fix {
         let mut framer = Framer::default();
         framer.push(bytes);
         framer.finish();
         while let Some(frame) = framer.next_frame() {
-            let Framed::Message { bytes, .. } = frame else {
-                continue;
-            };
-            if let Ok(Decoded::Trade(mut envelope)) = decoder.decode(bytes) {
-                envelope.raw_fix = bytes.to_vec();
-                envelope.receive_time = eod_sources::fix::time::now_utc_nanos();
+            if let Outcome::Trade(trade) = classifier.classify(&frame) {
+                let mut envelope = trade.into_envelope();
+                envelope.raw_fix = frame.bytes().to_vec();
+                envelope.receive_time = eod_fix::time::now_utc_nanos();
                 let key = partition_key(&envelope).as_bytes().to_vec();
                 out.push((*due, key, envelope.encode_to_vec()));
             }
@@ -400,8 +398,7 @@ fn run_baseline(args: &Args, topic: &str, fix: &[(f64, Vec<u8>)], speed: f64) ->
                             .get(..8)
                             .and_then(|b| b.try_into().ok())
                             .context("baseline record without its send time")?;
-                        let waited =
-                            eod_sources::fix::time::now_utc_nanos() - i64::from_le_bytes(sent);
+                        let waited = eod_fix::time::now_utc_nanos() - i64::from_le_bytes(sent);
                         latency.saturating_record((waited / 1_000).max(1) as u64);
                         consumed.fetch_add(1, Ordering::AcqRel);
                         last = Instant::now();
@@ -413,7 +410,7 @@ fn run_baseline(args: &Args, topic: &str, fix: &[(f64, Vec<u8>)], speed: f64) ->
         .collect::<Result<_>>()?;
     // The consumers are fetching, and the idempotent producer has its producer id, before the
     // first record goes out (as the gateway's has in the pipeline run).
-    let producer = EnvelopeProducer::new(&kafka)?;
+    let producer = RecordProducer::new(&kafka)?;
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     let mut payload = Vec::new();
@@ -426,7 +423,7 @@ fn run_baseline(args: &Args, topic: &str, fix: &[(f64, Vec<u8>)], speed: f64) ->
             }
         }
         payload.clear();
-        payload.extend_from_slice(&eod_sources::fix::time::now_utc_nanos().to_le_bytes());
+        payload.extend_from_slice(&eod_fix::time::now_utc_nanos().to_le_bytes());
         payload.extend_from_slice(envelope);
         producer.send(topic, key, &payload)?;
     }

@@ -3,8 +3,8 @@
 //! no unit holds two messages (checked by the independent message census).
 #![no_main]
 
-use eod_sources::fix::framer::checksum;
-use eod_sources::fix::{Decoder, Framed, Framer, MessageCensus};
+use eod_fix::framer::checksum;
+use eod_fix::{Decoder, Framed, Framer, MessageCensus};
 use libfuzzer_sys::fuzz_target;
 
 fn messages_in(bytes: &[u8]) -> u64 {

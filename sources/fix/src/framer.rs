@@ -41,6 +41,22 @@ pub enum Framed<'a> {
     },
 }
 
+impl<'a> Framed<'a> {
+    /// The unit's bytes, message or dead.
+    pub fn bytes(&self) -> &'a [u8] {
+        match self {
+            Framed::Message { bytes, .. } | Framed::Dead { bytes, .. } => bytes,
+        }
+    }
+
+    /// Offset of the unit's first byte in the whole stream.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Framed::Message { offset, .. } | Framed::Dead { offset, .. } => *offset,
+        }
+    }
+}
+
 /// Incremental framer: `push` bytes as they arrive, then drain with `next_frame`; call
 /// `finish` at end of stream to flush what is left.
 #[derive(Debug)]
@@ -394,7 +410,7 @@ pub fn checksum(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::FixEncoder;
+    use crate::FixEncoder;
 
     fn heartbeat(seq: u32) -> Vec<u8> {
         FixEncoder::new("FIX.4.4").message("0", &[(34, &seq.to_string())])

@@ -4,7 +4,7 @@
 //! message's bytes, and an independent count of the messages in the stream agrees with the
 //! units the framer says start one.
 
-use eod_sources::fix::{FixEncoder, Framed, Framer, MessageCensus};
+use eod_fix::{FixEncoder, Framed, Framer, MessageCensus};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -180,7 +180,7 @@ enum Unit {
 }
 
 fn frame(stream: &[u8], chunk: usize) -> (Vec<Unit>, u64) {
-    frame_with(stream, chunk, eod_sources::fix::DEFAULT_MAX_MESSAGE)
+    frame_with(stream, chunk, eod_fix::DEFAULT_MAX_MESSAGE)
 }
 
 fn frame_with(stream: &[u8], chunk: usize, max_message: usize) -> (Vec<Unit>, u64) {

@@ -1,8 +1,8 @@
 //! The codec against public FIX messages with independently recomputed verdicts
 //! (`data/PUBLIC-SAMPLES.md`): external truth, not our own encoder.
 
+use eod_fix::{Decoded, Decoder, Framed, Framer};
 use eod_proto::{DeadLetterReason, Side, TradeKind};
-use eod_sources::fix::{Decoded, Decoder, Framed, Framer};
 
 fn samples() -> Vec<Vec<u8>> {
     let text = include_str!("data/public-samples.psv");

@@ -13,16 +13,16 @@ use crate::model::{Fill, PriceKind, PriceUpdate, Text, TradeEvent};
 use crate::position::{Execution, PositionCore};
 use crate::views::{PositionView, Totals};
 
-/// The reference's answer.
+/// The baseline's answer.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ReferenceViews {
+pub struct BaselineViews {
     pub positions: BTreeMap<(Text, Text), PositionView>,
     pub traders: BTreeMap<Text, Totals>,
     pub firm: Option<Totals>,
 }
 
 /// Computes every view from the complete input.
-pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> ReferenceViews {
+pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> BaselineViews {
     let mut plain: HashMap<&str, &Fill> = HashMap::new();
     let mut corrections: HashMap<&str, (&str, &Fill)> = HashMap::new();
     let mut corrections_of: HashMap<&str, Vec<&str>> = HashMap::new();
@@ -137,7 +137,7 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> ReferenceViews 
         .filter_map(|(s, inputs)| Some((*s, choose_mark(inputs)?)))
         .collect();
 
-    let mut views = ReferenceViews::default();
+    let mut views = BaselineViews::default();
     for ((trader, symbol), core) in cores {
         let row = position_view(trader, symbol, &core, marks.get(symbol));
         views.positions.insert((trader.into(), symbol.into()), row);

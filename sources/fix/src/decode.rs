@@ -199,7 +199,7 @@ impl Decoder {
         let px_bytes = fields.required(31, "LastPx")?;
         envelope.price_mantissa = std::str::from_utf8(px_bytes)
             .ok()
-            .and_then(|s| eod_dataflow::money::parse_price(s).ok())
+            .and_then(|s| eod_proto::decimal::parse_price(s).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| Reject::invalid(31, "LastPx", px_bytes))?;
         let time_bytes = fields.required(60, "TransactTime")?;
@@ -278,7 +278,7 @@ fn parse_quantity(bytes: &[u8]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fix::FixEncoder;
+    use crate::FixEncoder;
 
     fn decode(version: &str, fields: &[(u32, &str)]) -> Result<Decoded, Reject> {
         let msg = FixEncoder::new(version).message("8", fields);

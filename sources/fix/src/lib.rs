@@ -1,0 +1,21 @@
+//! FIX 4.2 / 4.4 tag=value codec: framing with BodyLength/CheckSum validation and resync, an
+//! independent message census, execution-report decoding into trade envelopes, the one
+//! classifier of framed units, the acceptor's session layer, and an encoder for simulators
+//! and tests. No timely, differential or I/O dependency.
+
+pub mod census;
+pub mod classify;
+pub mod decode;
+pub mod encode;
+pub mod framer;
+pub mod session;
+pub mod time;
+
+pub use census::MessageCensus;
+pub use classify::{check_envelope, CheckedEnvelope, CheckedKind, Classifier, Counts, Outcome};
+pub use decode::{Decoded, Decoder, Reject};
+pub use encode::FixEncoder;
+pub use framer::{Framed, Framer, DEFAULT_MAX_MESSAGE};
+
+/// Field separator.
+pub const SOH: u8 = 0x01;
