@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use eod_dataflow::{Time, ViewStore};
+use eod_dataflow::{Inputs, ViewStore};
 use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::DeadLetterSender;
+use crate::driver::{drive, EpochPolicy, Feed, Frontiers, Source, LIVE_LIMITS, OPEN_EPOCH_CAP};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::replay::refused_to_jsonl;
@@ -29,10 +30,6 @@ pub struct DemoOptions {
     pub reference: ReferenceData,
 }
 
-/// Closed epochs the source may run ahead of the durable sinks: a batch waits up to its age
-/// limit, so this spans several seconds of epochs; beyond it a slow store stops the source.
-const MAX_EPOCHS_NOT_DURABLE: u64 = 2_000;
-
 /// Runs until `stop` is set or the duration passes.
 pub fn run_demo(
     options: DemoOptions,
@@ -50,87 +47,50 @@ pub fn run_demo(
         let index = worker.index();
         let store = index.is_multiple_of(workers).then(|| store.clone());
         let books = options.books.as_ref().map(|b| (b, options.books_batch));
-        let (mut inputs, probe, durable) = worker.dataflow(|scope| {
+        let (mut inputs, views, durable) = worker.dataflow(|scope| {
             let dead_letters = dead_letters.clone();
             let refused = move || refused_to_jsonl(dead_letters);
             build_with_books(scope, store, workers, books, metrics.sinks.clone(), refused)
         })?;
-        let started = Instant::now();
-        let out_of_time = |now: Instant| {
-            options
-                .duration
-                .is_some_and(|d| now.duration_since(started) >= d)
+        // One simulated gateway: the other workers only compute.
+        let simulator = (index == 0).then(|| {
+            options.reference.enter(&mut inputs);
+            let mut simulator = Simulator::new(options.sim.clone());
+            let pending = simulator.next();
+            (simulator, pending)
+        });
+        let mut source = SimulatorSource {
+            simulator,
+            intake: Intake::new(
+                "simulator",
+                eod_fix::DEFAULT_MAX_MESSAGE,
+                dead_letters.clone(),
+                metrics.clone(),
+            ),
+            sim_start: options.sim.start,
+            started: Instant::now(),
+            duration: options.duration,
+            stop: &stop,
         };
-        if index != 0 {
-            // One simulated gateway: the other workers only compute.
-            inputs.close();
-            while !stop.load(Ordering::Acquire) && !out_of_time(Instant::now()) {
-                worker.step_or_park(Some(Duration::from_millis(5)));
-            }
-            return Ok(());
+        drive(
+            worker,
+            inputs,
+            Frontiers {
+                views: &views,
+                durable: &durable,
+            },
+            &mut source,
+            EpochPolicy::Clock {
+                epoch: options.epoch,
+                open_epoch_cap: OPEN_EPOCH_CAP,
+            },
+            LIVE_LIMITS,
+            &metrics,
+        )?;
+        // The other workers keep computing until the demo stops.
+        while !source.stopped() {
+            worker.step_or_park(Some(Duration::from_millis(5)));
         }
-        let mut intake = Intake::new(
-            "simulator",
-            eod_fix::DEFAULT_MAX_MESSAGE,
-            dead_letters.clone(),
-            metrics.clone(),
-        );
-        options.reference.enter(&mut inputs);
-        let mut simulator = Simulator::new(options.sim.clone());
-        let sim_start = options.sim.start;
-        let mut pending: Option<SimMessage> = simulator.next();
-        let mut epoch: Time = 0;
-        let epoch_nanos = options.epoch.as_nanos().max(1);
-        loop {
-            let now = Instant::now();
-            if stop.load(Ordering::Acquire) || out_of_time(now) {
-                tracing::warn!(
-                    stopped = stop.load(Ordering::Acquire),
-                    "demo source stopping"
-                );
-                break;
-            }
-            let elapsed = now.duration_since(started).as_nanos() as i64;
-            // Feed everything the simulated clock has reached, capped so the worker keeps stepping.
-            let _span = tracing::trace_span!("demo_feed", epoch).entered();
-            let mut fed = 0;
-            while let Some(message) = pending.take() {
-                if message.time - sim_start > elapsed || fed >= 20_000 {
-                    pending = Some(message);
-                    break;
-                }
-                match message.event {
-                    SimEvent::Fix(bytes) => {
-                        intake.push(&bytes, &mut inputs);
-                    }
-                    SimEvent::Price(update) => inputs.price(update),
-                }
-                fed += 1;
-                pending = simulator.next();
-            }
-            let current = (now.duration_since(started).as_nanos() / epoch_nanos) as Time;
-            if current > epoch {
-                intake.flush_counts(&mut inputs);
-                epoch = current;
-                inputs.advance_to(epoch);
-                inputs.flush();
-                metrics.epochs_closed.inc();
-                let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(epoch));
-                metrics
-                    .epochs_in_flight
-                    .set(epoch.saturating_sub(completed) as i64);
-            }
-            // Bounded lag: never run more than a few epochs ahead of what the views reflect,
-            // nor far ahead of what the books hold.
-            let floor = epoch.saturating_sub(4);
-            let durable_floor = epoch.saturating_sub(MAX_EPOCHS_NOT_DURABLE);
-            while probe.less_than(&floor) || durable.less_than(&durable_floor) {
-                worker.step();
-            }
-            worker.step_or_park(Some(Duration::from_millis(1)));
-        }
-        intake.flush_counts(&mut inputs);
-        inputs.close();
         Ok(())
     })
     .map_err(anyhow::Error::msg)?;
@@ -138,4 +98,54 @@ pub fn run_demo(
         result.map_err(|e| anyhow::anyhow!("worker failed: {e}"))??;
     }
     Ok(())
+}
+
+/// The seeded simulator, paced by the wall clock: what its clock has reached is fed.
+struct SimulatorSource<'a> {
+    /// Only worker 0 simulates; with the next message not yet due.
+    simulator: Option<(Simulator, Option<SimMessage>)>,
+    intake: Intake,
+    sim_start: i64,
+    started: Instant,
+    duration: Option<Duration>,
+    stop: &'a AtomicBool,
+}
+
+impl Source for SimulatorSource<'_> {
+    fn feed(&mut self, inputs: &mut Inputs, budget: u64) -> Result<Feed> {
+        let Some((simulator, pending)) = self.simulator.as_mut() else {
+            return Ok(Feed::Exhausted);
+        };
+        let elapsed = self.started.elapsed().as_nanos() as i64;
+        let _span = tracing::trace_span!("demo_feed").entered();
+        let mut fed = 0;
+        while let Some(message) = pending.take() {
+            if message.time - self.sim_start > elapsed || fed >= budget {
+                *pending = Some(message);
+                break;
+            }
+            match message.event {
+                SimEvent::Fix(bytes) => {
+                    self.intake.push(&bytes, inputs);
+                }
+                SimEvent::Price(update) => inputs.price(update),
+            }
+            fed += 1;
+            *pending = simulator.next();
+        }
+        Ok(match (fed, pending.is_some()) {
+            (0, true) => Feed::Idle,
+            (0, false) => Feed::Exhausted,
+            _ => Feed::Entered(fed),
+        })
+    }
+
+    fn before_close(&mut self, inputs: &mut Inputs) {
+        self.intake.flush_counts(inputs);
+    }
+
+    fn stopped(&self) -> bool {
+        let out_of_time = self.duration.is_some_and(|d| self.started.elapsed() >= d);
+        self.stop.load(Ordering::Acquire) || out_of_time
+    }
 }

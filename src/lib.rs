@@ -5,6 +5,7 @@ pub mod books;
 pub mod config;
 pub mod dead_letters;
 pub mod demo;
+pub mod driver;
 pub mod generate;
 pub mod ingest;
 pub mod intake;

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use eod_dataflow::{Accounting, BookRow, PriceUpdate, Time, ViewSnapshot, ViewStore};
+use eod_dataflow::{Accounting, BookRow, PriceUpdate, ViewSnapshot, ViewStore};
 use eod_proto::DeadLetterReason;
 use eod_sinks::books::RefusedRow;
 use eod_sources::archive::{Archive, Segment};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
+use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Frontiers, Source};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -25,8 +26,8 @@ pub struct ReplayOptions {
     pub dead_letters: PathBuf,
     /// Framed messages per dataflow epoch.
     pub epoch_messages: u64,
-    /// Epochs a worker may run ahead of the completed frontier before it waits.
-    pub max_epochs_in_flight: u64,
+    /// Closed epochs a worker may have in flight and not yet durable before it waits.
+    pub limits: EpochLimits,
     pub max_message: usize,
     pub timely_args: Vec<String>,
     pub progress: bool,
@@ -156,11 +157,10 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         max_age: Duration::ZERO,
         ..shared.options.books_batch
     };
-    let (mut inputs, _views, probe) = worker.dataflow(|scope| {
+    let (mut inputs, views, durable) = worker.dataflow(|scope| {
         let dead_letters = shared.dead_letters.clone();
         let refused = move || refused_to_jsonl(dead_letters);
         let sinks = shared.metrics.sinks.clone();
-        // The source waits for the slowest of views and books: the durable probe.
         build_with_books(
             scope,
             store,
@@ -183,52 +183,79 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         }
         shared.options.reference.enter(&mut inputs);
     }
-    let mut epoch: Time = 1;
-    inputs.advance_to(epoch);
-    let mut in_epoch = 0u64;
-    // Bounded in-flight epochs: queues between operators are unbounded, so the source waits.
-    let close_epoch = |inputs: &mut eod_dataflow::Inputs,
-                       intake: &mut Intake,
-                       epoch: &mut Time,
-                       worker: &mut timely::worker::Worker| {
-        intake.flush_counts(inputs);
-        *epoch += 1;
-        inputs.advance_to(*epoch);
-        inputs.flush();
-        let floor = epoch.saturating_sub(shared.options.max_epochs_in_flight);
-        worker.step_while(|| probe.less_than(&floor));
-        shared.metrics.epochs_closed.inc();
-        if index == 0 {
-            let completed = probe.with_frontier(|f| f.first().copied().unwrap_or(*epoch));
-            shared
-                .metrics
-                .epochs_in_flight
-                .set(epoch.saturating_sub(completed) as i64);
-        }
+    let mut source = ArchiveSource {
+        shared,
+        segments: shared.segments.iter().skip(index).step_by(peers).collect(),
+        next_segment: 0,
+        open: None,
+        intake,
+        worker: index,
     };
-    for segment in shared.segments.iter().skip(index).step_by(peers) {
-        let _span =
-            tracing::info_span!("replay_segment", key = %segment.key, worker = index).entered();
-        let bytes = shared.io.block_on(shared.archive.read(&segment.key))?;
-        intake.reset(&segment.key);
-        shared.metrics.segments_read.inc();
-        // Feed in slices so epochs stay bounded even for one huge segment.
-        for chunk in bytes.chunks(1 << 20) {
-            in_epoch += intake.push(chunk, &mut inputs);
-            shared
-                .progress
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            if in_epoch >= shared.options.epoch_messages {
-                close_epoch(&mut inputs, &mut intake, &mut epoch, worker);
-                in_epoch = 0;
-            }
+    drive(
+        worker,
+        inputs,
+        Frontiers {
+            views: &views,
+            durable: &durable,
+        },
+        &mut source,
+        EpochPolicy::Messages(shared.options.epoch_messages),
+        shared.options.limits,
+        &shared.metrics,
+    )
+}
+
+/// This worker's share of the archive's segments, in name order, fed in 1 MiB slices so that
+/// epochs stay bounded even for one huge segment.
+struct ArchiveSource<'a> {
+    shared: &'a WorkerShared,
+    segments: Vec<&'a Segment>,
+    next_segment: usize,
+    /// The segment being read and how far.
+    open: Option<(bytes::Bytes, usize, tracing::span::EnteredSpan)>,
+    intake: Intake,
+    worker: usize,
+}
+
+const SLICE: usize = 1 << 20;
+
+impl Source for ArchiveSource<'_> {
+    fn feed(&mut self, inputs: &mut eod_dataflow::Inputs, _budget: u64) -> Result<Feed> {
+        if self.open.is_none() {
+            let Some(segment) = self.segments.get(self.next_segment) else {
+                return Ok(Feed::Exhausted);
+            };
+            self.next_segment += 1;
+            let span =
+                tracing::info_span!("replay_segment", key = %segment.key, worker = self.worker)
+                    .entered();
+            let bytes = self
+                .shared
+                .io
+                .block_on(self.shared.archive.read(&segment.key))?;
+            self.intake.reset(&segment.key);
+            self.shared.metrics.segments_read.inc();
+            self.open = Some((bytes, 0, span));
         }
-        in_epoch += intake.finish(&mut inputs);
+        let Some((bytes, at, _span)) = self.open.as_mut() else {
+            return Ok(Feed::Idle);
+        };
+        let slice = &bytes[*at..bytes.len().min(*at + SLICE)];
+        *at += slice.len();
+        let mut entered = self.intake.push(slice, inputs);
+        self.shared
+            .progress
+            .fetch_add(slice.len() as u64, Ordering::Relaxed);
+        if *at >= bytes.len() {
+            entered += self.intake.finish(inputs);
+            self.open = None;
+        }
+        Ok(Feed::Entered(entered))
     }
-    intake.flush_counts(&mut inputs);
-    inputs.close();
-    // Timely keeps stepping this worker after the closure returns, until the dataflow completes.
-    Ok(())
+
+    fn before_close(&mut self, inputs: &mut eod_dataflow::Inputs) {
+        self.intake.flush_counts(inputs);
+    }
 }
 
 fn spawn_progress(

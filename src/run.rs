@@ -22,9 +22,9 @@ use eod_sources::kafka::{
 use eod_sources::reference_data::ReferenceRecord;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
+use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Frontiers, Source, OPEN_EPOCH_CAP};
 use crate::ingest::price_from_bytes;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -37,7 +37,8 @@ pub struct RunOptions {
     /// Reference prices loaded at start, besides the prices topic.
     pub prices: Vec<PriceUpdate>,
     pub epoch: Duration,
-    pub max_epochs_in_flight: u64,
+    /// Closed epochs in flight and not yet durable before the source holds back.
+    pub limits: EpochLimits,
     /// Stop once every assigned partition is read up to its end offset at start.
     pub until_caught_up: bool,
     pub timely_args: Vec<String>,
@@ -47,11 +48,6 @@ pub struct RunOptions {
     /// Also follow the reference topic (traders and securities, compacted).
     pub reference_from_topic: bool,
 }
-
-/// Closed epochs the source may run ahead of the durable sinks. A books batch waits up to its
-/// age limit, so this spans several seconds of epochs; beyond it a store that is slow or down
-/// stops the source (and with it the consumer), instead of queues growing.
-const MAX_EPOCHS_NOT_DURABLE: usize = 2_000;
 
 #[derive(Debug)]
 pub struct RunSummary {
@@ -249,9 +245,6 @@ pub fn run_kafka(
     })
 }
 
-/// Most trade records one open epoch takes while earlier epochs are still computing.
-const OPEN_EPOCH_RECORDS: usize = 200_000;
-
 /// Outcome counts entered once per epoch.
 #[derive(Default)]
 struct RecordCounts {
@@ -298,13 +291,12 @@ fn flush_consumed(consumed: &mut [u64], assignments: &[(String, i32)], metrics: 
 fn run_worker(
     worker: &mut timely::worker::Worker,
     shared: &Shared,
-    (latency, consume_latency): &mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
+    histograms: &mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
 ) -> Result<()> {
     let Shared {
         options,
         store,
         metrics,
-        stop,
         trade_partitions,
         price_partitions,
         reference_partitions,
@@ -317,7 +309,7 @@ fn run_worker(
     let _span = tracing::info_span!("run_worker", worker = index).entered();
     let publishes = index.is_multiple_of(workers);
     let books = options.books.as_ref();
-    let (mut inputs, probe, durable) = worker.dataflow(|scope| {
+    let (mut inputs, views, durable) = worker.dataflow(|scope| {
         let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
         let refused = move || refused_to_kafka(kafka, topic);
         let store = publishes.then(|| store.clone());
@@ -338,7 +330,6 @@ fn run_worker(
         assignments
             .extend((0..*reference_partitions).map(|p| (options.topics.reference.clone(), p)));
     }
-    let mut reference_state: HashMap<String, ReferenceRecord> = HashMap::new();
     let consumer = if assignments.is_empty() {
         None
     } else {
@@ -353,73 +344,132 @@ fn run_worker(
         (Some(consumer), true) => end_offsets(consumer, &assignments, Duration::from_secs(10))?,
         _ => Vec::new(),
     };
-    let mut next_offsets = vec![0i64; assignments.len()];
-    let read_slots: Vec<Option<&AtomicI64>> = assignments
-        .iter()
-        .map(|(topic, partition)| shared.read_positions.slot(topic, *partition))
-        .collect();
-    // Records read per assignment since the last metrics flush (labels are looked up once per
-    // flush, not once per record).
-    let mut consumed = vec![0u64; assignments.len()];
-    // Closed epochs the views do not reflect yet (with their trades' receive times), and those
-    // the views and sinks do not all hold yet (with the offsets they read through).
-    let mut fresh: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
-    let mut unsynced: VecDeque<(Time, Vec<i64>)> = VecDeque::new();
-    let mut committed = vec![0i64; assignments.len()];
-    let mut receive_times: Vec<i64> = Vec::new();
-    let mut counts_flushed = Instant::now();
-    let dead_letters = RecordProducer::new(&options.kafka)?;
     if index == 0 {
         for price in &options.prices {
             inputs.price(price.clone());
         }
         options.reference.enter(&mut inputs);
     }
-    let started = Instant::now();
-    let epoch_nanos = options.epoch.as_nanos().max(1);
-    let mut epoch: Time = 0;
-    let mut counts = RecordCounts::default();
-    loop {
-        if stop.load(Ordering::Acquire) {
-            break;
-        }
+    let read_slots = assignments
+        .iter()
+        .map(|(topic, partition)| shared.read_positions.slot(topic, *partition))
+        .collect();
+    let mut source = KafkaSource {
+        shared,
+        consumer,
+        ends,
+        next_offsets: vec![0; assignments.len()],
+        consumed: vec![0; assignments.len()],
+        committed: vec![0; assignments.len()],
+        read_slots,
+        assignments,
+        reference_state: HashMap::new(),
+        dead_letters: RecordProducer::new(&options.kafka)?,
+        counts: RecordCounts::default(),
+        counts_flushed: Instant::now(),
+        receive_times: Vec::new(),
+        fresh: VecDeque::new(),
+        unsynced: VecDeque::new(),
+        draining: false,
+        histograms,
+    };
+    drive(
+        worker,
+        inputs,
+        Frontiers {
+            views: &views,
+            durable: &durable,
+        },
+        &mut source,
+        EpochPolicy::Clock {
+            epoch: options.epoch,
+            open_epoch_cap: OPEN_EPOCH_CAP,
+        },
+        options.limits,
+        metrics,
+    )?;
+    if let Some(consumer) = &source.consumer {
+        consumer.unassign().ok();
+    }
+    source
+        .dead_letters
+        .flush(Duration::from_secs(30))
+        .context("flushing dead letters")?;
+    Ok(())
+}
+
+/// This worker's partitions of the trades, prices and reference topics, from the beginning of
+/// the day. Offsets are committed behind the durable frontier.
+struct KafkaSource<'a> {
+    shared: &'a Shared,
+    consumer: Option<BaseConsumer>,
+    assignments: Vec<(String, i32)>,
+    /// End offsets at start (`--until-caught-up`).
+    ends: Vec<i64>,
+    next_offsets: Vec<i64>,
+    /// Records read per assignment since the last metrics flush (labels are looked up once
+    /// per flush, not once per record).
+    consumed: Vec<u64>,
+    committed: Vec<i64>,
+    read_slots: Vec<Option<&'a AtomicI64>>,
+    reference_state: HashMap<String, ReferenceRecord>,
+    dead_letters: RecordProducer,
+    counts: RecordCounts,
+    counts_flushed: Instant,
+    /// Receive times of the open epoch's trades.
+    receive_times: Vec<i64>,
+    /// Closed epochs the views do not reflect yet, with their trades' receive times.
+    fresh: VecDeque<(Time, Vec<i64>)>,
+    /// Closed epochs not yet durable, with the offsets they read through.
+    unsynced: VecDeque<(Time, Vec<i64>)>,
+    /// Input has ended: commit synchronously.
+    draining: bool,
+    histograms: &'a mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
+}
+
+impl Source for KafkaSource<'_> {
+    fn feed(&mut self, inputs: &mut Inputs, budget: u64) -> Result<Feed> {
+        let options = &self.shared.options;
         if options.until_caught_up
-            && ends
+            && self
+                .ends
                 .iter()
-                .zip(&next_offsets)
+                .zip(&self.next_offsets)
                 .all(|(end, next)| next >= end)
         {
-            break;
+            return Ok(Feed::Exhausted);
         }
-        if let Some(consumer) = &consumer {
-            // Never block in librdkafka: timely cannot wake a worker stuck in poll, and the other
-            // workers' exchanges would wait for it at every hop. step_or_park below waits instead.
-            // Bounded memory: an epoch that cannot close yet takes no more than this.
-            let room = OPEN_EPOCH_RECORDS.saturating_sub(receive_times.len());
-            for _ in 0..room.min(20_000) {
+        let mut entered = 0;
+        if let Some(consumer) = &self.consumer {
+            let books = options.books.is_some();
+            // Never block in librdkafka: timely cannot wake a worker stuck in poll, and the
+            // other workers' exchanges would wait for it at every hop. The driver parks instead.
+            for _ in 0..budget {
                 let Some(result) = consumer.poll(Duration::ZERO) else {
                     break;
                 };
                 let message = result.context("consuming")?;
+                entered += 1;
                 let (topic, partition, offset) =
                     (message.topic(), message.partition(), message.offset());
-                if let Some(slot) = assignments
+                if let Some(slot) = self
+                    .assignments
                     .iter()
                     .position(|(t, p)| t == topic && *p == partition)
                 {
-                    next_offsets[slot] = offset + 1;
-                    consumed[slot] += 1;
+                    self.next_offsets[slot] = offset + 1;
+                    self.consumed[slot] += 1;
                 }
                 let payload = message.payload().unwrap_or_default();
                 let rejected = if topic == options.topics.trades {
-                    counts.read += 1;
+                    self.counts.read += 1;
                     match event_from_bytes(payload) {
                         Ok(received) => {
                             let waited = (now_utc_nanos() - received.receive_time).max(0) / 1_000;
-                            consume_latency.saturating_record(waited.max(1) as u64);
-                            receive_times.push(received.receive_time);
-                            if books.is_some() {
-                                enter_source(&mut inputs, &received);
+                            self.histograms.1.saturating_record(waited.max(1) as u64);
+                            self.receive_times.push(received.receive_time);
+                            if books {
+                                enter_source(inputs, &received);
                             }
                             inputs.event(received.event);
                             None
@@ -433,7 +483,7 @@ fn run_worker(
                         .unwrap_or_default();
                     match ReferenceRecord::decode(&key, payload) {
                         Ok(record) => {
-                            apply_reference(&mut inputs, &mut reference_state, &key, record);
+                            apply_reference(inputs, &mut self.reference_state, &key, record);
                             None
                         }
                         Err(e) => Some((DeadLetterReason::InvalidValue, e.to_string())),
@@ -450,106 +500,90 @@ fn run_worker(
                 if let Some((reason, detail)) = rejected {
                     let location = format!("{topic}/{partition}@{offset}");
                     tracing::debug!(reason = reason.label(), %detail, %location, "dead letter");
-                    dead_letters.send_dead_letter(
+                    self.dead_letters.send_dead_letter(
                         &options.topics.dead_letters,
                         payload.to_vec(),
                         reason,
                         detail,
                         &location,
                     )?;
-                    counts.dead_letter(reason.label());
+                    self.counts.dead_letter(reason.label());
                 }
             }
         }
-        // Adaptive epochs: a new epoch opens on the clock only while few are in flight, so
-        // under load an epoch grows to hold what arrived while the previous ones computed,
-        // instead of a queue of small epochs each waiting its turn.
-        // Epoch numbers are clock buckets with gaps, so what is in flight is counted in closed
-        // epochs the views do not reflect yet, not in the distance between times.
-        record_latency(&take_before(&mut fresh, &probe), latency, metrics);
-        let synced = take_before(&mut unsynced, &durable);
-        let current = (started.elapsed().as_nanos() / epoch_nanos) as Time;
-        if current > epoch
-            && (fresh.len() as u64) < options.max_epochs_in_flight
-            && unsynced.len() < MAX_EPOCHS_NOT_DURABLE
+        if self.consumed.iter().any(|n| *n >= 4096)
+            || self.counts_flushed.elapsed() >= Duration::from_secs(1)
         {
-            counts.flush(&mut inputs, metrics);
-            fresh.push_back((epoch, std::mem::take(&mut receive_times)));
-            unsynced.push_back((epoch, next_offsets.clone()));
-            epoch = current;
-            inputs.advance_to(epoch);
-            inputs.flush();
-            metrics.epochs_closed.inc();
+            self.flush_read_positions();
         }
-        if index == 0 {
-            metrics.epochs_in_flight.set(fresh.len() as i64);
-            metrics.epochs_not_durable.set(unsynced.len() as i64);
-            // An epoch closes when the clock leaves its bucket: its age is counted from there.
-            let lag = fresh.front().map_or(0.0, |(oldest, _)| {
-                let closed_at = (*oldest as u128 + 1) * epoch_nanos;
-                started.elapsed().as_nanos().saturating_sub(closed_at) as f64 / 1e9
-            });
-            metrics.frontier_lag.set(lag);
-        }
-        if consumed.iter().any(|n| *n >= 4096) || counts_flushed.elapsed() >= Duration::from_secs(1)
-        {
-            counts_flushed = Instant::now();
-            flush_consumed(&mut consumed, &assignments, metrics);
-            for (slot, next) in read_slots.iter().zip(&next_offsets) {
-                if let Some(slot) = slot {
-                    slot.store(*next, Ordering::Relaxed);
-                }
-            }
-        }
-        if let Some(consumer) = &consumer {
+        Ok(if entered == 0 {
+            Feed::Idle
+        } else {
+            Feed::Entered(entered)
+        })
+    }
+
+    fn before_close(&mut self, inputs: &mut Inputs) {
+        self.counts.flush(inputs, &self.shared.metrics);
+    }
+
+    fn closed(&mut self, epoch: Time) {
+        self.fresh
+            .push_back((epoch, std::mem::take(&mut self.receive_times)));
+        self.unsynced.push_back((epoch, self.next_offsets.clone()));
+    }
+
+    fn reflected(&mut self, epochs: &[Time]) {
+        let Some(last) = epochs.last() else { return };
+        let done = self.fresh.iter().take_while(|(t, _)| t <= last).count();
+        let reflected: Vec<Vec<i64>> = self.fresh.drain(..done).map(|(_, r)| r).collect();
+        record_latency(&reflected, &mut self.histograms.0, &self.shared.metrics);
+    }
+
+    fn durable(&mut self, epochs: &[Time]) -> Result<()> {
+        let Some(last) = epochs.last() else {
+            return Ok(());
+        };
+        let done = self.unsynced.iter().take_while(|(t, _)| t <= last).count();
+        let synced: Vec<Vec<i64>> = self.unsynced.drain(..done).map(|(_, o)| o).collect();
+        if let Some(consumer) = &self.consumer {
+            let mode = if self.draining {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
             commit_synced(
                 consumer,
-                &assignments,
+                &self.assignments,
                 &synced,
-                &mut committed,
-                CommitMode::Async,
+                &mut self.committed,
+                mode,
             )?;
         }
-        worker.step_or_park(Some(Duration::from_millis(1)));
+        Ok(())
     }
-    counts.flush(&mut inputs, metrics);
-    flush_consumed(&mut consumed, &assignments, metrics);
-    fresh.push_back((epoch, std::mem::take(&mut receive_times)));
-    unsynced.push_back((epoch, next_offsets.clone()));
-    inputs.close();
-    if let Some(consumer) = &consumer {
-        // Commit what the final views and books hold: step until every epoch read here is.
-        while !unsynced.is_empty() && !stop.load(Ordering::Acquire) {
-            record_latency(&take_before(&mut fresh, &probe), latency, metrics);
-            let synced = take_before(&mut unsynced, &durable);
-            commit_synced(
-                consumer,
-                &assignments,
-                &synced,
-                &mut committed,
-                CommitMode::Sync,
-            )?;
-            if unsynced.is_empty() {
-                break;
-            }
-            worker.step_or_park(Some(Duration::from_millis(1)));
-        }
-        consumer.unassign().ok();
+
+    fn end_of_input(&mut self) {
+        self.draining = true;
+        self.flush_read_positions();
     }
-    dead_letters
-        .flush(Duration::from_secs(30))
-        .context("flushing dead letters")?;
-    Ok(())
+
+    fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
 }
 
-/// Removes from `queue` the closed epochs `probe` has passed, returning what they carry.
-fn take_before<T>(queue: &mut VecDeque<(Time, T)>, probe: &ProbeHandle<Time>) -> Vec<T> {
-    let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
-    let passed = queue
-        .iter()
-        .take_while(|(time, _)| *time < frontier)
-        .count();
-    queue.drain(..passed).map(|(_, data)| data).collect()
+impl KafkaSource<'_> {
+    /// Consumed-record metrics and the read positions the lag monitor reads.
+    fn flush_read_positions(&mut self) {
+        self.counts_flushed = Instant::now();
+        flush_consumed(&mut self.consumed, &self.assignments, &self.shared.metrics);
+        for (slot, next) in self.read_slots.iter().zip(&self.next_offsets) {
+            if let Some(slot) = slot {
+                slot.store(*next, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// A reference record replaces its key's previous value (a tombstone withdraws it): the

@@ -23,7 +23,10 @@ fn replay_options(archive: &Path, books: &str, reference: ReferenceData) -> Repl
         prices: parse_prices_csv(&prices).unwrap(),
         dead_letters: archive.with_extension("dead.jsonl"),
         epoch_messages: 1_000,
-        max_epochs_in_flight: 2,
+        limits: eod::driver::EpochLimits {
+            in_flight: 2,
+            not_durable: 2,
+        },
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,

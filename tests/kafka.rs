@@ -94,7 +94,7 @@ fn catch_up_over(
             group_id: group_id.to_owned(),
             prices: Vec::new(),
             epoch: Duration::from_millis(5),
-            max_epochs_in_flight: 2,
+            limits: eod::driver::LIVE_LIMITS,
             until_caught_up: true,
             books: None,
             books_batch: Default::default(),

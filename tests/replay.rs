@@ -22,7 +22,10 @@ fn replay_equals_reference_and_accounts_for_every_message() {
         prices: fx.prices.clone(),
         dead_letters: dead_letters.clone(),
         epoch_messages: 1_000,
-        max_epochs_in_flight: 2,
+        limits: eod::driver::EpochLimits {
+            in_flight: 2,
+            not_durable: 2,
+        },
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), "2".into()],
         progress: false,

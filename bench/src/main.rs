@@ -117,7 +117,7 @@ fn main() -> Result<()> {
         prices: prices.clone(),
         dead_letters: scratch.path().join("dead-letters.jsonl"),
         epoch_messages: args.epoch_messages,
-        max_epochs_in_flight: 4,
+        limits: eod::driver::REPLAY_LIMITS,
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,

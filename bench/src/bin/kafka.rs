@@ -192,7 +192,10 @@ fn main() -> Result<()> {
             group_id: format!("bench-{nonce}"),
             prices: Vec::new(),
             epoch: Duration::from_millis(args.epoch_ms.max(1)),
-            max_epochs_in_flight: args.max_in_flight,
+            limits: eod::driver::EpochLimits {
+                in_flight: args.max_in_flight as usize,
+                ..eod::driver::LIVE_LIMITS
+            },
             until_caught_up: false,
             books: None,
             books_batch: Default::default(),

@@ -1,0 +1,285 @@
+//! The one epoch loop. A [`Source`] (an archive, the simulator, Kafka) enters input; the
+//! driver decides when an epoch closes ([`EpochPolicy`]) and how far the source may run ahead
+//! of what the dataflow has done ([`EpochLimits`]), both counted in closed epochs: an epoch is
+//! *in flight* from its close until the views reflect it, and *not yet durable* until the views
+//! and every durable sink (the books) hold it.
+//!
+//! Contract: every closed epoch is reported to the source once as reflected and once as durable,
+//! in order; at the end the open epoch is closed, the inputs are closed, and the driver steps
+//! the worker until every epoch is durable (or the source says stop).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use eod_dataflow::{Inputs, Time};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+use crate::metrics::Metrics;
+
+/// When the open epoch closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochPolicy {
+    /// After this many input messages (replay: reproducible epochs). Closing does not wait for
+    /// room; the source waits after it instead, until the epochs in flight are within limits.
+    Messages(u64),
+    /// When the clock leaves the epoch's bucket and the limits leave room (live input): under
+    /// load an epoch grows to hold what arrived while the previous ones computed, up to
+    /// `open_epoch_cap` messages, instead of a queue of small epochs each waiting its turn.
+    Clock {
+        epoch: Duration,
+        open_epoch_cap: u64,
+    },
+}
+
+/// How many closed epochs may be in flight, and not yet durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochLimits {
+    pub in_flight: usize,
+    pub not_durable: usize,
+}
+
+/// Defaults, defined once. Replay waits on both views and books at once; live input lets the
+/// books fall behind by a few seconds of epochs (a books batch waits up to its age limit).
+pub const REPLAY_LIMITS: EpochLimits = EpochLimits {
+    in_flight: 4,
+    not_durable: 4,
+};
+pub const LIVE_LIMITS: EpochLimits = EpochLimits {
+    in_flight: 2,
+    not_durable: 2_000,
+};
+/// Most messages an open epoch takes while earlier epochs are still computing (live input).
+pub const OPEN_EPOCH_CAP: u64 = 200_000;
+
+/// What a call to [`Source::feed`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feed {
+    /// Entered this many messages (units, records) into the open epoch.
+    Entered(u64),
+    /// Nothing available now: the worker may park briefly.
+    Idle,
+    /// The source has no more input.
+    Exhausted,
+}
+
+/// An input of the dataflow, driven by [`drive`].
+pub trait Source {
+    /// Enters available input, at most about `budget` messages.
+    fn feed(&mut self, inputs: &mut Inputs, budget: u64) -> Result<Feed>;
+
+    /// The open epoch is about to close: enter what is kept per epoch (outcome counts).
+    fn before_close(&mut self, _inputs: &mut Inputs) {}
+
+    /// `epoch` just closed.
+    fn closed(&mut self, _epoch: Time) {}
+
+    /// These closed epochs are now reflected by the views, oldest first.
+    fn reflected(&mut self, _epochs: &[Time]) {}
+
+    /// These closed epochs are now held by the views and every durable sink, oldest first.
+    fn durable(&mut self, _epochs: &[Time]) -> Result<()> {
+        Ok(())
+    }
+
+    /// The source is exhausted (or stopped): what follows is the final close and drain.
+    fn end_of_input(&mut self) {}
+
+    /// Stop now (Ctrl-C, a time limit): the drain at the end is cut short too.
+    fn stopped(&self) -> bool {
+        false
+    }
+}
+
+/// How far the dataflow has got: the views, and the views with every durable sink.
+pub struct Frontiers<'a> {
+    pub views: &'a ProbeHandle<Time>,
+    pub durable: &'a ProbeHandle<Time>,
+}
+
+/// Runs `source` into `inputs` on this worker until it is exhausted or stopped.
+pub fn drive(
+    worker: &mut timely::worker::Worker,
+    mut inputs: Inputs,
+    Frontiers { views, durable }: Frontiers<'_>,
+    source: &mut impl Source,
+    policy: EpochPolicy,
+    limits: EpochLimits,
+    metrics: &Metrics,
+) -> Result<()> {
+    let reports = worker.index() == 0;
+    let mut epochs = Epochs::new(policy, limits);
+    inputs.advance_to(epochs.open);
+    loop {
+        if source.stopped() {
+            break;
+        }
+        let fed = match epochs.feed_budget() {
+            0 => Feed::Idle,
+            budget => source.feed(&mut inputs, budget)?,
+        };
+        match fed {
+            Feed::Exhausted => break,
+            Feed::Entered(n) => epochs.in_open += n,
+            Feed::Idle => {}
+        }
+        epochs.report(views, durable, source)?;
+        if epochs.close_due() {
+            source.before_close(&mut inputs);
+            let closed = epochs.close(&mut inputs);
+            source.closed(closed);
+            metrics.epochs_closed.inc();
+        }
+        if reports {
+            epochs.publish_metrics(metrics);
+        }
+        match fed {
+            // More input is waiting: step once, without parking.
+            Feed::Entered(_) if epochs.feed_budget() > 0 => {
+                worker.step();
+            }
+            _ => {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+        }
+    }
+    source.end_of_input();
+    source.before_close(&mut inputs);
+    let last = epochs.open;
+    epochs.closed_epochs(last);
+    metrics.epochs_closed.inc();
+    source.closed(last);
+    inputs.close();
+    while !epochs.not_durable.is_empty() && !source.stopped() {
+        epochs.report(views, durable, source)?;
+        if epochs.not_durable.is_empty() {
+            break;
+        }
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
+    if reports {
+        epochs.publish_metrics(metrics);
+    }
+    Ok(())
+}
+
+/// The open epoch and the closed ones not yet reflected or durable.
+struct Epochs {
+    policy: EpochPolicy,
+    limits: EpochLimits,
+    started: Instant,
+    open: Time,
+    in_open: u64,
+    in_flight: VecDeque<Time>,
+    not_durable: VecDeque<Time>,
+}
+
+impl Epochs {
+    fn new(policy: EpochPolicy, limits: EpochLimits) -> Epochs {
+        Epochs {
+            policy,
+            limits,
+            started: Instant::now(),
+            // Replay numbers epochs from 1; clock epochs are buckets of the clock from 0.
+            open: match policy {
+                EpochPolicy::Messages(_) => 1,
+                EpochPolicy::Clock { .. } => 0,
+            },
+            in_open: 0,
+            in_flight: VecDeque::new(),
+            not_durable: VecDeque::new(),
+        }
+    }
+
+    fn within_limits(&self) -> bool {
+        self.in_flight.len() <= self.limits.in_flight
+            && self.not_durable.len() <= self.limits.not_durable
+    }
+
+    fn room_for_another(&self) -> bool {
+        self.in_flight.len() < self.limits.in_flight
+            && self.not_durable.len() < self.limits.not_durable
+    }
+
+    /// How much the source may enter now.
+    fn feed_budget(&self) -> u64 {
+        match self.policy {
+            EpochPolicy::Messages(n) if self.within_limits() => n.max(1),
+            EpochPolicy::Messages(_) => 0,
+            EpochPolicy::Clock { open_epoch_cap, .. } => {
+                open_epoch_cap.saturating_sub(self.in_open).min(20_000)
+            }
+        }
+    }
+
+    fn clock_bucket(&self, epoch: Duration) -> Time {
+        (self.started.elapsed().as_nanos() / epoch.as_nanos().max(1)) as Time
+    }
+
+    fn close_due(&self) -> bool {
+        match self.policy {
+            EpochPolicy::Messages(n) => self.in_open >= n,
+            EpochPolicy::Clock { epoch, .. } => {
+                self.clock_bucket(epoch) > self.open && self.room_for_another()
+            }
+        }
+    }
+
+    /// Closes the open epoch; returns its time.
+    fn close(&mut self, inputs: &mut Inputs) -> Time {
+        let closed = self.open;
+        self.closed_epochs(closed);
+        self.open = match self.policy {
+            EpochPolicy::Messages(_) => closed + 1,
+            EpochPolicy::Clock { epoch, .. } => self.clock_bucket(epoch).max(closed + 1),
+        };
+        self.in_open = 0;
+        inputs.advance_to(self.open);
+        inputs.flush();
+        closed
+    }
+
+    fn closed_epochs(&mut self, closed: Time) {
+        self.in_flight.push_back(closed);
+        self.not_durable.push_back(closed);
+    }
+
+    fn report(
+        &mut self,
+        views: &ProbeHandle<Time>,
+        durable: &ProbeHandle<Time>,
+        source: &mut impl Source,
+    ) -> Result<()> {
+        let reflected = passed(&mut self.in_flight, views);
+        if !reflected.is_empty() {
+            source.reflected(&reflected);
+        }
+        let held = passed(&mut self.not_durable, durable);
+        if !held.is_empty() {
+            source.durable(&held)?;
+        }
+        Ok(())
+    }
+
+    fn publish_metrics(&self, metrics: &Metrics) {
+        metrics.epochs_in_flight.set(self.in_flight.len() as i64);
+        metrics
+            .epochs_not_durable
+            .set(self.not_durable.len() as i64);
+        if let EpochPolicy::Clock { epoch, .. } = self.policy {
+            // An epoch closes when the clock leaves its bucket: its age is counted from there.
+            let lag = self.in_flight.front().map_or(0.0, |oldest| {
+                let closed_at = (*oldest as u128 + 1) * epoch.as_nanos();
+                self.started.elapsed().as_nanos().saturating_sub(closed_at) as f64 / 1e9
+            });
+            metrics.frontier_lag.set(lag);
+        }
+    }
+}
+
+/// Removes from `queue` the closed epochs `probe` has passed.
+fn passed(queue: &mut VecDeque<Time>, probe: &ProbeHandle<Time>) -> Vec<Time> {
+    let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
+    let passed = queue.iter().take_while(|time| **time < frontier).count();
+    queue.drain(..passed).collect()
+}
