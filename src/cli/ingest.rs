@@ -1,0 +1,218 @@
+//! `eod ingest`.
+
+use super::options::*;
+use anyhow::{Context, Result};
+use clap::Args;
+use eod::metrics::Metrics;
+use eod::server::QueryServer;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["archive", "listen"])))]
+pub(crate) struct IngestArgs {
+    /// Replay this archive (directory, file:// or s3://bucket/prefix), read in name order.
+    #[arg(long)]
+    pub(crate) archive: Option<String>,
+    /// Accept plain framed FIX streams over TCP on this address.
+    #[arg(long, requires_all = ["spool", "archive_to"], env = "EOD_GATEWAY_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Local spool directory: raw bytes are fsynced here before anything else is done.
+    #[arg(long)]
+    pub(crate) spool: Option<PathBuf>,
+    /// Where closed archive segments are uploaded: a directory, file:// or
+    /// s3://bucket/prefix (credentials and endpoint from the AWS_* environment). While it is
+    /// unreachable, segments wait in the spool and go up in order when it is back.
+    #[arg(long)]
+    pub(crate) archive_to: Option<String>,
+    /// Stop after this many connections (default: until Ctrl-C).
+    #[arg(long)]
+    pub(crate) connections: Option<usize>,
+    /// Run the FIX session layer (we are the acceptor) instead of reading plain streams.
+    #[arg(long, requires_all = ["session_dir", "counterparty"])]
+    pub(crate) fix_session: bool,
+    /// A counterparty allowed to log on (repeatable, or comma-separated):
+    /// `SENDERCOMPID[:BEGINSTRING][@ADDRESS[/PREFIX]]`, e.g. `ACME`, `ACME:FIX.4.2`,
+    /// `ACME@10.1.2.0/24`. Any other Logon is refused with a Logout. Required with
+    /// --fix-session.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) counterparty: Vec<eod_fix::session::Counterparty>,
+    /// Our CompID in FIX sessions (the counterparties' TargetCompID).
+    #[arg(long, default_value = "EOD")]
+    pub(crate) comp_id: String,
+    /// The FIX BeginString of counterparties that name none.
+    #[arg(long, default_value = "FIX.4.4")]
+    pub(crate) begin_string: String,
+    /// Where FIX sessions persist their sequence numbers.
+    #[arg(long)]
+    pub(crate) session_dir: Option<PathBuf>,
+    /// An archive segment is closed (and uploaded) at this size...
+    #[arg(long, default_value_t = 16 << 20)]
+    pub(crate) segment_bytes: usize,
+    /// ... or at this age in seconds, whichever comes first.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) segment_seconds: u64,
+    /// Trading date in archive keys [default: today, UTC].
+    #[arg(long)]
+    pub(crate) trading_date: Option<String>,
+    /// Also publish these reference prices (CSV) to the prices topic.
+    #[arg(long)]
+    pub(crate) prices: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) kafka: TopicArgs,
+    /// Create missing topics (12 partitions for trades and prices, 3 for the DLQ).
+    #[arg(long)]
+    pub(crate) create_topics: bool,
+    /// This gateway's name, in archive keys and on every envelope.
+    #[arg(long, default_value = "gw1")]
+    pub(crate) gateway_id: String,
+    /// Serve Prometheus metrics (`/metrics`) and `/health/live` on this address.
+    #[arg(long)]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) telemetry: TelemetryArgs,
+    /// Largest accepted FIX message in bytes; longer input is dead-lettered.
+    #[arg(long, default_value_t = eod_fix::DEFAULT_MAX_MESSAGE)]
+    pub(crate) max_message: usize,
+}
+
+pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
+    let topics = args.kafka.topics();
+    if args.create_topics {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(eod_sources::kafka::ensure_topics_with(
+            &args.kafka.connection()?,
+            &[
+                (&topics.trades, 12),
+                (&topics.dead_letters, 3),
+                (&topics.prices, 12),
+            ],
+            &[(&topics.reference, 1)],
+        ))?;
+    }
+    let metrics = Metrics::new()?;
+    let metrics_server = args
+        .metrics_listen
+        .map(|addr| {
+            QueryServer::start_metrics(
+                addr,
+                &metrics,
+                args.http.policy()?,
+                Arc::new(AtomicBool::new(false)),
+            )
+        })
+        .transpose()?;
+    if let Some(server) = &metrics_server {
+        eprintln!("metrics     http://{}/metrics", server.addr);
+    }
+    let s = match (args.archive, args.listen) {
+        (Some(archive), _) => {
+            let options = eod::ingest::IngestOptions {
+                archive,
+                kafka: args.kafka.connection()?,
+                topics,
+                gateway_id: args.gateway_id,
+                prices: read_prices(args.prices.as_deref())?,
+                max_message: args.max_message,
+            };
+            eod::ingest::run_ingest(options, metrics)?
+        }
+        (None, Some(listen)) => {
+            let trading_date = args.trading_date.unwrap_or_else(today_utc);
+            let listen_options = eod::ingest::ListenOptions {
+                listen,
+                spool: args.spool.context("--spool is required with --listen")?,
+                archive_to: args
+                    .archive_to
+                    .context("--archive-to is required with --listen")?,
+                policy: eod_sources::archive_writer::SegmentPolicy {
+                    gateway_id: args.gateway_id.clone(),
+                    trading_date,
+                    max_bytes: args.segment_bytes.max(1),
+                    max_age: Duration::from_secs(args.segment_seconds.max(1)),
+                },
+                connections: args.connections,
+            };
+            let (writer, uploader) = eod::ingest::open_archive(&listen_options)?;
+            let gateway = Arc::new(eod::ingest::Gateway::new(
+                &args.kafka.connection()?,
+                topics,
+                &args.gateway_id,
+                metrics,
+                Some(writer),
+                args.max_message,
+            )?);
+            gateway.publish_prices(&read_prices(args.prices.as_deref())?)?;
+            let listener = std::net::TcpListener::bind(listen_options.listen)
+                .with_context(|| format!("binding {}", listen_options.listen))?;
+            eprintln!("gateway listening on {}", listener.local_addr()?);
+            let stop = Arc::new(AtomicBool::new(false));
+            let watcher = stop.clone();
+            // Ctrl-C stops accepting; open connections finish and everything is flushed.
+            std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    if runtime.block_on(tokio::signal::ctrl_c()).is_ok() {
+                        watcher.store(true, std::sync::atomic::Ordering::Release);
+                    }
+                }
+            });
+            let session = match (args.fix_session, args.session_dir) {
+                (true, Some(state_dir)) => {
+                    std::fs::create_dir_all(&state_dir)
+                        .with_context(|| format!("creating {}", state_dir.display()))?;
+                    Some(eod::ingest::SessionConfig {
+                        acceptor: eod_fix::session::Acceptor {
+                            comp_id: args.comp_id.clone(),
+                            begin_string: args.begin_string.clone(),
+                            counterparties: args.counterparty.clone(),
+                        },
+                        state_dir,
+                        active: Default::default(),
+                    })
+                }
+                _ => None,
+            };
+            eod::ingest::serve_tcp(
+                gateway,
+                listener,
+                uploader,
+                listen_options.connections,
+                session,
+                stop,
+            )?
+        }
+        (None, None) => anyhow::bail!("give --archive or --listen"),
+    };
+    let c = &s.counts;
+    println!("messages        {}", c.read);
+    println!("trades          {}", c.trades());
+    println!("skipped         {}", c.skipped);
+    println!("dead letters    {}", c.dead_lettered());
+    println!("prices          {}", s.prices);
+    println!("delivered       {}", s.delivered);
+    println!("elapsed         {:.3} s", s.elapsed.as_secs_f64());
+    println!(
+        "accounted       {} of {} messages found in the input ({})",
+        c.messages_framed,
+        c.messages_in_input,
+        if c.all_accounted() { "all" } else { "MISMATCH" }
+    );
+    if let Some(server) = metrics_server {
+        server.shutdown()?;
+    }
+    Ok(())
+}
+
+pub(crate) fn today_utc() -> String {
+    eod_fix::time::format_utc_timestamp(eod_fix::time::now_utc_nanos())[..8].to_owned()
+}

@@ -1,0 +1,149 @@
+//! `eod replay`.
+
+use super::options::*;
+use anyhow::{Context, Result};
+use clap::Args;
+use eod::metrics::Metrics;
+use eod::replay::{run_replay, ReplayOptions, ReplaySummary};
+use eod::server::QueryServer;
+use eod_dataflow::ViewStore;
+use eod_queries::{positions_body, PositionFilter};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub(crate) struct ReplayArgs {
+    /// Directory (or file:// URL) holding the FIX files; read in name order.
+    #[arg(long, env = "EOD_ARCHIVE")]
+    pub(crate) archive: String,
+    /// Prices CSV: `symbol,kind,price`, kind one of close, bid, ask, prev_close.
+    #[arg(long, env = "EOD_PRICES")]
+    pub(crate) prices: Option<PathBuf>,
+    /// Write the final positions here, as `GET /v1/positions` serves them.
+    #[arg(long)]
+    pub(crate) output: Option<PathBuf>,
+    /// Dead-letter JSONL path [default: beside --output, else ./dead-letters.jsonl].
+    #[arg(long)]
+    pub(crate) dead_letters: Option<PathBuf>,
+    /// Serve the query endpoint on this address during and after the replay (until Ctrl-C).
+    #[arg(long)]
+    pub(crate) serve: Option<SocketAddr>,
+    #[command(flatten)]
+    pub(crate) http: HttpArgs,
+    #[command(flatten)]
+    pub(crate) telemetry: TelemetryArgs,
+    /// Framed messages per dataflow epoch.
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) epoch_messages: u64,
+    /// Largest accepted FIX message in bytes.
+    #[arg(long, default_value_t = eod_fix::DEFAULT_MAX_MESSAGE)]
+    pub(crate) max_message: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+    #[command(flatten)]
+    pub(crate) books: BooksArgs,
+    /// Timely flags, after `--`: `-w THREADS`, `-n PROCESSES -p INDEX -h HOSTFILE`.
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+    #[arg(last = true)]
+    pub(crate) timely: Vec<String>,
+}
+
+pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
+    let prices = read_prices(args.prices.as_deref())?;
+    let dead_letters = args
+        .dead_letters
+        .clone()
+        .unwrap_or_else(|| match &args.output {
+            Some(output) => output.with_extension("dead-letters.jsonl"),
+            None => PathBuf::from("dead-letters.jsonl"),
+        });
+    let store = ViewStore::new();
+    let metrics = Metrics::new()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = args
+        .serve
+        .map(|addr| {
+            QueryServer::start(
+                addr,
+                store.clone(),
+                &metrics,
+                args.http.policy()?,
+                stop.clone(),
+            )
+        })
+        .transpose()?;
+    if let Some(server) = &server {
+        eprintln!("serving http://{}", server.addr);
+    }
+    let options = ReplayOptions {
+        archive: args.archive.clone(),
+        prices,
+        dead_letters: dead_letters.clone(),
+        epoch_messages: args.epoch_messages.max(1),
+        limits: eod::driver::REPLAY_LIMITS,
+        max_message: args.max_message,
+        timely_args: args.timely.clone(),
+        progress: !args.quiet,
+        books: args.books.target(|| match &args.output {
+            Some(output) => output.with_extension("books.sqlite"),
+            None => PathBuf::from("eod-books.sqlite"),
+        }),
+        books_batch: args.books.limits(),
+        reference: args.books.reference(Some(&args.archive))?,
+    };
+    let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
+    let summary = run_replay(options, store, metrics);
+    let summary = match summary {
+        Ok(summary) => summary,
+        Err(e) => {
+            if let Some(redis) = redis {
+                redis.finish();
+            }
+            return Err(e);
+        }
+    };
+    if let Some(output) = &args.output {
+        let body = positions_body(&summary.snapshot, &PositionFilter::default());
+        std::fs::write(output, serde_json::to_vec_pretty(&body)?)
+            .with_context(|| format!("writing {}", output.display()))?;
+    }
+    print_summary(&summary, &dead_letters);
+    if let Some(server) = server {
+        eprintln!(
+            "replay complete; still serving http://{} (Ctrl-C to stop)",
+            server.addr
+        );
+        server.wait()?;
+    }
+    if let Some(redis) = redis {
+        redis.finish();
+    }
+    Ok(())
+}
+
+pub(crate) fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
+    let a = summary.accounting();
+    println!("segments        {}", summary.segments);
+    println!("bytes           {}", summary.bytes);
+    print_accounting("messages", a);
+    println!("skipped         {}", a.skipped);
+    println!("unmatched       {}", summary.snapshot.unmatched.len());
+    println!("positions       {}", summary.snapshot.positions.len());
+    println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
+    println!("trades/s        {:.0}", summary.trades_per_second());
+    println!(
+        "accounted       {} of {} units, {} of {} messages found in the input ({})",
+        a.accounted(),
+        a.read,
+        a.messages_framed,
+        a.messages_in_input,
+        if a.all_accounted() { "all" } else { "MISMATCH" }
+    );
+    if summary.dead_letters_written > 0 {
+        println!("dead letters in {}", dead_letters.display());
+    }
+}
