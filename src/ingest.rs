@@ -159,6 +159,8 @@ impl Gateway {
             });
         }
         if units.is_empty() {
+            // Bytes that framed no unit yet (line ends, a partial message) still count.
+            self.flush_counts(classifier, summary);
             return Ok(());
         }
         // Archive first, durably, at unit boundaries (the batch goes to one segment whole, so
@@ -224,10 +226,15 @@ impl Gateway {
                 }
             }
         }
+        self.flush_counts(classifier, summary);
+        Ok(())
+    }
+
+    /// Moves what the classifier counted into the metrics and the summary.
+    fn flush_counts(&self, classifier: &mut Classifier, summary: &mut IngestSummary) {
         let counts = classifier.take_counts();
         self.metrics.count_outcomes(&counts);
         summary.counts.add(&counts);
-        Ok(())
     }
 
     /// Reads a FIX session (we are the acceptor) to its end: replies go back on the socket,

@@ -1763,6 +1763,11 @@ fn gateway_classifies_every_outcome_like_the_codec() {
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let printed = |label: &str| common::printed(&stdout, label);
+    assert_eq!(
+        printed("bytes"),
+        stream.len() as u64,
+        "every byte read is counted"
+    );
     assert_eq!(printed("messages"), expected.read);
     assert_eq!(printed("trades"), expected.trades());
     assert_eq!(printed("skipped"), expected.skipped);

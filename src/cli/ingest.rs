@@ -194,6 +194,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
         (None, None) => anyhow::bail!("give --archive or --listen"),
     };
     let c = &s.counts;
+    println!("bytes           {}", c.bytes);
     println!("messages        {}", c.read);
     println!("trades          {}", c.trades());
     println!("skipped         {}", c.skipped);

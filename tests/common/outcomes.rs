@@ -45,6 +45,11 @@ pub fn every_outcome_stream() -> Vec<u8> {
     ] {
         stream.extend_from_slice(&part);
     }
+    // Line ends after the last message, more than one 64 KiB read of them: read and counted
+    // as bytes, framed as nothing.
+    for _ in 0..35_000 {
+        stream.extend_from_slice(b"\r\n");
+    }
     stream
 }
 
