@@ -248,6 +248,7 @@ impl Gateway {
         stream.set_read_timeout(Some(Duration::from_secs(1)))?;
         let mut link = SessionLink {
             config: session.clone(),
+            connected_at: Instant::now(),
             peer: stream.peer_addr()?,
             refused: self.metrics.fix_logons_refused.clone(),
             session: None,
@@ -261,6 +262,11 @@ impl Gateway {
         let mut summary = IngestSummary::default();
         let mut buffer = vec![0u8; 64 * 1024];
         while link.disconnect.is_none() {
+            // Checked on every pass: a peer that keeps sending garbage never times a read out.
+            link.enforce_logon_timeout();
+            if link.disconnect.is_some() {
+                break;
+            }
             match reader.read(&mut buffer) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -393,6 +399,7 @@ impl Drop for SessionClaim {
 /// One connection's session: created at Logon with the persisted state of that counterparty.
 struct SessionLink {
     config: SessionConfig,
+    connected_at: Instant,
     peer: SocketAddr,
     /// Refused Logons by reason.
     refused: prometheus::IntCounterVec,
@@ -461,6 +468,19 @@ impl SessionLink {
         };
         let actions = session.on_message(message, now_utc_nanos());
         self.apply(actions)
+    }
+
+    /// Closes a connection that has not logged on within the acceptor's Logon timeout.
+    fn enforce_logon_timeout(&mut self) {
+        let timeout = self.config.acceptor.logon_timeout;
+        if self.session.is_some() || self.connected_at.elapsed() < timeout {
+            return;
+        }
+        let refusal = Refusal::LogonTimeout(timeout);
+        tracing::warn!(peer = %self.peer, reason = refusal.label(), "FIX Logon refused: {refusal}");
+        self.refused.with_label_values(&[refusal.label()]).inc();
+        self.disconnect = Some(refusal.to_string());
+        self.writer.shutdown(std::net::Shutdown::Both).ok();
     }
 
     fn tick(&mut self) -> Result<()> {

@@ -1151,8 +1151,9 @@ fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
 /// Only configured counterparties log on: an unknown SenderCompID, a Logon to another
 /// TargetCompID, a FIX 4.2 Logon on the 4.4 gateway and a counterparty from an address it may
 /// not use are each answered with a Logout naming the reason, logged and counted; a CompID
-/// change after Logon is rejected (CompID problem) and logged out. Nothing of theirs becomes a
-/// trade, and the archive still holds every byte received.
+/// change after Logon is rejected (CompID problem) and logged out; a connection that does not
+/// log on within the Logon timeout is closed. Nothing of theirs becomes a trade, and the
+/// archive still holds every byte received.
 #[test]
 fn fix_session_refuses_strangers() {
     let Some(brokers) = brokers() else { return };
@@ -1168,9 +1169,11 @@ fn fix_session_refuses_strangers() {
         &topics,
         &[
             "--connections",
-            "5",
+            "7",
             "--counterparty",
             "FAR@10.0.0.0/8",
+            "--logon-timeout",
+            "1",
             "--metrics-listen",
             &metrics_addr,
         ],
@@ -1245,15 +1248,30 @@ fn fix_session_refuses_strangers() {
     assert!(client.receive().contains("|35=5|"), "then a Logout");
     assert!(client.closed());
 
+    // No Logon within the timeout (1 s here): a silent peer, and one that keeps sending
+    // garbage (its reads never time out), are both closed.
+    let started = std::time::Instant::now();
+    let mut silent = Initiator::connect(port);
+    assert!(silent.closed(), "a silent connection is closed");
+    let mut garbage = Initiator::connect(port);
+    while std::io::Write::write_all(&mut garbage.stream, b"not FIX at all ").is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a connection sending garbage is closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let text = common::http::get_text(&metrics_addr, "/metrics").1;
-    for reason in [
-        "unknown_sender",
-        "wrong_target",
-        "wrong_begin_string",
-        "address_not_allowed",
+    for (reason, refused) in [
+        ("unknown_sender", 1.0),
+        ("wrong_target", 1.0),
+        ("wrong_begin_string", 1.0),
+        ("address_not_allowed", 1.0),
+        ("logon_timeout", 2.0),
     ] {
         let series = format!("eod_fix_logons_refused_total{{reason=\"{reason}\"}}");
-        assert_eq!(common::http::metric(&text, &series), 1.0, "{series}");
+        assert_eq!(common::http::metric(&text, &series), refused, "{series}");
     }
     let out = gateway.wait_with_output().unwrap();
     assert_success(&out);
@@ -1267,7 +1285,7 @@ fn fix_session_refuses_strangers() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         log.matches("FIX Logon refused").count(),
-        4,
+        6,
         "one log line per refusal: {log}"
     );
     assert!(log.contains("STRANGER"), "{log}");

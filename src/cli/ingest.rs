@@ -40,6 +40,10 @@ pub(crate) struct IngestArgs {
     /// --fix-session.
     #[arg(long, value_delimiter = ',')]
     pub(crate) counterparty: Vec<eod_fix::session::Counterparty>,
+    /// Seconds a FIX connection may take to log on; after that it is closed (a peer that
+    /// sends nothing, or garbage, holds no connection open).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) logon_timeout: u64,
     /// Our CompID in FIX sessions (the counterparties' TargetCompID).
     #[arg(long, default_value = "EOD")]
     pub(crate) comp_id: String,
@@ -175,6 +179,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                             comp_id: args.comp_id.clone(),
                             begin_string: args.begin_string.clone(),
                             counterparties: args.counterparty.clone(),
+                            logon_timeout: Duration::from_secs(args.logon_timeout.max(1)),
                         },
                         state_dir,
                         active: Default::default(),

@@ -127,6 +127,8 @@ pub enum Refusal {
         sender: String,
         peer: IpAddr,
     },
+    /// No Logon arrived within the acceptor's Logon timeout (garbage, or nothing at all).
+    LogonTimeout(Duration),
 }
 
 impl Refusal {
@@ -138,6 +140,7 @@ impl Refusal {
             Refusal::WrongTarget(_) => "wrong_target",
             Refusal::WrongBeginString(_) => "wrong_begin_string",
             Refusal::AddressNotAllowed { .. } => "address_not_allowed",
+            Refusal::LogonTimeout(_) => "logon_timeout",
         }
     }
 }
@@ -159,6 +162,9 @@ impl std::fmt::Display for Refusal {
             Refusal::AddressNotAllowed { sender, peer } => {
                 write!(f, "{sender} may not log on from {peer}")
             }
+            Refusal::LogonTimeout(timeout) => {
+                write!(f, "no Logon within {} s", timeout.as_secs_f64())
+            }
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct Acceptor {
     /// The BeginString of counterparties that name none.
     pub begin_string: String,
     pub counterparties: Vec<Counterparty>,
+    /// A connection that has not logged on by then is closed.
+    pub logon_timeout: Duration,
 }
 
 impl Acceptor {
@@ -649,6 +657,7 @@ mod tests {
             comp_id: "EOD".into(),
             begin_string: "FIX.4.4".into(),
             counterparties: counterparties.iter().map(|c| c.parse().unwrap()).collect(),
+            logon_timeout: Duration::from_secs(10),
         }
     }
 
