@@ -241,29 +241,47 @@ fn enrich<'s>(
         },
     );
 
-    let by_trader = rows.map(|row| (row.trader.clone(), row));
+    // A left join each: the rows are arranged once per key and both the matches and the
+    // rows without a match are read from that one arrangement (`join_map` plus `antijoin`
+    // arranged every row twice per key).
+    let by_trader = rows
+        .map(|row| (row.trader.clone(), row))
+        .arrange_by_key_named("BooksByTrader");
+    let trader_ids = traders.clone().map(|(id, _)| id).arrange_by_self();
     let with_trader = by_trader
         .clone()
-        .join_map(traders.clone(), |_id, row, trader| BookRow {
-            trader_ref: Some(trader.clone()),
-            ..row.clone()
+        .join_core(traders.arrange_by_key(), |_id, row, trader| {
+            Some(BookRow {
+                trader_ref: Some(trader.clone()),
+                ..row.clone()
+            })
         })
+        .concat(by_trader.clone().as_collection(|_id, row| row.clone()))
         .concat(
             by_trader
-                .antijoin(traders.map(|(id, _)| id))
-                .map(|(_, row)| row),
+                .join_core(trader_ids, |_id, row, _| Some(row.clone()))
+                .negate(),
         );
 
-    let by_symbol = with_trader.map(|row| (row.symbol.clone(), row));
+    let by_symbol = with_trader
+        .map(|row| (row.symbol.clone(), row))
+        .arrange_by_key_named("BooksBySymbol");
+    let symbols = securities
+        .clone()
+        .map(|(symbol, _)| symbol)
+        .arrange_by_self();
     by_symbol
         .clone()
-        .join_map(securities.clone(), |_symbol, row, security| BookRow {
-            security_ref: Some(security.clone()),
-            ..row.clone()
+        .join_core(securities.arrange_by_key(), |_symbol, row, security| {
+            Some(BookRow {
+                security_ref: Some(security.clone()),
+                ..row.clone()
+            })
         })
+        .concat(by_symbol.clone().as_collection(|_symbol, row| row.clone()))
         .concat(
             by_symbol
-                .antijoin(securities.map(|(symbol, _)| symbol))
-                .map(|(_, row)| row),
+                .join_core(symbols, |_symbol, row, _| Some(row.clone()))
+                .negate(),
         )
 }
