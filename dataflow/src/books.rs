@@ -6,6 +6,8 @@
 //! collection is keyed by ExecID: at every completed time it holds exactly one version of each
 //! row, so a sink that upserts by ExecID writes every execution exactly once.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use differential_dataflow::VecCollection;
@@ -88,8 +90,10 @@ pub struct BookRow {
     /// The bust or correction that ended this row's life, and its TransactTime.
     pub status_by: Option<Text>,
     pub status_time: Option<i64>,
-    pub trader_ref: Option<TraderRef>,
-    pub security_ref: Option<SecurityRef>,
+    /// Shared, not copied: a row is arranged and merged several times on its way to the
+    /// books, and the reference records were half its size.
+    pub trader_ref: Option<Arc<TraderRef>>,
+    pub security_ref: Option<Arc<SecurityRef>>,
     pub source: Option<TradeSource>,
 }
 
@@ -250,12 +254,15 @@ fn enrich<'s>(
     let trader_ids = traders.clone().map(|(id, _)| id).arrange_by_self();
     let with_trader = by_trader
         .clone()
-        .join_core(traders.arrange_by_key(), |_id, row, trader| {
-            Some(BookRow {
-                trader_ref: Some(trader.clone()),
-                ..row.clone()
-            })
-        })
+        .join_core(
+            traders.map(|(id, t)| (id, Arc::new(t))).arrange_by_key(),
+            |_id, row, trader| {
+                Some(BookRow {
+                    trader_ref: Some(trader.clone()),
+                    ..row.clone()
+                })
+            },
+        )
         .concat(by_trader.clone().as_collection(|_id, row| row.clone()))
         .concat(
             by_trader
@@ -272,12 +279,15 @@ fn enrich<'s>(
         .arrange_by_self();
     by_symbol
         .clone()
-        .join_core(securities.arrange_by_key(), |_symbol, row, security| {
-            Some(BookRow {
-                security_ref: Some(security.clone()),
-                ..row.clone()
-            })
-        })
+        .join_core(
+            securities.map(|(s, r)| (s, Arc::new(r))).arrange_by_key(),
+            |_symbol, row, security| {
+                Some(BookRow {
+                    security_ref: Some(security.clone()),
+                    ..row.clone()
+                })
+            },
+        )
         .concat(by_symbol.clone().as_collection(|_symbol, row| row.clone()))
         .concat(
             by_symbol

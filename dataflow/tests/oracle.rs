@@ -328,8 +328,11 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
                 exec_id: id.clone(),
                 kind,
                 corrects,
-                trader_ref: traders.get(&fill.trader).cloned(),
-                security_ref: securities.get(&fill.symbol).cloned(),
+                trader_ref: traders.get(&fill.trader).cloned().map(std::sync::Arc::new),
+                security_ref: securities
+                    .get(&fill.symbol)
+                    .cloned()
+                    .map(std::sync::Arc::new),
                 trader: fill.trader,
                 symbol: fill.symbol,
                 qty: fill.qty,

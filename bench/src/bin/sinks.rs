@@ -58,21 +58,21 @@ fn rows(n: usize) -> Vec<BookRow> {
             status: BookStatus::Live,
             status_by: None,
             status_time: None,
-            trader_ref: Some(TraderRef {
+            trader_ref: Some(std::sync::Arc::new(TraderRef {
                 trader_id: format!("TRADER{:02}", i % 20).into(),
                 name: "Trader".into(),
                 mpid: "MPID".into(),
                 desk: "Cash Equities".into(),
                 strategy: "market-making".into(),
-            }),
-            security_ref: Some(SecurityRef {
+            })),
+            security_ref: Some(std::sync::Arc::new(SecurityRef {
                 symbol: format!("SYM{:03}", i % 50).into(),
                 cusip: "SIM000010".into(),
                 isin: "USSIM0000103".into(),
                 name: "Simulated Corp".into(),
                 exchange: "XNAS".into(),
                 currency: "USD".into(),
-            }),
+            })),
             source: Some(TradeSource {
                 exec_id: format!("B{i:010}").into(),
                 archive_key: "gw1/20261125/gw1-20261125-00000001.fix".into(),

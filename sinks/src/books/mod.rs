@@ -291,14 +291,14 @@ mod tests {
             status_by: None,
             status_time: None,
             trader_ref: None,
-            security_ref: Some(SecurityRef {
+            security_ref: Some(std::sync::Arc::new(SecurityRef {
                 symbol: "AAPL".into(),
                 cusip: "037833100".into(),
                 isin: "US0378331005".into(),
                 name: "Apple Inc".into(),
                 exchange: "XNAS".into(),
                 currency: "USD".into(),
-            }),
+            })),
             source: Some(TradeSource {
                 exec_id: exec_id.into(),
                 archive_key: "gw1/2026-11-25/000001.fix".into(),
