@@ -265,6 +265,33 @@ proptest! {
         let (whole, _) = frame(&stream.bytes, stream.bytes.len().max(1));
         prop_assert_eq!(units, whole);
     }
+
+    /// Whatever the bytes: no unit holds two messages, the units start exactly the messages
+    /// the census counts, and the split into reads changes nothing.
+    #[test]
+    fn no_stream_of_near_misses_makes_units_disagree_with_the_census(
+        fragments in prop::collection::vec(fragment(), 0..80),
+        chunk in 1usize..64,
+        max_message in prop_oneof![Just(120usize), Just(200), Just(65536)],
+    ) {
+        let stream = fragments.concat();
+        let (units, messages) = frame_with(&stream, chunk, max_message);
+        let mut starting = 0;
+        for unit in &units {
+            let (Unit::Message(bytes) | Unit::Dead(bytes)) = unit;
+            let mut census = MessageCensus::new();
+            census.push(bytes);
+            census.finish();
+            prop_assert!(census.messages() <= 1, "{:?}", String::from_utf8_lossy(bytes));
+            starting += u64::from(MessageCensus::starts_message(bytes));
+        }
+        prop_assert_eq!(starting, messages);
+        if max_message == 65536 {
+            // (A stream longer than the limit is cut where the limit falls, read by read.)
+            let (whole, _) = frame_with(&stream, stream.len().max(1), max_message);
+            prop_assert_eq!(units, whole);
+        }
+    }
 }
 
 #[test]
@@ -323,38 +350,4 @@ fn fragment() -> impl Strategy<Value = Vec<u8>> {
         any::<u8>().prop_map(|b| vec![b]),
         (0u32..1000).prop_map(message),
     ]
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
-        ..ProptestConfig::default()
-    })]
-
-    /// Whatever the bytes: no unit holds two messages, the units start exactly the messages
-    /// the census counts, and the split into reads changes nothing.
-    #[test]
-    fn no_stream_of_near_misses_makes_units_disagree_with_the_census(
-        fragments in prop::collection::vec(fragment(), 0..80),
-        chunk in 1usize..64,
-        max_message in prop_oneof![Just(120usize), Just(200), Just(65536)],
-    ) {
-        let stream = fragments.concat();
-        let (units, messages) = frame_with(&stream, chunk, max_message);
-        let mut starting = 0;
-        for unit in &units {
-            let (Unit::Message(bytes) | Unit::Dead(bytes)) = unit;
-            let mut census = MessageCensus::new();
-            census.push(bytes);
-            census.finish();
-            prop_assert!(census.messages() <= 1, "{:?}", String::from_utf8_lossy(bytes));
-            starting += u64::from(MessageCensus::starts_message(bytes));
-        }
-        prop_assert_eq!(starting, messages);
-        if max_message == 65536 {
-            // (A stream longer than the limit is cut where the limit falls, read by read.)
-            let (whole, _) = frame_with(&stream, stream.len().max(1), max_message);
-            prop_assert_eq!(units, whole);
-        }
-    }
 }
