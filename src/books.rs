@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+
+use crate::driver::Frontiers;
 use anyhow::{Context, Result};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
@@ -17,7 +20,6 @@ use eod_sinks::books::{BooksWriter, RefusedRow};
 use eod_sinks::{durable_sink, SinkMetrics, SinkOptions};
 use eod_sources::reference_data::{parse_securities_csv, parse_traders_csv, simulated_reference};
 use eod_sources::simulator::SimConfig;
-use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Probe;
 
 /// A books store: `sqlite:PATH`, a `postgres://` URL, or `mssql:` and an ADO.NET connection
@@ -132,7 +134,7 @@ pub fn build_with_books(
     books: Option<(&BooksTarget, BatchLimits)>,
     metrics: SinkMetrics,
     refused: impl FnOnce() -> RefusedRow,
-) -> Result<(Inputs, ProbeHandle<Time>, ProbeHandle<Time>)> {
+) -> Result<(Inputs, Frontiers)> {
     let options = eod_dataflow::GraphOptions {
         store,
         workers_per_process,
@@ -142,7 +144,11 @@ pub fn build_with_books(
     if let (Some((target, limits)), Some(rows)) = (books, graph.books) {
         target.attach(rows, &graph.durable, limits, metrics, refused)?;
     }
-    Ok((graph.inputs, graph.probe, graph.durable))
+    let frontiers = Frontiers {
+        views: graph.probe,
+        durable: graph.durable,
+    };
+    Ok((graph.inputs, frontiers))
 }
 
 /// When a books batch is written: when it has `max_rows` rows, or its oldest row is

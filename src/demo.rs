@@ -11,7 +11,7 @@ use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::DeadLetterSender;
-use crate::driver::{drive, EpochPolicy, Feed, Frontiers, Source, LIVE_LIMITS, OPEN_EPOCH_CAP};
+use crate::driver::{drive, EpochPolicy, Feed, Source, LIVE_LIMITS, OPEN_EPOCH_CAP};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::replay::refused_to_jsonl;
@@ -47,7 +47,7 @@ pub fn run_demo(
         let index = worker.index();
         let store = index.is_multiple_of(workers).then(|| store.clone());
         let books = options.books.as_ref().map(|b| (b, options.books_batch));
-        let (mut inputs, views, durable) = worker.dataflow(|scope| {
+        let (mut inputs, frontiers) = worker.dataflow(|scope| {
             let dead_letters = dead_letters.clone();
             let refused = move || refused_to_jsonl(dead_letters);
             build_with_books(scope, store, workers, books, metrics.sinks.clone(), refused)
@@ -75,10 +75,7 @@ pub fn run_demo(
         drive(
             worker,
             inputs,
-            Frontiers {
-                views: &views,
-                durable: &durable,
-            },
+            &frontiers,
             &mut source,
             EpochPolicy::Clock {
                 epoch: options.epoch,

@@ -92,16 +92,16 @@ pub trait Source {
 }
 
 /// How far the dataflow has got: the views, and the views with every durable sink.
-pub struct Frontiers<'a> {
-    pub views: &'a ProbeHandle<Time>,
-    pub durable: &'a ProbeHandle<Time>,
+pub struct Frontiers {
+    pub views: ProbeHandle<Time>,
+    pub durable: ProbeHandle<Time>,
 }
 
 /// Runs `source` into `inputs` on this worker until it is exhausted or stopped.
 pub fn drive(
     worker: &mut timely::worker::Worker,
     mut inputs: Inputs,
-    Frontiers { views, durable }: Frontiers<'_>,
+    frontiers: &Frontiers,
     source: &mut impl Source,
     policy: EpochPolicy,
     limits: EpochLimits,
@@ -123,7 +123,7 @@ pub fn drive(
             Feed::Entered(n) => epochs.in_open += n,
             Feed::Idle => {}
         }
-        epochs.report(views, durable, source)?;
+        epochs.report(frontiers, source)?;
         if epochs.close_due() {
             source.before_close(&mut inputs);
             let closed = epochs.close(&mut inputs);
@@ -155,7 +155,7 @@ pub fn drive(
     source.closed(last);
     inputs.close();
     while !epochs.not_durable.is_empty() && !source.stopped() {
-        epochs.report(views, durable, source)?;
+        epochs.report(frontiers, source)?;
         if epochs.not_durable.is_empty() {
             break;
         }
@@ -248,17 +248,12 @@ impl Epochs {
         self.not_durable.push_back(closed);
     }
 
-    fn report(
-        &mut self,
-        views: &ProbeHandle<Time>,
-        durable: &ProbeHandle<Time>,
-        source: &mut impl Source,
-    ) -> Result<()> {
-        let reflected = passed(&mut self.in_flight, views);
+    fn report(&mut self, frontiers: &Frontiers, source: &mut impl Source) -> Result<()> {
+        let reflected = passed(&mut self.in_flight, &frontiers.views);
         if !reflected.is_empty() {
             source.reflected(&reflected);
         }
-        let held = passed(&mut self.not_durable, durable);
+        let held = passed(&mut self.not_durable, &frontiers.durable);
         if !held.is_empty() {
             source.durable(&held)?;
         }

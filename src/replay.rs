@@ -13,7 +13,7 @@ use eod_sources::archive::{Archive, Segment};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
-use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Frontiers, Source};
+use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -157,7 +157,7 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         max_age: Duration::ZERO,
         ..shared.options.books_batch
     };
-    let (mut inputs, views, durable) = worker.dataflow(|scope| {
+    let (mut inputs, frontiers) = worker.dataflow(|scope| {
         let dead_letters = shared.dead_letters.clone();
         let refused = move || refused_to_jsonl(dead_letters);
         let sinks = shared.metrics.sinks.clone();
@@ -194,10 +194,7 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     drive(
         worker,
         inputs,
-        Frontiers {
-            views: &views,
-            durable: &durable,
-        },
+        &frontiers,
         &mut source,
         EpochPolicy::Messages(shared.options.epoch_messages),
         shared.options.limits,

@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
-use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Frontiers, Source, OPEN_EPOCH_CAP};
+use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source, OPEN_EPOCH_CAP};
 use crate::ingest::price_from_bytes;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
@@ -309,7 +309,7 @@ fn run_worker(
     let _span = tracing::info_span!("run_worker", worker = index).entered();
     let publishes = index.is_multiple_of(workers);
     let books = options.books.as_ref();
-    let (mut inputs, views, durable) = worker.dataflow(|scope| {
+    let (mut inputs, frontiers) = worker.dataflow(|scope| {
         let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
         let refused = move || refused_to_kafka(kafka, topic);
         let store = publishes.then(|| store.clone());
@@ -376,10 +376,7 @@ fn run_worker(
     drive(
         worker,
         inputs,
-        Frontiers {
-            views: &views,
-            durable: &durable,
-        },
+        &frontiers,
         &mut source,
         EpochPolicy::Clock {
             epoch: options.epoch,

@@ -256,10 +256,6 @@ impl Classifier {
         self.counts.skipped += 1;
     }
 
-    pub fn counts(&self) -> &Counts {
-        &self.counts
-    }
-
     /// The counts so far, leaving zero (per-epoch accounting).
     pub fn take_counts(&mut self) -> Counts {
         std::mem::take(&mut self.counts)

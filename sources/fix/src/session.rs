@@ -299,10 +299,6 @@ impl Session {
         self.logged_on
     }
 
-    pub fn settings(&self) -> &SessionSettings {
-        &self.settings
-    }
-
     /// Builds an administrative message with the next outgoing sequence number.
     fn admin(&mut self, now: i64, msg_type: &str, body: &[(u32, String)]) -> Vec<u8> {
         let seq = self.state.next_outgoing;
