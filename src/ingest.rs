@@ -16,11 +16,12 @@ use eod_dataflow::PriceUpdate;
 use eod_fix::session::{Acceptor, Actions, Refusal, SequenceState, Session};
 use eod_fix::time::now_utc_nanos;
 use eod_fix::{Classifier, Counts, Framed, Framer, Outcome, Reject};
-use eod_proto::{ArchiveRef, DeadLetterReason, PriceKind};
+use eod_proto::ArchiveRef;
 use eod_sources::archive::Archive;
 use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader, SegmentWriter};
 use eod_sources::envelope::partition_key;
 use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
+use eod_sources::prices::price_to_proto;
 use prometheus::IntCounter;
 use prost::Message;
 
@@ -683,65 +684,6 @@ pub fn open_archive(options: &ListenOptions) -> Result<(SegmentWriter, SegmentUp
     Ok((writer, uploader))
 }
 
-/// A price as it travels on the prices topic.
-pub fn price_to_proto(price: &PriceUpdate) -> eod_proto::PriceUpdate {
-    eod_proto::PriceUpdate {
-        symbol: price.symbol.to_string(),
-        kind: proto_price_kind(price.kind) as i32,
-        price_mantissa: price.price,
-        time: price.time,
-    }
-}
-
-pub fn proto_price_kind(kind: eod_dataflow::PriceKind) -> PriceKind {
-    match kind {
-        eod_dataflow::PriceKind::OfficialClose => PriceKind::OfficialClose,
-        eod_dataflow::PriceKind::Bid => PriceKind::Bid,
-        eod_dataflow::PriceKind::Ask => PriceKind::Ask,
-        eod_dataflow::PriceKind::PrevClose => PriceKind::PrevClose,
-    }
-}
-
-/// A price read back from the prices topic, checked like a trade envelope.
-pub fn price_from_bytes(payload: &[u8]) -> Result<PriceUpdate, (DeadLetterReason, String)> {
-    let update = eod_proto::PriceUpdate::decode(payload).map_err(|e| {
-        (
-            DeadLetterReason::Deserialization,
-            format!("not a PriceUpdate: {e}"),
-        )
-    })?;
-    let kind = match PriceKind::try_from(update.kind) {
-        Ok(PriceKind::OfficialClose) => eod_dataflow::PriceKind::OfficialClose,
-        Ok(PriceKind::Bid) => eod_dataflow::PriceKind::Bid,
-        Ok(PriceKind::Ask) => eod_dataflow::PriceKind::Ask,
-        Ok(PriceKind::PrevClose) => eod_dataflow::PriceKind::PrevClose,
-        _ => {
-            return Err((
-                DeadLetterReason::InvalidValue,
-                format!("unknown price kind {}", update.kind),
-            ))
-        }
-    };
-    if update.symbol.is_empty() {
-        return Err((
-            DeadLetterReason::MissingField,
-            "price update has no symbol".into(),
-        ));
-    }
-    if update.price_mantissa <= 0 {
-        return Err((
-            DeadLetterReason::InvalidValue,
-            format!("price {} is not positive", update.price_mantissa),
-        ));
-    }
-    Ok(PriceUpdate {
-        symbol: update.symbol.into(),
-        kind,
-        price: update.price_mantissa,
-        time: update.time,
-    })
-}
-
 #[cfg(test)]
 mod session_claim_tests {
     use super::*;
@@ -766,34 +708,5 @@ mod session_claim_tests {
         std::thread::sleep(Duration::from_millis(50));
         drop(first);
         assert!(waiter.join().unwrap());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prices_round_trip_and_bad_ones_are_refused() {
-        let update = eod_proto::PriceUpdate {
-            symbol: "AAPL".into(),
-            kind: PriceKind::Bid as i32,
-            price_mantissa: 5,
-            time: 9,
-        };
-        let back = price_from_bytes(&update.encode_to_vec()).unwrap();
-        assert_eq!(
-            (back.symbol.as_str(), back.kind, back.price, back.time),
-            ("AAPL", eod_dataflow::PriceKind::Bid, 5, 9)
-        );
-        assert_eq!(proto_price_kind(back.kind), PriceKind::Bid);
-        assert_eq!(
-            price_from_bytes(b"\xff\xff").unwrap_err().0,
-            DeadLetterReason::Deserialization
-        );
-        assert_eq!(
-            price_from_bytes(&[]).unwrap_err().0,
-            DeadLetterReason::InvalidValue
-        );
     }
 }

@@ -25,9 +25,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source, OPEN_EPOCH_CAP};
-use crate::ingest::price_from_bytes;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
+use eod_sources::prices::price_from_bytes;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -491,7 +491,7 @@ impl Source for KafkaSource<'_> {
                             inputs.price(price);
                             None
                         }
-                        Err(rejected) => Some(rejected),
+                        Err(rejected) => Some((rejected.reason, rejected.detail)),
                     }
                 };
                 if let Some((reason, detail)) = rejected {

@@ -71,7 +71,7 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
             }
             SimEvent::Price(price) => {
                 if let (Some(producer), Some((_, topic))) = (&producer, &options.prices_to) {
-                    let update = crate::ingest::price_to_proto(&price);
+                    let update = eod_sources::prices::price_to_proto(&price);
                     producer.send(topic, update.symbol.as_bytes(), &update.encode_to_vec())?;
                     summary.prices += 1;
                 }

@@ -304,7 +304,7 @@ fn two_processes_each_serve_the_complete_view() {
 fn prices_on_topic(brokers: &str, topic: &str) -> Vec<eod_dataflow::PriceUpdate> {
     read_topic(brokers, topic)
         .iter()
-        .map(|bytes| eod::ingest::price_from_bytes(bytes).unwrap())
+        .map(|bytes| eod_sources::prices::price_from_bytes(bytes).unwrap())
         .collect()
 }
 

@@ -1,6 +1,10 @@
-//! Reference prices from CSV: `symbol,kind,price`, kind one of `close, bid, ask, prev_close`.
+//! Prices in and out: reference prices from CSV (`symbol,kind,price`, kind one of `close,
+//! bid, ask, prev_close`) and the protobuf record of the prices topic.
 
 use eod_dataflow::{PriceKind, PriceUpdate};
+use eod_fix::Reject;
+use eod_proto::{DeadLetterReason, PriceKind as WireKind};
+use prost::Message;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PricesError {
@@ -63,6 +67,67 @@ pub fn kind_name(kind: PriceKind) -> &'static str {
     }
 }
 
+/// A price as it travels on the prices topic.
+pub fn price_to_proto(price: &PriceUpdate) -> eod_proto::PriceUpdate {
+    eod_proto::PriceUpdate {
+        symbol: price.symbol.to_string(),
+        kind: wire_kind(price.kind) as i32,
+        price_mantissa: price.price,
+        time: price.time,
+    }
+}
+
+/// The prices topic's enum for a dataflow price kind.
+pub fn wire_kind(kind: PriceKind) -> WireKind {
+    match kind {
+        PriceKind::OfficialClose => WireKind::OfficialClose,
+        PriceKind::Bid => WireKind::Bid,
+        PriceKind::Ask => WireKind::Ask,
+        PriceKind::PrevClose => WireKind::PrevClose,
+    }
+}
+
+/// A price read back from the prices topic, checked like a trade envelope.
+pub fn price_from_bytes(payload: &[u8]) -> Result<PriceUpdate, Reject> {
+    let reject = |reason, detail: String| Reject { reason, detail };
+    let update = eod_proto::PriceUpdate::decode(payload).map_err(|e| {
+        reject(
+            DeadLetterReason::Deserialization,
+            format!("not a PriceUpdate: {e}"),
+        )
+    })?;
+    let kind = match WireKind::try_from(update.kind) {
+        Ok(WireKind::OfficialClose) => PriceKind::OfficialClose,
+        Ok(WireKind::Bid) => PriceKind::Bid,
+        Ok(WireKind::Ask) => PriceKind::Ask,
+        Ok(WireKind::PrevClose) => PriceKind::PrevClose,
+        _ => {
+            return Err(reject(
+                DeadLetterReason::InvalidValue,
+                format!("unknown price kind {}", update.kind),
+            ))
+        }
+    };
+    if update.symbol.is_empty() {
+        return Err(reject(
+            DeadLetterReason::MissingField,
+            "price update has no symbol".into(),
+        ));
+    }
+    if update.price_mantissa <= 0 {
+        return Err(reject(
+            DeadLetterReason::InvalidValue,
+            format!("price {} is not positive", update.price_mantissa),
+        ));
+    }
+    Ok(PriceUpdate {
+        symbol: update.symbol.into(),
+        kind,
+        price: update.price_mantissa,
+        time: update.time,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +149,28 @@ mod tests {
         assert!(parse_prices_csv("AAPL,close,1.0e3").is_err());
         assert!(parse_prices_csv("AAPL,close").is_err());
         assert!(parse_prices_csv("AAPL,close,-1").is_err());
+    }
+    #[test]
+    fn wire_prices_round_trip_and_bad_ones_are_refused() {
+        let update = eod_proto::PriceUpdate {
+            symbol: "AAPL".into(),
+            kind: WireKind::Bid as i32,
+            price_mantissa: 5,
+            time: 9,
+        };
+        let back = price_from_bytes(&update.encode_to_vec()).unwrap();
+        assert_eq!(
+            (back.symbol.as_str(), back.kind, back.price, back.time),
+            ("AAPL", PriceKind::Bid, 5, 9)
+        );
+        assert_eq!(price_to_proto(&back), update);
+        assert_eq!(
+            price_from_bytes(b"\xff\xff").unwrap_err().reason,
+            DeadLetterReason::Deserialization
+        );
+        assert_eq!(
+            price_from_bytes(&[]).unwrap_err().reason,
+            DeadLetterReason::InvalidValue
+        );
     }
 }
