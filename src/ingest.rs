@@ -25,7 +25,7 @@ use eod_sources::prices::price_to_proto;
 use prometheus::IntCounter;
 use prost::Message;
 
-use crate::metrics::Metrics;
+use eod_sources::metrics::SourceMetrics;
 
 #[derive(Clone, Debug)]
 pub struct IngestOptions {
@@ -53,7 +53,7 @@ pub struct Gateway {
     producer: RecordProducer,
     topics: Topics,
     gateway_id: String,
-    metrics: Arc<Metrics>,
+    metrics: SourceMetrics,
     counters: Counters,
     archive: Option<Mutex<SegmentWriter>>,
     max_message: usize,
@@ -68,7 +68,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn new(metrics: &Metrics, topics: &Topics) -> Counters {
+    fn new(metrics: &SourceMetrics, topics: &Topics) -> Counters {
         let sent = |topic: &str| metrics.kafka_sent.with_label_values(&[topic]);
         Counters {
             trades_sent: sent(&topics.trades),
@@ -90,7 +90,7 @@ impl Gateway {
         kafka: &KafkaConnection,
         topics: Topics,
         gateway_id: &str,
-        metrics: Arc<Metrics>,
+        metrics: SourceMetrics,
         archive: Option<SegmentWriter>,
         max_message: usize,
     ) -> Result<Gateway> {
@@ -529,7 +529,7 @@ impl IngestSummary {
 }
 
 /// Replays an existing archive (its objects are the archive: no second copy is written).
-pub fn run_ingest(options: IngestOptions, metrics: Arc<Metrics>) -> Result<IngestSummary> {
+pub fn run_ingest(options: IngestOptions, metrics: SourceMetrics) -> Result<IngestSummary> {
     let started = Instant::now();
     let archive = Archive::open(&options.archive)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

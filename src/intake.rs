@@ -105,7 +105,7 @@ impl Intake {
     /// work.
     pub fn flush_counts(&mut self, inputs: &mut Inputs) {
         let counts = self.classifier.take_counts();
-        self.metrics.count_outcomes(&counts);
+        self.metrics.sources.count_outcomes(&counts);
         enter_counts(inputs, &counts);
     }
 }
@@ -161,11 +161,25 @@ mod tests {
             intake.finish(&mut inputs);
             intake.flush_counts(&mut inputs);
         });
-        assert_eq!(metrics.messages_read.get(), 3);
-        assert_eq!(metrics.outcomes.with_label_values(&["fill"]).get(), 1);
-        assert_eq!(metrics.outcomes.with_label_values(&["skipped"]).get(), 1);
+        assert_eq!(metrics.sources.messages_read.get(), 3);
         assert_eq!(
-            metrics.dead_letters.with_label_values(&["garbled"]).get(),
+            metrics.sources.outcomes.with_label_values(&["fill"]).get(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .sources
+                .outcomes
+                .with_label_values(&["skipped"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .sources
+                .dead_letters
+                .with_label_values(&["garbled"])
+                .get(),
             1
         );
         let record = receiver.recv().unwrap();

@@ -231,7 +231,7 @@ impl Source for ArchiveSource<'_> {
                 .io
                 .block_on(self.shared.archive.read(&segment.key))?;
             self.intake.reset(&segment.key);
-            self.shared.metrics.segments_read.inc();
+            self.shared.metrics.sources.segments_read.inc();
             self.open = Some((bytes, 0, span));
         }
         let Some((bytes, at, _span)) = self.open.as_mut() else {

@@ -130,6 +130,7 @@ fn monitor_lag(
                     client.fetch_watermarks(topic, *partition, Duration::from_millis(500))
                 {
                     metrics
+                        .sources
                         .consumer_lag
                         .with_label_values(&[topic, &partition.to_string()])
                         .set((high - next.max(low)).max(0));
@@ -264,15 +265,11 @@ impl RecordCounts {
         let counts = std::mem::take(self);
         if counts.read > 0 {
             inputs.count(Counter::Read, counts.read as isize);
-            metrics.messages_read.inc_by(counts.read);
+            metrics.sources.messages_read.inc_by(counts.read);
         }
         for (reason, n) in counts.dead {
             inputs.count(Counter::DeadLetter(reason.into()), n as isize);
-            metrics.dead_letters.with_label_values(&[reason]).inc_by(n);
-            metrics
-                .outcomes
-                .with_label_values(&["dead_letter"])
-                .inc_by(n);
+            metrics.sources.count_dead_letters(reason, n);
         }
     }
 }
@@ -281,6 +278,7 @@ fn flush_consumed(consumed: &mut [u64], assignments: &[(String, i32)], metrics: 
     for (n, (topic, _)) in consumed.iter_mut().zip(assignments) {
         if *n > 0 {
             metrics
+                .sources
                 .kafka_consumed
                 .with_label_values(&[topic.as_str()])
                 .inc_by(std::mem::take(n));

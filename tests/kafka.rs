@@ -166,7 +166,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
             prices: prices.clone(),
             max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         },
-        Metrics::new().unwrap(),
+        Metrics::new().unwrap().sources.clone(),
     )
     .unwrap();
     assert_eq!(

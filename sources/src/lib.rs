@@ -6,6 +6,7 @@ pub mod archive;
 pub mod archive_writer;
 pub mod envelope;
 pub mod kafka;
+pub mod metrics;
 pub mod prices;
 pub mod reference_data;
 pub mod simulator;

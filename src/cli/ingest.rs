@@ -126,7 +126,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 prices: read_prices(args.prices.as_deref())?,
                 max_message: args.max_message,
             };
-            eod::ingest::run_ingest(options, metrics)?
+            eod::ingest::run_ingest(options, metrics.sources.clone())?
         }
         (None, Some(listen)) => {
             let trading_date = args.trading_date.unwrap_or_else(today_utc);
@@ -149,7 +149,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 &args.kafka.connection()?,
                 topics,
                 &args.gateway_id,
-                metrics,
+                metrics.sources.clone(),
                 Some(writer),
                 args.max_message,
             )?);

@@ -170,7 +170,7 @@ fn main() -> Result<()> {
         &args.kafka(),
         topics.clone(),
         "bench",
-        metrics.clone(),
+        metrics.sources.clone(),
         Some(writer),
         64 * 1024,
     )?);

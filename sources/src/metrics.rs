@@ -1,0 +1,153 @@
+//! Prometheus metrics of the input side: framing and classification, the raw archive, the
+//! FIX session and Kafka in and out. The gateway and the runtime's intake both count here, so
+//! one family means one thing whichever process exports it.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+#[derive(Clone)]
+pub struct SourceMetrics {
+    /// Framed units read (messages and unframeable chunks).
+    pub messages_read: IntCounter,
+    /// Outcome of each unit: fill, bust, correction, skipped, dead_letter.
+    pub outcomes: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub bytes_read: IntCounter,
+    pub segments_read: IntCounter,
+    /// Records between a partition's end and what this process has read of it.
+    pub consumer_lag: IntGaugeVec,
+    /// Records handed to the Kafka producer, by topic.
+    pub kafka_sent: IntCounterVec,
+    /// Records read from Kafka, by topic.
+    pub kafka_consumed: IntCounterVec,
+    /// Raw bytes appended (and fsynced) to the archive spool.
+    pub archive_bytes: IntCounter,
+    /// Closed segments uploaded to the archive store.
+    pub archive_segments_uploaded: IntCounter,
+    /// Closed segments waiting in the spool for the store.
+    pub archive_spool_segments: IntGauge,
+    /// FIX Logons refused (unknown counterparty, wrong BeginString or address...), by reason.
+    pub fix_logons_refused: IntCounterVec,
+}
+
+impl SourceMetrics {
+    pub fn register(registry: &Registry) -> Result<SourceMetrics, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::with_opts(Opts::new(name, help))?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let labelled = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(c.clone()))?;
+            Ok::<_, prometheus::Error>(c)
+        };
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "eod_kafka_consumer_lag",
+                "Records not yet read, per assigned partition",
+            ),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        let archive_spool_segments = IntGauge::with_opts(Opts::new(
+            "eod_archive_spool_segments",
+            "Closed archive segments waiting in the spool for the store",
+        ))?;
+        registry.register(Box::new(archive_spool_segments.clone()))?;
+        Ok(SourceMetrics {
+            messages_read: counter(
+                "eod_messages_read_total",
+                "Framed FIX messages (and unframeable chunks) read",
+            )?,
+            outcomes: labelled("eod_messages_total", "Messages by outcome", "outcome")?,
+            dead_letters: labelled("eod_dead_letters_total", "Dead letters by reason", "reason")?,
+            bytes_read: counter("eod_input_bytes_total", "Raw input bytes read")?,
+            segments_read: counter(
+                "eod_archive_segments_read_total",
+                "Archive segments replayed",
+            )?,
+            consumer_lag,
+            kafka_sent: labelled(
+                "eod_kafka_records_sent_total",
+                "Records handed to the Kafka producer",
+                "topic",
+            )?,
+            kafka_consumed: labelled(
+                "eod_kafka_records_consumed_total",
+                "Records read from Kafka",
+                "topic",
+            )?,
+            archive_bytes: counter(
+                "eod_archive_bytes_total",
+                "Raw bytes appended and fsynced to the archive spool",
+            )?,
+            archive_segments_uploaded: counter(
+                "eod_archive_segments_uploaded_total",
+                "Closed archive segments uploaded to the store",
+            )?,
+            archive_spool_segments,
+            fix_logons_refused: labelled(
+                "eod_fix_logons_refused_total",
+                "FIX Logons refused, by reason (unknown_sender, wrong_begin_string, ...)",
+                "reason",
+            )?,
+        })
+    }
+
+    /// Adds a stream's outcome counts: units read, bytes, outcomes, dead letters by reason.
+    pub fn count_outcomes(&self, counts: &eod_fix::Counts) {
+        self.messages_read.inc_by(counts.read);
+        self.bytes_read.inc_by(counts.bytes);
+        for (outcome, n) in [
+            ("fill", counts.fills),
+            ("bust", counts.busts),
+            ("correction", counts.corrections),
+            ("skipped", counts.skipped),
+        ] {
+            self.outcomes.with_label_values(&[outcome]).inc_by(n);
+        }
+        for (reason, n) in &counts.dead {
+            self.count_dead_letters(reason.label(), *n);
+        }
+    }
+
+    pub fn count_dead_letters(&self, reason: &str, n: u64) {
+        self.outcomes.with_label_values(&["dead_letter"]).inc_by(n);
+        self.dead_letters.with_label_values(&[reason]).inc_by(n);
+    }
+}
+
+impl prometheus::core::Collector for SourceMetrics {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.collectors()
+            .into_iter()
+            .flat_map(|c| c.desc())
+            .collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.collectors()
+            .into_iter()
+            .flat_map(|c| c.collect())
+            .collect()
+    }
+}
+
+impl SourceMetrics {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 12] {
+        [
+            &self.messages_read,
+            &self.outcomes,
+            &self.dead_letters,
+            &self.bytes_read,
+            &self.segments_read,
+            &self.consumer_lag,
+            &self.kafka_sent,
+            &self.kafka_consumed,
+            &self.archive_bytes,
+            &self.archive_segments_uploaded,
+            &self.archive_spool_segments,
+            &self.fix_logons_refused,
+        ]
+    }
+}
