@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eod::generate::generate_archive;
-use eod::ingest::{run_ingest, IngestOptions};
 use eod::metrics::Metrics;
 use eod::run::{run_kafka, RunOptions};
 use eod_dataflow::{baseline, TradeEvent, ViewStore};
 use eod_fix::{Framed, Framer};
+use eod_gateway::{run_ingest, IngestOptions};
 use eod_proto::{DeadLetter, DeadLetterReason, Side, TradeEnvelope, TradeKind};
 use eod_sources::kafka::{
     assigned_consumer, ensure_topics, partition_count, RecordProducer, Topics,

@@ -118,7 +118,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
     }
     let s = match (args.archive, args.listen) {
         (Some(archive), _) => {
-            let options = eod::ingest::IngestOptions {
+            let options = eod_gateway::IngestOptions {
                 archive,
                 kafka: args.kafka.connection()?,
                 topics,
@@ -126,11 +126,11 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 prices: read_prices(args.prices.as_deref())?,
                 max_message: args.max_message,
             };
-            eod::ingest::run_ingest(options, metrics.sources.clone())?
+            eod_gateway::run_ingest(options, metrics.sources.clone())?
         }
         (None, Some(listen)) => {
             let trading_date = args.trading_date.unwrap_or_else(today_utc);
-            let listen_options = eod::ingest::ListenOptions {
+            let listen_options = eod_gateway::ListenOptions {
                 listen,
                 spool: args.spool.context("--spool is required with --listen")?,
                 archive_to: args
@@ -144,8 +144,8 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 },
                 connections: args.connections,
             };
-            let (writer, uploader) = eod::ingest::open_archive(&listen_options)?;
-            let gateway = Arc::new(eod::ingest::Gateway::new(
+            let (writer, uploader) = eod_gateway::open_archive(&listen_options)?;
+            let gateway = Arc::new(eod_gateway::Gateway::new(
                 &args.kafka.connection()?,
                 topics,
                 &args.gateway_id,
@@ -174,7 +174,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 (true, Some(state_dir)) => {
                     std::fs::create_dir_all(&state_dir)
                         .with_context(|| format!("creating {}", state_dir.display()))?;
-                    Some(eod::ingest::SessionConfig {
+                    Some(eod_gateway::SessionConfig {
                         acceptor: eod_fix::session::Acceptor {
                             comp_id: args.comp_id.clone(),
                             begin_string: args.begin_string.clone(),
@@ -187,7 +187,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 }
                 _ => None,
             };
-            eod::ingest::serve_tcp(
+            eod_gateway::serve_tcp(
                 gateway,
                 listener,
                 uploader,

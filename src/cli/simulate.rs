@@ -43,7 +43,7 @@ pub(crate) fn simulate(args: SimulateArgs) -> Result<()> {
     sim.base_rate = args.rate.max(1.0);
     sim.burst_multiplier = args.burst_multiplier.max(1.0);
     sim.broken_ratio = args.broken_ratio.clamp(0.0, 1.0);
-    let summary = eod::simulate::run_simulate(eod::simulate::SimulateOptions {
+    let summary = eod_gateway::simulate::run_simulate(eod_gateway::simulate::SimulateOptions {
         to: args.to,
         sim,
         messages: args.messages,

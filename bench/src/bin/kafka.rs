@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use eod::ingest::{open_archive, serve_tcp, Gateway, ListenOptions};
 use eod::metrics::Metrics;
 use eod::run::{run_kafka, RunOptions};
 use eod_dataflow::ViewStore;
 use eod_fix::{Classifier, Framer, Outcome};
+use eod_gateway::{open_archive, serve_tcp, Gateway, ListenOptions};
 use eod_sources::archive_writer::SegmentPolicy;
 use eod_sources::envelope::partition_key;
 use eod_sources::kafka::{

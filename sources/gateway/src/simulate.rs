@@ -5,10 +5,11 @@ use std::io::{BufWriter, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use eod_sources::kafka::{KafkaConnection, RecordProducer};
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use prost::Message;
+
+use crate::error::{io, GatewayError};
 
 pub struct SimulateOptions {
     /// `HOST:PORT`; a name is resolved at each connection attempt (containers start in any order).
@@ -29,20 +30,22 @@ pub struct SimulateSummary {
     pub elapsed: Duration,
 }
 
-fn connect(to: &str) -> Result<TcpStream> {
+fn connect(to: &str) -> Result<TcpStream, GatewayError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match TcpStream::connect(to) {
             Ok(stream) => return Ok(stream),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Err(e).with_context(|| format!("connecting to the gateway at {to}")),
+            Err(e) => return Err(io(format!("connecting to the gateway at {to}"))(e)),
         }
     }
 }
 
-pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
+pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary, GatewayError> {
     let stream = connect(&options.to)?;
-    stream.set_nodelay(true)?;
+    stream
+        .set_nodelay(true)
+        .map_err(io("setting TCP_NODELAY"))?;
     let mut out = BufWriter::with_capacity(64 * 1024, stream);
     let producer = options
         .prices_to
@@ -59,13 +62,14 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
             let now = started.elapsed();
             if due > now + Duration::from_millis(1) {
                 // Let the gateway see what is due before sleeping.
-                out.flush()?;
+                out.flush().map_err(io("sending to the gateway"))?;
                 std::thread::sleep(due - now);
             }
         }
         match message.event {
             SimEvent::Fix(bytes) => {
-                out.write_all(&bytes)?;
+                out.write_all(&bytes)
+                    .map_err(io("sending to the gateway"))?;
                 summary.fix_messages += 1;
                 summary.fix_bytes += bytes.len() as u64;
             }
@@ -78,9 +82,13 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary> {
             }
         }
     }
-    out.flush()?;
-    let stream = out.into_inner().map_err(|e| e.into_error())?;
-    stream.shutdown(Shutdown::Write)?;
+    out.flush().map_err(io("sending to the gateway"))?;
+    let stream = out
+        .into_inner()
+        .map_err(|e| io("sending to the gateway")(e.into_error()))?;
+    stream
+        .shutdown(Shutdown::Write)
+        .map_err(io("closing the connection"))?;
     // Wait for the gateway to finish reading: it closes its side once done.
     let mut sink = [0u8; 64];
     let _ = std::io::Read::read(&mut &stream, &mut sink);

@@ -1,0 +1,18 @@
+//! The FIX gateway: bytes from TCP connections (plain streams or FIX sessions) or from an
+//! existing archive are framed, archived raw and fsynced, classified by the codec's one
+//! classifier, and published to Kafka: trades as `TradeEnvelope`s keyed by symbol on the trades
+//! topic, everything that is not a valid message as a `DeadLetter` with its reason. Nothing is
+//! dropped silently. `simulate` is the other end of the wire: a seeded FIX client.
+
+mod error;
+mod gateway;
+mod ingest_archive;
+mod session_link;
+pub mod simulate;
+mod tcp;
+
+pub use error::GatewayError;
+pub use gateway::{Gateway, IngestSummary};
+pub use ingest_archive::{run_ingest, IngestOptions};
+pub use session_link::{ActiveSessions, SessionClaim, SessionConfig};
+pub use tcp::{open_archive, serve_tcp, ListenOptions};
