@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixture::fixture;
-use eod::books::ReferenceData;
-use eod::generate::generate_archive;
-use eod::replay::{run_replay, ReplayOptions};
 use eod_dataflow::{baseline, ViewStore};
+use eod_runtime::books::ReferenceData;
+use eod_runtime::generate::generate_archive;
+use eod_runtime::replay::{run_replay, ReplayOptions};
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 
@@ -23,7 +23,7 @@ fn replay_options(archive: &Path, books: &str, reference: ReferenceData) -> Repl
         prices: parse_prices_csv(&prices).unwrap(),
         dead_letters: archive.with_extension("dead.jsonl"),
         epoch_messages: 1_000,
-        limits: eod::driver::EpochLimits {
+        limits: eod_runtime::driver::EpochLimits {
             in_flight: 2,
             not_durable: 2,
         },
@@ -48,7 +48,7 @@ fn replay_into_postgres_holds_every_execution_once() {
     let summary = run_replay(
         options,
         ViewStore::new(),
-        eod::metrics::Metrics::new().unwrap(),
+        eod_runtime::metrics::Metrics::new().unwrap(),
     )
     .unwrap();
     let (events, _) = common::decode_archive(&fx.archive);
@@ -230,7 +230,7 @@ fn a_row_postgres_refuses_is_dead_lettered_and_the_rest_land() {
     run_replay(
         options,
         ViewStore::new(),
-        eod::metrics::Metrics::new().unwrap(),
+        eod_runtime::metrics::Metrics::new().unwrap(),
     )
     .unwrap();
 
@@ -270,7 +270,7 @@ fn replay_into_sql_server_holds_every_execution_once() {
     let summary = run_replay(
         options,
         ViewStore::new(),
-        eod::metrics::Metrics::new().unwrap(),
+        eod_runtime::metrics::Metrics::new().unwrap(),
     )
     .unwrap();
     let (events, _) = common::decode_archive(&fx.archive);

@@ -15,13 +15,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eod::generate::generate_archive;
-use eod::metrics::Metrics;
-use eod::run::{run_kafka, RunOptions};
 use eod_dataflow::{baseline, TradeEvent, ViewStore};
 use eod_fix::{Framed, Framer};
 use eod_gateway::{run_ingest, IngestOptions};
 use eod_proto::{DeadLetter, DeadLetterReason, Side, TradeEnvelope, TradeKind};
+use eod_runtime::generate::generate_archive;
+use eod_runtime::metrics::Metrics;
+use eod_runtime::run::{run_kafka, RunOptions};
 use eod_sources::kafka::{
     assigned_consumer, ensure_topics, partition_count, RecordProducer, Topics,
 };
@@ -78,7 +78,7 @@ fn decode_archive(dir: &Path) -> Vec<TradeEvent> {
 }
 
 /// `eod run` until it has read everything on the topics, two workers.
-fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod::run::RunSummary {
+fn catch_up(brokers: &str, topics: &Topics, group_id: &str) -> eod_runtime::run::RunSummary {
     catch_up_over(plain(brokers), topics, group_id)
 }
 
@@ -86,7 +86,7 @@ fn catch_up_over(
     kafka: eod_sources::kafka::KafkaConnection,
     topics: &Topics,
     group_id: &str,
-) -> eod::run::RunSummary {
+) -> eod_runtime::run::RunSummary {
     run_kafka(
         RunOptions {
             kafka,
@@ -94,7 +94,7 @@ fn catch_up_over(
             group_id: group_id.to_owned(),
             prices: Vec::new(),
             epoch: Duration::from_millis(5),
-            limits: eod::driver::LIVE_LIMITS,
+            limits: eod_runtime::driver::LIVE_LIMITS,
             until_caught_up: true,
             books: None,
             books_batch: Default::default(),
@@ -453,7 +453,7 @@ struct Books {
     redis: Option<String>,
     traders: std::path::PathBuf,
     securities: std::path::PathBuf,
-    reference: eod::books::ReferenceData,
+    reference: eod_runtime::books::ReferenceData,
 }
 
 impl Books {
@@ -496,7 +496,7 @@ impl Books {
             redis,
             traders,
             securities,
-            reference: eod::books::ReferenceData {
+            reference: eod_runtime::books::ReferenceData {
                 traders: trader_refs,
                 securities: security_refs,
             },

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::http::{get, get_text, metric, Serving};
-use eod::generate::generate_archive;
+use eod_runtime::generate::generate_archive;
 use eod_sources::simulator::SimConfig;
 
 fn redis_url(server: &common::server::OwnServer) -> String {

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::fixture::fixture;
-use eod::books::BooksTarget;
-use eod::replay::{run_replay, ReplayOptions};
 use eod_dataflow::baseline;
 use eod_dataflow::ViewStore;
+use eod_runtime::books::BooksTarget;
+use eod_runtime::replay::{run_replay, ReplayOptions};
 
 #[test]
 fn replay_equals_reference_and_accounts_for_every_message() {
@@ -22,7 +22,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
         prices: fx.prices.clone(),
         dead_letters: dead_letters.clone(),
         epoch_messages: 1_000,
-        limits: eod::driver::EpochLimits {
+        limits: eod_runtime::driver::EpochLimits {
             in_flight: 2,
             not_durable: 2,
         },
@@ -36,7 +36,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
     let summary = run_replay(
         options,
         ViewStore::new(),
-        eod::metrics::Metrics::new().unwrap(),
+        eod_runtime::metrics::Metrics::new().unwrap(),
     )
     .unwrap();
     let snapshot = &summary.snapshot;

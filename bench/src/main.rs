@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
-use eod::generate::generate_archive;
-use eod::replay::{run_replay, ReplayOptions};
 use eod_dataflow::{baseline, build_dataflow, PriceUpdate, TradeEvent, ViewStore};
 use eod_fix::{Classifier, Framer, Outcome};
+use eod_runtime::generate::generate_archive;
+use eod_runtime::replay::{run_replay, ReplayOptions};
 use eod_sources::archive::Archive;
 use eod_sources::envelope::to_event;
 use eod_sources::prices::parse_prices_csv;
@@ -117,7 +117,7 @@ fn main() -> Result<()> {
         prices: prices.clone(),
         dead_letters: scratch.path().join("dead-letters.jsonl"),
         epoch_messages: args.epoch_messages,
-        limits: eod::driver::REPLAY_LIMITS,
+        limits: eod_runtime::driver::REPLAY_LIMITS,
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
@@ -127,7 +127,11 @@ fn main() -> Result<()> {
         reference: Default::default(),
     };
     let started = Instant::now();
-    let summary = run_replay(options, ViewStore::new(), eod::metrics::Metrics::new()?)?;
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod_runtime::metrics::Metrics::new()?,
+    )?;
     let whole_time = started.elapsed();
     ensure!(
         summary.snapshot.positions == baseline.positions,

@@ -3,11 +3,11 @@
 use super::options::*;
 use anyhow::Result;
 use clap::Args;
-use eod::dead_letters::DeadLetterWriter;
-use eod::demo::{run_demo, DemoOptions};
-use eod::metrics::Metrics;
-use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
+use eod_runtime::dead_letters::DeadLetterWriter;
+use eod_runtime::demo::{run_demo, DemoOptions};
+use eod_runtime::metrics::Metrics;
+use eod_runtime::server::QueryServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -3,7 +3,7 @@
 use super::options::*;
 use anyhow::Result;
 use clap::Args;
-use eod::generate::generate_archive;
+use eod_runtime::generate::generate_archive;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]

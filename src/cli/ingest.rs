@@ -3,8 +3,8 @@
 use super::options::*;
 use anyhow::{Context, Result};
 use clap::Args;
-use eod::metrics::Metrics;
-use eod::server::QueryServer;
+use eod_runtime::metrics::Metrics;
+use eod_runtime::server::QueryServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

@@ -2,6 +2,7 @@
 //! conversion to the library's typed options; the option groups they share in `options`.
 //! Timely's own flags (`-w`, `-n`, `-p`, `-h`) go after `--`.
 
+mod config;
 mod demo;
 mod generate;
 mod ingest;
@@ -10,6 +11,7 @@ mod reference;
 mod replay;
 mod run;
 mod simulate;
+mod telemetry;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -32,7 +34,7 @@ use std::path::PathBuf;
 pub(crate) struct Cli {
     /// TOML config file: top-level keys for every command, `[command]` tables for one.
     /// Precedence: flags > `EOD_*` environment > this file > built-in defaults.
-    #[arg(long, global = true, env = eod::config::CONFIG_ENV)]
+    #[arg(long, global = true, env = crate::cli::config::CONFIG_ENV)]
     pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -91,7 +93,7 @@ pub(crate) fn main() -> Result<()> {
         _ => None,
     };
     // Lives to the end of main: dropping it flushes the spans still batched.
-    let _telemetry = eod::telemetry::init(
+    let _telemetry = crate::cli::telemetry::init(
         &telemetry_args
             .map(TelemetryArgs::options)
             .unwrap_or_default(),
@@ -112,22 +114,26 @@ pub(crate) fn main() -> Result<()> {
 
 /// The clap definition with the `EOD_*` environment layer added to every option.
 pub(crate) fn cli_command() -> clap::Command {
-    eod::config::with_env_names(<Cli as clap::CommandFactory>::command())
+    crate::cli::config::with_env_names(<Cli as clap::CommandFactory>::command())
 }
 
 /// Parses `argv` through every layer: flags, then environment, then the config file.
 pub(crate) fn parse_layers(
     argv: Vec<std::ffi::OsString>,
-) -> Result<(clap::ArgMatches, Option<PathBuf>, eod::config::Layered)> {
+) -> Result<(
+    clap::ArgMatches,
+    Option<PathBuf>,
+    crate::cli::config::Layered,
+)> {
     let cli = cli_command();
-    let lenient = eod::config::lenient(&cli, &argv);
-    let config = eod::config::config_path(&lenient);
+    let lenient = crate::cli::config::lenient(&cli, &argv);
+    let config = crate::cli::config::config_path(&lenient);
     let layered = match &config {
         Some(path) => {
-            let file = eod::config::ConfigFile::load(path)?;
-            eod::config::apply_file(&cli, &argv, &lenient, &file)?
+            let file = crate::cli::config::ConfigFile::load(path)?;
+            crate::cli::config::apply_file(&cli, &argv, &lenient, &file)?
         }
-        None => eod::config::Layered {
+        None => crate::cli::config::Layered {
             argv,
             ..Default::default()
         },
@@ -170,7 +176,7 @@ pub(crate) fn show_config(
     }
     print!(
         "{}",
-        eod::config::show(sub, sub_matches, &layered.from_file)
+        crate::cli::config::show(sub, sub_matches, &layered.from_file)
     );
     Ok(())
 }

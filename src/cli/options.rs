@@ -2,9 +2,9 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use eod::books::{BatchLimits, BooksTarget, ReferenceData};
-use eod::metrics::Metrics;
 use eod_dataflow::ViewStore;
+use eod_runtime::books::{BatchLimits, BooksTarget, ReferenceData};
+use eod_runtime::metrics::Metrics;
 use eod_sinks::redis_sink::{RedisOptions, RedisSink};
 use eod_sources::kafka::{KafkaConnection, Topics};
 use eod_sources::simulator::SimConfig;
@@ -174,8 +174,8 @@ pub(crate) struct TelemetryArgs {
 }
 
 impl TelemetryArgs {
-    pub(crate) fn options(&self) -> eod::telemetry::OtlpOptions {
-        eod::telemetry::OtlpOptions {
+    pub(crate) fn options(&self) -> crate::cli::telemetry::OtlpOptions {
+        crate::cli::telemetry::OtlpOptions {
             endpoint: self.otlp_endpoint.clone(),
             service_name: self.otlp_service_name.clone(),
             filter: self.otlp_spans.clone(),
@@ -254,7 +254,7 @@ impl RedisArgs {
         let Some(url) = &self.redis else {
             return Ok(None);
         };
-        if eod::timely_args::process_index(timely_args).map_err(anyhow::Error::msg)? != 0 {
+        if eod_runtime::timely_args::process_index(timely_args).map_err(anyhow::Error::msg)? != 0 {
             return Ok(None);
         }
         let read = |path: &PathBuf| {

@@ -3,7 +3,7 @@
 use super::options::*;
 use anyhow::Result;
 use clap::Args;
-use eod::books::ReferenceData;
+use eod_runtime::books::ReferenceData;
 use std::path::PathBuf;
 use std::time::Duration;
 

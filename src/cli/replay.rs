@@ -3,11 +3,11 @@
 use super::options::*;
 use anyhow::{Context, Result};
 use clap::Args;
-use eod::metrics::Metrics;
-use eod::replay::{run_replay, ReplayOptions, ReplaySummary};
-use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
 use eod_queries::{positions_body, PositionFilter};
+use eod_runtime::metrics::Metrics;
+use eod_runtime::replay::{run_replay, ReplayOptions, ReplaySummary};
+use eod_runtime::server::QueryServer;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -84,7 +84,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         prices,
         dead_letters: dead_letters.clone(),
         epoch_messages: args.epoch_messages.max(1),
-        limits: eod::driver::REPLAY_LIMITS,
+        limits: eod_runtime::driver::REPLAY_LIMITS,
         max_message: args.max_message,
         timely_args: args.timely.clone(),
         progress: !args.quiet,

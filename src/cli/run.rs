@@ -3,10 +3,10 @@
 use super::options::*;
 use anyhow::{Context, Result};
 use clap::Args;
-use eod::metrics::Metrics;
-use eod::server::QueryServer;
 use eod_dataflow::ViewStore;
 use eod_queries::{positions_body, PositionFilter};
+use eod_runtime::metrics::Metrics;
+use eod_runtime::server::QueryServer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -60,13 +60,13 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         stop.clone(),
     )?;
     eprintln!("serving http://{}", server.addr);
-    let options = eod::run::RunOptions {
+    let options = eod_runtime::run::RunOptions {
         kafka: args.kafka.connection()?,
         topics: args.kafka.topics(),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),
-        limits: eod::driver::LIVE_LIMITS,
+        limits: eod_runtime::driver::LIVE_LIMITS,
         until_caught_up: args.until_caught_up,
         books: args.books.target_if_named(),
         books_batch: args.books.limits(),
@@ -75,7 +75,7 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         timely_args: args.timely.clone(),
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
-    let result = eod::run::run_kafka(options, store, metrics, stop);
+    let result = eod_runtime::run::run_kafka(options, store, metrics, stop);
     if let Some(redis) = redis {
         redis.finish();
     }

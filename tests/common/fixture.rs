@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use eod::books::ReferenceData;
-use eod::generate::generate_archive;
 use eod_dataflow::PriceUpdate;
 use eod_fix::FixEncoder;
+use eod_runtime::books::ReferenceData;
+use eod_runtime::generate::generate_archive;
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::simulator::SimConfig;
 

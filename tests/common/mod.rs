@@ -143,7 +143,7 @@ pub fn assert_books_match(
     rows: &[StoredRow],
     events: &[TradeEvent],
     snapshot: &eod_dataflow::ViewSnapshot,
-    reference: &eod::books::ReferenceData,
+    reference: &eod_runtime::books::ReferenceData,
     archive_dir: &Path,
 ) -> BooksStats {
     use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use eod::metrics::Metrics;
-use eod::run::{run_kafka, RunOptions};
 use eod_dataflow::ViewStore;
 use eod_fix::{Classifier, Framer, Outcome};
 use eod_gateway::{open_archive, serve_tcp, Gateway, ListenOptions};
+use eod_runtime::metrics::Metrics;
+use eod_runtime::run::{run_kafka, RunOptions};
 use eod_sources::archive_writer::SegmentPolicy;
 use eod_sources::envelope::partition_key;
 use eod_sources::kafka::{
@@ -192,9 +192,9 @@ fn main() -> Result<()> {
             group_id: format!("bench-{nonce}"),
             prices: Vec::new(),
             epoch: Duration::from_millis(args.epoch_ms.max(1)),
-            limits: eod::driver::EpochLimits {
+            limits: eod_runtime::driver::EpochLimits {
                 in_flight: args.max_in_flight as usize,
-                ..eod::driver::LIVE_LIMITS
+                ..eod_runtime::driver::LIVE_LIMITS
             },
             until_caught_up: false,
             books: None,

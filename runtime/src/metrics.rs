@@ -124,7 +124,7 @@ mod tests {
         let known: BTreeSet<String> = metrics.names().into_iter().chain(views.names()).collect();
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/docker/grafana/dashboards/eod.json"
+            "/../docker/grafana/dashboards/eod.json"
         );
         let dashboard: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

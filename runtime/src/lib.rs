@@ -1,0 +1,15 @@
+//! The `eod` runtime: one driver loop feeds the dataflow from a source (archive, simulator or
+//! Kafka), attaches the books and the dead-letter outputs, and serves the views. The commands
+//! `replay`, `demo` and `run` are its three entry points; the binary only parses flags.
+
+pub mod books;
+pub mod dead_letters;
+pub mod demo;
+pub mod driver;
+pub mod generate;
+pub mod intake;
+pub mod metrics;
+pub mod replay;
+pub mod run;
+pub mod server;
+pub mod timely_args;
