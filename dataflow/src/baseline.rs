@@ -11,13 +11,15 @@ use crate::graph::position_view;
 use crate::marks::{choose_mark, MarkInput};
 use crate::model::{Fill, PriceKind, PriceUpdate, Text, TradeEvent};
 use crate::position::{Execution, PositionCore};
+use imbl::OrdMap;
+
 use crate::views::{PositionView, Totals};
 
-/// The baseline's answer.
+/// The baseline's answer, in the snapshot's map types so the two compare directly.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BaselineViews {
-    pub positions: BTreeMap<(Text, Text), PositionView>,
-    pub traders: BTreeMap<Text, Totals>,
+    pub positions: OrdMap<(Text, Text), PositionView>,
+    pub traders: OrdMap<Text, Totals>,
     pub firm: Option<Totals>,
 }
 
@@ -148,7 +150,7 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> BaselineViews {
     }
     views.traders = per_trader
         .into_iter()
-        .map(|(trader, rows)| (trader.into(), Totals::sum(rows)))
+        .map(|(trader, rows)| (Text::from(trader), Totals::sum(rows)))
         .collect();
     if !views.positions.is_empty() {
         views.firm = Some(Totals::sum(views.positions.values()));

@@ -548,6 +548,8 @@ fn export_views(
     // grow a map from nothing (rehashing was another 7%).
     let mut pending: BTreeMap<Time, FastMap<ViewRecord, Diff>> = BTreeMap::new();
     let mut spare_maps: Vec<FastMap<ViewRecord, Diff>> = Vec::new();
+    // The changes of the times completed since the last publish: applied to the snapshot
+    // and handed to the store as the delta beside it.
     let mut changes: Vec<(ViewRecord, Diff)> = Vec::new();
     let mut snapshot = ViewSnapshot::default();
     let mut published_as_of = None;
@@ -569,16 +571,28 @@ fn export_views(
                 pending.clear();
                 return;
             };
-            let mut changed = false;
+            let mut times_completed = 0;
             while let Some(entry) = pending.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
                 let mut at_time = entry.remove();
+                let from = changes.len();
                 changes.extend(at_time.drain().filter(|(_, diff)| *diff != 0));
                 spare_maps.push(at_time);
-                snapshot.apply(&mut changes);
-                changed = true;
+                snapshot.apply(&changes[from..]);
+                times_completed += 1;
+            }
+            let changed = times_completed > 0;
+            if times_completed > 1 {
+                // The delta is the net change between two snapshots (at most one retraction
+                // and one insertion per key), so that it applies like one time's changes.
+                let mut net = spare_maps.pop().unwrap_or_default();
+                for (record, diff) in changes.drain(..) {
+                    *net.entry(record).or_default() += diff;
+                }
+                changes.extend(net.drain().filter(|(_, diff)| *diff != 0));
+                spare_maps.push(net);
             }
             let frontier_time = frontier.frontier().iter().min().copied();
             let as_of = (frontier_time.unwrap_or(Time::MAX), frontier_time.is_none());
@@ -587,7 +601,8 @@ fn export_views(
                 snapshot.as_of.time = frontier_time
                     .unwrap_or_else(|| latest_time_seen.saturating_add(1).max(snapshot.as_of.time));
                 snapshot.as_of.complete = as_of.1;
-                store.publish(snapshot.clone());
+                // A persistent-map clone: shares every row this publish did not change.
+                store.publish(snapshot.clone(), std::mem::take(&mut changes));
                 published_as_of = Some(as_of);
             }
         },

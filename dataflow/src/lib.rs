@@ -22,4 +22,7 @@ pub use model::{
     Bust, Correction, Counter, Diff, Fill, PriceKind, PriceUpdate, Text, Time, TradeEvent,
 };
 pub use money::Money;
-pub use views::{Accounting, AsOf, PositionView, Totals, Unmatched, ViewSnapshot, ViewStore};
+pub use views::{
+    Accounting, AsOf, PositionView, Totals, Touched, Unmatched, ViewDelta, ViewRecord,
+    ViewSnapshot, ViewStore, ViewUpdate,
+};

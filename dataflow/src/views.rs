@@ -3,11 +3,15 @@
 //! Trace handles are worker-local, so the dataflow exports its view changes to one sink per
 //! process, which applies them only once a time is complete at every worker. Readers take an
 //! `Arc` of the last complete snapshot: every answer reflects exactly one set of input messages
-//! and no lock is held across the dataflow.
+//! and no lock is held across the dataflow. Beside each snapshot the store keeps the exact
+//! changes that led to it, so followers (Redis, `/v1/stream`) write what changed without
+//! comparing snapshots.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+use imbl::{OrdMap, OrdSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -209,47 +213,48 @@ impl Accounting {
     }
 }
 
-/// A complete, consistent state of every view.
+/// A complete, consistent state of every view. The maps are persistent (`imbl`): a clone
+/// shares every row, and a change copies only the path to the rows it touches.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewSnapshot {
     pub as_of: AsOf,
-    pub positions: BTreeMap<(Text, Text), PositionView>,
-    pub traders: BTreeMap<Text, Totals>,
+    pub positions: OrdMap<(Text, Text), PositionView>,
+    pub traders: OrdMap<Text, Totals>,
     pub firm: Option<Totals>,
-    pub unmatched: BTreeSet<Unmatched>,
+    pub unmatched: OrdSet<Unmatched>,
     pub accounting: Accounting,
 }
 
 impl ViewSnapshot {
-    /// Applies (and empties) the consolidated changes of one completed time: retractions
-    /// first, so that an updated row's old value never removes its new one.
-    pub fn apply(&mut self, changes: &mut Vec<(ViewRecord, Diff)>) {
-        for (record, diff) in changes.iter() {
+    /// Applies the consolidated changes of one completed time: retractions first, so that an
+    /// updated row's old value never removes its new one.
+    pub fn apply(&mut self, changes: &[(ViewRecord, Diff)]) {
+        for (record, diff) in changes {
             if *diff < 0 {
                 self.retract(record, *diff);
             }
         }
-        for (record, diff) in changes.drain(..) {
-            if diff > 0 {
-                self.insert(record, diff);
+        for (record, diff) in changes {
+            if *diff > 0 {
+                self.insert(record, *diff);
             }
         }
         self.as_of.messages = self.accounting.read;
     }
 
-    fn insert(&mut self, record: ViewRecord, diff: Diff) {
+    fn insert(&mut self, record: &ViewRecord, diff: Diff) {
         match record {
-            ViewRecord::Counter(counter) => self.accounting.add(&counter, diff),
+            ViewRecord::Counter(counter) => self.accounting.add(counter, diff),
             ViewRecord::Position(row) => {
                 self.positions
-                    .insert((row.trader.clone(), row.symbol.clone()), row);
+                    .insert((row.trader.clone(), row.symbol.clone()), row.clone());
             }
             ViewRecord::Trader(trader, totals) => {
-                self.traders.insert(trader, totals);
+                self.traders.insert(trader.clone(), totals.clone());
             }
-            ViewRecord::Firm(totals) => self.firm = Some(totals),
+            ViewRecord::Firm(totals) => self.firm = Some(totals.clone()),
             ViewRecord::Unmatched(unmatched) => {
-                self.unmatched.insert(unmatched);
+                self.unmatched.insert(unmatched.clone());
             }
         }
     }
@@ -280,11 +285,80 @@ impl ViewSnapshot {
     }
 }
 
-/// The latest published snapshot, shared between the dataflow sink and readers.
+/// What one publish changed: the net change from the previous snapshot, over every time
+/// completed since (empty when only the frontier moved). At most one retraction and one
+/// insertion per key, so `ViewSnapshot::apply` of it turns the previous snapshot into this one.
+#[derive(Debug, Default)]
+pub struct ViewDelta {
+    /// The store version this delta leads to.
+    pub version: u64,
+    pub as_of: AsOf,
+    pub changes: Vec<(ViewRecord, Diff)>,
+}
+
+/// The keys a run of deltas touched: a follower reads their values from the snapshot the
+/// deltas lead to (a key it touched and the snapshot lacks was removed).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub positions: BTreeSet<(Text, Text)>,
+    pub traders: BTreeSet<Text>,
+    pub firm: bool,
+    pub unmatched: bool,
+    pub accounting: bool,
+}
+
+impl Touched {
+    pub fn of<'a>(deltas: impl IntoIterator<Item = &'a ViewDelta>) -> Touched {
+        let mut touched = Touched::default();
+        for delta in deltas {
+            for (record, _) in &delta.changes {
+                match record {
+                    ViewRecord::Position(row) => {
+                        touched
+                            .positions
+                            .insert((row.trader.clone(), row.symbol.clone()));
+                    }
+                    ViewRecord::Trader(trader, _) => {
+                        touched.traders.insert(trader.clone());
+                    }
+                    ViewRecord::Firm(_) => touched.firm = true,
+                    ViewRecord::Unmatched(_) => touched.unmatched = true,
+                    ViewRecord::Counter(_) => touched.accounting = true,
+                }
+            }
+        }
+        touched
+    }
+}
+
+/// What a follower that has seen version `seen` needs to catch up.
+#[derive(Debug)]
+pub struct ViewUpdate {
+    pub version: u64,
+    pub snapshot: Arc<ViewSnapshot>,
+    /// The deltas from `seen` to `version`, oldest first; `None` when they are no longer all
+    /// held (or never were: a snapshot published whole), and the follower must start over
+    /// from `snapshot`.
+    pub deltas: Option<Vec<Arc<ViewDelta>>>,
+}
+
+/// Deltas kept for followers: one that falls further behind than this starts over from the
+/// snapshot (Redis resynchronises, a stream sends the whole view again).
+pub const DELTAS_KEPT: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Published {
+    snapshot: Arc<ViewSnapshot>,
+    version: u64,
+    /// The last deltas, consecutive versions up to `version`.
+    deltas: VecDeque<Arc<ViewDelta>>,
+}
+
+/// The latest published snapshot and the deltas that led to it, shared between the dataflow
+/// sink and readers.
 #[derive(Debug, Default)]
 pub struct ViewStore {
-    current: RwLock<Arc<ViewSnapshot>>,
-    version: Mutex<u64>,
+    published: Mutex<Published>,
     changed: Condvar,
 }
 
@@ -293,39 +367,90 @@ impl ViewStore {
         Arc::new(ViewStore::default())
     }
 
+    fn published(&self) -> std::sync::MutexGuard<'_, Published> {
+        self.published.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The last complete snapshot. Cheap: clones an `Arc`.
     pub fn snapshot(&self) -> Arc<ViewSnapshot> {
-        match self.current.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.published().snapshot.clone()
+    }
+
+    /// The current version and its snapshot, read together.
+    pub fn current(&self) -> (u64, Arc<ViewSnapshot>) {
+        let published = self.published();
+        (published.version, published.snapshot.clone())
     }
 
     /// Number of snapshots published so far.
     pub fn version(&self) -> u64 {
-        *self.version.lock().unwrap_or_else(|p| p.into_inner())
+        self.published().version
     }
 
-    pub fn publish(&self, snapshot: ViewSnapshot) {
-        let snapshot = Arc::new(snapshot);
-        match self.current.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
+    /// Publishes `snapshot`, reached from the previous one by `changes`.
+    pub fn publish(&self, snapshot: ViewSnapshot, changes: Vec<(ViewRecord, Diff)>) {
+        let mut published = self.published();
+        let version = published.version + 1;
+        let delta = Arc::new(ViewDelta {
+            version,
+            as_of: snapshot.as_of.clone(),
+            changes,
+        });
+        if published.deltas.len() == DELTAS_KEPT {
+            published.deltas.pop_front();
         }
-        let mut version = self.version.lock().unwrap_or_else(|p| p.into_inner());
-        *version += 1;
+        published.deltas.push_back(delta);
+        published.snapshot = Arc::new(snapshot);
+        published.version = version;
         self.changed.notify_all();
+    }
+
+    /// Publishes a snapshot with no known relation to the previous one (tests, restores):
+    /// every follower starts over from it.
+    pub fn publish_whole(&self, snapshot: ViewSnapshot) {
+        let mut published = self.published();
+        published.deltas.clear();
+        published.snapshot = Arc::new(snapshot);
+        published.version += 1;
+        self.changed.notify_all();
+    }
+
+    /// The current snapshot and the deltas since version `seen` (version 0 is the empty view).
+    pub fn since(&self, seen: u64) -> ViewUpdate {
+        let published = self.published();
+        let deltas = if seen == published.version {
+            Some(Vec::new())
+        } else if seen > published.version {
+            None
+        } else {
+            match published.deltas.front() {
+                Some(first) if seen + 1 >= first.version => Some(
+                    published
+                        .deltas
+                        .iter()
+                        .skip((seen + 1 - first.version) as usize)
+                        .cloned()
+                        .collect(),
+                ),
+                _ => None,
+            }
+        };
+        ViewUpdate {
+            version: published.version,
+            snapshot: published.snapshot.clone(),
+            deltas,
+        }
     }
 
     /// Blocks until a snapshot newer than `seen` is published or `timeout` passes; returns the
     /// version now current.
     pub fn wait_newer(&self, seen: u64, timeout: Duration) -> u64 {
-        let guard = self.version.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.published();
         let (guard, _) = self
             .changed
-            .wait_timeout_while(guard, timeout, |v| *v <= seen)
+            .wait_timeout_while(guard, timeout, |p| p.version <= seen)
             .unwrap_or_else(|p| p.into_inner());
-        *guard
+        guard.version
     }
 }
 
@@ -351,8 +476,8 @@ mod tests {
     #[test]
     fn update_replaces_row_whatever_the_order_of_changes() {
         let mut snapshot = ViewSnapshot::default();
-        snapshot.apply(&mut vec![(ViewRecord::Position(row("T", 1)), 1)]);
-        snapshot.apply(&mut vec![
+        snapshot.apply(&[(ViewRecord::Position(row("T", 1)), 1)]);
+        snapshot.apply(&[
             (ViewRecord::Position(row("T", 2)), 1),
             (ViewRecord::Position(row("T", 1)), -1),
         ]);
@@ -379,8 +504,63 @@ mod tests {
         assert_eq!(store.version(), 0);
         let mut next = ViewSnapshot::default();
         next.as_of.time = 7;
-        store.publish(next);
+        store.publish(next, Vec::new());
         assert_eq!(store.wait_newer(0, Duration::from_millis(1)), 1);
         assert_eq!(store.snapshot().as_of.time, 7);
+    }
+
+    /// A follower gets exactly the deltas it has not seen, and starts over when they are gone.
+    #[test]
+    fn followers_get_the_deltas_they_missed_or_start_over() {
+        let store = ViewStore::new();
+        let mut snapshot = ViewSnapshot::default();
+        let mut publish = |qty: i128| {
+            let changes = vec![(ViewRecord::Position(row("T", qty)), 1)];
+            snapshot.apply(&changes);
+            store.publish(snapshot.clone(), changes);
+        };
+        publish(1);
+        publish(2);
+        publish(3);
+        assert_eq!(
+            store.since(0).deltas.unwrap().len(),
+            3,
+            "from the empty view"
+        );
+        let update = store.since(1);
+        assert_eq!(update.version, 3);
+        let versions: Vec<u64> = update.deltas.unwrap().iter().map(|d| d.version).collect();
+        assert_eq!(versions, [2, 3]);
+        assert_eq!(store.since(3).deltas.unwrap().len(), 0);
+        for qty in 4..(DELTAS_KEPT as i128 + 5) {
+            publish(qty);
+        }
+        assert!(store.since(1).deltas.is_none(), "fell behind what is kept");
+        let recent = store.since(store.version() - 2).deltas.unwrap();
+        assert_eq!(recent.len(), 2);
+        store.publish_whole(ViewSnapshot::default());
+        assert!(store.since(store.version() - 1).deltas.is_none());
+        assert!(store.snapshot().positions.is_empty());
+        assert!(store.since(u64::MAX).deltas.is_none());
+    }
+
+    #[test]
+    fn touched_names_every_key_a_delta_changed() {
+        let delta = ViewDelta {
+            version: 1,
+            as_of: AsOf::default(),
+            changes: vec![
+                (ViewRecord::Position(row("T", 1)), -1),
+                (ViewRecord::Trader("T".into(), Totals::default()), 1),
+                (ViewRecord::Counter(Counter::Read), 3),
+            ],
+        };
+        let touched = Touched::of([&delta]);
+        assert_eq!(
+            touched.positions,
+            BTreeSet::from([("T".into(), "X".into())])
+        );
+        assert_eq!(touched.traders, BTreeSet::from(["T".into()]));
+        assert!(touched.accounting && !touched.firm && !touched.unmatched);
     }
 }

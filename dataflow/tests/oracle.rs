@@ -353,13 +353,19 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
 /// Runs the dataflow over `epochs` (each a batch of inputs) and returns the published snapshot
 /// after each epoch completes.
 fn run_dataflow(epochs: Vec<Vec<Input>>, workers: usize) -> Vec<ViewSnapshot> {
-    run_with_books(epochs, workers).0
+    run_with_books(epochs, workers, true).0
 }
 
 type BookUpdates = Vec<(BookRow, u64, isize)>;
 
-/// Also returns every update of the books collection, with its time.
-fn run_with_books(epochs: Vec<Vec<Input>>, workers: usize) -> (Vec<ViewSnapshot>, BookUpdates) {
+/// Also returns every update of the books collection, with its time. With `each_epoch`
+/// false, every epoch is entered before the dataflow runs (so many times complete at once),
+/// and only the final snapshot is returned.
+fn run_with_books(
+    epochs: Vec<Vec<Input>>,
+    workers: usize,
+    each_epoch: bool,
+) -> (Vec<ViewSnapshot>, BookUpdates) {
     let epochs = Arc::new(epochs);
     let store = ViewStore::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -386,6 +392,8 @@ fn run_with_books(epochs: Vec<Vec<Input>>, workers: usize) -> (Vec<ViewSnapshot>
             (graph.inputs, graph.probe)
         });
         let mut next = 0usize;
+        let mut followed = ViewSnapshot::default();
+        let mut followed_version = 0;
         for (epoch, batch) in epochs.iter().enumerate() {
             for input in batch {
                 if next % peers == index {
@@ -403,12 +411,29 @@ fn run_with_books(epochs: Vec<Vec<Input>>, workers: usize) -> (Vec<ViewSnapshot>
             let done = epoch as u64 + 1;
             inputs.advance_to(done);
             inputs.flush();
+            if !each_epoch && done < epochs.len() as u64 {
+                continue;
+            }
             worker.step_while(|| probe.less_than(&done));
             if leader {
                 while store_w.snapshot().as_of.time < done {
                     worker.step();
                 }
-                seen_w.lock().unwrap().push((*store_w.snapshot()).clone());
+                // A follower that applies only the deltas holds the same views as the store.
+                let update = store_w.since(followed_version);
+                let deltas = update
+                    .deltas
+                    .expect("every delta since the last epoch is kept");
+                for delta in &deltas {
+                    followed.apply(&delta.changes);
+                }
+                followed_version = update.version;
+                assert_eq!(followed.positions, update.snapshot.positions);
+                assert_eq!(followed.traders, update.snapshot.traders);
+                assert_eq!(followed.firm, update.snapshot.firm);
+                assert_eq!(followed.unmatched, update.snapshot.unmatched);
+                assert_eq!(followed.accounting, update.snapshot.accounting);
+                seen_w.lock().unwrap().push((*update.snapshot).clone());
             }
         }
     })
@@ -530,19 +555,13 @@ fn books_input_strategy() -> impl Strategy<Value = Input> {
 }
 
 fn assert_matches(snapshot: &ViewSnapshot, expected: &Expected, context: &str) {
-    assert_eq!(
-        snapshot.positions, expected.positions,
-        "positions differ {context}"
-    );
-    assert_eq!(
-        snapshot.traders, expected.traders,
-        "trader totals differ {context}"
-    );
+    let positions: BTreeMap<_, _> = snapshot.positions.clone().into_iter().collect();
+    assert_eq!(positions, expected.positions, "positions differ {context}");
+    let traders: BTreeMap<_, _> = snapshot.traders.clone().into_iter().collect();
+    assert_eq!(traders, expected.traders, "trader totals differ {context}");
     assert_eq!(snapshot.firm, expected.firm, "firm totals differ {context}");
-    assert_eq!(
-        snapshot.unmatched, expected.unmatched,
-        "unmatched differ {context}"
-    );
+    let unmatched: BTreeSet<_> = snapshot.unmatched.clone().into_iter().collect();
+    assert_eq!(unmatched, expected.unmatched, "unmatched differ {context}");
 }
 
 proptest! {
@@ -578,8 +597,10 @@ proptest! {
         let prices: Vec<PriceUpdate> = prefix.iter().filter_map(|i| match i { Input::Price(p) => Some(p.clone()), _ => None }).collect();
         let expected = oracle(&prefix);
         let reference = eod_dataflow::baseline::compute(&events, &prices);
-        prop_assert_eq!(&reference.positions, &expected.positions);
-        prop_assert_eq!(&reference.traders, &expected.traders);
+        let positions: BTreeMap<_, _> = reference.positions.into_iter().collect();
+        prop_assert_eq!(&positions, &expected.positions);
+        let traders: BTreeMap<_, _> = reference.traders.into_iter().collect();
+        prop_assert_eq!(&traders, &expected.traders);
         prop_assert_eq!(&reference.firm, &expected.firm);
     }
 
@@ -597,7 +618,7 @@ proptest! {
             epochs.push(inputs[start..cut].to_vec());
             start = cut;
         }
-        let (snapshots, updates) = run_with_books(epochs.clone(), workers);
+        let (snapshots, updates) = run_with_books(epochs.clone(), workers, true);
         let mut prefix = Vec::new();
         for (epoch, (batch, snapshot)) in epochs.iter().zip(&snapshots).enumerate() {
             prefix.extend(batch.iter().cloned());
@@ -610,6 +631,19 @@ proptest! {
             let counted: u64 = snapshot.positions.values().map(|p| p.trades).sum();
             prop_assert_eq!(live, counted);
         }
+    }
+
+    /// Many times completing in one activation publish one net delta; a follower applying
+    /// the deltas still holds the store's views (asserted inside the run), and they are right.
+    #[test]
+    fn times_completing_together_publish_a_net_delta(
+        inputs in prop::collection::vec(input_strategy(), 1..60),
+        workers in 1usize..=2,
+    ) {
+        let epochs: Vec<Vec<Input>> = inputs.chunks(3).map(|c| c.to_vec()).collect();
+        let (snapshots, _) = run_with_books(epochs, workers, false);
+        prop_assert_eq!(snapshots.len(), 1);
+        assert_matches(&snapshots[0], &oracle(&inputs), "after all epochs at once");
     }
 
     #[test]
@@ -696,7 +730,7 @@ fn a_reference_data_update_re_enriches_the_rows_it_touches() {
             Input::Trader(trader("equities")),
         ],
     ];
-    let (_, updates) = run_with_books(epochs, 2);
+    let (_, updates) = run_with_books(epochs, 2, true);
     let desk = |books: &BTreeMap<Text, BookRow>, id: &str| {
         books[id].trader_ref.as_ref().map(|t| t.desk.to_string())
     };

@@ -459,7 +459,7 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use eod_dataflow::{MarkSource, Money};
+    use eod_dataflow::{MarkSource, Money, Touched, ViewRecord};
     use tower::ServiceExt;
 
     fn store() -> Arc<ViewStore> {
@@ -484,7 +484,7 @@ mod tests {
         snapshot.firm = Some(Totals::sum([&row]));
         snapshot.as_of.time = 3;
         snapshot.as_of.messages = 5;
-        store.publish(snapshot);
+        store.publish_whole(snapshot);
         store
     }
 
@@ -673,19 +673,22 @@ mod tests {
         assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
         // A new snapshot: AAPL's mark moves, a new MSFT row appears.
         let mut next = (*store.snapshot()).clone();
-        let aapl = next
-            .positions
-            .get_mut(&("alice".into(), "AAPL".into()))
-            .unwrap();
+        let old_aapl = next.positions[&("alice".into(), "AAPL".into())].clone();
+        let mut aapl = old_aapl.clone();
         aapl.mark = Some(Money(18_700_000_000));
         let mut msft = aapl.clone();
         msft.symbol = "MSFT".into();
-        next.positions.insert(("alice".into(), "MSFT".into()), msft);
+        let changes = vec![
+            (ViewRecord::Position(old_aapl), -1),
+            (ViewRecord::Position(aapl), 1),
+            (ViewRecord::Position(msft), 1),
+        ];
+        next.apply(&changes);
         next.as_of.messages = 9;
         let events = {
             let reader = tokio::spawn(read_events(body, 4));
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            store.publish(next);
+            store.publish(next, changes);
             reader.await.unwrap()
         };
         let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
@@ -729,46 +732,36 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
+    /// The event names exactly the touched keys: present ones as rows, gone ones as removals,
+    /// and nothing the deltas did not touch.
     #[test]
-    fn position_changes_rebuild_the_new_view() {
-        let old = (*store().snapshot()).clone();
+    fn position_events_follow_the_deltas() {
+        let store = store();
+        let old = (*store.snapshot()).clone();
+        let aapl = old.positions.values().next().unwrap().clone();
+        let mut ibm = aapl.clone();
+        ibm.symbol = "IBM".into();
         let mut new = old.clone();
-        new.positions.clear();
-        let mut row = old.positions.values().next().unwrap().clone();
-        row.symbol = "IBM".into();
-        new.positions.insert(("alice".into(), "IBM".into()), row);
-        let change = stream::positions_event(Some(&old), &new);
+        let changes = vec![
+            (ViewRecord::Position(aapl.clone()), -1),
+            (ViewRecord::Position(ibm), 1),
+        ];
+        new.apply(&changes);
+        store.publish(new, changes);
+        let update = store.since(1);
+        let deltas = update.deltas.unwrap();
+        let touched = Touched::of(deltas.iter().map(|d| d.as_ref()));
+        let change = stream::positions_event(Some(&touched), &update.snapshot);
+        assert_eq!(change["full"], false);
         assert_eq!(change["remove"], json!([["alice", "AAPL"]]));
+        assert_eq!(change["upsert"].as_array().unwrap().len(), 1);
         assert_eq!(change["upsert"][0]["symbol"], "IBM");
-        let unchanged = stream::positions_event(Some(&new), &new);
-        assert_eq!(unchanged["upsert"], json!([]));
-        assert_eq!(unchanged["remove"], json!([]));
-        // The other way round: the new key sorts before the one that went away.
-        let back = stream::positions_event(Some(&new), &old);
-        assert_eq!(back["remove"], json!([["alice", "IBM"]]));
-        assert_eq!(back["upsert"][0]["symbol"], "AAPL");
-        // Keys on both sides of a kept one, one of them changed.
-        let mut wide = old.clone();
-        for symbol in ["A", "ZZZ"] {
-            let mut row = old.positions.values().next().unwrap().clone();
-            row.symbol = symbol.into();
-            row.net_qty += 1;
-            wide.positions.insert(("alice".into(), symbol.into()), row);
-        }
-        let change = stream::positions_event(Some(&old), &wide);
-        let symbols: Vec<&str> = change["upsert"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["symbol"].as_str().unwrap())
-            .collect();
-        assert_eq!(symbols, ["A", "ZZZ"]);
-        assert_eq!(change["remove"], json!([]));
-        let narrowed = stream::positions_event(Some(&wide), &old);
-        assert_eq!(
-            narrowed["remove"],
-            json!([["alice", "A"], ["alice", "ZZZ"]])
-        );
+        let nothing = stream::positions_event(Some(&Touched::default()), &update.snapshot);
+        assert_eq!(nothing["upsert"], json!([]));
+        assert_eq!(nothing["remove"], json!([]));
+        let full = stream::positions_event(None, &update.snapshot);
+        assert_eq!(full["full"], true);
+        assert_eq!(full["upsert"][0]["symbol"], "IBM");
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! The speed path to Redis: the views of this process, as they complete, mirrored into Redis
 //! and announced on pub/sub.
 //!
-//! Per published snapshot (a completed time), one MULTI/EXEC: `HSET positions:{trader}` for
+//! Per write, one MULTI/EXEC covering every snapshot published since the last one, from the
+//! dataflow's deltas (the keys they touched, at their current values): `HSET positions:{trader}` for
 //! every changed position (HDEL for one that closed out of the view), the trader totals in
 //! `HSET pnl:traders`, the firm totals in `SET pnl:firm`, the time they are consistent with in
 //! `SET pnl:as_of`, and `PUBLISH pnl.{trader}` with each trader's changes. Values are JSON with
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use eod_dataflow::{PositionView, Text, Totals, ViewSnapshot, ViewStore};
+use eod_dataflow::{PositionView, Text, Totals, Touched, ViewSnapshot, ViewStore, ViewUpdate};
 use serde::Serialize;
 
 use crate::breaker::CircuitBreaker;
@@ -120,16 +121,14 @@ fn follow(
     let mut breaker =
         CircuitBreaker::new(1, options.breaker_cooldown, options.breaker_max_cooldown);
     let mut connection: Option<redis::Connection> = None;
-    // What Redis holds, when known: `None` after a failure (resynchronise).
-    let mut written: Option<Arc<ViewSnapshot>> = None;
+    // The store version Redis holds, when known: `None` after a failure (resynchronise).
+    let mut written: Option<u64> = None;
     let mut seen = 0;
     metrics.breaker_state.with_label_values(&[SINK]).set(0);
     loop {
         let stopping = stop.load(Ordering::Acquire);
         seen = store.wait_newer(seen, Duration::from_millis(50));
-        let current = store.snapshot();
-        let up_to_date = written.as_ref().is_some_and(|w| Arc::ptr_eq(w, &current));
-        if up_to_date {
+        if written == Some(store.version()) {
             if stopping {
                 return;
             }
@@ -143,24 +142,42 @@ fn follow(
             continue;
         }
         let started = Instant::now();
+        // The deltas since what Redis holds; none when it holds nothing known or the store
+        // no longer has them all (the sink fell far behind): then a full resynchronisation.
+        let update = match written {
+            Some(version) => store.since(version),
+            None => {
+                let (version, snapshot) = store.current();
+                ViewUpdate {
+                    version,
+                    snapshot,
+                    deltas: None,
+                }
+            }
+        };
+        let current = &update.snapshot;
+        let touched = update
+            .deltas
+            .as_ref()
+            .map(|deltas| Touched::of(deltas.iter().map(|d| d.as_ref())));
         let _span = tracing::debug_span!(
             "redis_write",
             as_of = current.as_of.time,
-            resync = written.is_none()
+            resync = touched.is_none()
         )
         .entered();
-        let result = connect(&client, &options, &mut connection).and_then(|conn| match &written {
-            Some(previous) => write_changes(conn, previous, &current),
-            None => resynchronise(conn, &current),
+        let result = connect(&client, &options, &mut connection).and_then(|conn| match &touched {
+            Some(touched) => write_changes(conn, touched, current),
+            None => resynchronise(conn, current),
         });
         match result {
             Ok(rows) => {
-                if written.is_none() {
+                if touched.is_none() {
                     metrics.resyncs.with_label_values(&[SINK]).inc();
                     tracing::info!(rows, "redis resynchronised with the views");
                 }
                 breaker.on_success();
-                written = Some(current);
+                written = Some(update.version);
                 metrics.store_up.with_label_values(&[SINK]).set(1);
                 metrics.rows_written.with_label_values(&[SINK]).inc_by(rows);
                 metrics.batches.with_label_values(&[SINK]).inc();
@@ -256,39 +273,23 @@ fn by_trader(snapshot: &ViewSnapshot) -> Rows<'_> {
     rows
 }
 
-/// One transaction with every change from `previous` to `current`; returns rows written.
+/// One transaction with the keys `touched` names, at their values in `current` (a touched
+/// key `current` lacks is deleted); returns rows written. The deltas name the keys, so a
+/// write costs the changes, not a comparison of snapshots.
 pub fn write_changes(
     conn: &mut redis::Connection,
-    previous: &ViewSnapshot,
+    touched: &Touched,
     current: &ViewSnapshot,
 ) -> redis::RedisResult<u64> {
     let mut changed: BTreeMap<&str, (Vec<&PositionView>, Vec<&str>)> = BTreeMap::new();
-    for (key, row) in &current.positions {
-        if previous.positions.get(key) != Some(row) {
-            changed.entry(key.0.as_str()).or_default().0.push(row);
+    for key in &touched.positions {
+        let (positions, removed) = changed.entry(key.0.as_str()).or_default();
+        match current.positions.get(key) {
+            Some(row) => positions.push(row),
+            None => removed.push(key.1.as_str()),
         }
     }
-    for key in previous.positions.keys() {
-        if !current.positions.contains_key(key) {
-            changed
-                .entry(key.0.as_str())
-                .or_default()
-                .1
-                .push(key.1.as_str());
-        }
-    }
-    let traders_changed: BTreeSet<&Text> = current
-        .traders
-        .iter()
-        .filter(|(trader, totals)| previous.traders.get(*trader) != Some(totals))
-        .map(|(trader, _)| trader)
-        .chain(
-            previous
-                .traders
-                .keys()
-                .filter(|trader| !current.traders.contains_key(*trader)),
-        )
-        .collect();
+    let traders_changed: BTreeSet<&Text> = touched.traders.iter().collect();
     let mut pipe = redis::pipe();
     pipe.atomic();
     let mut rows = 0u64;
@@ -314,7 +315,7 @@ pub fn write_changes(
             None => pipe.hdel(TRADERS_KEY, trader.as_str()).ignore(),
         };
     }
-    if previous.firm != current.firm {
+    if touched.firm {
         match &current.firm {
             Some(firm) => pipe.set(FIRM_KEY, json(firm)).ignore(),
             None => pipe.del(FIRM_KEY).ignore(),

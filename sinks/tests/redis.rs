@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use eod_dataflow::{Money, PositionView, Totals, ViewSnapshot, ViewStore};
+use std::collections::BTreeSet;
+
+use eod_dataflow::{Diff, Money, PositionView, Totals, ViewRecord, ViewSnapshot, ViewStore};
 use eod_sinks::redis_sink::{RedisOptions, RedisSink};
 use eod_sinks::SinkMetrics;
 
@@ -48,6 +50,28 @@ fn snapshot(time: u64, rows: &[PositionView]) -> ViewSnapshot {
     snapshot
 }
 
+fn records(snapshot: &ViewSnapshot) -> BTreeSet<ViewRecord> {
+    let positions = snapshot
+        .positions
+        .values()
+        .cloned()
+        .map(ViewRecord::Position);
+    let traders =
+        (snapshot.traders.iter()).map(|(t, totals)| ViewRecord::Trader(t.clone(), totals.clone()));
+    let firm = snapshot.firm.clone().map(ViewRecord::Firm);
+    positions.chain(traders).chain(firm).collect()
+}
+
+/// Publishes `next` with the changes the dataflow would have sent to get there from the
+/// store's current snapshot.
+fn publish(store: &ViewStore, next: ViewSnapshot) {
+    let (old, new) = (records(&store.snapshot()), records(&next));
+    let changes: Vec<(ViewRecord, Diff)> = (old.difference(&new).map(|r| (r.clone(), -1)))
+        .chain(new.difference(&old).map(|r| (r.clone(), 1)))
+        .collect();
+    store.publish(next, changes);
+}
+
 fn wait_for(mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ready() {
@@ -84,10 +108,13 @@ fn snapshots_become_hset_hdel_and_publish_per_trader() {
         SinkMetrics::register(&registry).unwrap(),
     )
     .unwrap();
-    store.publish(snapshot(
-        1,
-        &[row("T1", "X", 5), row("T1", "Y", 7), row("T2", "X", 1)],
-    ));
+    publish(
+        &store,
+        snapshot(
+            1,
+            &[row("T1", "X", 5), row("T1", "Y", 7), row("T2", "X", 1)],
+        ),
+    );
     let as_of = |conn: &mut redis::Connection| -> Option<String> {
         redis::cmd("GET").arg("pnl:as_of").query(conn).unwrap()
     };
@@ -99,7 +126,7 @@ fn snapshots_become_hset_hdel_and_publish_per_trader() {
     assert_eq!(ghost, 0, "the first write resynchronises: stale keys go");
 
     // T1/Y closes out of the view, T1/X changes, T2 is untouched.
-    store.publish(snapshot(2, &[row("T1", "X", 6), row("T2", "X", 1)]));
+    publish(&store, snapshot(2, &[row("T1", "X", 6), row("T2", "X", 1)]));
     wait_for(|| as_of(&mut conn).is_some_and(|a| a.contains("\"time\":2")));
     let t1: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg("positions:T1")

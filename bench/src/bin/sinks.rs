@@ -257,12 +257,18 @@ fn main() -> Result<()> {
         let mut previous = snapshot.clone();
         let rounds = 5;
         let started = Instant::now();
+        let every_key = eod_dataflow::Touched {
+            positions: snapshot.positions.keys().cloned().collect(),
+            ..Default::default()
+        };
         for round in 1..=rounds {
             let mut next = previous.clone();
-            for row in next.positions.values_mut() {
-                row.net_qty += round;
+            for key in &every_key.positions {
+                if let Some(row) = next.positions.get_mut(key) {
+                    row.net_qty += round;
+                }
             }
-            eod_sinks::redis_sink::write_changes(&mut conn, &previous, &next)?;
+            eod_sinks::redis_sink::write_changes(&mut conn, &every_key, &next)?;
             previous = next;
         }
         let changes = started.elapsed();
