@@ -11,15 +11,13 @@ use crate::graph::position_view;
 use crate::marks::{choose_mark, MarkInput};
 use crate::model::{Fill, PriceKind, PriceUpdate, Text, TradeEvent};
 use crate::position::{Execution, PositionCore};
-use imbl::OrdMap;
-
 use crate::views::{PositionView, Totals};
 
-/// The baseline's answer, in the snapshot's map types so the two compare directly.
+/// The baseline's answer.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BaselineViews {
-    pub positions: OrdMap<(Text, Text), PositionView>,
-    pub traders: OrdMap<Text, Totals>,
+    pub positions: BTreeMap<(Text, Text), PositionView>,
+    pub traders: BTreeMap<Text, Totals>,
     pub firm: Option<Totals>,
 }
 

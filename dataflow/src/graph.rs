@@ -23,7 +23,7 @@ use crate::position::{Execution, PositionCore};
 use crate::position_operator::{self, PositionKey};
 use crate::sum_operator;
 use crate::views::{
-    FirmSum, PositionView, TotalsSum, Unmatched, ViewRecord, ViewSnapshot, ViewStore,
+    FirmSum, PositionView, TotalsSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
 };
 
 /// Input handles of one worker. Counts are buffered and entered once per epoch.
@@ -551,7 +551,7 @@ fn export_views(
     // The changes of the times completed since the last publish: applied to the snapshot
     // and handed to the store as the delta beside it.
     let mut changes: Vec<(ViewRecord, Diff)> = Vec::new();
-    let mut snapshot = ViewSnapshot::default();
+    let mut snapshots = SnapshotRecycler::default();
     let mut published_as_of = None;
     let mut latest_time_seen: Time = 0;
     routed.inner.sink(
@@ -571,7 +571,16 @@ fn export_views(
                 pending.clear();
                 return;
             };
-            let mut times_completed = 0;
+            let frontier_time = frontier.frontier().iter().min().copied();
+            let as_of = (frontier_time.unwrap_or(Time::MAX), frontier_time.is_none());
+            let completed = pending
+                .first_key_value()
+                .is_some_and(|(time, _)| !frontier.less_equal(time));
+            if !completed && published_as_of == Some(as_of) {
+                return;
+            }
+            let mut snapshot = snapshots.next();
+            let mut time_ends = Vec::new();
             while let Some(entry) = pending.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
@@ -581,30 +590,125 @@ fn export_views(
                 changes.extend(at_time.drain().filter(|(_, diff)| *diff != 0));
                 spare_maps.push(at_time);
                 snapshot.apply(&changes[from..]);
-                times_completed += 1;
+                time_ends.push(changes.len());
             }
-            let changed = times_completed > 0;
-            if times_completed > 1 {
-                // The delta is the net change between two snapshots (at most one retraction
-                // and one insertion per key), so that it applies like one time's changes.
-                let mut net = spare_maps.pop().unwrap_or_default();
-                for (record, diff) in changes.drain(..) {
-                    *net.entry(record).or_default() += diff;
-                }
-                changes.extend(net.drain().filter(|(_, diff)| *diff != 0));
-                spare_maps.push(net);
-            }
-            let frontier_time = frontier.frontier().iter().min().copied();
-            let as_of = (frontier_time.unwrap_or(Time::MAX), frontier_time.is_none());
-            if changed || published_as_of != Some(as_of) {
-                // The frontier is the first time not yet reflected; an empty one means final.
-                snapshot.as_of.time = frontier_time
-                    .unwrap_or_else(|| latest_time_seen.saturating_add(1).max(snapshot.as_of.time));
-                snapshot.as_of.complete = as_of.1;
-                // A persistent-map clone: shares every row this publish did not change.
-                store.publish(snapshot.clone(), std::mem::take(&mut changes));
-                published_as_of = Some(as_of);
-            }
+            // The frontier is the first time not yet reflected; an empty one means final.
+            snapshot.as_of.time = frontier_time
+                .unwrap_or_else(|| latest_time_seen.saturating_add(1).max(snapshot.as_of.time));
+            snapshot.as_of.complete = as_of.1;
+            let snapshot = Arc::new(snapshot);
+            // The next publish's changes are likely as many: no regrowth from nothing.
+            let capacity = changes.len();
+            let changes = std::mem::replace(&mut changes, Vec::with_capacity(capacity));
+            let delta = store.publish_times(snapshot.clone(), changes, time_ends);
+            snapshots.published(snapshot, delta);
+            published_as_of = Some(as_of);
         },
     );
+}
+
+/// Where the next snapshot to publish comes from, without copying every row each time.
+///
+/// The snapshot published before the current one is usually held by no one once the store
+/// has moved on (readers hold theirs for one response): it is brought up to date by applying
+/// the delta that followed it, and becomes the next one. When a reader still holds it, or
+/// that delta is large against the views (catching up would cost more than a copy), the
+/// current snapshot is copied instead, as every publish did before.
+#[derive(Default)]
+struct SnapshotRecycler {
+    current: Arc<ViewSnapshot>,
+    /// The snapshot before `current`, and the delta from it to `current`.
+    previous: Option<(Arc<ViewSnapshot>, Arc<ViewDelta>)>,
+}
+
+impl SnapshotRecycler {
+    /// A snapshot equal to the current one, to apply the next changes to.
+    fn next(&mut self) -> ViewSnapshot {
+        let rows = self.current.positions.len() + self.current.traders.len();
+        if let Some((previous, delta)) = self.previous.take() {
+            // Applying a change costs a few copies of a row (a lookup and a write).
+            if delta.changes.len() * 4 <= rows {
+                if let Ok(mut snapshot) = Arc::try_unwrap(previous) {
+                    delta.apply_to(&mut snapshot);
+                    snapshot.as_of = self.current.as_of.clone();
+                    return snapshot;
+                }
+            }
+        }
+        (*self.current).clone()
+    }
+
+    fn published(&mut self, snapshot: Arc<ViewSnapshot>, delta: Arc<ViewDelta>) {
+        let previous = std::mem::replace(&mut self.current, snapshot);
+        self.previous = Some((previous, delta));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(trader: &str, symbol: &str, qty: i128) -> PositionView {
+        PositionView {
+            trader: trader.into(),
+            symbol: symbol.into(),
+            net_qty: qty,
+            trades: 1,
+            avg_cost: None,
+            mark: None,
+            mark_source: None,
+            realized_pnl: None,
+            unrealized_pnl: None,
+            total_pnl: None,
+        }
+    }
+
+    /// Publishes through a store as the export does; returns what the recycler started from.
+    fn publish(
+        store: &ViewStore,
+        recycler: &mut SnapshotRecycler,
+        changes: Vec<(ViewRecord, Diff)>,
+    ) -> ViewSnapshot {
+        let start = recycler.next();
+        assert_eq!(
+            &start, &*recycler.current,
+            "the next snapshot starts as the current one"
+        );
+        let mut next = start.clone();
+        next.apply(&changes);
+        let next = Arc::new(next);
+        let delta = store.publish(next.clone(), changes);
+        recycler.published(next, delta);
+        start
+    }
+
+    #[test]
+    fn recycled_or_copied_the_next_snapshot_equals_the_current() {
+        let store = ViewStore::new();
+        let mut recycler = SnapshotRecycler::default();
+        let many: Vec<_> = (0..40)
+            .map(|i| (ViewRecord::Position(row("T", &format!("S{i}"), 1)), 1))
+            .collect();
+        publish(&store, &mut recycler, many);
+        for round in 2..6 {
+            // One row changes: the snapshot before is recycled (nobody holds it).
+            let key = format!("S{round}");
+            let changes = vec![
+                (ViewRecord::Position(row("T", &key, round - 1)), -1),
+                (ViewRecord::Position(row("T", &key, round)), 1),
+            ];
+            publish(&store, &mut recycler, changes);
+        }
+        // A reader holding the snapshot before the current one forces a copy.
+        let held = recycler.previous.as_ref().map(|(s, _)| s.clone());
+        let changes = vec![(ViewRecord::Position(row("U", "X", 1)), 1)];
+        publish(&store, &mut recycler, changes);
+        drop(held);
+        // A removal through a recycled snapshot.
+        let gone = vec![(ViewRecord::Position(row("U", "X", 1)), -1)];
+        publish(&store, &mut recycler, gone);
+        let start = publish(&store, &mut recycler, Vec::new());
+        assert!(!start.positions.contains_key(&("U".into(), "X".into())));
+        assert_eq!(start.positions.len(), 40);
+    }
 }

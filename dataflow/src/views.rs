@@ -11,8 +11,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use imbl::{OrdMap, OrdSet};
-
 use serde::{Deserialize, Serialize};
 
 use crate::marks::MarkSource;
@@ -213,30 +211,31 @@ impl Accounting {
     }
 }
 
-/// A complete, consistent state of every view. The maps are persistent (`imbl`): a clone
-/// shares every row, and a change copies only the path to the rows it touches.
+/// A complete, consistent state of every view.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewSnapshot {
     pub as_of: AsOf,
-    pub positions: OrdMap<(Text, Text), PositionView>,
-    pub traders: OrdMap<Text, Totals>,
+    pub positions: BTreeMap<(Text, Text), PositionView>,
+    pub traders: BTreeMap<Text, Totals>,
     pub firm: Option<Totals>,
-    pub unmatched: OrdSet<Unmatched>,
+    pub unmatched: BTreeSet<Unmatched>,
     pub accounting: Accounting,
 }
 
 impl ViewSnapshot {
-    /// Applies the consolidated changes of one completed time: retractions first, so that an
-    /// updated row's old value never removes its new one.
+    /// Applies the consolidated changes of one completed time. Insertions first, each
+    /// replacing its key's row; a retraction then removes its key only if the row there is the
+    /// retracted one (an updated row's new value is not, so the update is one write, not a
+    /// removal and a re-insertion).
     pub fn apply(&mut self, changes: &[(ViewRecord, Diff)]) {
-        for (record, diff) in changes {
-            if *diff < 0 {
-                self.retract(record, *diff);
-            }
-        }
         for (record, diff) in changes {
             if *diff > 0 {
                 self.insert(record, *diff);
+            }
+        }
+        for (record, diff) in changes {
+            if *diff < 0 {
+                self.retract(record, *diff);
             }
         }
         self.as_of.messages = self.accounting.read;
@@ -285,15 +284,28 @@ impl ViewSnapshot {
     }
 }
 
-/// What one publish changed: the net change from the previous snapshot, over every time
-/// completed since (empty when only the frontier moved). At most one retraction and one
-/// insertion per key, so `ViewSnapshot::apply` of it turns the previous snapshot into this one.
+/// What one publish changed: the consolidated changes of each time completed since the
+/// previous publish, in time order (none when only the frontier moved).
 #[derive(Debug, Default)]
 pub struct ViewDelta {
     /// The store version this delta leads to.
     pub version: u64,
     pub as_of: AsOf,
+    /// Every time's changes, one after the other.
     pub changes: Vec<(ViewRecord, Diff)>,
+    /// Where each time's changes end in `changes`.
+    pub time_ends: Vec<usize>,
+}
+
+impl ViewDelta {
+    /// Turns the snapshot this delta followed into the one it led to (`as_of` aside).
+    pub fn apply_to(&self, snapshot: &mut ViewSnapshot) {
+        let mut start = 0;
+        for &end in &self.time_ends {
+            snapshot.apply(&self.changes[start..end]);
+            start = end;
+        }
+    }
 }
 
 /// The keys a run of deltas touched: a follower reads their values from the snapshot the
@@ -343,8 +355,11 @@ pub struct ViewUpdate {
 }
 
 /// Deltas kept for followers: one that falls further behind than this starts over from the
-/// snapshot (Redis resynchronises, a stream sends the whole view again).
+/// snapshot (Redis resynchronises, a stream sends the whole view again). Fewer are kept when
+/// their changes would outnumber the view's rows (plus `CHANGES_KEPT_MIN`): past that,
+/// starting over costs no more than catching up, and memory stays proportional to the view.
 pub const DELTAS_KEPT: usize = 1024;
+pub const CHANGES_KEPT_MIN: usize = 4096;
 
 #[derive(Debug, Default)]
 struct Published {
@@ -352,6 +367,8 @@ struct Published {
     version: u64,
     /// The last deltas, consecutive versions up to `version`.
     deltas: VecDeque<Arc<ViewDelta>>,
+    /// Changes held in `deltas`.
+    changes_kept: usize,
 }
 
 /// The latest published snapshot and the deltas that led to it, shared between the dataflow
@@ -387,22 +404,48 @@ impl ViewStore {
         self.published().version
     }
 
-    /// Publishes `snapshot`, reached from the previous one by `changes`.
-    pub fn publish(&self, snapshot: ViewSnapshot, changes: Vec<(ViewRecord, Diff)>) {
+    /// Publishes `snapshot`, reached from the previous one by `changes` (one time's); returns
+    /// the delta as kept for followers.
+    pub fn publish(
+        &self,
+        snapshot: impl Into<Arc<ViewSnapshot>>,
+        changes: Vec<(ViewRecord, Diff)>,
+    ) -> Arc<ViewDelta> {
+        let time_ends = vec![changes.len()];
+        self.publish_times(snapshot, changes, time_ends)
+    }
+
+    /// Publishes `snapshot`, reached from the previous one by the changes of several times,
+    /// each ending at its entry of `time_ends`.
+    pub fn publish_times(
+        &self,
+        snapshot: impl Into<Arc<ViewSnapshot>>,
+        changes: Vec<(ViewRecord, Diff)>,
+        time_ends: Vec<usize>,
+    ) -> Arc<ViewDelta> {
+        let snapshot = snapshot.into();
         let mut published = self.published();
         let version = published.version + 1;
         let delta = Arc::new(ViewDelta {
             version,
             as_of: snapshot.as_of.clone(),
             changes,
+            time_ends,
         });
-        if published.deltas.len() == DELTAS_KEPT {
-            published.deltas.pop_front();
+        published.changes_kept += delta.changes.len();
+        published.deltas.push_back(delta.clone());
+        let budget = snapshot.positions.len() + snapshot.traders.len() + CHANGES_KEPT_MIN;
+        while published.deltas.len() > DELTAS_KEPT
+            || (published.deltas.len() > 1 && published.changes_kept > budget)
+        {
+            if let Some(dropped) = published.deltas.pop_front() {
+                published.changes_kept -= dropped.changes.len();
+            }
         }
-        published.deltas.push_back(delta);
-        published.snapshot = Arc::new(snapshot);
+        published.snapshot = snapshot;
         published.version = version;
         self.changed.notify_all();
+        delta
     }
 
     /// Publishes a snapshot with no known relation to the previous one (tests, restores):
@@ -410,6 +453,7 @@ impl ViewStore {
     pub fn publish_whole(&self, snapshot: ViewSnapshot) {
         let mut published = self.published();
         published.deltas.clear();
+        published.changes_kept = 0;
         published.snapshot = Arc::new(snapshot);
         published.version += 1;
         self.changed.notify_all();
@@ -538,6 +582,18 @@ mod tests {
         assert!(store.since(1).deltas.is_none(), "fell behind what is kept");
         let recent = store.since(store.version() - 2).deltas.unwrap();
         assert_eq!(recent.len(), 2);
+        // Deltas whose changes outnumber the view's rows are not all kept.
+        let big: Vec<_> = (0..CHANGES_KEPT_MIN as isize)
+            .map(|q| (ViewRecord::Counter(Counter::Read), q + 1))
+            .collect();
+        let before_big = store.version();
+        store.publish(snapshot.clone(), big.clone());
+        store.publish(snapshot.clone(), big);
+        assert!(
+            store.since(before_big).deltas.is_none(),
+            "over the change budget"
+        );
+        assert_eq!(store.since(before_big + 1).deltas.unwrap().len(), 1);
         store.publish_whole(ViewSnapshot::default());
         assert!(store.since(store.version() - 1).deltas.is_none());
         assert!(store.snapshot().positions.is_empty());
@@ -549,6 +605,7 @@ mod tests {
         let delta = ViewDelta {
             version: 1,
             as_of: AsOf::default(),
+            time_ends: vec![3],
             changes: vec![
                 (ViewRecord::Position(row("T", 1)), -1),
                 (ViewRecord::Trader("T".into(), Totals::default()), 1),
