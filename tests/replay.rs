@@ -104,6 +104,8 @@ fn binary_output_is_identical_for_one_and_two_workers() {
             .arg(&fx.prices_path)
             .arg("--output")
             .arg(output)
+            .arg("--dead-letters")
+            .arg(output.with_extension("jsonl"))
             .args(["--epoch-messages", "500", "--", "-w", workers])
             .output()
             .unwrap();
@@ -130,6 +132,22 @@ fn binary_output_is_identical_for_one_and_two_workers() {
     );
     assert_eq!(one["as_of"]["messages"], two["as_of"]["messages"]);
     assert_eq!(one["as_of"]["complete"], true);
+    // The dead letters come in the archive's order, whichever worker read which segment.
+    let letters = |name: &str| std::fs::read(fx.archive.with_extension(name)).unwrap();
+    let (one_letters, two_letters) = (letters("one.jsonl"), letters("two.jsonl"));
+    assert!(
+        one_letters == two_letters,
+        "dead letters differ between -w 1 and -w 2"
+    );
+    let sources: std::collections::BTreeSet<String> = String::from_utf8(one_letters)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["source"].to_string())
+        .collect();
+    assert!(
+        sources.len() > 1,
+        "letters from several segments: {sources:?}"
+    );
     assert!(one["positions"].as_array().unwrap().len() > 30);
     assert!(
         one["positions"][0]["total_pnl"].is_string(),

@@ -1,5 +1,6 @@
 //! Dead letters of the embedded runs: one JSON object per line, original bytes kept exactly.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -43,8 +44,27 @@ impl DeadLetterRecord {
     }
 }
 
+enum Message {
+    Letter(DeadLetterRecord),
+    /// Every letter from this source (an archive segment) has been sent.
+    SourceDone(String),
+}
+
 /// Cloneable handle workers send dead letters through.
-pub type DeadLetterSender = mpsc::Sender<DeadLetterRecord>;
+#[derive(Clone)]
+pub struct DeadLetterSender(mpsc::Sender<Message>);
+
+impl DeadLetterSender {
+    /// Sends a letter; one that arrives after the writer finished is dropped (the run failed).
+    pub fn send(&self, record: DeadLetterRecord) {
+        let _ = self.0.send(Message::Letter(record));
+    }
+
+    /// Says that `source` will send no more letters (the ordered writer may move past it).
+    pub fn source_done(&self, source: &str) {
+        let _ = self.0.send(Message::SourceDone(source.to_owned()));
+    }
+}
 
 /// Writes dead letters on a thread of its own; the file is created only when the first one
 /// arrives, so a clean run leaves nothing behind.
@@ -54,29 +74,141 @@ pub struct DeadLetterWriter {
     path: PathBuf,
 }
 
+/// The file, created at the first letter.
+struct LetterFile {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    written: u64,
+}
+
+impl LetterFile {
+    fn write(&mut self, record: &DeadLetterRecord) -> std::io::Result<()> {
+        let writer = match self.out.as_mut() {
+            Some(writer) => writer,
+            None => self.out.insert(BufWriter::new(File::create(&self.path)?)),
+        };
+        serde_json::to_writer(&mut *writer, record)?;
+        writer.write_all(b"\n")?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<u64> {
+        if let Some(mut writer) = self.out {
+            writer.flush()?;
+        }
+        Ok(self.written)
+    }
+}
+
+/// Letters in the order of the sources they came from, whatever the order workers read them:
+/// the file is the same from run to run and for any number of workers. Letters of the first
+/// source not yet done are written as they come; those of later sources wait for it (workers
+/// stay within a few epochs of each other, so little waits). Letters of sources not in the
+/// list (or already done, like books rows a store refused) go last, sorted.
+struct InOrder {
+    sources: VecDeque<String>,
+    waiting: HashMap<String, Vec<DeadLetterRecord>>,
+    done: HashSet<String>,
+    late: Vec<DeadLetterRecord>,
+}
+
+impl InOrder {
+    fn letter(&mut self, record: DeadLetterRecord, file: &mut LetterFile) -> std::io::Result<()> {
+        match self.sources.front() {
+            Some(head) if *head == record.source => file.write(&record),
+            _ if self.sources.contains(&record.source) => {
+                self.waiting
+                    .entry(record.source.clone())
+                    .or_default()
+                    .push(record);
+                Ok(())
+            }
+            _ => {
+                self.late.push(record);
+                Ok(())
+            }
+        }
+    }
+
+    fn source_done(&mut self, source: String, file: &mut LetterFile) -> std::io::Result<()> {
+        self.done.insert(source);
+        while let Some(head) = self.sources.front() {
+            if !self.done.contains(head) {
+                break;
+            }
+            self.sources.pop_front();
+            // The new head's letters so far, in the order its one reader sent them.
+            if let Some(head) = self.sources.front() {
+                for record in self.waiting.remove(head).unwrap_or_default() {
+                    file.write(&record)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, file: &mut LetterFile) -> std::io::Result<()> {
+        for source in std::mem::take(&mut self.sources) {
+            for record in self.waiting.remove(&source).unwrap_or_default() {
+                file.write(&record)?;
+            }
+        }
+        self.late.sort_by(|a, b| {
+            (&a.source, a.offset, a.reason, &a.detail)
+                .cmp(&(&b.source, b.offset, b.reason, &b.detail))
+        });
+        for record in &self.late {
+            file.write(record)?;
+        }
+        Ok(())
+    }
+}
+
 impl DeadLetterWriter {
+    /// Writes letters in the order they arrive (live runs).
     pub fn start(path: PathBuf) -> DeadLetterWriter {
-        let (sender, receiver) = mpsc::channel::<DeadLetterRecord>();
+        DeadLetterWriter::spawn(path, None)
+    }
+
+    /// Writes letters in the order of `sources` (a replay's segments), so that the file does
+    /// not depend on how workers interleave.
+    pub fn start_in_order(path: PathBuf, sources: Vec<String>) -> DeadLetterWriter {
+        DeadLetterWriter::spawn(path, Some(sources))
+    }
+
+    fn spawn(path: PathBuf, sources: Option<Vec<String>>) -> DeadLetterWriter {
+        let (sender, receiver) = mpsc::channel::<Message>();
         let file_path = path.clone();
         let handle = std::thread::spawn(move || -> std::io::Result<u64> {
-            let mut out: Option<BufWriter<File>> = None;
-            let mut written = 0u64;
-            for record in receiver {
-                let writer = match out.as_mut() {
-                    Some(writer) => writer,
-                    None => out.insert(BufWriter::new(File::create(&file_path)?)),
-                };
-                serde_json::to_writer(&mut *writer, &record)?;
-                writer.write_all(b"\n")?;
-                written += 1;
+            let mut file = LetterFile {
+                path: file_path,
+                out: None,
+                written: 0,
+            };
+            let mut order = sources.map(|sources| InOrder {
+                sources: sources.into(),
+                waiting: HashMap::new(),
+                done: HashSet::new(),
+                late: Vec::new(),
+            });
+            for message in receiver {
+                match (message, order.as_mut()) {
+                    (Message::Letter(record), Some(order)) => order.letter(record, &mut file)?,
+                    (Message::Letter(record), None) => file.write(&record)?,
+                    (Message::SourceDone(source), Some(order)) => {
+                        order.source_done(source, &mut file)?
+                    }
+                    (Message::SourceDone(_), None) => {}
+                }
             }
-            if let Some(mut writer) = out {
-                writer.flush()?;
+            if let Some(order) = order {
+                order.finish(&mut file)?;
             }
-            Ok(written)
+            file.finish()
         });
         DeadLetterWriter {
-            sender,
+            sender: DeadLetterSender(sender),
             handle,
             path,
         }
@@ -96,5 +228,80 @@ impl DeadLetterWriter {
         self.handle
             .join()
             .map_err(|_| std::io::Error::other("dead-letter writer panicked"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(source: &str, offset: u64) -> DeadLetterRecord {
+        DeadLetterRecord::new(
+            DeadLetterReason::Garbled,
+            "bad".into(),
+            source,
+            offset,
+            b"x",
+        )
+    }
+
+    fn lines(path: &Path) -> Vec<(String, u64)> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                let source = value["source"].as_str().unwrap().to_owned();
+                (source, value["offset"].as_u64().unwrap())
+            })
+            .collect()
+    }
+
+    /// Two readers interleave however they like: the file follows the sources' order, and
+    /// letters from elsewhere come last, sorted.
+    #[test]
+    fn in_order_writer_follows_the_sources_whatever_the_interleaving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let sources = ["s0", "s1", "s2", "s3"].map(String::from).to_vec();
+        let writer = DeadLetterWriter::start_in_order(path.clone(), sources);
+        let (even, odd) = (writer.sender(), writer.sender());
+        // The reader of s1 and s3 runs ahead of the reader of s0 and s2.
+        odd.send(letter("s1", 5));
+        odd.send(letter("s1", 9));
+        odd.source_done("s1");
+        odd.send(letter("books", 2));
+        odd.send(letter("s3", 1));
+        even.send(letter("s0", 7));
+        even.send(letter("books", 1));
+        even.source_done("s0");
+        even.send(letter("s2", 3));
+        odd.source_done("s3");
+        even.source_done("s2");
+        drop((even, odd));
+        assert_eq!(writer.finish().unwrap(), 7);
+        let expected: Vec<(String, u64)> = [
+            ("s0", 7),
+            ("s1", 5),
+            ("s1", 9),
+            ("s2", 3),
+            ("s3", 1),
+            ("books", 1),
+            ("books", 2),
+        ]
+        .iter()
+        .map(|(s, o)| (s.to_string(), *o))
+        .collect();
+        assert_eq!(lines(&path), expected);
+    }
+
+    #[test]
+    fn a_clean_run_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let writer = DeadLetterWriter::start_in_order(path.clone(), vec!["s0".into()]);
+        writer.sender().source_done("s0");
+        assert_eq!(writer.finish().unwrap(), 0);
+        assert!(!path.exists());
     }
 }

@@ -86,8 +86,7 @@ impl Intake {
                 Outcome::NotATrade { .. } => {}
                 Outcome::Dead(reject) => {
                     tracing::debug!(reason = reject.reason.label(), detail = %reject.detail, source = %self.source, offset, "dead letter");
-                    // The writer lives as long as the run; a send can only fail during teardown.
-                    let _ = self.dead_letters.send(DeadLetterRecord::new(
+                    self.dead_letters.send(DeadLetterRecord::new(
                         reject.reason,
                         reject.detail,
                         &self.source,
@@ -135,8 +134,9 @@ mod tests {
     #[test]
     fn every_unit_is_counted_once_in_metrics() {
         let metrics = Metrics::new().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let mut intake = Intake::new("test", 4096, sender, metrics.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let writer = crate::dead_letters::DeadLetterWriter::start(dir.path().join("dlq.jsonl"));
+        let mut intake = Intake::new("test", 4096, writer.sender(), metrics.clone());
         let fill = FixEncoder::new("FIX.4.4").message(
             "8",
             &[
@@ -182,8 +182,10 @@ mod tests {
                 .get(),
             1
         );
-        let record = receiver.recv().unwrap();
-        assert_eq!(record.reason, "garbled");
-        assert_eq!(record.original, "junk");
+        assert_eq!(writer.finish().unwrap(), 1);
+        let line = std::fs::read_to_string(dir.path().join("dlq.jsonl")).unwrap();
+        let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(record["reason"], "garbled");
+        assert_eq!(record["original"], "junk");
     }
 }

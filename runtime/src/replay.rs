@@ -82,7 +82,11 @@ pub fn run_replay(
     if let Some(books) = &options.books {
         books.migrate()?;
     }
-    let writer = DeadLetterWriter::start(options.dead_letters.clone());
+    // In segment order: the file is the same whatever the number of workers.
+    let writer = DeadLetterWriter::start_in_order(
+        options.dead_letters.clone(),
+        segments.iter().map(|s| s.key.clone()).collect(),
+    );
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let bar = options
@@ -209,7 +213,7 @@ struct ArchiveSource<'a> {
     segments: Vec<&'a Segment>,
     next_segment: usize,
     /// The segment being read and how far.
-    open: Option<(bytes::Bytes, usize, tracing::span::EnteredSpan)>,
+    open: Option<(&'a Segment, bytes::Bytes, usize, tracing::span::EnteredSpan)>,
     intake: Intake,
     worker: usize,
 }
@@ -232,9 +236,9 @@ impl Source for ArchiveSource<'_> {
                 .block_on(self.shared.archive.read(&segment.key))?;
             self.intake.reset(&segment.key);
             self.shared.metrics.sources.segments_read.inc();
-            self.open = Some((bytes, 0, span));
+            self.open = Some((segment, bytes, 0, span));
         }
-        let Some((bytes, at, _span)) = self.open.as_mut() else {
+        let Some((segment, bytes, at, _span)) = self.open.as_mut() else {
             return Ok(Feed::Idle);
         };
         let slice = &bytes[*at..bytes.len().min(*at + SLICE)];
@@ -245,6 +249,7 @@ impl Source for ArchiveSource<'_> {
             .fetch_add(slice.len() as u64, Ordering::Relaxed);
         if *at >= bytes.len() {
             entered += self.intake.finish(inputs);
+            self.shared.dead_letters.source_done(&segment.key);
             self.open = None;
         }
         Ok(Feed::Entered(entered))
@@ -302,6 +307,6 @@ pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
             &json,
         );
         // The writer outlives the run's sinks; a send fails only during teardown.
-        let _ = dead_letters.send(record);
+        dead_letters.send(record);
     })
 }
