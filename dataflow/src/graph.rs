@@ -649,18 +649,7 @@ mod tests {
     use super::*;
 
     fn row(trader: &str, symbol: &str, qty: i128) -> PositionView {
-        PositionView {
-            trader: trader.into(),
-            symbol: symbol.into(),
-            net_qty: qty,
-            trades: 1,
-            avg_cost: None,
-            mark: None,
-            mark_source: None,
-            realized_pnl: None,
-            unrealized_pnl: None,
-            total_pnl: None,
-        }
+        crate::views::unmarked_row(trader, symbol, qty)
     }
 
     /// Publishes through a store as the export does; returns what the recycler started from.

@@ -498,23 +498,29 @@ impl ViewStore {
     }
 }
 
+/// An unmarked position row, for this crate's tests.
+#[cfg(test)]
+pub(crate) fn unmarked_row(trader: &str, symbol: &str, qty: i128) -> PositionView {
+    PositionView {
+        trader: trader.into(),
+        symbol: symbol.into(),
+        net_qty: qty,
+        trades: 1,
+        avg_cost: None,
+        mark: None,
+        mark_source: None,
+        realized_pnl: None,
+        unrealized_pnl: None,
+        total_pnl: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn row(trader: &str, qty: i128) -> PositionView {
-        PositionView {
-            trader: trader.into(),
-            symbol: "X".into(),
-            net_qty: qty,
-            trades: 1,
-            avg_cost: None,
-            mark: None,
-            mark_source: None,
-            realized_pnl: None,
-            unrealized_pnl: None,
-            total_pnl: None,
-        }
+        unmarked_row(trader, "X", qty)
     }
 
     #[test]
