@@ -1168,8 +1168,10 @@ fn fix_session_refuses_strangers() {
         &brokers,
         &topics,
         &[
+            // Seven strangers, then one that only connects and leaves, after the metrics are
+            // read: the gateway stops serving (and exporting metrics) after its last connection.
             "--connections",
-            "7",
+            "8",
             "--counterparty",
             "FAR@10.0.0.0/8",
             "--logon-timeout",
@@ -1273,6 +1275,7 @@ fn fix_session_refuses_strangers() {
         let series = format!("eod_fix_logons_refused_total{{reason=\"{reason}\"}}");
         assert_eq!(common::http::metric(&text, &series), refused, "{series}");
     }
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
     let out = gateway.wait_with_output().unwrap();
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
