@@ -388,13 +388,36 @@ impl Session {
         };
         let gap_fill = msg_type == b"4" && field(message, 123) == Some(b"Y");
         if msg_type == b"4" && !gap_fill {
-            // SequenceReset-Reset ignores its own MsgSeqNum and moves the expectation forward.
-            if let Some(new_seq) = number(message, 36).filter(|n| *n > self.state.next_incoming) {
-                self.state.next_incoming = new_seq;
-                self.state.received_ahead = self.state.received_ahead.split_off(&new_seq);
-                while self.state.received_ahead.remove(&self.state.next_incoming) {
-                    self.state.next_incoming += 1;
+            // SequenceReset-Reset ignores its own MsgSeqNum and moves the expectation forward,
+            // never back: a NewSeqNo below the expected one is rejected (FIX session test
+            // case 11c: out of range for tag 36) and the expectation stays.
+            match number(message, 36) {
+                Some(new_seq) if new_seq > self.state.next_incoming => {
+                    self.state.next_incoming = new_seq;
+                    self.state.received_ahead = self.state.received_ahead.split_off(&new_seq);
+                    while self.state.received_ahead.remove(&self.state.next_incoming) {
+                        self.state.next_incoming += 1;
+                    }
                 }
+                Some(new_seq) if new_seq < self.state.next_incoming => {
+                    let text = format!(
+                        "NewSeqNo {new_seq} is below the expected {}",
+                        self.state.next_incoming
+                    );
+                    let reject = self.admin(
+                        now,
+                        "3",
+                        &[
+                            (45, seq.to_string()),
+                            (371, "36".into()),
+                            (372, "4".into()),
+                            (373, "5".into()),
+                            (58, text),
+                        ],
+                    );
+                    actions.send.push(reject);
+                }
+                _ => {}
             }
             return actions;
         }
@@ -582,6 +605,32 @@ mod tests {
         assert_eq!(s.state().next_incoming, 5);
         s.on_message(&initiator(99, "4", &[(36, "20")]), S);
         assert_eq!(s.state().next_incoming, 20);
+    }
+
+    /// FIX session test case 11c: a SequenceReset-Reset may not move the expected number
+    /// back; it is rejected (out of range, tag 36) and the session goes on.
+    #[test]
+    fn a_reset_below_the_expected_number_is_rejected() {
+        let mut s = logged_on();
+        s.on_message(&initiator(2, "8", &[]), S);
+        s.on_message(&initiator(3, "8", &[]), S);
+        let actions = s.on_message(&initiator(4, "4", &[(36, "2")]), S);
+        assert!(!actions.deliver && actions.disconnect.is_none());
+        let reject = &actions.send[0];
+        assert_eq!(msg_type(reject), "3");
+        assert_eq!(field(reject, 373), Some(&b"5"[..]), "value out of range");
+        assert_eq!(field(reject, 371), Some(&b"36"[..]));
+        assert_eq!(field(reject, 372), Some(&b"4"[..]));
+        assert_eq!(field(reject, 45), Some(&b"4"[..]));
+        assert_eq!(
+            s.state().next_incoming,
+            4,
+            "the expectation does not move back"
+        );
+        // Equal to the expected one: accepted, nothing to do.
+        let actions = s.on_message(&initiator(9, "4", &[(36, "4")]), S);
+        assert!(actions.send.is_empty() && actions.disconnect.is_none());
+        assert!(s.on_message(&initiator(4, "8", &[]), S).deliver);
     }
 
     #[test]
