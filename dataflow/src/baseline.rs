@@ -148,7 +148,7 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> BaselineViews {
     }
     views.traders = per_trader
         .into_iter()
-        .map(|(trader, rows)| (Text::from(trader), Totals::sum(rows)))
+        .map(|(trader, rows)| (trader.into(), Totals::sum(rows)))
         .collect();
     if !views.positions.is_empty() {
         views.firm = Some(Totals::sum(views.positions.values()));

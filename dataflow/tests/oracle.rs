@@ -555,13 +555,19 @@ fn books_input_strategy() -> impl Strategy<Value = Input> {
 }
 
 fn assert_matches(snapshot: &ViewSnapshot, expected: &Expected, context: &str) {
-    let positions: BTreeMap<_, _> = snapshot.positions.clone().into_iter().collect();
-    assert_eq!(positions, expected.positions, "positions differ {context}");
-    let traders: BTreeMap<_, _> = snapshot.traders.clone().into_iter().collect();
-    assert_eq!(traders, expected.traders, "trader totals differ {context}");
+    assert_eq!(
+        snapshot.positions, expected.positions,
+        "positions differ {context}"
+    );
+    assert_eq!(
+        snapshot.traders, expected.traders,
+        "trader totals differ {context}"
+    );
     assert_eq!(snapshot.firm, expected.firm, "firm totals differ {context}");
-    let unmatched: BTreeSet<_> = snapshot.unmatched.clone().into_iter().collect();
-    assert_eq!(unmatched, expected.unmatched, "unmatched differ {context}");
+    assert_eq!(
+        snapshot.unmatched, expected.unmatched,
+        "unmatched differ {context}"
+    );
 }
 
 proptest! {
@@ -597,10 +603,8 @@ proptest! {
         let prices: Vec<PriceUpdate> = prefix.iter().filter_map(|i| match i { Input::Price(p) => Some(p.clone()), _ => None }).collect();
         let expected = oracle(&prefix);
         let reference = eod_dataflow::baseline::compute(&events, &prices);
-        let positions: BTreeMap<_, _> = reference.positions.into_iter().collect();
-        prop_assert_eq!(&positions, &expected.positions);
-        let traders: BTreeMap<_, _> = reference.traders.into_iter().collect();
-        prop_assert_eq!(&traders, &expected.traders);
+        prop_assert_eq!(&reference.positions, &expected.positions);
+        prop_assert_eq!(&reference.traders, &expected.traders);
         prop_assert_eq!(&reference.firm, &expected.firm);
     }
 

@@ -263,10 +263,8 @@ fn main() -> Result<()> {
         };
         for round in 1..=rounds {
             let mut next = previous.clone();
-            for key in &every_key.positions {
-                if let Some(row) = next.positions.get_mut(key) {
-                    row.net_qty += round;
-                }
+            for row in next.positions.values_mut() {
+                row.net_qty += round;
             }
             eod_sinks::redis_sink::write_changes(&mut conn, &every_key, &next)?;
             previous = next;

@@ -47,18 +47,15 @@ fn snapshot(positions: usize) -> ViewSnapshot {
 fn main() {
     let args = Args::parse();
     let mut old = snapshot(args.positions);
-    let keys: Vec<_> = old.positions.keys().cloned().collect();
     let mut ticks = Vec::with_capacity(args.ticks);
     for tick in 0..args.ticks {
         let mut new = old.clone();
         let mut touched = Touched::default();
-        for (n, key) in keys.iter().enumerate() {
+        for (n, (key, row)) in new.positions.iter_mut().enumerate() {
             if (n + tick * 7919) % args.positions < args.changed {
-                if let Some(row) = new.positions.get_mut(key) {
-                    let moved = Money(row.mark.map_or(0, |m| m.0) + 1_000_000);
-                    row.mark = Some(moved);
-                    row.total_pnl = Some(Money(row.total_pnl.map_or(0, |p| p.0) + 100_000_000));
-                }
+                let moved = Money(row.mark.map_or(0, |m| m.0) + 1_000_000);
+                row.mark = Some(moved);
+                row.total_pnl = Some(Money(row.total_pnl.map_or(0, |p| p.0) + 100_000_000));
                 touched.positions.insert(key.clone());
             }
         }
