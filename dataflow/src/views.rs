@@ -354,6 +354,14 @@ pub struct ViewUpdate {
     pub deltas: Option<Vec<Arc<ViewDelta>>>,
 }
 
+impl ViewUpdate {
+    /// The keys the deltas touched; `None` when the follower must start over.
+    pub fn touched(&self) -> Option<Touched> {
+        let deltas = self.deltas.as_ref()?;
+        Some(Touched::of(deltas.iter().map(|d| d.as_ref())))
+    }
+}
+
 /// Deltas kept for followers: one that falls further behind than this starts over from the
 /// snapshot (Redis resynchronises, a stream sends the whole view again). Fewer are kept when
 /// their changes would outnumber the view's rows (plus `CHANGES_KEPT_MIN`): past that,
@@ -393,10 +401,20 @@ impl ViewStore {
         self.published().snapshot.clone()
     }
 
-    /// The current version and its snapshot, read together.
-    pub fn current(&self) -> (u64, Arc<ViewSnapshot>) {
-        let published = self.published();
-        (published.version, published.snapshot.clone())
+    /// What a follower needs after `seen` (`None`: it holds nothing known yet, and starts
+    /// from the current snapshot).
+    pub fn follow(&self, seen: Option<u64>) -> ViewUpdate {
+        match seen {
+            Some(seen) => self.since(seen),
+            None => {
+                let published = self.published();
+                ViewUpdate {
+                    version: published.version,
+                    snapshot: published.snapshot.clone(),
+                    deltas: None,
+                }
+            }
+        }
     }
 
     /// Number of snapshots published so far.
@@ -604,6 +622,10 @@ mod tests {
         assert!(store.since(store.version() - 1).deltas.is_none());
         assert!(store.snapshot().positions.is_empty());
         assert!(store.since(u64::MAX).deltas.is_none());
+        let start = store.follow(None);
+        assert!(start.deltas.is_none() && start.touched().is_none());
+        assert_eq!(start.version, store.version());
+        assert!(store.follow(Some(store.version())).touched().unwrap() == Touched::default());
     }
 
     #[test]

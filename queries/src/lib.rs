@@ -748,9 +748,8 @@ mod tests {
         ];
         new.apply(&changes);
         store.publish(new, changes);
-        let update = store.since(1);
-        let deltas = update.deltas.unwrap();
-        let touched = Touched::of(deltas.iter().map(|d| d.as_ref()));
+        let update = store.follow(Some(1));
+        let touched = update.touched().unwrap();
         let change = stream::positions_event(Some(&touched), &update.snapshot);
         assert_eq!(change["full"], false);
         assert_eq!(change["remove"], json!([["alice", "AAPL"]]));

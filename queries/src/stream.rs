@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use eod_dataflow::{PositionView, Touched, ViewSnapshot, ViewUpdate};
+use eod_dataflow::{PositionView, Touched, ViewSnapshot};
 use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -65,21 +65,8 @@ impl StreamState {
     /// Queues the events for what was published since the last ones: deltas when the store
     /// still holds them all, else the whole view again.
     fn catch_up(&mut self) {
-        let update = match self.version {
-            Some(seen) => self.app.store.since(seen),
-            None => {
-                let (version, snapshot) = self.app.store.current();
-                ViewUpdate {
-                    version,
-                    snapshot,
-                    deltas: None,
-                }
-            }
-        };
-        let touched = update
-            .deltas
-            .as_ref()
-            .map(|deltas| Touched::of(deltas.iter().map(|d| d.as_ref())));
+        let update = self.app.store.follow(self.version);
+        let touched = update.touched();
         let snapshot = update.snapshot;
         let positions = positions_event(touched.as_ref(), &snapshot);
         let mut summary = traders_body(&snapshot);

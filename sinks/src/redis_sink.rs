@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use eod_dataflow::{PositionView, Text, Totals, Touched, ViewSnapshot, ViewStore, ViewUpdate};
+use eod_dataflow::{PositionView, Text, Totals, Touched, ViewSnapshot, ViewStore};
 use serde::Serialize;
 
 use crate::breaker::CircuitBreaker;
@@ -144,22 +144,9 @@ fn follow(
         let started = Instant::now();
         // The deltas since what Redis holds; none when it holds nothing known or the store
         // no longer has them all (the sink fell far behind): then a full resynchronisation.
-        let update = match written {
-            Some(version) => store.since(version),
-            None => {
-                let (version, snapshot) = store.current();
-                ViewUpdate {
-                    version,
-                    snapshot,
-                    deltas: None,
-                }
-            }
-        };
+        let update = store.follow(written);
         let current = &update.snapshot;
-        let touched = update
-            .deltas
-            .as_ref()
-            .map(|deltas| Touched::of(deltas.iter().map(|d| d.as_ref())));
+        let touched = update.touched();
         let _span = tracing::debug_span!(
             "redis_write",
             as_of = current.as_of.time,
