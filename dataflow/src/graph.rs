@@ -599,8 +599,8 @@ fn export_views(
             let snapshot = Arc::new(snapshot);
             // The next publish's changes are likely as many: no regrowth from nothing.
             let capacity = changes.len();
-            let changes = std::mem::replace(&mut changes, Vec::with_capacity(capacity));
-            let delta = store.publish_times(snapshot.clone(), changes, time_ends);
+            let published = std::mem::replace(&mut changes, Vec::with_capacity(capacity));
+            let delta = store.publish_times(snapshot.clone(), published, time_ends);
             snapshots.published(snapshot, delta);
             published_as_of = Some(as_of);
         },
