@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -71,7 +71,6 @@ impl DeadLetterSender {
 pub struct DeadLetterWriter {
     sender: DeadLetterSender,
     handle: JoinHandle<std::io::Result<u64>>,
-    path: PathBuf,
 }
 
 /// The file, created at the first letter.
@@ -179,10 +178,9 @@ impl DeadLetterWriter {
 
     fn spawn(path: PathBuf, sources: Option<Vec<String>>) -> DeadLetterWriter {
         let (sender, receiver) = mpsc::channel::<Message>();
-        let file_path = path.clone();
         let handle = std::thread::spawn(move || -> std::io::Result<u64> {
             let mut file = LetterFile {
-                path: file_path,
+                path,
                 out: None,
                 written: 0,
             };
@@ -210,16 +208,11 @@ impl DeadLetterWriter {
         DeadLetterWriter {
             sender: DeadLetterSender(sender),
             handle,
-            path,
         }
     }
 
     pub fn sender(&self) -> DeadLetterSender {
         self.sender.clone()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Waits for every sender to be dropped and returns how many records were written.
@@ -234,6 +227,7 @@ impl DeadLetterWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn letter(source: &str, offset: u64) -> DeadLetterRecord {
         DeadLetterRecord::new(
