@@ -259,8 +259,9 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
     let mut trades: BTreeMap<Text, (BookKind, Option<Text>, Fill)> = BTreeMap::new();
     let mut kills: BTreeMap<Text, (i64, Text, BookStatus)> = BTreeMap::new();
     let mut sources: BTreeMap<Text, TradeSource> = BTreeMap::new();
-    let mut traders: BTreeMap<Text, TraderRef> = BTreeMap::new();
-    let mut securities: BTreeMap<Text, SecurityRef> = BTreeMap::new();
+    // Reference records with their counts: a withdrawal lets the next smallest record win.
+    let mut traders: BTreeMap<Text, BTreeMap<TraderRef, i64>> = BTreeMap::new();
+    let mut securities: BTreeMap<Text, BTreeMap<SecurityRef, i64>> = BTreeMap::new();
     let mut fill_ids = BTreeSet::new();
     let mut edges: Vec<(Text, Text)> = Vec::new();
     fn keep_min<K: Ord, V: Ord>(map: &mut BTreeMap<K, V>, key: K, value: V) {
@@ -297,9 +298,27 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
                 keep_min(&mut kills, b.target.clone(), kill);
             }
             Input::Source(source) => keep_min(&mut sources, source.exec_id.clone(), source.clone()),
-            Input::Trader(t) => keep_min(&mut traders, t.trader_id.clone(), t.clone()),
-            Input::TraderWithdrawn(_) => panic!("the books oracle covers insertions only"),
-            Input::Security(sec) => keep_min(&mut securities, sec.symbol.clone(), sec.clone()),
+            Input::Trader(t) => {
+                *traders
+                    .entry(t.trader_id.clone())
+                    .or_default()
+                    .entry(t.clone())
+                    .or_default() += 1
+            }
+            Input::TraderWithdrawn(t) => {
+                *traders
+                    .entry(t.trader_id.clone())
+                    .or_default()
+                    .entry(t.clone())
+                    .or_default() -= 1
+            }
+            Input::Security(sec) => {
+                *securities
+                    .entry(sec.symbol.clone())
+                    .or_default()
+                    .entry(sec.clone())
+                    .or_default() += 1
+            }
             Input::Price(_) => {}
         }
     }
@@ -328,11 +347,8 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
                 exec_id: id.clone(),
                 kind,
                 corrects,
-                trader_ref: traders.get(&fill.trader).cloned().map(std::sync::Arc::new),
-                security_ref: securities
-                    .get(&fill.symbol)
-                    .cloned()
-                    .map(std::sync::Arc::new),
+                trader_ref: smallest_present(traders.get(&fill.trader)),
+                security_ref: smallest_present(securities.get(&fill.symbol)),
                 trader: fill.trader,
                 symbol: fill.symbol,
                 qty: fill.qty,
@@ -346,6 +362,12 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
             (id, row)
         })
         .collect()
+}
+
+/// The smallest record a key still holds (count above zero), if any.
+fn smallest_present<R: Clone>(records: Option<&BTreeMap<R, i64>>) -> Option<std::sync::Arc<R>> {
+    let (record, _) = records?.iter().find(|(_, count)| **count > 0)?;
+    Some(std::sync::Arc::new(record.clone()))
 }
 
 // ---------------------------------------------------------------- dataflow under test
@@ -520,7 +542,8 @@ fn input_strategy() -> impl Strategy<Value = Input> {
 }
 
 /// Trades and prices, plus what only the books use: archive locations and reference data,
-/// with several records for some keys (the smallest wins) and some keys never known.
+/// with several records for some keys (the smallest wins), records withdrawn (see
+/// [`withdraw_only_what_is_there`]) and some keys never known.
 fn books_input_strategy() -> impl Strategy<Value = Input> {
     let exec_id = prop_oneof![
         (0..12u8).prop_map(|i| format!("F{i}")),
@@ -543,6 +566,13 @@ fn books_input_strategy() -> impl Strategy<Value = Input> {
             desk: format!("desk{desk}").into(),
             strategy: "flow".into(),
         })),
+        1 => (0..2usize, 0..2u8).prop_map(|(t, desk)| Input::TraderWithdrawn(TraderRef {
+            trader_id: TRADERS[t].into(),
+            name: format!("{} name", TRADERS[t]).into(),
+            mpid: "MPID".into(),
+            desk: format!("desk{desk}").into(),
+            strategy: "flow".into(),
+        })),
         1 => (0..2usize, 0..2u8).prop_map(|(sym, exchange)| Input::Security(SecurityRef {
             symbol: SYMBOLS[sym].into(),
             cusip: format!("CUSIP{sym}").into(),
@@ -552,6 +582,29 @@ fn books_input_strategy() -> impl Strategy<Value = Input> {
             currency: "USD".into(),
         })),
     ]
+}
+
+/// Drops each withdrawal of a trader record that is not there when it comes: a source only
+/// withdraws what it entered, and a record counted below zero means nothing to the books.
+fn withdraw_only_what_is_there(inputs: Vec<Input>) -> Vec<Input> {
+    let mut held: BTreeMap<TraderRef, usize> = BTreeMap::new();
+    inputs
+        .into_iter()
+        .filter(|input| match input {
+            Input::Trader(t) => {
+                *held.entry(t.clone()).or_default() += 1;
+                true
+            }
+            Input::TraderWithdrawn(t) => match held.get_mut(t) {
+                Some(count) if *count > 0 => {
+                    *count -= 1;
+                    true
+                }
+                _ => false,
+            },
+            _ => true,
+        })
+        .collect()
 }
 
 fn assert_matches(snapshot: &ViewSnapshot, expected: &Expected, context: &str) {
@@ -614,6 +667,7 @@ proptest! {
         cuts in prop::collection::vec(0usize..60, 0..5),
         workers in 1usize..=2,
     ) {
+        let inputs = withdraw_only_what_is_there(inputs);
         let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
         cuts.sort();
         let mut epochs = Vec::new();
