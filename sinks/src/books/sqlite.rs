@@ -70,11 +70,19 @@ impl SqliteBooks {
     }
 }
 
+/// Page cache of the books connection, in KiB.
+const BOOKS_CACHE_KIB: i64 = 128 * 1024;
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(5))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
+    // The page cache holds the ExecID and (trader, symbol) indexes' hot pages. At SQLite's
+    // default 2 MB, a 1M-row day evicted them on every batch: the writer spent its time
+    // reading index pages back and spilling dirty ones to the WAL mid-transaction, 85k
+    // rows/s against 230k on a fresh table (perf on `eod replay` of 1M messages).
+    connection.pragma_update(None, "cache_size", BOOKS_CACHE_KIB.wrapping_neg())?;
     Ok(connection)
 }
 
