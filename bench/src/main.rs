@@ -1,7 +1,9 @@
 //! Replay benchmark. Generates (or reuses) an archive of simulated FIX, then measures in one
-//! run: each stage alone (read, parse, dataflow), the whole replay path, and a hand-written
-//! single-thread HashMap aggregator over the same parsed input. Ratios, not absolute times, are
-//! the result: the machine is shared and noisy.
+//! run: each stage alone (read, parse, dataflow), the whole replay path with the books on
+//! (SQLite, what `eod replay` does by default) and off, and a hand-written single-thread
+//! HashMap aggregator over the same parsed input. Ratios, not absolute times, are the result:
+//! the machine is shared and noisy. Each whole path also reports the process's peak RSS
+//! during it (the high-water mark is reset before it starts).
 //!
 //!     cargo run --release -p eod-bench -- --fills 1000000 --workers 2
 
@@ -13,6 +15,7 @@ use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use eod_dataflow::{baseline, build_dataflow, PriceUpdate, TradeEvent, ViewStore};
 use eod_fix::{Classifier, Framer, Outcome};
+use eod_runtime::books::BooksTarget;
 use eod_runtime::generate::generate_archive;
 use eod_runtime::replay::{run_replay, ReplayOptions};
 use eod_sources::archive::Archive;
@@ -94,6 +97,7 @@ fn main() -> Result<()> {
     let parsed = parse(&segments);
     let parse_time = started.elapsed();
     let trades = parsed.events.len() as u64;
+    let messages = parsed.messages;
     drop(segments);
 
     // Stage 3: the dataflow alone, fed the parsed events.
@@ -111,7 +115,9 @@ fn main() -> Result<()> {
         "dataflow and baseline disagree"
     );
 
-    // The whole path: read + parse + dataflow, as `eod replay` runs it.
+    drop(parsed);
+
+    // The whole path: read + parse + dataflow, as `eod replay --no-books` runs it.
     let options = ReplayOptions {
         archive: archive_location,
         prices: prices.clone(),
@@ -121,31 +127,27 @@ fn main() -> Result<()> {
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
-        // The speed path: the books sinks have their own benchmark.
         books: None,
         books_batch: Default::default(),
         reference: Default::default(),
     };
-    let started = Instant::now();
-    let summary = run_replay(
-        options,
-        ViewStore::new(),
-        eod_runtime::metrics::Metrics::new()?,
-    )?;
-    let whole_time = started.elapsed();
-    ensure!(
-        summary.snapshot.positions == baseline.positions,
-        "replay and baseline disagree"
-    );
+    let (whole_time, whole_rss) = whole_path(options.clone(), &baseline)?;
+    // And as `eod replay` runs it by default: the books written to SQLite beside the views.
+    let books_options = ReplayOptions {
+        books: Some(BooksTarget::Sqlite(scratch.path().join("books.sqlite"))),
+        ..options
+    };
+    let (books_time, books_rss) = whole_path(books_options, &baseline)?;
 
     let rate = |d: Duration| trades as f64 / d.as_secs_f64().max(1e-9);
-    println!("eod replay benchmark: {} messages, {} trades (fills+busts+corrections), {} bytes, {} positions, {} workers", parsed.messages, trades, bytes, baseline.positions.len(), args.workers);
+    println!("eod replay benchmark: {} messages, {} trades (fills+busts+corrections), {} bytes, {} positions, {} workers", messages, trades, bytes, baseline.positions.len(), args.workers);
     println!("{:<34}{:>12}{:>16}", "stage", "seconds", "trades/s");
     for (name, time) in [
         ("read (object_store, 1 thread)", read_time),
         ("parse (frame+decode, 1 thread)", parse_time),
         ("dataflow (pre-parsed input)", dataflow_time),
-        ("whole path (eod replay)", whole_time),
+        ("whole path, books off", whole_time),
+        ("whole path, books on (SQLite)", books_time),
         ("baseline HashMap (1 thread)", baseline_time),
     ] {
         println!(
@@ -163,7 +165,56 @@ fn main() -> Result<()> {
         "ratio whole path / baseline time: {:.2}",
         whole_time.as_secs_f64() / baseline_time.as_secs_f64()
     );
+    println!(
+        "ratio books on / books off: time {:.2}, peak RSS {:.2} ({} / {} MB)",
+        books_time.as_secs_f64() / whole_time.as_secs_f64(),
+        books_rss as f64 / whole_rss.max(1) as f64,
+        books_rss >> 20,
+        whole_rss >> 20
+    );
     Ok(())
+}
+
+/// Runs one whole replay; returns its time and the process's peak RSS (bytes) while it ran.
+fn whole_path(
+    options: ReplayOptions,
+    baseline: &baseline::BaselineViews,
+) -> Result<(Duration, u64)> {
+    reset_peak_rss()?;
+    let started = Instant::now();
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod_runtime::metrics::Metrics::new()?,
+    )?;
+    let elapsed = started.elapsed();
+    ensure!(
+        summary.snapshot.positions == baseline.positions,
+        "replay and baseline disagree"
+    );
+    Ok((elapsed, peak_rss()?))
+}
+
+/// Resets the kernel's high-water mark of this process's RSS to its current RSS (Linux).
+fn reset_peak_rss() -> Result<()> {
+    std::fs::write("/proc/self/clear_refs", "5").context("resetting the peak RSS")
+}
+
+fn peak_rss() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| {
+            value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .context("no VmHWM in /proc/self/status")?;
+    Ok(kib * 1024)
 }
 
 fn parse(segments: &[bytes::Bytes]) -> Parsed {
