@@ -1025,9 +1025,11 @@ fn fix_session_gap_resend_logout_and_reconnect() {
         resend.contains("|35=2|") && resend.contains("|7=4|"),
         "resend request: {resend}"
     );
-    first.fill(4, "S-4", &[(43, "Y")]);
-    first.fill(5, "S-5", &[(43, "Y")]);
-    first.fill(6, "S-6", &[(43, "Y")]); // a duplicate: dropped
+    // The resend, as FIX has it: PossDupFlag and the original SendingTime.
+    let resent = [(43, "Y"), (122, "20261125-21:00:00")];
+    first.fill(4, "S-4", &resent);
+    first.fill(5, "S-5", &resent);
+    first.fill(6, "S-6", &resent); // a duplicate: dropped
     first.send(7, "1", &[(112, "PING")]);
     let heartbeat = first.receive();
     assert!(
@@ -1112,7 +1114,7 @@ fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
         resend.contains("|35=2|") && resend.contains("|7=2|"),
         "the lost sequence number is asked for again: {resend}"
     );
-    client.fill(2, "L-2", &[(43, "Y")]);
+    client.fill(2, "L-2", &[(43, "Y"), (122, "20261125-21:00:00")]);
     client.send(6, "5", &[]);
     assert!(client.receive().contains("|35=5|"));
     drop(client);
@@ -1146,6 +1148,69 @@ fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
         archived.windows(sent.len()).any(|w| w == sent.as_slice()),
         "the archive holds the bytes as received"
     );
+}
+
+/// FIX session test cases 14b-14e over the wire: an execution report the classifier refuses
+/// is answered with a session-level Reject naming the field and the reason, the session goes
+/// on (the next fill is a trade, the Logout is answered), and the refused message is still
+/// dead-lettered.
+#[test]
+fn fix_session_rejects_an_invalid_message_and_goes_on() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("reject");
+    create(&brokers, &topics);
+    let port = common::http::free_port();
+    let gateway =
+        session_gateway_with(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
+    let mut client = Initiator::connect(port);
+    client.send(1, "A", &[(98, "0"), (108, "30")]);
+    assert!(client.receive().contains("|35=A|"));
+    let bad_side = [
+        (17, "R-2"),
+        (150, "F"),
+        (55, "SESS"),
+        (54, "Q"),
+        (32, "10"),
+        (31, "10"),
+        (60, "20261125-21:00:00"),
+        (50, "T1"),
+    ];
+    client.send(2, "8", &bad_side);
+    let reject = client.receive();
+    assert!(
+        reject.contains("|35=3|")
+            && reject.contains("|45=2|")
+            && reject.contains("|371=54|")
+            && reject.contains("|372=8|")
+            && reject.contains("|373=5|"),
+        "a Reject naming Side as out of range: {reject}"
+    );
+    client.fill(3, "R-3", &[]);
+    client.send(4, "5", &[]);
+    assert!(
+        client.receive().contains("|35=5|"),
+        "the session went on to its Logout"
+    );
+    drop(client);
+
+    let out = gateway.wait_with_output().unwrap();
+    assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["trades", "1"])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim_end() == "dead letters    1"),
+        "the refused message is dead-lettered: {stdout}"
+    );
+    assert!(stdout.contains("(all)"), "{stdout}");
+    let summary = catch_up(&brokers, &topics, "eod-session-reject-test");
+    let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
+    assert_eq!((position.trades, position.net_qty), (1, 10), "R-3 alone");
 }
 
 /// Only configured counterparties log on: an unknown SenderCompID, a Logon to another

@@ -17,9 +17,11 @@ pub struct Received {
 /// Decodes and checks an envelope read back from a topic: anything may have been written there,
 /// so it passes the same [`check_envelope`] as every envelope the gateway decodes.
 pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
-    let envelope = TradeEnvelope::decode(payload).map_err(|e| Reject {
-        reason: DeadLetterReason::Deserialization,
-        detail: format!("not a TradeEnvelope: {e}"),
+    let envelope = TradeEnvelope::decode(payload).map_err(|e| {
+        Reject::new(
+            DeadLetterReason::Deserialization,
+            format!("not a TradeEnvelope: {e}"),
+        )
     })?;
     let checked = check_envelope(envelope)?;
     let receive_time = checked.envelope().receive_time;

@@ -89,7 +89,7 @@ pub fn wire_kind(kind: PriceKind) -> WireKind {
 
 /// A price read back from the prices topic, checked like a trade envelope.
 pub fn price_from_bytes(payload: &[u8]) -> Result<PriceUpdate, Reject> {
-    let reject = |reason, detail: String| Reject { reason, detail };
+    let reject = |reason, detail: String| Reject::new(reason, detail);
     let update = eod_proto::PriceUpdate::decode(payload).map_err(|e| {
         reject(
             DeadLetterReason::Deserialization,

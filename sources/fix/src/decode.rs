@@ -11,29 +11,38 @@ use super::SOH;
 pub struct Reject {
     pub reason: DeadLetterReason,
     pub detail: String,
+    /// The field at fault, when one is: a FIX session names it in its Reject (RefTagID, 371).
+    pub tag: Option<u32>,
 }
 
 impl Reject {
-    fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Reject {
+    pub fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Reject {
         Reject {
             reason,
             detail: detail.into(),
+            tag: None,
         }
     }
     fn missing(tag: u32, name: &str) -> Reject {
-        Reject::new(
-            DeadLetterReason::MissingField,
-            format!("{name} ({tag}) is required"),
-        )
+        Reject {
+            tag: Some(tag),
+            ..Reject::new(
+                DeadLetterReason::MissingField,
+                format!("{name} ({tag}) is required"),
+            )
+        }
     }
     fn invalid(tag: u32, name: &str, value: &[u8]) -> Reject {
-        Reject::new(
-            DeadLetterReason::InvalidValue,
-            format!(
-                "{name} ({tag}) has invalid value {:?}",
-                String::from_utf8_lossy(value)
-            ),
-        )
+        Reject {
+            tag: Some(tag),
+            ..Reject::new(
+                DeadLetterReason::InvalidValue,
+                format!(
+                    "{name} ({tag}) has invalid value {:?}",
+                    String::from_utf8_lossy(value)
+                ),
+            )
+        }
     }
 }
 

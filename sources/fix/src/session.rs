@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use eod_proto::DeadLetterReason;
 use serde::{Deserialize, Serialize};
 
+use super::decode::Reject;
 use super::encode::FixEncoder;
-use super::time::format_utc_timestamp;
+use super::time::{format_utc_timestamp, parse_utc_timestamp};
 use super::SOH;
 
 /// Sequence state that must survive a reconnect (persist it after every processed read).
@@ -359,7 +361,10 @@ impl Session {
             self.logout(now, text, &mut actions);
             return actions;
         }
-        if !self.logged_on {
+        // A Logon with ResetSeqNumFlag during a session starts both sequences over, like a
+        // first Logon that asks for it (FIX session test case 1d's mid-session variant).
+        let reset_logon = msg_type == b"A" && field(message, 141) == Some(b"Y");
+        if !self.logged_on || reset_logon {
             if msg_type != b"A" {
                 actions.disconnect = Some("first message must be a Logon".into());
                 return actions;
@@ -371,6 +376,7 @@ impl Session {
             let reset = field(message, 141) == Some(b"Y");
             if reset {
                 self.state = SequenceState::default();
+                self.resend_pending = false;
             }
             let mut body = vec![
                 (98, "0".to_owned()),
@@ -422,17 +428,17 @@ impl Session {
             return actions;
         }
         if self.state.received(seq) {
-            if field(message, 43) != Some(b"Y")
-                && seq < self.state.next_incoming
-                && msg_type != b"A"
-            {
+            if field(message, 43) == Some(b"Y") {
+                self.check_possible_duplicate(message, seq, &msg_type, now, &mut actions);
+                return actions;
+            }
+            if seq < self.state.next_incoming && msg_type != b"A" {
                 let text = format!(
                     "MsgSeqNum too low, expecting {} but received {seq}",
                     self.state.next_incoming
                 );
                 self.logout(now, text, &mut actions);
             }
-            // A possible duplicate of something already processed: drop it.
             return actions;
         }
         if seq > self.state.next_incoming && !self.resend_pending {
@@ -469,7 +475,14 @@ impl Session {
                     now,
                     "4",
                     begin,
-                    &[(43, "Y".into()), (123, "Y".into()), (36, next.to_string())],
+                    &[
+                        (43, "Y".into()),
+                        // What it replaces was sent earlier; the gap fill itself is new
+                        // (FIX session test case 10: PossDupFlag with OrigSendingTime).
+                        (122, format_utc_timestamp(now)),
+                        (123, "Y".into()),
+                        (36, next.to_string()),
+                    ],
                 );
                 actions.send.push(fill);
             }
@@ -481,6 +494,74 @@ impl Session {
             _ => actions.deliver = true,
         }
         actions
+    }
+
+    /// A resent message (PossDupFlag) we already have: dropped, once its OrigSendingTime is
+    /// checked (FIX session test cases 2f, 2g): without one it is rejected (required tag
+    /// missing, 122) and the session goes on; one later than its SendingTime is rejected
+    /// (SendingTime accuracy) and the session logged out.
+    fn check_possible_duplicate(
+        &mut self,
+        message: &[u8],
+        seq: u64,
+        msg_type: &[u8],
+        now: i64,
+        actions: &mut Actions,
+    ) {
+        let original = field(message, 122);
+        let sending = field(message, 52).and_then(parse_utc_timestamp);
+        let (reason, text, logout) = match original.map(parse_utc_timestamp) {
+            None => (
+                "1",
+                "OrigSendingTime (122) is required on a possible duplicate".to_owned(),
+                false,
+            ),
+            Some(None) => (
+                "6",
+                "OrigSendingTime (122) is not a UTC timestamp".to_owned(),
+                false,
+            ),
+            Some(Some(original)) if sending.is_some_and(|sending| original <= sending) => return,
+            Some(Some(_)) => (
+                "10",
+                "OrigSendingTime (122) is later than SendingTime (52)".to_owned(),
+                true,
+            ),
+        };
+        let mut body = vec![
+            (45, seq.to_string()),
+            (372, String::from_utf8_lossy(msg_type).into_owned()),
+            (373, reason.to_owned()),
+            (58, text.clone()),
+        ];
+        if reason != "10" {
+            body.insert(1, (371, "122".to_owned()));
+        }
+        let reject = self.admin(now, "3", &body);
+        actions.send.push(reject);
+        if logout {
+            self.logout(now, text, actions);
+        }
+    }
+
+    /// A session-level Reject (35=3) for an application message the session delivered and the
+    /// classifier then refused (FIX session test cases 14a-14i): the sender learns which field
+    /// was at fault and why, the session goes on, and the message is still dead-lettered by
+    /// the caller. Its sequence number was counted when it was delivered.
+    pub fn reject_invalid(&mut self, message: &[u8], reject: &Reject, now: i64) -> Vec<u8> {
+        let mut body = Vec::new();
+        if let Some(seq) = number(message, 34) {
+            body.push((45, seq.to_string()));
+        }
+        if let Some(tag) = reject.tag {
+            body.push((371, tag.to_string()));
+        }
+        if let Some(msg_type) = field(message, 35) {
+            body.push((372, String::from_utf8_lossy(msg_type).into_owned()));
+        }
+        body.push((373, session_reject_reason(reject).to_string()));
+        body.push((58, reject.to_string()));
+        self.admin(now, "3", &body)
     }
 
     /// Heartbeats and liveness: call at least once a second.
@@ -507,6 +588,20 @@ impl Session {
             actions.send.push(heartbeat);
         }
         actions
+    }
+}
+
+/// SessionRejectReason (373) for what the classifier found wrong with a message.
+fn session_reject_reason(reject: &Reject) -> u32 {
+    /// Fields whose values come from a fixed set: a wrong value is out of range, not of format.
+    const ENUMERATED: &[u32] = &[20, 39, 40, 54, 59, 150];
+    match (reject.reason, reject.tag) {
+        (DeadLetterReason::MissingField, _) => 1,
+        (DeadLetterReason::InvalidValue, Some(tag)) if ENUMERATED.contains(&tag) => 5,
+        (DeadLetterReason::InvalidValue, _) => 6,
+        // A field the decoder could not split into tag and value.
+        (DeadLetterReason::Garbled, _) => 0,
+        _ => 99,
     }
 }
 
@@ -631,6 +726,147 @@ mod tests {
         let actions = s.on_message(&initiator(9, "4", &[(36, "4")]), S);
         assert!(actions.send.is_empty() && actions.disconnect.is_none());
         assert!(s.on_message(&initiator(4, "8", &[]), S).deliver);
+    }
+
+    /// FIX session test case 2g: a resent message without OrigSendingTime is rejected
+    /// (required tag missing, 122), and the session goes on.
+    #[test]
+    fn a_possible_duplicate_without_orig_sending_time_is_rejected() {
+        let mut s = logged_on();
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        let actions = s.on_message(&initiator(2, "8", &[(43, "Y")]), S);
+        assert!(!actions.deliver && actions.disconnect.is_none());
+        let reject = &actions.send[0];
+        assert_eq!(msg_type(reject), "3");
+        assert_eq!(field(reject, 373), Some(&b"1"[..]), "required tag missing");
+        assert_eq!(field(reject, 371), Some(&b"122"[..]));
+        assert_eq!(field(reject, 45), Some(&b"2"[..]));
+        assert!(s.on_message(&initiator(3, "8", &[]), S).deliver);
+    }
+
+    /// FIX session test case 2f: OrigSendingTime later than SendingTime is a SendingTime
+    /// accuracy problem: Reject, then Logout.
+    #[test]
+    fn a_possible_duplicate_sent_before_its_original_is_rejected_and_logged_out() {
+        let mut s = logged_on();
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        let later = [(43, "Y"), (122, "20261125-21:00:05")];
+        let actions = s.on_message(&initiator(2, "8", &later), S);
+        assert!(!actions.deliver);
+        assert_eq!(msg_type(&actions.send[0]), "3");
+        assert_eq!(field(&actions.send[0], 373), Some(&b"10"[..]));
+        assert_eq!(msg_type(&actions.send[1]), "5");
+        assert!(actions.disconnect.is_some());
+    }
+
+    /// A proper resend of something we have (OrigSendingTime not after SendingTime) is
+    /// dropped without a word.
+    #[test]
+    fn a_possible_duplicate_with_its_orig_sending_time_is_dropped_quietly() {
+        let mut s = logged_on();
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        let earlier = [(43, "Y"), (122, "20261125-20:59:59")];
+        let actions = s.on_message(&initiator(2, "8", &earlier), S);
+        assert_eq!(actions, Actions::default());
+    }
+
+    /// FIX session test cases 14b-14e, as far as the decoder judges a message: the sender
+    /// gets a Reject naming the field and the reason, the session stays up, and the next
+    /// message is expected after the rejected one.
+    #[test]
+    fn an_invalid_application_message_is_rejected_and_the_session_goes_on() {
+        let cases = [
+            (
+                vec![
+                    (37, "O1"),
+                    (150, "F"),
+                    (39, "2"),
+                    (55, "AAA"),
+                    (54, "1"),
+                    (31, "10"),
+                ],
+                "1",
+                Some("17"),
+            ),
+            (
+                vec![
+                    (37, "O1"),
+                    (17, "X1"),
+                    (150, "F"),
+                    (39, "2"),
+                    (55, "AAA"),
+                    (54, "Q"),
+                    (32, "100"),
+                    (31, "10"),
+                    (60, "20261125-21:00:00"),
+                    (1, "ACC"),
+                ],
+                "5",
+                Some("54"),
+            ),
+            (
+                vec![
+                    (37, "O1"),
+                    (17, "X1"),
+                    (150, "F"),
+                    (39, "2"),
+                    (55, "AAA"),
+                    (54, "1"),
+                    (32, "100"),
+                    (31, "ten"),
+                    (60, "20261125-21:00:00"),
+                    (1, "ACC"),
+                ],
+                "6",
+                Some("31"),
+            ),
+        ];
+        let mut s = logged_on();
+        let mut decoder = crate::Decoder::default();
+        for (seq, (body, reason, ref_tag)) in (2u64..).zip(cases) {
+            let message = initiator(seq, "8", &body);
+            assert!(s.on_message(&message, S).deliver);
+            let verdict = decoder
+                .decode(&message)
+                .expect_err("the decoder refuses it");
+            let reject = s.reject_invalid(&message, &verdict, S);
+            assert_eq!(msg_type(&reject), "3");
+            assert_eq!(field(&reject, 373), Some(reason.as_bytes()), "{verdict}");
+            assert_eq!(field(&reject, 371), ref_tag.map(str::as_bytes));
+            assert_eq!(field(&reject, 372), Some(&b"8"[..]));
+            assert_eq!(number(&reject, 45), Some(seq));
+            assert!(s.logged_on());
+            assert_eq!(s.state().next_incoming, seq + 1);
+        }
+    }
+
+    /// FIX session test case 10: the SequenceReset-GapFill we answer a ResendRequest with
+    /// carries PossDupFlag and OrigSendingTime.
+    #[test]
+    fn our_gap_fill_carries_orig_sending_time() {
+        let mut s = logged_on();
+        let actions = s.on_message(&initiator(2, "2", &[(7, "1"), (16, "0")]), S);
+        let fill = &actions.send[0];
+        assert_eq!(field(fill, 123), Some(&b"Y"[..]));
+        assert_eq!(field(fill, 43), Some(&b"Y"[..]));
+        assert!(field(fill, 122).and_then(parse_utc_timestamp).is_some());
+    }
+
+    /// A Logon with ResetSeqNumFlag during a session starts both sequences over and is
+    /// answered with a Logon that says so.
+    #[test]
+    fn a_reset_logon_during_the_session_starts_over() {
+        let mut s = logged_on();
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        assert!(s.on_message(&initiator(3, "8", &[]), S).deliver);
+        let actions = s.on_message(&initiator(1, "A", &[(98, "0"), (108, "30"), (141, "Y")]), S);
+        assert!(actions.disconnect.is_none());
+        let reply = &actions.send[0];
+        assert_eq!(msg_type(reply), "A");
+        assert_eq!(field(reply, 141), Some(&b"Y"[..]));
+        assert_eq!(number(reply, 34), Some(1), "our sequence starts over too");
+        assert_eq!(s.state().next_incoming, 2);
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
     }
 
     #[test]

@@ -135,7 +135,7 @@ impl Gateway {
                     offset,
                     reason,
                     detail,
-                } => (bytes, offset, Some(Reject { reason, detail })),
+                } => (bytes, offset, Some(Reject::new(reason, detail))),
             };
             let start = batch.len();
             batch.extend_from_slice(bytes);
@@ -173,7 +173,8 @@ impl Gateway {
         let mut encoded = Vec::new();
         for (unit, (object_key, offset)) in units.into_iter().zip(locations) {
             let bytes = &batch[unit.range];
-            if unit.framing.is_none() {
+            let framed = unit.framing.is_none();
+            if framed {
                 if let Some(link) = session.as_deref_mut() {
                     // Session-level messages and duplicates are archived but carry no new trade.
                     if !link.admit(bytes)? {
@@ -201,6 +202,11 @@ impl Gateway {
                 }
                 Outcome::NotATrade { .. } => {}
                 Outcome::Dead(reject) => {
+                    if framed {
+                        if let Some(link) = session.as_deref_mut() {
+                            link.reject_invalid(bytes, &reject)?;
+                        }
+                    }
                     let location = format!("{object_key}@{offset}");
                     self.producer.send_dead_letter(
                         &self.topics.dead_letters,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use eod_fix::session::{Acceptor, Actions, Refusal, SequenceState, Session};
 use eod_fix::time::now_utc_nanos;
+use eod_fix::Reject;
 
 use crate::error::{io, GatewayError};
 
@@ -152,6 +153,25 @@ impl SessionLink {
         };
         let actions = session.on_message(message, now_utc_nanos());
         self.apply(actions)
+    }
+
+    /// Tells the counterparty that a message it sent (and the session delivered) is invalid:
+    /// a session-level Reject. The caller still dead-letters the message.
+    pub(crate) fn reject_invalid(
+        &mut self,
+        message: &[u8],
+        reject: &Reject,
+    ) -> Result<(), GatewayError> {
+        let Some((session, _)) = self.session.as_mut() else {
+            return Ok(());
+        };
+        tracing::info!(peer = %self.peer, reason = reject.reason.label(), "FIX Reject sent: {reject}");
+        let message = session.reject_invalid(message, reject, now_utc_nanos());
+        self.apply(Actions {
+            send: vec![message],
+            ..Actions::default()
+        })?;
+        Ok(())
     }
 
     /// Closes a connection that has not logged on within the acceptor's Logon timeout.
