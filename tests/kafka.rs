@@ -937,14 +937,12 @@ impl Initiator {
         }
     }
 
+    /// Stamped with our clock: the gateway checks SendingTime against its own.
     fn message(seq: u64, msg_type: &str, extra: &[(u32, &str)]) -> Vec<u8> {
         let seq = seq.to_string();
-        let mut fields: Vec<(u32, &str)> = vec![
-            (49, "CLIENT"),
-            (56, "EOD"),
-            (34, &seq),
-            (52, "20261125-21:00:00"),
-        ];
+        let sent = eod_fix::time::format_utc_timestamp(eod_fix::time::now_utc_nanos());
+        let mut fields: Vec<(u32, &str)> =
+            vec![(49, "CLIENT"), (56, "EOD"), (34, &seq), (52, &sent)];
         fields.extend_from_slice(extra);
         eod_fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields)
     }

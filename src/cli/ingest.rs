@@ -44,6 +44,10 @@ pub(crate) struct IngestArgs {
     /// sends nothing, or garbage, holds no connection open).
     #[arg(long, default_value_t = 10)]
     pub(crate) logon_timeout: u64,
+    /// Seconds a FIX message's SendingTime may be from our clock, either way; further is a
+    /// SendingTime accuracy problem (Reject, Logout). 0 turns the check off.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) sending_time_tolerance: u64,
     /// Our CompID in FIX sessions (the counterparties' TargetCompID).
     #[arg(long, default_value = "EOD")]
     pub(crate) comp_id: String,
@@ -180,6 +184,8 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                             begin_string: args.begin_string.clone(),
                             counterparties: args.counterparty.clone(),
                             logon_timeout: Duration::from_secs(args.logon_timeout.max(1)),
+                            max_latency: (args.sending_time_tolerance > 0)
+                                .then(|| Duration::from_secs(args.sending_time_tolerance)),
                         },
                         state_dir,
                         active: Default::default(),

@@ -71,6 +71,8 @@ pub struct SessionSettings {
     pub comp_id: String,
     /// Their SenderCompID.
     pub counterparty: String,
+    /// How far a message's SendingTime may be from our clock; `None`: not checked.
+    pub max_latency: Option<Duration>,
 }
 
 /// A counterparty allowed to log on: `SENDERCOMPID[:BEGINSTRING][@ADDRESS[/PREFIX]]`, e.g.
@@ -180,6 +182,8 @@ pub struct Acceptor {
     pub counterparties: Vec<Counterparty>,
     /// A connection that has not logged on by then is closed.
     pub logon_timeout: Duration,
+    /// How far a message's SendingTime may be from our clock; `None`: not checked.
+    pub max_latency: Option<Duration>,
 }
 
 impl Acceptor {
@@ -218,6 +222,7 @@ impl Acceptor {
             begin_string,
             comp_id: self.comp_id.clone(),
             counterparty: sender,
+            max_latency: self.max_latency,
         })
     }
 
@@ -345,20 +350,16 @@ impl Session {
         let comp_ids_match = field(message, 49) == Some(self.settings.counterparty.as_bytes())
             && field(message, 56) == Some(self.settings.comp_id.as_bytes());
         if !comp_ids_match {
-            // Reject the message (CompID problem), count it as received, log out.
-            let seq = number(message, 34);
-            if let Some(seq) = seq {
-                self.state.mark_received(seq);
-            }
-            let text = "CompID problem".to_owned();
-            let mut body = vec![(373, "9".to_owned()), (58, text.clone())];
-            if let Some(seq) = seq {
-                body.insert(0, (45, seq.to_string()));
-            }
-            body.push((372, String::from_utf8_lossy(&msg_type).into_owned()));
-            let reject = self.admin(now, "3", &body);
-            actions.send.push(reject);
-            self.logout(now, text, &mut actions);
+            let problem = SessionProblem {
+                reason: "9",
+                ref_tag: None,
+                text: "CompID problem".to_owned(),
+            };
+            self.reject_and_logout(message, &msg_type, now, problem, &mut actions);
+            return actions;
+        }
+        if let Some(problem) = self.sending_time_problem(message, now) {
+            self.reject_and_logout(message, &msg_type, now, problem, &mut actions);
             return actions;
         }
         // A Logon with ResetSeqNumFlag during a session starts both sequences over, like a
@@ -496,6 +497,70 @@ impl Session {
         actions
     }
 
+    /// SendingTime missing, unreadable or further from our clock than the session allows
+    /// (FIX session test case 2r: SendingTime accuracy problem).
+    fn sending_time_problem(&self, message: &[u8], now: i64) -> Option<SessionProblem> {
+        let limit = self.settings.max_latency?;
+        let problem = |reason, ref_tag, text: String| {
+            Some(SessionProblem {
+                reason,
+                ref_tag,
+                text,
+            })
+        };
+        let Some(value) = field(message, 52) else {
+            return problem("1", Some(52), "SendingTime (52) is required".into());
+        };
+        let Some(sent) = parse_utc_timestamp(value) else {
+            return problem(
+                "6",
+                Some(52),
+                "SendingTime (52) is not a UTC timestamp".into(),
+            );
+        };
+        let off = Duration::from_nanos(now.abs_diff(sent));
+        if off <= limit {
+            return None;
+        }
+        problem(
+            "10",
+            None,
+            format!(
+                "SendingTime accuracy problem: {:.0?} from our clock, more than {limit:?}",
+                off
+            ),
+        )
+    }
+
+    /// Rejects the message with `problem`, counts its sequence number as received, and logs
+    /// out: the session cannot trust what follows.
+    fn reject_and_logout(
+        &mut self,
+        message: &[u8],
+        msg_type: &[u8],
+        now: i64,
+        problem: SessionProblem,
+        actions: &mut Actions,
+    ) {
+        let seq = number(message, 34);
+        if let Some(seq) = seq {
+            self.state.mark_received(seq);
+        }
+        let mut body = Vec::new();
+        if let Some(seq) = seq {
+            body.push((45, seq.to_string()));
+        }
+        if let Some(tag) = problem.ref_tag {
+            body.push((371, tag.to_string()));
+        }
+        body.push((372, String::from_utf8_lossy(msg_type).into_owned()));
+        body.push((373, problem.reason.to_owned()));
+        body.push((58, problem.text.clone()));
+        let reject = self.admin(now, "3", &body);
+        actions.send.push(reject);
+        self.logout(now, problem.text, actions);
+    }
+
     /// A resent message (PossDupFlag) we already have: dropped, once its OrigSendingTime is
     /// checked (FIX session test cases 2f, 2g): without one it is rejected (required tag
     /// missing, 122) and the session goes on; one later than its SendingTime is rejected
@@ -591,6 +656,14 @@ impl Session {
     }
 }
 
+/// Why a message is rejected at the session level: SessionRejectReason (373), the field at
+/// fault (RefTagID, 371) and the text (58).
+struct SessionProblem {
+    reason: &'static str,
+    ref_tag: Option<u32>,
+    text: String,
+}
+
 /// SessionRejectReason (373) for what the classifier found wrong with a message.
 fn session_reject_reason(reject: &Reject) -> u32 {
     /// Fields whose values come from a fixed set: a wrong value is out of range, not of format.
@@ -628,6 +701,9 @@ mod tests {
             begin_string: "FIX.4.4".into(),
             comp_id: "EOD".into(),
             counterparty: "CLIENT".into(),
+            // The messages here are stamped 2026-11-25 21:00 and handled at small `now`s;
+            // the SendingTime check has its own test.
+            max_latency: None,
         }
     }
 
@@ -869,6 +945,41 @@ mod tests {
         assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
     }
 
+    /// FIX session test case 2r: a SendingTime too far from our clock (either way) is a
+    /// SendingTime accuracy problem: Reject (373=10), Logout. One within the tolerance passes,
+    /// and a missing one is a required tag missing.
+    #[test]
+    fn a_sending_time_far_from_our_clock_is_rejected_and_logged_out() {
+        let stamped = parse_utc_timestamp(b"20261125-21:00:00").unwrap();
+        let checked = SessionSettings {
+            max_latency: Some(Duration::from_secs(120)),
+            ..settings()
+        };
+        let mut s = Session::new(checked.clone(), SequenceState::default());
+        let logon = initiator(1, "A", &[(98, "0"), (108, "30")]);
+        assert_eq!(
+            msg_type(&s.on_message(&logon, stamped + 119 * S).send[0]),
+            "A"
+        );
+        for now in [stamped + 121 * S, stamped - 121 * S] {
+            let mut s = Session::new(checked.clone(), SequenceState::default());
+            s.on_message(&logon, stamped);
+            let actions = s.on_message(&initiator(2, "8", &[]), now);
+            assert!(!actions.deliver);
+            assert_eq!(msg_type(&actions.send[0]), "3");
+            assert_eq!(field(&actions.send[0], 373), Some(&b"10"[..]));
+            assert_eq!(field(&actions.send[0], 45), Some(&b"2"[..]));
+            assert_eq!(msg_type(&actions.send[1]), "5");
+            assert!(actions.disconnect.is_some());
+        }
+        let unstamped =
+            FixEncoder::new("FIX.4.4").message("8", &[(49, "CLIENT"), (56, "EOD"), (34, "2")]);
+        let actions = s.on_message(&unstamped, stamped);
+        assert_eq!(field(&actions.send[0], 373), Some(&b"1"[..]));
+        assert_eq!(field(&actions.send[0], 371), Some(&b"52"[..]));
+        assert!(actions.disconnect.is_some());
+    }
+
     #[test]
     fn too_low_without_possdup_logs_out() {
         let mut s = logged_on();
@@ -939,6 +1050,7 @@ mod tests {
             begin_string: "FIX.4.4".into(),
             counterparties: counterparties.iter().map(|c| c.parse().unwrap()).collect(),
             logon_timeout: Duration::from_secs(10),
+            max_latency: None,
         }
     }
 
