@@ -138,7 +138,13 @@ pub fn drive(
             // parking while it waits for its epochs (parking would add up to a millisecond
             // each), as its loop did before the driver.
             EpochPolicy::Messages(_) => {
-                if epochs.feed_budget() == 0 || !matches!(fed, Feed::Entered(_)) {
+                if epochs.waiting_on_sinks_only() {
+                    // The views are done; only a sink's writer thread holds the source back,
+                    // and it wakes the worker when it reports. Spinning here took a core from
+                    // that writer: with SQLite books the workers spent more CPU polling than
+                    // computing.
+                    worker.step_or_park(Some(Duration::from_millis(1)));
+                } else if epochs.feed_budget() == 0 || !matches!(fed, Feed::Entered(_)) {
                     worker.step();
                 }
             }
@@ -198,6 +204,11 @@ impl Epochs {
     fn within_limits(&self) -> bool {
         self.in_flight.len() <= self.limits.in_flight
             && self.not_durable.len() <= self.limits.not_durable
+    }
+
+    /// Every closed epoch is in the views, and the source waits only for durable sinks.
+    fn waiting_on_sinks_only(&self) -> bool {
+        self.in_flight.is_empty() && self.not_durable.len() > self.limits.not_durable
     }
 
     fn room_for_another(&self) -> bool {
