@@ -100,6 +100,7 @@ impl BooksTarget {
         let mut options = SinkOptions::books(single_writer);
         options.max_age = limits.max_age;
         options.max_rows = limits.max_rows.max(1);
+        options.max_batch_rows = options.max_rows * eod_sinks::durable::GROUP_COMMIT_FACTOR;
         let shard_of = |row: &BookRow| row.exec_id.hashed();
         let sink = match self {
             BooksTarget::Sqlite(path) => durable_sink(books, options, shard_of, |_shard| {
@@ -152,7 +153,9 @@ pub fn build_with_books(
 }
 
 /// When a books batch is written: when it has `max_rows` rows, or its oldest row is
-/// `max_age` old, whichever comes first.
+/// `max_age` old, whichever comes first. Rows that waited for a busy writer are written
+/// together, up to [`GROUP_COMMIT_FACTOR`](eod_sinks::durable::GROUP_COMMIT_FACTOR) times
+/// `max_rows`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BatchLimits {
     pub max_rows: usize,

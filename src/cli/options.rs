@@ -288,7 +288,8 @@ pub(crate) struct BooksArgs {
     /// `<archive>.securities.csv` when it exists].
     #[arg(long, env = "EOD_SECURITY_REFERENCE")]
     pub(crate) security_reference: Option<PathBuf>,
-    /// Most rows in one books transaction.
+    /// A books batch of this many rows is written at once; rows that waited for a busy
+    /// writer go together in one transaction, up to 20 times this.
     #[arg(long, default_value_t = 5000, env = "EOD_BOOKS_BATCH_ROWS")]
     pub(crate) books_batch_rows: usize,
     /// Longest a books row waits for its batch, in milliseconds (replays write each
