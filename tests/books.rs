@@ -245,12 +245,87 @@ fn a_row_postgres_refuses_is_dead_lettered_and_the_rest_land() {
         .collect();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["reason"], "downstream");
+    assert_eq!(
+        letters[0]["retry_count"], 5,
+        "3 tries in its batch, 3 alone"
+    );
     assert!(letters[0]["detail"].as_str().unwrap().contains("R2"));
     assert!(letters[0]["original"]
         .as_str()
         .unwrap()
         .contains("\"exec_id\":\"R2\""));
     assert_eq!(letters[0]["source"], "a.fix");
+}
+
+/// A books write that does not finish within the command timeout (here the table is locked by
+/// another session) is given up after its retries, and its row is dead-lettered with reason
+/// `timeout` and the retries it took (3 in its batch, then 3 alone: 5 after the first), while
+/// the replay itself finishes.
+#[test]
+fn a_books_write_that_times_out_is_dead_lettered_with_its_retries() {
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    let url = common::fresh_database(&admin, "eod_books_timeout");
+    let target: eod_runtime::books::BooksTarget = url.parse().unwrap();
+    target.migrate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    let fill = common::fixture::fill("TO1", "TMOT", "1", "10", "20.5", "20261125-21:00:01", "T-T");
+    std::fs::write(archive.join("a.fix"), fill).unwrap();
+    std::fs::write(archive.with_extension("prices.csv"), "").unwrap();
+
+    // Another session holds the table until the replay is done.
+    let (locked_tx, locked) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let locker = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            common::pg_query(&url, async |client| {
+                client
+                    .batch_execute("BEGIN; LOCK TABLE trades IN ACCESS EXCLUSIVE MODE")
+                    .await?;
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                client.batch_execute("COMMIT").await
+            })
+            .unwrap();
+        })
+    };
+    locked.recv().unwrap();
+
+    let mut options = replay_options(&archive, &url, ReferenceData::default());
+    options.books_batch.command_timeout = Duration::from_secs(1);
+    let dead_letters = options.dead_letters.clone();
+    let started = Instant::now();
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod_runtime::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
+    release.send(()).unwrap();
+    locker.join().unwrap();
+    assert_eq!(summary.accounting().fills, 1, "the views have the fill");
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "six writes of one second each"
+    );
+
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead_letters)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason"], "timeout");
+    assert_eq!(letters[0]["retry_count"], 5);
+    assert!(letters[0]["detail"].as_str().unwrap().contains("TO1"));
+    assert!(
+        common::postgres_rows(&url).is_empty(),
+        "the row is in the dead letters, not the books"
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ impl DeadLetterReason {
             DeadLetterReason::Deserialization => "deserialization",
             DeadLetterReason::Processing => "processing",
             DeadLetterReason::Downstream => "downstream",
+            DeadLetterReason::Timeout => "timeout",
         }
     }
 }

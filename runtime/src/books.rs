@@ -111,14 +111,12 @@ impl BooksTarget {
                 ))
             })?,
             BooksTarget::Postgres(url) => durable_sink(books, options, shard_of, |_shard| {
-                Ok(BooksWriter::new(
-                    PostgresBooks::open(url)?,
-                    metrics,
-                    refused(),
-                ))
+                let store = PostgresBooks::open(url)?.with_command_timeout(limits.command_timeout);
+                Ok(BooksWriter::new(store, metrics, refused()))
             })?,
             BooksTarget::SqlServer(ado) => durable_sink(books, options, shard_of, |_shard| {
-                Ok(BooksWriter::new(MssqlBooks::open(ado)?, metrics, refused()))
+                let store = MssqlBooks::open(ado)?.with_command_timeout(limits.command_timeout);
+                Ok(BooksWriter::new(store, metrics, refused()))
             })?,
         };
         sink.probe_with(durable);
@@ -160,6 +158,9 @@ pub fn build_with_books(
 pub struct BatchLimits {
     pub max_rows: usize,
     pub max_age: Duration,
+    /// A PostgreSQL or SQL Server write that takes longer is given up and retried; a row
+    /// that keeps timing out alone is dead-lettered (reason `timeout`).
+    pub command_timeout: Duration,
 }
 
 impl Default for BatchLimits {
@@ -167,6 +168,7 @@ impl Default for BatchLimits {
         BatchLimits {
             max_rows: 5000,
             max_age: Duration::from_secs(5),
+            command_timeout: eod_sinks::books::DEFAULT_COMMAND_TIMEOUT,
         }
     }
 }

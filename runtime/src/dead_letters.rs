@@ -23,6 +23,8 @@ pub struct DeadLetterRecord {
     pub original: String,
     /// The exact bytes.
     pub original_base64: String,
+    /// Attempts after the first to write it (0 for input refused on sight).
+    pub retry_count: u32,
 }
 
 impl DeadLetterRecord {
@@ -40,6 +42,7 @@ impl DeadLetterRecord {
             offset,
             original: String::from_utf8_lossy(bytes).replace('\x01', "|"),
             original_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+            retry_count: 0,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use eod_dataflow::{Accounting, BookRow, PriceUpdate, ViewSnapshot, ViewStore};
 use eod_proto::DeadLetterReason;
-use eod_sinks::books::RefusedRow;
+use eod_sinks::books::{RefusedRow, RowRefusal};
 use eod_sources::archive::{Archive, Segment};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
@@ -289,24 +289,35 @@ fn spawn_progress(
     })
 }
 
-/// Books rows the store refused go to the dead-letter file (reason DOWNSTREAM) as JSON, with
-/// the archive location of the FIX they came from.
+/// Books rows the store refused (reason DOWNSTREAM) or kept timing out on (TIMEOUT) go to
+/// the dead-letter file as JSON, with the archive location of the FIX they came from and the
+/// retries spent on them.
 pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
-    Box::new(move |row: &BookRow, detail: &str| {
+    Box::new(move |row: &BookRow, refusal: &RowRefusal| {
         let json = serde_json::to_vec(row).unwrap_or_default();
         let (source, offset) = row
             .source
             .as_ref()
             .map(|s| (s.archive_key.to_string(), s.archive_offset))
             .unwrap_or_default();
-        let record = DeadLetterRecord::new(
-            DeadLetterReason::Downstream,
-            format!("{detail} (ExecID {})", row.exec_id),
+        let mut record = DeadLetterRecord::new(
+            refusal_reason(refusal),
+            format!("{} (ExecID {})", refusal.detail, row.exec_id),
             &source,
             offset,
             &json,
         );
+        record.retry_count = refusal.retries;
         // The writer outlives the run's sinks; a send fails only during teardown.
         dead_letters.send(record);
     })
+}
+
+/// The dead-letter reason of a books row given up on.
+pub fn refusal_reason(refusal: &RowRefusal) -> DeadLetterReason {
+    if refusal.timed_out {
+        DeadLetterReason::Timeout
+    } else {
+        DeadLetterReason::Downstream
+    }
 }

@@ -13,7 +13,7 @@ use eod_dataflow::{
 };
 use eod_fix::time::now_utc_nanos;
 use eod_proto::DeadLetterReason;
-use eod_sinks::books::RefusedRow;
+use eod_sinks::books::{RefusedRow, RowRefusal};
 use eod_sources::envelope::{event_from_bytes, Received};
 use eod_sources::kafka::{
     assigned_consumer, end_offsets, metadata_consumer, partition_count, KafkaConnection,
@@ -501,6 +501,7 @@ impl Source for KafkaSource<'_> {
                         reason,
                         detail,
                         &location,
+                        0,
                     )?;
                     self.counts.dead_letter(reason.label());
                 }
@@ -622,25 +623,27 @@ fn enter_source(inputs: &mut Inputs, received: &Received) {
     });
 }
 
-/// Books rows the store refused go to the dead-letter topic (reason DOWNSTREAM) as JSON.
+/// Books rows the store refused (reason DOWNSTREAM) or kept timing out on (TIMEOUT) go to the
+/// dead-letter topic as JSON, with the retries spent on them.
 fn refused_to_kafka(kafka: KafkaConnection, topic: String) -> RefusedRow {
     let producer = RecordProducer::new(&kafka);
-    Box::new(move |row: &BookRow, detail: &str| {
+    Box::new(move |row: &BookRow, refusal: &RowRefusal| {
         let json = serde_json::to_vec(row).unwrap_or_default();
         let location = row
             .source
             .as_ref()
             .map(|s| format!("{}@{}", s.archive_key, s.archive_offset))
             .unwrap_or_default();
-        let detail = format!("{detail} (ExecID {})", row.exec_id);
+        let detail = format!("{} (ExecID {})", refusal.detail, row.exec_id);
         let sent = match &producer {
             Ok(producer) => producer
                 .send_dead_letter(
                     &topic,
                     json,
-                    DeadLetterReason::Downstream,
+                    crate::replay::refusal_reason(refusal),
                     detail,
                     &location,
+                    refusal.retries,
                 )
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),

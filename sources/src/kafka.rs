@@ -213,7 +213,8 @@ impl RecordProducer {
         }
     }
 
-    /// Sends `original` to the dead-letter topic with its reason, keyed by where it came from.
+    /// Sends `original` to the dead-letter topic with its reason and the retries spent on it
+    /// (0 for input refused on sight), keyed by where it came from.
     pub fn send_dead_letter(
         &self,
         topic: &str,
@@ -221,13 +222,14 @@ impl RecordProducer {
         reason: eod_proto::DeadLetterReason,
         detail: String,
         location: &str,
+        retry_count: u32,
     ) -> Result<(), KafkaClientError> {
         let letter = eod_proto::DeadLetter {
             original,
             reason: reason as i32,
             detail,
             source_location: location.to_owned(),
-            retry_count: 0,
+            retry_count,
             time: eod_fix::time::now_utc_nanos(),
         };
         self.send(

@@ -296,6 +296,10 @@ pub(crate) struct BooksArgs {
     /// completed epoch at once).
     #[arg(long, default_value_t = 5000, env = "EOD_BOOKS_BATCH_MS")]
     pub(crate) books_batch_ms: u64,
+    /// Seconds a PostgreSQL or SQL Server books write may take; a longer one is given up and
+    /// retried, and a row that keeps timing out alone is dead-lettered (reason `timeout`).
+    #[arg(long, default_value_t = 60, env = "EOD_BOOKS_COMMAND_TIMEOUT")]
+    pub(crate) books_command_timeout: u64,
 }
 
 impl BooksArgs {
@@ -308,6 +312,7 @@ impl BooksArgs {
         BatchLimits {
             max_rows: self.books_batch_rows.max(1),
             max_age: Duration::from_millis(self.books_batch_ms),
+            command_timeout: Duration::from_secs(self.books_command_timeout.max(1)),
         }
     }
 

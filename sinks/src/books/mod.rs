@@ -23,9 +23,31 @@ pub enum StoreError {
     /// The store refused the data: some row in the batch is at fault.
     #[error("store refused the batch: {0}")]
     Refused(String),
+    /// A command did not finish within the store's command timeout. Retried like a refusal;
+    /// a row that keeps timing out alone is dead-lettered with reason `timeout`.
+    #[error("store command timed out: {0}")]
+    TimedOut(String),
     /// Anything else (schema, permissions): carrying on would lose the books.
     #[error(transparent)]
     Fatal(#[from] SinkError),
+}
+
+/// How long a command may take before the store counts as not answering (the reference
+/// system's SQL command timeout).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs one store command, giving up after `timeout` with [`StoreError::TimedOut`].
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    command: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout, command)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::TimedOut(format!(
+                "no answer within {timeout:?}"
+            )))
+        })
 }
 
 /// A books store: one transaction per call, rows upserted by ExecID and the progress with them.
@@ -35,8 +57,25 @@ pub trait BooksStore: Send + 'static {
     fn reconnect(&mut self) -> Result<(), StoreError>;
 }
 
-/// A row the store refused, for the dead-letter queue (reason DOWNSTREAM).
-pub type RefusedRow = Box<dyn FnMut(&BookRow, &str) + Send>;
+/// Why a row is given up on, for its dead letter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowRefusal {
+    pub detail: String,
+    /// Writes of the row after the first (in its batch, then alone).
+    pub retries: u32,
+    /// The last attempt timed out (reason `timeout`) rather than being refused
+    /// (`downstream`).
+    pub timed_out: bool,
+}
+
+/// A row the store refused or kept timing out on, for the dead-letter queue.
+pub type RefusedRow = Box<dyn FnMut(&BookRow, &RowRefusal) + Send>;
+
+/// How a write ended after its attempts.
+enum Attempt {
+    Written,
+    GaveUp { attempts: u32, timed_out: bool },
+}
 
 /// Retries and dead-lettering around a store; the writer thread of the durable sink.
 pub struct BooksWriter<S> {
@@ -61,27 +100,39 @@ impl<S: BooksStore> BooksWriter<S> {
         }
     }
 
-    /// Writes until the store takes it or refuses it `refused_attempts` times.
-    fn attempt(&mut self, rows: &[BookRow], progress: &Progress) -> Result<bool, SinkError> {
+    /// Writes until the store takes it, or refuses it (or times out on it) `refused_attempts`
+    /// times.
+    fn attempt(&mut self, rows: &[BookRow], progress: &Progress) -> Result<Attempt, SinkError> {
         let mut refusals = 0;
         let mut backoff = self.backoff;
         loop {
             match self.store.write(rows, progress) {
                 Ok(()) => {
                     self.metrics.store_up.with_label_values(&["books"]).set(1);
-                    return Ok(true);
+                    return Ok(Attempt::Written);
                 }
                 Err(StoreError::Fatal(e)) => return Err(e),
-                Err(StoreError::Refused(reason)) => {
+                Err(error @ (StoreError::Refused(_) | StoreError::TimedOut(_))) => {
+                    let timed_out = matches!(error, StoreError::TimedOut(_));
+                    let kind = if timed_out { "timeout" } else { "refused" };
                     self.metrics.store_up.with_label_values(&["books"]).set(1);
                     self.metrics
                         .retries
-                        .with_label_values(&["books", "refused"])
+                        .with_label_values(&["books", kind])
                         .inc();
                     refusals += 1;
-                    tracing::warn!(%reason, rows = rows.len(), refusals, "books store refused a batch");
+                    tracing::warn!(%error, rows = rows.len(), refusals, "books store did not take a batch");
+                    if timed_out {
+                        // The command may still run on the server: start a clean session.
+                        if let Err(e) = self.store.reconnect() {
+                            tracing::debug!(error = %e, "books store reconnect failed");
+                        }
+                    }
                     if refusals >= self.refused_attempts {
-                        return Ok(false);
+                        return Ok(Attempt::GaveUp {
+                            attempts: refusals,
+                            timed_out,
+                        });
                     }
                 }
                 Err(StoreError::Unavailable(reason)) => {
@@ -125,17 +176,34 @@ impl<S: BooksStore> BatchWriter for BooksWriter<S> {
             deduplicated = keep.into_iter().map(|i| rows[i].clone()).collect();
             &deduplicated[..]
         };
-        if !self.attempt(rows, progress)? {
+        if let Attempt::GaveUp {
+            attempts: in_batch, ..
+        } = self.attempt(rows, progress)?
+        {
             // Find the rows at fault: each alone, the good ones still land exactly once.
             for row in rows {
-                if !self.attempt(std::slice::from_ref(row), progress)? {
+                if let Attempt::GaveUp {
+                    attempts,
+                    timed_out,
+                } = self.attempt(std::slice::from_ref(row), progress)?
+                {
                     self.metrics
                         .refused_rows
                         .with_label_values(&["books"])
                         .inc();
-                    (self.refused)(row, "the books store refused the row after retries");
+                    let refusal = RowRefusal {
+                        detail: if timed_out {
+                            "the books store timed out on the row after retries".into()
+                        } else {
+                            "the books store refused the row after retries".into()
+                        },
+                        retries: in_batch + attempts - 1,
+                        timed_out,
+                    };
+                    (self.refused)(row, &refusal);
                 }
             }
+            // The progress alone; should that not land either, the next batch carries it.
             self.attempt(&[], progress)?;
         }
         self.metrics

@@ -7,6 +7,7 @@
 //! the SQL text are unit-tested here.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use eod_dataflow::BookRow;
 use tiberius::numeric::Numeric;
@@ -16,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
-use super::{BookRecord, BooksStore, Migration, StoreError, COLUMNS};
+use super::{
+    within, BookRecord, BooksStore, Migration, StoreError, COLUMNS, DEFAULT_COMMAND_TIMEOUT,
+};
 use crate::durable::Progress;
 use crate::SinkError;
 
@@ -119,6 +122,7 @@ pub struct MssqlBooks {
     config: Config,
     runtime: Runtime,
     client: Option<Connection>,
+    command_timeout: Duration,
 }
 
 /// Server errors that mean a row is at fault: overflow, truncation, NULL into NOT NULL,
@@ -168,7 +172,14 @@ impl MssqlBooks {
             config,
             runtime,
             client: Some(client),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         })
+    }
+
+    /// Gives up on a batch that takes longer than `timeout` ([`StoreError::TimedOut`]).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> MssqlBooks {
+        self.command_timeout = timeout;
+        self
     }
 
     /// Applies the migrations not yet applied, under an application lock; returns their versions.
@@ -273,7 +284,8 @@ impl BooksStore for MssqlBooks {
         let Some(client) = self.client.as_mut() else {
             return Err(StoreError::Unavailable("not connected".into()));
         };
-        self.runtime.block_on(async {
+        let timeout = self.command_timeout;
+        self.runtime.block_on(within(timeout, async {
             match write_batch(client, rows, progress).await {
                 Ok(()) => Ok(()),
                 Err(error) => {
@@ -288,7 +300,7 @@ impl BooksStore for MssqlBooks {
                     Err(classify(error))
                 }
             }
-        })
+        }))
     }
 
     fn reconnect(&mut self) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 //! COPY because it is PostgreSQL's bulk path (row-by-row INSERTs cost a round trip each).
 
 use std::pin::pin;
+use std::time::Duration;
 
 use eod_dataflow::BookRow;
 use tokio::runtime::Runtime;
@@ -10,7 +11,10 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
-use super::{system_time, BookRecord, BooksStore, Migration, StoreError, COLUMNS};
+use super::{
+    system_time, within, BookRecord, BooksStore, Migration, StoreError, COLUMNS,
+    DEFAULT_COMMAND_TIMEOUT,
+};
 use crate::durable::Progress;
 use crate::SinkError;
 
@@ -53,6 +57,7 @@ pub struct PostgresBooks {
     endpoint: Endpoint,
     runtime: Runtime,
     client: Client,
+    command_timeout: Duration,
 }
 
 /// How to reach the server: the URL tokio-postgres takes, and TLS when the URL asks for it
@@ -178,7 +183,14 @@ impl PostgresBooks {
             endpoint,
             runtime,
             client,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
         })
+    }
+
+    /// Gives up on a batch that takes longer than `timeout` ([`StoreError::TimedOut`]).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> PostgresBooks {
+        self.command_timeout = timeout;
+        self
     }
 
     /// Applies the migrations not yet applied, under an advisory lock so that processes
@@ -272,7 +284,8 @@ impl BooksStore for PostgresBooks {
             return Err(StoreError::Unavailable("connection closed".into()));
         }
         let (stage, copy, upsert) = batch_sql();
-        self.runtime.block_on(async {
+        let timeout = self.command_timeout;
+        self.runtime.block_on(within(timeout, async {
             let transaction = self.client.transaction().await.map_err(classify)?;
             transaction.batch_execute(&stage).await.map_err(classify)?;
             let sink = transaction.copy_in(&copy).await.map_err(classify)?;
@@ -327,7 +340,7 @@ impl BooksStore for PostgresBooks {
                 .await
                 .map_err(classify)?;
             transaction.commit().await.map_err(classify)
-        })
+        }))
     }
 
     fn reconnect(&mut self) -> Result<(), StoreError> {

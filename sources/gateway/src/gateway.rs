@@ -214,6 +214,7 @@ impl Gateway {
                         reject.reason,
                         reject.detail,
                         &location,
+                        0,
                     )?;
                     self.counters.dead_letters_sent.inc();
                 }
