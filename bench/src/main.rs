@@ -16,6 +16,7 @@ use clap::Parser;
 use eod_dataflow::{baseline, build_dataflow, PriceUpdate, TradeEvent, ViewStore};
 use eod_fix::{Classifier, Framer, Outcome};
 use eod_runtime::books::BooksTarget;
+use eod_runtime::driver::{drive, EpochPolicy, Feed, Frontiers, Source};
 use eod_runtime::generate::generate_archive;
 use eod_runtime::replay::{run_replay, ReplayOptions};
 use eod_sources::archive::Archive;
@@ -245,6 +246,7 @@ fn run_dataflow(
     let prices = Arc::new(prices.to_vec());
     let store = ViewStore::new();
     let publish = store.clone();
+    let metrics = eod_runtime::metrics::Metrics::new()?;
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let store = (index == 0).then(|| publish.clone());
@@ -254,22 +256,58 @@ fn run_dataflow(
                 inputs.price(price.clone());
             }
         }
-        let mut time = 1;
-        inputs.advance_to(time);
-        for (n, event) in events.iter().enumerate().skip(index).step_by(peers) {
-            inputs.event(event.clone());
-            if (n as u64 + 1) % (epoch * peers as u64) < peers as u64 {
-                time += 1;
-                inputs.advance_to(time);
-                inputs.flush();
-                let floor = time.saturating_sub(4);
-                worker.step_while(|| probe.less_than(&floor));
-            }
-        }
+        // The one driver `eod replay` uses, over this worker's share of the parsed events.
+        let mut source = ParsedEvents {
+            events: &events,
+            next: index,
+            step: peers,
+        };
+        let frontiers = Frontiers {
+            views: probe.clone(),
+            durable: probe,
+        };
+        drive(
+            worker,
+            inputs,
+            &frontiers,
+            &mut source,
+            EpochPolicy::Messages(epoch),
+            eod_runtime::driver::REPLAY_LIMITS,
+            &metrics,
+        )
+        .map_err(|e| e.to_string())
     })
     .map_err(anyhow::Error::msg)?
     .join()
     .into_iter()
-    .try_for_each(|r| r.map_err(|e| anyhow::anyhow!("worker failed: {e}")))?;
+    .try_for_each(|r| match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) | Err(e) => Err(anyhow::anyhow!("worker failed: {e}")),
+    })?;
     Ok(store.snapshot())
+}
+
+/// Pre-parsed events as a driver source: worker `next` of `step` takes every `step`-th one.
+struct ParsedEvents<'a> {
+    events: &'a [TradeEvent],
+    next: usize,
+    step: usize,
+}
+
+impl Source for ParsedEvents<'_> {
+    fn feed(&mut self, inputs: &mut eod_dataflow::Inputs, budget: u64) -> anyhow::Result<Feed> {
+        let mut entered = 0;
+        while entered < budget {
+            let Some(event) = self.events.get(self.next) else {
+                break;
+            };
+            inputs.event(event.clone());
+            self.next += self.step;
+            entered += 1;
+        }
+        Ok(match entered {
+            0 => Feed::Exhausted,
+            n => Feed::Entered(n),
+        })
+    }
 }
