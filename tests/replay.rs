@@ -93,6 +93,40 @@ fn replay_equals_reference_and_accounts_for_every_message() {
     );
 }
 
+/// An epoch holds --epoch-messages units, not whatever one read of an archive segment brings
+/// (the replay used to enter a whole 1 MiB slice, some 4,700 messages, whatever the epoch
+/// size): with one worker and epochs of 100, the last epoch's number is the units over 100.
+#[test]
+fn epochs_hold_the_messages_asked_for() {
+    let fx = fixture();
+    let options = ReplayOptions {
+        archive: fx.archive.to_str().unwrap().to_owned(),
+        prices: fx.prices.clone(),
+        dead_letters: fx.archive.with_extension("epochs.dead.jsonl"),
+        epoch_messages: 100,
+        limits: eod_runtime::driver::REPLAY_LIMITS,
+        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
+        timely_args: vec!["-w".into(), "1".into()],
+        progress: false,
+        books: None,
+        books_batch: Default::default(),
+        reference: fx.reference.clone(),
+    };
+    let summary = run_replay(
+        options,
+        ViewStore::new(),
+        eod_runtime::metrics::Metrics::new().unwrap(),
+    )
+    .unwrap();
+    let units = summary.accounting().read;
+    // Epochs are numbered from 1 and the frontier ends one past the last.
+    let epochs = summary.snapshot.as_of.time - 1;
+    assert!(
+        epochs.abs_diff(units.div_ceil(100)) <= 1,
+        "{epochs} epochs for {units} units in epochs of 100"
+    );
+}
+
 #[test]
 fn binary_output_is_identical_for_one_and_two_workers() {
     let fx = fixture();

@@ -219,7 +219,11 @@ impl Epochs {
     /// How much the source may enter now.
     fn feed_budget(&self) -> u64 {
         match self.policy {
-            EpochPolicy::Messages(n) if self.within_limits() => n.max(1),
+            // What the open epoch still takes: a source that stops short (at the end of an
+            // archive segment) fills the rest of the epoch from where it goes on.
+            EpochPolicy::Messages(n) if self.within_limits() => {
+                n.saturating_sub(self.in_open).max(1)
+            }
             EpochPolicy::Messages(_) => 0,
             EpochPolicy::Clock { open_epoch_cap, .. } => {
                 open_epoch_cap.saturating_sub(self.in_open).min(20_000)

@@ -54,21 +54,38 @@ impl Intake {
 
     /// Feeds bytes; returns how many units were framed.
     pub fn push(&mut self, bytes: &[u8], inputs: &mut Inputs) -> u64 {
-        self.framer.push(bytes);
-        self.classifier.observe(bytes);
-        self.drain(inputs)
+        self.buffer(bytes);
+        self.drain(inputs, u64::MAX)
     }
 
     /// Ends the stream: what is left is framed or dead-lettered as truncated.
     pub fn finish(&mut self, inputs: &mut Inputs) -> u64 {
-        self.framer.finish();
-        self.classifier.end_of_stream();
-        self.drain(inputs)
+        self.end_of_stream();
+        self.drain(inputs, u64::MAX)
     }
 
-    fn drain(&mut self, inputs: &mut Inputs) -> u64 {
+    /// Takes bytes without framing them yet: [`drain`](Intake::drain) frames and enters them,
+    /// as many units as asked (an epoch of a few hundred messages must not receive a whole
+    /// megabyte of them).
+    pub fn buffer(&mut self, bytes: &[u8]) {
+        self.framer.push(bytes);
+        self.classifier.observe(bytes);
+    }
+
+    /// No more bytes in this stream: a partial message left at the end is framed as dead.
+    pub fn end_of_stream(&mut self) {
+        self.framer.finish();
+        self.classifier.end_of_stream();
+    }
+
+    /// Frames, classifies and enters at most `limit` units of what is buffered; returns how
+    /// many. Fewer means the buffer holds no complete unit.
+    pub fn drain(&mut self, inputs: &mut Inputs, limit: u64) -> u64 {
         let mut framed = 0;
-        while let Some(frame) = self.framer.next_frame() {
+        while framed < limit {
+            let Some(frame) = self.framer.next_frame() else {
+                break;
+            };
             framed += 1;
             let (bytes, offset) = (frame.bytes(), frame.offset());
             match self.classifier.classify(&frame) {

@@ -221,7 +221,7 @@ struct ArchiveSource<'a> {
 const SLICE: usize = 1 << 20;
 
 impl Source for ArchiveSource<'_> {
-    fn feed(&mut self, inputs: &mut eod_dataflow::Inputs, _budget: u64) -> Result<Feed> {
+    fn feed(&mut self, inputs: &mut eod_dataflow::Inputs, budget: u64) -> Result<Feed> {
         if self.open.is_none() {
             let Some(segment) = self.segments.get(self.next_segment) else {
                 return Ok(Feed::Exhausted);
@@ -235,20 +235,32 @@ impl Source for ArchiveSource<'_> {
                 .io
                 .block_on(self.shared.archive.read(&segment.key))?;
             self.intake.reset(&segment.key);
+            if bytes.is_empty() {
+                self.intake.end_of_stream();
+            }
             self.shared.metrics.sources.segments_read.inc();
             self.open = Some((segment, bytes, 0, span));
         }
         let Some((segment, bytes, at, _span)) = self.open.as_mut() else {
             return Ok(Feed::Idle);
         };
-        let slice = &bytes[*at..bytes.len().min(*at + SLICE)];
-        *at += slice.len();
-        let mut entered = self.intake.push(slice, inputs);
-        self.shared
-            .progress
-            .fetch_add(slice.len() as u64, Ordering::Relaxed);
-        if *at >= bytes.len() {
-            entered += self.intake.finish(inputs);
+        // At most `budget` units, so that an epoch of N messages is N messages: the framer
+        // keeps what is left of a slice for the next call.
+        let mut entered = self.intake.drain(inputs, budget);
+        while entered < budget && *at < bytes.len() {
+            let slice = &bytes[*at..bytes.len().min(*at + SLICE)];
+            *at += slice.len();
+            self.intake.buffer(slice);
+            self.shared
+                .progress
+                .fetch_add(slice.len() as u64, Ordering::Relaxed);
+            if *at >= bytes.len() {
+                self.intake.end_of_stream();
+            }
+            entered += self.intake.drain(inputs, budget - entered);
+        }
+        if entered < budget && *at >= bytes.len() {
+            // Everything of the segment is framed and entered.
             self.shared.dead_letters.source_done(&segment.key);
             self.open = None;
         }
