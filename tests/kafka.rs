@@ -1077,15 +1077,7 @@ fn fix_session_gap_resend_logout_and_reconnect() {
 #[test]
 fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let topics = unique_topics("corruptlen");
-    create(&brokers, &topics);
-    let port = common::http::free_port();
-    let gateway =
-        session_gateway_with(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
-    let mut client = Initiator::connect(port);
-    client.send(1, "A", &[(98, "0"), (108, "30")]);
-    assert!(client.receive().contains("|35=A|"));
+    let (dir, topics, gateway, mut client) = logged_on_session(&brokers, "corruptlen");
 
     let behind: Vec<Vec<u8>> = (3..=5)
         .map(|seq| Initiator::fill_message(seq, &format!("L-{seq}"), &[]))
@@ -1117,27 +1109,8 @@ fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
     assert!(client.receive().contains("|35=5|"));
     drop(client);
 
-    let out = gateway.wait_with_output().unwrap();
-    assert_success(&out);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.split_whitespace().eq(["trades", "4"])),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.trim_end() == "dead letters    1"),
-        "the bad message alone is dead: {stdout}"
-    );
-    assert!(stdout.contains("(all)"), "{stdout}");
-    let summary = catch_up(&brokers, &topics, "eod-corrupt-length-test");
-    let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
-    assert_eq!(
-        (position.trades, position.net_qty),
-        (4, 40),
-        "L-2..L-5, each once"
-    );
+    // L-2..L-5 each once; the bad message alone is dead.
+    assert_session_outcome(gateway, &brokers, &topics, (4, 1), (4, 40));
     let archived: Vec<u8> = files_below(&dir.path().join("archive"))
         .iter()
         .flat_map(|f| std::fs::read(f).unwrap())
@@ -1155,15 +1128,7 @@ fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
 #[test]
 fn fix_session_rejects_an_invalid_message_and_goes_on() {
     let Some(brokers) = brokers() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let topics = unique_topics("reject");
-    create(&brokers, &topics);
-    let port = common::http::free_port();
-    let gateway =
-        session_gateway_with(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
-    let mut client = Initiator::connect(port);
-    client.send(1, "A", &[(98, "0"), (108, "30")]);
-    assert!(client.receive().contains("|35=A|"));
+    let (_dir, topics, gateway, mut client) = logged_on_session(&brokers, "reject");
     let bad_side = [
         (17, "R-2"),
         (150, "F"),
@@ -1192,23 +1157,49 @@ fn fix_session_rejects_an_invalid_message_and_goes_on() {
     );
     drop(client);
 
+    // R-3 alone is a trade; the refused message is dead-lettered.
+    assert_session_outcome(gateway, &brokers, &topics, (1, 1), (1, 10));
+}
+
+/// A session gateway for one connection on fresh topics, and a client logged on to it.
+fn logged_on_session(
+    brokers: &str,
+    name: &str,
+) -> (tempfile::TempDir, Topics, std::process::Child, Initiator) {
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics(name);
+    create(brokers, &topics);
+    let port = common::http::free_port();
+    let gateway = session_gateway_with(dir.path(), port, brokers, &topics, &["--connections", "1"]);
+    let mut client = Initiator::connect(port);
+    client.send(1, "A", &[(98, "0"), (108, "30")]);
+    assert!(client.receive().contains("|35=A|"));
+    (dir, topics, gateway, client)
+}
+
+/// The gateway of a session test ran to its end: it reports `trades` and `dead` letters with
+/// every message accounted for, and the views over its topics hold T1's SESS position as
+/// (trades, net quantity).
+fn assert_session_outcome(
+    gateway: std::process::Child,
+    brokers: &str,
+    topics: &Topics,
+    (trades, dead): (u64, u64),
+    position: (u64, i128),
+) {
     let out = gateway.wait_with_output().unwrap();
     assert_success(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.split_whitespace().eq(["trades", "1"])),
-        "{stdout}"
-    );
-    assert!(
-        stdout.lines().any(|l| l.trim_end() == "dead letters    1"),
-        "the refused message is dead-lettered: {stdout}"
-    );
+    assert_eq!(common::printed(&stdout, "trades"), trades, "{stdout}");
+    assert_eq!(common::printed(&stdout, "dead letters"), dead, "{stdout}");
     assert!(stdout.contains("(all)"), "{stdout}");
-    let summary = catch_up(&brokers, &topics, "eod-session-reject-test");
-    let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
-    assert_eq!((position.trades, position.net_qty), (1, 10), "R-3 alone");
+    let summary = catch_up(
+        brokers,
+        topics,
+        &format!("eod-session-test-{}", topics.trades),
+    );
+    let held = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
+    assert_eq!((held.trades, held.net_qty), position);
 }
 
 /// Only configured counterparties log on: an unknown SenderCompID, a Logon to another

@@ -12,26 +12,40 @@ use eod_dataflow::ViewStore;
 use eod_runtime::books::BooksTarget;
 use eod_runtime::replay::{run_replay, ReplayOptions};
 
+/// A replay of the fixture's archive without books, in epochs of `epoch_messages` per worker.
+fn fixture_options(
+    fx: &common::fixture::Fixture,
+    epoch_messages: u64,
+    workers: usize,
+) -> ReplayOptions {
+    ReplayOptions {
+        archive: fx.archive.to_str().unwrap().to_owned(),
+        prices: fx.prices.clone(),
+        dead_letters: fx.archive.with_extension("dead.jsonl"),
+        epoch_messages,
+        limits: eod_runtime::driver::REPLAY_LIMITS,
+        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
+        timely_args: vec!["-w".into(), workers.to_string()],
+        progress: false,
+        books: None,
+        books_batch: Default::default(),
+        reference: fx.reference.clone(),
+    }
+}
+
 #[test]
 fn replay_equals_reference_and_accounts_for_every_message() {
     let fx = fixture();
     let dead_letters = fx.archive.with_extension("dead.jsonl");
     let books = fx.archive.with_extension("books.sqlite");
     let options = ReplayOptions {
-        archive: fx.archive.to_str().unwrap().to_owned(),
-        prices: fx.prices.clone(),
         dead_letters: dead_letters.clone(),
-        epoch_messages: 1_000,
         limits: eod_runtime::driver::EpochLimits {
             in_flight: 2,
             not_durable: 2,
         },
-        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
-        timely_args: vec!["-w".into(), "2".into()],
-        progress: false,
         books: Some(BooksTarget::Sqlite(books.clone())),
-        books_batch: Default::default(),
-        reference: fx.reference.clone(),
+        ..fixture_options(&fx, 1_000, 2)
     };
     let summary = run_replay(
         options,
@@ -99,19 +113,7 @@ fn replay_equals_reference_and_accounts_for_every_message() {
 #[test]
 fn epochs_hold_the_messages_asked_for() {
     let fx = fixture();
-    let options = ReplayOptions {
-        archive: fx.archive.to_str().unwrap().to_owned(),
-        prices: fx.prices.clone(),
-        dead_letters: fx.archive.with_extension("epochs.dead.jsonl"),
-        epoch_messages: 100,
-        limits: eod_runtime::driver::REPLAY_LIMITS,
-        max_message: eod_fix::DEFAULT_MAX_MESSAGE,
-        timely_args: vec!["-w".into(), "1".into()],
-        progress: false,
-        books: None,
-        books_batch: Default::default(),
-        reference: fx.reference.clone(),
-    };
+    let options = fixture_options(&fx, 100, 1);
     let summary = run_replay(
         options,
         ViewStore::new(),

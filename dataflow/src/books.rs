@@ -396,20 +396,14 @@ impl BooksState {
             // Reference data changes rarely during a day (it is loaded before the open), so a
             // change finds the rows it names by one pass over this worker's ExecIDs rather
             // than an index that every row would pay for.
-            let traders: HashSet<&Text> = reference_updates
-                .iter()
-                .filter_map(|(reference, _)| match reference {
-                    Reference::Trader(trader) => Some(&trader.trader_id),
-                    Reference::Security(_) => None,
-                })
-                .collect();
-            let symbols: HashSet<&Text> = reference_updates
-                .iter()
-                .filter_map(|(reference, _)| match reference {
-                    Reference::Security(security) => Some(&security.symbol),
-                    Reference::Trader(_) => None,
-                })
-                .collect();
+            let mut traders: HashSet<&Text> = HashSet::new();
+            let mut symbols: HashSet<&Text> = HashSet::new();
+            for (reference, _) in &reference_updates {
+                match reference {
+                    Reference::Trader(trader) => traders.insert(&trader.trader_id),
+                    Reference::Security(security) => symbols.insert(&security.symbol),
+                };
+            }
             for (exec_id, state) in &self.exec_ids {
                 if let Some(trade) = state.trades.first() {
                     if traders.contains(&trade.fill.trader) || symbols.contains(&trade.fill.symbol)

@@ -559,20 +559,8 @@ fn books_input_strategy() -> impl Strategy<Value = Input> {
                 receive_time,
             })
         }),
-        1 => (0..2usize, 0..2u8).prop_map(|(t, desk)| Input::Trader(TraderRef {
-            trader_id: TRADERS[t].into(),
-            name: format!("{} name", TRADERS[t]).into(),
-            mpid: "MPID".into(),
-            desk: format!("desk{desk}").into(),
-            strategy: "flow".into(),
-        })),
-        1 => (0..2usize, 0..2u8).prop_map(|(t, desk)| Input::TraderWithdrawn(TraderRef {
-            trader_id: TRADERS[t].into(),
-            name: format!("{} name", TRADERS[t]).into(),
-            mpid: "MPID".into(),
-            desk: format!("desk{desk}").into(),
-            strategy: "flow".into(),
-        })),
+        1 => trader_record().prop_map(Input::Trader),
+        1 => trader_record().prop_map(Input::TraderWithdrawn),
         1 => (0..2usize, 0..2u8).prop_map(|(sym, exchange)| Input::Security(SecurityRef {
             symbol: SYMBOLS[sym].into(),
             cusip: format!("CUSIP{sym}").into(),
@@ -582,6 +570,17 @@ fn books_input_strategy() -> impl Strategy<Value = Input> {
             currency: "USD".into(),
         })),
     ]
+}
+
+/// One of two records for each of two traders (the third trader is never known).
+fn trader_record() -> impl Strategy<Value = TraderRef> {
+    (0..2usize, 0..2u8).prop_map(|(t, desk)| TraderRef {
+        trader_id: TRADERS[t].into(),
+        name: format!("{} name", TRADERS[t]).into(),
+        mpid: "MPID".into(),
+        desk: format!("desk{desk}").into(),
+        strategy: "flow".into(),
+    })
 }
 
 /// Drops each withdrawal of a trader record that is not there when it comes: a source only

@@ -722,6 +722,22 @@ mod tests {
         String::from_utf8_lossy(field(message, 35).unwrap()).into_owned()
     }
 
+    /// A session that has delivered message 2, and what it did with 2 sent again with `extra`.
+    fn resend_of_the_last(extra: &[(u32, &str)]) -> (Session, Actions) {
+        let mut s = logged_on();
+        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
+        let actions = s.on_message(&initiator(2, "8", extra), S);
+        (s, actions)
+    }
+
+    /// `message` is a session Reject of `ref_seq` with this reason (373) and field (371).
+    fn assert_reject(message: &[u8], reason: &str, ref_tag: Option<&str>, ref_seq: u64) {
+        assert_eq!(msg_type(message), "3");
+        assert_eq!(field(message, 373), Some(reason.as_bytes()));
+        assert_eq!(field(message, 371), ref_tag.map(str::as_bytes));
+        assert_eq!(number(message, 45), Some(ref_seq));
+    }
+
     #[test]
     fn logon_is_answered_and_application_messages_delivered_in_sequence() {
         let mut s = session();
@@ -788,11 +804,9 @@ mod tests {
         let actions = s.on_message(&initiator(4, "4", &[(36, "2")]), S);
         assert!(!actions.deliver && actions.disconnect.is_none());
         let reject = &actions.send[0];
-        assert_eq!(msg_type(reject), "3");
-        assert_eq!(field(reject, 373), Some(&b"5"[..]), "value out of range");
-        assert_eq!(field(reject, 371), Some(&b"36"[..]));
+        // Value out of range for NewSeqNo.
+        assert_reject(reject, "5", Some("36"), 4);
         assert_eq!(field(reject, 372), Some(&b"4"[..]));
-        assert_eq!(field(reject, 45), Some(&b"4"[..]));
         assert_eq!(
             s.state().next_incoming,
             4,
@@ -808,15 +822,10 @@ mod tests {
     /// (required tag missing, 122), and the session goes on.
     #[test]
     fn a_possible_duplicate_without_orig_sending_time_is_rejected() {
-        let mut s = logged_on();
-        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
-        let actions = s.on_message(&initiator(2, "8", &[(43, "Y")]), S);
+        let (mut s, actions) = resend_of_the_last(&[(43, "Y")]);
         assert!(!actions.deliver && actions.disconnect.is_none());
-        let reject = &actions.send[0];
-        assert_eq!(msg_type(reject), "3");
-        assert_eq!(field(reject, 373), Some(&b"1"[..]), "required tag missing");
-        assert_eq!(field(reject, 371), Some(&b"122"[..]));
-        assert_eq!(field(reject, 45), Some(&b"2"[..]));
+        // Required tag missing: OrigSendingTime.
+        assert_reject(&actions.send[0], "1", Some("122"), 2);
         assert!(s.on_message(&initiator(3, "8", &[]), S).deliver);
     }
 
@@ -824,10 +833,7 @@ mod tests {
     /// accuracy problem: Reject, then Logout.
     #[test]
     fn a_possible_duplicate_sent_before_its_original_is_rejected_and_logged_out() {
-        let mut s = logged_on();
-        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
-        let later = [(43, "Y"), (122, "20261125-21:00:05")];
-        let actions = s.on_message(&initiator(2, "8", &later), S);
+        let (_, actions) = resend_of_the_last(&[(43, "Y"), (122, "20261125-21:00:05")]);
         assert!(!actions.deliver);
         assert_eq!(msg_type(&actions.send[0]), "3");
         assert_eq!(field(&actions.send[0], 373), Some(&b"10"[..]));
@@ -839,10 +845,7 @@ mod tests {
     /// dropped without a word.
     #[test]
     fn a_possible_duplicate_with_its_orig_sending_time_is_dropped_quietly() {
-        let mut s = logged_on();
-        assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
-        let earlier = [(43, "Y"), (122, "20261125-20:59:59")];
-        let actions = s.on_message(&initiator(2, "8", &earlier), S);
+        let (_, actions) = resend_of_the_last(&[(43, "Y"), (122, "20261125-20:59:59")]);
         assert_eq!(actions, Actions::default());
     }
 
@@ -851,51 +854,33 @@ mod tests {
     /// message is expected after the rejected one.
     #[test]
     fn an_invalid_application_message_is_rejected_and_the_session_goes_on() {
+        // A valid fill with one field taken out (no value) or changed.
+        let report = |tag: u32, value: Option<&'static str>| {
+            let mut body: Vec<(u32, &str)> = vec![
+                (37, "O1"),
+                (17, "X1"),
+                (150, "F"),
+                (39, "2"),
+                (55, "AAA"),
+                (54, "1"),
+                (32, "100"),
+                (31, "10"),
+                (60, "20261125-21:00:00"),
+                (1, "ACC"),
+            ];
+            match value {
+                None => body.retain(|(t, _)| *t != tag),
+                Some(value) => body
+                    .iter_mut()
+                    .filter(|(t, _)| *t == tag)
+                    .for_each(|f| f.1 = value),
+            }
+            body
+        };
         let cases = [
-            (
-                vec![
-                    (37, "O1"),
-                    (150, "F"),
-                    (39, "2"),
-                    (55, "AAA"),
-                    (54, "1"),
-                    (31, "10"),
-                ],
-                "1",
-                Some("17"),
-            ),
-            (
-                vec![
-                    (37, "O1"),
-                    (17, "X1"),
-                    (150, "F"),
-                    (39, "2"),
-                    (55, "AAA"),
-                    (54, "Q"),
-                    (32, "100"),
-                    (31, "10"),
-                    (60, "20261125-21:00:00"),
-                    (1, "ACC"),
-                ],
-                "5",
-                Some("54"),
-            ),
-            (
-                vec![
-                    (37, "O1"),
-                    (17, "X1"),
-                    (150, "F"),
-                    (39, "2"),
-                    (55, "AAA"),
-                    (54, "1"),
-                    (32, "100"),
-                    (31, "ten"),
-                    (60, "20261125-21:00:00"),
-                    (1, "ACC"),
-                ],
-                "6",
-                Some("31"),
-            ),
+            (report(17, None), "1", Some("17")),
+            (report(54, Some("Q")), "5", Some("54")),
+            (report(31, Some("ten")), "6", Some("31")),
         ];
         let mut s = logged_on();
         let mut decoder = crate::Decoder::default();
@@ -906,11 +891,8 @@ mod tests {
                 .decode(&message)
                 .expect_err("the decoder refuses it");
             let reject = s.reject_invalid(&message, &verdict, S);
-            assert_eq!(msg_type(&reject), "3");
-            assert_eq!(field(&reject, 373), Some(reason.as_bytes()), "{verdict}");
-            assert_eq!(field(&reject, 371), ref_tag.map(str::as_bytes));
-            assert_eq!(field(&reject, 372), Some(&b"8"[..]));
-            assert_eq!(number(&reject, 45), Some(seq));
+            assert_reject(&reject, reason, ref_tag, seq);
+            assert_eq!(field(&reject, 372), Some(&b"8"[..]), "{verdict}");
             assert!(s.logged_on());
             assert_eq!(s.state().next_incoming, seq + 1);
         }
