@@ -11,7 +11,9 @@
 //! at each completed time: updates are stashed by time and applied in time order once the
 //! input frontier has passed them, exactly like `reduce` for a totally ordered time.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -24,40 +26,90 @@ use crate::stash::TimeStash;
 
 pub type PositionKey = (Text, Text);
 
+/// Executions between two checkpoints of a key's fold.
+const CHECKPOINT_EVERY: usize = 32;
+
 #[derive(Default)]
 struct KeyState {
     /// Live executions with their multiplicity (normally 1).
     executions: BTreeMap<Execution, i64>,
     fold: PositionFold,
+    /// The fold after every `CHECKPOINT_EVERY` executions, with the last execution it took,
+    /// ascending. A fill earlier than some the key has (two workers reading different parts of
+    /// the day side by side send them every epoch) replays the fold from the checkpoint before
+    /// it, not from the first execution: in 250-message epochs of a 1M-message replay, replays
+    /// from the start were 40% of the time.
+    checkpoints: Vec<(Execution, PositionFold)>,
+    /// Executions folded since the last checkpoint.
+    since_checkpoint: usize,
+    /// The earliest execution changed out of order since `fold` last matched `executions`.
+    stale_from: Option<Execution>,
     emitted: Option<PositionCore>,
 }
 
 impl KeyState {
     /// Applies one update; returns false when the running fold no longer matches `executions`.
     fn update(&mut self, execution: Execution, diff: i64) -> bool {
-        let appends = diff > 0
+        let appends = self.stale_from.is_none()
+            && diff > 0
             && self
                 .executions
                 .last_key_value()
                 .is_none_or(|(last, _)| *last < execution);
         if appends {
             self.fold.push(&execution, diff);
+            self.since_checkpoint += 1;
+            if self.since_checkpoint >= CHECKPOINT_EVERY {
+                self.checkpoints
+                    .push((execution.clone(), self.fold.clone()));
+                self.since_checkpoint = 0;
+            }
             self.executions.insert(execution, diff);
             return true;
         }
-        let copies = self.executions.entry(execution).or_default();
-        *copies += diff;
-        if *copies == 0 {
-            self.executions.retain(|_, copies| *copies != 0);
+        if self
+            .stale_from
+            .as_ref()
+            .is_none_or(|stale| execution < *stale)
+        {
+            self.stale_from = Some(execution.clone());
+        }
+        match self.executions.entry(execution) {
+            Entry::Occupied(mut entry) => {
+                *entry.get_mut() += diff;
+                if *entry.get() == 0 {
+                    entry.remove();
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(diff);
+            }
         }
         false
     }
 
+    /// Brings the fold up to date from the last checkpoint before the earliest change.
     fn refold(&mut self) {
-        self.fold = PositionFold::default();
-        for (execution, copies) in &self.executions {
-            self.fold.push(execution, *copies);
+        let Some(stale) = self.stale_from.take() else {
+            return;
+        };
+        let still_valid = self.checkpoints.partition_point(|(last, _)| *last < stale);
+        self.checkpoints.truncate(still_valid);
+        let (mut fold, after) = match self.checkpoints.last() {
+            Some((last, fold)) => (fold.clone(), Bound::Excluded(last.clone())),
+            None => (PositionFold::default(), Bound::Unbounded),
+        };
+        let mut since = 0;
+        for (execution, copies) in self.executions.range((after, Bound::Unbounded)) {
+            fold.push(execution, *copies);
+            since += 1;
+            if since >= CHECKPOINT_EVERY {
+                self.checkpoints.push((execution.clone(), fold.clone()));
+                since = 0;
+            }
         }
+        self.fold = fold;
+        self.since_checkpoint = since;
     }
 }
 
@@ -117,4 +169,67 @@ pub fn positions<'s>(
             }
         })
         .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn execution(time: i64, qty: i64, price: i64) -> Execution {
+        Execution {
+            transact_time: time,
+            exec_id: format!("E{time}").into(),
+            qty,
+            price,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+        /// Whatever order executions arrive in, and whatever is retracted, the running fold
+        /// (appends, checkpoints and replays from them) equals a fold from scratch over the
+        /// executions the key holds, after every batch.
+        #[test]
+        fn the_fold_equals_a_fold_from_scratch_after_every_batch(
+            batches in prop::collection::vec(
+                prop::collection::vec((0i64..400, -50i64..50, 1i64..20, 0u8..8), 1..40),
+                1..12,
+            ),
+        ) {
+            let mut state = KeyState::default();
+            let mut held: BTreeMap<Execution, i64> = BTreeMap::new();
+            for batch in batches {
+                let mut updates: Vec<(Execution, i64)> = Vec::new();
+                for (time, qty, price, retract) in batch {
+                    let qty = if qty == 0 { 1 } else { qty };
+                    // Now and then, take back an execution the key holds.
+                    match held.keys().nth(time as usize % held.len().max(1)).cloned() {
+                        Some(existing) if retract < 2 => {
+                            held.remove(&existing);
+                            updates.push((existing, -1));
+                        }
+                        _ => {
+                            let new = execution(time, qty, price);
+                            if !held.contains_key(&new) && !updates.iter().any(|(e, _)| e.exec_id == new.exec_id) {
+                                held.insert(new.clone(), 1);
+                                updates.push((new, 1));
+                            }
+                        }
+                    }
+                }
+                updates.sort_unstable();
+                let mut consistent = true;
+                for (execution, diff) in updates {
+                    consistent &= state.update(execution, diff);
+                }
+                if !consistent {
+                    state.refold();
+                }
+                let expected = PositionCore::from_sorted(held.iter().map(|(e, c)| (e, *c)));
+                prop_assert_eq!(state.fold.core(), expected);
+            }
+        }
+    }
 }
