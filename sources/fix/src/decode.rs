@@ -11,8 +11,29 @@ use super::SOH;
 pub struct Reject {
     pub reason: DeadLetterReason,
     pub detail: String,
-    /// The field at fault, when one is: a FIX session names it in its Reject (RefTagID, 371).
-    pub tag: Option<u32>,
+    /// The field at fault, when one is: a FIX session names it and what is wrong with it in
+    /// its Reject (RefTagID 371, SessionRejectReason 373).
+    pub field: Option<FieldError>,
+}
+
+/// A field a message was refused for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldError {
+    pub tag: u32,
+    pub fault: FieldFault,
+}
+
+/// What is wrong with a field, in the terms of FIX's SessionRejectReason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldFault {
+    /// Required and absent.
+    Missing,
+    /// Present without a value (`17=`).
+    NoValue,
+    /// A value outside the field's enumeration.
+    OutOfRange,
+    /// Not a number, price or timestamp where one is required.
+    BadFormat,
 }
 
 impl Reject {
@@ -20,29 +41,43 @@ impl Reject {
         Reject {
             reason,
             detail: detail.into(),
-            tag: None,
+            field: None,
+        }
+    }
+    fn at(self, tag: u32, fault: FieldFault) -> Reject {
+        Reject {
+            field: Some(FieldError { tag, fault }),
+            ..self
         }
     }
     fn missing(tag: u32, name: &str) -> Reject {
-        Reject {
-            tag: Some(tag),
-            ..Reject::new(
-                DeadLetterReason::MissingField,
-                format!("{name} ({tag}) is required"),
-            )
-        }
+        Reject::new(
+            DeadLetterReason::MissingField,
+            format!("{name} ({tag}) is required"),
+        )
+        .at(tag, FieldFault::Missing)
     }
+    fn no_value(tag: u32, name: &str) -> Reject {
+        Reject::new(
+            DeadLetterReason::MissingField,
+            format!("{name} ({tag}) has no value"),
+        )
+        .at(tag, FieldFault::NoValue)
+    }
+    /// A value that does not parse as the field's type.
     fn invalid(tag: u32, name: &str, value: &[u8]) -> Reject {
-        Reject {
-            tag: Some(tag),
-            ..Reject::new(
-                DeadLetterReason::InvalidValue,
-                format!(
-                    "{name} ({tag}) has invalid value {:?}",
-                    String::from_utf8_lossy(value)
-                ),
-            )
-        }
+        Reject::new(
+            DeadLetterReason::InvalidValue,
+            format!(
+                "{name} ({tag}) has invalid value {:?}",
+                String::from_utf8_lossy(value)
+            ),
+        )
+        .at(tag, FieldFault::BadFormat)
+    }
+    /// A value outside the field's enumeration.
+    fn out_of_range(tag: u32, name: &str, value: &[u8]) -> Reject {
+        Reject::invalid(tag, name, value).at(tag, FieldFault::OutOfRange)
     }
 }
 
@@ -82,8 +117,9 @@ impl<'a> Fields<'a> {
     }
     fn required(&self, tag: u32, name: &str) -> Result<&'a [u8], Reject> {
         match self.get(tag) {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(Reject::missing(tag, name)),
+            Some([]) => Err(Reject::no_value(tag, name)),
+            Some(v) => Ok(v),
+            None => Err(Reject::missing(tag, name)),
         }
     }
     fn text(&self, tag: u32, name: &str) -> Result<String, Reject> {
@@ -139,7 +175,7 @@ impl Decoder {
                 b"0" | b"3" => None,
                 b"1" => Some(TradeKind::Bust),
                 b"2" => Some(TradeKind::Correct),
-                other => return Err(Reject::invalid(20, "ExecTransType", other)),
+                other => return Err(Reject::out_of_range(20, "ExecTransType", other)),
             },
             b"FIX.4.4" => match exec_type {
                 b"F" => Some(TradeKind::Fill),
@@ -194,7 +230,7 @@ impl Decoder {
         envelope.side = match fields.required(54, "Side")? {
             b"1" => Side::Buy,
             b"2" | b"5" | b"6" => Side::Sell,
-            other => return Err(Reject::invalid(54, "Side", other)),
+            other => return Err(Reject::out_of_range(54, "Side", other)),
         } as i32;
         let qty_field = if version == b"FIX.4.2" {
             "LastShares"

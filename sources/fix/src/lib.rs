@@ -13,7 +13,7 @@ pub mod time;
 
 pub use census::MessageCensus;
 pub use classify::{check_envelope, CheckedEnvelope, CheckedKind, Classifier, Counts, Outcome};
-pub use decode::{Decoded, Decoder, Reject};
+pub use decode::{Decoded, Decoder, FieldError, FieldFault, Reject};
 pub use encode::FixEncoder;
 pub use framer::{Framed, Framer, DEFAULT_MAX_MESSAGE};
 

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use eod_proto::DeadLetterReason;
 use serde::{Deserialize, Serialize};
 
-use super::decode::Reject;
+use super::decode::{FieldFault, Reject};
 use super::encode::FixEncoder;
 use super::time::{format_utc_timestamp, parse_utc_timestamp};
 use super::SOH;
@@ -618,8 +618,8 @@ impl Session {
         if let Some(seq) = number(message, 34) {
             body.push((45, seq.to_string()));
         }
-        if let Some(tag) = reject.tag {
-            body.push((371, tag.to_string()));
+        if let Some(field) = reject.field {
+            body.push((371, field.tag.to_string()));
         }
         if let Some(msg_type) = field(message, 35) {
             body.push((372, String::from_utf8_lossy(msg_type).into_owned()));
@@ -666,15 +666,14 @@ struct SessionProblem {
 
 /// SessionRejectReason (373) for what the classifier found wrong with a message.
 fn session_reject_reason(reject: &Reject) -> u32 {
-    /// Fields whose values come from a fixed set: a wrong value is out of range, not of format.
-    const ENUMERATED: &[u32] = &[20, 39, 40, 54, 59, 150];
-    match (reject.reason, reject.tag) {
-        (DeadLetterReason::MissingField, _) => 1,
-        (DeadLetterReason::InvalidValue, Some(tag)) if ENUMERATED.contains(&tag) => 5,
-        (DeadLetterReason::InvalidValue, _) => 6,
+    match (reject.field.map(|field| field.fault), reject.reason) {
+        (Some(FieldFault::Missing), _) => 1,
+        (Some(FieldFault::NoValue), _) => 4,
+        (Some(FieldFault::OutOfRange), _) => 5,
+        (Some(FieldFault::BadFormat), _) => 6,
         // A field the decoder could not split into tag and value.
-        (DeadLetterReason::Garbled, _) => 0,
-        _ => 99,
+        (None, DeadLetterReason::Garbled) => 0,
+        (None, _) => 99,
     }
 }
 
@@ -849,7 +848,8 @@ mod tests {
         assert_eq!(actions, Actions::default());
     }
 
-    /// FIX session test cases 14b-14e, as far as the decoder judges a message: the sender
+    /// FIX session test cases 14b-14e (required tag missing, tag without a value, value out of
+    /// range, bad data format), as far as the decoder judges a message: the sender
     /// gets a Reject naming the field and the reason, the session stays up, and the next
     /// message is expected after the rejected one.
     #[test]
@@ -879,6 +879,7 @@ mod tests {
         };
         let cases = [
             (report(17, None), "1", Some("17")),
+            (report(32, Some("")), "4", Some("32")),
             (report(54, Some("Q")), "5", Some("54")),
             (report(31, Some("ten")), "6", Some("31")),
         ];
