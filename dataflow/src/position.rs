@@ -15,6 +15,19 @@ pub struct Execution {
     pub price: i64,
 }
 
+#[cfg(test)]
+impl Execution {
+    /// An execution at `time` named `E<time>`.
+    pub(crate) fn for_test(time: i64, qty: i64, price: i64) -> Execution {
+        Execution {
+            transact_time: time,
+            exec_id: format!("E{time}").into(),
+            qty,
+            price,
+        }
+    }
+}
+
 /// The latest trade of a position, candidate for the symbol's last traded price.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LastTrade {
@@ -137,12 +150,7 @@ mod tests {
     use super::*;
 
     fn ex(t: i64, qty: i64, price: i64) -> Execution {
-        Execution {
-            transact_time: t,
-            exec_id: format!("E{t}").into(),
-            qty,
-            price,
-        }
+        Execution::for_test(t, qty, price)
     }
 
     fn fold(executions: &[Execution]) -> PositionCore {

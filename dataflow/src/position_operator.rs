@@ -176,15 +176,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn execution(time: i64, qty: i64, price: i64) -> Execution {
-        Execution {
-            transact_time: time,
-            exec_id: format!("E{time}").into(),
-            qty,
-            price,
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
@@ -211,7 +202,7 @@ mod tests {
                             updates.push((existing, -1));
                         }
                         _ => {
-                            let new = execution(time, qty, price);
+                            let new = Execution::for_test(time, qty, price);
                             if !held.contains_key(&new) && !updates.iter().any(|(e, _)| e.exec_id == new.exec_id) {
                                 held.insert(new.clone(), 1);
                                 updates.push((new, 1));
