@@ -351,7 +351,7 @@ impl Session {
             && field(message, 56) == Some(self.settings.comp_id.as_bytes());
         if !comp_ids_match {
             let problem = SessionProblem {
-                reason: "9",
+                reason: 9,
                 ref_tag: None,
                 text: "CompID problem".to_owned(),
             };
@@ -407,21 +407,15 @@ impl Session {
                     }
                 }
                 Some(new_seq) if new_seq < self.state.next_incoming => {
-                    let text = format!(
-                        "NewSeqNo {new_seq} is below the expected {}",
-                        self.state.next_incoming
-                    );
-                    let reject = self.admin(
-                        now,
-                        "3",
-                        &[
-                            (45, seq.to_string()),
-                            (371, "36".into()),
-                            (372, "4".into()),
-                            (373, "5".into()),
-                            (58, text),
-                        ],
-                    );
+                    let problem = SessionProblem {
+                        reason: 5,
+                        ref_tag: Some(36),
+                        text: format!(
+                            "NewSeqNo {new_seq} is below the expected {}",
+                            self.state.next_incoming
+                        ),
+                    };
+                    let reject = self.session_reject(now, Some(seq), Some(b"4"), &problem);
                     actions.send.push(reject);
                 }
                 _ => {}
@@ -509,11 +503,11 @@ impl Session {
             })
         };
         let Some(value) = field(message, 52) else {
-            return problem("1", Some(52), "SendingTime (52) is required".into());
+            return problem(1, Some(52), "SendingTime (52) is required".into());
         };
         let Some(sent) = parse_utc_timestamp(value) else {
             return problem(
-                "6",
+                6,
                 Some(52),
                 "SendingTime (52) is not a UTC timestamp".into(),
             );
@@ -523,7 +517,7 @@ impl Session {
             return None;
         }
         problem(
-            "10",
+            10,
             None,
             format!(
                 "SendingTime accuracy problem: {:.0?} from our clock, more than {limit:?}",
@@ -546,19 +540,32 @@ impl Session {
         if let Some(seq) = seq {
             self.state.mark_received(seq);
         }
+        let reject = self.session_reject(now, seq, Some(msg_type), &problem);
+        actions.send.push(reject);
+        self.logout(now, problem.text, actions);
+    }
+
+    /// A session-level Reject (35=3) of message `ref_seq` of type `msg_type`.
+    fn session_reject(
+        &mut self,
+        now: i64,
+        ref_seq: Option<u64>,
+        msg_type: Option<&[u8]>,
+        problem: &SessionProblem,
+    ) -> Vec<u8> {
         let mut body = Vec::new();
-        if let Some(seq) = seq {
+        if let Some(seq) = ref_seq {
             body.push((45, seq.to_string()));
         }
         if let Some(tag) = problem.ref_tag {
             body.push((371, tag.to_string()));
         }
-        body.push((372, String::from_utf8_lossy(msg_type).into_owned()));
-        body.push((373, problem.reason.to_owned()));
+        if let Some(msg_type) = msg_type {
+            body.push((372, String::from_utf8_lossy(msg_type).into_owned()));
+        }
+        body.push((373, problem.reason.to_string()));
         body.push((58, problem.text.clone()));
-        let reject = self.admin(now, "3", &body);
-        actions.send.push(reject);
-        self.logout(now, problem.text, actions);
+        self.admin(now, "3", &body)
     }
 
     /// A resent message (PossDupFlag) we already have: dropped, once its OrigSendingTime is
@@ -575,38 +582,32 @@ impl Session {
     ) {
         let original = field(message, 122);
         let sending = field(message, 52).and_then(parse_utc_timestamp);
-        let (reason, text, logout) = match original.map(parse_utc_timestamp) {
-            None => (
-                "1",
-                "OrigSendingTime (122) is required on a possible duplicate".to_owned(),
-                false,
-            ),
-            Some(None) => (
-                "6",
-                "OrigSendingTime (122) is not a UTC timestamp".to_owned(),
-                false,
-            ),
-            Some(Some(original)) if sending.is_some_and(|sending| original <= sending) => return,
-            Some(Some(_)) => (
-                "10",
-                "OrigSendingTime (122) is later than SendingTime (52)".to_owned(),
-                true,
-            ),
+        let field_problem = |reason, text: &str| SessionProblem {
+            reason,
+            ref_tag: Some(122),
+            text: text.to_owned(),
         };
-        let mut body = vec![
-            (45, seq.to_string()),
-            (372, String::from_utf8_lossy(msg_type).into_owned()),
-            (373, reason.to_owned()),
-            (58, text.clone()),
-        ];
-        if reason != "10" {
-            body.insert(1, (371, "122".to_owned()));
-        }
-        let reject = self.admin(now, "3", &body);
+        let problem = match original.map(parse_utc_timestamp) {
+            None => field_problem(
+                1,
+                "OrigSendingTime (122) is required on a possible duplicate",
+            ),
+            Some(None) => field_problem(6, "OrigSendingTime (122) is not a UTC timestamp"),
+            Some(Some(original)) if sending.is_some_and(|sending| original <= sending) => return,
+            Some(Some(_)) => {
+                let problem = SessionProblem {
+                    reason: 10,
+                    ref_tag: None,
+                    text: "OrigSendingTime (122) is later than SendingTime (52)".to_owned(),
+                };
+                let reject = self.session_reject(now, Some(seq), Some(msg_type), &problem);
+                actions.send.push(reject);
+                self.logout(now, problem.text, actions);
+                return;
+            }
+        };
+        let reject = self.session_reject(now, Some(seq), Some(msg_type), &problem);
         actions.send.push(reject);
-        if logout {
-            self.logout(now, text, actions);
-        }
     }
 
     /// A session-level Reject (35=3) for an application message the session delivered and the
@@ -614,19 +615,12 @@ impl Session {
     /// was at fault and why, the session goes on, and the message is still dead-lettered by
     /// the caller. Its sequence number was counted when it was delivered.
     pub fn reject_invalid(&mut self, message: &[u8], reject: &Reject, now: i64) -> Vec<u8> {
-        let mut body = Vec::new();
-        if let Some(seq) = number(message, 34) {
-            body.push((45, seq.to_string()));
-        }
-        if let Some(field) = reject.field {
-            body.push((371, field.tag.to_string()));
-        }
-        if let Some(msg_type) = field(message, 35) {
-            body.push((372, String::from_utf8_lossy(msg_type).into_owned()));
-        }
-        body.push((373, session_reject_reason(reject).to_string()));
-        body.push((58, reject.to_string()));
-        self.admin(now, "3", &body)
+        let problem = SessionProblem {
+            reason: session_reject_reason(reject),
+            ref_tag: reject.field.map(|field| field.tag),
+            text: reject.to_string(),
+        };
+        self.session_reject(now, number(message, 34), field(message, 35), &problem)
     }
 
     /// Heartbeats and liveness: call at least once a second.
@@ -659,7 +653,7 @@ impl Session {
 /// Why a message is rejected at the session level: SessionRejectReason (373), the field at
 /// fault (RefTagID, 371) and the text (58).
 struct SessionProblem {
-    reason: &'static str,
+    reason: u32,
     ref_tag: Option<u32>,
     text: String,
 }
