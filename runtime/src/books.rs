@@ -13,10 +13,11 @@ use anyhow::{Context, Result};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::VecCollection;
 use eod_dataflow::{BookRow, Diff, Inputs, SecurityRef, Time, TraderRef};
+use eod_proto::DeadLetterReason;
 use eod_sinks::books::mssql::MssqlBooks;
 use eod_sinks::books::postgres::PostgresBooks;
 use eod_sinks::books::sqlite::SqliteBooks;
-use eod_sinks::books::{BooksWriter, RefusedRow};
+use eod_sinks::books::{BooksWriter, RefusedRow, RowRefusal};
 use eod_sinks::{durable_sink, SinkMetrics, SinkOptions};
 use eod_sources::reference_data::{parse_securities_csv, parse_traders_csv, simulated_reference};
 use eod_sources::simulator::SimConfig;
@@ -97,10 +98,7 @@ impl BooksTarget {
         refused: impl FnOnce() -> RefusedRow,
     ) -> Result<()> {
         let single_writer = matches!(self, BooksTarget::Sqlite(_));
-        let mut options = SinkOptions::books(single_writer);
-        options.max_age = limits.max_age;
-        options.max_rows = limits.max_rows.max(1);
-        options.max_batch_rows = options.max_rows * eod_sinks::durable::GROUP_COMMIT_FACTOR;
+        let options = SinkOptions::books(single_writer, limits.max_rows, limits.max_age);
         let shard_of = |row: &BookRow| row.exec_id.hashed();
         let sink = match self {
             BooksTarget::Sqlite(path) => durable_sink(books, options, shard_of, |_shard| {
@@ -222,6 +220,15 @@ impl ReferenceData {
         for security in &self.securities {
             inputs.security(security.clone(), 1);
         }
+    }
+}
+
+/// The dead-letter reason of a books row the store was given up on for.
+pub fn refusal_reason(refusal: &RowRefusal) -> DeadLetterReason {
+    if refusal.timed_out {
+        DeadLetterReason::Timeout
+    } else {
+        DeadLetterReason::Downstream
     }
 }
 

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use eod_dataflow::{Accounting, BookRow, PriceUpdate, ViewSnapshot, ViewStore};
-use eod_proto::DeadLetterReason;
 use eod_sinks::books::{RefusedRow, RowRefusal};
 use eod_sources::archive::{Archive, Segment};
 
-use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
+use crate::books::{build_with_books, refusal_reason, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
 use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source};
 use crate::intake::Intake;
@@ -314,7 +313,7 @@ pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
             .unwrap_or_default();
         let mut record = DeadLetterRecord::new(
             refusal_reason(refusal),
-            format!("{} (ExecID {})", refusal.detail, row.exec_id),
+            format!("{} (ExecID {})", refusal.detail(), row.exec_id),
             &source,
             offset,
             &json,
@@ -323,13 +322,4 @@ pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
         // The writer outlives the run's sinks; a send fails only during teardown.
         dead_letters.send(record);
     })
-}
-
-/// The dead-letter reason of a books row given up on.
-pub fn refusal_reason(refusal: &RowRefusal) -> DeadLetterReason {
-    if refusal.timed_out {
-        DeadLetterReason::Timeout
-    } else {
-        DeadLetterReason::Downstream
-    }
 }

@@ -634,13 +634,13 @@ fn refused_to_kafka(kafka: KafkaConnection, topic: String) -> RefusedRow {
             .as_ref()
             .map(|s| format!("{}@{}", s.archive_key, s.archive_offset))
             .unwrap_or_default();
-        let detail = format!("{} (ExecID {})", refusal.detail, row.exec_id);
+        let detail = format!("{} (ExecID {})", refusal.detail(), row.exec_id);
         let sent = match &producer {
             Ok(producer) => producer
                 .send_dead_letter(
                     &topic,
                     json,
-                    crate::replay::refusal_reason(refusal),
+                    crate::books::refusal_reason(refusal),
                     detail,
                     &location,
                     refusal.retries,

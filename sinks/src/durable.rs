@@ -64,12 +64,15 @@ pub struct SinkOptions {
 pub const GROUP_COMMIT_FACTOR: usize = 20;
 
 impl SinkOptions {
-    pub fn books(single_writer: bool) -> SinkOptions {
+    /// The books sink: batches due at `max_rows` rows or `max_age`, group commits up to
+    /// `GROUP_COMMIT_FACTOR` times `max_rows`.
+    pub fn books(single_writer: bool, max_rows: usize, max_age: Duration) -> SinkOptions {
+        let max_rows = max_rows.max(1);
         SinkOptions {
             name: "books",
-            max_rows: 5000,
-            max_batch_rows: 5000 * GROUP_COMMIT_FACTOR,
-            max_age: Duration::from_secs(5),
+            max_rows,
+            max_batch_rows: max_rows * GROUP_COMMIT_FACTOR,
+            max_age,
             single_writer,
         }
     }

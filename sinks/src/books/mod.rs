@@ -58,14 +58,23 @@ pub trait BooksStore: Send + 'static {
 }
 
 /// Why a row is given up on, for its dead letter.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowRefusal {
-    pub detail: String,
     /// Writes of the row after the first (in its batch, then alone).
     pub retries: u32,
     /// The last attempt timed out (reason `timeout`) rather than being refused
     /// (`downstream`).
     pub timed_out: bool,
+}
+
+impl RowRefusal {
+    pub fn detail(&self) -> &'static str {
+        if self.timed_out {
+            "the books store timed out on the row after retries"
+        } else {
+            "the books store refused the row after retries"
+        }
+    }
 }
 
 /// A row the store refused or kept timing out on, for the dead-letter queue.
@@ -192,11 +201,6 @@ impl<S: BooksStore> BatchWriter for BooksWriter<S> {
                         .with_label_values(&["books"])
                         .inc();
                     let refusal = RowRefusal {
-                        detail: if timed_out {
-                            "the books store timed out on the row after retries".into()
-                        } else {
-                            "the books store refused the row after retries".into()
-                        },
                         retries: in_batch + attempts - 1,
                         timed_out,
                     };
