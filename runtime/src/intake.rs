@@ -58,12 +58,6 @@ impl Intake {
         self.drain(inputs, u64::MAX)
     }
 
-    /// Ends the stream: what is left is framed or dead-lettered as truncated.
-    pub fn finish(&mut self, inputs: &mut Inputs) -> u64 {
-        self.end_of_stream();
-        self.drain(inputs, u64::MAX)
-    }
-
     /// Takes bytes without framing them yet: [`drain`](Intake::drain) frames and enters them,
     /// as many units as asked (an epoch of a few hundred messages must not receive a whole
     /// megabyte of them).
@@ -72,7 +66,8 @@ impl Intake {
         self.classifier.observe(bytes);
     }
 
-    /// No more bytes in this stream: a partial message left at the end is framed as dead.
+    /// No more bytes in this stream: a partial message left at the end is framed as dead
+    /// (by the next [`drain`](Intake::drain)).
     pub fn end_of_stream(&mut self) {
         self.framer.finish();
         self.classifier.end_of_stream();
@@ -175,7 +170,8 @@ mod tests {
             let (mut inputs, _probe) =
                 worker.dataflow(|scope| eod_dataflow::build_dataflow(scope, None, 1));
             intake.push(&stream, &mut inputs);
-            intake.finish(&mut inputs);
+            intake.end_of_stream();
+            intake.drain(&mut inputs, u64::MAX);
             intake.flush_counts(&mut inputs);
         });
         assert_eq!(metrics.sources.messages_read.get(), 3);
