@@ -124,7 +124,7 @@ fn main() -> Result<()> {
         prices: prices.clone(),
         dead_letters: scratch.path().join("dead-letters.jsonl"),
         epoch_messages: args.epoch_messages,
-        limits: eod_runtime::driver::REPLAY_LIMITS,
+        limits: eod_runtime::driver::replay_limits(args.epoch_messages),
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
@@ -272,7 +272,7 @@ fn run_dataflow(
             &frontiers,
             &mut source,
             EpochPolicy::Messages(epoch),
-            eod_runtime::driver::REPLAY_LIMITS,
+            eod_runtime::driver::replay_limits(epoch),
             &metrics,
         )
         .map_err(|e| e.to_string())

@@ -39,12 +39,26 @@ pub struct EpochLimits {
     pub not_durable: usize,
 }
 
-/// Defaults, defined once. Replay waits on both views and books at once; live input lets the
-/// books fall behind by a few seconds of epochs (a books batch waits up to its age limit).
-pub const REPLAY_LIMITS: EpochLimits = EpochLimits {
-    in_flight: 4,
-    not_durable: 4,
-};
+/// Defaults, defined once. Replay waits on the views after a few epochs and on the books after
+/// [`REPLAY_NOT_DURABLE_MESSAGES`] (see [`replay_limits`]); live input lets the books fall
+/// behind by a few seconds of epochs (a books batch waits up to its age limit).
+pub const REPLAY_IN_FLIGHT: usize = 4;
+/// How far a replay's books may lag, in messages per worker. Enough that the books writer finds
+/// a full group commit waiting whenever it finishes one; more only holds rows in memory.
+/// Counted in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a
+/// million rows ahead of a writer that takes 100k at a time, and in 250-message epochs the
+/// writer never saw more than four epochs' rows: a transaction, and its fsync and rewrite of
+/// the hot index pages, every thousand rows.
+pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 200_000;
+
+/// A replay's limits for epochs of `epoch_messages` per worker.
+pub fn replay_limits(epoch_messages: u64) -> EpochLimits {
+    let not_durable = REPLAY_NOT_DURABLE_MESSAGES / epoch_messages.max(1);
+    EpochLimits {
+        in_flight: REPLAY_IN_FLIGHT,
+        not_durable: usize::try_from(not_durable).unwrap_or(usize::MAX).max(2),
+    }
+}
 pub const LIVE_LIMITS: EpochLimits = EpochLimits {
     in_flight: 2,
     not_durable: 2_000,

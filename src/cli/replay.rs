@@ -84,7 +84,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         prices,
         dead_letters: dead_letters.clone(),
         epoch_messages: args.epoch_messages.max(1),
-        limits: eod_runtime::driver::REPLAY_LIMITS,
+        limits: eod_runtime::driver::replay_limits(args.epoch_messages.max(1)),
         max_message: args.max_message,
         timely_args: args.timely.clone(),
         progress: !args.quiet,
