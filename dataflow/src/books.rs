@@ -18,6 +18,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::Exchange;
 
 use crate::model::{Bust, Correction, Diff, Fill, Text, Time};
+use crate::multiset::Multiset;
 use crate::stash::TimeStash;
 
 /// Reference data for a trader.
@@ -288,65 +289,6 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
 enum BooksUpdate {
     ExecId(Text, ByExecId),
     Reference(Reference),
-}
-
-/// Records with their multiplicities, kept sorted; almost always exactly one, held inline.
-#[derive(Clone, Debug, Default)]
-enum Multiset<T> {
-    #[default]
-    Empty,
-    One(T, Diff),
-    Many(Vec<(T, Diff)>),
-}
-
-impl<T: Ord> Multiset<T> {
-    fn update(&mut self, value: T, diff: Diff) {
-        match std::mem::take(self) {
-            Multiset::Empty => *self = Multiset::One(value, diff),
-            Multiset::One(existing, count) if existing == value => {
-                if count + diff != 0 {
-                    *self = Multiset::One(existing, count + diff);
-                }
-            }
-            Multiset::One(existing, count) => {
-                let mut all = vec![(existing, count), (value, diff)];
-                all.sort_unstable();
-                *self = Multiset::Many(all);
-            }
-            Multiset::Many(mut all) => {
-                match all.binary_search_by(|(existing, _)| existing.cmp(&value)) {
-                    Ok(at) => {
-                        all[at].1 += diff;
-                        if all[at].1 == 0 {
-                            all.remove(at);
-                        }
-                    }
-                    Err(at) => all.insert(at, (value, diff)),
-                }
-                *self = match all.len() {
-                    0 => Multiset::Empty,
-                    1 => {
-                        let (value, count) = all.pop().expect("one element");
-                        Multiset::One(value, count)
-                    }
-                    _ => Multiset::Many(all),
-                };
-            }
-        }
-    }
-
-    /// The smallest record, as `reduce` would see it first.
-    fn first(&self) -> Option<&T> {
-        match self {
-            Multiset::Empty => None,
-            Multiset::One(value, _) => Some(value),
-            Multiset::Many(all) => all.first().map(|(value, _)| value),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        matches!(self, Multiset::Empty)
-    }
 }
 
 #[derive(Default)]

@@ -16,6 +16,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
 
 use crate::books::{self, BookInputs, BookRow, SecurityRef, TradeSource, TraderRef};
+use crate::hash_reduce::hash_reduce;
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Text, Time, TradeEvent};
 use crate::money::Money;
@@ -302,7 +303,7 @@ fn live_fills<'s>(
     corrections: VecCollection<'s, Time, Correction, Diff>,
     busts: VecCollection<'s, Time, Bust, Diff>,
 ) -> LiveFills<'s> {
-    let plain = fills
+    let by_exec_id = fills
         .map(|fill| (fill.exec_id.clone(), ByExecId::Fill(fill)))
         .concat(
             busts
@@ -313,34 +314,35 @@ fn live_fills<'s>(
             corrections
                 .clone()
                 .map(|c| (c.target, ByExecId::CorrectedBy(c.fill.exec_id))),
-        )
-        .reduce_named("PlainFills", |_exec_id, values, out| {
-            let fill = values.iter().find_map(|(value, _)| match value {
-                ByExecId::Fill(fill) => Some(fill),
-                _ => None,
-            });
-            let mut killed = false;
-            for (value, _) in values {
-                match value {
-                    ByExecId::BustedBy(bust) => {
-                        killed = true;
-                        if fill.is_none() {
-                            out.push((PlainOutcome::BustWithoutFill(bust.clone()), 1));
-                        }
-                    }
-                    ByExecId::CorrectedBy(correction) => {
-                        killed = true;
-                        if fill.is_some() {
-                            out.push((PlainOutcome::CorrectionRoot(correction.clone()), 1));
-                        }
-                    }
-                    ByExecId::Fill(_) => {}
-                }
-            }
-            if let (Some(fill), false) = (fill, killed) {
-                out.push((PlainOutcome::Live(fill.clone()), 1));
-            }
+        );
+    // Keyed by ExecID, so a hash map rather than `reduce`'s two arrangements (see hash_reduce).
+    let plain = hash_reduce(by_exec_id, "PlainFills", |_exec_id, values, out| {
+        let fill = values.iter().find_map(|(value, _)| match value {
+            ByExecId::Fill(fill) => Some(fill),
+            _ => None,
         });
+        let mut killed = false;
+        for (value, _) in values {
+            match value {
+                ByExecId::BustedBy(bust) => {
+                    killed = true;
+                    if fill.is_none() {
+                        out.push((PlainOutcome::BustWithoutFill(bust.clone()), 1));
+                    }
+                }
+                ByExecId::CorrectedBy(correction) => {
+                    killed = true;
+                    if fill.is_some() {
+                        out.push((PlainOutcome::CorrectionRoot(correction.clone()), 1));
+                    }
+                }
+                ByExecId::Fill(_) => {}
+            }
+        }
+        if let (Some(fill), false) = (fill, killed) {
+            out.push((PlainOutcome::Live(fill.clone()), 1));
+        }
+    });
 
     let roots = plain.clone().flat_map(|(_, outcome)| match outcome {
         PlainOutcome::CorrectionRoot(correction) => Some(correction),
@@ -357,7 +359,7 @@ fn live_fills<'s>(
             .distinct()
     });
 
-    let corrected = corrections
+    let by_correction_id = corrections
         .clone()
         .map(|c| {
             (
@@ -367,36 +369,36 @@ fn live_fills<'s>(
         })
         .concat(present.clone().map(|id| (id, ByCorrectionId::Present)))
         .concat(busts.map(|bust| (bust.target, ByCorrectionId::BustedBy(bust.exec_id))))
-        .concat(corrections.map(|c| (c.target, ByCorrectionId::CorrectedBy(c.fill.exec_id))))
-        .reduce_named("Corrections", |_exec_id, values, out| {
-            let Some((target, fill)) = values.iter().find_map(|(value, _)| match value {
-                ByCorrectionId::Correction(target, fill) => Some((target, fill)),
-                _ => None,
-            }) else {
-                return;
-            };
-            let present = values
-                .iter()
-                .any(|(value, _)| matches!(value, ByCorrectionId::Present));
-            if !present {
-                out.push((CorrectionOutcome::Unmatched(target.clone()), 1));
-                return;
-            }
-            let mut killed = false;
-            for (value, _) in values {
-                match value {
-                    ByCorrectionId::BustedBy(bust) => {
-                        killed = true;
-                        out.push((CorrectionOutcome::BustMatched(bust.clone()), 1));
-                    }
-                    ByCorrectionId::CorrectedBy(_) => killed = true,
-                    _ => {}
+        .concat(corrections.map(|c| (c.target, ByCorrectionId::CorrectedBy(c.fill.exec_id))));
+    let corrected = hash_reduce(by_correction_id, "Corrections", |_exec_id, values, out| {
+        let Some((target, fill)) = values.iter().find_map(|(value, _)| match value {
+            ByCorrectionId::Correction(target, fill) => Some((target, fill)),
+            _ => None,
+        }) else {
+            return;
+        };
+        let present = values
+            .iter()
+            .any(|(value, _)| matches!(value, ByCorrectionId::Present));
+        if !present {
+            out.push((CorrectionOutcome::Unmatched(target.clone()), 1));
+            return;
+        }
+        let mut killed = false;
+        for (value, _) in values {
+            match value {
+                ByCorrectionId::BustedBy(bust) => {
+                    killed = true;
+                    out.push((CorrectionOutcome::BustMatched(bust.clone()), 1));
                 }
+                ByCorrectionId::CorrectedBy(_) => killed = true,
+                _ => {}
             }
-            if !killed {
-                out.push((CorrectionOutcome::Live(fill.clone()), 1));
-            }
-        });
+        }
+        if !killed {
+            out.push((CorrectionOutcome::Live(fill.clone()), 1));
+        }
+    });
 
     let live = plain
         .clone()

@@ -6,9 +6,11 @@
 pub mod baseline;
 pub mod books;
 pub mod graph;
+pub mod hash_reduce;
 pub mod marks;
 pub mod model;
 pub mod money;
+pub mod multiset;
 pub mod position;
 pub mod position_operator;
 pub mod stash;

@@ -1,0 +1,105 @@
+//! `reduce` for a totally ordered time, with each key's values held once in a hash map.
+//!
+//! Differential's `reduce` keeps two arrangements, its input and its output, and merges their
+//! batches as the day grows. Keyed by ExecID, that is two sorted copies of every fill of the
+//! day, merged again and again, for keys that are written once and touched again only by a bust
+//! or a correction. Here the values of a key live in a hash map on the worker that owns the key,
+//! and the output is not stored at all: the logic is a function of the values, so a touched
+//! key's previous output is the logic over its values before the time's updates.
+//!
+//! Like `reduce`, a time's updates are applied only once the input frontier has passed it, and
+//! in time order, so the output at every completed time is the logic over the input collection
+//! at that time (the oracle property tests check the live fills built on it).
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Exchange;
+
+use crate::model::{Diff, Time};
+use crate::multiset::Multiset;
+use crate::stash::TimeStash;
+
+/// Groups `input` by key and applies `logic` to each key's values (with their multiplicities,
+/// smallest first) whenever they change, as `reduce_named` would; `logic` pushes the key's
+/// output records with their multiplicities.
+pub fn hash_reduce<'s, K, V, O, L>(
+    input: VecCollection<'s, Time, (K, V), Diff>,
+    name: &str,
+    mut logic: L,
+) -> VecCollection<'s, Time, (K, O), Diff>
+where
+    K: ExchangeData + Hashable + Hash,
+    V: ExchangeData,
+    O: ExchangeData,
+    L: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static,
+{
+    input
+        .inner
+        .exchange(|((key, _), _, _)| key.hashed().into())
+        .unary_frontier(Pipeline, name, move |_capability, _info| {
+            let mut stash = TimeStash::default();
+            // Boxed: growing the table then moves a key and a pointer per entry, and its empty
+            // slots cost as much, not a value's size.
+            let mut state: HashMap<K, Box<Multiset<V>>> = HashMap::new();
+            let mut changes: Vec<(O, Diff)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|capability, updates| {
+                    for (record, time, diff) in updates.drain(..) {
+                        stash.push(&capability, time, (record, diff));
+                    }
+                });
+                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
+                    // Sorted by key, then value: each key's updates are adjacent.
+                    consolidate(&mut updates);
+                    let mut session = output.session(&capability);
+                    let time = *capability.time();
+                    let mut updates = updates.into_iter().peekable();
+                    while let Some(((key, value), diff)) = updates.next() {
+                        let values = state.entry(key.clone()).or_default();
+                        changes.clear();
+                        run(&mut logic, &key, values, -1, &mut changes);
+                        values.update(value, diff);
+                        while let Some(((_, value), diff)) =
+                            updates.next_if(|((next, _), _)| *next == key)
+                        {
+                            values.update(value, diff);
+                        }
+                        run(&mut logic, &key, values, 1, &mut changes);
+                        if values.is_empty() {
+                            state.remove(&key);
+                        }
+                        consolidate(&mut changes);
+                        for (record, diff) in changes.drain(..) {
+                            session.give(((key.clone(), record), time, diff));
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+}
+
+/// Appends the logic's output over `values`, each multiplicity times `sign`.
+fn run<K, V: Ord, O>(
+    logic: &mut impl FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>),
+    key: &K,
+    values: &Multiset<V>,
+    sign: Diff,
+    changes: &mut Vec<(O, Diff)>,
+) {
+    if values.is_empty() {
+        return;
+    }
+    let values: Vec<(&V, Diff)> = values.iter().collect();
+    let from = changes.len();
+    logic(key, &values, changes);
+    for (_, diff) in &mut changes[from..] {
+        *diff *= sign;
+    }
+}
