@@ -947,8 +947,12 @@ impl Initiator {
         eod_fix::FixEncoder::new("FIX.4.4").message(msg_type, &fields)
     }
 
-    fn fill_message(seq: u64, exec_id: &str, extra: &[(u32, &str)]) -> Vec<u8> {
-        let mut fields = vec![
+    /// A fill with `header` fields (PossDupFlag, OrigSendingTime) after the standard ones:
+    /// header fields come before the body (FIX session test case 14g).
+    fn fill_message(seq: u64, exec_id: &str, header: &[(u32, &str)]) -> Vec<u8> {
+        let mut fields = header.to_vec();
+        fields.extend([
+            (50, "T1"),
             (17, exec_id),
             (150, "F"),
             (55, "SESS"),
@@ -956,9 +960,7 @@ impl Initiator {
             (32, "10"),
             (31, "10"),
             (60, "20261125-21:00:00"),
-            (50, "T1"),
-        ];
-        fields.extend_from_slice(extra);
+        ]);
         Initiator::message(seq, "8", &fields)
     }
 
@@ -966,8 +968,8 @@ impl Initiator {
         self.send_raw(&Initiator::message(seq, msg_type, extra));
     }
 
-    fn fill(&mut self, seq: u64, exec_id: &str, extra: &[(u32, &str)]) {
-        self.send_raw(&Initiator::fill_message(seq, exec_id, extra));
+    fn fill(&mut self, seq: u64, exec_id: &str, header: &[(u32, &str)]) {
+        self.send_raw(&Initiator::fill_message(seq, exec_id, header));
     }
 
     /// Any bytes, as they are.
@@ -1130,6 +1132,7 @@ fn fix_session_rejects_an_invalid_message_and_goes_on() {
     let Some(brokers) = brokers() else { return };
     let (_dir, topics, gateway, mut client) = logged_on_session(&brokers, "reject");
     let bad_side = [
+        (50, "T1"),
         (17, "R-2"),
         (150, "F"),
         (55, "SESS"),
@@ -1137,7 +1140,6 @@ fn fix_session_rejects_an_invalid_message_and_goes_on() {
         (32, "10"),
         (31, "10"),
         (60, "20261125-21:00:00"),
-        (50, "T1"),
     ];
     client.send(2, "8", &bad_side);
     let reject = client.receive();
@@ -1149,16 +1151,31 @@ fn fix_session_rejects_an_invalid_message_and_goes_on() {
             && reject.contains("|373=5|"),
         "a Reject naming Side as out of range: {reject}"
     );
-    client.fill(3, "R-3", &[]);
-    client.send(4, "5", &[]);
+    // Structure (FIX session test case 14h): LastPx twice, which price is the fill's?
+    let mut twice = bad_side;
+    twice[1] = (17, "R-3");
+    twice[4] = (54, "1");
+    let mut twice = twice.to_vec();
+    twice.push((31, "11"));
+    client.send(3, "8", &twice);
+    let reject = client.receive();
+    assert!(
+        reject.contains("|35=3|")
+            && reject.contains("|45=3|")
+            && reject.contains("|371=31|")
+            && reject.contains("|373=13|"),
+        "a Reject naming LastPx as repeated: {reject}"
+    );
+    client.fill(4, "R-4", &[]);
+    client.send(5, "5", &[]);
     assert!(
         client.receive().contains("|35=5|"),
         "the session went on to its Logout"
     );
     drop(client);
 
-    // R-3 alone is a trade; the refused message is dead-lettered.
-    assert_session_outcome(gateway, &brokers, &topics, (1, 1), (1, 10));
+    // R-4 alone is a trade; both refused messages are dead-lettered.
+    assert_session_outcome(gateway, &brokers, &topics, (1, 2), (1, 10));
 }
 
 /// A session gateway for one connection on fresh topics, and a client logged on to it.
@@ -1285,6 +1302,7 @@ fn fix_session_refuses_strangers() {
             (56, "EOD"),
             (34, "2"),
             (52, "20261125-21:00:00"),
+            (50, "T1"),
             (17, "IMP-1"),
             (150, "F"),
             (55, "SESS"),
@@ -1292,7 +1310,6 @@ fn fix_session_refuses_strangers() {
             (32, "10"),
             (31, "10"),
             (60, "20261125-21:00:00"),
-            (50, "T1"),
         ],
     );
     client.send_raw(&impostor);

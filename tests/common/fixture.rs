@@ -25,6 +25,7 @@ pub fn fill(
     trader: &str,
 ) -> Vec<u8> {
     er(&[
+        (50, trader),
         (17, exec_id),
         (150, "F"),
         (55, symbol),
@@ -32,7 +33,6 @@ pub fn fill(
         (32, qty),
         (31, px),
         (60, time),
-        (50, trader),
     ])
 }
 
@@ -41,6 +41,7 @@ fn write_edge_segments(dir: &Path) {
     // Replays first: a bust and a correction whose targets only arrive in the last file.
     let mut early = er(&[(17, "EDGE-B1"), (150, "H"), (19, "EDGE-F1")]);
     early.extend(er(&[
+        (50, "EDGE-T"),
         (17, "EDGE-C2"),
         (150, "G"),
         (19, "EDGE-C1"),
@@ -49,7 +50,6 @@ fn write_edge_segments(dir: &Path) {
         (32, "5"),
         (31, "20.5"),
         (60, "20261125-21:00:09"),
-        (50, "EDGE-T"),
     ]));
     early.extend(b"\r\nnot fix at all\n");
     std::fs::write(dir.join("aaa-early.fix"), early).unwrap();
@@ -103,6 +103,7 @@ fn write_edge_segments(dir: &Path) {
         "EDGE-T",
     ));
     late.extend(er(&[
+        (50, "EDGE-T"),
         (17, "EDGE-C1"),
         (150, "G"),
         (19, "EDGE-F4"),
@@ -111,7 +112,6 @@ fn write_edge_segments(dir: &Path) {
         (32, "12"),
         (31, "22.5"),
         (60, "20261125-21:00:03"),
-        (50, "EDGE-T"),
     ]));
     let mut bad = fill(
         "EDGE-F5",

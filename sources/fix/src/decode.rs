@@ -2,6 +2,7 @@
 
 use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
 
+use super::structure;
 use super::time::parse_utc_timestamp;
 use super::SOH;
 
@@ -34,6 +35,18 @@ pub enum FieldFault {
     OutOfRange,
     /// Not a number, price or timestamp where one is required.
     BadFormat,
+    /// A tag number the FIX version does not define.
+    Undefined,
+    /// A field the (administrative) message type does not have.
+    NotInMessageType,
+    /// A field that appears twice outside a repeating group.
+    Repeated,
+    /// A header field after the body, or a body field after the trailer.
+    OutOfOrder,
+    /// A repeating group's entry that does not start with the group's first field.
+    GroupOrder,
+    /// A NumInGroup count that differs from the entries that follow it.
+    GroupCount,
 }
 
 impl Reject {
@@ -44,7 +57,7 @@ impl Reject {
             field: None,
         }
     }
-    fn at(self, tag: u32, fault: FieldFault) -> Reject {
+    pub(crate) fn at(self, tag: u32, fault: FieldFault) -> Reject {
         Reject {
             field: Some(FieldError { tag, fault }),
             ..self
@@ -156,6 +169,7 @@ impl Decoder {
     /// Decodes a message that the framer already validated (BodyLength, CheckSum).
     pub fn decode(&mut self, message: &[u8]) -> Result<Decoded, Reject> {
         self.index(message)?;
+        structure::check(message, &self.fields)?;
         let fields = Fields {
             message,
             fields: &self.fields,
@@ -297,6 +311,15 @@ impl Decoder {
     }
 }
 
+/// Checks a framed message's structure (defined tags, values present, header, body and
+/// trailer in order, no repeated tags, repeating groups as counted) without decoding it: the
+/// session's check of its own administrative messages.
+pub fn check_structure(message: &[u8]) -> Result<(), Reject> {
+    let mut decoder = Decoder::new();
+    decoder.index(message)?;
+    structure::check(message, &decoder.fields)
+}
+
 fn parse_tag(bytes: &[u8]) -> Option<u32> {
     if bytes.is_empty() || bytes.len() > 9 || bytes[0] == b'0' {
         return None;
@@ -332,6 +355,8 @@ mod tests {
 
     fn fill44() -> Vec<(u32, &'static str)> {
         vec![
+            // SenderSubID is a header field: before the body.
+            (50, "desk1"),
             (17, "E1"),
             (150, "F"),
             (55, "AAPL"),
@@ -339,7 +364,6 @@ mod tests {
             (32, "100"),
             (31, "185.12"),
             (60, "20261125-20:59:59.123"),
-            (50, "desk1"),
             (1, "ACC"),
         ]
     }
@@ -390,7 +414,7 @@ mod tests {
             (TradeKind::Bust, "E1")
         );
         let mut correct = fill44();
-        correct[1] = (150, "G");
+        correct[2] = (150, "G");
         correct.push((19, "E1"));
         let c = trade(decode("FIX.4.4", &correct));
         assert_eq!(

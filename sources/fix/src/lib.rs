@@ -6,14 +6,16 @@
 pub mod census;
 pub mod classify;
 pub mod decode;
+pub mod dictionary;
 pub mod encode;
 pub mod framer;
 pub mod session;
+mod structure;
 pub mod time;
 
 pub use census::MessageCensus;
 pub use classify::{check_envelope, CheckedEnvelope, CheckedKind, Classifier, Counts, Outcome};
-pub use decode::{Decoded, Decoder, FieldError, FieldFault, Reject};
+pub use decode::{check_structure, Decoded, Decoder, FieldError, FieldFault, Reject};
 pub use encode::FixEncoder;
 pub use framer::{Framed, Framer, DEFAULT_MAX_MESSAGE};
 

@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use eod_proto::DeadLetterReason;
 use serde::{Deserialize, Serialize};
 
-use super::decode::{FieldFault, Reject};
+use super::decode::{check_structure, FieldFault, Reject};
 use super::encode::FixEncoder;
 use super::time::{format_utc_timestamp, parse_utc_timestamp};
 use super::SOH;
@@ -393,6 +393,20 @@ impl Session {
             self.logout(now, "MsgSeqNum (34) missing".into(), &mut actions);
             return actions;
         };
+        // The session acts on its administrative messages itself, so it checks their structure
+        // here (FIX session test cases 14a-14j); application messages are checked by the
+        // classifier, which answers through `reject_invalid`. A refused message still counts
+        // as received: the sender is told, not asked to resend it.
+        if matches!(msg_type.as_slice(), b"0" | b"1" | b"2" | b"3" | b"4" | b"5") {
+            if let Err(reject) = check_structure(message) {
+                if !self.state.received(seq) {
+                    self.state.mark_received(seq);
+                }
+                let reply = self.reject_invalid(message, &reject, now);
+                actions.send.push(reply);
+                return actions;
+            }
+        }
         let gap_fill = msg_type == b"4" && field(message, 123) == Some(b"Y");
         if msg_type == b"4" && !gap_fill {
             // SequenceReset-Reset ignores its own MsgSeqNum and moves the expectation forward,
@@ -665,6 +679,14 @@ fn session_reject_reason(reject: &Reject) -> u32 {
         (Some(FieldFault::NoValue), _) => 4,
         (Some(FieldFault::OutOfRange), _) => 5,
         (Some(FieldFault::BadFormat), _) => 6,
+        // Invalid tag number, as QuickFIX answers case 14a (3, "undefined tag", is the other
+        // reading of the standard).
+        (Some(FieldFault::Undefined), _) => 0,
+        (Some(FieldFault::NotInMessageType), _) => 2,
+        (Some(FieldFault::Repeated), _) => 13,
+        (Some(FieldFault::OutOfOrder), _) => 14,
+        (Some(FieldFault::GroupOrder), _) => 15,
+        (Some(FieldFault::GroupCount), _) => 16,
         // A field the decoder could not split into tag and value.
         (None, DeadLetterReason::Garbled) => 0,
         (None, _) => 99,
@@ -781,7 +803,7 @@ mod tests {
         let mut s = logged_on();
         s.on_message(&initiator(4, "8", &[]), S);
         // They gap-fill 2..3 (admin messages they will not resend).
-        s.on_message(&initiator(2, "4", &[(123, "Y"), (36, "4"), (43, "Y")]), S);
+        s.on_message(&initiator(2, "4", &[(43, "Y"), (123, "Y"), (36, "4")]), S);
         assert_eq!(s.state().next_incoming, 5);
         s.on_message(&initiator(99, "4", &[(36, "20")]), S);
         assert_eq!(s.state().next_incoming, 20);
@@ -891,6 +913,85 @@ mod tests {
             assert!(s.logged_on());
             assert_eq!(s.state().next_incoming, seq + 1);
         }
+    }
+
+    /// FIX session test cases 14a and 14g-14j on the message type this acceptor acts on: an
+    /// execution report with an undefined tag, a header field after the body, a repeated tag,
+    /// a wrong NumInGroup, a group entry out of order. Each gets its Reject reason and field,
+    /// and the session goes on.
+    #[test]
+    fn a_malformed_application_message_is_rejected_and_the_session_goes_on() {
+        let fill = |extra: &[(u32, &'static str)]| {
+            let mut body: Vec<(u32, &'static str)> = vec![
+                (17, "X1"),
+                (150, "F"),
+                (55, "AAA"),
+                (54, "1"),
+                (32, "100"),
+                (31, "10"),
+                (60, "20261125-21:00:00"),
+                (1, "ACC"),
+            ];
+            body.extend_from_slice(extra);
+            body
+        };
+        let cases = [
+            (fill(&[(999, "HI")]), "0", "999"),
+            (fill(&[(50, "DESK")]), "14", "50"),
+            (fill(&[(31, "11")]), "13", "31"),
+            (
+                fill(&[
+                    (453, "3"),
+                    (448, "T1"),
+                    (452, "12"),
+                    (448, "T2"),
+                    (452, "1"),
+                ]),
+                "16",
+                "453",
+            ),
+            (fill(&[(453, "1"), (452, "12"), (448, "T1")]), "15", "452"),
+        ];
+        let mut s = logged_on();
+        let mut decoder = crate::Decoder::default();
+        for (seq, (body, reason, ref_tag)) in (2u64..).zip(cases) {
+            let message = initiator(seq, "8", &body);
+            assert!(s.on_message(&message, S).deliver);
+            let verdict = decoder.decode(&message).expect_err("malformed");
+            let reject = s.reject_invalid(&message, &verdict, S);
+            assert_reject(&reject, reason, Some(ref_tag), seq);
+            assert!(s.logged_on());
+            assert_eq!(s.state().next_incoming, seq + 1);
+        }
+        let valid = initiator(7, "8", &fill(&[(453, "1"), (448, "T1"), (452, "12")]));
+        assert!(s.on_message(&valid, S).deliver);
+        assert!(decoder.decode(&valid).is_ok());
+    }
+
+    /// FIX session test cases 14a, 14c, 14d and 14h on administrative messages, which the
+    /// session handles itself: Reject, nothing else done (a TestRequest with a bad field is
+    /// not answered with a Heartbeat), the session goes on.
+    #[test]
+    fn a_malformed_administrative_message_is_rejected_by_the_session() {
+        let mut s = logged_on();
+        // (MsgType, body, SessionRejectReason, RefTagID)
+        let cases = [
+            ("0", &[(999, "HI")][..], "0", "999"),
+            ("0", &[(55, "MSFT")][..], "2", "55"),
+            ("1", &[(112, "")][..], "4", "112"),
+            ("1", &[(112, "T1"), (112, "T2")][..], "13", "112"),
+        ];
+        for (seq, (kind, body, reason, ref_tag)) in (2u64..).zip(cases) {
+            let actions = s.on_message(&initiator(seq, kind, body), S);
+            assert_eq!(actions.send.len(), 1, "only the Reject");
+            assert_reject(&actions.send[0], reason, Some(ref_tag), seq);
+            assert_eq!(field(&actions.send[0], 372), Some(kind.as_bytes()));
+            assert!(!actions.deliver && actions.disconnect.is_none());
+            assert_eq!(s.state().next_incoming, seq + 1);
+        }
+        let actions = s.on_message(&initiator(6, "1", &[(112, "T3")]), S);
+        assert_eq!(msg_type(&actions.send[0]), "0");
+        assert_eq!(field(&actions.send[0], 112), Some(&b"T3"[..]));
     }
 
     /// FIX session test case 10: the SequenceReset-GapFill we answer a ResendRequest with
