@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Memory over a day (issue 11, target 5): one long-running `eod run` with books on, fed through
+# Kafka in steps, its resident memory read once it has caught up and gone idle after each step.
+#
+#   bench/memory/run.sh ARCHIVE... [-- EOD_RUN_FLAGS...]
+#
+# Each ARCHIVE (from `eod generate`, with ARCHIVE.prices.csv beside it) is published to fresh
+# topics with `eod ingest`; after each one the script waits until `eod run` has been idle for
+# 3 s (under a third of a core), then prints the trades the views hold and VmRSS / VmHWM of the process. Needs a broker:
+# EOD_KAFKA_BROKERS (scripts/kafka.sh start; scripts/kafka.sh env). EOD is the binary
+# (default target/release/eod). Flags after `--` go to `eod run` (default: SQLite books in a
+# temporary directory, 2 workers).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+EOD="${EOD:-target/release/eod}"
+: "${EOD_KAFKA_BROKERS:?start a broker: scripts/kafka.sh start; export \$(scripts/kafka.sh env)}"
+
+archives=()
+while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+    archives+=("$1")
+    shift
+done
+[ "${1:-}" = "--" ] && shift
+work="$(mktemp -d)"
+trap 'kill "$run_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+run_flags=("$@")
+[ ${#run_flags[@]} -eq 0 ] && run_flags=(--books "sqlite:$work/books.sqlite")
+
+prefix="mem$(date +%s)"
+topics=(--trades-topic "$prefix.raw" --dlq-topic "$prefix.dlq" --prices-topic "$prefix.prices"
+    --reference-topic "$prefix.ref")
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kb() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
+# Waits until the process has used under a third of a core for 3 s: caught up, books written,
+# idle (an idle `eod run` still polls: about 16% of a core with 2 workers).
+settle() {
+    local before after
+    before=$(cpu_ticks "$1")
+    while sleep 3; after=$(cpu_ticks "$1"); [ $((after - before)) -gt $((3 * $(getconf CLK_TCK) / 3)) ]; do
+        before=$after
+    done
+}
+# Live fills the views hold: the firm view's trade count.
+trades_in_views() {
+    curl -sf "http://127.0.0.1:$port/v1/pnl/firm" | python3 -c 'import json,sys; print(json.load(sys.stdin)["firm"]["trades"])'
+}
+
+first=1
+for archive in "${archives[@]}"; do
+    create=()
+    [ $first = 1 ] && create=(--create-topics)
+    "$EOD" ingest --archive "$archive" --prices "$archive.prices.csv" --brokers "$EOD_KAFKA_BROKERS" \
+        "${topics[@]}" "${create[@]}" | grep -E '^(delivered|elapsed)'
+    if [ $first = 1 ]; then
+        "$EOD" run --brokers "$EOD_KAFKA_BROKERS" "${topics[@]}" --group-id "$prefix" \
+            --serve "127.0.0.1:$port" "${run_flags[@]}" -- -w 2 >"$work/run.log" 2>&1 &
+        run_pid=$!
+        first=0
+    fi
+    start=$(date +%s.%N)
+    settle "$run_pid"
+    kill -0 "$run_pid" || { cat "$work/run.log"; exit 1; }
+    echo "after $archive: idle after $(echo "$(date +%s.%N) - $start" | bc) s;" \
+        "trades $(trades_in_views); VmRSS $(kb "$run_pid" VmRSS) kB; VmHWM $(kb "$run_pid" VmHWM) kB"
+done
