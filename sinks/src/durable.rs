@@ -5,6 +5,9 @@
 //! commits offsets only past it, and its bound on epochs in flight makes a slow or absent store
 //! stop the source instead of growing queues. Writing happens on its own thread so that a store
 //! that is down never blocks the timely worker: the views stay current while the books wait.
+//! With a spill ([`SinkOptions::spill`]), rows beyond a memory budget wait on disk, so a live
+//! run need not bound the epochs it lets the store fall behind by: an outage costs disk, the
+//! views go on, and the writer catches up from the spill, oldest rows first.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
@@ -21,6 +24,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use crate::spill::{Spill, SpillOptions};
 use crate::SinkError;
 
 /// Writes batches durably: `Ok` means the rows and the progress are committed together.
@@ -58,6 +62,11 @@ pub struct SinkOptions {
     pub max_age: Duration,
     /// All rows go to worker 0 (a store that allows one writer, like SQLite).
     pub single_writer: bool,
+    /// Where rows beyond `SpillOptions::memory_rows` wait, or `None` to keep them all in
+    /// memory (replay bounds the rows it lets wait instead).
+    pub spill: Option<SpillOptions>,
+    /// Rows on disk now (`eod_sink_spilled_rows`).
+    pub spilled_rows: Option<prometheus::IntGauge>,
 }
 
 /// How many times `max_rows` one write may take when rows waited for the writer.
@@ -74,6 +83,8 @@ impl SinkOptions {
             max_batch_rows: max_rows * GROUP_COMMIT_FACTOR,
             max_age,
             single_writer,
+            spill: None,
+            spilled_rows: None,
         }
     }
 }
@@ -142,6 +153,19 @@ where
                     }
                 });
                 let activator = scope.activator_for(info.address.clone());
+                let spill = match (&jobs, &options.spill) {
+                    (Some(_), Some(spill)) => {
+                        let dir = spill.dir.join(format!("{}-{shard}", options.name));
+                        match Spill::new(&dir, spill.chunk_rows) {
+                            Ok(spill) => Some(spill),
+                            Err(e) => {
+                                spawn_error = Some(e);
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
                 let mut state = SinkState {
                     options,
                     stash: TimeStash::default(),
@@ -156,6 +180,8 @@ where
                     shard,
                     jobs,
                     acks,
+                    spill,
+                    spilling: false,
                 };
                 move |(input, frontier), _output| {
                     input.for_each(|capability, updates| {
@@ -201,14 +227,49 @@ struct SinkState<R> {
     shard: usize,
     jobs: Option<SyncSender<Job<R>>>,
     acks: Arc<Mutex<Acks>>,
+    /// Rows after the buffer's, on disk; every spilled row is later than every buffered one.
+    spill: Option<Spill<R>>,
+    /// Logged once per episode of spilling.
+    spilling: bool,
 }
 
-impl<R> SinkState<R> {
-    /// Buffers the rows of one completed time.
+impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
+    /// Rows waiting for the writer, in memory and on disk.
+    fn waiting(&self) -> usize {
+        self.buffer.len() + self.spill.as_ref().map_or(0, Spill::len)
+    }
+
+    /// Buffers the rows of one completed time, spilling what exceeds the memory budget.
     fn take(&mut self, capability: Capability<Time>, rows: impl Iterator<Item = R>) {
-        let before = self.buffer.len();
-        self.buffer.extend(rows);
-        if self.buffer.len() == before {
+        let before = self.waiting();
+        let memory_rows = self.options.spill.as_ref().map(|s| s.memory_rows);
+        match (self.spill.as_mut(), memory_rows) {
+            (Some(spill), Some(memory_rows)) => {
+                for row in rows {
+                    if spill.is_empty() && self.buffer.len() < memory_rows {
+                        self.buffer.push_back(row);
+                        continue;
+                    }
+                    if let Err(e) = spill.push(&row) {
+                        // Dropping the row or reordering the books would be silent loss.
+                        panic!("{} sink: {e}", self.options.name);
+                    }
+                }
+                if !spill.is_empty() && !self.spilling {
+                    self.spilling = true;
+                    tracing::warn!(
+                        sink = self.options.name,
+                        memory_rows,
+                        "the store is behind: rows wait on disk"
+                    );
+                }
+                if let Some(gauge) = &self.options.spilled_rows {
+                    gauge.set(spill.len() as i64);
+                }
+            }
+            _ => self.buffer.extend(rows),
+        }
+        if self.waiting() == before {
             return;
         }
         let time = *capability.time();
@@ -239,8 +300,8 @@ impl<R> SinkState<R> {
         if self.in_flight.is_some() && done == self.sent {
             self.in_flight = None;
         }
-        if self.in_flight.is_none() && !self.buffer.is_empty() {
-            let full = self.buffer.len() >= self.options.max_rows;
+        if self.in_flight.is_none() && self.waiting() > 0 {
+            let full = self.waiting() >= self.options.max_rows;
             let old = self.buffer_since.elapsed() >= self.options.max_age;
             if full || old || input_done {
                 self.send();
@@ -255,7 +316,7 @@ impl<R> SinkState<R> {
             }
             None => self.held = None,
         }
-        if self.in_flight.is_none() && !self.buffer.is_empty() {
+        if self.in_flight.is_none() && self.waiting() > 0 {
             return Some(
                 self.options
                     .max_age
@@ -272,10 +333,30 @@ impl<R> SinkState<R> {
             self.buffer_first = None;
             return;
         };
-        let take = self.buffer.len().min(self.options.max_batch_rows.max(1));
+        let max_batch_rows = self.options.max_batch_rows.max(1);
+        if let Some(spill) = self.spill.as_mut() {
+            // The oldest spilled rows come back behind the buffered ones, a chunk at a time.
+            while self.buffer.len() < max_batch_rows && !spill.is_empty() {
+                match spill.pop_chunk() {
+                    Ok(rows) => self.buffer.extend(rows),
+                    Err(e) => panic!("{} sink: {e}", self.options.name),
+                }
+            }
+            if let Some(gauge) = &self.options.spilled_rows {
+                gauge.set(spill.len() as i64);
+            }
+            if spill.is_empty() && self.spilling {
+                self.spilling = false;
+                tracing::info!(
+                    sink = self.options.name,
+                    "the store caught up with the spill"
+                );
+            }
+        }
+        let take = self.buffer.len().min(max_batch_rows);
         let rows: Vec<R> = self.buffer.drain(..take).collect();
         self.rows_total += rows.len() as u64;
-        let complete = self.buffer.is_empty();
+        let complete = self.waiting() == 0;
         let first = self.buffer_first.take().unwrap_or(self.buffer_last);
         let progress = Progress {
             sink: self.options.name,
@@ -380,6 +461,8 @@ mod tests {
                     max_batch_rows: 4,
                     max_age: Duration::ZERO,
                     single_writer: true,
+                    spill: None,
+                    spilled_rows: None,
                 };
                 let writer = |_shard| Ok(GatedWriter { log, open });
                 durable_sink(rows, options, |(key, _)| *key, writer)
@@ -425,5 +508,82 @@ mod tests {
         let mut written: Vec<(u64, u64)> = log[..2].iter().flat_map(|(r, _)| r.clone()).collect();
         written.sort();
         assert_eq!(written, (0..5).map(|k| (k, 10)).collect::<Vec<_>>());
+    }
+
+    /// With a spill, rows beyond the memory budget wait on disk while the writer is blocked,
+    /// and all of them reach it once it is free, in order; the frontier waits as without one.
+    #[test]
+    fn rows_beyond_the_memory_budget_wait_on_disk_and_all_arrive_in_order() {
+        let log: Log = Arc::default();
+        let open = Arc::new(AtomicBool::new(false));
+        let spill_dir = tempfile::tempdir().unwrap();
+        let gauge = prometheus::IntGauge::new("spilled", "rows on disk").unwrap();
+        let (log_w, open_w, dir_w, gauge_w) = (
+            log.clone(),
+            open.clone(),
+            spill_dir.path().to_owned(),
+            gauge.clone(),
+        );
+        timely::execute(timely::Config::process(1), move |worker| {
+            let probe = ProbeHandle::new();
+            let (log, open) = (log_w.clone(), open_w.clone());
+            let mut input = worker.dataflow(|scope| {
+                let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
+                let options = SinkOptions {
+                    name: "test",
+                    max_rows: 1,
+                    max_batch_rows: 3,
+                    max_age: Duration::ZERO,
+                    single_writer: true,
+                    spill: Some(SpillOptions {
+                        dir: dir_w.clone(),
+                        memory_rows: 2,
+                        chunk_rows: 2,
+                    }),
+                    spilled_rows: Some(gauge_w.clone()),
+                };
+                let writer = |_shard| Ok(GatedWriter { log, open });
+                durable_sink(rows, options, |(key, _)| *key, writer)
+                    .expect("sink builds")
+                    .probe_with(&probe);
+                input
+            });
+            for time in 0..10u64 {
+                input.insert((time, time));
+                input.advance_to(time + 1);
+                input.flush();
+                for _ in 0..20 {
+                    worker.step();
+                }
+            }
+            assert!(probe.less_than(&1), "frontier passed rows not yet durable");
+            let chunks = std::fs::read_dir(dir_w.join("test-0")).unwrap().count();
+            assert!(
+                chunks >= 3,
+                "rows beyond the budget are on disk: {chunks} chunks"
+            );
+            assert!(gauge_w.get() >= 6, "spilled rows: {}", gauge_w.get());
+            open_w.store(true, Ordering::Release);
+            worker.step_while(|| probe.less_than(&10));
+        })
+        .expect("timely runs");
+        let log = log.lock().unwrap();
+        let written: Vec<u64> = log
+            .iter()
+            .flat_map(|(rows, _)| rows.iter().map(|r| r.0))
+            .collect();
+        assert_eq!(written, (0..10).collect::<Vec<_>>());
+        assert!(log.iter().all(|(rows, _)| rows.len() <= 3));
+        assert_eq!(
+            log.last().map(|(_, p)| (p.complete, p.time)),
+            Some((true, 9))
+        );
+        assert_eq!(gauge.get(), 0);
+        assert_eq!(
+            std::fs::read_dir(spill_dir.path().join("test-0"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

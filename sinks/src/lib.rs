@@ -9,9 +9,11 @@ pub mod durable;
 pub mod metrics;
 pub mod redact;
 pub mod redis_sink;
+pub mod spill;
 
 pub use durable::{durable_sink, BatchWriter, Progress, SinkOptions};
 pub use metrics::SinkMetrics;
+pub use spill::SpillOptions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {

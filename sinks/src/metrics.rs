@@ -18,6 +18,8 @@ pub struct SinkMetrics {
     pub breaker_state: IntGaugeVec,
     /// Full resynchronisations after an outage.
     pub resyncs: IntCounterVec,
+    /// Rows waiting on disk for the store (the sink's spill).
+    pub spilled_rows: IntGaugeVec,
 }
 
 impl SinkMetrics {
@@ -48,6 +50,14 @@ impl SinkMetrics {
             &["sink"],
         )?;
         registry.register(Box::new(breaker_state.clone()))?;
+        let spilled_rows = IntGaugeVec::new(
+            Opts::new(
+                "eod_sink_spilled_rows",
+                "Rows waiting on disk because the store is behind",
+            ),
+            &["sink"],
+        )?;
+        registry.register(Box::new(spilled_rows.clone()))?;
         Ok(SinkMetrics {
             rows_written: counter("eod_sink_rows_total", "Rows written durably", &["sink"])?,
             batches: counter("eod_sink_batches_total", "Batches committed", &["sink"])?,
@@ -80,6 +90,7 @@ impl SinkMetrics {
                 "Full resynchronisations of a sink after an outage",
                 &["sink"],
             )?,
+            spilled_rows,
         })
     }
 }
@@ -103,7 +114,7 @@ impl prometheus::core::Collector for SinkMetrics {
 }
 
 impl SinkMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 9] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 10] {
         [
             &self.rows_written,
             &self.batches,
@@ -114,6 +125,7 @@ impl SinkMetrics {
             &self.store_up,
             &self.breaker_state,
             &self.resyncs,
+            &self.spilled_rows,
         ]
     }
 }
