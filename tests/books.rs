@@ -399,3 +399,189 @@ fn replay_into_postgres_over_tls_with_a_private_ca() {
     );
     assert_replay_books(&archive, &url);
 }
+
+/// Issue 12, point 2: the speed path never waits for the truth path. `eod run` with PostgreSQL
+/// books; the store is stopped, then a burst arrives through Kafka. The views take all of it
+/// while the store is down, the rows wait on disk (not in memory: the spill holds them and the
+/// writer's memory budget is 1,000 rows), and once the store is back every ExecID lands once.
+#[test]
+fn postgres_down_during_a_burst_the_views_go_on_and_the_books_catch_up_from_disk() {
+    let Some(_) = common::postgres_url() else {
+        return;
+    };
+    let Some(brokers) = common::env_or_skip("EOD_KAFKA_BROKERS", "scripts/kafka.sh start") else {
+        return;
+    };
+    let server = common::server::OwnServer::start("postgres", 15_492);
+    let url = format!("postgres://postgres@127.0.0.1:{}/eod", server.port);
+    let work = tempfile::tempdir().unwrap();
+    let archive = big_archive(work.path(), 40_000);
+    // The first two segments before the outage, the rest (the burst) in two waves during it.
+    let parts = ["before", "wave1", "wave2"].map(|name| work.path().join(name));
+    let mut segments: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(segments.len() > 4, "{} segments", segments.len());
+    let wave2_from = 2 + (segments.len() - 2) / 2;
+    for (i, segment) in segments.iter().enumerate() {
+        let part = &parts[usize::from(i >= 2) + usize::from(i >= wave2_from)];
+        std::fs::create_dir_all(part).unwrap();
+        std::fs::copy(segment, part.join(segment.file_name().unwrap())).unwrap();
+    }
+    for part in &parts[1..] {
+        std::fs::write(part.with_extension("prices.csv"), "").unwrap();
+    }
+    std::fs::copy(
+        archive.with_extension("prices.csv"),
+        parts[0].with_extension("prices.csv"),
+    )
+    .unwrap();
+    let prefix = format!("outage{}", std::process::id());
+    let topics = [
+        "--trades-topic".to_owned(),
+        format!("{prefix}.raw"),
+        "--dlq-topic".into(),
+        format!("{prefix}.dlq"),
+        "--prices-topic".into(),
+        format!("{prefix}.prices"),
+        "--reference-topic".into(),
+        format!("{prefix}.ref"),
+    ];
+    let ingest = |part: &Path, create: bool| -> u64 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_eod"));
+        cmd.args(["ingest", "--brokers", &brokers, "--archive"])
+            .arg(part)
+            .arg("--prices")
+            .arg(part.with_extension("prices.csv"))
+            .args(&topics);
+        if create {
+            cmd.arg("--create-topics");
+        }
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The records of the trades topic, which the views count.
+        common::printed(&stdout, "trades")
+    };
+    let mut published = ingest(&parts[0], true);
+
+    let spill = work.path().join("spill");
+    let port = common::http::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(work.path().join("run.log")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args([
+            "run",
+            "--brokers",
+            &brokers,
+            "--group-id",
+            &prefix,
+            "--serve",
+            &addr,
+        ])
+        // 1 ms epochs, so that the books fall 2,500 epochs behind within seconds.
+        .args(["--epoch-ms", "1"])
+        .args(&topics)
+        .args([
+            "--books",
+            &url,
+            "--books-memory-rows",
+            "1000",
+            "--books-batch-ms",
+            "100",
+        ])
+        .arg("--books-spill-dir")
+        .arg(&spill)
+        .arg("--trader-reference")
+        .arg(archive.with_extension("traders.csv"))
+        .arg("--security-reference")
+        .arg(archive.with_extension("securities.csv"))
+        .args(["--", "-w", "2"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Killed however the test ends.
+    let mut run = common::http::KillOnDrop(run);
+    wait_for_progress(&url, 1, &mut run.0);
+
+    server.script("stop");
+    let outage = Instant::now();
+    published += ingest(&parts[1], false);
+    // The second wave comes once the books are further behind than a live run used to allow
+    // (2,000 epochs not yet durable, after which it stopped opening epochs: frozen views).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = common::http::get_text(&addr, "/metrics");
+        let behind = common::http::metric(&metrics, "eod_dataflow_epochs_not_durable");
+        if behind >= 2_500.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run stopped opening epochs at {behind} not yet durable"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    published += ingest(&parts[2], false);
+    // The views take the whole burst while the store is down.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, firm) = common::http::get(&addr, "/v1/pnl/firm");
+        let seen = firm["as_of"]["messages"].as_u64().unwrap_or(0);
+        if status == 200 && seen >= published {
+            break;
+        }
+        assert!(run.0.try_wait().unwrap().is_none(), "eod run ended");
+        assert!(
+            Instant::now() < deadline,
+            "the views stopped at {seen} of {published} messages while the books were down"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let spilled_chunks = std::fs::read_dir(&spill)
+        .unwrap()
+        .flat_map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap())
+        .count();
+    assert!(spilled_chunks > 0, "no row waited on disk");
+    let (_, metrics) = common::http::get_text(&addr, "/metrics");
+    let spilled = common::http::metric(&metrics, "eod_sink_spilled_rows{sink=\"books\"}");
+    assert!(spilled >= 1000.0, "rows on disk: {spilled}");
+    // Down for 15 s at least (the issue's 60 s, shortened for the suite's time).
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(outage.elapsed()));
+
+    server.script("start");
+    // Caught up: nothing left on disk, and the books stopped growing.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = None;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(run.0.try_wait().unwrap().is_none(), "eod run ended");
+        let (_, metrics) = common::http::get_text(&addr, "/metrics");
+        let spilled = common::http::metric(&metrics, "eod_sink_spilled_rows{sink=\"books\"}");
+        let store_up = common::http::metric(&metrics, "eod_sink_store_up{sink=\"books\"}");
+        let rows = common::postgres_rows(&url).len();
+        // Stable for two polls, with the store up and nothing left on disk.
+        if spilled == 0.0 && store_up == 1.0 && rows > 0 && last == Some((rows, rows)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the books did not catch up: {rows} rows, {spilled} on disk"
+        );
+        last = Some((last.map_or(0, |(_, previous)| previous), rows));
+    }
+    drop(run);
+    let log = std::fs::read_to_string(work.path().join("run.log")).unwrap();
+    assert!(
+        log.contains("rows wait on disk") && log.contains("books store unavailable"),
+        "{log}"
+    );
+    assert_replay_books(&archive, &url);
+}

@@ -98,7 +98,9 @@ impl BooksTarget {
         refused: impl FnOnce() -> RefusedRow,
     ) -> Result<()> {
         let single_writer = matches!(self, BooksTarget::Sqlite(_));
-        let options = SinkOptions::books(single_writer, limits.max_rows, limits.max_age);
+        let mut options = SinkOptions::books(single_writer, limits.max_rows, limits.max_age);
+        options.spill = limits.spill.clone();
+        options.spilled_rows = Some(metrics.spilled_rows.with_label_values(&["books"]));
         let shard_of = |row: &BookRow| row.exec_id.hashed();
         let sink = match self {
             BooksTarget::Sqlite(path) => durable_sink(books, options, shard_of, |_shard| {
@@ -152,13 +154,16 @@ pub fn build_with_books(
 /// `max_age` old, whichever comes first. Rows that waited for a busy writer are written
 /// together, up to [`GROUP_COMMIT_FACTOR`](eod_sinks::durable::GROUP_COMMIT_FACTOR) times
 /// `max_rows`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchLimits {
     pub max_rows: usize,
     pub max_age: Duration,
     /// A PostgreSQL or SQL Server write that takes longer is given up and retried; a row
     /// that keeps timing out alone is dead-lettered (reason `timeout`).
     pub command_timeout: Duration,
+    /// Where rows wait on disk when the store falls behind (live runs); `None` keeps them in
+    /// memory, for a replay, which bounds how far its books may lag instead.
+    pub spill: Option<eod_sinks::SpillOptions>,
 }
 
 impl Default for BatchLimits {
@@ -167,6 +172,7 @@ impl Default for BatchLimits {
             max_rows: 5000,
             max_age: Duration::from_secs(5),
             command_timeout: eod_sinks::books::DEFAULT_COMMAND_TIMEOUT,
+            spill: None,
         }
     }
 }

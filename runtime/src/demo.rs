@@ -11,7 +11,7 @@ use eod_sources::simulator::{SimConfig, SimEvent, SimMessage, Simulator};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::DeadLetterSender;
-use crate::driver::{drive, EpochPolicy, Feed, Source, LIVE_LIMITS, OPEN_EPOCH_CAP};
+use crate::driver::{drive, live_limits, EpochPolicy, Feed, Source, OPEN_EPOCH_CAP};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::replay::refused_to_jsonl;
@@ -46,7 +46,10 @@ pub fn run_demo(
     let guards = timely::execute(config, move |worker| -> Result<()> {
         let index = worker.index();
         let store = index.is_multiple_of(workers).then(|| store.clone());
-        let books = options.books.as_ref().map(|b| (b, options.books_batch));
+        let books = options
+            .books
+            .as_ref()
+            .map(|b| (b, options.books_batch.clone()));
         let (mut inputs, frontiers) = worker.dataflow(|scope| {
             let dead_letters = dead_letters.clone();
             let refused = move || refused_to_jsonl(dead_letters);
@@ -81,7 +84,7 @@ pub fn run_demo(
                 epoch: options.epoch,
                 open_epoch_cap: OPEN_EPOCH_CAP,
             },
-            LIVE_LIMITS,
+            live_limits(options.books_batch.spill.is_some()),
             &metrics,
         )?;
         // The other workers keep computing until the demo stops.

@@ -63,6 +63,21 @@ pub const LIVE_LIMITS: EpochLimits = EpochLimits {
     in_flight: 2,
     not_durable: 2_000,
 };
+
+/// A live run's limits. When the books sink spills to disk, nothing bounds how far the books
+/// may fall behind: a books outage must not freeze the views (the speed path never waits for
+/// the truth path), and what waits costs disk, not memory. Without a spill the books may lag
+/// by [`LIVE_LIMITS`]' 2,000 epochs, about 20 s of 10 ms epochs.
+pub fn live_limits(books_spill: bool) -> EpochLimits {
+    if books_spill {
+        EpochLimits {
+            not_durable: usize::MAX,
+            ..LIVE_LIMITS
+        }
+    } else {
+        LIVE_LIMITS
+    }
+}
 /// Most messages an open epoch takes while earlier epochs are still computing (live input).
 pub const OPEN_EPOCH_CAP: u64 = 200_000;
 

@@ -158,7 +158,8 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     // 5000 rows), instead of waiting for a batch to age.
     let limits = BatchLimits {
         max_age: Duration::ZERO,
-        ..shared.options.books_batch
+        spill: None,
+        ..shared.options.books_batch.clone()
     };
     let (mut inputs, frontiers) = worker.dataflow(|scope| {
         let dead_letters = shared.dead_letters.clone();

@@ -311,7 +311,7 @@ fn run_worker(
         let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
         let refused = move || refused_to_kafka(kafka, topic);
         let store = publishes.then(|| store.clone());
-        let sink = books.map(|b| (b, options.books_batch));
+        let sink = books.map(|b| (b, options.books_batch.clone()));
         build_with_books(scope, store, workers, sink, metrics.sinks.clone(), refused)
     })?;
     let mine = |topic: &str, partitions: i32| {

@@ -92,7 +92,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<()> {
         duration: args.duration.map(Duration::from_secs_f64),
         timely_args: args.timely.clone(),
         books: options_books,
-        books_batch: args.books.limits(),
+        books_batch: args.books.live_limits(),
         reference,
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;

@@ -10,6 +10,9 @@ use eod_sources::kafka::{KafkaConnection, Topics};
 use eod_sources::simulator::SimConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Rows per spill file: a chunk comes back whole, so this bounds what a catch-up reads at once.
+const BOOKS_SPILL_CHUNK_ROWS: usize = 10_000;
 use std::time::Duration;
 
 /// The simulated market: its seed and how many traders and symbols trade in it.
@@ -300,6 +303,14 @@ pub(crate) struct BooksArgs {
     /// retried, and a row that keeps timing out alone is dead-lettered (reason `timeout`).
     #[arg(long, default_value_t = 60, env = "EOD_BOOKS_COMMAND_TIMEOUT")]
     pub(crate) books_command_timeout: u64,
+    /// Live runs: where books rows wait on disk while the store is behind or down (the views
+    /// go on meanwhile); emptied at start [default: `eod-books-spill-<pid>` in the temp
+    /// directory].
+    #[arg(long, env = "EOD_BOOKS_SPILL_DIR")]
+    pub(crate) books_spill_dir: Option<PathBuf>,
+    /// Live runs: books rows a writing worker keeps in memory before it spills the rest.
+    #[arg(long, default_value_t = 100_000, env = "EOD_BOOKS_MEMORY_ROWS")]
+    pub(crate) books_memory_rows: usize,
 }
 
 impl BooksArgs {
@@ -313,6 +324,22 @@ impl BooksArgs {
             max_rows: self.books_batch_rows.max(1),
             max_age: Duration::from_millis(self.books_batch_ms),
             command_timeout: Duration::from_secs(self.books_command_timeout.max(1)),
+            spill: None,
+        }
+    }
+
+    /// A live run's limits: rows beyond `--books-memory-rows` wait on disk.
+    pub(crate) fn live_limits(&self) -> BatchLimits {
+        let dir = self.books_spill_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("eod-books-spill-{}", std::process::id()))
+        });
+        BatchLimits {
+            spill: Some(eod_sinks::SpillOptions {
+                dir,
+                memory_rows: self.books_memory_rows.max(1),
+                chunk_rows: BOOKS_SPILL_CHUNK_ROWS,
+            }),
+            ..self.limits()
         }
     }
 

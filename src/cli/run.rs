@@ -60,16 +60,17 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         stop.clone(),
     )?;
     eprintln!("serving http://{}", server.addr);
+    let books_batch = args.books.live_limits();
     let options = eod_runtime::run::RunOptions {
         kafka: args.kafka.connection()?,
         topics: args.kafka.topics(),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),
-        limits: eod_runtime::driver::LIVE_LIMITS,
+        limits: eod_runtime::driver::live_limits(books_batch.spill.is_some()),
         until_caught_up: args.until_caught_up,
         books: args.books.target_if_named(),
-        books_batch: args.books.limits(),
+        books_batch,
         reference: args.books.reference(None)?,
         reference_from_topic: true,
         timely_args: args.timely.clone(),
