@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eod_dataflow::{baseline, TradeEvent, ViewStore};
 use eod_fix::{Framed, Framer};
@@ -297,6 +297,100 @@ fn two_processes_each_serve_the_complete_view() {
             "process {process} does not hold the complete view"
         );
         assert_eq!(body["as_of"]["complete"], true);
+    }
+}
+
+/// Issue 12, point 4: when one process of a two-process cluster is killed, its peer exits
+/// promptly saying why, and with `--supervise` both come back and serve the exact views again.
+#[test]
+fn a_killed_process_takes_its_peer_down_and_supervision_restores_exact_views() {
+    let Some(brokers) = brokers() else { return };
+    let fx = fixture();
+    let topics = unique_topics("supervise");
+    create(&brokers, &topics);
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
+    ingest
+        .args(["ingest", "--archive"])
+        .arg(&fx.archive)
+        .arg("--prices")
+        .arg(&fx.prices_csv);
+    topic_args(&mut ingest, &brokers, &topics);
+    assert_success(&ingest.output().unwrap());
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
+    let expected = serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ports = [common::http::free_port(), common::http::free_port()];
+    let addrs = ports.map(|port| format!("127.0.0.1:{port}"));
+    let supervisors: Vec<_> =
+        spawn_two_runs_with(&brokers, &topics, dir.path(), false, None, |p| {
+            vec!["--serve".into(), addrs[p].clone(), "--supervise".into()]
+        })
+        .into_iter()
+        .map(common::http::KillOnDrop)
+        .collect();
+    let exact_views = |why: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for addr in &addrs {
+            loop {
+                let served = common::http::try_get_text(addr, "/v1/positions")
+                    .ok()
+                    .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok());
+                if served.is_some_and(|body| body["positions"] == expected) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{addr}: no exact views {why}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    exact_views("at first");
+    let started = |process: usize| -> Vec<u32> {
+        run_log(dir.path(), process)
+            .lines()
+            .filter_map(|l| l.strip_prefix("supervisor: started eod run (pid "))
+            .filter_map(|rest| rest.split(',').next()?.parse().ok())
+            .collect()
+    };
+    let victim = *started(1).last().expect("process 1 started");
+    assert!(Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+
+    // The peer notices within seconds, says why, and both supervisors start their process again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started(0).len() < 2 || started(1).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not restarted:\n{}\n{}",
+            run_log(dir.path(), 0),
+            run_log(dir.path(), 1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peer_log = run_log(dir.path(), 0);
+    assert!(
+        peer_log.contains("lost the connection to a peer process"),
+        "{peer_log}"
+    );
+    exact_views("after the restart");
+    for supervisor in &supervisors {
+        // SIGTERM: the supervisor stops its process and exits.
+        let pid = supervisor.0.id().to_string();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    }
+    for mut supervisor in supervisors {
+        let status = supervisor.0.wait().unwrap();
+        assert!(status.success(), "supervisor exit: {status}");
+    }
+    for process in 0..2 {
+        for pid in started(process) {
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            assert!(!alive, "eod run {pid} outlived its supervisor");
+        }
     }
 }
 
@@ -851,6 +945,20 @@ fn spawn_two_runs(
     until_caught_up: bool,
     books: Option<&Books>,
 ) -> Vec<std::process::Child> {
+    spawn_two_runs_with(brokers, topics, dir, until_caught_up, books, |_| {
+        vec!["--serve".into(), "127.0.0.1:0".into()]
+    })
+}
+
+/// [`spawn_two_runs`] with `per_process` flags (`--serve` among them) for each process.
+fn spawn_two_runs_with(
+    brokers: &str,
+    topics: &Topics,
+    dir: &Path,
+    until_caught_up: bool,
+    books: Option<&Books>,
+    per_process: impl Fn(usize) -> Vec<String>,
+) -> Vec<std::process::Child> {
     let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
@@ -864,15 +972,9 @@ fn spawn_two_runs(
     (0..2)
         .map(|process| {
             let mut run = Command::new(env!("CARGO_BIN_EXE_eod"));
-            run.args([
-                "run",
-                "--serve",
-                "127.0.0.1:0",
-                "--epoch-ms",
-                "5",
-                "--output",
-            ])
-            .arg(dir.join(format!("p{process}.json")));
+            run.args(["run", "--epoch-ms", "5", "--output"])
+                .arg(dir.join(format!("p{process}.json")))
+                .args(per_process(process));
             if until_caught_up {
                 run.arg("--until-caught-up");
             }

@@ -12,4 +12,5 @@ pub mod metrics;
 pub mod replay;
 pub mod run;
 pub mod server;
+pub mod supervise;
 pub mod timely_args;

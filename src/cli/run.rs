@@ -44,11 +44,78 @@ pub(crate) struct RunArgs {
     pub(crate) books: BooksArgs,
     #[command(flatten)]
     pub(crate) redis: RedisArgs,
+    /// Run the process under a supervisor that starts it again whenever it fails (a crash, a
+    /// kill, or a peer process's death, which makes every process of the cluster exit):
+    /// supervise every process and the cluster comes back with exact views.
+    #[arg(long, env = "EOD_SUPERVISE")]
+    pub(crate) supervise: bool,
     #[arg(last = true)]
     pub(crate) timely: Vec<String>,
 }
 
+/// `eod run --supervise`: the same command line without the flag, in a child process that is
+/// started again after every failure.
+fn supervise() -> Result<()> {
+    use eod_runtime::supervise::{supervise, RestartPolicy, Supervised, SupervisorEvent};
+    let exe = std::env::current_exe().context("locating the eod executable")?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|arg| arg != "--supervise")
+        .collect();
+    let stop = eod_runtime::supervise::stop_on_signal().context("installing signal handlers")?;
+    let outcome = supervise(
+        || {
+            let mut command = std::process::Command::new(&exe);
+            // The flag may also come from the environment: the child must not supervise.
+            command.args(&args).env_remove("EOD_SUPERVISE");
+            command
+        },
+        RestartPolicy::default(),
+        &stop,
+        |event| match event {
+            SupervisorEvent::Started { pid, restarts } => {
+                tracing::info!(pid, restarts, "supervisor: started eod run");
+                eprintln!("supervisor: started eod run (pid {pid}, restart {restarts})");
+            }
+            SupervisorEvent::Exited { status, restart_in } => {
+                tracing::warn!(%status, ?restart_in, "supervisor: eod run failed");
+                eprintln!("supervisor: eod run exited with {status}; restarting in {restart_in:?}");
+            }
+        },
+    )
+    .context("supervising eod run")?;
+    if outcome == Supervised::Stopped {
+        eprintln!("supervisor: stopped");
+    }
+    Ok(())
+}
+
+/// A peer's death shows as a panic in timely's network threads; say what it means first.
+fn explain_peer_loss() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("timely communication error") {
+            eprintln!(
+                "error: lost the connection to a peer process of the timely cluster ({message}); \
+                 this process exits too. Run every process with --supervise (or under a restart \
+                 policy) to bring the cluster back."
+            );
+        }
+        default(info);
+    }));
+}
+
 pub(crate) fn run(args: RunArgs) -> Result<()> {
+    if args.supervise {
+        return supervise();
+    }
+    explain_peer_loss();
     let store = ViewStore::new();
     let metrics = Metrics::new()?;
     let stop = Arc::new(AtomicBool::new(false));
