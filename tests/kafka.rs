@@ -1587,7 +1587,14 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
         &brokers,
         &topics,
         "s3://eod-archive/outage",
-        &["--connections", "1", "--segment-bytes", "50000"],
+        &[
+            "--connections",
+            "1",
+            "--segment-bytes",
+            "50000",
+            "--spool-max-bytes",
+            "120000",
+        ],
         &s3_env(&s3),
     );
     let mut simulate = Command::new(env!("CARGO_BIN_EXE_eod"));
@@ -1641,6 +1648,16 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
             .count()
     };
     let waiting = spooled(dir.path());
+    // The spool stops at its cap (one read of 64 KiB may land past it): the sender is held
+    // back instead of the disk filling. At 1,000 messages/s, 3 s would be about 600 kB.
+    let spool_bytes: u64 = std::fs::read_dir(dir.path().join("spool"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        spool_bytes <= 120_000 + 64 * 1024,
+        "the spool grew past its cap: {spool_bytes} bytes"
+    );
     if waiting < 2 {
         let _ = gateway.kill();
         let out = gateway.wait_with_output().unwrap();
@@ -1656,6 +1673,11 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
     let gateway = gateway.wait_with_output().unwrap();
     assert_success(&gateway);
     assert_eq!(spooled(dir.path()), 0, "the spool drained once S3 was back");
+    assert!(
+        String::from_utf8_lossy(&gateway.stderr).contains("archive spool full"),
+        "the cap was never reached: {}",
+        String::from_utf8_lossy(&gateway.stderr)
+    );
 
     // S3 holds every byte sent, in segments numbered without a gap.
     let field = |name: &str| -> u64 {

@@ -8,6 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,9 @@ pub struct SegmentWriter {
     policy: SegmentPolicy,
     seq: u64,
     open: Option<(File, PathBuf, usize, Instant)>,
+    /// Bytes in the spool not yet uploaded (open and closed segments): the uploader takes off
+    /// what it removes, so the gateway can push back on senders when the spool is full.
+    spooled: Arc<AtomicU64>,
 }
 
 impl SegmentWriter {
@@ -57,10 +61,12 @@ impl SegmentWriter {
         };
         fs::create_dir_all(spool).map_err(err)?;
         let mut seq = 0;
+        let mut spooled = 0;
         for entry in fs::read_dir(spool).map_err(err)? {
             let path = entry.map_err(err)?.path();
             if let Some(n) = segment_seq(&path) {
                 seq = seq.max(n + 1);
+                spooled += fs::metadata(&path).map_err(err)?.len();
                 if path.extension().is_some_and(|e| e == "open") {
                     // Everything in it was fsynced before use; close it as it is.
                     fs::rename(&path, path.with_extension("fix")).map_err(err)?;
@@ -73,6 +79,7 @@ impl SegmentWriter {
             policy,
             seq,
             open: None,
+            spooled: Arc::new(AtomicU64::new(spooled)),
         };
         writer.seq = writer.seq.max(writer.next_seq_in_store().await);
         Ok(writer)
@@ -139,6 +146,8 @@ impl SegmentWriter {
             })?;
         let offset = *size as u64;
         *size += bytes.len();
+        self.spooled
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let closed_name = path.with_extension("fix");
         let name = closed_name
             .file_name()
@@ -153,7 +162,13 @@ impl SegmentWriter {
             store: self.store.clone(),
             spool: self.spool.clone(),
             policy: self.policy.clone(),
+            spooled: self.spooled.clone(),
         }
+    }
+
+    /// Bytes in the spool not yet uploaded, kept current by appends and uploads.
+    pub fn spooled_bytes(&self) -> Arc<AtomicU64> {
+        self.spooled.clone()
     }
 
     /// Makes everything appended so far durable; then rolls the segment if it is full or old.
@@ -203,6 +218,7 @@ pub struct SegmentUploader {
     store: Arc<dyn ObjectStore>,
     spool: PathBuf,
     policy: SegmentPolicy,
+    spooled: Arc<AtomicU64>,
 }
 
 impl SegmentUploader {
@@ -235,6 +251,7 @@ impl SegmentUploader {
                 path: path.clone(),
                 source,
             })?;
+            let size = bytes.len() as u64;
             let key = self.key(&name);
             let span = tracing::info_span!("archive_upload", %key, bytes = bytes.len());
             // Create-only: a segment that is already there (an upload whose acknowledgement was
@@ -250,6 +267,11 @@ impl SegmentUploader {
                         path: path.clone(),
                         source,
                     })?;
+                    let _ = self.spooled.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        |spooled| Some(spooled.saturating_sub(size)),
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(%error, segment = %name, "archive upload failed; segment stays spooled");
@@ -303,6 +325,12 @@ mod tests {
         assert_eq!(landed[1].1, 6, "offset within the segment");
         assert_eq!(landed[0].0, landed[1].0, "same segment until it rolls");
         assert_ne!(landed[1].0, landed[2].0, "rolled after 10 bytes");
+        let spooled = writer.spooled_bytes();
+        assert_eq!(
+            spooled.load(Ordering::Relaxed),
+            17,
+            "every byte appended is spooled"
+        );
         assert!(
             landed[0].0.ends_with("gw1-20261125-00000000.fix"),
             "{}",
@@ -311,11 +339,18 @@ mod tests {
         let round = writer.uploader().upload_closed().await.unwrap();
         assert_eq!(round.waiting, 0);
         assert!(round.uploaded > 0);
+        // The closed segment is gone; "!!tail" waits in the open one.
+        assert_eq!(spooled.load(Ordering::Relaxed), 6);
         // A crash here leaves "tail" in an open segment: the next run closes and uploads it.
         drop(writer);
         let mut restarted = SegmentWriter::open(spool.path(), store.clone(), policy(10))
             .await
             .unwrap();
+        assert_eq!(
+            restarted.spooled_bytes().load(Ordering::Relaxed),
+            6,
+            "a restart counts what the spool still holds"
+        );
         restarted.append(b"after").unwrap();
         restarted.sync().unwrap();
         restarted.close_segment().unwrap();

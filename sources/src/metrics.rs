@@ -25,6 +25,10 @@ pub struct SourceMetrics {
     pub archive_segments_uploaded: IntCounter,
     /// Closed segments waiting in the spool for the store.
     pub archive_spool_segments: IntGauge,
+    /// Bytes in the spool not yet uploaded.
+    pub archive_spool_bytes: IntGauge,
+    /// Reads held back because the spool was at its cap (the sender is pushed back).
+    pub archive_spool_full: IntCounter,
     /// FIX Logons refused (unknown counterparty, wrong BeginString or address...), by reason.
     pub fix_logons_refused: IntCounterVec,
 }
@@ -54,6 +58,11 @@ impl SourceMetrics {
             "Closed archive segments waiting in the spool for the store",
         ))?;
         registry.register(Box::new(archive_spool_segments.clone()))?;
+        let archive_spool_bytes = IntGauge::with_opts(Opts::new(
+            "eod_archive_spool_bytes",
+            "Bytes in the archive spool not yet uploaded",
+        ))?;
+        registry.register(Box::new(archive_spool_bytes.clone()))?;
         Ok(SourceMetrics {
             messages_read: counter(
                 "eod_messages_read_total",
@@ -86,6 +95,11 @@ impl SourceMetrics {
                 "Closed archive segments uploaded to the store",
             )?,
             archive_spool_segments,
+            archive_spool_bytes,
+            archive_spool_full: counter(
+                "eod_archive_spool_full_total",
+                "Reads held back while the archive spool was at its cap (--spool-max-bytes)",
+            )?,
             fix_logons_refused: labelled(
                 "eod_fix_logons_refused_total",
                 "FIX Logons refused, by reason (unknown_sender, wrong_begin_string, ...)",
@@ -134,7 +148,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 12] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 14] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -147,6 +161,8 @@ impl SourceMetrics {
             &self.archive_bytes,
             &self.archive_segments_uploaded,
             &self.archive_spool_segments,
+            &self.archive_spool_bytes,
+            &self.archive_spool_full,
             &self.fix_logons_refused,
         ]
     }

@@ -28,6 +28,10 @@ pub(crate) struct IngestArgs {
     /// unreachable, segments wait in the spool and go up in order when it is back.
     #[arg(long)]
     pub(crate) archive_to: Option<String>,
+    /// Most bytes the spool may hold for the store (0: no cap). At the cap, connections stop
+    /// reading until uploads make room, and TCP pushes back on the senders.
+    #[arg(long, default_value_t = 16 << 30, env = "EOD_SPOOL_MAX_BYTES")]
+    pub(crate) spool_max_bytes: u64,
     /// Stop after this many connections (default: until Ctrl-C).
     #[arg(long)]
     pub(crate) connections: Option<usize>,
@@ -149,14 +153,17 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 connections: args.connections,
             };
             let (writer, uploader) = eod_gateway::open_archive(&listen_options)?;
-            let gateway = Arc::new(eod_gateway::Gateway::new(
-                &args.kafka.connection()?,
-                topics,
-                &args.gateway_id,
-                metrics.sources.clone(),
-                Some(writer),
-                args.max_message,
-            )?);
+            let gateway = Arc::new(
+                eod_gateway::Gateway::new(
+                    &args.kafka.connection()?,
+                    topics,
+                    &args.gateway_id,
+                    metrics.sources.clone(),
+                    Some(writer),
+                    args.max_message,
+                )?
+                .with_spool_cap(Some(args.spool_max_bytes)),
+            );
             gateway.publish_prices(&read_prices(args.prices.as_deref())?)?;
             let listener = std::net::TcpListener::bind(listen_options.listen)
                 .with_context(|| format!("binding {}", listen_options.listen))?;

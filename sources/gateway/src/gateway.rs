@@ -1,7 +1,8 @@
 //! The gateway proper: one per process, shared by its connections and files.
 
 use std::io::Read;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eod_dataflow::PriceUpdate;
@@ -38,6 +39,9 @@ pub struct Gateway {
     metrics: SourceMetrics,
     counters: Counters,
     archive: Option<Mutex<SegmentWriter>>,
+    /// Bytes in the archive spool not yet uploaded, and the most it may hold.
+    spooled: Option<Arc<AtomicU64>>,
+    spool_cap: Option<u64>,
     max_message: usize,
 }
 
@@ -82,9 +86,44 @@ impl Gateway {
             topics,
             gateway_id: gateway_id.to_owned(),
             metrics,
+            spooled: archive.as_ref().map(SegmentWriter::spooled_bytes),
             archive: archive.map(Mutex::new),
+            spool_cap: None,
             max_message,
         })
+    }
+
+    /// At most `cap` bytes may wait in the spool for the store: beyond it a connection stops
+    /// reading until uploads make room, and TCP pushes back on the sender. Without a cap an
+    /// outage of the store grows the spool until the disk is full.
+    pub fn with_spool_cap(mut self, cap: Option<u64>) -> Gateway {
+        self.spool_cap = cap.filter(|cap| *cap > 0);
+        self
+    }
+
+    /// Waits while the spool is at its cap.
+    fn wait_for_spool_room(&self) {
+        let (Some(spooled), Some(cap)) = (&self.spooled, self.spool_cap) else {
+            return;
+        };
+        let mut waited = false;
+        loop {
+            let now = spooled.load(Ordering::Relaxed);
+            self.metrics.archive_spool_bytes.set(now as i64);
+            if now < cap {
+                return;
+            }
+            if !waited {
+                waited = true;
+                self.metrics.archive_spool_full.inc();
+                tracing::warn!(
+                    spooled = now,
+                    cap,
+                    "archive spool full: holding the sender back until uploads make room"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Reads `reader` to its end. `source` names the stream in dead letters and, when the
@@ -154,6 +193,7 @@ impl Gateway {
         // a segment never splits a message).
         let locations: Vec<(String, u64)> = match &self.archive {
             Some(archive) => {
+                self.wait_for_spool_room();
                 let mut archive = archive
                     .lock()
                     .map_err(|_| GatewayError::Broken("archive writer lock poisoned"))?;
