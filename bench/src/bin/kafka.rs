@@ -69,6 +69,29 @@ struct Args {
     /// A librdkafka property for every client, KEY=VALUE (repeatable): client tuning.
     #[arg(long = "kafka-option", value_parser = parse_option)]
     kafka_options: Vec<(String, String)>,
+    /// Write the books too (`sqlite:PATH` or `postgres://...`), as a live `eod run` does:
+    /// rows beyond 100,000 per writing worker wait on disk while the store is behind.
+    #[arg(long)]
+    books: Option<eod_runtime::books::BooksTarget>,
+    /// A shell command that takes the books store down when sending starts (an outage
+    /// during the burst), e.g. `scripts/postgres.sh stop`.
+    #[arg(long, requires_all = ["books", "outage_end"])]
+    outage_start: Option<String>,
+    /// The shell command that brings the store back, `outage_seconds` after the start.
+    #[arg(long, requires = "outage_start")]
+    outage_end: Option<String>,
+    #[arg(long, default_value_t = 60.0)]
+    outage_seconds: f64,
+}
+
+/// Runs `command` with `sh -c`; fails unless it succeeds.
+fn shell(command: &str) -> Result<()> {
+    let status = std::process::Command::new("sh")
+        .args(["-c", command])
+        .status()
+        .with_context(|| format!("running {command}"))?;
+    anyhow::ensure!(status.success(), "{command}: {status}");
+    Ok(())
 }
 
 fn parse_option(option: &str) -> Result<(String, String), String> {
@@ -182,6 +205,17 @@ fn main() -> Result<()> {
         std::thread::spawn(move || serve_tcp(gateway, listener, uploader, Some(1), None, stop))
     };
 
+    if let Some(books) = &args.books {
+        books.migrate()?;
+    }
+    let books_batch = eod_runtime::books::BatchLimits {
+        spill: Some(eod_sinks::SpillOptions {
+            dir: scratch.path().join("books-spill"),
+            memory_rows: 100_000,
+            chunk_rows: 10_000,
+        }),
+        ..Default::default()
+    };
     let store = ViewStore::new();
     let run_stop = Arc::new(AtomicBool::new(false));
     let run_thread = {
@@ -194,11 +228,11 @@ fn main() -> Result<()> {
             epoch: Duration::from_millis(args.epoch_ms.max(1)),
             limits: eod_runtime::driver::EpochLimits {
                 in_flight: args.max_in_flight as usize,
-                ..eod_runtime::driver::LIVE_LIMITS
+                ..eod_runtime::driver::live_limits(args.books.is_some())
             },
             until_caught_up: false,
-            books: None,
-            books_batch: Default::default(),
+            books: args.books.clone(),
+            books_batch,
             reference: Default::default(),
             reference_from_topic: false,
             timely_args: vec!["-w".into(), args.workers.to_string()],
@@ -213,6 +247,17 @@ fn main() -> Result<()> {
     }
     std::thread::sleep(Duration::from_secs(2));
 
+    let outage = match (&args.outage_start, &args.outage_end) {
+        (Some(start), Some(end)) => {
+            shell(start)?;
+            let (end, seconds) = (end.clone(), args.outage_seconds);
+            Some(std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs_f64(seconds));
+                shell(&end)
+            }))
+        }
+        _ => None,
+    };
     let started = Instant::now();
     let sent = send_paced(&gateway_addr.to_string(), &fix, speed)?;
     let ingested = gateway_thread
@@ -225,6 +270,11 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let viewed_at = started.elapsed();
+    if let Some(outage) = outage {
+        outage
+            .join()
+            .map_err(|_| anyhow::anyhow!("outage thread panicked"))??;
+    }
     run_stop.store(true, Ordering::Release);
     let summary = run_thread
         .join()
@@ -249,6 +299,14 @@ fn main() -> Result<()> {
         "eod kafka benchmark ({mode}, {} workers, {} ms epochs when idle, one process, broker on the same 2 cores)",
         args.workers, args.epoch_ms
     );
+    match (&args.books, &args.outage_start) {
+        (Some(books), Some(_)) => println!(
+            "books                     {books}, down for the first {} s of the send",
+            args.outage_seconds
+        ),
+        (Some(books), None) => println!("books                     {books}"),
+        _ => println!("books                     off"),
+    }
     println!("fix messages sent         {}", sent.fix_messages);
     println!("trades through Kafka      {}", ingested.counts.trades());
     println!(
