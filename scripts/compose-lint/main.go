@@ -1,7 +1,8 @@
 // compose-lint checks docker/ without a container runtime: the compose files load and
 // validate with compose-go (the library `docker compose` itself uses, with the Compose
-// Specification's schema), every other YAML file parses, and the Grafana dashboard uses the
-// provisioned datasource.
+// Specification's schema), every other YAML file parses, every eod service has a health
+// check, resource limits, a restart policy and an OTLP endpoint, and every Grafana dashboard
+// uses the provisioned datasource.
 //
 //	go run ./scripts/compose-lint docker
 package main
@@ -51,7 +52,8 @@ func main() {
 		names := project.ServiceNames()
 		sort.Strings(names)
 		for _, want := range []string{"kafka", "redis", "sqlserver", "minio", "prometheus",
-			"grafana", "eod-ingest", "eod-run-0", "eod-run-1", "simulator"} {
+			"grafana", "eod-ingest", "eod-run-0", "eod-run-1", "simulator",
+			"kafka-exporter", "redis-exporter", "kafka-ui", "jaeger"} {
 			if !contains(names, want) {
 				fail("%v: no %s service (have %v)", files, want, names)
 			}
@@ -61,6 +63,26 @@ func main() {
 			command := strings.Join(service.Command, " ")
 			if !strings.Contains(command, "-n 2") {
 				fail("%s runs %q: expected two timely processes", name, command)
+			}
+		}
+		for _, name := range names {
+			service := project.Services[name]
+			if service.Image != "eod:latest" {
+				continue
+			}
+			if service.HealthCheck == nil || service.HealthCheck.Disable || len(service.HealthCheck.Test) == 0 ||
+				service.HealthCheck.Test[0] == "NONE" {
+				fail("%s: no health check", name)
+			}
+			if service.Deploy == nil || service.Deploy.Resources.Limits == nil ||
+				service.Deploy.Resources.Limits.NanoCPUs == 0 || service.Deploy.Resources.Limits.MemoryBytes == 0 {
+				fail("%s: no CPU and memory limits", name)
+			}
+			if service.Restart == "" {
+				fail("%s: no restart policy", name)
+			}
+			if endpoint, ok := service.Environment["EOD_OTLP_ENDPOINT"]; !ok || endpoint == nil || *endpoint == "" {
+				fail("%s: spans go nowhere (no EOD_OTLP_ENDPOINT)", name)
 			}
 		}
 		fmt.Printf("ok %v: %d services\n", files, len(names))
@@ -114,19 +136,28 @@ func checkGrafanaDatasource(dir string) {
 			} `json:"datasource"`
 		} `json:"panels"`
 	}
-	text, err = os.ReadFile(filepath.Join(dir, "grafana/dashboards/eod.json"))
-	if err != nil {
-		fail("%v", err)
+	paths, err := filepath.Glob(filepath.Join(dir, "grafana/dashboards/*.json"))
+	if err != nil || len(paths) == 0 {
+		fail("grafana dashboards: none found (%v)", err)
 	}
-	if err := json.Unmarshal(text, &dashboard); err != nil {
-		fail("grafana dashboard: %v", err)
-	}
-	for _, panel := range dashboard.Panels {
-		if panel.Type != "row" && panel.Datasource.UID != uid {
-			fail("panel %q uses datasource %q, provisioned is %q", panel.Title, panel.Datasource.UID, uid)
+	panels := 0
+	for _, path := range paths {
+		dashboard.Panels = nil
+		text, err = os.ReadFile(path)
+		if err != nil {
+			fail("%v", err)
 		}
+		if err := json.Unmarshal(text, &dashboard); err != nil {
+			fail("grafana dashboard %s: %v", path, err)
+		}
+		for _, panel := range dashboard.Panels {
+			if panel.Type != "row" && panel.Datasource.UID != uid {
+				fail("%s: panel %q uses datasource %q, provisioned is %q", path, panel.Title, panel.Datasource.UID, uid)
+			}
+		}
+		panels += len(dashboard.Panels)
 	}
-	fmt.Printf("ok grafana: %d panels on datasource %s\n", len(dashboard.Panels), uid)
+	fmt.Printf("ok grafana: %d dashboards, %d panels on datasource %s\n", len(paths), panels, uid)
 }
 
 func contains(list []string, item string) bool {
