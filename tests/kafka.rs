@@ -261,23 +261,30 @@ fn topic_args(cmd: &mut Command, brokers: &str, topics: &Topics) {
         .args(["--reference-topic", &topics.reference]);
 }
 
-#[test]
-fn two_processes_each_serve_the_complete_view() {
-    let Some(brokers) = brokers() else { return };
+/// The fixture archive ingested into fresh topics named after `name`, and the positions a
+/// complete view must serve (the baseline's, as `GET /v1/positions` lists them).
+fn fixture_on_topics(brokers: &str, name: &str) -> (Fixture, Topics, serde_json::Value) {
     let fx = fixture();
-    let topics = unique_topics("procs");
-    create(&brokers, &topics);
-    let eod = env!("CARGO_BIN_EXE_eod");
-    let mut ingest = Command::new(eod);
+    let topics = unique_topics(name);
+    create(brokers, &topics);
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
     ingest
         .args(["ingest", "--archive"])
         .arg(&fx.archive)
         .arg("--prices")
         .arg(&fx.prices_csv);
-    topic_args(&mut ingest, &brokers, &topics);
-    let out = ingest.output().unwrap();
-    assert_success(&out);
+    topic_args(&mut ingest, brokers, &topics);
+    assert_success(&ingest.output().unwrap());
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
+    let positions = serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    (fx, topics, positions)
+}
 
+#[test]
+fn two_processes_each_serve_the_complete_view() {
+    let Some(brokers) = brokers() else { return };
+    let (fx, topics, expected_json) = fixture_on_topics(&brokers, "procs");
     let out_dir = fx._dir.path();
     for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true, None)
         .into_iter()
@@ -286,10 +293,6 @@ fn two_processes_each_serve_the_complete_view() {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", run_log(out_dir, process));
     }
-    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
-    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
-    let expected_json =
-        serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     for process in 0..2 {
         let body = run_output(out_dir, process);
         assert!(
@@ -305,20 +308,7 @@ fn two_processes_each_serve_the_complete_view() {
 #[test]
 fn a_killed_process_takes_its_peer_down_and_supervision_restores_exact_views() {
     let Some(brokers) = brokers() else { return };
-    let fx = fixture();
-    let topics = unique_topics("supervise");
-    create(&brokers, &topics);
-    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
-    ingest
-        .args(["ingest", "--archive"])
-        .arg(&fx.archive)
-        .arg("--prices")
-        .arg(&fx.prices_csv);
-    topic_args(&mut ingest, &brokers, &topics);
-    assert_success(&ingest.output().unwrap());
-    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
-    let expected = baseline::compute(&decode_archive(&fx.archive), &prices);
-    let expected = serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    let (_fx, topics, expected) = fixture_on_topics(&brokers, "supervise");
 
     let dir = tempfile::tempdir().unwrap();
     let ports = [common::http::free_port(), common::http::free_port()];

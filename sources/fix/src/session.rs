@@ -745,6 +745,22 @@ mod tests {
         (s, actions)
     }
 
+    /// The body of an execution report the decoder takes as a fill.
+    fn valid_fill() -> Vec<(u32, &'static str)> {
+        vec![
+            (37, "O1"),
+            (17, "X1"),
+            (150, "F"),
+            (39, "2"),
+            (55, "AAA"),
+            (54, "1"),
+            (32, "100"),
+            (31, "10"),
+            (60, "20261125-21:00:00"),
+            (1, "ACC"),
+        ]
+    }
+
     /// `message` is a session Reject of `ref_seq` with this reason (373) and field (371).
     fn assert_reject(message: &[u8], reason: &str, ref_tag: Option<&str>, ref_seq: u64) {
         assert_eq!(msg_type(message), "3");
@@ -872,18 +888,7 @@ mod tests {
     fn an_invalid_application_message_is_rejected_and_the_session_goes_on() {
         // A valid fill with one field taken out (no value) or changed.
         let report = |tag: u32, value: Option<&'static str>| {
-            let mut body: Vec<(u32, &str)> = vec![
-                (37, "O1"),
-                (17, "X1"),
-                (150, "F"),
-                (39, "2"),
-                (55, "AAA"),
-                (54, "1"),
-                (32, "100"),
-                (31, "10"),
-                (60, "20261125-21:00:00"),
-                (1, "ACC"),
-            ];
+            let mut body = valid_fill();
             match value {
                 None => body.retain(|(t, _)| *t != tag),
                 Some(value) => body
@@ -922,16 +927,7 @@ mod tests {
     #[test]
     fn a_malformed_application_message_is_rejected_and_the_session_goes_on() {
         let fill = |extra: &[(u32, &'static str)]| {
-            let mut body: Vec<(u32, &'static str)> = vec![
-                (17, "X1"),
-                (150, "F"),
-                (55, "AAA"),
-                (54, "1"),
-                (32, "100"),
-                (31, "10"),
-                (60, "20261125-21:00:00"),
-                (1, "ACC"),
-            ];
+            let mut body = valid_fill();
             body.extend_from_slice(extra);
             body
         };
