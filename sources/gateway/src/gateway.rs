@@ -121,6 +121,15 @@ impl Gateway {
                     cap,
                     "archive spool full: holding the sender back until uploads make room"
                 );
+                // Only closed segments are uploaded: with a cap below the segment size, the
+                // open segment alone could fill the spool and nothing would ever make room.
+                if let Some(archive) = &self.archive {
+                    if let Ok(mut archive) = archive.lock() {
+                        if let Err(error) = archive.close_segment() {
+                            tracing::error!(%error, "closing the open segment for upload");
+                        }
+                    }
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
