@@ -553,6 +553,11 @@ fn postgres_down_during_a_burst_the_views_go_on_and_the_books_catch_up_from_disk
     let (_, metrics) = common::http::get_text(&addr, "/metrics");
     let spilled = common::http::metric(&metrics, "eod_sink_spilled_rows{sink=\"books\"}");
     assert!(spilled >= 1000.0, "rows on disk: {spilled}");
+    // Readiness says which dependency is down (the views themselves are fine).
+    let (status, ready) = common::http::get(&addr, "/health/ready");
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["not_ready"], serde_json::json!(["books"]), "{ready}");
+    assert_eq!(ready["dependencies"]["kafka"], "ready", "{ready}");
     // Down for 15 s at least (the 60 s, shortened for the suite's time).
     std::thread::sleep(Duration::from_secs(15).saturating_sub(outage.elapsed()));
 
@@ -577,6 +582,8 @@ fn postgres_down_during_a_burst_the_views_go_on_and_the_books_catch_up_from_disk
         );
         last = Some((last.map_or(0, |(_, previous)| previous), rows));
     }
+    let (status, ready) = common::http::get(&addr, "/health/ready");
+    assert_eq!(status, 200, "ready again once the store is back: {ready}");
     drop(run);
     let log = std::fs::read_to_string(work.path().join("run.log")).unwrap();
     assert!(

@@ -2,6 +2,7 @@
 //! all rows in it reflect exactly the same input messages (described by `as_of`).
 
 pub mod access;
+pub mod readiness;
 pub mod stream;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 
 pub use access::{AccessError, AccessPolicy};
 pub use axum::Router;
+pub use readiness::Readiness;
 
 /// Gauges describing the published views, refreshed from the snapshot at each scrape.
 pub struct QueryMetrics {
@@ -97,6 +99,7 @@ impl QueryMetrics {
 struct AppState {
     store: Arc<ViewStore>,
     metrics: Arc<QueryMetrics>,
+    readiness: Arc<Readiness>,
     policy: Arc<AccessPolicy>,
     subscribers: Arc<stream::Subscribers>,
 }
@@ -242,17 +245,45 @@ async fn live() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// Ready once the dataflow has published its first complete time.
-async fn ready(State(store): State<Arc<ViewStore>>) -> (StatusCode, Json<Value>) {
-    if store.version() > 0 {
+/// Ready once the dataflow has published its first complete time and every dependency
+/// answers; otherwise 503, naming the dependencies that do not.
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let dependencies = state.readiness.evaluate();
+    let not_ready: Vec<&str> = dependencies
+        .iter()
+        .filter(|(_, up)| !up)
+        .map(|(name, _)| *name)
+        .collect();
+    let dependencies: serde_json::Map<String, Value> = dependencies
+        .into_iter()
+        .map(|(name, up)| {
+            (
+                name.to_owned(),
+                json!(if up { "ready" } else { "not ready" }),
+            )
+        })
+        .collect();
+    if state.store.version() == 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "starting", "dependencies": dependencies })),
+        );
+    }
+    let as_of = state.store.snapshot().as_of.clone();
+    if not_ready.is_empty() {
         (
             StatusCode::OK,
-            Json(json!({ "status": "ready", "as_of": store.snapshot().as_of })),
+            Json(json!({ "status": "ready", "as_of": as_of, "dependencies": dependencies })),
         )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "starting" })),
+            Json(json!({
+                "status": "not ready",
+                "not_ready": not_ready,
+                "as_of": as_of,
+                "dependencies": dependencies,
+            })),
         )
     }
 }
@@ -378,10 +409,21 @@ async fn dashboard() -> Response {
 
 /// The query API over `store`, with `/metrics` serving `metrics`' registry, behind `policy`.
 pub fn router(store: Arc<ViewStore>, metrics: Arc<QueryMetrics>, policy: AccessPolicy) -> Router {
+    router_with_readiness(store, metrics, policy, Readiness::new())
+}
+
+/// [`router`], with `/health/ready` also asking `readiness`' dependency checks.
+pub fn router_with_readiness(
+    store: Arc<ViewStore>,
+    metrics: Arc<QueryMetrics>,
+    policy: AccessPolicy,
+    readiness: Readiness,
+) -> Router {
     let policy = Arc::new(policy);
     let state = AppState {
         store,
         metrics,
+        readiness: Arc::new(readiness),
         subscribers: Arc::new(stream::Subscribers::new(policy.max_streams)),
         policy: policy.clone(),
     };
@@ -499,6 +541,39 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// `/health/ready` names the dependency that does not answer, and recovers with it.
+    #[tokio::test]
+    async fn readiness_names_the_dependency_that_is_down() {
+        let books_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = books_up.clone();
+        let readiness = Readiness::new()
+            .with("kafka", || true)
+            .with("books", move || {
+                flag.load(std::sync::atomic::Ordering::Relaxed)
+            });
+        let ask = |readiness: Readiness| async move {
+            let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
+            let response =
+                router_with_readiness(store(), metrics, AccessPolicy::default(), readiness)
+                    .oneshot(Request::get("/health/ready").body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        };
+        let (status, body) = ask(readiness.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["not_ready"], json!(["books"]));
+        assert_eq!(body["dependencies"]["kafka"], "ready");
+        books_up.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (status, body) = ask(readiness).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["dependencies"]["books"], "ready");
     }
 
     #[tokio::test]

@@ -121,21 +121,29 @@ fn monitor_lag(
     while !done.load(Ordering::Acquire) {
         if Instant::now() >= next_report {
             next_report = Instant::now() + Duration::from_secs(1);
+            // The brokers are up while they answer (readiness asks `eod_kafka_up`).
+            let (mut asked, mut answered) = (false, true);
             for (topic, partition, next) in &positions.partitions {
                 let next = next.load(Ordering::Relaxed);
                 if next < 0 {
                     continue;
                 }
-                if let Ok((low, high)) =
-                    client.fetch_watermarks(topic, *partition, Duration::from_millis(500))
-                {
-                    metrics
+                asked = true;
+                match client.fetch_watermarks(topic, *partition, Duration::from_millis(500)) {
+                    Ok((low, high)) => metrics
                         .sources
                         .consumer_lag
                         .with_label_values(&[topic, &partition.to_string()])
-                        .set((high - next.max(low)).max(0));
+                        .set((high - next.max(low)).max(0)),
+                    Err(_) => answered = false,
                 }
             }
+            if !asked {
+                answered = client
+                    .fetch_metadata(None, Duration::from_millis(500))
+                    .is_ok();
+            }
+            metrics.sources.kafka_up.set(i64::from(answered));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -154,6 +162,8 @@ pub fn run_kafka(
     if let Some(books) = &options.books {
         // Every process may try: the migration takes a lock and applies each version once.
         books.migrate()?;
+        // Reached: ready until a write finds it down (readiness asks `eod_sink_store_up`).
+        metrics.sinks.store_up.with_label_values(&["books"]).set(1);
     }
     let metadata_timeout = Duration::from_secs(10);
     let trade_partitions =

@@ -26,10 +26,12 @@ impl QueryServer {
         store: Arc<ViewStore>,
         metrics: &Metrics,
         policy: eod_queries::AccessPolicy,
+        readiness: eod_queries::Readiness,
         stop: Arc<AtomicBool>,
     ) -> Result<QueryServer> {
         let query_metrics = eod_queries::QueryMetrics::register(&metrics.registry)?;
-        let router = eod_queries::router(store, query_metrics, policy.clone());
+        let router =
+            eod_queries::router_with_readiness(store, query_metrics, policy.clone(), readiness);
         QueryServer::serve(addr, router, &policy, stop)
     }
 

@@ -15,6 +15,8 @@ pub struct SourceMetrics {
     pub segments_read: IntCounter,
     /// Records between a partition's end and what this process has read of it.
     pub consumer_lag: IntGaugeVec,
+    /// 1 while the lag monitor's last round reached the brokers, 0 when it did not.
+    pub kafka_up: IntGauge,
     /// Records handed to the Kafka producer, by topic.
     pub kafka_sent: IntCounterVec,
     /// Records read from Kafka, by topic.
@@ -58,6 +60,11 @@ impl SourceMetrics {
             "Closed archive segments waiting in the spool for the store",
         ))?;
         registry.register(Box::new(archive_spool_segments.clone()))?;
+        let kafka_up = IntGauge::with_opts(Opts::new(
+            "eod_kafka_up",
+            "Whether the last round of the consumer-lag monitor reached the brokers",
+        ))?;
+        registry.register(Box::new(kafka_up.clone()))?;
         let archive_spool_bytes = IntGauge::with_opts(Opts::new(
             "eod_archive_spool_bytes",
             "Bytes in the archive spool not yet uploaded",
@@ -76,6 +83,7 @@ impl SourceMetrics {
                 "Archive segments replayed",
             )?,
             consumer_lag,
+            kafka_up,
             kafka_sent: labelled(
                 "eod_kafka_records_sent_total",
                 "Records handed to the Kafka producer",
@@ -148,7 +156,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 14] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 15] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -156,6 +164,7 @@ impl SourceMetrics {
             &self.bytes_read,
             &self.segments_read,
             &self.consumer_lag,
+            &self.kafka_up,
             &self.kafka_sent,
             &self.kafka_consumed,
             &self.archive_bytes,

@@ -69,6 +69,7 @@ pub(crate) fn demo(args: DemoArgs) -> Result<()> {
         store.clone(),
         &metrics,
         args.http.policy()?,
+        eod_queries::Readiness::new(),
         stop.clone(),
     )?;
     eprintln!(

@@ -72,6 +72,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
                 store.clone(),
                 &metrics,
                 args.http.policy()?,
+                eod_queries::Readiness::new(),
                 stop.clone(),
             )
         })

@@ -90,6 +90,24 @@ fn supervise() -> Result<()> {
     Ok(())
 }
 
+/// What `/health/ready` asks besides the views: the brokers, and the books store and Redis when
+/// the run writes them, each from the gauge its component keeps current.
+fn readiness(args: &RunArgs, metrics: &Metrics) -> eod_queries::Readiness {
+    let kafka = metrics.sources.kafka_up.clone();
+    let mut readiness = eod_queries::Readiness::new().with("kafka", move || kafka.get() == 1);
+    if args.books.target_if_named().is_some() {
+        let books = metrics.sinks.store_up.with_label_values(&["books"]);
+        readiness = readiness.with("books", move || books.get() == 1);
+    }
+    if args.redis.redis.is_some() {
+        // Redis is written only when the views change: its breaker, open after a failed
+        // write, says whether it is down (closed or half-open: trying).
+        let breaker = metrics.sinks.breaker_state.with_label_values(&["redis"]);
+        readiness = readiness.with("redis", move || breaker.get() != 1);
+    }
+    readiness
+}
+
 /// A peer's death shows as a panic in timely's network threads; say what it means first.
 fn explain_peer_loss() {
     let default = std::panic::take_hook();
@@ -124,6 +142,7 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         store.clone(),
         &metrics,
         args.http.policy()?,
+        readiness(&args, &metrics),
         stop.clone(),
     )?;
     eprintln!("serving http://{}", server.addr);
