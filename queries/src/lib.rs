@@ -532,7 +532,12 @@ mod tests {
 
     async fn get(store: Arc<ViewStore>, uri: &str) -> (StatusCode, Value) {
         let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
-        let response = router(store, metrics, AccessPolicy::default())
+        call(router(store, metrics, AccessPolicy::default()), uri).await
+    }
+
+    /// GET `uri` from `router`: the status and the JSON body.
+    async fn call(router: Router, uri: &str) -> (StatusCode, Value) {
+        let response = router
             .oneshot(Request::get(uri).body(Body::empty()).unwrap())
             .await
             .unwrap();
@@ -555,16 +560,9 @@ mod tests {
             });
         let ask = |readiness: Readiness| async move {
             let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
-            let response =
-                router_with_readiness(store(), metrics, AccessPolicy::default(), readiness)
-                    .oneshot(Request::get("/health/ready").body(Body::empty()).unwrap())
-                    .await
-                    .unwrap();
-            let status = response.status();
-            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+            let router =
+                router_with_readiness(store(), metrics, AccessPolicy::default(), readiness);
+            call(router, "/health/ready").await
         };
         let (status, body) = ask(readiness.clone()).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
