@@ -181,7 +181,6 @@ where
                     jobs,
                     acks,
                     spill,
-                    spilling: false,
                 };
                 move |(input, frontier), _output| {
                     input.for_each(|capability, updates| {
@@ -229,8 +228,6 @@ struct SinkState<R> {
     acks: Arc<Mutex<Acks>>,
     /// Rows after the buffer's, on disk; every spilled row is later than every buffered one.
     spill: Option<Spill<R>>,
-    /// Logged once per episode of spilling.
-    spilling: bool,
 }
 
 impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
@@ -245,6 +242,7 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
         let memory_rows = self.options.spill.as_ref().map(|s| s.memory_rows);
         match (self.spill.as_mut(), memory_rows) {
             (Some(spill), Some(memory_rows)) => {
+                let was_empty = spill.is_empty();
                 for row in rows {
                     if spill.is_empty() && self.buffer.len() < memory_rows {
                         self.buffer.push_back(row);
@@ -255,17 +253,14 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
                         panic!("{} sink: {e}", self.options.name);
                     }
                 }
-                if !spill.is_empty() && !self.spilling {
-                    self.spilling = true;
+                if was_empty && !spill.is_empty() {
                     tracing::warn!(
                         sink = self.options.name,
                         memory_rows,
                         "the store is behind: rows wait on disk"
                     );
                 }
-                if let Some(gauge) = &self.options.spilled_rows {
-                    gauge.set(spill.len() as i64);
-                }
+                count_spilled(&self.options, spill);
             }
             _ => self.buffer.extend(rows),
         }
@@ -335,6 +330,7 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
         };
         let max_batch_rows = self.options.max_batch_rows.max(1);
         if let Some(spill) = self.spill.as_mut() {
+            let was_empty = spill.is_empty();
             // The oldest spilled rows come back behind the buffered ones, a chunk at a time.
             while self.buffer.len() < max_batch_rows && !spill.is_empty() {
                 match spill.pop_chunk() {
@@ -342,11 +338,8 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
                     Err(e) => panic!("{} sink: {e}", self.options.name),
                 }
             }
-            if let Some(gauge) = &self.options.spilled_rows {
-                gauge.set(spill.len() as i64);
-            }
-            if spill.is_empty() && self.spilling {
-                self.spilling = false;
+            count_spilled(&self.options, spill);
+            if !was_empty && spill.is_empty() {
                 tracing::info!(
                     sink = self.options.name,
                     "the store caught up with the spill"
@@ -378,6 +371,13 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
             self.buffer_first = Some(first);
             self.buffer_since = Instant::now() - self.options.max_age;
         }
+    }
+}
+
+/// Keeps the sink's spilled-rows gauge current.
+fn count_spilled<R>(options: &SinkOptions, spill: &Spill<R>) {
+    if let Some(gauge) = &options.spilled_rows {
+        gauge.set(spill.len() as i64);
     }
 }
 
@@ -445,6 +445,25 @@ mod tests {
         }
     }
 
+    /// The test sink with `options` on this worker, written by a `GatedWriter` that logs to
+    /// `log` once `open`; returns its input, its durable frontier joining `probe`.
+    fn gated_sink(
+        worker: &mut timely::worker::Worker,
+        options: SinkOptions,
+        log: Log,
+        open: Arc<AtomicBool>,
+        probe: &ProbeHandle<Time>,
+    ) -> differential_dataflow::input::InputSession<Time, (u64, u64), Diff> {
+        worker.dataflow(|scope| {
+            let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
+            let writer = |_shard| Ok(GatedWriter { log, open });
+            durable_sink(rows, options, |(key, _)| *key, writer)
+                .expect("sink builds")
+                .probe_with(probe);
+            input
+        })
+    }
+
     #[test]
     fn frontier_waits_for_the_writer_and_what_waited_is_written_together_up_to_the_cap() {
         let log: Log = Arc::default();
@@ -452,24 +471,17 @@ mod tests {
         let (log_w, open_w) = (log.clone(), open.clone());
         timely::execute(timely::Config::process(2), move |worker| {
             let probe = ProbeHandle::new();
+            let options = SinkOptions {
+                name: "test",
+                max_rows: 2,
+                max_batch_rows: 4,
+                max_age: Duration::ZERO,
+                single_writer: true,
+                spill: None,
+                spilled_rows: None,
+            };
             let (log, open) = (log_w.clone(), open_w.clone());
-            let mut input = worker.dataflow(|scope| {
-                let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
-                let options = SinkOptions {
-                    name: "test",
-                    max_rows: 2,
-                    max_batch_rows: 4,
-                    max_age: Duration::ZERO,
-                    single_writer: true,
-                    spill: None,
-                    spilled_rows: None,
-                };
-                let writer = |_shard| Ok(GatedWriter { log, open });
-                durable_sink(rows, options, |(key, _)| *key, writer)
-                    .expect("sink builds")
-                    .probe_with(&probe);
-                input
-            });
+            let mut input = gated_sink(worker, options, log, open, &probe);
             if worker.index() == 0 {
                 for key in 0..5 {
                     input.insert((key, 10));
@@ -526,28 +538,21 @@ mod tests {
         );
         timely::execute(timely::Config::process(1), move |worker| {
             let probe = ProbeHandle::new();
+            let options = SinkOptions {
+                name: "test",
+                max_rows: 1,
+                max_batch_rows: 3,
+                max_age: Duration::ZERO,
+                single_writer: true,
+                spill: Some(SpillOptions {
+                    dir: dir_w.clone(),
+                    memory_rows: 2,
+                    chunk_rows: 2,
+                }),
+                spilled_rows: Some(gauge_w.clone()),
+            };
             let (log, open) = (log_w.clone(), open_w.clone());
-            let mut input = worker.dataflow(|scope| {
-                let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
-                let options = SinkOptions {
-                    name: "test",
-                    max_rows: 1,
-                    max_batch_rows: 3,
-                    max_age: Duration::ZERO,
-                    single_writer: true,
-                    spill: Some(SpillOptions {
-                        dir: dir_w.clone(),
-                        memory_rows: 2,
-                        chunk_rows: 2,
-                    }),
-                    spilled_rows: Some(gauge_w.clone()),
-                };
-                let writer = |_shard| Ok(GatedWriter { log, open });
-                durable_sink(rows, options, |(key, _)| *key, writer)
-                    .expect("sink builds")
-                    .probe_with(&probe);
-                input
-            });
+            let mut input = gated_sink(worker, options, log, open, &probe);
             for time in 0..10u64 {
                 input.insert((time, time));
                 input.advance_to(time + 1);

@@ -28,6 +28,24 @@ pub struct SpillOptions {
     pub chunk_rows: usize,
 }
 
+/// Rows a writing worker of a live run keeps in memory before it spills (`--books-memory-rows`).
+pub const DEFAULT_MEMORY_ROWS: usize = 100_000;
+
+/// Rows per chunk file: a chunk comes back whole, so this bounds what a catch-up reads at once.
+pub const DEFAULT_CHUNK_ROWS: usize = 10_000;
+
+impl SpillOptions {
+    /// A spill in `dir` keeping `memory_rows` (at least one) in memory, in chunks of
+    /// [`DEFAULT_CHUNK_ROWS`].
+    pub fn new(dir: PathBuf, memory_rows: usize) -> SpillOptions {
+        SpillOptions {
+            dir,
+            memory_rows: memory_rows.max(1),
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+        }
+    }
+}
+
 pub struct Spill<R> {
     dir: PathBuf,
     chunk_rows: usize,
@@ -41,6 +59,17 @@ pub struct Spill<R> {
 }
 
 const CHUNK_PREFIX: &str = "chunk-";
+
+impl<R> Spill<R> {
+    /// Rows spilled and not yet taken back.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+}
 
 impl<R: Serialize + DeserializeOwned> Spill<R> {
     /// A spill in `dir` (created, emptied of an earlier run's chunks).
@@ -68,15 +97,6 @@ impl<R: Serialize + DeserializeOwned> Spill<R> {
             rows: 0,
             _rows: PhantomData,
         })
-    }
-
-    /// Rows spilled and not yet taken back.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
     }
 
     /// Appends `row` after every row spilled before it.

@@ -11,8 +11,6 @@ use eod_sources::simulator::SimConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Rows per spill file: a chunk comes back whole, so this bounds what a catch-up reads at once.
-const BOOKS_SPILL_CHUNK_ROWS: usize = 10_000;
 use std::time::Duration;
 
 /// The simulated market: its seed and how many traders and symbols trade in it.
@@ -309,7 +307,7 @@ pub(crate) struct BooksArgs {
     #[arg(long, env = "EOD_BOOKS_SPILL_DIR")]
     pub(crate) books_spill_dir: Option<PathBuf>,
     /// Live runs: books rows a writing worker keeps in memory before it spills the rest.
-    #[arg(long, default_value_t = 100_000, env = "EOD_BOOKS_MEMORY_ROWS")]
+    #[arg(long, default_value_t = eod_sinks::spill::DEFAULT_MEMORY_ROWS, env = "EOD_BOOKS_MEMORY_ROWS")]
     pub(crate) books_memory_rows: usize,
 }
 
@@ -334,11 +332,7 @@ impl BooksArgs {
             std::env::temp_dir().join(format!("eod-books-spill-{}", std::process::id()))
         });
         BatchLimits {
-            spill: Some(eod_sinks::SpillOptions {
-                dir,
-                memory_rows: self.books_memory_rows.max(1),
-                chunk_rows: BOOKS_SPILL_CHUNK_ROWS,
-            }),
+            spill: Some(eod_sinks::SpillOptions::new(dir, self.books_memory_rows)),
             ..self.limits()
         }
     }

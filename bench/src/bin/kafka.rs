@@ -209,11 +209,10 @@ fn main() -> Result<()> {
         books.migrate()?;
     }
     let books_batch = eod_runtime::books::BatchLimits {
-        spill: Some(eod_sinks::SpillOptions {
-            dir: scratch.path().join("books-spill"),
-            memory_rows: 100_000,
-            chunk_rows: 10_000,
-        }),
+        spill: Some(eod_sinks::SpillOptions::new(
+            scratch.path().join("books-spill"),
+            eod_sinks::spill::DEFAULT_MEMORY_ROWS,
+        )),
         ..Default::default()
     };
     let store = ViewStore::new();

@@ -101,18 +101,19 @@ impl Gateway {
         self
     }
 
-    /// Waits while the spool is at its cap.
+    /// Reports the spool's size (`eod_archive_spool_bytes`, with or without a cap), and waits
+    /// while it is at its cap.
     fn wait_for_spool_room(&self) {
-        let (Some(spooled), Some(cap)) = (&self.spooled, self.spool_cap) else {
+        let Some(spooled) = &self.spooled else {
             return;
         };
         let mut waited = false;
         loop {
             let now = spooled.load(Ordering::Relaxed);
             self.metrics.archive_spool_bytes.set(now as i64);
-            if now < cap {
+            let Some(cap) = self.spool_cap.filter(|cap| now >= *cap) else {
                 return;
-            }
+            };
             if !waited {
                 waited = true;
                 self.metrics.archive_spool_full.inc();
