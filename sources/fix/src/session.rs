@@ -22,6 +22,7 @@ use eod_proto::DeadLetterReason;
 use serde::{Deserialize, Serialize};
 
 use super::decode::{check_structure, FieldFault, Reject};
+use super::dictionary;
 use super::encode::FixEncoder;
 use super::time::{format_utc_timestamp, parse_utc_timestamp};
 use super::SOH;
@@ -396,8 +397,10 @@ impl Session {
         // The session acts on its administrative messages itself, so it checks their structure
         // here (FIX session test cases 14a-14j); application messages are checked by the
         // classifier, which answers through `reject_invalid`. A refused message still counts
-        // as received: the sender is told, not asked to resend it.
-        if matches!(msg_type.as_slice(), b"0" | b"1" | b"2" | b"3" | b"4" | b"5") {
+        // as received: the sender is told, not asked to resend it. Logons are left to the
+        // counterparty check above.
+        let admin = dictionary::admin_body(&msg_type).is_some();
+        if admin && msg_type != b"A" {
             if let Err(reject) = check_structure(message) {
                 if !self.state.received(seq) {
                     self.state.mark_received(seq);
