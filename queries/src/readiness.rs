@@ -36,10 +36,3 @@ impl Readiness {
             .collect()
     }
 }
-
-impl std::fmt::Debug for Readiness {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.checks.iter().map(|(name, _)| *name).collect();
-        f.debug_struct("Readiness").field("checks", &names).finish()
-    }
-}

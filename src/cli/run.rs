@@ -72,13 +72,12 @@ fn supervise() -> Result<()> {
         },
         RestartPolicy::default(),
         &stop,
+        // Its own lines on stderr, always shown: the child's log comes between them.
         |event| match event {
             SupervisorEvent::Started { pid, restarts } => {
-                tracing::info!(pid, restarts, "supervisor: started eod run");
                 eprintln!("supervisor: started eod run (pid {pid}, restart {restarts})");
             }
             SupervisorEvent::Exited { status, restart_in } => {
-                tracing::warn!(%status, ?restart_in, "supervisor: eod run failed");
                 eprintln!("supervisor: eod run exited with {status}; restarting in {restart_in:?}");
             }
         },
