@@ -37,7 +37,7 @@ where
     K: ExchangeData + Hashable + Hash,
     V: ExchangeData,
     O: ExchangeData,
-    L: FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>) + 'static,
+    L: FnMut(&K, &[(V, Diff)], &mut Vec<(O, Diff)>) + 'static,
 {
     input
         .inner
@@ -87,7 +87,7 @@ where
 
 /// Appends the logic's output over `values`, each multiplicity times `sign`.
 fn run<K, V: Ord, O>(
-    logic: &mut impl FnMut(&K, &[(&V, Diff)], &mut Vec<(O, Diff)>),
+    logic: &mut impl FnMut(&K, &[(V, Diff)], &mut Vec<(O, Diff)>),
     key: &K,
     values: &Multiset<V>,
     sign: Diff,
@@ -96,9 +96,8 @@ fn run<K, V: Ord, O>(
     if values.is_empty() {
         return;
     }
-    let values: Vec<(&V, Diff)> = values.iter().collect();
     let from = changes.len();
-    logic(key, &values, changes);
+    logic(key, values.as_slice(), changes);
     for (_, diff) in &mut changes[from..] {
         *diff *= sign;
     }

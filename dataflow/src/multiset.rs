@@ -8,20 +8,21 @@ use crate::model::Diff;
 pub enum Multiset<T> {
     #[default]
     Empty,
-    One(T, Diff),
+    /// A pair, so that it is a one-element slice of what `Many` holds.
+    One((T, Diff)),
     Many(Vec<(T, Diff)>),
 }
 
 impl<T: Ord> Multiset<T> {
     pub fn update(&mut self, value: T, diff: Diff) {
         match std::mem::take(self) {
-            Multiset::Empty => *self = Multiset::One(value, diff),
-            Multiset::One(existing, count) if existing == value => {
+            Multiset::Empty => *self = Multiset::One((value, diff)),
+            Multiset::One((existing, count)) if existing == value => {
                 if count + diff != 0 {
-                    *self = Multiset::One(existing, count + diff);
+                    *self = Multiset::One((existing, count + diff));
                 }
             }
-            Multiset::One(existing, count) => {
+            Multiset::One((existing, count)) => {
                 let mut all = vec![(existing, count), (value, diff)];
                 all.sort_unstable();
                 *self = Multiset::Many(all);
@@ -40,7 +41,7 @@ impl<T: Ord> Multiset<T> {
                     0 => Multiset::Empty,
                     1 => {
                         let (value, count) = all.pop().expect("one element");
-                        Multiset::One(value, count)
+                        Multiset::One((value, count))
                     }
                     _ => Multiset::Many(all),
                 };
@@ -50,25 +51,19 @@ impl<T: Ord> Multiset<T> {
 
     /// The smallest record, as `reduce` would see it first.
     pub fn first(&self) -> Option<&T> {
-        match self {
-            Multiset::Empty => None,
-            Multiset::One(value, _) => Some(value),
-            Multiset::Many(all) => all.first().map(|(value, _)| value),
-        }
+        self.as_slice().first().map(|(value, _)| value)
     }
 
     pub fn is_empty(&self) -> bool {
         matches!(self, Multiset::Empty)
     }
 
-    /// Every record with its multiplicity, smallest first.
-    pub fn iter(&self) -> impl Iterator<Item = (&T, Diff)> {
-        let (one, many) = match self {
-            Multiset::Empty => (None, &[][..]),
-            Multiset::One(value, diff) => (Some((value, *diff)), &[][..]),
-            Multiset::Many(all) => (None, &all[..]),
-        };
-        one.into_iter()
-            .chain(many.iter().map(|(value, diff)| (value, *diff)))
+    /// Every record with its multiplicity, smallest first, without copying.
+    pub fn as_slice(&self) -> &[(T, Diff)] {
+        match self {
+            Multiset::Empty => &[],
+            Multiset::One(pair) => std::slice::from_ref(pair),
+            Multiset::Many(all) => all,
+        }
     }
 }
