@@ -101,6 +101,7 @@ fn catch_up_over(
             reference: Default::default(),
             reference_from_topic: false,
             timely_args: vec!["-w".into(), "2".into()],
+            snapshots: None,
         },
         ViewStore::new(),
         Metrics::new().unwrap(),
@@ -720,7 +721,24 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
 
     let books = Books::new(dir.path(), "eod_kafka_crash", 2, 5, 12);
     let started = std::time::Instant::now();
-    let mut live = spawn_two_runs(&brokers, &topics, dir.path(), false, books.as_ref());
+    // Both processes snapshot every second to one store, as they would to one S3 bucket.
+    let snapshots = dir.path().join("snapshots");
+    let with_snapshots = |_process: usize| -> Vec<String> {
+        let location = snapshots.display().to_string();
+        ["--serve", "127.0.0.1:0", "--snapshots", &location]
+            .into_iter()
+            .chain(["--snapshot-interval-s", "1"])
+            .map(String::from)
+            .collect()
+    };
+    let mut live = spawn_two_runs_with(
+        &brokers,
+        &topics,
+        dir.path(),
+        false,
+        books.as_ref(),
+        with_snapshots,
+    );
     // Into the burst, and (with books) once the run has committed something, so that the
     // check below has offsets to hold against the books.
     std::thread::sleep(Duration::from_millis(6300));
@@ -738,6 +756,12 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         simulate.try_wait().unwrap().is_none(),
         "the traffic is still flowing when the process dies"
     );
+    let parts = snapshots.join("eod-run").join("parts");
+    assert!(
+        complete_snapshots(&parts, 4).len() >= 2,
+        "two snapshots before the kill: {:?}",
+        files_below(&parts)
+    );
     live[1].kill().unwrap();
     live[1].wait().unwrap();
     let survivor = wait_or_kill(&mut live[0], Duration::from_secs(10));
@@ -754,12 +778,29 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
         assert_commits_never_ahead_of_books(&brokers, &topics, books);
     }
 
-    // Restart both: they rebuild from the beginning of the day and must be exact.
-    let restarted = spawn_two_runs(&brokers, &topics, dir.path(), true, books.as_ref());
+    // The newest complete snapshot is damaged (one part cut short, as a torn write would
+    // leave it): the restart must notice and start from the one before, then read the tail.
+    let complete = complete_snapshots(&parts, 4);
+    let newest = complete.last().unwrap();
+    let torn = std::fs::read(&newest[0]).unwrap();
+    std::fs::write(&newest[0], &torn[..torn.len() / 2]).unwrap();
+    let restarted = spawn_two_runs_with(
+        &brokers,
+        &topics,
+        dir.path(),
+        true,
+        books.as_ref(),
+        with_snapshots,
+    );
     for (process, mut run) in restarted.into_iter().enumerate() {
         let status =
             wait_or_kill(&mut run, Duration::from_secs(120)).expect("restarted run finishes");
-        assert!(status.success(), "{}", run_log(dir.path(), process));
+        let log = run_log(dir.path(), process);
+        assert!(status.success(), "{log}");
+        assert!(log.contains("damaged snapshot skipped"), "{log}");
+        let mut summary = String::new();
+        std::io::Read::read_to_string(&mut run.stdout.take().unwrap(), &mut summary).unwrap();
+        assert!(summary.contains("records restored"), "{summary}\n{log}");
     }
     let segments = archive.join("gw1").join("20261125");
     let expected = baseline::compute(
@@ -784,6 +825,20 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     if let Some(books) = &books {
         books.assert_match(&decode_archive(&segments), &expected, &archive);
     }
+}
+
+/// The parts of every snapshot all `peers` workers wrote, oldest first (a part's name is
+/// `g<generation>-c<cut>-w<worker>-of<peers>.part`).
+fn complete_snapshots(parts: &Path, peers: usize) -> Vec<Vec<std::path::PathBuf>> {
+    let mut by_cut: std::collections::BTreeMap<String, Vec<std::path::PathBuf>> =
+        Default::default();
+    for path in files_below(parts) {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some((snapshot, _worker)) = name.split_once("-w") {
+            by_cut.entry(snapshot.to_owned()).or_default().push(path);
+        }
+    }
+    by_cut.into_values().filter(|p| p.len() == peers).collect()
 }
 
 /// The offsets `eod run` (group `eod-run`) has committed per trades partition (-1: none).

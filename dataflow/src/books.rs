@@ -6,6 +6,7 @@
 //! collection is keyed by ExecID: at every completed time it holds exactly one version of each
 //! row, so a sink that upserts by ExecID writes every execution exactly once.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -190,6 +191,9 @@ pub struct BookInputs<'s> {
     pub sources: VecCollection<'s, Time, TradeSource, Diff>,
     pub traders: VecCollection<'s, Time, TraderRef, Diff>,
     pub securities: VecCollection<'s, Time, SecurityRef, Diff>,
+    /// Times before this carry a snapshot's records, whose rows the store holds: the state
+    /// takes them in and no row is emitted (a restore then builds no rows it would not write).
+    pub stored_before: Time,
 }
 
 /// The enriched books, one row per ExecID.
@@ -215,6 +219,7 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         sources,
         traders,
         securities,
+        stored_before,
     } = inputs;
     let by_exec_id = fills
         .map(|fill| {
@@ -278,7 +283,11 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
                 while let Some((capability, updates)) = stash.pop_complete(frontier) {
                     let mut session = output.session(&capability);
                     let time = *capability.time();
-                    state.apply(updates, |row, diff| session.give((row, time, diff)));
+                    if time < stored_before {
+                        state.absorb(updates);
+                    } else {
+                        state.apply(updates, |row, diff| session.give((row, time, diff)));
+                    }
                 }
             }
         })
@@ -358,6 +367,43 @@ struct BooksState {
 }
 
 impl BooksState {
+    /// Takes in updates whose rows the store holds already: the state changes, no row is made.
+    fn absorb(&mut self, updates: Vec<(BooksUpdate, Diff)>) {
+        for (update, diff) in updates {
+            match update {
+                BooksUpdate::ExecId(exec_id, value) => match self.exec_ids.entry(exec_id) {
+                    Entry::Occupied(mut entry) => {
+                        entry.get_mut().update(value, diff);
+                        if entry.get().is_empty() {
+                            entry.remove();
+                        }
+                    }
+                    Entry::Vacant(entry) => {
+                        let mut state = Box::<ExecIdState>::default();
+                        state.update(value, diff);
+                        if !state.is_empty() {
+                            entry.insert(state);
+                        }
+                    }
+                },
+                BooksUpdate::Reference(reference) => self.update_reference(reference, diff),
+            }
+        }
+    }
+
+    fn update_reference(&mut self, reference: Reference, diff: Diff) {
+        match reference {
+            Reference::Trader(trader) => {
+                let slot = self.traders.entry(trader.trader_id.clone()).or_default();
+                slot.update(trader, diff);
+            }
+            Reference::Security(security) => {
+                let slot = self.securities.entry(security.symbol.clone()).or_default();
+                slot.update(security, diff);
+            }
+        }
+    }
+
     /// Applies one completed time's updates and emits the rows that changed: the old version
     /// retracted, the new one inserted.
     fn apply(&mut self, updates: Vec<(BooksUpdate, Diff)>, mut emit: impl FnMut(BookRow, Diff)) {
@@ -404,16 +450,7 @@ impl BooksState {
                 .update(value, diff);
         }
         for (reference, diff) in reference_updates {
-            match reference {
-                Reference::Trader(trader) => {
-                    let slot = self.traders.entry(trader.trader_id.clone()).or_default();
-                    slot.update(trader, diff);
-                }
-                Reference::Security(security) => {
-                    let slot = self.securities.entry(security.symbol.clone()).or_default();
-                    slot.update(security, diff);
-                }
-            }
+            self.update_reference(reference, diff);
         }
         for (exec_id, before) in touched.iter().zip(before) {
             let after = self.row(exec_id);

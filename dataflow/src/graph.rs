@@ -37,6 +37,8 @@ pub struct Inputs {
     book_inputs: Option<BookSessions>,
     counters: InputSession<Time, Counter, Diff>,
     pending_counts: BTreeMap<Counter, Diff>,
+    /// Every count entered so far (a snapshot records them).
+    counted: BTreeMap<Counter, Diff>,
 }
 
 impl Inputs {
@@ -56,6 +58,30 @@ impl Inputs {
                 self.busts.insert(bust);
             }
         }
+    }
+
+    /// Enters a trade event restored from a snapshot: not counted again, the snapshot
+    /// carries the counts of the messages it came from.
+    pub fn restore_event(&mut self, event: TradeEvent) {
+        match event {
+            TradeEvent::Fill(fill) => self.fills.insert(fill),
+            TradeEvent::Correct(correction) => self.corrections.insert(correction),
+            TradeEvent::Bust(bust) => self.busts.insert(bust),
+        }
+    }
+
+    /// A price restored from a snapshot (not counted again, as [`Inputs::restore_event`]).
+    pub fn restore_price(&mut self, update: PriceUpdate) {
+        self.prices.insert(update);
+    }
+
+    /// Every count entered so far, this epoch's included.
+    pub fn counted(&self) -> Vec<(Counter, Diff)> {
+        let mut all = self.counted.clone();
+        for (counter, n) in &self.pending_counts {
+            *all.entry(counter.clone()).or_default() += n;
+        }
+        all.into_iter().filter(|(_, n)| *n != 0).collect()
     }
 
     /// Where an execution is archived (books only; ignored without books).
@@ -95,6 +121,7 @@ impl Inputs {
     fn flush_counts(&mut self) {
         for (counter, n) in std::mem::take(&mut self.pending_counts) {
             if n != 0 {
+                *self.counted.entry(counter.clone()).or_default() += n;
                 self.counters.update(counter, n);
             }
         }
@@ -184,6 +211,9 @@ pub struct GraphOptions {
     pub workers_per_process: usize,
     /// Build the enriched books (the truth path) for a books sink to attach to.
     pub books: bool,
+    /// The books rows of earlier times are in the store already (a restore from a snapshot):
+    /// the books only take in their state there, and emit no rows for them.
+    pub books_stored_before: Time,
 }
 
 /// A built graph: its inputs, probes, and the books when asked for.
@@ -209,6 +239,7 @@ pub fn build_dataflow(
             store,
             workers_per_process,
             books: false,
+            books_stored_before: 0,
         },
     );
     (graph.inputs, graph.probe)
@@ -239,6 +270,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
             sources,
             traders,
             securities,
+            stored_before: options.books_stored_before,
         })
     });
     let positions = positions(live);
@@ -278,6 +310,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
         }),
         counters: counters_in,
         pending_counts: BTreeMap::new(),
+        counted: BTreeMap::new(),
     };
     Graph {
         inputs,

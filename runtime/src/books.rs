@@ -138,6 +138,7 @@ pub fn build_with_books(
         store,
         workers_per_process,
         books: books.is_some(),
+        books_stored_before: books.as_ref().map_or(0, |(_, limits)| limits.stored_before),
     };
     let graph = eod_dataflow::build_graph(scope, options);
     if let (Some((target, limits)), Some(rows)) = (books, graph.books) {
@@ -164,6 +165,8 @@ pub struct BatchLimits {
     /// Where rows wait on disk when the store falls behind (live runs); `None` keeps them in
     /// memory, for a replay, which bounds how far its books may lag instead.
     pub spill: Option<eod_sinks::SpillOptions>,
+    /// Rows at earlier dataflow times are in the store already (a restore from a snapshot).
+    pub stored_before: eod_dataflow::Time,
 }
 
 impl Default for BatchLimits {
@@ -173,6 +176,7 @@ impl Default for BatchLimits {
             max_age: Duration::from_secs(5),
             command_timeout: eod_sinks::books::DEFAULT_COMMAND_TIMEOUT,
             spill: None,
+            stored_before: 0,
         }
     }
 }

@@ -129,15 +129,33 @@ pub struct Frontiers {
 /// Runs `source` into `inputs` on this worker until it is exhausted or stopped.
 pub fn drive(
     worker: &mut timely::worker::Worker,
-    mut inputs: Inputs,
+    inputs: Inputs,
     frontiers: &Frontiers,
     source: &mut impl Source,
     policy: EpochPolicy,
     limits: EpochLimits,
     metrics: &Metrics,
 ) -> Result<()> {
+    drive_from(
+        worker, inputs, frontiers, source, policy, limits, metrics, 0,
+    )
+}
+
+/// [`drive`], with the first epoch at `start` or later (the earlier times were used before,
+/// for a restore).
+#[allow(clippy::too_many_arguments)]
+pub fn drive_from(
+    worker: &mut timely::worker::Worker,
+    mut inputs: Inputs,
+    frontiers: &Frontiers,
+    source: &mut impl Source,
+    policy: EpochPolicy,
+    limits: EpochLimits,
+    metrics: &Metrics,
+    start: Time,
+) -> Result<()> {
     let reports = worker.index() == 0;
-    let mut epochs = Epochs::new(policy, limits);
+    let mut epochs = Epochs::new(policy, limits, start);
     inputs.advance_to(epochs.open);
     loop {
         if source.stopped() {
@@ -207,6 +225,8 @@ struct Epochs {
     policy: EpochPolicy,
     limits: EpochLimits,
     started: Instant,
+    /// The time of the clock's first bucket.
+    start: Time,
     open: Time,
     in_open: u64,
     in_flight: VecDeque<Time>,
@@ -214,15 +234,16 @@ struct Epochs {
 }
 
 impl Epochs {
-    fn new(policy: EpochPolicy, limits: EpochLimits) -> Epochs {
+    fn new(policy: EpochPolicy, limits: EpochLimits, start: Time) -> Epochs {
         Epochs {
             policy,
             limits,
             started: Instant::now(),
+            start,
             // Replay numbers epochs from 1; clock epochs are buckets of the clock from 0.
             open: match policy {
-                EpochPolicy::Messages(_) => 1,
-                EpochPolicy::Clock { .. } => 0,
+                EpochPolicy::Messages(_) => start.max(1),
+                EpochPolicy::Clock { .. } => start,
             },
             in_open: 0,
             in_flight: VecDeque::new(),
@@ -261,7 +282,7 @@ impl Epochs {
     }
 
     fn clock_bucket(&self, epoch: Duration) -> Time {
-        (self.started.elapsed().as_nanos() / epoch.as_nanos().max(1)) as Time
+        self.start + (self.started.elapsed().as_nanos() / epoch.as_nanos().max(1)) as Time
     }
 
     fn close_due(&self) -> bool {
@@ -312,7 +333,7 @@ impl Epochs {
         if let EpochPolicy::Clock { epoch, .. } = self.policy {
             // An epoch closes when the clock leaves its bucket: its age is counted from there.
             let lag = self.in_flight.front().map_or(0.0, |oldest| {
-                let closed_at = (*oldest as u128 + 1) * epoch.as_nanos();
+                let closed_at = (oldest.saturating_sub(self.start) as u128 + 1) * epoch.as_nanos();
                 self.started.elapsed().as_nanos().saturating_sub(closed_at) as f64 / 1e9
             });
             metrics.frontier_lag.set(lag);

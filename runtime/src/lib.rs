@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod replay;
 pub mod run;
 pub mod server;
+pub mod snapshot;
 pub mod supervise;
 pub mod timely_args;

@@ -21,6 +21,7 @@ pub struct Metrics {
     /// Age of the oldest closed epoch the views do not reflect yet (0 when caught up).
     pub frontier_lag: Gauge,
     pub sinks: eod_sinks::SinkMetrics,
+    pub snapshots: crate::snapshot::SnapshotMetrics,
 }
 
 impl Metrics {
@@ -28,6 +29,15 @@ impl Metrics {
     /// family appears on `/metrics` only once it has one). Dashboards are checked against it.
     pub fn names(&self) -> Vec<String> {
         use prometheus::core::Collector;
+        let snapshots = [
+            &self.snapshots.parts_written as &dyn Collector,
+            &self.snapshots.bytes_written,
+            &self.snapshots.write_failures,
+            &self.snapshots.pending_bytes,
+            &self.snapshots.last_cut,
+            &self.snapshots.rejected,
+            &self.snapshots.restored_records,
+        ];
         let collectors: [&dyn Collector; 7] = [
             &self.sources,
             &self.epochs_closed,
@@ -39,6 +49,7 @@ impl Metrics {
         ];
         collectors
             .iter()
+            .chain(&snapshots)
             .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
             .collect()
     }
@@ -77,6 +88,7 @@ impl Metrics {
         ))?;
         registry.register(Box::new(frontier_lag.clone()))?;
         let sinks = eod_sinks::SinkMetrics::register(&registry)?;
+        let snapshots = crate::snapshot::SnapshotMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             registry,
             sources,
@@ -86,6 +98,7 @@ impl Metrics {
             fill_to_view,
             frontier_lag,
             sinks,
+            snapshots,
         }))
     }
 }

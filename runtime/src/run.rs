@@ -2,21 +2,22 @@
 //! (partition p goes to worker p mod peers, in every process alike), from the beginning of
 //! the trading day, so the views are rebuilt exactly on every start.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::{
-    BookRow, Counter, Inputs, PriceUpdate, Time, TradeEvent, TradeSource, ViewSnapshot, ViewStore,
+    BookRow, Counter, Diff, Inputs, PriceUpdate, Text, Time, TradeEvent, TradeSource, ViewSnapshot,
+    ViewStore,
 };
 use eod_fix::time::now_utc_nanos;
 use eod_proto::DeadLetterReason;
 use eod_sinks::books::{RefusedRow, RowRefusal};
 use eod_sources::envelope::{event_from_bytes, Received};
 use eod_sources::kafka::{
-    assigned_consumer, end_offsets, metadata_consumer, partition_count, KafkaConnection,
+    assigned_consumer_at, end_offsets, metadata_consumer, partition_count, KafkaConnection,
     RecordProducer, Topics,
 };
 use eod_sources::reference_data::ReferenceRecord;
@@ -24,8 +25,14 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
-use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source, OPEN_EPOCH_CAP};
+use crate::driver::{
+    drive_from, EpochLimits, EpochPolicy, Feed, Frontiers, Source, OPEN_EPOCH_CAP,
+};
 use crate::metrics::Metrics;
+use crate::snapshot::{
+    self, Archived, LogRecord, Part, PartitionOffset, Restored, SegmentReader, SnapshotLog,
+    SnapshotWriter, SourceRef, WriterJob,
+};
 use crate::timely_args::{timely_config, workers_per_process};
 use eod_sources::prices::price_from_bytes;
 
@@ -47,6 +54,15 @@ pub struct RunOptions {
     pub reference: ReferenceData,
     /// Also follow the reference topic (traders and securities, compacted).
     pub reference_from_topic: bool,
+    /// Write snapshots, and start from the newest one.
+    pub snapshots: Option<SnapshotOptions>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// A directory, `file://` or `s3://bucket/prefix`; snapshots go under the group id.
+    pub location: String,
+    pub interval: Duration,
 }
 
 #[derive(Debug)]
@@ -57,6 +73,15 @@ pub struct RunSummary {
     pub latency_micros: hdrhistogram::Histogram<u64>,
     /// The part of it spent before the record was consumed (gateway, Kafka).
     pub consume_latency_micros: hdrhistogram::Histogram<u64>,
+    /// The snapshot this run started from.
+    pub restored: Option<RestoredSummary>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RestoredSummary {
+    pub generation: u64,
+    pub cut: Time,
+    pub records: u64,
 }
 
 fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
@@ -79,6 +104,75 @@ struct Shared {
     consume_latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     /// How far this process's workers have read each partition, for the lag monitor.
     read_positions: Arc<ReadPositions>,
+    snapshots: Option<Snapshots>,
+}
+
+/// This process's side of the snapshots: what it restored, and where its workers' parts go.
+struct Snapshots {
+    restored: Option<Restored>,
+    generation: u64,
+    /// Cuts fall on multiples of this many epochs.
+    period: Time,
+    /// The dataflow times the restore takes, the same at every worker: the run's own epochs
+    /// start after them.
+    restore_epochs: Time,
+    writer: std::sync::Mutex<Option<mpsc::Sender<WriterJob>>>,
+}
+
+/// A restore enters at most this many records per worker per epoch (a replay's epoch).
+const RESTORE_EPOCH_RECORDS: u64 = 200_000;
+
+/// Opens the snapshot store (under the consumer group), finds the newest complete snapshot and
+/// starts the writer.
+fn open_snapshots(
+    options: &SnapshotOptions,
+    group_id: &str,
+    epoch: Duration,
+    peers: usize,
+    metrics: &Metrics,
+    abandon: Arc<AtomicBool>,
+) -> Result<(Snapshots, std::thread::JoinHandle<()>)> {
+    let local = match options.location.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None if !options.location.contains("://") => Some(options.location.as_str()),
+        None => None,
+    };
+    if let Some(dir) = local {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {dir}"))?;
+    }
+    let store = eod_sources::archive::open_store(&options.location)?;
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::prefix::PrefixStore::new(store, group_id));
+    let started = Instant::now();
+    let restored = snapshot::load_newest(&*store, &metrics.snapshots)
+        .with_context(|| format!("reading snapshots at {}", options.location))?;
+    if let Some(r) = &restored {
+        tracing::info!(
+            generation = r.generation,
+            cut = r.cut,
+            records = r.records(),
+            read_s = started.elapsed().as_secs_f64(),
+            "starting from a snapshot"
+        );
+    }
+    let generation = restored.as_ref().map_or(0, |r| r.generation) + 1;
+    let (writer, thread) = SnapshotWriter::start(store, metrics.snapshots.clone(), abandon)?;
+    let period = (options.interval.as_nanos() / epoch.as_nanos().max(1)).max(1);
+    // From the snapshot's own record count, so every process computes the same.
+    let restore_epochs = restored.as_ref().map_or(0, |r| {
+        let per_epoch = RESTORE_EPOCH_RECORDS * peers as u64;
+        r.records().div_ceil(per_epoch).max(1)
+    });
+    Ok((
+        Snapshots {
+            restored,
+            generation,
+            restore_epochs,
+            period: Time::try_from(period).unwrap_or(Time::MAX),
+            writer: std::sync::Mutex::new(Some(writer.handle())),
+        },
+        thread,
+    ))
 }
 
 /// The next offset to read of every partition a worker of this process is assigned; -1 for
@@ -159,6 +253,8 @@ pub fn run_kafka(
     let workers_per_process =
         workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
+    let config_peers =
+        crate::timely_args::peers(&options.timely_args).map_err(anyhow::Error::msg)?;
     if let Some(books) = &options.books {
         // Every process may try: the migration takes a lock and applies each version once.
         books.migrate()?;
@@ -183,6 +279,30 @@ pub fn run_kafka(
         }
         _ => 0,
     };
+    // The snapshot writer gives up on a store that is down once the run is over (or stopped).
+    let abandon_snapshots = Arc::new(AtomicBool::new(false));
+    let (snapshots, snapshot_writer) = match &options.snapshots {
+        Some(snapshot_options) => {
+            let (snapshots, thread) = open_snapshots(
+                snapshot_options,
+                &options.group_id,
+                options.epoch,
+                config_peers,
+                &metrics,
+                abandon_snapshots.clone(),
+            )?;
+            (Some(snapshots), Some(thread))
+        }
+        None => (None, None),
+    };
+    let restored = snapshots
+        .as_ref()
+        .and_then(|s| s.restored.as_ref())
+        .map(|r| RestoredSummary {
+            generation: r.generation,
+            cut: r.cut,
+            records: r.records(),
+        });
     let started = Instant::now();
     let read_positions = Arc::new(ReadPositions::new(&[
         (&options.topics.trades, trade_partitions),
@@ -212,6 +332,7 @@ pub fn run_kafka(
         latency: std::sync::Mutex::new(new_latency_histogram()),
         consume_latency: std::sync::Mutex::new(new_latency_histogram()),
         read_positions,
+        snapshots,
     });
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
@@ -234,6 +355,9 @@ pub fn run_kafka(
     };
     let results = guards.join();
     workers_done.store(true, Ordering::Release);
+    if let Some(thread) = snapshot_writer {
+        finish_snapshots(&shared, thread, &abandon_snapshots);
+    }
     let monitored = lag_monitor
         .join()
         .map_err(|_| anyhow::anyhow!("lag monitor panicked"));
@@ -253,7 +377,27 @@ pub fn run_kafka(
         elapsed: started.elapsed(),
         latency_micros,
         consume_latency_micros,
+        restored,
     })
+}
+
+/// Lets the writer store the parts the workers handed over at the end (a clean stop leaves a
+/// snapshot of everything read), for up to 30 s when the store is down.
+fn finish_snapshots(shared: &Shared, thread: std::thread::JoinHandle<()>, abandon: &AtomicBool) {
+    if let Some(snapshots) = &shared.snapshots {
+        if let Ok(mut writer) = snapshots.writer.lock() {
+            writer.take();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !thread.is_finished() && Instant::now() < deadline && !shared.stop.load(Ordering::Acquire)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    abandon.store(true, Ordering::Release);
+    if thread.join().is_err() {
+        tracing::error!("snapshot writer panicked");
+    }
 }
 
 /// Outcome counts entered once per epoch.
@@ -317,11 +461,17 @@ fn run_worker(
     let _span = tracing::info_span!("run_worker", worker = index).entered();
     let publishes = index.is_multiple_of(workers);
     let books = options.books.as_ref();
+    let restore_epochs = shared.snapshots.as_ref().map_or(0, |s| s.restore_epochs);
     let (mut inputs, frontiers) = worker.dataflow(|scope| {
         let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
         let refused = move || refused_to_kafka(kafka, topic);
         let store = publishes.then(|| store.clone());
-        let sink = books.map(|b| (b, options.books_batch.clone()));
+        // A restore's rows are in the books already: its parts waited for the books.
+        let limits = BatchLimits {
+            stored_before: restore_epochs,
+            ..options.books_batch.clone()
+        };
+        let sink = books.map(|b| (b, limits));
         build_with_books(scope, store, workers, sink, metrics.sinks.clone(), refused)
     })?;
     let mine = |topic: &str, partitions: i32| {
@@ -338,13 +488,28 @@ fn run_worker(
         assignments
             .extend((0..*reference_partitions).map(|p| (options.topics.reference.clone(), p)));
     }
+    // From a snapshot: its offsets, and the records and counts of the old workers this one
+    // takes over.
+    let restored = shared.snapshots.as_ref().and_then(|s| s.restored.as_ref());
+    let starts: Vec<i64> = match restored {
+        Some(restored) => {
+            let offsets = restored.offsets();
+            assignments
+                .iter()
+                .map(|(topic, p)| offsets.get(&(topic.clone(), *p)).copied().unwrap_or(0))
+                .collect()
+        }
+        None => vec![0; assignments.len()],
+    };
+    let share = restored.map(|r| r.share(index, peers)).unwrap_or_default();
     let consumer = if assignments.is_empty() {
         None
     } else {
-        Some(assigned_consumer(
+        Some(assigned_consumer_at(
             &options.kafka,
             &options.group_id,
             &assignments,
+            &starts,
         )?)
     };
     // End offsets at start: with --until-caught-up the run stops once it has read up to them.
@@ -358,6 +523,28 @@ fn run_worker(
         }
         options.reference.enter(&mut inputs);
     }
+    // Counts entered from here on are the topics' (and a snapshot's): what a part records.
+    let count_base = inputs.counted();
+    let snapshot = shared.snapshots.as_ref().map(|s| {
+        let offsets = partition_offsets(&assignments, &starts);
+        SnapshotLog::new(
+            s.generation,
+            index,
+            peers,
+            s.period,
+            share.chain.clone(),
+            offsets,
+            share.counts.clone(),
+        )
+    });
+    let snapshot_writer = shared
+        .snapshots
+        .as_ref()
+        .and_then(|s| s.writer.lock().ok().and_then(|w| w.clone()));
+    for (counter, n) in &share.counts {
+        inputs.count(counter.clone(), *n);
+    }
+
     let read_slots = assignments
         .iter()
         .map(|(topic, partition)| shared.read_positions.slot(topic, *partition))
@@ -366,7 +553,7 @@ fn run_worker(
         shared,
         consumer,
         ends,
-        next_offsets: vec![0; assignments.len()],
+        next_offsets: starts,
         consumed: vec![0; assignments.len()],
         committed: vec![0; assignments.len()],
         read_slots,
@@ -380,8 +567,22 @@ fn run_worker(
         unsynced: VecDeque::new(),
         draining: false,
         histograms,
+        awaiting_durable: VecDeque::new(),
+        snapshot,
+        snapshot_writer,
+        count_base,
+        counted_at_close: Vec::new(),
+        dead_letters_since_cut: 0,
     };
-    drive(
+    source.restore(
+        worker,
+        &mut inputs,
+        &frontiers,
+        share.segments,
+        share.records,
+        restore_epochs,
+    )?;
+    drive_from(
         worker,
         inputs,
         &frontiers,
@@ -392,6 +593,7 @@ fn run_worker(
         },
         options.limits,
         metrics,
+        restore_epochs,
     )?;
     if let Some(consumer) = &source.consumer {
         consumer.unassign().ok();
@@ -430,6 +632,38 @@ struct KafkaSource<'a> {
     /// Input has ended: commit synchronously.
     draining: bool,
     histograms: &'a mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
+    /// Parts whose records are not yet durable (the books have not written them all).
+    awaiting_durable: VecDeque<(Option<Time>, String, Part)>,
+    /// What this worker entered since its last snapshot part.
+    snapshot: Option<SnapshotLog>,
+    snapshot_writer: Option<mpsc::Sender<WriterJob>>,
+    /// `Inputs::counted` before anything from the topics or a snapshot.
+    count_base: Vec<(Counter, Diff)>,
+    counted_at_close: Vec<(Counter, Diff)>,
+    /// Dead letters sent since the last part: flushed to the broker before the next one, so
+    /// that a snapshot never covers a dead letter still in the producer's queue.
+    dead_letters_since_cut: u64,
+}
+
+fn partition_offsets(assignments: &[(String, i32)], next: &[i64]) -> Vec<PartitionOffset> {
+    assignments
+        .iter()
+        .zip(next)
+        .map(|((topic, partition), next)| PartitionOffset {
+            topic: topic.clone(),
+            partition: *partition,
+            next: *next,
+        })
+        .collect()
+}
+
+/// `counted` less `base`: the counts since the base was taken.
+fn counts_since(counted: &[(Counter, Diff)], base: &[(Counter, Diff)]) -> Vec<(Counter, Diff)> {
+    let mut counts: BTreeMap<Counter, Diff> = counted.iter().cloned().collect();
+    for (counter, n) in base {
+        *counts.entry(counter.clone()).or_default() -= n;
+    }
+    counts.into_iter().filter(|(_, n)| *n != 0).collect()
 }
 
 impl Source for KafkaSource<'_> {
@@ -476,6 +710,13 @@ impl Source for KafkaSource<'_> {
                             if books {
                                 enter_source(inputs, &received);
                             }
+                            if let Some(log) = &mut self.snapshot {
+                                let archive = received
+                                    .archive
+                                    .as_ref()
+                                    .map(|a| (a.object_key.as_str(), a.offset));
+                                log.trade(&received.event, archive, received.receive_time);
+                            }
                             inputs.event(received.event);
                             None
                         }
@@ -488,6 +729,9 @@ impl Source for KafkaSource<'_> {
                         .unwrap_or_default();
                     match ReferenceRecord::decode(&key, payload) {
                         Ok(record) => {
+                            if let Some(log) = &mut self.snapshot {
+                                log.reference(&key, payload);
+                            }
                             apply_reference(inputs, &mut self.reference_state, &key, record);
                             None
                         }
@@ -496,6 +740,9 @@ impl Source for KafkaSource<'_> {
                 } else {
                     match price_from_bytes(payload) {
                         Ok(price) => {
+                            if let Some(log) = &mut self.snapshot {
+                                log.price(&price);
+                            }
                             inputs.price(price);
                             None
                         }
@@ -514,6 +761,7 @@ impl Source for KafkaSource<'_> {
                         0,
                     )?;
                     self.counts.dead_letter(reason.label());
+                    self.dead_letters_since_cut += 1;
                 }
             }
         }
@@ -531,12 +779,16 @@ impl Source for KafkaSource<'_> {
 
     fn before_close(&mut self, inputs: &mut Inputs) {
         self.counts.flush(inputs, &self.shared.metrics);
+        if self.snapshot.is_some() {
+            self.counted_at_close = inputs.counted();
+        }
     }
 
     fn closed(&mut self, epoch: Time) {
         self.fresh
             .push_back((epoch, std::mem::take(&mut self.receive_times)));
         self.unsynced.push_back((epoch, self.next_offsets.clone()));
+        self.snapshot_closed(epoch);
     }
 
     fn reflected(&mut self, epochs: &[Time]) {
@@ -550,6 +802,7 @@ impl Source for KafkaSource<'_> {
         let Some(last) = epochs.last() else {
             return Ok(());
         };
+        self.release_parts(Some(*last));
         let done = self.unsynced.iter().take_while(|(t, _)| t <= last).count();
         let synced: Vec<Vec<i64>> = self.unsynced.drain(..done).map(|(_, o)| o).collect();
         if let Some(consumer) = &self.consumer {
@@ -580,6 +833,141 @@ impl Source for KafkaSource<'_> {
 }
 
 impl KafkaSource<'_> {
+    /// Enters this worker's share of a snapshot at times `0..epochs` (every worker uses the
+    /// same times, so the books know which rows they hold already), at most two epochs ahead
+    /// of the views.
+    fn restore(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        inputs: &mut Inputs,
+        frontiers: &Frontiers,
+        segments: Vec<bytes::Bytes>,
+        records: u64,
+        epochs: Time,
+    ) -> Result<()> {
+        if epochs == 0 {
+            return Ok(());
+        }
+        let _span = tracing::info_span!("snapshot_restore", records, epochs).entered();
+        let started = Instant::now();
+        let books = self.shared.options.books.is_some();
+        let per_epoch = records.div_ceil(epochs).max(1);
+        let mut readers = segments.into_iter().map(SegmentReader::new);
+        let mut reader = readers.next();
+        let mut entered = 0;
+        for epoch in 0..epochs {
+            let mut in_epoch = 0;
+            while in_epoch < per_epoch || epoch + 1 == epochs {
+                let Some(current) = reader.as_mut() else {
+                    break;
+                };
+                let Some(record) = current.next_record() else {
+                    reader = readers.next();
+                    continue;
+                };
+                // The segment's checksum matched: a record that does not decode is a bug here.
+                let record = record.map_err(|e| anyhow::anyhow!("snapshot record: {e}"))?;
+                in_epoch += 1;
+                self.enter_restored(inputs, record, books);
+            }
+            entered += in_epoch;
+            inputs.advance_to(epoch + 1);
+            inputs.flush();
+            while epoch > 0 && frontiers.views.less_equal(&(epoch - 1)) && !self.stopped() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+        }
+        tracing::info!(
+            entered,
+            seconds = started.elapsed().as_secs_f64(),
+            "snapshot records entered"
+        );
+        self.shared
+            .metrics
+            .snapshots
+            .restored_records
+            .add(entered as i64);
+        Ok(())
+    }
+
+    fn enter_restored(&mut self, inputs: &mut Inputs, record: LogRecord, books: bool) {
+        match record {
+            LogRecord::Trade { event, source } => {
+                if let (true, Some(source)) = (books, source) {
+                    inputs.source(restored_source(&event, source));
+                }
+                inputs.restore_event(event);
+            }
+            LogRecord::Price(price) => inputs.restore_price(price),
+            LogRecord::Reference { key, payload } => {
+                // It decoded when it was read from the topic.
+                if let Ok(record) = ReferenceRecord::decode(&key, &payload) {
+                    apply_reference(inputs, &mut self.reference_state, &key, record);
+                }
+            }
+        }
+    }
+
+    /// Records the closed epoch's boundary, and hands a part to the writer when a cut passed
+    /// (at the end: a last part with everything read).
+    fn snapshot_closed(&mut self, epoch: Time) {
+        let Some(log) = &mut self.snapshot else {
+            return;
+        };
+        // A part may cover only dead letters the broker has: else a crash after the part
+        // would lose them (the restart does not read their records again).
+        let mut may_cut = true;
+        if self.dead_letters_since_cut > 0 && log.cut_due(epoch, self.draining) {
+            match self.dead_letters.flush(Duration::from_secs(5)) {
+                Ok(_) => self.dead_letters_since_cut = 0,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dead letters not flushed: snapshot part deferred");
+                    may_cut = false;
+                }
+            }
+        }
+        let offsets = partition_offsets(&self.assignments, &self.next_offsets);
+        let counts = counts_since(&self.counted_at_close, &self.count_base);
+        let job = if self.draining {
+            may_cut.then(|| log.finish(epoch, offsets, counts))
+        } else {
+            log.closed(epoch, offsets, counts, may_cut)
+        };
+        let (Some(job), Some(writer)) = (job, &self.snapshot_writer) else {
+            return;
+        };
+        // The segment now; its part once the books hold its records (a restore then need not
+        // write them again), which the writer's order keeps after the segment.
+        if let Some((key, bytes)) = job.segment {
+            let segment = WriterJob::Segment { key, bytes };
+            SnapshotWriter::submit(writer, segment, &self.shared.metrics.snapshots);
+        }
+        self.awaiting_durable
+            .push_back((job.through, job.part_key, job.part));
+        self.release_parts(None);
+    }
+
+    /// Hands the writer the parts whose epochs are durable through `durable`.
+    fn release_parts(&mut self, durable: Option<Time>) {
+        let Some(writer) = &self.snapshot_writer else {
+            return;
+        };
+        while let Some((through, _, _)) = self.awaiting_durable.front() {
+            let ready = match (through, durable) {
+                (None, _) => true,
+                (Some(through), Some(durable)) => *through <= durable,
+                (Some(_), None) => false,
+            };
+            if !ready {
+                break;
+            }
+            if let Some((_, key, part)) = self.awaiting_durable.pop_front() {
+                let job = WriterJob::Part { key, part };
+                SnapshotWriter::submit(writer, job, &self.shared.metrics.snapshots);
+            }
+        }
+    }
+
     /// Consumed-record metrics and the read positions the lag monitor reads.
     fn flush_read_positions(&mut self) {
         self.counts_flushed = Instant::now();
@@ -610,6 +998,26 @@ fn apply_reference(
     if let Some(record) = record {
         enter(inputs, &record, 1);
         state.insert(key.to_owned(), record);
+    }
+}
+
+/// A restored execution's archive location and receive time, for its books row.
+fn restored_source(event: &TradeEvent, source: SourceRef) -> TradeSource {
+    let exec_id = match event {
+        TradeEvent::Fill(fill) => &fill.exec_id,
+        TradeEvent::Correct(correction) => &correction.fill.exec_id,
+        TradeEvent::Bust(bust) => &bust.exec_id,
+    };
+    let (archive_key, archive_offset) = match source.archive {
+        Archived::In { key, offset } => (key, offset),
+        Archived::Same { offset } => (Text::default(), offset),
+        Archived::Not => (Text::default(), 0),
+    };
+    TradeSource {
+        exec_id: exec_id.clone(),
+        archive_key,
+        archive_offset,
+        receive_time: source.receive_time,
     }
 }
 

@@ -15,6 +15,12 @@ pub fn process_index(args: &[String]) -> Result<usize, String> {
     Ok(numeric_flag(args, "-p", "--process")?.unwrap_or(0))
 }
 
+/// Workers of the whole cluster: threads per process times processes (`-n`, default 1).
+pub fn peers(args: &[String]) -> Result<usize, String> {
+    let processes = numeric_flag(args, "-n", "--processes")?.unwrap_or(1).max(1);
+    Ok(workers_per_process(args)? * processes)
+}
+
 /// The last value of a numeric flag given as `-fN`, `-f N`, `--flag N` or `--flag=N`.
 fn numeric_flag(args: &[String], short: &str, long: &str) -> Result<Option<usize>, String> {
     let mut iter = args.iter();
@@ -76,6 +82,8 @@ mod tests {
         );
         assert_eq!(process_index(&args(&["--process=3"])), Ok(3));
         assert!(process_index(&args(&["-p", "x"])).is_err());
+        assert_eq!(peers(&args(&["-w", "2", "-n", "3", "-p", "1"])), Ok(6));
+        assert_eq!(peers(&args(&[])), Ok(1));
     }
 
     #[test]

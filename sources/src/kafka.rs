@@ -292,10 +292,25 @@ pub fn assigned_consumer(
     group_id: &str,
     assignments: &[(String, i32)],
 ) -> Result<BaseConsumer, KafkaClientError> {
+    assigned_consumer_at(kafka, group_id, assignments, &[])
+}
+
+/// [`assigned_consumer`] reading each partition from `starts[i]` (the beginning where `starts`
+/// has no entry or a non-positive one): a restart from a snapshot reads only the tail.
+pub fn assigned_consumer_at(
+    kafka: &KafkaConnection,
+    group_id: &str,
+    assignments: &[(String, i32)],
+    starts: &[i64],
+) -> Result<BaseConsumer, KafkaClientError> {
     let consumer: BaseConsumer = consumer_config(kafka, group_id).create()?;
     let mut list = TopicPartitionList::new();
-    for (topic, partition) in assignments {
-        list.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    for (slot, (topic, partition)) in assignments.iter().enumerate() {
+        let start = match starts.get(slot) {
+            Some(next) if *next > 0 => Offset::Offset(*next),
+            _ => Offset::Beginning,
+        };
+        list.add_partition_offset(topic, *partition, start)?;
     }
     consumer.assign(&list)?;
     Ok(consumer)

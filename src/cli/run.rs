@@ -44,6 +44,14 @@ pub(crate) struct RunArgs {
     pub(crate) books: BooksArgs,
     #[command(flatten)]
     pub(crate) redis: RedisArgs,
+    /// Write snapshots of the input state here (a directory, `file://` or `s3://bucket/prefix`;
+    /// under the group id) and start from the newest complete one: a restart reads only the
+    /// tail of the topics [default: none, a restart reads the topics from the beginning].
+    #[arg(long)]
+    pub(crate) snapshots: Option<String>,
+    /// Seconds between snapshots (with --snapshots).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) snapshot_interval_s: u64,
     /// Run the process under a supervisor that starts it again whenever it fails (a crash, a
     /// kill, or a peer process's death, which makes every process of the cluster exit):
     /// supervise every process and the cluster comes back with exact views.
@@ -159,6 +167,13 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         reference: args.books.reference(None)?,
         reference_from_topic: true,
         timely_args: args.timely.clone(),
+        snapshots: args
+            .snapshots
+            .clone()
+            .map(|location| eod_runtime::run::SnapshotOptions {
+                location,
+                interval: Duration::from_secs(args.snapshot_interval_s.max(1)),
+            }),
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
     let result = eod_runtime::run::run_kafka(options, store, metrics, stop);
@@ -171,6 +186,12 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         let body = positions_body(&summary.snapshot, &PositionFilter::default());
         std::fs::write(output, serde_json::to_vec_pretty(&body)?)
             .with_context(|| format!("writing {}", output.display()))?;
+    }
+    if let Some(restored) = &summary.restored {
+        println!(
+            "snapshot        generation {} cut {}: {} records restored",
+            restored.generation, restored.cut, restored.records
+        );
     }
     print_accounting("records", &summary.snapshot.accounting);
     println!("positions       {}", summary.snapshot.positions.len());

@@ -235,6 +235,7 @@ fn main() -> Result<()> {
             reference: Default::default(),
             reference_from_topic: false,
             timely_args: vec!["-w".into(), args.workers.to_string()],
+            snapshots: None,
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
     };
