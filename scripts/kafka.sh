@@ -6,7 +6,8 @@
 #   scripts/kafka.sh stop
 #   scripts/kafka.sh env       print EOD_KAFKA_BROKERS=... for the tests
 #
-# EOD_KAFKA_DIR (default .eod/kafka), EOD_KAFKA_PORT (default 19092; the controller uses +1).
+# EOD_KAFKA_DIR (default .eod/kafka), EOD_KAFKA_PORT (default 19092; the controller uses +1),
+# EOD_KAFKA_LIB (default $EOD_KAFKA_DIR/lib: brokers of one machine may share their jars).
 # A second listener on port +2 speaks SASL_SSL (PLAIN, user `eod`) with a certificate from a
 # CA made here: $EOD_KAFKA_DIR/tls holds ca.pem, sasl-username and sasl-password for clients.
 set -euo pipefail
@@ -14,7 +15,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${EOD_KAFKA_DIR:-$root/.eod/kafka}"
 port="${EOD_KAFKA_PORT:-19092}"
 controller=$((port + 1))
-lib="$dir/lib"
+lib="${EOD_KAFKA_LIB:-$dir/lib}"
 props="$dir/server.properties"
 pidfile="$dir/kafka.pid"
 secure=$((port + 2))

@@ -551,6 +551,22 @@ impl Books {
         symbols: usize,
     ) -> Option<Books> {
         let admin = common::postgres_url()?;
+        let redis = std::env::var("EOD_REDIS_URL").ok();
+        Some(Books::on(
+            &admin, redis, dir, database, redis_db, traders, symbols,
+        ))
+    }
+
+    /// [`Books::new`] on the PostgreSQL server of `admin` and the Redis server of `redis`.
+    fn on(
+        admin: &str,
+        redis: Option<String>,
+        dir: &Path,
+        database: &str,
+        redis_db: u32,
+        traders: usize,
+        symbols: usize,
+    ) -> Books {
         let mut sim = SimConfig::market_close(1);
         sim.traders = traders;
         sim.symbols = symbols;
@@ -568,15 +584,15 @@ impl Books {
             eod_sources::reference_data::securities_csv(&security_refs),
         )
         .unwrap();
-        let redis = std::env::var("EOD_REDIS_URL").ok().map(|url| {
+        let redis = redis.map(|url| {
             let url = format!("{}/{redis_db}", url.trim_end_matches('/'));
             let client = redis::Client::open(url.as_str()).unwrap();
             let mut conn = client.get_connection().unwrap();
             redis::cmd("FLUSHDB").query::<()>(&mut conn).unwrap();
             url
         });
-        Some(Books {
-            url: common::fresh_database(&admin, database),
+        Books {
+            url: common::fresh_database(admin, database),
             via_topic: false,
             redis,
             traders,
@@ -585,7 +601,7 @@ impl Books {
                 traders: trader_refs,
                 securities: security_refs,
             },
-        })
+        }
     }
 
     /// Publishes the reference data with `eod reference`, then a later version of TRADER02
@@ -2087,4 +2103,367 @@ fn gateway_classifies_every_outcome_like_the_codec() {
     dead.sort_unstable();
     reasons.sort_unstable();
     assert_eq!(dead, reasons);
+}
+
+/// A fault of the schedule in `seeded_fault_schedule_loses_nothing` (tests/faults.md keeps the
+/// table of what each does and what was seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// kill -9 of `eod run` process 1; both run supervised and come back from their snapshot.
+    KillRun,
+    /// The Kafka broker stopped and started again (its log kept).
+    BrokerRestart,
+    RedisOutage,
+    PostgresOutage,
+    /// The archive store down: the gateway's spool fills to its cap and holds the sender back.
+    S3Outage,
+}
+
+/// The faults in the order `seed` gives them (Fisher-Yates with xorshift64): one seed, one
+/// schedule, and EOD_FAULT_SEED replays any other.
+fn fault_schedule(seed: u64) -> Vec<Fault> {
+    let mut faults = vec![
+        Fault::KillRun,
+        Fault::BrokerRestart,
+        Fault::RedisOutage,
+        Fault::PostgresOutage,
+        Fault::S3Outage,
+    ];
+    let mut state = seed.max(1);
+    for i in (1..faults.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        faults.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    faults
+}
+
+/// Copies every object below `prefix` of the S3 server to `to`, keys kept.
+fn download_archive(s3: &common::server::OwnServer, prefix: &str, to: &Path) {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let store = s3_store(s3, prefix);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let listed: Vec<_> = store.list(None).try_collect().await.unwrap();
+        for meta in listed {
+            let bytes = store
+                .get(&meta.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let path = to.join(meta.location.as_ref());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+    });
+}
+
+/// The pids `eod run --supervise` started, from its log.
+fn supervised_pids(dir: &Path, process: usize) -> Vec<u32> {
+    run_log(dir, process)
+        .lines()
+        .filter_map(|l| l.strip_prefix("supervisor: started eod run (pid "))
+        .filter_map(|rest| rest.split(',').next()?.parse().ok())
+        .collect()
+}
+
+/// Issue 12, point 4: during a simulated burst through the real gateway, broker and stores,
+/// a seeded schedule kills an `eod run` process and restarts or stops every service it needs;
+/// afterwards a checker proves that nothing was lost or doubled: S3 holds every byte sent,
+/// both processes serve exactly the views the archive gives, PostgreSQL holds every ExecID
+/// once, Redis equals the views, and the DLQ holds every bad message once.
+#[test]
+fn seeded_fault_schedule_loses_nothing() {
+    // With the full test command's services only (this test starts its own of each kind, so
+    // that its outages disturb no other test).
+    if brokers().is_none()
+        || common::postgres_url().is_none()
+        || common::env_or_skip("EOD_REDIS_URL", "scripts/redis.sh start").is_none()
+        || common::env_or_skip("EOD_S3_URL", "scripts/s3.sh start").is_none()
+    {
+        return;
+    }
+    let seed = std::env::var("EOD_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_204);
+    let schedule = fault_schedule(seed);
+    eprintln!("fault schedule, seed {seed}: {schedule:?}");
+    // The shared broker's jars serve this one too (no second download).
+    let kafka_env: Vec<(String, String)> = std::env::var("EOD_KAFKA_DIR")
+        .map(|dir| vec![("EOD_KAFKA_LIB".to_owned(), format!("{dir}/lib"))])
+        .unwrap_or_default();
+    let kafka = common::server::OwnServer::start_with("kafka", 19_392, kafka_env);
+    let postgres = common::server::OwnServer::start("postgres", 15_592);
+    let redis = common::server::OwnServer::start("redis", 16_592);
+    let s3 = common::server::OwnServer::start("s3", 18_633);
+    let brokers = format!("127.0.0.1:{}", kafka.port);
+
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("faults");
+    create(&brokers, &topics);
+    let books = Books::on(
+        &format!("postgres://postgres@127.0.0.1:{}/eod", postgres.port),
+        Some(format!("redis://127.0.0.1:{}", redis.port)),
+        dir.path(),
+        "eod_faults",
+        0,
+        5,
+        12,
+    );
+    let port = common::http::free_port();
+    let mut gateway = spawn_gateway_to(
+        dir.path(),
+        port,
+        &brokers,
+        &topics,
+        "s3://eod-archive/faults",
+        &[
+            "--connections",
+            "1",
+            "--segment-bytes",
+            "200000",
+            "--spool-max-bytes",
+            "150000",
+        ],
+        &s3_env(&s3),
+    );
+    // About 20 s before the burst and 20 s in it (3x), broken messages included.
+    let mut simulate = Command::new(env!("CARGO_BIN_EXE_eod"));
+    simulate
+        .args(["simulate", "--to", &format!("127.0.0.1:{port}")])
+        .args(["--messages", "80000", "--rate", "500", "--speed", "2"])
+        .args(["--burst-multiplier", "3", "--broken-ratio", "0.005"])
+        .args(["--traders", "5", "--symbols", "12", "--seed", "31"])
+        .args(["--brokers", &brokers, "--prices-topic", &topics.prices]);
+    let mut simulate = simulate
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addrs = [common::http::free_port(), common::http::free_port()]
+        .map(|port| format!("127.0.0.1:{port}"));
+    let snapshots = dir.path().join("snapshots").display().to_string();
+    let supervisors: Vec<_> =
+        spawn_two_runs_with(&brokers, &topics, dir.path(), false, Some(&books), |p| {
+            [
+                "--serve",
+                &addrs[p],
+                "--supervise",
+                "--snapshots",
+                &snapshots,
+            ]
+            .into_iter()
+            .chain(["--snapshot-interval-s", "1"])
+            .map(String::from)
+            .collect()
+        })
+        .into_iter()
+        .map(common::http::KillOnDrop)
+        .collect();
+
+    // The schedule, one fault at a time, while the traffic flows.
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    for fault in &schedule {
+        std::thread::sleep(Duration::from_secs(1));
+        let at = started.elapsed();
+        let sending = simulate.try_wait().unwrap().is_none();
+        let outcome = match fault {
+            Fault::KillRun => {
+                let before = [0, 1].map(|p| supervised_pids(dir.path(), p).len());
+                let victim = *supervised_pids(dir.path(), 1).last().expect("run started");
+                assert!(Command::new("kill")
+                    .args(["-9", &victim.to_string()])
+                    .status()
+                    .unwrap()
+                    .success());
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while [0, 1]
+                    .iter()
+                    .any(|&p| supervised_pids(dir.path(), p).len() <= before[p])
+                {
+                    assert!(Instant::now() < deadline, "the cluster did not restart");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                "both processes started again".to_owned()
+            }
+            Fault::BrokerRestart => {
+                kafka.script("stop");
+                kafka.script("start");
+                "broker back".to_owned()
+            }
+            Fault::RedisOutage => {
+                redis.script("stop");
+                std::thread::sleep(Duration::from_secs(3));
+                redis.script("start");
+                "down 3 s".to_owned()
+            }
+            Fault::PostgresOutage => {
+                postgres.script("stop");
+                std::thread::sleep(Duration::from_secs(3));
+                postgres.script("start");
+                "down 3 s".to_owned()
+            }
+            Fault::S3Outage => {
+                s3.script("stop");
+                std::thread::sleep(Duration::from_secs(3));
+                s3.script("start");
+                "down 3 s".to_owned()
+            }
+        };
+        seen.push((*fault, at, started.elapsed() - at, sending, outcome));
+    }
+    let simulated = wait_or_kill(&mut simulate, Duration::from_secs(180));
+    let simulate_out = simulate.wait_with_output().unwrap();
+    assert!(
+        simulated.is_some_and(|s| s.success()),
+        "simulator: {}",
+        String::from_utf8_lossy(&simulate_out.stderr)
+    );
+    let gateway_status = wait_or_kill(&mut gateway, Duration::from_secs(120));
+    let gateway_out = gateway.wait_with_output().unwrap();
+    assert!(
+        gateway_status.is_some_and(|s| s.success()),
+        "gateway: {}",
+        String::from_utf8_lossy(&gateway_out.stderr)
+    );
+    eprintln!("fault             at      took   traffic flowing  outcome");
+    for (fault, at, took, sending, outcome) in &seen {
+        eprintln!(
+            "{:<16} {:>6.1} s {:>6.1} s  {:<15}  {outcome}",
+            format!("{fault:?}"),
+            at.as_secs_f64(),
+            took.as_secs_f64(),
+            sending
+        );
+    }
+    assert!(
+        seen.iter().filter(|(_, _, _, sending, _)| *sending).count() >= 4,
+        "the faults strike while the traffic flows"
+    );
+    if seen
+        .iter()
+        .any(|(f, _, _, sending, _)| *f == Fault::S3Outage && *sending)
+    {
+        assert!(
+            String::from_utf8_lossy(&gateway_out.stderr).contains("archive spool full"),
+            "the spool reached its cap and held the sender back"
+        );
+    }
+
+    // 1. S3 holds every byte sent.
+    let field = |name: &str| -> u64 {
+        String::from_utf8_lossy(&simulate_out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
+            .unwrap()
+    };
+    let archive = dir.path().join("archive-copy");
+    download_archive(&s3, "faults", &archive);
+    let segments = archive.join("gw1").join("20261125");
+    let archived: u64 = files_below(&segments)
+        .iter()
+        .map(|f| f.metadata().unwrap().len())
+        .sum();
+    assert_eq!(archived, field("fix bytes"), "every byte sent is archived");
+
+    // 2. Both processes serve exactly the views of the archive, every trade once.
+    let events = decode_archive(&segments);
+    let expected = baseline::compute(&events, &prices_on_topic(&brokers, &topics.prices));
+    let expected_json =
+        serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    for addr in &addrs {
+        loop {
+            let served = common::http::try_get_text(addr, "/v1/positions")
+                .ok()
+                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok());
+            if served.as_ref().is_some_and(|body| {
+                body["positions"] == expected_json
+                    && body["as_of"]["messages"].as_u64() == Some(events.len() as u64)
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{addr}: views not exact\n{}\n{}",
+                run_log(dir.path(), 0),
+                run_log(dir.path(), 1)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    // 3. The books hold every ExecID once (once the writer has caught up), Redis the views.
+    let executions: std::collections::BTreeSet<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            TradeEvent::Fill(f) => Some(f.exec_id.as_str()),
+            TradeEvent::Correct(c) => Some(c.fill.exec_id.as_str()),
+            TradeEvent::Bust(_) => None,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while common::postgres_rows(&books.url).len() < executions.len() {
+        assert!(Instant::now() < deadline, "books incomplete");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    books.assert_match(&events, &expected, &archive);
+    books.assert_redis_equals(&expected_json);
+
+    // 4. The DLQ holds every bad message once: as many of each reason as a replay of the
+    // archive finds, each from its own place in the archive.
+    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
+        .iter()
+        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
+        .collect();
+    let mut places: Vec<&str> = letters.iter().map(|l| l.source_location.as_str()).collect();
+    places.sort();
+    let before = places.len();
+    places.dedup();
+    assert_eq!(places.len(), before, "a bad message dead-lettered twice");
+    let mut dlq_reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    for letter in &letters {
+        *dlq_reasons
+            .entry(letter.reason().label().to_owned())
+            .or_default() += 1;
+    }
+    let output = dir.path().join("replay.json");
+    let replay = Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["replay", "--quiet", "--no-books", "--archive"])
+        .arg(&segments)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_success(&replay);
+    let mut replay_reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    let jsonl = std::fs::read_to_string(dir.path().join("replay.dead-letters.jsonl")).unwrap();
+    for line in jsonl.lines() {
+        let letter: serde_json::Value = serde_json::from_str(line).unwrap();
+        *replay_reasons
+            .entry(letter["reason"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(
+        !dlq_reasons.is_empty(),
+        "the simulator sent broken messages"
+    );
+    assert_eq!(dlq_reasons, replay_reasons, "dead letters by reason");
+
+    for supervisor in &supervisors {
+        let pid = supervisor.0.id().to_string();
+        assert!(Command::new("kill").arg(&pid).status().unwrap().success());
+    }
+    for mut supervisor in supervisors {
+        let _ = wait_or_kill(&mut supervisor.0, Duration::from_secs(30));
+    }
 }

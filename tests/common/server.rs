@@ -9,15 +9,23 @@ pub struct OwnServer {
     name: &'static str,
     dir: tempfile::TempDir,
     pub port: u16,
+    /// More environment for the script.
+    env: Vec<(String, String)>,
 }
 
 impl OwnServer {
     /// Starts `scripts/{name}.sh` on `port`.
     pub fn start(name: &'static str, port: u16) -> OwnServer {
+        OwnServer::start_with(name, port, Vec::new())
+    }
+
+    /// [`OwnServer::start`] with `env` added to the script's environment on every call.
+    pub fn start_with(name: &'static str, port: u16, env: Vec<(String, String)>) -> OwnServer {
         let server = OwnServer {
             name,
             dir: tempfile::tempdir().unwrap(),
             port,
+            env,
         };
         server.script("start");
         server
@@ -35,6 +43,7 @@ impl OwnServer {
             .arg(action)
             .env(format!("{prefix}_DIR"), self.dir.path())
             .env(format!("{prefix}_PORT"), self.port.to_string())
+            .envs(self.env.iter().cloned())
             .output()
             .unwrap();
         assert!(
