@@ -1239,6 +1239,85 @@ fn fix_session_gap_resend_logout_and_reconnect() {
 /// on the CheckSum field of the third message after it. Those three are delivered at once, the
 /// bad one is dead-lettered alone, the session asks for its sequence number again and the
 /// resend fills it; the archive keeps the bytes as they were received.
+/// kill -9 of the gateway in the middle of a FIX session: the restarted gateway (same spool and
+/// session state) asks the sender to resend everything it had not delivered to the broker, and
+/// every fill reaches the views once. Without the sender's resend a killed gateway would lose
+/// what was in flight; without the gateway persisting its sequence numbers only after the
+/// broker has the records, it would not ask for them.
+#[test]
+fn a_killed_gateway_loses_no_fill_of_its_session() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("gwkill");
+    create(&brokers, &topics);
+    let port = common::http::free_port();
+    let gateway_once =
+        || session_gateway_with(dir.path(), port, &brokers, &topics, &["--connections", "1"]);
+    let mut gateway = gateway_once();
+    let total: u64 = 3000;
+    let mut client = Initiator::connect(port);
+    client.send(1, "A", &[(98, "0"), (108, "30")]);
+    assert!(client.receive().contains("|35=A|"), "logon answered");
+    // Fills 2.. as fast as the socket takes them; the gateway dies in the middle. What the
+    // sender wrote after that is gone with the connection, as FIX expects.
+    let mut next_seq = 2;
+    let send_until = |client: &mut Initiator, next_seq: &mut u64, end: u64| {
+        while *next_seq < end {
+            let fill = Initiator::fill_message(*next_seq, &format!("K-{next_seq}"), &[]);
+            if std::io::Write::write_all(&mut client.stream, &fill).is_err() {
+                return;
+            }
+            *next_seq += 1;
+        }
+    };
+    send_until(&mut client, &mut next_seq, 2 + total / 2);
+    gateway.kill().unwrap();
+    gateway.wait().unwrap();
+    send_until(&mut client, &mut next_seq, 2 + total);
+    drop(client);
+
+    // The restarted gateway answers the next Logon and asks for the gap.
+    let gateway = gateway_once();
+    let mut client = Initiator::connect(port);
+    client.send(next_seq, "A", &[(98, "0"), (108, "30")]);
+    assert!(client.receive().contains("|35=A|"), "logon answered");
+    let resend = client.receive();
+    assert!(resend.contains("|35=2|"), "a resend request: {resend}");
+    let from: u64 = resend
+        .split('|')
+        .find_map(|f| f.strip_prefix("7="))
+        .and_then(|v| v.parse().ok())
+        .expect("BeginSeqNo");
+    assert!(
+        from < 2 + total / 2 + 1,
+        "it asks for what it had not made durable: {resend}"
+    );
+    let resent = [(43, "Y"), (122, "20261125-21:00:00")];
+    if from == 1 {
+        // Killed before it kept anything, even the Logon: an administrative message is not
+        // sent again but gap-filled (SequenceReset, GapFillFlag).
+        let gap_fill = [(123, "Y"), (36, "2")];
+        client.send(1, "4", &[resent.as_slice(), &gap_fill].concat());
+    }
+    for seq in from.max(2)..next_seq {
+        client.fill(seq, &format!("K-{seq}"), &resent);
+    }
+    let mut seq = next_seq + 1;
+    for fill in next_seq..2 + total {
+        client.fill(seq, &format!("K-{fill}"), &[]);
+        seq += 1;
+    }
+    client.send(seq, "5", &[]);
+    assert!(client.receive().contains("|35=5|"), "logout answered");
+    drop(client);
+    assert_success(&gateway.wait_with_output().unwrap());
+
+    let summary = catch_up(&brokers, &topics, "gwkill");
+    let position = &summary.snapshot.positions[&("T1".into(), "SESS".into())];
+    assert_eq!(position.trades, total, "every fill once");
+    assert_eq!(position.net_qty, 10 * i128::from(total));
+}
+
 #[test]
 fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
     let Some(brokers) = brokers() else { return };

@@ -11,6 +11,10 @@ use eod_fix::{Classifier, Counts, Framed, Framer, Outcome, Reject};
 use eod_proto::ArchiveRef;
 use eod_sources::archive_writer::SegmentWriter;
 use eod_sources::envelope::partition_key;
+
+/// Longest a session waits for the broker to take a read's records before it gives up the
+/// connection (the sender then resends them after its next Logon).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
 use eod_sources::metrics::SourceMetrics;
 use eod_sources::prices::price_to_proto;
@@ -274,6 +278,16 @@ impl Gateway {
         Ok(())
     }
 
+    /// Waits until the broker has every record sent so far. The session persists the sequence
+    /// numbers it has taken in only after this: a gateway killed before it asks the sender to
+    /// resend them on the next Logon, so a message archived but not yet on Kafka is sent again
+    /// rather than lost (a duplicate ExecID counts once downstream).
+    fn delivered_before_persisting(&self) -> Result<(), GatewayError> {
+        let _span = tracing::debug_span!("deliver_before_persist").entered();
+        self.producer.flush(DELIVERY_TIMEOUT)?;
+        Ok(())
+    }
+
     /// Moves what the classifier counted into the metrics and the summary.
     fn flush_counts(&self, classifier: &mut Classifier, summary: &mut IngestSummary) {
         let counts = classifier.take_counts();
@@ -320,6 +334,7 @@ impl Gateway {
                         &mut summary,
                         Some(&mut link),
                     )?;
+                    self.delivered_before_persisting()?;
                     link.persist()?;
                 }
                 Err(e)
@@ -343,6 +358,7 @@ impl Gateway {
             &mut summary,
             Some(&mut link),
         )?;
+        self.delivered_before_persisting()?;
         link.persist()?;
         if let Some(reason) = &link.disconnect {
             tracing::info!(%source, %reason, "FIX session closed");
