@@ -843,6 +843,25 @@ fn kill_9_mid_burst_then_restart_gives_exact_views() {
     }
 }
 
+/// `eod simulate` to the gateway on `port`, prices to the topic, output piped.
+fn spawn_simulator(
+    port: u16,
+    brokers: &str,
+    topics: &Topics,
+    pace: &[&str],
+    shape: &[&str],
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_eod"))
+        .args(["simulate", "--to", &format!("127.0.0.1:{port}")])
+        .args(pace)
+        .args(shape)
+        .args(["--brokers", brokers, "--prices-topic", &topics.prices])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The parts of every snapshot all `peers` workers wrote, oldest first (a part's name is
 /// `g<generation>-c<cut>-w<worker>-of<peers>.part`).
 fn complete_snapshots(parts: &Path, peers: usize) -> Vec<Vec<std::path::PathBuf>> {
@@ -1235,10 +1254,6 @@ fn fix_session_gap_resend_logout_and_reconnect() {
     );
 }
 
-/// A corrupt BodyLength on the gateway's TCP path: the message declares a span ending exactly
-/// on the CheckSum field of the third message after it. Those three are delivered at once, the
-/// bad one is dead-lettered alone, the session asks for its sequence number again and the
-/// resend fills it; the archive keeps the bytes as they were received.
 /// kill -9 of the gateway in the middle of a FIX session: the restarted gateway (same spool and
 /// session state) asks the sender to resend everything it had not delivered to the broker, and
 /// every fill reaches the views once. Without the sender's resend a killed gateway would lose
@@ -1318,6 +1333,10 @@ fn a_killed_gateway_loses_no_fill_of_its_session() {
     assert_eq!(position.net_qty, 10 * i128::from(total));
 }
 
+/// A corrupt BodyLength on the gateway's TCP path: the message declares a span ending exactly
+/// on the CheckSum field of the third message after it. Those three are delivered at once, the
+/// bad one is dead-lettered alone, the session asks for its sequence number again and the
+/// resend fills it; the archive keeps the bytes as they were received.
 #[test]
 fn fix_session_recovers_the_messages_behind_a_corrupt_body_length() {
     let Some(brokers) = brokers() else { return };
@@ -1739,17 +1758,13 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
         ],
         &s3_env(&s3),
     );
-    let mut simulate = Command::new(env!("CARGO_BIN_EXE_eod"));
-    simulate
-        .args(["simulate", "--to", &format!("127.0.0.1:{port}")])
-        .args(["--messages", "8000", "--rate", "1000", "--speed", "1"])
-        .args(["--burst-multiplier", "1", "--seed", "4"])
-        .args(["--brokers", &brokers, "--prices-topic", &topics.prices]);
-    let simulate = simulate
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let simulate = spawn_simulator(
+        port,
+        &brokers,
+        &topics,
+        &["--messages", "8000", "--rate", "1000", "--speed", "1"],
+        &["--burst-multiplier", "1", "--seed", "4"],
+    );
 
     // Traffic flows (the simulator may first wait for the new topics' metadata): the gateway
     // has rolled past its third segment, the first ones uploaded.
@@ -2315,18 +2330,24 @@ fn seeded_fault_schedule_loses_nothing() {
         &s3_env(&s3),
     );
     // About 20 s before the burst and 20 s in it (3x), broken messages included.
-    let mut simulate = Command::new(env!("CARGO_BIN_EXE_eod"));
-    simulate
-        .args(["simulate", "--to", &format!("127.0.0.1:{port}")])
-        .args(["--messages", "80000", "--rate", "500", "--speed", "2"])
-        .args(["--burst-multiplier", "3", "--broken-ratio", "0.005"])
-        .args(["--traders", "5", "--symbols", "12", "--seed", "31"])
-        .args(["--brokers", &brokers, "--prices-topic", &topics.prices]);
-    let mut simulate = simulate
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut simulate = spawn_simulator(
+        port,
+        &brokers,
+        &topics,
+        &["--messages", "80000", "--rate", "500", "--speed", "2"],
+        &[
+            "--burst-multiplier",
+            "3",
+            "--broken-ratio",
+            "0.005",
+            "--traders",
+            "5",
+            "--symbols",
+            "12",
+            "--seed",
+            "31",
+        ],
+    );
     let addrs = [common::http::free_port(), common::http::free_port()]
         .map(|port| format!("127.0.0.1:{port}"));
     let snapshots = dir.path().join("snapshots").display().to_string();

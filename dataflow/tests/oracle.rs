@@ -618,6 +618,19 @@ fn withdraw_only_what_is_there(inputs: Vec<Input>) -> Vec<Input> {
         .collect()
 }
 
+/// `inputs` cut into epochs at the positions `cuts` (clamped, in any order).
+fn split_at(inputs: &[Input], cuts: Vec<usize>) -> Vec<Vec<Input>> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
+    cuts.sort();
+    let mut epochs = Vec::new();
+    let mut start = 0;
+    for cut in cuts.into_iter().chain(std::iter::once(inputs.len())) {
+        epochs.push(inputs[start..cut].to_vec());
+        start = cut;
+    }
+    epochs
+}
+
 fn assert_matches(snapshot: &ViewSnapshot, expected: &Expected, context: &str) {
     assert_eq!(
         snapshot.positions, expected.positions,
@@ -644,14 +657,7 @@ proptest! {
         workers in 1usize..=2,
     ) {
         // Random batching: split the (randomly ordered) inputs at random cut points.
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
-        cuts.sort();
-        let mut epochs = Vec::new();
-        let mut start = 0;
-        for cut in cuts.into_iter().chain(std::iter::once(inputs.len())) {
-            epochs.push(inputs[start..cut].to_vec());
-            start = cut;
-        }
+        let epochs = split_at(&inputs, cuts);
         let snapshots = run_dataflow(epochs.clone(), workers);
         prop_assert_eq!(snapshots.len(), epochs.len());
         let mut prefix = Vec::new();
@@ -679,14 +685,7 @@ proptest! {
         workers in 1usize..=2,
     ) {
         let inputs = withdraw_only_what_is_there(inputs);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
-        cuts.sort();
-        let mut epochs = Vec::new();
-        let mut start = 0;
-        for cut in cuts.into_iter().chain(std::iter::once(inputs.len())) {
-            epochs.push(inputs[start..cut].to_vec());
-            start = cut;
-        }
+        let epochs = split_at(&inputs, cuts);
         let (snapshots, updates) = run_with_books(epochs.clone(), workers, true);
         let mut prefix = Vec::new();
         for (epoch, (batch, snapshot)) in epochs.iter().zip(&snapshots).enumerate() {
@@ -714,14 +713,7 @@ proptest! {
         workers in 1usize..=2,
     ) {
         let inputs = withdraw_only_what_is_there(inputs);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(inputs.len())).collect();
-        cuts.sort();
-        let mut epochs = Vec::new();
-        let mut start = 0;
-        for cut in cuts.into_iter().chain(std::iter::once(inputs.len())) {
-            epochs.push(inputs[start..cut].to_vec());
-            start = cut;
-        }
+        let epochs = split_at(&inputs, cuts);
         let stored_before = restored_epochs.min(epochs.len()) as u64;
         let (snapshots, updates) =
             run_with_books_stored_before(epochs.clone(), workers, true, stored_before);
