@@ -11,10 +11,6 @@ use eod_fix::{Classifier, Counts, Framed, Framer, Outcome, Reject};
 use eod_proto::ArchiveRef;
 use eod_sources::archive_writer::SegmentWriter;
 use eod_sources::envelope::partition_key;
-
-/// Longest a session waits for the broker to take a read's records before it gives up the
-/// connection (the sender then resends them after its next Logon).
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
 use eod_sources::metrics::SourceMetrics;
 use eod_sources::prices::price_to_proto;
@@ -23,6 +19,10 @@ use prost::Message;
 
 use crate::error::{io, GatewayError};
 use crate::session_link::{SessionConfig, SessionLink};
+
+/// Longest a session waits for the broker to take a read's records before it gives up the
+/// connection (the sender then resends them after its next Logon).
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub struct IngestSummary {
