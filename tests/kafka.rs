@@ -924,10 +924,8 @@ fn assert_commits_never_ahead_of_books(brokers: &str, topics: &Topics, books: &B
         else {
             continue;
         };
-        let exec_id = match received.event {
-            TradeEvent::Fill(fill) => fill.exec_id,
-            TradeEvent::Correct(correction) => correction.fill.exec_id,
-            TradeEvent::Bust(_) => continue,
+        let Some(exec_id) = received.event.execution_id() else {
+            continue;
         };
         assert!(
             stored.contains(exec_id.as_str()),
@@ -2505,11 +2503,7 @@ fn seeded_fault_schedule_loses_nothing() {
     // 3. The books hold every ExecID once (once the writer has caught up), Redis the views.
     let executions: std::collections::BTreeSet<&str> = events
         .iter()
-        .filter_map(|e| match e {
-            TradeEvent::Fill(f) => Some(f.exec_id.as_str()),
-            TradeEvent::Correct(c) => Some(c.fill.exec_id.as_str()),
-            TradeEvent::Bust(_) => None,
-        })
+        .filter_map(|e| e.execution_id().map(|id| id.as_str()))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     while common::postgres_rows(&books.url).len() < executions.len() {

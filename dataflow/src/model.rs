@@ -53,6 +53,18 @@ pub enum TradeEvent {
     Bust(Bust),
 }
 
+impl TradeEvent {
+    /// The ExecID of the execution it carries (a fill, or a correction's replacement), which
+    /// has a books row; `None` for a bust, which only changes another row.
+    pub fn execution_id(&self) -> Option<&Text> {
+        match self {
+            TradeEvent::Fill(fill) => Some(&fill.exec_id),
+            TradeEvent::Correct(correction) => Some(&correction.fill.exec_id),
+            TradeEvent::Bust(_) => None,
+        }
+    }
+}
+
 /// Kinds of reference price, in no particular precedence (see [`crate::marks`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PriceKind {

@@ -894,7 +894,9 @@ impl KafkaSource<'_> {
         match record {
             LogRecord::Trade { event, source } => {
                 if let (true, Some(source)) = (books, source) {
-                    inputs.source(restored_source(&event, source));
+                    if let Some(source) = restored_source(&event, source) {
+                        inputs.source(source);
+                    }
                 }
                 inputs.restore_event(event);
             }
@@ -1002,31 +1004,26 @@ fn apply_reference(
 }
 
 /// A restored execution's archive location and receive time, for its books row.
-fn restored_source(event: &TradeEvent, source: SourceRef) -> TradeSource {
-    let exec_id = match event {
-        TradeEvent::Fill(fill) => &fill.exec_id,
-        TradeEvent::Correct(correction) => &correction.fill.exec_id,
-        TradeEvent::Bust(bust) => &bust.exec_id,
-    };
+fn restored_source(event: &TradeEvent, source: SourceRef) -> Option<TradeSource> {
+    let exec_id = event.execution_id()?;
+    // The segment reader names the archive of every record (`Same` is resolved there).
     let (archive_key, archive_offset) = match source.archive {
         Archived::In { key, offset } => (key, offset),
         Archived::Same { offset } => (Text::default(), offset),
         Archived::Not => (Text::default(), 0),
     };
-    TradeSource {
+    Some(TradeSource {
         exec_id: exec_id.clone(),
         archive_key,
         archive_offset,
         receive_time: source.receive_time,
-    }
+    })
 }
 
 /// An execution's archive location and receive time, for its books row.
 fn enter_source(inputs: &mut Inputs, received: &Received) {
-    let exec_id = match &received.event {
-        TradeEvent::Fill(fill) => &fill.exec_id,
-        TradeEvent::Correct(correction) => &correction.fill.exec_id,
-        TradeEvent::Bust(_) => return,
+    let Some(exec_id) = received.event.execution_id() else {
+        return;
     };
     let (archive_key, archive_offset) = received
         .archive

@@ -258,28 +258,26 @@ impl SnapshotLog {
     }
 
     pub fn trade(&mut self, event: &TradeEvent, archive: Option<(&str, u64)>, receive_time: i64) {
-        let source = match event {
-            TradeEvent::Bust(_) => None,
-            _ => {
-                let archive = match archive {
-                    None => Archived::Not,
-                    Some((key, offset)) if self.last_archive_key.as_deref() == Some(key) => {
-                        Archived::Same { offset }
+        // Only an execution has a books row to source.
+        let source = event.execution_id().map(|_| {
+            let archive = match archive {
+                None => Archived::Not,
+                Some((key, offset)) if self.last_archive_key.as_deref() == Some(key) => {
+                    Archived::Same { offset }
+                }
+                Some((key, offset)) => {
+                    self.last_archive_key = Some(key.into());
+                    Archived::In {
+                        key: key.into(),
+                        offset,
                     }
-                    Some((key, offset)) => {
-                        self.last_archive_key = Some(key.into());
-                        Archived::In {
-                            key: key.into(),
-                            offset,
-                        }
-                    }
-                };
-                Some(SourceRef {
-                    archive,
-                    receive_time,
-                })
+                }
+            };
+            SourceRef {
+                archive,
+                receive_time,
             }
-        };
+        });
         let record = LogRecord::Trade {
             event: event.clone(),
             source,
