@@ -125,12 +125,14 @@ impl BooksTarget {
 }
 
 /// Builds the graph in `scope`, with the books sink attached when `books` names a store:
-/// returns the inputs, the views probe and the durable probe (views and books).
+/// returns the inputs, the views probe and the durable probe (views and books). The books
+/// rows of times before `books_stored_before` are in the store already (a snapshot restore's).
 pub fn build_with_books(
     scope: timely::dataflow::Scope<'_, Time>,
     store: Option<std::sync::Arc<eod_dataflow::ViewStore>>,
     workers_per_process: usize,
     books: Option<(&BooksTarget, BatchLimits)>,
+    books_stored_before: Time,
     metrics: SinkMetrics,
     refused: impl FnOnce() -> RefusedRow,
 ) -> Result<(Inputs, Frontiers)> {
@@ -138,7 +140,7 @@ pub fn build_with_books(
         store,
         workers_per_process,
         books: books.is_some(),
-        books_stored_before: books.as_ref().map_or(0, |(_, limits)| limits.stored_before),
+        books_stored_before,
     };
     let graph = eod_dataflow::build_graph(scope, options);
     if let (Some((target, limits)), Some(rows)) = (books, graph.books) {
@@ -165,8 +167,6 @@ pub struct BatchLimits {
     /// Where rows wait on disk when the store falls behind (live runs); `None` keeps them in
     /// memory, for a replay, which bounds how far its books may lag instead.
     pub spill: Option<eod_sinks::SpillOptions>,
-    /// Rows at earlier dataflow times are in the store already (a restore from a snapshot).
-    pub stored_before: eod_dataflow::Time,
 }
 
 impl Default for BatchLimits {
@@ -176,7 +176,6 @@ impl Default for BatchLimits {
             max_age: Duration::from_secs(5),
             command_timeout: eod_sinks::books::DEFAULT_COMMAND_TIMEOUT,
             spill: None,
-            stored_before: 0,
         }
     }
 }

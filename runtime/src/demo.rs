@@ -53,7 +53,15 @@ pub fn run_demo(
         let (mut inputs, frontiers) = worker.dataflow(|scope| {
             let dead_letters = dead_letters.clone();
             let refused = move || refused_to_jsonl(dead_letters);
-            build_with_books(scope, store, workers, books, metrics.sinks.clone(), refused)
+            build_with_books(
+                scope,
+                store,
+                workers,
+                books,
+                0,
+                metrics.sinks.clone(),
+                refused,
+            )
         })?;
         // One simulated gateway: the other workers only compute.
         let simulator = (index == 0).then(|| {

@@ -170,6 +170,7 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
             store,
             workers,
             books.map(|b| (b, limits)),
+            0,
             sinks,
             refused,
         )

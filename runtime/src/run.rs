@@ -466,13 +466,17 @@ fn run_worker(
         let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
         let refused = move || refused_to_kafka(kafka, topic);
         let store = publishes.then(|| store.clone());
+        let sink = books.map(|b| (b, options.books_batch.clone()));
         // A restore's rows are in the books already: its parts waited for the books.
-        let limits = BatchLimits {
-            stored_before: restore_epochs,
-            ..options.books_batch.clone()
-        };
-        let sink = books.map(|b| (b, limits));
-        build_with_books(scope, store, workers, sink, metrics.sinks.clone(), refused)
+        build_with_books(
+            scope,
+            store,
+            workers,
+            sink,
+            restore_epochs,
+            metrics.sinks.clone(),
+            refused,
+        )
     })?;
     let mine = |topic: &str, partitions: i32| {
         (0..partitions)

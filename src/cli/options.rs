@@ -323,7 +323,6 @@ impl BooksArgs {
             max_age: Duration::from_millis(self.books_batch_ms),
             command_timeout: Duration::from_secs(self.books_command_timeout.max(1)),
             spill: None,
-            stored_before: 0,
         }
     }
 
