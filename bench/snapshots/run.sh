@@ -4,9 +4,9 @@
 #   bench/snapshots/run.sh ARCHIVE [KILL_AFTER_S] [-- EOD_RUN_FLAGS...]
 #
 # Publishes ARCHIVE (from `eod generate`, with ARCHIVE.prices.csv beside it) to fresh topics,
-# then times three `eod run --until-caught-up -- -w 2` runs that must print identical positions:
+# then times two `eod run --until-caught-up -- -w 2` runs that must print identical positions:
 #   1. from offset 0, no snapshots;
-#   2. a live `eod run --snapshots` is killed with SIGKILL KILL_AFTER_S seconds after it starts
+#   2. after a live `eod run --snapshots` is killed with SIGKILL KILL_AFTER_S seconds after it starts
 #      (default: once it has caught up and stored a snapshot of everything), then restarted:
 #      it restores the newest complete snapshot and reads the tail.
 # Needs a broker (scripts/kafka.sh start; scripts/kafka.sh env). EOD is the binary (default
