@@ -8,8 +8,8 @@
 //! A drop-copy acceptor only ever sends administrative messages, so a ResendRequest from the
 //! counterparty is always answered with a SequenceReset-GapFill. Incoming application messages
 //! are delivered once per sequence number: because every downstream view is independent of
-//! arrival order, a message beyond a gap is delivered at once (and the gap requested) instead
-//! of being held back; resent messages fill the holes and duplicates are dropped.
+//! arrival order, a message beyond a gap is delivered at once (and just the gap requested)
+//! instead of being held back; resent messages fill the holes and duplicates are dropped.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -266,8 +266,8 @@ pub struct Session {
     last_received: i64,
     last_sent: i64,
     test_request_sent: Option<i64>,
-    /// An open-ended ResendRequest is outstanding until the gap closes.
-    resend_pending: bool,
+    /// Every sequence number up to this one was received or has been asked for again.
+    asked_through: u64,
     test_requests: u64,
 }
 
@@ -294,7 +294,7 @@ impl Session {
             last_received: 0,
             last_sent: 0,
             test_request_sent: None,
-            resend_pending: false,
+            asked_through: 0,
             test_requests: 0,
         }
     }
@@ -378,7 +378,7 @@ impl Session {
             let reset = field(message, 141) == Some(b"Y");
             if reset {
                 self.state = SequenceState::default();
-                self.resend_pending = false;
+                self.asked_through = 0;
             }
             let mut body = vec![
                 (98, "0".to_owned()),
@@ -453,23 +453,24 @@ impl Session {
             }
             return actions;
         }
-        if seq > self.state.next_incoming && !self.resend_pending {
-            // Open-ended (EndSeqNo 0): one request covers everything after the gap.
-            let begin = self.state.next_incoming.to_string();
-            let request = self.admin(now, "2", &[(7, begin), (16, "0".into())]);
+        let unasked_from = self.state.next_incoming.max(self.asked_through + 1);
+        if seq > unasked_from {
+            // A closed range, just the new hole: what lies beyond it is delivered already, and
+            // an open-ended request would have the sender repeat all of that (thousands of
+            // messages for one garbled frame in a burst).
+            let range = [(7, unasked_from.to_string()), (16, (seq - 1).to_string())];
+            let request = self.admin(now, "2", &range);
             actions.send.push(request);
-            self.resend_pending = true;
         }
+        self.asked_through = self.asked_through.max(seq);
         if gap_fill {
             let new_seq = number(message, 36).unwrap_or(seq + 1);
             for filled in seq..new_seq.max(seq + 1) {
                 self.state.mark_received(filled);
             }
-            self.resend_pending &= !self.state.received_ahead.is_empty();
             return actions;
         }
         self.state.mark_received(seq);
-        self.resend_pending &= !self.state.received_ahead.is_empty();
         match msg_type.as_slice() {
             b"A" | b"0" | b"3" => {}
             b"1" => {
@@ -796,25 +797,34 @@ mod tests {
     #[test]
     fn gap_is_requested_once_resends_fill_it_and_duplicates_are_dropped() {
         let mut s = logged_on();
-        // 2 arrives, 3..4 are lost, 5 arrives: deliver 5 and ask for 3 onwards.
+        // 2 arrives, 3..4 are lost, 5 arrives: deliver 5 and ask for 3..4.
         assert!(s.on_message(&initiator(2, "8", &[]), S).deliver);
         let actions = s.on_message(&initiator(5, "8", &[]), S);
         assert!(actions.deliver);
         assert_eq!(msg_type(&actions.send[0]), "2");
         assert_eq!(number(&actions.send[0], 7), Some(3));
+        assert_eq!(number(&actions.send[0], 16), Some(4));
         // 6 arrives before the resend: no second request.
         let actions = s.on_message(&initiator(6, "8", &[]), S);
         assert!(actions.deliver && actions.send.is_empty());
+        // 8 arrives: only the new hole, 7, is asked for.
+        let actions = s.on_message(&initiator(8, "8", &[]), S);
+        assert_eq!(
+            (number(&actions.send[0], 7), number(&actions.send[0], 16)),
+            (Some(7), Some(7))
+        );
         // The resend: 3 and 4 with PossDup, then 5 again, which is a duplicate.
         assert!(s.on_message(&initiator(3, "8", &[(43, "Y")]), S).deliver);
         assert!(s.on_message(&initiator(4, "8", &[(43, "Y")]), S).deliver);
         assert!(!s.on_message(&initiator(5, "8", &[(43, "Y")]), S).deliver);
-        assert_eq!(s.state().next_incoming, 7);
+        assert!(s.on_message(&initiator(7, "8", &[(43, "Y")]), S).deliver);
+        assert_eq!(s.state().next_incoming, 9);
         assert!(s.state().received_ahead.is_empty());
         // The gap closed: a new one is requested afresh.
-        let actions = s.on_message(&initiator(9, "8", &[]), S);
+        let actions = s.on_message(&initiator(11, "8", &[]), S);
         assert!(actions.deliver);
-        assert_eq!(number(&actions.send[0], 7), Some(7));
+        assert_eq!(number(&actions.send[0], 7), Some(9));
+        assert_eq!(number(&actions.send[0], 16), Some(10));
     }
 
     #[test]
