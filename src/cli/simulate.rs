@@ -36,6 +36,20 @@ pub(crate) struct SimulateArgs {
     /// The prices topic of --brokers.
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     pub(crate) prices_topic: String,
+    /// Send in a FIX 4.4 session as this SenderCompID (the gateway runs --fix-session with it
+    /// as a --counterparty): Logon, sequence numbers, and what a gateway that went away did not
+    /// keep sent again after the next Logon. Without it the stream is plain FIX bytes.
+    #[arg(long, value_name = "SENDERCOMPID")]
+    pub(crate) fix_session: Option<String>,
+    /// The gateway's CompID (our TargetCompID) in a FIX session.
+    #[arg(long, default_value = "EOD")]
+    pub(crate) target_comp_id: String,
+    /// Heartbeat interval of the FIX session, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) heartbeat_s: u64,
+    /// Seconds to keep trying to log on again to a gateway that went away.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) reconnect_for_s: u64,
 }
 
 pub(crate) fn simulate(args: SimulateArgs) -> Result<()> {
@@ -43,6 +57,19 @@ pub(crate) fn simulate(args: SimulateArgs) -> Result<()> {
     sim.base_rate = args.rate.max(1.0);
     sim.burst_multiplier = args.burst_multiplier.max(1.0);
     sim.broken_ratio = args.broken_ratio.clamp(0.0, 1.0);
+    let session = args.fix_session.map(|comp_id| {
+        // A session has one BeginString: its fills are all FIX 4.4.
+        sim.fix42_ratio = 0.0;
+        eod_gateway::InitiatorOptions {
+            settings: eod_fix::initiator::InitiatorSettings {
+                begin_string: "FIX.4.4".into(),
+                comp_id,
+                counterparty: args.target_comp_id.clone(),
+                heartbeat: std::time::Duration::from_secs(args.heartbeat_s.max(1)),
+            },
+            reconnect_for: std::time::Duration::from_secs(args.reconnect_for_s),
+        }
+    });
     let summary = eod_gateway::simulate::run_simulate(eod_gateway::simulate::SimulateOptions {
         to: args.to,
         sim,
@@ -53,10 +80,17 @@ pub(crate) fn simulate(args: SimulateArgs) -> Result<()> {
             .map(|b| args.kafka_security.connection(&b))
             .transpose()?
             .map(|kafka| (kafka, args.prices_topic)),
+        session,
     })?;
     println!("fix messages    {}", summary.fix_messages);
     println!("fix bytes       {}", summary.fix_bytes);
     println!("prices          {}", summary.prices);
+    if let Some(session) = &summary.session {
+        println!("last seq        {}", session.last_sequence);
+        println!("resent          {}", session.resent);
+        println!("reconnects      {}", session.reconnects);
+        println!("rejects         {}", session.rejects);
+    }
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! FIX 4.2 / 4.4 tag=value codec: framing with BodyLength/CheckSum validation and resync, an
 //! independent message census, execution-report decoding into trade envelopes, the one
-//! classifier of framed units, the acceptor's session layer, and an encoder for simulators
-//! and tests. No timely, differential or I/O dependency.
+//! classifier of framed units, the acceptor's session layer, an initiator's for the simulator,
+//! and an encoder for simulators and tests. No timely, differential or I/O dependency.
 
 pub mod census;
 pub mod classify;
@@ -9,6 +9,7 @@ pub mod decode;
 pub mod dictionary;
 pub mod encode;
 pub mod framer;
+pub mod initiator;
 pub mod session;
 mod structure;
 pub mod time;

@@ -26,6 +26,9 @@ pub enum GatewayError {
         #[source]
         source: serde_json::Error,
     },
+    /// The simulator's FIX session could not go on (no Logon answered, no end confirmed).
+    #[error("FIX session: {0}")]
+    Session(String),
     /// A lock poisoned or a thread panicked: a bug, reported rather than unwound through.
     #[error("{0}")]
     Broken(&'static str),
