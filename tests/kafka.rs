@@ -2667,3 +2667,150 @@ fn seeded_fault_schedule_loses_nothing() {
         let _ = wait_or_kill(&mut supervisor.0, Duration::from_secs(30));
     }
 }
+
+/// `eod check` against a gateway, one `eod run` with books in PostgreSQL and views in Redis,
+/// and a local archive: every scenario passes, the check's position is flat afterwards, and a
+/// dependency or an eod process that is down fails `health`, named. The thresholds are the
+/// issue's except latency's, which a debug build on a busy test machine is not held to.
+#[test]
+fn eod_check_passes_and_names_what_is_down() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(books) = Books::new(dir.path(), "eod_check", 3, 5, 12) else {
+        return;
+    };
+    let topics = unique_topics("check");
+    create(&brokers, &topics);
+    let port = common::http::free_port();
+    let archive = dir.path().join("archive");
+    let sessions = dir.path().join("sessions");
+    let gateway = common::http::KillOnDrop(spawn_gateway_to(
+        dir.path(),
+        port,
+        &brokers,
+        &topics,
+        archive.to_str().unwrap(),
+        &[
+            "--fix-session",
+            "--session-dir",
+            sessions.to_str().unwrap(),
+            "--counterparty",
+            "EODCHECK",
+            "--segment-seconds",
+            "1",
+        ],
+        &[],
+    ));
+    let addr = format!("127.0.0.1:{}", common::http::free_port());
+    let redis = books
+        .redis
+        .clone()
+        .expect("the full test command starts Redis");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_eod"));
+    run.args(["run", "--epoch-ms", "5", "--serve", &addr])
+        .args([
+            "--books",
+            &books.url,
+            "--books-batch-ms",
+            "200",
+            "--redis",
+            &redis,
+        ]);
+    topic_args(&mut run, &brokers, &topics);
+    let log = std::fs::File::create(dir.path().join("run.log")).unwrap();
+    let mut run = common::http::KillOnDrop(
+        run.args(["--", "-w", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !common::http::try_get_text(&addr, "/health/ready").is_ok_and(|(code, _)| code == 200) {
+        assert!(Instant::now() < deadline, "eod run never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let report = dir.path().join("report");
+    let check = |scenarios: &[&str], redis: &str| {
+        let mut check = Command::new(env!("CARGO_BIN_EXE_eod"));
+        check
+            .arg("check")
+            .args(scenarios)
+            .args(["--gateway", &format!("127.0.0.1:{port}"), "--views", &addr])
+            .args(["--books", &books.url, "--redis", redis])
+            .arg("--archive-to")
+            .arg(&archive)
+            .args(["--target-rate", "2000", "--drive-seconds", "2"])
+            .args(["--burst-multiplier", "3", "--settle-s", "30"])
+            .args(["--latency-p95-ms", "10000"])
+            .arg("--report")
+            .arg(&report);
+        topic_args(&mut check, &brokers, &topics);
+        check.output().unwrap()
+    };
+
+    let passed = check(&[], &redis);
+    let stdout = String::from_utf8_lossy(&passed.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        passed.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    for scenario in [
+        "health",
+        "throughput",
+        "latency",
+        "burst",
+        "integrity",
+        "dead-letters",
+    ] {
+        assert!(
+            stdout.contains(&format!("PASS  {scenario:<13}")),
+            "{scenario}: {stdout}"
+        );
+    }
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("check.json")).unwrap()).unwrap();
+    assert_eq!(result["passed"], true);
+    assert_eq!(result["verdicts"].as_array().unwrap().len(), 6);
+    assert!(!result["latency"].as_array().unwrap().is_empty());
+    for drive in ["throughput", "latency", "burst"] {
+        let seconds = result["throughput"][drive].as_array().unwrap();
+        let sent: u64 = seconds.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
+        assert!(sent > 0, "{drive}: {seconds:?}");
+    }
+    // Everything it traded is busted: its position is flat, and no real position moved.
+    let (_, body) = common::http::try_get_text(&addr, "/v1/positions?trader=EODCHECK").unwrap();
+    let positions: serde_json::Value = serde_json::from_str(&body).unwrap();
+    for row in positions["positions"].as_array().unwrap() {
+        assert_eq!(row["trades"], 0, "{row}");
+    }
+    let (_, body) = common::http::try_get_text(&addr, "/v1/positions").unwrap();
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(all["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|row| row["trader"] == "EODCHECK" && row["symbol"] == "EODCHECK"));
+
+    // A dependency down: Redis where nothing listens.
+    let nobody = format!("redis://127.0.0.1:{}", common::http::free_port());
+    let failed = check(&["health"], &nobody);
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(!failed.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  health") && stdout.contains("redis:"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("check failed: health"));
+
+    // An eod process down.
+    run.0.kill().unwrap();
+    run.0.wait().unwrap();
+    let failed = check(&["health"], &redis);
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(!failed.status.success(), "{stdout}");
+    assert!(stdout.contains(&format!("eod {addr}:")), "{stdout}");
+    drop(gateway);
+}

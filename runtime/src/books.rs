@@ -75,6 +75,18 @@ impl fmt::Debug for BooksTarget {
 }
 
 impl BooksTarget {
+    /// The ExecIDs stored that start with `prefix`, as often as each is stored (a fresh
+    /// connection: `eod check` reads its trades back with it).
+    pub fn exec_ids_starting_with(&self, prefix: &str) -> Result<Vec<String>> {
+        Ok(match self {
+            BooksTarget::Sqlite(path) => SqliteBooks::open(path)?.exec_ids_starting_with(prefix)?,
+            BooksTarget::Postgres(url) => {
+                PostgresBooks::open(url)?.exec_ids_starting_with(prefix)?
+            }
+            BooksTarget::SqlServer(ado) => MssqlBooks::open(ado)?.exec_ids_starting_with(prefix)?,
+        })
+    }
+
     /// Creates or upgrades the schema; once, before the workers start.
     pub fn migrate(&self) -> Result<()> {
         let applied = match self {

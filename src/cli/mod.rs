@@ -2,6 +2,7 @@
 //! conversion to the library's typed options; the option groups they share in `options`.
 //! Timely's own flags (`-w`, `-n`, `-p`, `-h`) go after `--`.
 
+mod check;
 mod config;
 mod demo;
 mod generate;
@@ -14,6 +15,7 @@ mod simulate;
 mod telemetry;
 
 use anyhow::{Context, Result};
+use check::CheckArgs;
 use clap::{Args, Parser, Subcommand};
 use demo::DemoArgs;
 use generate::GenerateArgs;
@@ -57,6 +59,10 @@ pub(crate) enum Command {
     /// Publish reference data (traders, securities CSVs) to the reference topic, where
     /// `eod run` follows it: a changed record re-enriches the books rows it touches.
     Reference(ReferenceArgs),
+    /// Go or no-go before the close: scenarios against a running deployment (health,
+    /// throughput, latency, burst, integrity, dead letters), a verdict each, exit status 1
+    /// when any fails.
+    Check(CheckArgs),
     /// Inspect the layered configuration (defaults, file, environment, flags).
     Config(ConfigArgs),
 }
@@ -106,6 +112,7 @@ pub(crate) fn main() -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Reference(args) => reference::publish_reference(args),
+        Command::Check(args) => check::check(args),
         Command::Config(args) => match args.action {
             ConfigAction::Show { command, args } => show_config(cli.config, command, args),
         },

@@ -182,6 +182,31 @@ impl MssqlBooks {
         self
     }
 
+    /// The ExecIDs in the books that start with `prefix`, each as often as it is stored.
+    pub fn exec_ids_starting_with(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}%", super::postgres::like_escaped(prefix));
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("not connected".into()))?;
+        let query = async {
+            let stream = client
+                .query(
+                    "SELECT exec_id FROM dbo.Trades WHERE exec_id LIKE @P1 ESCAPE '\\'",
+                    &[&pattern],
+                )
+                .await
+                .map_err(classify)?;
+            let rows = stream.into_first_result().await.map_err(classify)?;
+            Ok(rows
+                .iter()
+                .filter_map(|row| row.get::<&str, _>(0).map(str::to_owned))
+                .collect())
+        };
+        self.runtime
+            .block_on(super::within(self.command_timeout, query))
+    }
+
     /// Applies the migrations not yet applied, under an application lock; returns their versions.
     pub fn migrate(&mut self) -> Result<Vec<i64>, SinkError> {
         let failed = |e: tiberius::error::Error| SinkError::Migration(e.to_string());

@@ -240,6 +240,40 @@ impl PostgresBooks {
     }
 }
 
+impl PostgresBooks {
+    /// The ExecIDs in the books that start with `prefix`, each as often as it is stored: what
+    /// `eod check` reads back to prove its trades are there exactly once.
+    pub fn exec_ids_starting_with(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}%", like_escaped(prefix));
+        let client = &self.client;
+        let query = async {
+            client
+                .query(
+                    "SELECT exec_id FROM trades WHERE exec_id LIKE $1 ESCAPE '\\'",
+                    &[&pattern],
+                )
+                .await
+                .map_err(classify)
+        };
+        let rows = self
+            .runtime
+            .block_on(super::within(self.command_timeout, query))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+}
+
+/// `text` matched literally in a LIKE pattern (escape character `\`).
+pub(crate) fn like_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Staging table, COPY, upsert: the SQL of one batch.
 pub fn batch_sql() -> (String, String, String) {
     let columns = COLUMNS.join(", ");

@@ -31,6 +31,22 @@ impl SqliteBooks {
         })
     }
 
+    /// The ExecIDs in the books that start with `prefix`, each as often as it is stored.
+    pub fn exec_ids_starting_with(&mut self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let pattern = format!("{}%", super::postgres::like_escaped(prefix));
+        let failed = |e: rusqlite::Error| StoreError::Unavailable(e.to_string());
+        let mut statement = self
+            .connection
+            .prepare("SELECT exec_id FROM trades WHERE exec_id LIKE ?1 ESCAPE '\\'")
+            .map_err(failed)?;
+        let ids = statement
+            .query_map([pattern], |row| row.get(0))
+            .map_err(failed)?
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(failed)?;
+        Ok(ids)
+    }
+
     /// Applies the migrations not yet applied, each in its own transaction; returns their
     /// versions.
     pub fn migrate(&mut self) -> Result<Vec<i64>, SinkError> {

@@ -187,6 +187,11 @@ impl Initiator {
         Some(bytes)
     }
 
+    /// A message of ours: `msg_type` with `body` under the session's header.
+    pub fn application(&mut self, msg_type: &str, body: Vec<(u32, String)>, now: i64) -> Vec<u8> {
+        self.send_new(msg_type, body, now)
+    }
+
     /// A Heartbeat when nothing was sent for a heartbeat interval.
     pub fn on_tick(&mut self, now: i64) -> Option<Vec<u8>> {
         let interval = self.settings.heartbeat.as_nanos() as i64;

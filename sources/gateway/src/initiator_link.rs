@@ -42,7 +42,7 @@ enum Incoming {
     Closed,
 }
 
-pub(crate) struct InitiatorLink {
+pub struct InitiatorLink {
     to: String,
     options: InitiatorOptions,
     initiator: Initiator,
@@ -89,10 +89,7 @@ fn open(to: &str) -> Result<(BufWriter<TcpStream>, Receiver<Incoming>), std::io:
 
 impl InitiatorLink {
     /// Connects and logs on (retrying for `reconnect_for` while nobody listens).
-    pub(crate) fn connect(
-        to: &str,
-        options: InitiatorOptions,
-    ) -> Result<InitiatorLink, GatewayError> {
+    pub fn connect(to: &str, options: InitiatorOptions) -> Result<InitiatorLink, GatewayError> {
         let (out, incoming) = Self::open_retrying(to, options.reconnect_for)?;
         let mut link = InitiatorLink {
             to: to.to_owned(),
@@ -125,7 +122,7 @@ impl InitiatorLink {
         }
     }
 
-    pub(crate) fn resent(&self) -> u64 {
+    pub fn resent(&self) -> u64 {
         self.initiator.resent()
     }
 
@@ -175,7 +172,7 @@ impl InitiatorLink {
     /// Stamps one simulator message with the session's header and sends it; junk (not a FIX
     /// message) goes out as it is. A write that fails is not retried: the message is stored,
     /// and the gateway asks for it after the next Logon.
-    pub(crate) fn send(&mut self, message: &[u8]) -> Result<u64, GatewayError> {
+    pub fn send(&mut self, message: &[u8]) -> Result<u64, GatewayError> {
         let bytes = self
             .initiator
             .stamp(message, now_utc_nanos())
@@ -189,8 +186,32 @@ impl InitiatorLink {
         Ok(written)
     }
 
+    /// Sends `msg_type` with `body` in the session.
+    pub fn send_message(
+        &mut self,
+        msg_type: &str,
+        body: Vec<(u32, String)>,
+    ) -> Result<(), GatewayError> {
+        let bytes = self.initiator.application(msg_type, body, now_utc_nanos());
+        if self.out.write_all(&bytes).is_err() {
+            self.lost = true;
+        }
+        self.serve_pending();
+        self.reconnect_if_lost()
+    }
+
+    /// Bytes outside the session's numbering (what a line error or a broken sender would
+    /// produce: the gateway's framer refuses them before the session sees them).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), GatewayError> {
+        if self.out.write_all(bytes).is_err() {
+            self.lost = true;
+        }
+        self.serve_pending();
+        self.reconnect_if_lost()
+    }
+
     /// Pushes what is buffered to the gateway.
-    pub(crate) fn flush(&mut self) -> Result<(), GatewayError> {
+    pub fn flush(&mut self) -> Result<(), GatewayError> {
         if self.out.flush().is_err() {
             self.lost = true;
         }
@@ -216,7 +237,7 @@ impl InitiatorLink {
     }
 
     /// Answers the gateway until `until`, sending heartbeats when idle.
-    pub(crate) fn serve_until(&mut self, until: Instant) -> Result<(), GatewayError> {
+    pub fn serve_until(&mut self, until: Instant) -> Result<(), GatewayError> {
         self.wait_until(until, |_| false);
         self.reconnect_if_lost()
     }
@@ -274,7 +295,7 @@ impl InitiatorLink {
     /// Ends the session once the gateway has everything: a TestRequest is answered only after
     /// what came before it was read, and it is asked again until no resend or reconnect
     /// happened meanwhile. Then Logout.
-    pub(crate) fn finish(mut self, patience: Duration) -> Result<SessionSummary, GatewayError> {
+    pub fn finish(mut self, patience: Duration) -> Result<SessionSummary, GatewayError> {
         let deadline = Instant::now() + patience;
         let mut round = 0u64;
         loop {

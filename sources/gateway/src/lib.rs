@@ -16,6 +16,6 @@ mod tcp;
 pub use error::GatewayError;
 pub use gateway::{Gateway, IngestSummary};
 pub use ingest_archive::{run_ingest, IngestOptions};
-pub use initiator_link::InitiatorOptions;
+pub use initiator_link::{InitiatorLink, InitiatorOptions, SessionSummary};
 pub use session_link::{ActiveSessions, SessionClaim, SessionConfig};
 pub use tcp::{open_archive, serve_tcp, ListenOptions};

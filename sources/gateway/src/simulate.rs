@@ -12,8 +12,7 @@ use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use prost::Message;
 
 use crate::error::{io, GatewayError};
-use crate::initiator_link::InitiatorLink;
-pub use crate::initiator_link::{InitiatorOptions, SessionSummary};
+use crate::initiator_link::{InitiatorLink, InitiatorOptions, SessionSummary};
 
 /// How long the end of a session may take to confirm (resends and reconnects included).
 const FINISH_PATIENCE: Duration = Duration::from_secs(300);
