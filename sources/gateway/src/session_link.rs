@@ -74,6 +74,8 @@ pub(crate) struct SessionLink {
     claim: Option<SessionClaim>,
     writer: TcpStream,
     pub(crate) disconnect: Option<String>,
+    /// The state as last written.
+    persisted: Option<SequenceState>,
 }
 
 impl SessionLink {
@@ -91,6 +93,7 @@ impl SessionLink {
             claim: None,
             writer: stream.try_clone().map_err(io("cloning the socket"))?,
             disconnect: None,
+            persisted: None,
         })
     }
 
@@ -207,8 +210,17 @@ impl SessionLink {
         Ok(actions.deliver)
     }
 
+    /// True when the state should be written now: we sent something since the last write (a
+    /// restart must not number its messages again), or it has waited `every` long.
+    pub(crate) fn persist_due(&self, since_last: Duration) -> bool {
+        let Some((session, _)) = &self.session else {
+            return false;
+        };
+        persist_due(self.persisted.as_ref(), session.state(), since_last)
+    }
+
     /// Writes the sequence state atomically (temp file, fsync, rename).
-    pub(crate) fn persist(&self) -> Result<(), GatewayError> {
+    pub(crate) fn persist(&mut self) -> Result<(), GatewayError> {
         let Some((session, path)) = &self.session else {
             return Ok(());
         };
@@ -227,13 +239,47 @@ impl SessionLink {
         std::io::Write::write_all(&mut file, &state).map_err(io(what()))?;
         file.sync_all().map_err(io(what()))?;
         std::fs::rename(&temp, path).map_err(io(what()))?;
+        self.persisted = Some(session.state().clone());
         Ok(())
+    }
+}
+
+fn persist_due(
+    persisted: Option<&SequenceState>,
+    state: &SequenceState,
+    since_last: Duration,
+) -> bool {
+    match persisted {
+        None => true,
+        Some(persisted) if persisted == state => false,
+        Some(persisted) => {
+            persisted.next_outgoing != state.next_outgoing
+                || since_last >= crate::gateway::SESSION_PERSIST_EVERY
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_is_written_at_once_after_we_sent_and_otherwise_at_most_every_interval() {
+        let written = SequenceState::default();
+        let mut state = written.clone();
+        let soon = Duration::from_millis(1);
+        let later = crate::gateway::SESSION_PERSIST_EVERY;
+        assert!(persist_due(None, &state, soon), "never written");
+        assert!(!persist_due(Some(&written), &state, later), "nothing new");
+        state.next_incoming = 50;
+        assert!(
+            !persist_due(Some(&written), &state, soon),
+            "taken in: waits"
+        );
+        assert!(persist_due(Some(&written), &state, later));
+        state.next_outgoing = 2;
+        assert!(persist_due(Some(&written), &state, soon), "sent: at once");
+    }
 
     #[test]
     fn one_live_connection_per_counterparty_and_a_closing_one_is_waited_for() {
