@@ -160,6 +160,9 @@ impl ProducerContext for DeliveryCounter {
     }
 }
 
+/// How long one wait of [`RecordProducer::flush`] for delivery reports lasts.
+const FLUSH_POLL: Duration = Duration::from_millis(1);
+
 /// The one producer of every record eod writes to Kafka (trade envelopes, prices, reference
 /// records, dead letters): idempotent, acks=all, and it never drops a record: a full local
 /// queue makes the caller wait (backpressure), and `flush` reports any record the broker did
@@ -241,18 +244,21 @@ impl RecordProducer {
 
     /// Waits until every record sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaClientError> {
-        // In slices, so rejected credentials end the wait at once instead of at the timeout.
+        // Not `Producer::flush`: when anything is in flight it polls for 100 ms at a time, and
+        // rdkafka's poll waits out its whole timeout even once the reports are in, so every
+        // flush took at least 100 ms (it held a FIX session to 3,500 messages/s, and stalled
+        // the gateway 100 ms in every 200 once the session flushed every 100 ms). Polling in
+        // 1 ms slices until nothing is in flight ends the wait within a millisecond of the
+        // last acknowledgement; rejected credentials end it at once.
         let deadline = std::time::Instant::now() + timeout;
-        loop {
+        while self.producer.in_flight_count() > 0 {
             if let Some(reason) = self.producer.context().authentication_failure() {
                 return Err(KafkaClientError::Authentication(reason));
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.producer.flush(left.min(Duration::from_millis(200))) {
-                Ok(()) => break,
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) if !left.is_zero() => {}
-                Err(error) => return Err(error.into()),
+            if std::time::Instant::now() >= deadline {
+                return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut).into());
             }
+            self.producer.poll(FLUSH_POLL);
         }
         let sent = self.sent.load(Ordering::Relaxed);
         let counter = self.producer.context();
