@@ -2780,6 +2780,29 @@ fn eod_check_passes_and_names_what_is_down() {
         let sent: u64 = seconds.iter().map(|s| s["sent"].as_u64().unwrap()).sum();
         assert!(sent > 0, "{drive}: {seconds:?}");
     }
+    // The report in a real browser: every verdict, and three charts with data in them.
+    if let Ok(python) = std::env::var("EOD_BROWSER_PYTHON") {
+        let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("check.png");
+        let _ = std::fs::remove_file(&screenshot);
+        let browser = Command::new(python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/report_check.py"
+            ))
+            .arg(format!("file://{}", report.join("check.html").display()))
+            .arg(&screenshot)
+            .args(["--charts", "3", "--rows", "6"])
+            .output()
+            .unwrap();
+        assert!(
+            browser.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&browser.stdout),
+            String::from_utf8_lossy(&browser.stderr)
+        );
+        eprintln!("report: {}", String::from_utf8_lossy(&browser.stdout));
+        assert_eq!(&std::fs::read(&screenshot).unwrap()[..4], b"\x89PNG");
+    }
     // Everything it traded is busted: its position is flat, and no real position moved.
     let (_, body) = common::http::try_get_text(&addr, "/v1/positions?trader=EODCHECK").unwrap();
     let positions: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -9,7 +9,7 @@
 # defaults) and stops both. The verdicts are printed; check.json is in the work directory.
 # Needs the broker, PostgreSQL and Redis of the full test command (scripts/kafka.sh start,
 # scripts/postgres.sh start, scripts/redis.sh start; export what their `env` prints). EOD is
-# the binary (default target/release/eod).
+# the binary (default target/release/eod); RUN_FLAGS are added to `eod run`'s flags.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 EOD="$(realpath "${EOD:-target/release/eod}")"
@@ -29,7 +29,7 @@ topics=(--trades-topic "$name.trades" --dlq-topic "$name.dlq" --prices-topic "$n
     --counterparty EODCHECK --segment-seconds 1 "${topics[@]}" > gateway.out 2> gateway.log &
 gateway=$!
 "$EOD" run --serve 127.0.0.1:18080 --books "$EOD_POSTGRES_URL" --redis "$EOD_REDIS_URL" \
-    --group-id "$name" "${topics[@]}" -- -w 2 > run.out 2> run.log &
+    --group-id "$name" "${topics[@]}" ${RUN_FLAGS:-} -- -w 2 > run.out 2> run.log &
 run=$!
 trap 'kill $gateway $run 2> /dev/null || true' EXIT
 for _ in $(seq 1 150); do

@@ -2,6 +2,7 @@
 //! all rows in it reflect exactly the same input messages (described by `as_of`).
 
 pub mod access;
+pub mod charts;
 pub mod readiness;
 pub mod stream;
 

@@ -55,7 +55,8 @@ pub(crate) struct CheckArgs {
     /// Latency passes when the fill-to-view P95 is below this many milliseconds.
     #[arg(long, default_value_t = 100)]
     pub(crate) latency_p95_ms: u64,
-    /// Where `check.json` (the verdicts and every measurement) goes.
+    /// Where `check.json` (the verdicts and every measurement) and `check.html` (the same as
+    /// one self-contained page with charts) go.
     #[arg(long, default_value = "eod-check")]
     pub(crate) report: PathBuf,
 }
@@ -95,6 +96,10 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
     std::fs::write(&json_path, serde_json::to_vec_pretty(&result)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     println!("result          {}", json_path.display());
+    let html_path = args.report.join("check.html");
+    std::fs::write(&html_path, eod_runtime::check::report_html(&result)?)
+        .with_context(|| format!("writing {}", html_path.display()))?;
+    println!("report          {}", html_path.display());
     let failed = result.failed();
     anyhow::ensure!(failed.is_empty(), "check failed: {}", failed.join(", "));
     Ok(())

@@ -11,6 +11,7 @@
 //! - it measures from outside: a fill counts as in the views when the HTTP view shows it.
 
 mod probes;
+mod report;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use serde_json::{json, Value};
 use eod_sources::kafka::{KafkaConnection, Topics};
 
 use crate::books::BooksTarget;
+pub use report::report_html;
 pub use traffic::{LatencySample, CHECK_BOOK};
 
 /// One scenario of `eod check`.
@@ -128,6 +130,8 @@ pub struct CheckResult {
     pub run_id: String,
     pub started_at: String,
     pub passed: bool,
+    pub target_rate: u64,
+    pub burst_multiplier: u64,
     pub verdicts: Vec<Verdict>,
     /// Fill-to-view latency of every sampled fill of the latency drive, by send time.
     pub latency: Vec<LatencySample>,
@@ -162,6 +166,8 @@ pub fn run_check(options: &CheckOptions, scenarios: &[Scenario]) -> CheckResult 
         run_id: run_id.clone(),
         started_at,
         passed: true,
+        target_rate: options.rate,
+        burst_multiplier: options.burst_multiplier,
         verdicts: Vec::new(),
         latency: Vec::new(),
         throughput: BTreeMap::new(),

@@ -98,8 +98,25 @@ impl Drive {
         latencies
     }
 
+    /// The largest and the 99th-percentile gap between two reads of the view: a latency
+    /// cannot be measured finer than the reads come.
+    fn read_gaps(&self) -> (Duration, Duration) {
+        let mut gaps: Vec<Duration> = self
+            .observed
+            .windows(2)
+            .map(|pair| pair[1].0 - pair[0].0)
+            .collect();
+        gaps.sort();
+        let p99 = gaps
+            .get((gaps.len() * 99 / 100).min(gaps.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default();
+        (gaps.last().copied().unwrap_or_default(), p99)
+    }
+
     fn per_second(&self) -> Vec<SecondCounts> {
-        let seconds = (self.stopped_sending - self.started).as_secs() + 1;
+        // Whole seconds only: a last partial one would read as a drop in the rate.
+        let seconds = (self.stopped_sending - self.started).as_secs().max(1);
         (0..seconds)
             .map(|second| {
                 let from = self.started + Duration::from_secs(second);
@@ -363,6 +380,7 @@ impl CheckTraffic {
             sorted.get(index).copied()
         };
         let all_shown = latencies.len() as u64 == drive.sent();
+        let (gap_max, gap_p99) = drive.read_gaps();
         let (p50, p95, p99) = (quantile(0.5), quantile(0.95), quantile(0.99));
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
         let passed =
@@ -385,6 +403,8 @@ impl CheckTraffic {
                 "sent": drive.sent(), "shown": latencies.len(),
                 "send_rate": drive.send_rate(),
                 "poll_interval_ms": POLL_EVERY.as_secs_f64() * 1e3,
+                "read_gap_p99_ms": gap_p99.as_secs_f64() * 1e3,
+                "read_gap_max_ms": gap_max.as_secs_f64() * 1e3,
             }),
         }
     }
