@@ -21,8 +21,9 @@ use crate::error::{io, GatewayError};
 use crate::session_link::{SessionConfig, SessionLink};
 
 /// Longest the persisted sequence state of a session lags what it has taken in, while it sent
-/// nothing. Persisting after every read (a broker round trip and an fsync each) held a session
-/// to about 3,500 messages/s; a gateway killed in between asks for up to this much more again.
+/// nothing. Persisting after every read (a broker round trip and an fsync each) took a
+/// 100,000 fills/s burst at 56% against 88% (bench/RESULTS.md); a gateway killed in between
+/// asks for up to this much more again.
 pub const SESSION_PERSIST_EVERY: Duration = Duration::from_millis(100);
 
 /// Longest a session waits for the broker to take a read's records before it gives up the
