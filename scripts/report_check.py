@@ -3,10 +3,10 @@
 Chromium and checks that every chart drew data: each chart canvas has plotted pixels, the page
 logs no errors. Saves a screenshot.
 
-    report_check.py URL SCREENSHOT [--charts N] [--rows N] [--timeout SECONDS]
+    report_check.py URL SCREENSHOT [--charts N] [--rows N] [--contains TEXT]... [--timeout S]
 
 --charts: how many uPlot charts must be drawn; --rows: how many verdict rows the table must
-have (0: not checked). Prints one JSON line of what it saw; exits non-zero with the reason.
+have (0: not checked); --contains: text the page must show (repeatable). Prints one JSON line of what it saw; exits non-zero with the reason.
 """
 import argparse
 import json
@@ -53,6 +53,7 @@ def main():
     parser.add_argument("screenshot")
     parser.add_argument("--charts", type=int, default=3)
     parser.add_argument("--rows", type=int, default=0)
+    parser.add_argument("--contains", action="append", default=[])
     parser.add_argument("--timeout", type=float, default=30)
     args = parser.parse_args()
 
@@ -71,10 +72,12 @@ def main():
     try:
         driver.get(args.url)
         deadline = time.monotonic() + args.timeout
-        charts = []
+        charts, text = [], ""
         while time.monotonic() < deadline:
             charts = driver.execute_script(MEASURE)
-            if len(charts) >= args.charts and all(c["coloured"] > 50 for c in charts):
+            text = driver.execute_script("return document.body.innerText;")
+            if (len(charts) >= args.charts and all(c["coloured"] > 50 for c in charts)
+                    and all(t in text for t in args.contains)):
                 break
             time.sleep(0.5)
         rows = driver.execute_script(
@@ -91,6 +94,9 @@ def main():
         empty = [c["title"] for c in charts if c["coloured"] <= 50]
         if empty:
             fail(f"charts without data: {empty}")
+        missing = [t for t in args.contains if t not in text]
+        if missing:
+            fail(f"the page does not show {missing}")
         if args.rows and rows != args.rows:
             fail(f"{rows} verdict rows, {args.rows} expected")
     finally:

@@ -2783,8 +2783,9 @@ fn eod_check_passes_and_names_what_is_down() {
     // The report in a real browser: every verdict, and three charts with data in them.
     if let Ok(python) = std::env::var("EOD_BROWSER_PYTHON") {
         let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("check.png");
+        let python = std::path::PathBuf::from(python);
         let _ = std::fs::remove_file(&screenshot);
-        let browser = Command::new(python)
+        let browser = Command::new(&python)
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/scripts/report_check.py"
@@ -2802,6 +2803,29 @@ fn eod_check_passes_and_names_what_is_down() {
         );
         eprintln!("report: {}", String::from_utf8_lossy(&browser.stdout));
         assert_eq!(&std::fs::read(&screenshot).unwrap()[..4], b"\x89PNG");
+        // The dashboard of the checked process: firm and trader P&L over the day, the
+        // fill-to-view p99, and the verdicts the check reported to it.
+        let screenshot =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-check.png");
+        let run_id = result["run_id"].as_str().unwrap();
+        let browser = Command::new(&python)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/report_check.py"
+            ))
+            .arg(format!("http://{addr}/"))
+            .arg(&screenshot)
+            .args(["--charts", "3", "--contains", &format!("run {run_id}")])
+            .args(["--contains", "dead-letters"])
+            .output()
+            .unwrap();
+        assert!(
+            browser.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&browser.stdout),
+            String::from_utf8_lossy(&browser.stderr)
+        );
+        eprintln!("dashboard: {}", String::from_utf8_lossy(&browser.stdout));
     }
     // Everything it traded is busted: its position is flat, and no real position moved.
     let (_, body) = common::http::try_get_text(&addr, "/v1/positions?trader=EODCHECK").unwrap();

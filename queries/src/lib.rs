@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod charts;
+pub mod history;
 pub mod readiness;
 pub mod stream;
 
@@ -103,6 +104,7 @@ struct AppState {
     readiness: Arc<Readiness>,
     policy: Arc<AccessPolicy>,
     subscribers: Arc<stream::Subscribers>,
+    history: history::History,
 }
 
 impl FromRef<AppState> for Arc<ViewStore> {
@@ -392,6 +394,50 @@ async fn pipeline(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
+async fn history_series(State(state): State<AppState>) -> Json<Value> {
+    Json(state.history.body())
+}
+
+/// The verdicts of the last `eod check` that reported here (`null` before any: not a 404,
+/// which a browser would log as an error on every dashboard refresh).
+async fn last_check(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({ "last_check": state.history.last_check() }))
+}
+
+/// What `eod check` reports: its run, its overall verdict and each scenario's.
+#[derive(Debug, Deserialize, Serialize)]
+struct CheckReport {
+    run_id: String,
+    started_at: String,
+    passed: bool,
+    verdicts: Vec<CheckVerdict>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct CheckVerdict {
+    scenario: String,
+    passed: bool,
+    summary: String,
+}
+
+async fn post_check(
+    State(state): State<AppState>,
+    report: Result<Json<CheckReport>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(report) = report.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let value = serde_json::to_value(&report)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    state.history.set_check(value);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The dashboard with its charting library inlined (one page, nothing else to fetch).
+static DASHBOARD: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    include_str!("dashboard.html")
+        .replacen("/*UPLOT_CSS*/", charts::UPLOT_CSS, 1)
+        .replacen("/*UPLOT_JS*/", charts::UPLOT_JS, 1)
+});
+
 /// The live dashboard: one static page, no build step; it holds no data until it streams.
 async fn dashboard() -> Response {
     (
@@ -403,7 +449,7 @@ async fn dashboard() -> Response {
             ),
             (axum::http::header::CACHE_CONTROL, "no-cache"),
         ],
-        Html(include_str!("dashboard.html")),
+        Html(DASHBOARD.as_str()),
     )
         .into_response()
 }
@@ -420,6 +466,18 @@ pub fn router_with_readiness(
     policy: AccessPolicy,
     readiness: Readiness,
 ) -> Router {
+    router_with_history(store, metrics, policy, readiness, history::History::new())
+}
+
+/// [`router_with_readiness`], serving `history` (which the caller samples, see
+/// [`history::History::run`]) at `/v1/history` and the last check's verdicts at `/v1/check`.
+pub fn router_with_history(
+    store: Arc<ViewStore>,
+    metrics: Arc<QueryMetrics>,
+    policy: AccessPolicy,
+    readiness: Readiness,
+    history: history::History,
+) -> Router {
     let policy = Arc::new(policy);
     let state = AppState {
         store,
@@ -427,6 +485,7 @@ pub fn router_with_readiness(
         readiness: Arc::new(readiness),
         subscribers: Arc::new(stream::Subscribers::new(policy.max_streams)),
         policy: policy.clone(),
+        history,
     };
     let router = Router::new()
         .route("/", get(dashboard))
@@ -438,6 +497,8 @@ pub fn router_with_readiness(
         .route("/v1/pnl/firm", get(firm))
         .route("/v1/unmatched", get(unmatched))
         .route("/v1/accounting", get(accounting))
+        .route("/v1/history", get(history_series))
+        .route("/v1/check", get(last_check).post(post_check))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(render_metrics))
@@ -547,6 +608,52 @@ mod tests {
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// `eod check` reports its verdicts; the dashboard reads the last back. With a token the
+    /// report needs it like every view.
+    #[tokio::test]
+    async fn the_last_check_is_kept() {
+        let metrics = QueryMetrics::register(&prometheus::Registry::new()).unwrap();
+        let policy = AccessPolicy {
+            token: Some("a-long-enough-token-for-tests-1234".into()),
+            ..AccessPolicy::default()
+        };
+        let app = router(store(), metrics, policy);
+        let report = json!({
+            "run_id": "r1", "started_at": "20261204-08:00:00.000", "passed": false,
+            "verdicts": [{ "scenario": "burst", "passed": false, "summary": "56% absorbed" }],
+        });
+        let post = |token: Option<&str>| {
+            let mut request = Request::post("/v1/check").header("content-type", "application/json");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            request.body(Body::from(report.to_string())).unwrap()
+        };
+        let refused = app.clone().oneshot(post(None)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let stored = app
+            .clone()
+            .oneshot(post(Some("a-long-enough-token-for-tests-1234")))
+            .await
+            .unwrap();
+        assert_eq!(stored.status(), StatusCode::NO_CONTENT);
+        let read = app
+            .clone()
+            .oneshot(
+                Request::get("/v1/check")
+                    .header("authorization", "Bearer a-long-enough-token-for-tests-1234")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let bytes = axum::body::to_bytes(read.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["last_check"], report);
     }
 
     /// `/health/ready` names the dependency that does not answer, and recovers with it.
@@ -855,6 +962,10 @@ mod tests {
         let page = String::from_utf8(bytes.to_vec()).unwrap();
         assert!(page.contains("new EventSource(url)"));
         assert!(!page.contains("<script src"), "no external scripts");
+        assert!(
+            page.contains("uPlot") && !page.contains("/*UPLOT_JS*/"),
+            "charts inlined"
+        );
     }
 
     #[test]

@@ -12,6 +12,12 @@ use eod_dataflow::ViewStore;
 
 use crate::metrics::Metrics;
 
+/// How often the dashboard's series over the day are sampled.
+const HISTORY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A task the server's runtime runs beside it (the history sampler).
+type Background = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 pub struct QueryServer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -30,9 +36,16 @@ impl QueryServer {
         stop: Arc<AtomicBool>,
     ) -> Result<QueryServer> {
         let query_metrics = eod_queries::QueryMetrics::register(&metrics.registry)?;
-        let router =
-            eod_queries::router_with_readiness(store, query_metrics, policy.clone(), readiness);
-        QueryServer::serve(addr, router, &policy, stop)
+        let history = eod_queries::history::History::new();
+        let router = eod_queries::router_with_history(
+            store.clone(),
+            query_metrics,
+            policy.clone(),
+            readiness,
+            history.clone(),
+        );
+        let sampler = history.run(store, metrics.registry.clone(), HISTORY_INTERVAL);
+        QueryServer::serve(addr, router, &policy, stop, Some(Box::pin(sampler)))
     }
 
     /// Only `/metrics` and `/health/live`, for a process without views (the gateway).
@@ -43,7 +56,7 @@ impl QueryServer {
         stop: Arc<AtomicBool>,
     ) -> Result<QueryServer> {
         let router = eod_queries::metrics_router(metrics.registry.clone(), policy.clone());
-        QueryServer::serve(addr, router, &policy, stop)
+        QueryServer::serve(addr, router, &policy, stop, None)
     }
 
     fn serve(
@@ -51,6 +64,7 @@ impl QueryServer {
         router: eod_queries::Router,
         policy: &eod_queries::AccessPolicy,
         stop: Arc<AtomicBool>,
+        background: Option<Background>,
     ) -> Result<QueryServer> {
         policy.check_bind(addr)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -67,6 +81,9 @@ impl QueryServer {
             .name("eod-http".into())
             .spawn(move || {
                 runtime.block_on(async move {
+                    if let Some(task) = background {
+                        tokio::spawn(task);
+                    }
                     let shutdown = async move {
                         // Where SIGINT cannot be watched (a background job ignores it), only the
                         // stop flag ends the server: a failed registration is not a Ctrl-C.

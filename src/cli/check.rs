@@ -59,6 +59,10 @@ pub(crate) struct CheckArgs {
     /// one self-contained page with charts) go.
     #[arg(long, default_value = "eod-check")]
     pub(crate) report: PathBuf,
+    /// Bearer token of the --views processes (their --auth-token), to read the views and
+    /// report the verdicts to their dashboards.
+    #[arg(long, env = "EOD_AUTH_TOKEN", hide_env_values = true)]
+    pub(crate) auth_token: Option<String>,
 }
 
 pub(crate) fn check(args: CheckArgs) -> Result<()> {
@@ -80,6 +84,7 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
         throughput_pass: 0.95,
         burst_pass: 0.80,
         report_dir: Some(args.report.clone()),
+        views_token: args.auth_token,
     };
     let result = run_check(&options, &args.scenarios);
     for verdict in &result.verdicts {
@@ -100,6 +105,12 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
     std::fs::write(&html_path, eod_runtime::check::report_html(&result)?)
         .with_context(|| format!("writing {}", html_path.display()))?;
     println!("report          {}", html_path.display());
+    for (addr, outcome) in eod_runtime::check::report_to_views(&options, &result) {
+        match outcome {
+            Ok(()) => println!("reported to     {addr} (its dashboard shows the verdicts)"),
+            Err(e) => eprintln!("could not report to {addr}: {e}"),
+        }
+    }
     let failed = result.failed();
     anyhow::ensure!(failed.is_empty(), "check failed: {}", failed.join(", "));
     Ok(())

@@ -112,6 +112,8 @@ pub struct CheckOptions {
     pub burst_pass: f64,
     /// Where the JSON result and the HTML report go (`<dir>/check.json`, `<dir>/check.html`).
     pub report_dir: Option<PathBuf>,
+    /// The bearer token the views processes want, if they want one.
+    pub views_token: Option<String>,
 }
 
 /// One scenario's outcome.
@@ -218,6 +220,47 @@ pub fn run_check(options: &CheckOptions, scenarios: &[Scenario]) -> CheckResult 
     result.verdicts.sort_by_key(|v| v.scenario);
     result.passed = result.verdicts.iter().all(|v| v.passed);
     result
+}
+
+/// Tells every `--views` process the verdicts (`POST /v1/check`), so that its dashboard shows
+/// the last check; a process that cannot be told is reported, not fatal.
+pub fn report_to_views(
+    options: &CheckOptions,
+    result: &CheckResult,
+) -> Vec<(String, Result<(), String>)> {
+    let body = json!({
+        "run_id": result.run_id,
+        "started_at": result.started_at,
+        "passed": result.passed,
+        "verdicts": result.verdicts.iter().map(|v| json!({
+            "scenario": v.scenario.name(),
+            "passed": v.passed,
+            "summary": v.summary,
+        })).collect::<Vec<_>>(),
+    });
+    let client = match reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => return vec![("client".into(), Err(e.to_string()))],
+    };
+    options
+        .views
+        .iter()
+        .map(|addr| {
+            let mut request = client.post(format!("http://{addr}/v1/check")).json(&body);
+            if let Some(token) = &options.views_token {
+                request = request.bearer_auth(token);
+            }
+            let outcome = request
+                .send()
+                .and_then(|r| r.error_for_status())
+                .map(drop)
+                .map_err(|e| e.to_string());
+            (addr.clone(), outcome)
+        })
+        .collect()
 }
 
 /// Why a check could not do something.

@@ -171,8 +171,15 @@ fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CheckError> 
 impl CheckTraffic {
     /// Logs on to the gateway and notes where the dead letters and the archive stand.
     pub(super) fn start(options: &CheckOptions, run_id: &str) -> Result<CheckTraffic, CheckError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = &options.views_token {
+            let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| CheckError::Other("the auth token is not a header value".into()))?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .map_err(|e| CheckError::Other(e.to_string()))?;
         let topic = &options.topics.dead_letters;
