@@ -9,14 +9,10 @@ Prints one JSON line of what it saw; exits non-zero with the reason when a check
 """
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
+import headless_chromium
 from selenium.webdriver.common.by import By
 
 
@@ -33,18 +29,7 @@ def main():
     parser.add_argument("--min-positions", type=int, default=1)
     args = parser.parse_args()
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download
-    options = Options()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    profile = tempfile.mkdtemp(prefix="eod-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1500,1000",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver = headless_chromium.start(window="1500,1000")
     try:
         driver.get(args.url)
         deadline = time.monotonic() + args.timeout

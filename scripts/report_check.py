@@ -10,14 +10,10 @@ have (0: not checked); --contains: text the page must show (repeatable). Prints 
 """
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
+import headless_chromium
 
 # Counts the pixels of each uPlot canvas that are neither transparent nor white: axes and grid
 # alone draw a few thousand, so the plotted series are measured as what lies inside the plot
@@ -57,18 +53,7 @@ def main():
     parser.add_argument("--timeout", type=float, default=30)
     args = parser.parse_args()
 
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download
-    options = Options()
-    options.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-    profile = tempfile.mkdtemp(prefix="eod-chromium-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1300,1100",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
-    driver = webdriver.Chrome(service=service, options=options)
+    driver = headless_chromium.start(window="1300,1100")
     try:
         driver.get(args.url)
         deadline = time.monotonic() + args.timeout

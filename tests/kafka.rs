@@ -2782,50 +2782,48 @@ fn eod_check_passes_and_names_what_is_down() {
     }
     // The report in a real browser: every verdict, and three charts with data in them.
     if let Ok(python) = std::env::var("EOD_BROWSER_PYTHON") {
-        let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("check.png");
-        let python = std::path::PathBuf::from(python);
-        let _ = std::fs::remove_file(&screenshot);
-        let browser = Command::new(&python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/report_check.py"
-            ))
-            .arg(format!("file://{}", report.join("check.html").display()))
-            .arg(&screenshot)
-            .args(["--charts", "3", "--rows", "6"])
-            .output()
-            .unwrap();
-        assert!(
-            browser.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&browser.stdout),
-            String::from_utf8_lossy(&browser.stderr)
-        );
-        eprintln!("report: {}", String::from_utf8_lossy(&browser.stdout));
-        assert_eq!(&std::fs::read(&screenshot).unwrap()[..4], b"\x89PNG");
+        // `scripts/report_check.py URL SCREENSHOT ARGS...` must pass and leave a PNG.
+        let in_browser = |url: String, screenshot: &str, args: &[&str]| {
+            let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(screenshot);
+            let _ = std::fs::remove_file(&screenshot);
+            let browser = Command::new(&python)
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/scripts/report_check.py"
+                ))
+                .arg(url)
+                .arg(&screenshot)
+                .args(args)
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&browser.stdout).into_owned();
+            assert!(
+                browser.status.success(),
+                "{said}\n{}",
+                String::from_utf8_lossy(&browser.stderr)
+            );
+            assert_eq!(&std::fs::read(&screenshot).unwrap()[..4], b"\x89PNG");
+            said
+        };
+        let page = format!("file://{}", report.join("check.html").display());
+        let seen = in_browser(page, "check.png", &["--charts", "3", "--rows", "6"]);
+        eprintln!("report: {seen}");
         // The dashboard of the checked process: firm and trader P&L over the day, the
         // fill-to-view p99, and the verdicts the check reported to it.
-        let screenshot =
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-check.png");
-        let run_id = result["run_id"].as_str().unwrap();
-        let browser = Command::new(&python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/report_check.py"
-            ))
-            .arg(format!("http://{addr}/"))
-            .arg(&screenshot)
-            .args(["--charts", "3", "--contains", &format!("run {run_id}")])
-            .args(["--contains", "dead-letters"])
-            .output()
-            .unwrap();
-        assert!(
-            browser.status.success(),
-            "{}\n{}",
-            String::from_utf8_lossy(&browser.stdout),
-            String::from_utf8_lossy(&browser.stderr)
+        let run_id = format!("run {}", result["run_id"].as_str().unwrap());
+        let seen = in_browser(
+            format!("http://{addr}/"),
+            "dashboard-check.png",
+            &[
+                "--charts",
+                "3",
+                "--contains",
+                &run_id,
+                "--contains",
+                "dead-letters",
+            ],
         );
-        eprintln!("dashboard: {}", String::from_utf8_lossy(&browser.stdout));
+        eprintln!("dashboard: {seen}");
     }
     // Everything it traded is busted: its position is flat, and no real position moved.
     let (_, body) = common::http::try_get_text(&addr, "/v1/positions?trader=EODCHECK").unwrap();
