@@ -37,7 +37,7 @@ export EOD_KAFKA_DIR="${EOD_KAFKA_DIR:-$PWD/target/test-services/kafka}"
 export EOD_KAFKA_PORT="${EOD_KAFKA_PORT:-19192}"
 scripts/kafka.sh stop
 rm -rf "$EOD_KAFKA_DIR/data"
-trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true; scripts/s3.sh stop || true; scripts/jaeger.sh stop || true' EXIT
+trap 'scripts/kafka.sh stop || true; scripts/postgres.sh stop || true; scripts/redis.sh stop || true; scripts/s3.sh stop || true; scripts/jaeger.sh stop || true; scripts/schema-registry.sh stop || true' EXIT
 scripts/kafka.sh start
 # Also the broker's second listener: SASL_SSL with a private CA (the secured-cluster test).
 export_env scripts/kafka.sh
@@ -78,6 +78,12 @@ scripts/jaeger.sh stop
 scripts/jaeger.sh start
 export_env scripts/jaeger.sh
 
+step "services: Apicurio Registry on 127.0.0.1 (Confluent-compatible Schema Registry)"
+export EOD_SCHEMA_REGISTRY_DIR="${EOD_SCHEMA_REGISTRY_DIR:-$PWD/target/test-services/schema-registry}"
+scripts/schema-registry.sh stop
+scripts/schema-registry.sh start
+export_env scripts/schema-registry.sh
+
 step "QuickFIX (a real FIX engine as initiator), Python venv"
 export EOD_QUICKFIX_VENV="${EOD_QUICKFIX_VENV:-$PWD/target/test-services/quickfix-venv}"
 # QuickFIX's Python bindings build from PyPI's sdist: about 3.5 min on 2 cores the first time.
@@ -95,7 +101,7 @@ scripts/lint-docker.sh
 EOD_PROMETHEUS="$(command -v prometheus)"
 export EOD_PROMETHEUS
 
-step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, Jaeger, QuickFIX, Chromium)"
+step "unit, property and integration tests (real Kafka, PostgreSQL, Redis, S3, Jaeger, Schema Registry, QuickFIX, Chromium)"
 cargo test --workspace --locked
 
 step "fuzz the FIX codec"

@@ -26,6 +26,7 @@ use eod_sources::kafka::{
     assigned_consumer, ensure_topics, partition_count, RecordProducer, Topics,
 };
 use eod_sources::prices::parse_prices_csv;
+use eod_sources::schema_registry::WireFormat;
 use eod_sources::simulator::SimConfig;
 use prost::Message as _;
 use rdkafka::Message;
@@ -102,6 +103,7 @@ fn catch_up_over(
             reference_from_topic: false,
             timely_args: vec!["-w".into(), "2".into()],
             snapshots: None,
+            wire: WireFormat::plain(topics),
         },
         ViewStore::new(),
         Metrics::new().unwrap(),
@@ -166,6 +168,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
             gateway_id: "test-gw".into(),
             prices: prices.clone(),
             max_message: eod_fix::DEFAULT_MAX_MESSAGE,
+            wire: WireFormat::plain(&topics),
         },
         Metrics::new().unwrap().sources.clone(),
     )
@@ -2858,4 +2861,210 @@ fn eod_check_passes_and_names_what_is_down() {
     assert!(!failed.status.success(), "{stdout}");
     assert!(stdout.contains(&format!("eod {addr}:")), "{stdout}");
     drop(gateway);
+}
+
+fn schema_registry() -> Option<String> {
+    common::env_or_skip(
+        "EOD_TEST_SCHEMA_REGISTRY_URL",
+        "scripts/test-all.sh starts Apicurio Registry",
+    )
+}
+
+/// `http://HOST:PORT/prefix` as (`HOST:PORT`, `/prefix`), for the test's own HTTP requests.
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest.split_once('/').unwrap_or((rest, ""));
+    (
+        addr.to_owned(),
+        format!("/{path}").trim_end_matches('/').to_owned(),
+    )
+}
+
+/// The id the registry gives the latest version of `subject`, asked over HTTP by the test
+/// itself rather than through eod's client.
+fn latest_schema_id(registry: &str, subject: &str) -> u32 {
+    let (addr, prefix) = split_url(registry);
+    let (status, body) = common::http::get_text(
+        &addr,
+        &format!("{prefix}/subjects/{subject}/versions/latest"),
+    );
+    assert_eq!(status, 200, "{subject}: {body}");
+    let latest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    latest["id"].as_u64().unwrap() as u32
+}
+
+/// Issue 13, point 2: with `--schema-registry`, the gateway registers the schema and frames
+/// every trade, dead letter and price in the Confluent wire format with the registry's ids;
+/// `eod run` reads them (and plain records written before), refuses a record whose schema id
+/// the registry does not hold, and a gateway whose schema is incompatible with a subject's
+/// latest version refuses to start and writes nothing.
+#[test]
+fn schema_registry_frames_every_record_and_refuses_an_incompatible_schema() {
+    let Some(brokers) = brokers() else { return };
+    let Some(registry) = schema_registry() else {
+        return;
+    };
+    let fx = fixture();
+    let topics = unique_topics("registry");
+    create(&brokers, &topics);
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
+    ingest
+        .args(["ingest", "--archive"])
+        .arg(&fx.archive)
+        .arg("--prices")
+        .arg(&fx.prices_csv)
+        .args(["--schema-registry", &registry]);
+    topic_args(&mut ingest, &brokers, &topics);
+    assert_success(&ingest.output().unwrap());
+
+    // Every record of the three topics: magic byte, the subject's id, the message's index.
+    let framed = [
+        (&topics.trades, &[0u8][..]),
+        (&topics.prices, &[2, 4][..]),
+        (&topics.dead_letters, &[2, 8][..]),
+    ];
+    let mut read = Vec::new();
+    for (topic, index) in framed {
+        let id = latest_schema_id(&registry, &format!("{topic}-value"));
+        let records = read_topic(&brokers, topic);
+        assert!(!records.is_empty(), "{topic} is empty");
+        for record in &records {
+            assert_eq!(record[0], 0, "{topic}: not framed");
+            assert_eq!(u32::from_be_bytes(record[1..5].try_into().unwrap()), id);
+            assert_eq!(&record[5..5 + index.len()], index, "{topic}: message index");
+        }
+        read.push(records);
+    }
+    let letters_from_gateway = read[2].len();
+
+    // Beside them, straight to the topic: a plain envelope (written before the registry was
+    // turned on), and a framed one whose schema id the registry never issued.
+    let before = TradeEnvelope {
+        exec_id: "PLAIN-1".into(),
+        kind: TradeKind::Fill as i32,
+        side: Side::Buy as i32,
+        quantity: 7,
+        price_mantissa: 100_00000000,
+        symbol: "PLAINSYM".into(),
+        trader_id: "PLAINTRADER".into(),
+        transact_time: 1,
+        ..Default::default()
+    };
+    let stranger = TradeEnvelope {
+        exec_id: "STRANGER-1".into(),
+        ..before.clone()
+    };
+    let unknown_id = 987_654_321;
+    let producer = RecordProducer::new(&plain(&brokers)).unwrap();
+    producer
+        .send(&topics.trades, b"p", &before.encode_to_vec())
+        .unwrap();
+    let stranger_bytes =
+        eod_sources::schema_registry::frame(unknown_id, 0, &stranger.encode_to_vec());
+    producer
+        .send(&topics.trades, b"s", &stranger_bytes)
+        .unwrap();
+    // And a price framed as the registry's PriceUpdate, on the trades topic.
+    let prices_id = latest_schema_id(&registry, &format!("{}-value", topics.prices));
+    let misplaced = eod_sources::schema_registry::frame(prices_id, 2, &read[1][0][7..]);
+    producer.send(&topics.trades, b"m", &misplaced).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    // Two `eod run` processes, each registering at startup as a deployment's would.
+    let dir = tempfile::tempdir().unwrap();
+    let flags = |_| {
+        ["--serve", "127.0.0.1:0", "--schema-registry", &registry]
+            .map(String::from)
+            .to_vec()
+    };
+    for (process, child) in spawn_two_runs_with(&brokers, &topics, dir.path(), true, None, flags)
+        .into_iter()
+        .enumerate()
+    {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", run_log(dir.path(), process));
+    }
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let mut events = decode_archive(&fx.archive);
+    events.push(
+        eod_sources::envelope::event_from_bytes(&before.encode_to_vec())
+            .unwrap()
+            .event,
+    );
+    let expected = baseline::compute(&events, &prices);
+    let expected = serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
+    for process in 0..2 {
+        let body = run_output(dir.path(), process);
+        assert!(
+            body["positions"] == expected,
+            "process {process} does not hold the complete view"
+        );
+    }
+
+    // The run's dead letters: the stranger and the price, framed like every other letter.
+    let letters = read_topic(&brokers, &topics.dead_letters);
+    assert_eq!(letters.len(), letters_from_gateway + 2);
+    let dlq_id = latest_schema_id(&registry, &format!("{}-value", topics.dead_letters));
+    let from_run: Vec<DeadLetter> = letters
+        .iter()
+        .map(|bytes| {
+            assert_eq!(u32::from_be_bytes(bytes[1..5].try_into().unwrap()), dlq_id);
+            DeadLetter::decode(&bytes[7..]).unwrap()
+        })
+        .filter(|l| l.source_location.starts_with(&topics.trades))
+        .collect();
+    assert_eq!(from_run.len(), 2);
+    assert!(from_run
+        .iter()
+        .all(|l| l.reason() == DeadLetterReason::Deserialization));
+    let letter_of = |original: &[u8]| {
+        from_run
+            .iter()
+            .find(|l| l.original == original)
+            .unwrap_or_else(|| panic!("no dead letter for {original:?}: {from_run:?}"))
+    };
+    let unknown = letter_of(&stranger_bytes);
+    assert!(
+        unknown.detail.contains(&unknown_id.to_string()),
+        "{}",
+        unknown.detail
+    );
+    let price = letter_of(&misplaced);
+    assert!(
+        price.detail.contains("PriceUpdate, not TradeEnvelope"),
+        "{}",
+        price.detail
+    );
+
+    // An incompatible change: the subject's latest version has receive_time as a string.
+    let refused = unique_topics("registry-refused");
+    create(&brokers, &refused);
+    let older = eod_proto::SCHEMA.replace("int64 receive_time = 2;", "string receive_time = 2;");
+    assert_ne!(older, eod_proto::SCHEMA);
+    let (addr, prefix) = split_url(&registry);
+    let subject = format!("{}-value", refused.trades);
+    let body = serde_json::json!({ "schemaType": "PROTOBUF", "schema": older }).to_string();
+    let (status, said) = common::http::try_send_json(
+        "POST",
+        &addr,
+        &format!("{prefix}/subjects/{subject}/versions"),
+        &body,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{said}");
+    let mut ingest = Command::new(env!("CARGO_BIN_EXE_eod"));
+    ingest
+        .args(["ingest", "--archive"])
+        .arg(&fx.archive)
+        .args(["--schema-registry", &registry]);
+    topic_args(&mut ingest, &brokers, &refused);
+    let out = ingest.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on an incompatible schema");
+    assert!(
+        stderr.contains("incompatible") && stderr.contains(&subject),
+        "{stderr}"
+    );
+    assert!(read_topic(&brokers, &refused.trades).is_empty());
+    assert!(read_topic(&brokers, &refused.dead_letters).is_empty());
 }

@@ -9,6 +9,10 @@ mod generated {
 
 pub use generated::*;
 
+/// The schema's source text, as a Schema Registry holds it (message indexes count its
+/// top-level messages in this order).
+pub const SCHEMA: &str = include_str!("../proto/trade_envelope.proto");
+
 impl DeadLetterReason {
     /// The stable lower-case name used in logs, metrics labels and JSON.
     pub fn label(self) -> &'static str {

@@ -35,6 +35,7 @@ use crate::snapshot::{
 };
 use crate::timely_args::{timely_config, workers_per_process};
 use eod_sources::prices::price_from_bytes;
+use eod_sources::schema_registry::{UnframeError, WireFormat};
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub reference_from_topic: bool,
     /// Write snapshots, and start from the newest one.
     pub snapshots: Option<SnapshotOptions>,
+    /// How records on the protobuf topics are framed (plain, or Schema Registry ids).
+    pub wire: WireFormat,
 }
 
 #[derive(Clone, Debug)]
@@ -464,7 +467,8 @@ fn run_worker(
     let restore_epochs = shared.snapshots.as_ref().map_or(0, |s| s.restore_epochs);
     let (mut inputs, frontiers) = worker.dataflow(|scope| {
         let (kafka, topic) = (options.kafka.clone(), options.topics.dead_letters.clone());
-        let refused = move || refused_to_kafka(kafka, topic);
+        let wire = options.wire.clone();
+        let refused = move || refused_to_kafka(kafka, topic, wire);
         let store = publishes.then(|| store.clone());
         let sink = books.map(|b| (b, options.books_batch.clone()));
         // A restore's rows are in the books already: its parts waited for the books.
@@ -563,7 +567,7 @@ fn run_worker(
         read_slots,
         assignments,
         reference_state: HashMap::new(),
-        dead_letters: RecordProducer::new(&options.kafka)?,
+        dead_letters: RecordProducer::new(&options.kafka)?.with_wire_format(options.wire.clone()),
         counts: RecordCounts::default(),
         counts_flushed: Instant::now(),
         receive_times: Vec::new(),
@@ -704,9 +708,18 @@ impl Source for KafkaSource<'_> {
                     self.consumed[slot] += 1;
                 }
                 let payload = message.payload().unwrap_or_default();
+                let body = match options.wire.unframe(topic, payload) {
+                    Ok(body) => Ok(body),
+                    Err(UnframeError::Rejected(reject)) => Err(reject),
+                    Err(UnframeError::Registry(e)) => {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "checking the schema of {topic}/{partition}@{offset}"
+                        )))
+                    }
+                };
                 let rejected = if topic == options.topics.trades {
                     self.counts.read += 1;
-                    match event_from_bytes(payload) {
+                    match body.and_then(event_from_bytes) {
                         Ok(received) => {
                             let waited = (now_utc_nanos() - received.receive_time).max(0) / 1_000;
                             self.histograms.1.saturating_record(waited.max(1) as u64);
@@ -742,7 +755,7 @@ impl Source for KafkaSource<'_> {
                         Err(e) => Some((DeadLetterReason::InvalidValue, e.to_string())),
                     }
                 } else {
-                    match price_from_bytes(payload) {
+                    match body.and_then(price_from_bytes) {
                         Ok(price) => {
                             if let Some(log) = &mut self.snapshot {
                                 log.price(&price);
@@ -1044,8 +1057,8 @@ fn enter_source(inputs: &mut Inputs, received: &Received) {
 
 /// Books rows the store refused (reason DOWNSTREAM) or kept timing out on (TIMEOUT) go to the
 /// dead-letter topic as JSON, with the retries spent on them.
-fn refused_to_kafka(kafka: KafkaConnection, topic: String) -> RefusedRow {
-    let producer = RecordProducer::new(&kafka);
+fn refused_to_kafka(kafka: KafkaConnection, topic: String, wire: WireFormat) -> RefusedRow {
+    let producer = RecordProducer::new(&kafka).map(|p| p.with_wire_format(wire));
     Box::new(move |row: &BookRow, refusal: &RowRefusal| {
         let json = serde_json::to_vec(row).unwrap_or_default();
         let location = row

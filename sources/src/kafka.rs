@@ -14,6 +14,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::types::RDKafkaErrorCode as Code;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use crate::schema_registry::WireFormat;
+
 /// Where and how to reach the cluster: the bootstrap servers and the librdkafka client
 /// properties (`security.protocol`, `sasl.*`, `ssl.*`, ...) every producer, consumer and admin
 /// client gets.
@@ -170,6 +172,8 @@ const FLUSH_POLL: Duration = Duration::from_millis(1);
 pub struct RecordProducer {
     producer: BaseProducer<DeliveryCounter>,
     sent: AtomicU64,
+    /// Plain protobuf, or framed with Schema Registry ids on the protobuf topics.
+    wire: WireFormat,
 }
 
 impl RecordProducer {
@@ -188,11 +192,23 @@ impl RecordProducer {
         Ok(RecordProducer {
             producer,
             sent: AtomicU64::new(0),
+            wire: WireFormat::default(),
         })
     }
 
+    /// Writes records in `wire`'s format from now on.
+    pub fn with_wire_format(mut self, wire: WireFormat) -> RecordProducer {
+        self.set_wire_format(wire);
+        self
+    }
+
+    pub fn set_wire_format(&mut self, wire: WireFormat) {
+        self.wire = wire;
+    }
+
     pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), KafkaClientError> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        let payload = self.wire.frame(topic, payload);
+        let mut record = BaseRecord::to(topic).key(key).payload(payload.as_ref());
         loop {
             if let Some(reason) = self.producer.context().authentication_failure() {
                 return Err(KafkaClientError::Authentication(reason));

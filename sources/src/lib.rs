@@ -9,4 +9,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod prices;
 pub mod reference_data;
+pub mod schema_registry;
 pub mod simulator;

@@ -33,6 +33,10 @@ pub struct SourceMetrics {
     pub archive_spool_full: IntCounter,
     /// FIX Logons refused (unknown counterparty, wrong BeginString or address...), by reason.
     pub fix_logons_refused: IntCounterVec,
+    /// The Schema Registry id the records written to each topic carry (absent when plain).
+    pub schema_ids: IntGaugeVec,
+    /// Writer schema ids looked up in the registry on read, by outcome (protobuf, unknown).
+    pub schema_lookups: IntCounterVec,
 }
 
 impl SourceMetrics {
@@ -70,6 +74,14 @@ impl SourceMetrics {
             "Bytes in the archive spool not yet uploaded",
         ))?;
         registry.register(Box::new(archive_spool_bytes.clone()))?;
+        let schema_ids = IntGaugeVec::new(
+            Opts::new(
+                "eod_schema_registry_id",
+                "Schema Registry id of the records written to each topic",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(schema_ids.clone()))?;
         Ok(SourceMetrics {
             messages_read: counter(
                 "eod_messages_read_total",
@@ -112,6 +124,12 @@ impl SourceMetrics {
                 "eod_fix_logons_refused_total",
                 "FIX Logons refused, by reason (unknown_sender, wrong_begin_string, ...)",
                 "reason",
+            )?,
+            schema_ids,
+            schema_lookups: labelled(
+                "eod_schema_registry_lookups_total",
+                "Writer schema ids looked up in the Schema Registry on read, by outcome",
+                "outcome",
             )?,
         })
     }
@@ -156,7 +174,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 15] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 17] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -173,6 +191,8 @@ impl SourceMetrics {
             &self.archive_spool_bytes,
             &self.archive_spool_full,
             &self.fix_logons_refused,
+            &self.schema_ids,
+            &self.schema_lookups,
         ]
     }
 }

@@ -110,6 +110,8 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
         ))?;
     }
     let metrics = Metrics::new()?;
+    // Before anything is written: an incompatible schema stops the gateway here.
+    let wire = args.kafka.wire_format()?.observed(&metrics.sources);
     let metrics_server = args
         .metrics_listen
         .map(|addr| {
@@ -133,6 +135,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 gateway_id: args.gateway_id,
                 prices: read_prices(args.prices.as_deref())?,
                 max_message: args.max_message,
+                wire,
             };
             eod_gateway::run_ingest(options, metrics.sources.clone())?
         }
@@ -162,7 +165,8 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                     Some(writer),
                     args.max_message,
                 )?
-                .with_spool_cap(Some(args.spool_max_bytes)),
+                .with_spool_cap(Some(args.spool_max_bytes))
+                .with_wire_format(wire),
             );
             gateway.publish_prices(&read_prices(args.prices.as_deref())?)?;
             let listener = std::net::TcpListener::bind(listen_options.listen)

@@ -7,6 +7,7 @@ use eod_runtime::books::{BatchLimits, BooksTarget, ReferenceData};
 use eod_runtime::metrics::Metrics;
 use eod_sinks::redis_sink::{RedisOptions, RedisSink};
 use eod_sources::kafka::{KafkaConnection, Topics};
+use eod_sources::schema_registry::WireFormat;
 use eod_sources::simulator::SimConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,11 +57,26 @@ pub(crate) struct TopicArgs {
     /// Reference data (traders, securities), log-compacted; `eod reference` publishes to it.
     #[arg(long, env = "EOD_REFERENCE_TOPIC", default_value = "reference")]
     pub(crate) reference_topic: String,
+    /// A Confluent-compatible Schema Registry (`http://HOST:PORT`, Apicurio's
+    /// `.../apis/ccompat/v6`): register the protobuf schema at startup, refuse to start on an
+    /// incompatible change, and frame trades, dead letters and prices in the Confluent wire
+    /// format. Off by default: plain protobuf.
+    #[arg(long, env = "EOD_SCHEMA_REGISTRY_URL")]
+    pub(crate) schema_registry: Option<String>,
 }
 
 impl TopicArgs {
     pub(crate) fn connection(&self) -> Result<KafkaConnection> {
         self.security.connection(&self.brokers)
+    }
+
+    /// Plain protobuf, or the schema registered and records framed (see `--schema-registry`).
+    pub(crate) fn wire_format(&self) -> Result<WireFormat> {
+        let topics = self.topics();
+        Ok(match &self.schema_registry {
+            None => WireFormat::plain(&topics),
+            Some(url) => WireFormat::register(url, &topics)?,
+        })
     }
 
     pub(crate) fn topics(&self) -> Topics {

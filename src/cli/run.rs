@@ -157,6 +157,7 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     let options = eod_runtime::run::RunOptions {
         kafka: args.kafka.connection()?,
         topics: args.kafka.topics(),
+        wire: args.kafka.wire_format()?.observed(&metrics.sources),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),

@@ -36,6 +36,10 @@ pub(crate) struct SimulateArgs {
     /// The prices topic of --brokers.
     #[arg(long, env = "EOD_PRICES_TOPIC", default_value = "prices")]
     pub(crate) prices_topic: String,
+    /// Register the schema with this Schema Registry and frame prices in the Confluent wire
+    /// format (as `eod ingest --schema-registry`).
+    #[arg(long, env = "EOD_SCHEMA_REGISTRY_URL")]
+    pub(crate) schema_registry: Option<String>,
     /// Send in a FIX 4.4 session as this SenderCompID (the gateway runs --fix-session with it
     /// as a --counterparty): Logon, sequence numbers, and what a gateway that went away did not
     /// keep sent again after the next Logon. Without it the stream is plain FIX bytes.
@@ -70,6 +74,14 @@ pub(crate) fn simulate(args: SimulateArgs) -> Result<()> {
             reconnect_for: std::time::Duration::from_secs(args.reconnect_for_s),
         }
     });
+    let priced = vec![(
+        args.prices_topic.clone(),
+        eod_sources::schema_registry::TopicMessage::PriceUpdate,
+    )];
+    let wire = match (&args.schema_registry, &args.brokers) {
+        (Some(url), Some(_)) => eod_sources::schema_registry::WireFormat::register_on(url, priced)?,
+        _ => eod_sources::schema_registry::WireFormat::plain_on(priced),
+    };
     let summary = eod_gateway::simulate::run_simulate(eod_gateway::simulate::SimulateOptions {
         to: args.to,
         sim,
@@ -80,6 +92,7 @@ pub(crate) fn simulate(args: SimulateArgs) -> Result<()> {
             .map(|b| args.kafka_security.connection(&b))
             .transpose()?
             .map(|kafka| (kafka, args.prices_topic)),
+        wire,
         session,
     })?;
     println!("fix messages    {}", summary.fix_messages);

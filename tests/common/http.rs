@@ -27,13 +27,35 @@ pub fn try_get_with_headers(
     path: &str,
     headers: &[&str],
 ) -> std::io::Result<(u16, String)> {
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"),
+    )
+}
+
+/// A minimal HTTP/1.1 request with a JSON body (POST, PUT).
+pub fn try_send_json(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    exchange(
+        addr,
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// Sends one request and reads the whole response: its status and body.
+fn exchange(addr: &str, request: String) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
-    )?;
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response

@@ -236,6 +236,7 @@ fn main() -> Result<()> {
             reference_from_topic: false,
             timely_args: vec!["-w".into(), args.workers.to_string()],
             snapshots: None,
+            wire: eod_sources::schema_registry::WireFormat::plain(&topics),
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
     };

@@ -704,6 +704,10 @@ impl CheckTraffic {
             let Some(payload) = record.payload() else {
                 continue;
             };
+            // Framed when the deployment uses a Schema Registry: the letter follows the header.
+            let Ok((_, payload)) = eod_sources::schema_registry::split(payload) else {
+                continue;
+            };
             let Ok(letter) = <eod_proto::DeadLetter as prost::Message>::decode(payload) else {
                 continue;
             };

@@ -14,6 +14,7 @@ use eod_sources::envelope::partition_key;
 use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
 use eod_sources::metrics::SourceMetrics;
 use eod_sources::prices::price_to_proto;
+use eod_sources::schema_registry::WireFormat;
 use prometheus::IntCounter;
 use prost::Message;
 
@@ -101,6 +102,12 @@ impl Gateway {
             spool_cap: None,
             max_message,
         })
+    }
+
+    /// Plain protobuf, or framed with Schema Registry ids (`eod_sources::schema_registry`).
+    pub fn with_wire_format(mut self, wire: WireFormat) -> Gateway {
+        self.producer.set_wire_format(wire);
+        self
     }
 
     /// At most `cap` bytes may wait in the spool for the store: beyond it a connection stops

@@ -7,6 +7,7 @@ use eod_dataflow::PriceUpdate;
 use eod_sources::archive::Archive;
 use eod_sources::kafka::{KafkaConnection, Topics};
 use eod_sources::metrics::SourceMetrics;
+use eod_sources::schema_registry::WireFormat;
 
 use crate::error::{io, GatewayError};
 use crate::gateway::{Gateway, IngestSummary};
@@ -19,6 +20,8 @@ pub struct IngestOptions {
     pub gateway_id: String,
     pub prices: Vec<PriceUpdate>,
     pub max_message: usize,
+    /// Plain protobuf, or framed with Schema Registry ids.
+    pub wire: WireFormat,
 }
 
 /// Publishes every segment of the archive, then the prices, and waits for Kafka.
@@ -39,7 +42,8 @@ pub fn run_ingest(
         metrics.clone(),
         None,
         options.max_message,
-    )?;
+    )?
+    .with_wire_format(options.wire.clone());
     let mut summary = IngestSummary::default();
     for segment in runtime.block_on(archive.segments())? {
         let _span = tracing::info_span!("ingest_segment", key = %segment.key).entered();

@@ -8,6 +8,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use eod_sources::kafka::{KafkaConnection, RecordProducer};
+use eod_sources::schema_registry::WireFormat;
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use prost::Message;
 
@@ -26,6 +27,8 @@ pub struct SimulateOptions {
     pub speed: f64,
     /// Where prices go: (cluster, topic). Without it prices are not sent.
     pub prices_to: Option<(KafkaConnection, String)>,
+    /// How prices are written: plain protobuf, or framed with a Schema Registry id.
+    pub wire: WireFormat,
     /// Send in a FIX session (Logon, sequence numbers, resends) instead of a plain stream.
     pub session: Option<InitiatorOptions>,
 }
@@ -103,7 +106,9 @@ pub fn run_simulate(options: SimulateOptions) -> Result<SimulateSummary, Gateway
     let producer = options
         .prices_to
         .as_ref()
-        .map(|(kafka, _)| RecordProducer::new(kafka))
+        .map(|(kafka, _)| {
+            RecordProducer::new(kafka).map(|p| p.with_wire_format(options.wire.clone()))
+        })
         .transpose()?;
     let started = Instant::now();
     let sim_start = options.sim.start;
