@@ -934,13 +934,24 @@ impl KafkaSource<'_> {
             return;
         };
         // A part may cover only dead letters the broker has: else a crash after the part
-        // would lose them (the restart does not read their records again).
+        // would lose them (the restart does not read their records again). Asked without
+        // waiting: while they are in flight the cut moves to a later close, and the views go
+        // on (a wait here stalled every worker for its whole timeout while the dead-letter
+        // topic could not take them). The last part waits, as the end of the run does.
         let mut may_cut = true;
         if self.dead_letters_since_cut > 0 && log.cut_due(epoch, self.draining) {
-            match self.dead_letters.flush(Duration::from_secs(5)) {
-                Ok(_) => self.dead_letters_since_cut = 0,
+            let delivered = if self.draining {
+                self.dead_letters
+                    .flush(Duration::from_secs(30))
+                    .map(|_| true)
+            } else {
+                self.dead_letters.all_delivered()
+            };
+            match delivered {
+                Ok(true) => self.dead_letters_since_cut = 0,
+                Ok(false) => may_cut = false,
                 Err(e) => {
-                    tracing::warn!(error = %e, "dead letters not flushed: snapshot part deferred");
+                    tracing::warn!(error = %e, "dead letters not delivered: snapshot part deferred");
                     may_cut = false;
                 }
             }

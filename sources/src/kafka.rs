@@ -258,6 +258,16 @@ impl RecordProducer {
         )
     }
 
+    /// Without waiting: whether every record sent so far is acknowledged (`Ok(false)` while
+    /// some are in flight; an error once any has failed).
+    pub fn all_delivered(&self) -> Result<bool, KafkaClientError> {
+        self.producer.poll(Duration::ZERO);
+        if self.producer.in_flight_count() > 0 {
+            return Ok(false);
+        }
+        self.flush(Duration::ZERO).map(|_| true)
+    }
+
     /// Waits until every record sent so far is acknowledged or failed.
     pub fn flush(&self, timeout: Duration) -> Result<u64, KafkaClientError> {
         // Not `Producer::flush`: when anything is in flight it polls for 100 ms at a time, and
