@@ -3215,3 +3215,78 @@ fn a_snapshot_waits_for_its_dead_letters() {
             .any(|l| l.original == bad && l.reason() == DeadLetterReason::Deserialization));
     }
 }
+
+/// Issue 12: a gateway killed after archiving a read but before the broker confirmed its dead
+/// letters lost them, and nothing sends them again (a FIX session resends messages, not the
+/// garbage between them). The restarted gateway finds the segment the killed one left in its
+/// spool, frames and classifies it as a replay would, and sends the dead letters the topic
+/// does not hold: each bad unit once, at the place the archive has it.
+#[test]
+fn a_restarted_gateway_sends_the_dead_letters_its_spool_holds_and_the_broker_lacks() {
+    let Some(brokers) = brokers() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics("leftover");
+    create(&brokers, &topics);
+    // What a killed gateway left: an open segment with a fill, garbage, a fill without a symbol
+    // and another fill. The broker has the letter of the second bad unit, not the first.
+    let good = common::fixture::fill("LEFT-1", "AAA", "1", "10", "100", "20261125-15:59:00", "T1");
+    let garbage = b"GARBAGE\x01NOT\x01FIX\x01".to_vec();
+    let no_symbol = common::fixture::er(&[(50, "T1"), (17, "LEFT-2"), (150, "F"), (54, "1")]);
+    let last = common::fixture::fill("LEFT-3", "AAA", "2", "5", "101", "20261125-15:59:01", "T1");
+    let segment = [good.clone(), garbage.clone(), no_symbol.clone(), last].concat();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::write(spool.join("gw1-20261125-00000000.open"), &segment).unwrap();
+    let key = "gw1/20261125/gw1-20261125-00000000.fix";
+    let garbage_at = format!("{key}@{}", good.len());
+    let no_symbol_at = format!("{key}@{}", good.len() + garbage.len());
+    let producer = RecordProducer::new(&plain(&brokers)).unwrap();
+    producer
+        .send_dead_letter(
+            &topics.dead_letters,
+            no_symbol.clone(),
+            DeadLetterReason::MissingField,
+            "delivered before the kill".into(),
+            &no_symbol_at,
+            0,
+        )
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let port = common::http::free_port();
+    let archive = dir.path().join("archive");
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_eod"));
+    gateway
+        .args(["ingest", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--trading-date", "20261125", "--spool"])
+        .arg(&spool)
+        .arg("--archive-to")
+        .arg(&archive);
+    topic_args(&mut gateway, &brokers, &topics);
+    let gateway = common::http::Serving::spawn(gateway, "gateway listening on");
+    assert!(
+        gateway
+            .said()
+            .contains("dead letters recovered from the spool: 1"),
+        "{}",
+        gateway.said()
+    );
+    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
+        .iter()
+        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
+        .collect();
+    let places: Vec<&str> = letters.iter().map(|l| l.source_location.as_str()).collect();
+    assert_eq!(letters.len(), 2, "{places:?}");
+    let recovered = letters
+        .iter()
+        .find(|l| l.source_location == garbage_at)
+        .unwrap_or_else(|| panic!("no letter at {garbage_at}: {places:?}"));
+    assert_eq!(recovered.reason(), DeadLetterReason::Garbled);
+    assert_eq!(recovered.original, garbage);
+    assert!(places.contains(&no_symbol_at.as_str()));
+    // The segment goes on to the archive as it was.
+    drop(gateway);
+    let archived = files_below(&archive);
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(std::fs::read(&archived[0]).unwrap(), segment);
+}

@@ -46,6 +46,8 @@ pub struct SegmentWriter {
     /// Bytes in the spool not yet uploaded (open and closed segments): the uploader takes off
     /// what it removes, so the gateway can push back on senders when the spool is full.
     spooled: Arc<AtomicU64>,
+    /// Segments a previous run left in the spool, oldest first, with their object keys.
+    leftovers: Vec<(String, PathBuf)>,
 }
 
 impl SegmentWriter {
@@ -62,17 +64,22 @@ impl SegmentWriter {
         fs::create_dir_all(spool).map_err(err)?;
         let mut seq = 0;
         let mut spooled = 0;
+        let mut leftovers = Vec::new();
         for entry in fs::read_dir(spool).map_err(err)? {
-            let path = entry.map_err(err)?.path();
+            let mut path = entry.map_err(err)?.path();
             if let Some(n) = segment_seq(&path) {
                 seq = seq.max(n + 1);
                 spooled += fs::metadata(&path).map_err(err)?.len();
                 if path.extension().is_some_and(|e| e == "open") {
                     // Everything in it was fsynced before use; close it as it is.
-                    fs::rename(&path, path.with_extension("fix")).map_err(err)?;
+                    let closed = path.with_extension("fix");
+                    fs::rename(&path, &closed).map_err(err)?;
+                    path = closed;
                 }
+                leftovers.push(path);
             }
         }
+        leftovers.sort();
         let mut writer = SegmentWriter {
             store,
             spool: spool.to_owned(),
@@ -80,7 +87,16 @@ impl SegmentWriter {
             seq,
             open: None,
             spooled: Arc::new(AtomicU64::new(spooled)),
+            leftovers: Vec::new(),
         };
+        let uploader = writer.uploader();
+        writer.leftovers = leftovers
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_name()?.to_str()?.to_owned();
+                Some((uploader.key(&name).to_string(), path))
+            })
+            .collect();
         writer.seq = writer.seq.max(writer.next_seq_in_store().await);
         Ok(writer)
     }
@@ -157,6 +173,12 @@ impl SegmentWriter {
     }
 
     /// An uploader for this writer's spool, to run beside it (appends never wait on uploads).
+    /// Segments a previous run left in the spool (not uploaded yet), oldest first, with the
+    /// object keys they will have: until the uploader runs, their bytes are here to read.
+    pub fn leftover_segments(&self) -> &[(String, PathBuf)] {
+        &self.leftovers
+    }
+
     pub fn uploader(&self) -> SegmentUploader {
         SegmentUploader {
             store: self.store.clone(),

@@ -370,6 +370,45 @@ pub fn partition_count(
     }
 }
 
+/// Where every dead letter now on `topic` came from (`source_location`), read to the end of
+/// each partition. A record that is not a dead letter is skipped.
+pub fn dead_letter_places(
+    kafka: &KafkaConnection,
+    topic: &str,
+    timeout: Duration,
+) -> Result<std::collections::HashSet<String>, KafkaClientError> {
+    use rdkafka::Message as _;
+    let partitions = partition_count(kafka, topic, timeout)?;
+    let assignments: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
+    let consumer = assigned_consumer(kafka, "eod-dead-letter-places", &assignments)?;
+    let ends = end_offsets(&consumer, &assignments, timeout)?;
+    let mut next = vec![0i64; assignments.len()];
+    let mut places = std::collections::HashSet::new();
+    let deadline = std::time::Instant::now() + timeout;
+    while next.iter().zip(&ends).any(|(n, end)| n < end) {
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut).into());
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        if let Ok(slot) = usize::try_from(message.partition()) {
+            if let Some(n) = next.get_mut(slot) {
+                *n = message.offset() + 1;
+            }
+        }
+        let payload = message.payload().unwrap_or_default();
+        let Ok((_, body)) = crate::schema_registry::split(payload) else {
+            continue;
+        };
+        if let Ok(letter) = <eod_proto::DeadLetter as prost::Message>::decode(body) {
+            places.insert(letter.source_location);
+        }
+    }
+    Ok(places)
+}
+
 /// The offset one past the last record of each partition, now.
 pub fn end_offsets(
     consumer: &BaseConsumer,

@@ -33,6 +33,9 @@ pub struct SourceMetrics {
     pub archive_spool_full: IntCounter,
     /// FIX Logons refused (unknown counterparty, wrong BeginString or address...), by reason.
     pub fix_logons_refused: IntCounterVec,
+    /// Dead letters a restarted gateway sent for bad units a previous run archived but whose
+    /// letters the broker never confirmed.
+    pub dead_letters_recovered: IntCounter,
     /// The Schema Registry id the records written to each topic carry (absent when plain).
     pub schema_ids: IntGaugeVec,
     /// Writer schema ids looked up in the registry on read, by outcome (protobuf, unknown).
@@ -125,6 +128,10 @@ impl SourceMetrics {
                 "FIX Logons refused, by reason (unknown_sender, wrong_begin_string, ...)",
                 "reason",
             )?,
+            dead_letters_recovered: counter(
+                "eod_dead_letters_recovered_total",
+                "Dead letters of spooled bad units a previous gateway run had not delivered",
+            )?,
             schema_ids,
             schema_lookups: labelled(
                 "eod_schema_registry_lookups_total",
@@ -174,7 +181,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 17] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 18] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -191,6 +198,7 @@ impl SourceMetrics {
             &self.archive_spool_bytes,
             &self.archive_spool_full,
             &self.fix_logons_refused,
+            &self.dead_letters_recovered,
             &self.schema_ids,
             &self.schema_lookups,
         ]

@@ -156,6 +156,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 connections: args.connections,
             };
             let (writer, uploader) = eod_gateway::open_archive(&listen_options)?;
+            let leftovers = writer.leftover_segments().to_vec();
             let gateway = Arc::new(
                 eod_gateway::Gateway::new(
                     &args.kafka.connection()?,
@@ -168,6 +169,10 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 .with_spool_cap(Some(args.spool_max_bytes))
                 .with_wire_format(wire),
             );
+            let recovered = gateway.recover_dead_letters(&leftovers)?;
+            if recovered > 0 {
+                eprintln!("dead letters recovered from the spool: {recovered}");
+            }
             gateway.publish_prices(&read_prices(args.prices.as_deref())?)?;
             let listener = std::net::TcpListener::bind(listen_options.listen)
                 .with_context(|| format!("binding {}", listen_options.listen))?;

@@ -45,6 +45,8 @@ pub struct IngestSummary {
 /// archive and fsynced, and only then decoded and produced: a decoder bug can never lose bytes.
 pub struct Gateway {
     producer: RecordProducer,
+    /// The cluster, for reading back what the dead-letter topic holds (a restart's recovery).
+    kafka: KafkaConnection,
     topics: Topics,
     gateway_id: String,
     metrics: SourceMetrics,
@@ -93,6 +95,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         Ok(Gateway {
             producer: RecordProducer::new(kafka)?,
+            kafka: kafka.clone(),
             counters: Counters::new(&metrics, &topics),
             topics,
             gateway_id: gateway_id.to_owned(),
@@ -289,6 +292,74 @@ impl Gateway {
         }
         self.flush_counts(classifier, summary);
         Ok(())
+    }
+
+    /// Sends the dead letters of the bad units in segments a previous run left in the spool
+    /// that the dead-letter topic does not hold; returns how many. A gateway killed between
+    /// archiving a read and the broker's confirmation of its dead letters lost them, and no
+    /// one sends them again: a FIX session resends messages, not the garbage between them.
+    /// Each segment is framed and classified from its start, as a replay of the archive does,
+    /// so a unit's place (`key@offset`) is the one the live gateway gave it; a place the topic
+    /// already holds is not sent twice. Runs before the uploader takes the segments away.
+    pub fn recover_dead_letters(
+        &self,
+        leftovers: &[(String, std::path::PathBuf)],
+    ) -> Result<u64, GatewayError> {
+        if leftovers.is_empty() {
+            return Ok(0);
+        }
+        let _span =
+            tracing::info_span!("recover_dead_letters", segments = leftovers.len()).entered();
+        let places = eod_sources::kafka::dead_letter_places(
+            &self.kafka,
+            &self.topics.dead_letters,
+            DELIVERY_TIMEOUT,
+        )?;
+        let mut recovered = 0;
+        for (key, path) in leftovers {
+            let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
+            let mut framer = Framer::new(self.max_message);
+            let mut classifier = Classifier::new();
+            framer.push(&bytes);
+            framer.finish();
+            while let Some(frame) = framer.next_frame() {
+                let (unit, offset, framing) = match frame {
+                    Framed::Message { bytes, offset } => (bytes, offset, None),
+                    Framed::Dead {
+                        bytes,
+                        offset,
+                        reason,
+                        detail,
+                    } => (bytes, offset, Some(Reject::new(reason, detail))),
+                };
+                let Outcome::Dead(reject) = classifier.classify_unit(unit, framing) else {
+                    continue;
+                };
+                let location = format!("{key}@{offset}");
+                if places.contains(&location) {
+                    continue;
+                }
+                self.producer.send_dead_letter(
+                    &self.topics.dead_letters,
+                    unit.to_vec(),
+                    reject.reason,
+                    reject.detail,
+                    &location,
+                    0,
+                )?;
+                self.counters.dead_letters_sent.inc();
+                self.metrics.dead_letters_recovered.inc();
+                recovered += 1;
+            }
+        }
+        self.producer.flush(DELIVERY_TIMEOUT)?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "dead letters a previous run had not delivered, sent"
+            );
+        }
+        Ok(recovered)
     }
 
     /// Waits until the broker has every record sent so far. The session persists the sequence
