@@ -12,6 +12,8 @@
 # CA made here: $EOD_KAFKA_DIR/tls holds ca.pem, sasl-username and sasl-password for clients.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib/pidfile.sh
+. "$root/scripts/lib/pidfile.sh"
 dir="${EOD_KAFKA_DIR:-$root/.eod/kafka}"
 port="${EOD_KAFKA_PORT:-19092}"
 controller=$((port + 1))
@@ -130,15 +132,7 @@ case "${1:-start}" in
     echo "EOD_KAFKA_BROKERS=$brokers"
     echo "EOD_KAFKA_TLS_BROKERS=127.0.0.1:$secure"
     ;;
-  stop)
-    if running; then
-      pid="$(cat "$pidfile")"
-      kill "$pid"
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-    ;;
+  stop) stop_pidfile "$pidfile" ;;
   env)
     echo "EOD_KAFKA_BROKERS=$brokers"
     echo "EOD_KAFKA_TLS_BROKERS=127.0.0.1:$secure"

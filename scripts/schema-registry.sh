@@ -12,6 +12,8 @@
 # EOD_SCHEMA_REGISTRY_DIR (default .eod/schema-registry), EOD_SCHEMA_REGISTRY_PORT (default 18081).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=lib/pidfile.sh
+. "$root/scripts/lib/pidfile.sh"
 dir="${EOD_SCHEMA_REGISTRY_DIR:-$root/.eod/schema-registry}"
 port="${EOD_SCHEMA_REGISTRY_PORT:-18081}"
 pidfile="$dir/registry.pid"
@@ -57,15 +59,7 @@ case "${1:-start}" in
     wait_ready
     echo "EOD_TEST_SCHEMA_REGISTRY_URL=$url"
     ;;
-  stop)
-    if running; then
-      pid="$(cat "$pidfile")"
-      kill "$pid"
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile"
-    ;;
+  stop) stop_pidfile "$pidfile" ;;
   env) echo "EOD_TEST_SCHEMA_REGISTRY_URL=$url" ;;
   *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
 esac

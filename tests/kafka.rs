@@ -48,21 +48,26 @@ fn unique_topics(name: &str) -> Topics {
     }
 }
 
-fn create(brokers: &str, topics: &Topics) {
+/// Creates `topics` (name, partitions) that do not exist yet.
+fn ensure(brokers: &str, topics: &[(&str, i32)]) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime
-        .block_on(ensure_topics(
-            &plain(brokers),
-            &[
-                (&topics.trades, 12),
-                (&topics.dead_letters, 3),
-                (&topics.prices, 4),
-            ],
-        ))
+        .block_on(ensure_topics(&plain(brokers), topics))
         .unwrap();
+}
+
+fn create(brokers: &str, topics: &Topics) {
+    ensure(
+        brokers,
+        &[
+            (&topics.trades, 12),
+            (&topics.dead_letters, 3),
+            (&topics.prices, 4),
+        ],
+    );
     // Metadata for new topics propagates asynchronously.
     for _ in 0..50 {
         if partition_count(&plain(brokers), &topics.trades, Duration::from_secs(5)).ok() == Some(12)
@@ -2863,6 +2868,29 @@ fn eod_check_passes_and_names_what_is_down() {
     drop(gateway);
 }
 
+/// A fill as the gateway would publish it, at a whole-unit price.
+fn fill_envelope(
+    exec_id: &str,
+    trader: &str,
+    symbol: &str,
+    side: Side,
+    quantity: i64,
+    price: i64,
+    transact_time: i64,
+) -> TradeEnvelope {
+    TradeEnvelope {
+        exec_id: exec_id.into(),
+        kind: TradeKind::Fill as i32,
+        side: side as i32,
+        quantity,
+        price_mantissa: price * 100_000_000,
+        symbol: symbol.into(),
+        trader_id: trader.into(),
+        transact_time,
+        ..Default::default()
+    }
+}
+
 fn schema_registry() -> Option<String> {
     common::env_or_skip(
         "EOD_TEST_SCHEMA_REGISTRY_URL",
@@ -2939,17 +2967,7 @@ fn schema_registry_frames_every_record_and_refuses_an_incompatible_schema() {
 
     // Beside them, straight to the topic: a plain envelope (written before the registry was
     // turned on), and a framed one whose schema id the registry never issued.
-    let before = TradeEnvelope {
-        exec_id: "PLAIN-1".into(),
-        kind: TradeKind::Fill as i32,
-        side: Side::Buy as i32,
-        quantity: 7,
-        price_mantissa: 100_00000000,
-        symbol: "PLAINSYM".into(),
-        trader_id: "PLAINTRADER".into(),
-        transact_time: 1,
-        ..Default::default()
-    };
+    let before = fill_envelope("PLAIN-1", "PLAINTRADER", "PLAINSYM", Side::Buy, 7, 100, 1);
     let stranger = TradeEnvelope {
         exec_id: "STRANGER-1".into(),
         ..before.clone()
@@ -3078,16 +3096,7 @@ fn a_snapshot_waits_for_its_dead_letters() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("dlqcut");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime
-        .block_on(ensure_topics(
-            &plain(&brokers),
-            &[(&topics.trades, 4), (&topics.prices, 1)],
-        ))
-        .unwrap();
+    ensure(&brokers, &[(&topics.trades, 4), (&topics.prices, 1)]);
     // Two records the run refuses, then fills.
     let producer = RecordProducer::new(&plain(&brokers)).unwrap();
     let refused: [&[u8]; 2] = [b"\xff\xfe not protobuf", b"\xff\xfd nor this"];
@@ -3099,17 +3108,16 @@ fn a_snapshot_waits_for_its_dead_letters() {
     let mut events = Vec::new();
     let mut send_fills = |range: std::ops::Range<i64>| {
         for n in range {
-            let envelope = TradeEnvelope {
-                exec_id: format!("DLQCUT-{n}"),
-                kind: TradeKind::Fill as i32,
-                side: if n % 3 == 0 { Side::Sell } else { Side::Buy } as i32,
-                quantity: 10 + n,
-                price_mantissa: (100 + n % 7) * 100_000_000,
-                symbol: format!("S{}", n % 5),
-                trader_id: format!("T{}", n % 3),
-                transact_time: 1 + n,
-                ..Default::default()
-            };
+            let side = if n % 3 == 0 { Side::Sell } else { Side::Buy };
+            let envelope = fill_envelope(
+                &format!("DLQCUT-{n}"),
+                &format!("T{}", n % 3),
+                &format!("S{}", n % 5),
+                side,
+                10 + n,
+                100 + n % 7,
+                1 + n,
+            );
             let bytes = envelope.encode_to_vec();
             events.push(
                 eod_sources::envelope::event_from_bytes(&bytes)
@@ -3177,12 +3185,7 @@ fn a_snapshot_waits_for_its_dead_letters() {
         "a snapshot covers dead letters the broker does not have: {:?}",
         files_below(&parts)
     );
-    runtime
-        .block_on(ensure_topics(
-            &plain(&brokers),
-            &[(&topics.dead_letters, 1)],
-        ))
-        .unwrap();
+    ensure(&brokers, &[(&topics.dead_letters, 1)]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while complete_snapshots(&parts, 2).is_empty() {
         assert!(

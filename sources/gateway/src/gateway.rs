@@ -323,18 +323,10 @@ impl Gateway {
             framer.push(&bytes);
             framer.finish();
             while let Some(frame) = framer.next_frame() {
-                let (unit, offset, framing) = match frame {
-                    Framed::Message { bytes, offset } => (bytes, offset, None),
-                    Framed::Dead {
-                        bytes,
-                        offset,
-                        reason,
-                        detail,
-                    } => (bytes, offset, Some(Reject::new(reason, detail))),
-                };
-                let Outcome::Dead(reject) = classifier.classify_unit(unit, framing) else {
+                let Outcome::Dead(reject) = classifier.classify(&frame) else {
                     continue;
                 };
+                let (unit, offset) = (frame.bytes(), frame.offset());
                 let location = format!("{key}@{offset}");
                 if places.contains(&location) {
                     continue;
