@@ -3219,19 +3219,19 @@ fn a_snapshot_waits_for_its_dead_letters() {
     }
 }
 
-/// Issue 12: a gateway killed after archiving a read but before the broker confirmed its dead
-/// letters lost them, and nothing sends them again (a FIX session resends messages, not the
-/// garbage between them). The restarted gateway finds the segment the killed one left in its
-/// spool, frames and classifies it as a replay would, and sends the dead letters the topic
-/// does not hold: each bad unit once, at the place the archive has it.
+/// Issue 12: a gateway killed after archiving a read but before the broker confirmed it lost
+/// that read's trades and dead letters (a FIX session resends messages, not the garbage
+/// between them; a plain stream resends nothing). The restarted gateway finds the segment the
+/// killed one left in its spool, frames and classifies it as a replay would, and publishes
+/// what the topics do not hold: each unit once, at the place the archive has it.
 #[test]
-fn a_restarted_gateway_sends_the_dead_letters_its_spool_holds_and_the_broker_lacks() {
+fn a_restarted_gateway_publishes_what_its_spool_holds_and_the_broker_lacks() {
     let Some(brokers) = brokers() else { return };
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("leftover");
     create(&brokers, &topics);
     // What a killed gateway left: an open segment with a fill, garbage, a fill without a symbol
-    // and another fill. The broker has the letter of the second bad unit, not the first.
+    // and another fill. The broker has the first fill and the second bad unit's letter.
     let good = common::fixture::fill("LEFT-1", "AAA", "1", "10", "100", "20261125-15:59:00", "T1");
     let garbage = b"GARBAGE\x01NOT\x01FIX\x01".to_vec();
     let no_symbol = common::fixture::er(&[(50, "T1"), (17, "LEFT-2"), (150, "F"), (54, "1")]);
@@ -3254,6 +3254,15 @@ fn a_restarted_gateway_sends_the_dead_letters_its_spool_holds_and_the_broker_lac
             0,
         )
         .unwrap();
+    let mut delivered = fill_envelope("LEFT-1", "T1", "AAA", Side::Buy, 10, 100, 1);
+    delivered.source = Some(eod_proto::ArchiveRef {
+        object_key: key.into(),
+        offset: 0,
+        length: good.len() as u32,
+    });
+    producer
+        .send(&topics.trades, b"AAA", &delivered.encode_to_vec())
+        .unwrap();
     producer.flush(Duration::from_secs(30)).unwrap();
 
     let port = common::http::free_port();
@@ -3270,10 +3279,25 @@ fn a_restarted_gateway_sends_the_dead_letters_its_spool_holds_and_the_broker_lac
     assert!(
         gateway
             .said()
-            .contains("dead letters recovered from the spool: 1"),
+            .contains("recovered from the spool: 1 trades, 1 dead letters"),
         "{}",
         gateway.said()
     );
+    let envelopes: Vec<TradeEnvelope> = read_topic(&brokers, &topics.trades)
+        .iter()
+        .map(|bytes| TradeEnvelope::decode(bytes.as_slice()).unwrap())
+        .collect();
+    let exec_ids: Vec<&str> = envelopes.iter().map(|e| e.exec_id.as_str()).collect();
+    assert_eq!(exec_ids.len(), 2, "{exec_ids:?}");
+    let republished = envelopes
+        .iter()
+        .find(|e| e.exec_id == "LEFT-3")
+        .unwrap_or_else(|| panic!("LEFT-3 not published: {exec_ids:?}"));
+    let source = republished.source.as_ref().unwrap();
+    assert_eq!(source.object_key, key);
+    let last_at = good.len() + garbage.len() + no_symbol.len();
+    assert_eq!(source.offset, last_at as u64);
+    assert_eq!(republished.raw_fix, segment[last_at..]);
     let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
         .iter()
         .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())

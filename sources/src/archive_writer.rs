@@ -179,6 +179,17 @@ impl SegmentWriter {
         &self.leftovers
     }
 
+    /// When the oldest leftover segment was created (a segment's bytes all arrived after its
+    /// file was made), where the file system keeps creation times.
+    pub fn leftovers_created(&self) -> Option<std::time::SystemTime> {
+        let created: Option<Vec<_>> = self
+            .leftovers
+            .iter()
+            .map(|(_, path)| fs::metadata(path).and_then(|m| m.created()).ok())
+            .collect();
+        created?.into_iter().min()
+    }
+
     pub fn uploader(&self) -> SegmentUploader {
         SegmentUploader {
             store: self.store.clone(),

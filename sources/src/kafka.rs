@@ -370,19 +370,26 @@ pub fn partition_count(
     }
 }
 
-/// Where every dead letter now on `topic` came from (`source_location`), read to the end of
-/// each partition. A record that is not a dead letter is skipped.
-pub fn dead_letter_places(
+/// Where the records of `topic` written since `since` (all of them without it) say they came
+/// from, read to the end of each partition: `place` maps a record's protobuf bytes (a Schema
+/// Registry header taken off) to its place, or skips it.
+pub fn places_since(
     kafka: &KafkaConnection,
     topic: &str,
+    since: Option<std::time::SystemTime>,
     timeout: Duration,
+    place: impl Fn(&[u8]) -> Option<String>,
 ) -> Result<std::collections::HashSet<String>, KafkaClientError> {
     use rdkafka::Message as _;
     let partitions = partition_count(kafka, topic, timeout)?;
     let assignments: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
-    let consumer = assigned_consumer(kafka, "eod-dead-letter-places", &assignments)?;
-    let ends = end_offsets(&consumer, &assignments, timeout)?;
-    let mut next = vec![0i64; assignments.len()];
+    let ends = end_offsets(&metadata_consumer(kafka)?, &assignments, timeout)?;
+    let starts = match since {
+        None => vec![0; assignments.len()],
+        Some(since) => offsets_since(kafka, &assignments, &ends, since, timeout)?,
+    };
+    let consumer = assigned_consumer_at(kafka, "eod-places", &assignments, &starts)?;
+    let mut next = starts;
     let mut places = std::collections::HashSet::new();
     let deadline = std::time::Instant::now() + timeout;
     while next.iter().zip(&ends).any(|(n, end)| n < end) {
@@ -402,11 +409,68 @@ pub fn dead_letter_places(
         let Ok((_, body)) = crate::schema_registry::split(payload) else {
             continue;
         };
-        if let Ok(letter) = <eod_proto::DeadLetter as prost::Message>::decode(body) {
-            places.insert(letter.source_location);
+        if let Some(found) = place(body) {
+            places.insert(found);
         }
     }
     Ok(places)
+}
+
+/// The first offset of each partition whose record was written at or after `since` (its end
+/// where none was).
+fn offsets_since(
+    kafka: &KafkaConnection,
+    assignments: &[(String, i32)],
+    ends: &[i64],
+    since: std::time::SystemTime,
+    timeout: Duration,
+) -> Result<Vec<i64>, KafkaClientError> {
+    let millis = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut list = TopicPartitionList::new();
+    for (topic, partition) in assignments {
+        list.add_partition_offset(topic, *partition, Offset::Offset(millis))?;
+    }
+    let found = metadata_consumer(kafka)?.offsets_for_times(list, timeout)?;
+    Ok(assignments
+        .iter()
+        .zip(ends)
+        .map(|((topic, partition), end)| {
+            match found.find_partition(topic, *partition).map(|p| p.offset()) {
+                Some(Offset::Offset(n)) => n,
+                _ => *end,
+            }
+        })
+        .collect())
+}
+
+/// Where the dead letters on `topic` written since `since` came from (`source_location`).
+pub fn dead_letter_places(
+    kafka: &KafkaConnection,
+    topic: &str,
+    since: Option<std::time::SystemTime>,
+    timeout: Duration,
+) -> Result<std::collections::HashSet<String>, KafkaClientError> {
+    places_since(kafka, topic, since, timeout, |body| {
+        <eod_proto::DeadLetter as prost::Message>::decode(body)
+            .ok()
+            .map(|letter| letter.source_location)
+    })
+}
+
+/// Where the trade envelopes on `topic` written since `since` were archived (`key@offset`).
+pub fn trade_places(
+    kafka: &KafkaConnection,
+    topic: &str,
+    since: Option<std::time::SystemTime>,
+    timeout: Duration,
+) -> Result<std::collections::HashSet<String>, KafkaClientError> {
+    places_since(kafka, topic, since, timeout, |body| {
+        let envelope = <eod_proto::TradeEnvelope as prost::Message>::decode(body).ok()?;
+        let source = envelope.source?;
+        Some(format!("{}@{}", source.object_key, source.offset))
+    })
 }
 
 /// The offset one past the last record of each partition, now.

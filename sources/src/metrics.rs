@@ -36,6 +36,9 @@ pub struct SourceMetrics {
     /// Dead letters a restarted gateway sent for bad units a previous run archived but whose
     /// letters the broker never confirmed.
     pub dead_letters_recovered: IntCounter,
+    /// Trades a restarted gateway published from spooled units a previous run archived but
+    /// whose envelopes the broker never confirmed.
+    pub trades_recovered: IntCounter,
     /// The Schema Registry id the records written to each topic carry (absent when plain).
     pub schema_ids: IntGaugeVec,
     /// Writer schema ids looked up in the registry on read, by outcome (protobuf, unknown).
@@ -128,6 +131,10 @@ impl SourceMetrics {
                 "FIX Logons refused, by reason (unknown_sender, wrong_begin_string, ...)",
                 "reason",
             )?,
+            trades_recovered: counter(
+                "eod_trades_recovered_total",
+                "Trades of spooled units a previous gateway run had not delivered",
+            )?,
             dead_letters_recovered: counter(
                 "eod_dead_letters_recovered_total",
                 "Dead letters of spooled bad units a previous gateway run had not delivered",
@@ -181,7 +188,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 18] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 19] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -199,6 +206,7 @@ impl SourceMetrics {
             &self.archive_spool_full,
             &self.fix_logons_refused,
             &self.dead_letters_recovered,
+            &self.trades_recovered,
             &self.schema_ids,
             &self.schema_lookups,
         ]

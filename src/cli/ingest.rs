@@ -157,6 +157,7 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
             };
             let (writer, uploader) = eod_gateway::open_archive(&listen_options)?;
             let leftovers = writer.leftover_segments().to_vec();
+            let leftovers_created = writer.leftovers_created();
             let gateway = Arc::new(
                 eod_gateway::Gateway::new(
                     &args.kafka.connection()?,
@@ -169,9 +170,12 @@ pub(crate) fn ingest(args: IngestArgs) -> Result<()> {
                 .with_spool_cap(Some(args.spool_max_bytes))
                 .with_wire_format(wire),
             );
-            let recovered = gateway.recover_dead_letters(&leftovers)?;
-            if recovered > 0 {
-                eprintln!("dead letters recovered from the spool: {recovered}");
+            let recovered = gateway.recover_leftovers(&leftovers, leftovers_created)?;
+            if recovered != Default::default() {
+                eprintln!(
+                    "recovered from the spool: {} trades, {} dead letters",
+                    recovered.trades, recovered.dead_letters
+                );
             }
             gateway.publish_prices(&read_prices(args.prices.as_deref())?)?;
             let listener = std::net::TcpListener::bind(listen_options.listen)

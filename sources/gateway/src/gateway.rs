@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use eod_dataflow::PriceUpdate;
 use eod_fix::time::now_utc_nanos;
-use eod_fix::{Classifier, Counts, Framed, Framer, Outcome, Reject};
+use eod_fix::{CheckedEnvelope, Classifier, Counts, Framed, Framer, Outcome, Reject};
 use eod_proto::ArchiveRef;
 use eod_sources::archive_writer::SegmentWriter;
 use eod_sources::envelope::partition_key;
@@ -38,6 +38,13 @@ pub struct IngestSummary {
     pub prices: u64,
     pub delivered: u64,
     pub elapsed: Duration,
+}
+
+/// What a restarted gateway published from the segments a previous run left in its spool.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub trades: u64,
+    pub dead_letters: u64,
 }
 
 /// Frames, archives, decodes and publishes FIX streams. One per process; connections and files
@@ -254,21 +261,8 @@ impl Gateway {
                 }
             }
             match classifier.classify_unit(bytes, unit.framing) {
-                Outcome::Trade(mut trade) => {
-                    let envelope = trade.envelope_mut();
-                    envelope.receive_time = now_utc_nanos();
-                    envelope.gateway_id = self.gateway_id.clone();
-                    envelope.source = Some(ArchiveRef {
-                        object_key,
-                        offset,
-                        length: bytes.len() as u32,
-                    });
-                    envelope.raw_fix = bytes.to_vec();
-                    encoded.clear();
-                    envelope.encode(&mut encoded)?;
-                    let key = partition_key(envelope).as_bytes();
-                    self.producer.send(&self.topics.trades, key, &encoded)?;
-                    self.counters.trades_sent.inc();
+                Outcome::Trade(trade) => {
+                    self.publish_trade(trade, object_key, offset, bytes, &mut encoded)?;
                 }
                 Outcome::NotATrade { .. } => {}
                 Outcome::Dead(reject) => {
@@ -294,28 +288,64 @@ impl Gateway {
         Ok(())
     }
 
-    /// Sends the dead letters of the bad units in segments a previous run left in the spool
-    /// that the dead-letter topic does not hold; returns how many. A gateway killed between
-    /// archiving a read and the broker's confirmation of its dead letters lost them, and no
-    /// one sends them again: a FIX session resends messages, not the garbage between them.
-    /// Each segment is framed and classified from its start, as a replay of the archive does,
-    /// so a unit's place (`key@offset`) is the one the live gateway gave it; a place the topic
-    /// already holds is not sent twice. Runs before the uploader takes the segments away.
-    pub fn recover_dead_letters(
+    /// One trade envelope, stamped with where its bytes are archived, to the trades topic.
+    fn publish_trade(
+        &self,
+        mut trade: CheckedEnvelope,
+        object_key: String,
+        offset: u64,
+        bytes: &[u8],
+        encoded: &mut Vec<u8>,
+    ) -> Result<(), GatewayError> {
+        let envelope = trade.envelope_mut();
+        envelope.receive_time = now_utc_nanos();
+        envelope.gateway_id = self.gateway_id.clone();
+        envelope.source = Some(ArchiveRef {
+            object_key,
+            offset,
+            length: bytes.len() as u32,
+        });
+        envelope.raw_fix = bytes.to_vec();
+        encoded.clear();
+        envelope.encode(encoded)?;
+        let key = partition_key(envelope).as_bytes();
+        self.producer.send(&self.topics.trades, key, encoded)?;
+        self.counters.trades_sent.inc();
+        Ok(())
+    }
+
+    /// Publishes what segments a previous run left in the spool hold and the topics do not:
+    /// the trade of each good unit whose place (`key@offset`) no envelope on the trades topic
+    /// names, and the dead letter of each bad unit whose place the dead-letter topic does not
+    /// hold. A gateway killed between archiving a read and the broker's confirmation lost
+    /// them: a FIX session resends its messages (a duplicate ExecID counts once downstream),
+    /// but not the garbage between them, and a plain stream resends nothing. Each segment is
+    /// framed and classified from its start, as a replay of the archive does, so a unit's
+    /// place is the one the live gateway gave it, and a place a topic holds is not sent again.
+    /// The topics are read from a minute before the oldest segment was created (from their
+    /// start where the file system keeps no creation time). Runs before the uploader takes
+    /// the segments away.
+    pub fn recover_leftovers(
         &self,
         leftovers: &[(String, std::path::PathBuf)],
-    ) -> Result<u64, GatewayError> {
+        created: Option<std::time::SystemTime>,
+    ) -> Result<Recovered, GatewayError> {
+        let mut recovered = Recovered::default();
         if leftovers.is_empty() {
-            return Ok(0);
+            return Ok(recovered);
         }
-        let _span =
-            tracing::info_span!("recover_dead_letters", segments = leftovers.len()).entered();
-        let places = eod_sources::kafka::dead_letter_places(
-            &self.kafka,
-            &self.topics.dead_letters,
+        let _span = tracing::info_span!("recover_leftovers", segments = leftovers.len()).entered();
+        let since = created.map(|c| c - Duration::from_secs(60));
+        let (kafka, topics) = (&self.kafka, &self.topics);
+        let letters = eod_sources::kafka::dead_letter_places(
+            kafka,
+            &topics.dead_letters,
+            since,
             DELIVERY_TIMEOUT,
         )?;
-        let mut recovered = 0;
+        let trades =
+            eod_sources::kafka::trade_places(kafka, &topics.trades, since, DELIVERY_TIMEOUT)?;
+        let mut encoded = Vec::new();
         for (key, path) in leftovers {
             let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
             let mut framer = Framer::new(self.max_message);
@@ -323,32 +353,37 @@ impl Gateway {
             framer.push(&bytes);
             framer.finish();
             while let Some(frame) = framer.next_frame() {
-                let Outcome::Dead(reject) = classifier.classify(&frame) else {
-                    continue;
-                };
                 let (unit, offset) = (frame.bytes(), frame.offset());
-                let location = format!("{key}@{offset}");
-                if places.contains(&location) {
-                    continue;
+                let place = format!("{key}@{offset}");
+                match classifier.classify(&frame) {
+                    Outcome::Trade(trade) if !trades.contains(&place) => {
+                        self.publish_trade(trade, key.clone(), offset, unit, &mut encoded)?;
+                        self.metrics.trades_recovered.inc();
+                        recovered.trades += 1;
+                    }
+                    Outcome::Dead(reject) if !letters.contains(&place) => {
+                        self.producer.send_dead_letter(
+                            &topics.dead_letters,
+                            unit.to_vec(),
+                            reject.reason,
+                            reject.detail,
+                            &place,
+                            0,
+                        )?;
+                        self.counters.dead_letters_sent.inc();
+                        self.metrics.dead_letters_recovered.inc();
+                        recovered.dead_letters += 1;
+                    }
+                    _ => {}
                 }
-                self.producer.send_dead_letter(
-                    &self.topics.dead_letters,
-                    unit.to_vec(),
-                    reject.reason,
-                    reject.detail,
-                    &location,
-                    0,
-                )?;
-                self.counters.dead_letters_sent.inc();
-                self.metrics.dead_letters_recovered.inc();
-                recovered += 1;
             }
         }
         self.producer.flush(DELIVERY_TIMEOUT)?;
-        if recovered > 0 {
+        if recovered.trades + recovered.dead_letters > 0 {
             tracing::warn!(
-                recovered,
-                "dead letters a previous run had not delivered, sent"
+                trades = recovered.trades,
+                dead_letters = recovered.dead_letters,
+                "spooled units a previous run had not delivered, sent"
             );
         }
         Ok(recovered)

@@ -14,7 +14,7 @@ pub mod simulate;
 mod tcp;
 
 pub use error::GatewayError;
-pub use gateway::{Gateway, IngestSummary};
+pub use gateway::{Gateway, IngestSummary, Recovered};
 pub use ingest_archive::{run_ingest, IngestOptions};
 pub use initiator_link::{InitiatorLink, InitiatorOptions, SessionSummary};
 pub use session_link::{ActiveSessions, SessionClaim, SessionConfig};
