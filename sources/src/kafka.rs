@@ -445,32 +445,20 @@ fn offsets_since(
         .collect())
 }
 
-/// Where the dead letters on `topic` written since `since` came from (`source_location`).
-pub fn dead_letter_places(
-    kafka: &KafkaConnection,
-    topic: &str,
-    since: Option<std::time::SystemTime>,
-    timeout: Duration,
-) -> Result<std::collections::HashSet<String>, KafkaClientError> {
-    places_since(kafka, topic, since, timeout, |body| {
-        <eod_proto::DeadLetter as prost::Message>::decode(body)
-            .ok()
-            .map(|letter| letter.source_location)
-    })
+/// A dead letter's place: where its bad unit came from (`source_location`); for
+/// [`places_since`].
+pub fn dead_letter_place(body: &[u8]) -> Option<String> {
+    <eod_proto::DeadLetter as prost::Message>::decode(body)
+        .ok()
+        .map(|letter| letter.source_location)
 }
 
-/// Where the trade envelopes on `topic` written since `since` were archived (`key@offset`).
-pub fn trade_places(
-    kafka: &KafkaConnection,
-    topic: &str,
-    since: Option<std::time::SystemTime>,
-    timeout: Duration,
-) -> Result<std::collections::HashSet<String>, KafkaClientError> {
-    places_since(kafka, topic, since, timeout, |body| {
-        let envelope = <eod_proto::TradeEnvelope as prost::Message>::decode(body).ok()?;
-        let source = envelope.source?;
-        Some(format!("{}@{}", source.object_key, source.offset))
-    })
+/// A trade envelope's place: where its FIX bytes are archived (`key@offset`); for
+/// [`places_since`].
+pub fn trade_place(body: &[u8]) -> Option<String> {
+    let envelope = <eod_proto::TradeEnvelope as prost::Message>::decode(body).ok()?;
+    let source = envelope.source?;
+    Some(format!("{}@{}", source.object_key, source.offset))
 }
 
 /// The offset one past the last record of each partition, now.

@@ -337,14 +337,11 @@ impl Gateway {
         let _span = tracing::info_span!("recover_leftovers", segments = leftovers.len()).entered();
         let since = created.map(|c| c - Duration::from_secs(60));
         let (kafka, topics) = (&self.kafka, &self.topics);
-        let letters = eod_sources::kafka::dead_letter_places(
-            kafka,
-            &topics.dead_letters,
-            since,
-            DELIVERY_TIMEOUT,
-        )?;
-        let trades =
-            eod_sources::kafka::trade_places(kafka, &topics.trades, since, DELIVERY_TIMEOUT)?;
+        let places = |topic: &str, place: fn(&[u8]) -> Option<String>| {
+            eod_sources::kafka::places_since(kafka, topic, since, DELIVERY_TIMEOUT, place)
+        };
+        let letters = places(&topics.dead_letters, eod_sources::kafka::dead_letter_place)?;
+        let trades = places(&topics.trades, eod_sources::kafka::trade_place)?;
         let mut encoded = Vec::new();
         for (key, path) in leftovers {
             let bytes = std::fs::read(path).map_err(io(format!("reading {}", path.display())))?;
