@@ -83,20 +83,18 @@ impl SegmentWriter {
         let mut writer = SegmentWriter {
             store,
             spool: spool.to_owned(),
-            policy,
             seq,
             open: None,
             spooled: Arc::new(AtomicU64::new(spooled)),
-            leftovers: Vec::new(),
+            leftovers: leftovers
+                .into_iter()
+                .filter_map(|path| {
+                    let name = path.file_name()?.to_str()?;
+                    Some((segment_key(&policy, name).to_string(), path))
+                })
+                .collect(),
+            policy,
         };
-        let uploader = writer.uploader();
-        writer.leftovers = leftovers
-            .into_iter()
-            .filter_map(|path| {
-                let name = path.file_name()?.to_str()?.to_owned();
-                Some((uploader.key(&name).to_string(), path))
-            })
-            .collect();
         writer.seq = writer.seq.max(writer.next_seq_in_store().await);
         Ok(writer)
     }
@@ -169,10 +167,9 @@ impl SegmentWriter {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        Ok((self.uploader().key(name).to_string(), offset))
+        Ok((segment_key(&self.policy, name).to_string(), offset))
     }
 
-    /// An uploader for this writer's spool, to run beside it (appends never wait on uploads).
     /// Segments a previous run left in the spool (not uploaded yet), oldest first, with the
     /// object keys they will have: until the uploader runs, their bytes are here to read.
     pub fn leftover_segments(&self) -> &[(String, PathBuf)] {
@@ -190,6 +187,7 @@ impl SegmentWriter {
         created?.into_iter().min()
     }
 
+    /// An uploader for this writer's spool, to run beside it (appends never wait on uploads).
     pub fn uploader(&self) -> SegmentUploader {
         SegmentUploader {
             store: self.store.clone(),
@@ -255,13 +253,6 @@ pub struct SegmentUploader {
 }
 
 impl SegmentUploader {
-    fn key(&self, file_name: &str) -> ObjectPath {
-        ObjectPath::from(format!(
-            "{}/{}/{file_name}",
-            self.policy.gateway_id, self.policy.trading_date
-        ))
-    }
-
     /// Uploads closed segments in order; stops at the first failure and keeps it spooled.
     pub async fn upload_closed(&self) -> Result<UploadRound, ArchiveWriteError> {
         let err = |source| ArchiveWriteError::Spool {
@@ -285,7 +276,7 @@ impl SegmentUploader {
                 source,
             })?;
             let size = bytes.len() as u64;
-            let key = self.key(&name);
+            let key = segment_key(&self.policy, &name);
             let span = tracing::info_span!("archive_upload", %key, bytes = bytes.len());
             // Create-only: a segment that is already there (an upload whose acknowledgement was
             // lost) is left as it is; its content is the same spooled bytes.
@@ -320,6 +311,14 @@ impl SegmentUploader {
             waiting: 0,
         })
     }
+}
+
+/// The object key of the spool file `file_name`: `{gateway}/{date}/{file_name}`.
+fn segment_key(policy: &SegmentPolicy, file_name: &str) -> ObjectPath {
+    ObjectPath::from(format!(
+        "{}/{}/{file_name}",
+        policy.gateway_id, policy.trading_date
+    ))
 }
 
 fn segment_seq(path: &Path) -> Option<u64> {

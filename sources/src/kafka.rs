@@ -265,7 +265,7 @@ impl RecordProducer {
         if self.producer.in_flight_count() > 0 {
             return Ok(false);
         }
-        self.flush(Duration::ZERO).map(|_| true)
+        self.delivery_outcome().map(|_| true)
     }
 
     /// Waits until every record sent so far is acknowledged or failed.
@@ -286,6 +286,11 @@ impl RecordProducer {
             }
             self.producer.poll(FLUSH_POLL);
         }
+        self.delivery_outcome()
+    }
+
+    /// Once nothing is in flight: the records delivered, or the first failure of any.
+    fn delivery_outcome(&self) -> Result<u64, KafkaClientError> {
         let sent = self.sent.load(Ordering::Relaxed);
         let counter = self.producer.context();
         let failed = counter.failed.load(Ordering::Relaxed);
@@ -383,10 +388,11 @@ pub fn places_since(
     use rdkafka::Message as _;
     let partitions = partition_count(kafka, topic, timeout)?;
     let assignments: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_owned(), p)).collect();
-    let ends = end_offsets(&metadata_consumer(kafka)?, &assignments, timeout)?;
+    let metadata = metadata_consumer(kafka)?;
+    let ends = end_offsets(&metadata, &assignments, timeout)?;
     let starts = match since {
         None => vec![0; assignments.len()],
-        Some(since) => offsets_since(kafka, &assignments, &ends, since, timeout)?,
+        Some(since) => offsets_since(&metadata, &assignments, &ends, since, timeout)?,
     };
     let consumer = assigned_consumer_at(kafka, "eod-places", &assignments, &starts)?;
     let mut next = starts;
@@ -419,7 +425,7 @@ pub fn places_since(
 /// The first offset of each partition whose record was written at or after `since` (its end
 /// where none was).
 fn offsets_since(
-    kafka: &KafkaConnection,
+    metadata: &BaseConsumer,
     assignments: &[(String, i32)],
     ends: &[i64],
     since: std::time::SystemTime,
@@ -432,7 +438,7 @@ fn offsets_since(
     for (topic, partition) in assignments {
         list.add_partition_offset(topic, *partition, Offset::Offset(millis))?;
     }
-    let found = metadata_consumer(kafka)?.offsets_for_times(list, timeout)?;
+    let found = metadata.offsets_for_times(list, timeout)?;
     Ok(assignments
         .iter()
         .zip(ends)

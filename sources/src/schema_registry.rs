@@ -434,6 +434,11 @@ impl RegistryClient {
     }
 }
 
+/// [`SCHEMA`]'s top-level messages, parsed once: a reader without a registry checks every
+/// framed record's index against them.
+static SCHEMA_MESSAGES: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| top_level_messages(SCHEMA));
+
 /// The message type each framed topic carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicMessage {
@@ -452,7 +457,7 @@ impl TopicMessage {
     }
 
     fn index(self) -> Result<usize, SchemaRegistryError> {
-        top_level_messages(SCHEMA)
+        SCHEMA_MESSAGES
             .iter()
             .position(|m| m == self.name())
             .ok_or(SchemaRegistryError::NoSuchMessage(self.name()))
@@ -576,16 +581,6 @@ impl WireFormat {
         self
     }
 
-    /// The schema id records written to `topic` carry, when framed.
-    pub fn schema_id(&self, topic: &str) -> Option<u32> {
-        let registered = self.registered.as_ref()?;
-        registered
-            .topics
-            .iter()
-            .find(|t| t.topic == topic)
-            .map(|t| t.schema_id)
-    }
-
     /// The bytes to write for `payload` on `topic`.
     pub fn frame<'a>(&self, topic: &str, payload: &'a [u8]) -> Cow<'a, [u8]> {
         let Some(registered) = &self.registered else {
@@ -599,6 +594,10 @@ impl WireFormat {
 
     /// The protobuf bytes of a record read from `topic` (see the module's contract).
     pub fn unframe<'a>(&self, topic: &str, payload: &'a [u8]) -> Result<&'a [u8], UnframeError> {
+        // Plain records (every record while no writer frames) leave before the topic lookup.
+        if payload.first() != Some(&MAGIC) {
+            return Ok(payload);
+        }
         let Some(message) = self
             .messages
             .iter()

@@ -273,3 +273,12 @@ pub enum CheckError {
     #[error("{0}")]
     Other(String),
 }
+
+/// Runs one future of the object store's async API to its end on a runtime of its own.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CheckError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CheckError::Other(e.to_string()))?;
+    Ok(runtime.block_on(future))
+}

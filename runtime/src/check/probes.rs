@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use eod_sources::archive::Archive;
 use eod_sources::kafka::partition_count;
 
-use super::{CheckOptions, Scenario, Verdict};
+use super::{block_on, CheckOptions, Scenario, Verdict};
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -48,17 +48,14 @@ fn probe_all(options: &CheckOptions) -> Vec<(String, Result<(), String>)> {
         let archive = Archive::open(location)
             .map_err(|e| e.to_string())
             .and_then(|archive| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                runtime.block_on(async {
+                block_on(async {
                     tokio::time::timeout(PROBE_TIMEOUT, archive.segments())
                         .await
                         .map_err(|_| format!("no answer within {PROBE_TIMEOUT:?}"))?
                         .map(drop)
                         .map_err(|e| e.to_string())
                 })
+                .map_err(|e| e.to_string())?
             });
         probes.push((format!("archive {location}"), archive));
     }

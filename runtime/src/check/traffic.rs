@@ -19,7 +19,7 @@ use eod_proto::DeadLetterReason;
 use eod_sources::archive::Archive;
 use eod_sources::kafka::{assigned_consumer_at, end_offsets, metadata_consumer, partition_count};
 
-use super::{CheckError, CheckOptions, Scenario, Verdict};
+use super::{block_on, CheckError, CheckOptions, Scenario, Verdict};
 
 /// The trader, account and symbol of every check trade: no real position or mark moves.
 pub const CHECK_BOOK: &str = "EODCHECK";
@@ -158,14 +158,6 @@ fn trades_shown(http: &reqwest::blocking::Client, addr: &str) -> Result<u64, Str
         .as_array()
         .map(|rows| rows.iter().filter_map(|r| r["trades"].as_u64()).sum())
         .unwrap_or(0))
-}
-
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, CheckError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CheckError::Other(e.to_string()))?;
-    Ok(runtime.block_on(future))
 }
 
 impl CheckTraffic {

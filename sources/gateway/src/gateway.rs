@@ -52,7 +52,8 @@ pub struct Recovered {
 /// archive and fsynced, and only then decoded and produced: a decoder bug can never lose bytes.
 pub struct Gateway {
     producer: RecordProducer,
-    /// The cluster, for reading back what the dead-letter topic holds (a restart's recovery).
+    /// The cluster, for reading back what the trades and dead-letter topics hold (a restart's
+    /// recovery of its spool).
     kafka: KafkaConnection,
     topics: Topics,
     gateway_id: String,
@@ -271,16 +272,7 @@ impl Gateway {
                             link.reject_invalid(bytes, &reject)?;
                         }
                     }
-                    let location = format!("{object_key}@{offset}");
-                    self.producer.send_dead_letter(
-                        &self.topics.dead_letters,
-                        bytes.to_vec(),
-                        reject.reason,
-                        reject.detail,
-                        &location,
-                        0,
-                    )?;
-                    self.counters.dead_letters_sent.inc();
+                    self.publish_dead_letter(bytes, reject, &format!("{object_key}@{offset}"))?;
                 }
             }
         }
@@ -311,6 +303,25 @@ impl Gateway {
         let key = partition_key(envelope).as_bytes();
         self.producer.send(&self.topics.trades, key, encoded)?;
         self.counters.trades_sent.inc();
+        Ok(())
+    }
+
+    /// A bad unit's dead letter (refused on sight: no retries), keyed by its archive place.
+    fn publish_dead_letter(
+        &self,
+        bytes: &[u8],
+        reject: Reject,
+        place: &str,
+    ) -> Result<(), GatewayError> {
+        self.producer.send_dead_letter(
+            &self.topics.dead_letters,
+            bytes.to_vec(),
+            reject.reason,
+            reject.detail,
+            place,
+            0,
+        )?;
+        self.counters.dead_letters_sent.inc();
         Ok(())
     }
 
@@ -359,15 +370,7 @@ impl Gateway {
                         recovered.trades += 1;
                     }
                     Outcome::Dead(reject) if !letters.contains(&place) => {
-                        self.producer.send_dead_letter(
-                            &topics.dead_letters,
-                            unit.to_vec(),
-                            reject.reason,
-                            reject.detail,
-                            &place,
-                            0,
-                        )?;
-                        self.counters.dead_letters_sent.inc();
+                        self.publish_dead_letter(unit, reject, &place)?;
                         self.metrics.dead_letters_recovered.inc();
                         recovered.dead_letters += 1;
                     }
