@@ -296,8 +296,7 @@ impl Simulator {
             0 => {
                 let mut message = self.fill();
                 self.recent.pop_back();
-                let n = message.len();
-                message[n - 2] = if message[n - 2] == b'0' { b'1' } else { b'0' };
+                eod_fix::break_checksum(&mut message);
                 message
             }
             1 => {

@@ -122,8 +122,7 @@ fn write_edge_segments(dir: &Path) {
         "20261125-21:00:04",
         "EDGE-T",
     );
-    let n = bad.len();
-    bad[n - 2] = if bad[n - 2] == b'0' { b'1' } else { b'0' };
+    eod_fix::break_checksum(&mut bad);
     late.extend(bad);
     let truncated = fill(
         "EDGE-F6",

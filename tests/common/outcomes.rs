@@ -29,8 +29,7 @@ pub fn every_outcome_stream() -> Vec<u8> {
         FixEncoder::new("FIX.4.4").message("8", &fields)
     };
     let mut bad_checksum = fill(Some("OUT-1"), "10");
-    let at = bad_checksum.len() - 2;
-    bad_checksum[at] = if bad_checksum[at] == b'0' { b'1' } else { b'0' };
+    eod_fix::break_checksum(&mut bad_checksum);
     let good = fill(Some("OUT-2"), "10");
     let length_at = good.windows(3).position(|w| w == b"\x019=").unwrap() + 3;
     let mut bad_length = good.clone();

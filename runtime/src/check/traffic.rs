@@ -616,12 +616,7 @@ impl CheckTraffic {
         };
         // Framing faults go around the session's numbering: the framer refuses them first.
         let mut checksum = raw(&marker(DeadLetterReason::Checksum));
-        let last_digit = checksum.len() - 2;
-        checksum[last_digit] = if checksum[last_digit] == b'0' {
-            b'1'
-        } else {
-            b'0'
-        };
+        eod_fix::break_checksum(&mut checksum);
         let good = raw(&marker(DeadLetterReason::BodyLength));
         let text = String::from_utf8_lossy(&good).into_owned();
         let length: usize = text

@@ -3,6 +3,18 @@
 use super::framer::checksum;
 use super::SOH;
 
+/// Makes an encoded message's CheckSum (10) wrong by changing its last digit: a line error
+/// the framer refuses, the rest of the message left as it was.
+pub fn break_checksum(message: &mut [u8]) {
+    if let Some(last_digit) = message
+        .len()
+        .checked_sub(2)
+        .and_then(|i| message.get_mut(i))
+    {
+        *last_digit = if *last_digit == b'0' { b'1' } else { b'0' };
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FixEncoder {
     begin_string: String,

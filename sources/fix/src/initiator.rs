@@ -177,12 +177,7 @@ impl Initiator {
         let mut bytes = self.send_new(&parsed.msg_type, parsed.body, now);
         if !parsed.checksum_right {
             // The line error travels; the stored copy stays intact for the resend.
-            let last_digit = bytes.len() - 2;
-            bytes[last_digit] = if bytes[last_digit] == b'0' {
-                b'1'
-            } else {
-                b'0'
-            };
+            crate::encode::break_checksum(&mut bytes);
         }
         Some(bytes)
     }
@@ -459,8 +454,7 @@ mod tests {
         let logon = initiator.logon(NOW);
         exchange(&logon, &mut gateway, &mut initiator, NOW);
         let mut garbled = fill("X1");
-        let at = garbled.len() - 2;
-        garbled[at] = if garbled[at] == b'0' { b'1' } else { b'0' };
+        crate::encode::break_checksum(&mut garbled);
         let sent = initiator.stamp(&garbled, NOW).unwrap();
         let mut framer = Framer::default();
         framer.push(&sent);

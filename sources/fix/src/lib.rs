@@ -17,7 +17,7 @@ pub mod time;
 pub use census::MessageCensus;
 pub use classify::{check_envelope, CheckedEnvelope, CheckedKind, Classifier, Counts, Outcome};
 pub use decode::{check_structure, Decoded, Decoder, FieldError, FieldFault, Reject};
-pub use encode::FixEncoder;
+pub use encode::{break_checksum, FixEncoder};
 pub use framer::{Framed, Framer, DEFAULT_MAX_MESSAGE};
 
 /// Field separator.
