@@ -4,7 +4,8 @@
 #   bench/snapshots/run.sh ARCHIVE [KILL_AFTER_S] [-- EOD_RUN_FLAGS...]
 #
 # Publishes ARCHIVE (from `eod generate`, with ARCHIVE.prices.csv beside it) to fresh topics,
-# then times two `eod run --until-caught-up -- -w 2` runs that must print identical positions:
+# then times two `eod run --until-caught-up -- -w 2` runs that must print identical positions
+# (each also prints when its views held everything, before the books finished writing):
 #   1. from offset 0, no snapshots;
 #   2. after a live `eod run --snapshots` is killed with SIGKILL KILL_AFTER_S seconds after it starts
 #      (default: once it has caught up and stored a snapshot of everything), then restarted:
@@ -51,7 +52,8 @@ timed_run() {
         --output "$work/$name.json" $(books_of "$group") "$@" ${run_flags[@]+"${run_flags[@]}"} \
         -- -w 2 >"$work/$name.out" 2>&1
     end=$(date +%s.%N)
-    printf '%-28s %6.2f s  %s\n' "$name" "$(echo "$end - $start" | bc)" \
+    printf '%-28s %6.2f s  (%s)  %s\n' "$name" "$(echo "$end - $start" | bc)" \
+        "$(grep -E '^views caught up' "$work/$name.out" | sed 's/  */ /g' || true)" \
         "$(grep -E '^snapshot ' "$work/$name.out" | sed 's/  */ /g' || true)"
 }
 same_positions() {

@@ -78,6 +78,9 @@ pub struct RunSummary {
     pub consume_latency_micros: hdrhistogram::Histogram<u64>,
     /// The snapshot this run started from.
     pub restored: Option<RestoredSummary>,
+    /// With `--until-caught-up`: from the start of the run until this process's views held
+    /// everything up to the end offsets (the books may still be writing then).
+    pub views_caught_up: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +111,9 @@ struct Shared {
     /// How far this process's workers have read each partition, for the lag monitor.
     read_positions: Arc<ReadPositions>,
     snapshots: Option<Snapshots>,
+    started: Instant,
+    /// The latest of the workers' [`KafkaSource::views_caught_up`].
+    views_caught_up: std::sync::Mutex<Option<Duration>>,
 }
 
 /// This process's side of the snapshots: what it restored, and where its workers' parts go.
@@ -253,6 +259,8 @@ pub fn run_kafka(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary> {
+    // From here: a restart's time to exact views includes reading the snapshot.
+    let started = Instant::now();
     let workers_per_process =
         workers_per_process(&options.timely_args).map_err(anyhow::Error::msg)?;
     let config = timely_config(&options.timely_args).map_err(anyhow::Error::msg)?;
@@ -306,7 +314,6 @@ pub fn run_kafka(
             cut: r.cut,
             records: r.records(),
         });
-    let started = Instant::now();
     let read_positions = Arc::new(ReadPositions::new(&[
         (&options.topics.trades, trade_partitions),
         (&options.topics.prices, price_partitions),
@@ -336,6 +343,8 @@ pub fn run_kafka(
         consume_latency: std::sync::Mutex::new(new_latency_histogram()),
         read_positions,
         snapshots,
+        started,
+        views_caught_up: std::sync::Mutex::new(None),
     });
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
@@ -381,6 +390,7 @@ pub fn run_kafka(
         latency_micros,
         consume_latency_micros,
         restored,
+        views_caught_up: shared.views_caught_up.lock().ok().and_then(|t| *t),
     })
 }
 
@@ -813,6 +823,12 @@ impl Source for KafkaSource<'_> {
         let done = self.fresh.iter().take_while(|(t, _)| t <= last).count();
         let reflected: Vec<Vec<i64>> = self.fresh.drain(..done).map(|(_, r)| r).collect();
         record_latency(&reflected, &mut self.histograms.0, &self.shared.metrics);
+        if self.draining && self.fresh.is_empty() && self.shared.options.until_caught_up {
+            let at = self.shared.started.elapsed();
+            if let Ok(mut latest) = self.shared.views_caught_up.lock() {
+                *latest = Some(latest.map_or(at, |t| t.max(at)));
+            }
+        }
     }
 
     fn durable(&mut self, epochs: &[Time]) -> Result<()> {

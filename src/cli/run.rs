@@ -196,6 +196,9 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     }
     print_accounting("records", &summary.snapshot.accounting);
     println!("positions       {}", summary.snapshot.positions.len());
+    if let Some(at) = summary.views_caught_up {
+        println!("views caught up {:.3} s", at.as_secs_f64());
+    }
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     let h = &summary.latency_micros;
     if !h.is_empty() {
