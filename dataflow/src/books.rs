@@ -367,7 +367,7 @@ struct BooksState {
     /// Boxed: the table then moves 32-byte entries when it grows, not whole states, and its
     /// empty slots (up to half of them just after growing) cost 32 bytes, not a state's size.
     /// Held unboxed, the two workers' tables were 0.9 GB at the peak of a 1M-fill replay.
-    exec_ids: HashMap<Text, Box<ExecIdState>>,
+    exec_ids: FastMap<Text, Box<ExecIdState>>,
     traders: HashMap<Text, ReferenceSlot<TraderRef>>,
     securities: HashMap<Text, ReferenceSlot<SecurityRef>>,
 }

@@ -3,7 +3,7 @@
 //! Every view is a pure function of the *set* of input records, so arrival order, batching and
 //! worker count cannot change an answer, and a bust or correction is simply a retraction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
@@ -26,6 +26,7 @@ use crate::sum_operator;
 use crate::views::{
     FirmSum, PositionView, TotalsSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
 };
+use crate::FastMap;
 
 /// Input handles of one worker. Counts are buffered and entered once per epoch.
 pub struct Inputs {
@@ -562,8 +563,6 @@ pub fn position_view(
         total_pnl: total.map(Money),
     }
 }
-
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Routes every view change to the first worker of each process and applies it there once its
 /// time is complete at all workers.

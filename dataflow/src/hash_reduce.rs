@@ -11,7 +11,6 @@
 //! in time order, so the output at every completed time is the logic over the input collection
 //! at that time (the oracle property tests check the live fills built on it).
 
-use std::collections::HashMap;
 use std::hash::Hash;
 
 use differential_dataflow::consolidation::consolidate;
@@ -24,6 +23,7 @@ use timely::dataflow::operators::Exchange;
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::stash::TimeStash;
+use crate::FastMap;
 
 /// Groups `input` by key and applies `logic` to each key's values (with their multiplicities,
 /// smallest first) whenever they change, as `reduce_named` would; `logic` pushes the key's
@@ -46,7 +46,7 @@ where
             let mut stash = TimeStash::default();
             // Boxed: growing the table then moves a key and a pointer per entry, and its empty
             // slots cost as much, not a value's size.
-            let mut state: HashMap<K, Box<Multiset<V>>> = HashMap::new();
+            let mut state: FastMap<K, Box<Multiset<V>>> = FastMap::default();
             let mut changes: Vec<(O, Diff)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
