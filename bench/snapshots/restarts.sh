@@ -12,6 +12,7 @@
 # no books). Needs a broker (scripts/kafka.sh start; scripts/kafka.sh env).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source bench/snapshots/live.sh
 : "${EOD_KAFKA_BROKERS:?start a broker: scripts/kafka.sh start; export \$(scripts/kafka.sh env)}"
 archive="$1" runs="$2" eod_a="$3" eod_b="$4"
 shift 4
@@ -34,16 +35,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
     --snapshots "$kept/snapshots" --snapshot-interval-s 5 --books="sqlite:$kept/books.sqlite" \
     -- -w 2 >"$work/live.out" 2>&1 &
 live_pid=$!
-metric() { curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-until curl -sf "http://127.0.0.1:$port/v1/pnl/firm" >/dev/null 2>&1; do sleep 0.5; done
-previous=-1
-while :; do
-    sleep 2
-    now=$(metric eod_messages_read_total)
-    [ "$now" = "$previous" ] && [ "$(metric eod_dataflow_epochs_not_durable)" -le 2 ] && break
-    previous=$now
-done
-sleep 7
+wait_for_a_snapshot_of_everything "$port"
 kill -9 "$live_pid"
 wait "$live_pid" 2>/dev/null || true
 echo "kept: $(find "$kept/snapshots" -name '*.part' | wc -l) parts"

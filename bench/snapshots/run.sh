@@ -15,6 +15,7 @@
 # BOOKS=sqlite the runs write SQLite books instead (the restart into the killed run's store).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source bench/snapshots/live.sh
 EOD="${EOD:-target/release/eod}"
 : "${EOD_KAFKA_BROKERS:?start a broker: scripts/kafka.sh start; export \$(scripts/kafka.sh env)}"
 archive="$1"
@@ -79,20 +80,7 @@ started=$(date +%s.%N)
 if [ -n "$kill_after" ]; then
     sleep "$kill_after"
 else
-    # Caught up (nothing more read in 2 s) and the books too (no epoch waits for them); then
-    # one more cut (5 s) for a snapshot of it all.
-    metric() {
-        curl -sf "http://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'
-    }
-    until curl -sf "http://127.0.0.1:$port/v1/pnl/firm" >/dev/null 2>&1; do sleep 0.5; done
-    previous=-1
-    while :; do
-        sleep 2
-        now=$(metric eod_messages_read_total)
-        [ "$now" = "$previous" ] && [ "$(metric eod_dataflow_epochs_not_durable)" -le 2 ] && break
-        previous=$now
-    done
-    sleep 7
+    wait_for_a_snapshot_of_everything "$port"
 fi
 kill -9 "$live_pid"
 wait "$live_pid" 2>/dev/null || true

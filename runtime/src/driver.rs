@@ -212,23 +212,34 @@ pub fn drive_from(
     // before the views could say they held everything.
     inputs.advance_to(last + 1);
     inputs.flush();
-    while !epochs.in_flight.is_empty() && !source.stopped() {
-        epochs.report(frontiers, source)?;
-        if epochs.in_flight.is_empty() {
-            break;
-        }
-        worker.step_or_park(Some(Duration::from_millis(1)));
-    }
+    step_until(worker, &mut epochs, frontiers, source, |e| {
+        e.in_flight.is_empty()
+    })?;
     inputs.close();
-    while !epochs.not_durable.is_empty() && !source.stopped() {
-        epochs.report(frontiers, source)?;
-        if epochs.not_durable.is_empty() {
-            break;
-        }
-        worker.step_or_park(Some(Duration::from_millis(1)));
-    }
+    step_until(worker, &mut epochs, frontiers, source, |e| {
+        e.not_durable.is_empty()
+    })?;
     if reports {
         epochs.publish_metrics(metrics);
+    }
+    Ok(())
+}
+
+/// Steps the worker, reporting progress to the source, until `done` holds (or the source says
+/// stop).
+fn step_until(
+    worker: &mut timely::worker::Worker,
+    epochs: &mut Epochs,
+    frontiers: &Frontiers,
+    source: &mut impl Source,
+    done: impl Fn(&Epochs) -> bool,
+) -> Result<()> {
+    while !source.stopped() {
+        epochs.report(frontiers, source)?;
+        if done(epochs) {
+            break;
+        }
+        worker.step_or_park(Some(Duration::from_millis(1)));
     }
     Ok(())
 }
