@@ -93,7 +93,7 @@ fn catch_up_over(
     topics: &Topics,
     group_id: &str,
 ) -> eod_runtime::run::RunSummary {
-    run_kafka(
+    let summary = run_kafka(
         RunOptions {
             kafka,
             topics: topics.clone(),
@@ -114,7 +114,16 @@ fn catch_up_over(
         Metrics::new().unwrap(),
         Arc::new(AtomicBool::new(false)),
     )
-    .unwrap()
+    .unwrap();
+    let views = summary
+        .views_caught_up
+        .expect("a run until caught up says when its views held everything");
+    assert!(
+        views <= summary.elapsed,
+        "views caught up at {views:?}, after the run's end at {:?}",
+        summary.elapsed
+    );
+    summary
 }
 
 /// Every record of a topic, read to its end.

@@ -5,8 +5,9 @@
 //! and every durable sink (the books) hold it.
 //!
 //! Contract: every closed epoch is reported to the source once as reflected and once as durable,
-//! in order; at the end the open epoch is closed, the inputs are closed, and the driver steps
-//! the worker until every epoch is durable (or the source says stop).
+//! in order; at the end the open epoch is closed, the driver steps the worker until the views
+//! reflect it, then closes the inputs and steps until every epoch is durable (or the source
+//! says stop).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
