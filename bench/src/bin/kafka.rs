@@ -57,8 +57,9 @@ struct Args {
     /// Dataflow epoch length in milliseconds.
     #[arg(long, default_value_t = 2)]
     epoch_ms: u64,
-    /// Closed epochs the source lets the dataflow compute at once before it holds the next.
-    #[arg(long, default_value_t = 2)]
+    /// Closed epochs the source lets the dataflow compute at once before it holds the next
+    /// (the default is what `eod run` uses).
+    #[arg(long, default_value_t = eod_runtime::driver::LIVE_LIMITS.in_flight as u64)]
     max_in_flight: u64,
     /// Leave out the bare-Kafka baseline.
     #[arg(long)]
