@@ -1,4 +1,16 @@
-# Sourced by the snapshot benches: waits until the live `eod run` serving on 127.0.0.1:$1 has
+# Sourced by the snapshot benches.
+
+# Publishes ARCHIVE (with ARCHIVE.prices.csv beside it) with EOD to fresh topics PREFIX.*, and
+# sets `topics` to the flags that name them.
+publish_to_fresh_topics() {
+    local eod="$1" prefix="$2" archive="$3"
+    topics=(--brokers "$EOD_KAFKA_BROKERS" --trades-topic "$prefix.raw" --dlq-topic "$prefix.dlq"
+        --prices-topic "$prefix.prices" --reference-topic "$prefix.ref")
+    "$eod" ingest --archive "$archive" --prices "$archive.prices.csv" "${topics[@]}" \
+        --create-topics | grep -E '^(trades|delivered|elapsed)'
+}
+
+# Waits until the live `eod run` serving on 127.0.0.1:$1 has
 # caught up (nothing more read in 2 s) and its books too (no epoch waits for them), then one
 # more cut (5 s at the benches' interval) for a snapshot of it all.
 wait_for_a_snapshot_of_everything() {

@@ -21,10 +21,7 @@ flags=("$@")
 work="$(mktemp -d)"
 trap 'kill -9 "${live_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 prefix="restarts$(date +%s)"
-topics=(--brokers "$EOD_KAFKA_BROKERS" --trades-topic "$prefix.raw" --dlq-topic "$prefix.dlq"
-    --prices-topic "$prefix.prices" --reference-topic "$prefix.ref")
-"$eod_a" ingest --archive "$archive" --prices "$archive.prices.csv" "${topics[@]}" --create-topics |
-    grep -E '^(trades|elapsed)'
+publish_to_fresh_topics "$eod_a" "$prefix" "$archive"
 "$eod_a" run "${topics[@]}" --group-id "$prefix-zero" --until-caught-up --serve 127.0.0.1:0 \
     --no-books --output "$work/zero.json" -- -w 2 >/dev/null 2>&1
 

@@ -37,10 +37,7 @@ books_of() {
 }
 trap 'kill -9 "${live_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
 prefix="snap$(date +%s)"
-topics=(--brokers "$EOD_KAFKA_BROKERS" --trades-topic "$prefix.raw" --dlq-topic "$prefix.dlq"
-    --prices-topic "$prefix.prices" --reference-topic "$prefix.ref")
-"$EOD" ingest --archive "$archive" --prices "$archive.prices.csv" "${topics[@]}" --create-topics |
-    grep -E '^(trades|delivered|elapsed)'
+publish_to_fresh_topics "$EOD" "$prefix" "$archive"
 
 # One `eod run --until-caught-up` in consumer group $2: prints its wall time; positions to
 # $work/$1.json.
