@@ -60,6 +60,13 @@ pub fn replay_limits(epoch_messages: u64) -> EpochLimits {
         not_durable: usize::try_from(not_durable).unwrap_or(usize::MAX).max(2),
     }
 }
+/// A live epoch's clock bucket, the default of `eod run` and the demo. Under load an epoch
+/// outgrows its bucket anyway (at 50k msg/s fill-to-view was no worse with 10 ms than with 2 ms
+/// buckets); when idle every bucket closes an epoch, and each costs the dataflow's fixed work per
+/// epoch. Shorter buckets lower the latency at low rates (1k msg/s: p50 5 ms with 2 ms buckets,
+/// 9-11 ms with 10 ms; bench/RESULTS.md 2026-12-04), for `--epoch-ms` to choose.
+pub const LIVE_EPOCH_MS: u64 = 10;
+
 /// Live input closes an epoch only once the one before is in the views: under load the open
 /// epoch then holds all that arrived meanwhile, and each epoch's fixed cost is paid once for it
 /// rather than by two smaller epochs computing side by side. Measured through Kafka

@@ -35,7 +35,7 @@ pub(crate) struct DemoArgs {
     #[arg(long)]
     pub(crate) duration: Option<f64>,
     /// Dataflow epoch length in milliseconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = eod_runtime::driver::LIVE_EPOCH_MS)]
     pub(crate) epoch_ms: u64,
     /// Dead-letter JSONL path [default: eod-demo-dead-letters.jsonl in the temp directory].
     #[arg(long)]

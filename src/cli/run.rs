@@ -37,7 +37,7 @@ pub(crate) struct RunArgs {
     #[arg(long, default_value = "eod-run")]
     pub(crate) group_id: String,
     /// Dataflow epoch length in milliseconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = eod_runtime::driver::LIVE_EPOCH_MS)]
     pub(crate) epoch_ms: u64,
     /// Books store for `run`: no default (a distributed run names its store).
     #[command(flatten)]

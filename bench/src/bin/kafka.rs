@@ -54,8 +54,9 @@ struct Args {
     messages: u64,
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Dataflow epoch length in milliseconds.
-    #[arg(long, default_value_t = 2)]
+    /// Dataflow epoch length in milliseconds (the default is what `eod run` uses; the runs
+    /// recorded before 2026-12-04 used 2 ms).
+    #[arg(long, default_value_t = eod_runtime::driver::LIVE_EPOCH_MS)]
     epoch_ms: u64,
     /// Closed epochs the source lets the dataflow compute at once before it holds the next
     /// (the default is what `eod run` uses).
