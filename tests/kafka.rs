@@ -144,6 +144,14 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
     records
 }
 
+/// Every record of a topic, read to its end, decoded as `M`.
+fn read_messages<M: prost::Message + Default>(brokers: &str, topic: &str) -> Vec<M> {
+    read_topic(brokers, topic)
+        .iter()
+        .map(|bytes| M::decode(bytes.as_slice()).unwrap())
+        .collect()
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     archive: std::path::PathBuf,
@@ -236,10 +244,7 @@ fn ingest_then_run_equals_reference_and_dead_letters_bad_records() {
     assert_eq!(a.dead_letters.get("deserialization"), Some(&1));
     assert_eq!(a.dead_letters.get("missing_field"), Some(&1));
 
-    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
-        .iter()
-        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
-        .collect();
+    let letters: Vec<DeadLetter> = read_messages(&brokers, &topics.dead_letters);
     assert_eq!(letters.len() as u64, ingested.counts.dead_lettered() + 2);
     let from_run: Vec<_> = letters
         .iter()
@@ -2200,14 +2205,9 @@ fn gateway_classifies_every_outcome_like_the_codec() {
         expected.trades()
     );
     // The DLQ has several partitions: compare the reasons as a multiset.
-    let mut dead: Vec<&str> = read_topic(&brokers, &topics.dead_letters)
+    let mut dead: Vec<&str> = read_messages::<DeadLetter>(&brokers, &topics.dead_letters)
         .iter()
-        .map(|payload| {
-            DeadLetter::decode(payload.as_slice())
-                .unwrap()
-                .reason()
-                .label()
-        })
+        .map(|letter| letter.reason().label())
         .collect();
     dead.sort_unstable();
     reasons.sort_unstable();
@@ -2623,10 +2623,7 @@ fn seeded_fault_schedule_loses_nothing() {
 
     // 4. The DLQ holds every bad message once: as many of each reason as a replay of the
     // archive finds, each from its own place in the archive.
-    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
-        .iter()
-        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
-        .collect();
+    let letters: Vec<DeadLetter> = read_messages(&brokers, &topics.dead_letters);
     // Where a letter came from: the archive segment's file name and the byte offset.
     let mut dlq: std::collections::BTreeMap<(String, u64), String> = Default::default();
     for letter in &letters {
@@ -3216,10 +3213,7 @@ fn a_snapshot_waits_for_its_dead_letters() {
     let expected = baseline::compute(&events, &[]);
     let expected = serde_json::to_value(expected.positions.values().collect::<Vec<_>>()).unwrap();
     assert!(run_output(dir.path(), 0)["positions"] == expected);
-    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
-        .iter()
-        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
-        .collect();
+    let letters: Vec<DeadLetter> = read_messages(&brokers, &topics.dead_letters);
     assert_eq!(letters.len(), refused.len(), "a letter sent twice");
     for bad in refused {
         assert!(letters
@@ -3292,10 +3286,7 @@ fn a_restarted_gateway_publishes_what_its_spool_holds_and_the_broker_lacks() {
         "{}",
         gateway.said()
     );
-    let envelopes: Vec<TradeEnvelope> = read_topic(&brokers, &topics.trades)
-        .iter()
-        .map(|bytes| TradeEnvelope::decode(bytes.as_slice()).unwrap())
-        .collect();
+    let envelopes: Vec<TradeEnvelope> = read_messages(&brokers, &topics.trades);
     let exec_ids: Vec<&str> = envelopes.iter().map(|e| e.exec_id.as_str()).collect();
     assert_eq!(exec_ids.len(), 2, "{exec_ids:?}");
     let republished = envelopes
@@ -3307,10 +3298,7 @@ fn a_restarted_gateway_publishes_what_its_spool_holds_and_the_broker_lacks() {
     let last_at = good.len() + garbage.len() + no_symbol.len();
     assert_eq!(source.offset, last_at as u64);
     assert_eq!(republished.raw_fix, segment[last_at..]);
-    let letters: Vec<DeadLetter> = read_topic(&brokers, &topics.dead_letters)
-        .iter()
-        .map(|bytes| DeadLetter::decode(bytes.as_slice()).unwrap())
-        .collect();
+    let letters: Vec<DeadLetter> = read_messages(&brokers, &topics.dead_letters);
     let places: Vec<&str> = letters.iter().map(|l| l.source_location.as_str()).collect();
     assert_eq!(letters.len(), 2, "{places:?}");
     let recovered = letters
