@@ -281,8 +281,8 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
                         if time < stored_before {
                             // A restore's updates only add up (no row is made of them), so
                             // they are taken in as they come rather than held until their
-                            // time completes: holding 9M of them was a third of the books'
-                            // cost of a 5M-trade restore. Later times wait in the stash until
+                            // time completes: holding 9M of them was about a quarter of the
+                            // books' cost of a 5M-trade restore. Later times wait in the stash until
                             // the frontier passes them, and with it every restored time.
                             state.absorb(update, diff);
                         } else {

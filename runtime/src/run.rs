@@ -112,7 +112,7 @@ struct Shared {
     read_positions: Arc<ReadPositions>,
     snapshots: Option<Snapshots>,
     started: Instant,
-    /// The latest of the workers' [`KafkaSource::views_caught_up`].
+    /// With `--until-caught-up`: the latest time a worker saw the views reflect its last epoch.
     views_caught_up: std::sync::Mutex<Option<Duration>>,
 }
 
@@ -823,7 +823,12 @@ impl Source for KafkaSource<'_> {
         let done = self.fresh.iter().take_while(|(t, _)| t <= last).count();
         let reflected: Vec<Vec<i64>> = self.fresh.drain(..done).map(|(_, r)| r).collect();
         record_latency(&reflected, &mut self.histograms.0, &self.shared.metrics);
-        if self.draining && self.fresh.is_empty() && self.shared.options.until_caught_up {
+        // A stopped run ends without reading to the end offsets: its views did not catch up.
+        if self.draining
+            && self.fresh.is_empty()
+            && self.shared.options.until_caught_up
+            && !self.stopped()
+        {
             let at = self.shared.started.elapsed();
             if let Ok(mut latest) = self.shared.views_caught_up.lock() {
                 *latest = Some(latest.map_or(at, |t| t.max(at)));
