@@ -290,10 +290,13 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
                         }
                     }
                 });
-                while let Some((capability, updates)) = stash.pop_complete(frontier) {
+                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
                     let mut session = output.session(&capability);
                     let time = *capability.time();
-                    state.apply(updates, |row, diff| session.give((row, time, diff)));
+                    state.apply(updates.drain(..), |row, diff| {
+                        session.give((row, time, diff))
+                    });
+                    stash.recycle(updates);
                 }
             }
         })
@@ -411,7 +414,11 @@ impl BooksState {
 
     /// Applies one completed time's updates and emits the rows that changed: the old version
     /// retracted, the new one inserted.
-    fn apply(&mut self, updates: Vec<(BooksUpdate, Diff)>, mut emit: impl FnMut(BookRow, Diff)) {
+    fn apply(
+        &mut self,
+        updates: impl Iterator<Item = (BooksUpdate, Diff)>,
+        mut emit: impl FnMut(BookRow, Diff),
+    ) {
         let mut touched: Vec<Text> = Vec::new();
         let mut exec_id_updates = Vec::new();
         let mut reference_updates = Vec::new();

@@ -59,14 +59,14 @@ where
                     consolidate(&mut updates);
                     let mut session = output.session(&capability);
                     let time = *capability.time();
-                    let mut updates = updates.into_iter().peekable();
-                    while let Some(((key, value), diff)) = updates.next() {
+                    let mut drained = updates.drain(..).peekable();
+                    while let Some(((key, value), diff)) = drained.next() {
                         let values = state.entry(key.clone()).or_default();
                         changes.clear();
                         run(&mut logic, &key, values, -1, &mut changes);
                         values.update(value, diff);
                         while let Some(((_, value), diff)) =
-                            updates.next_if(|((next, _), _)| *next == key)
+                            drained.next_if(|((next, _), _)| *next == key)
                         {
                             values.update(value, diff);
                         }
@@ -79,6 +79,8 @@ where
                             session.give(((key.clone(), record), time, diff));
                         }
                     }
+                    drop(drained);
+                    stash.recycle(updates);
                 }
             }
         })

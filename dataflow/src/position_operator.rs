@@ -157,7 +157,7 @@ pub fn positions<'s>(
                     updates.sort_unstable();
                     let mut session = output.session(&capability);
                     let mut touched: Vec<(PositionKey, bool)> = Vec::new();
-                    for (key, execution, diff) in updates {
+                    for (key, execution, diff) in updates.drain(..) {
                         let state = states.entry(key.clone()).or_default();
                         let in_order = state.update(execution, diff as i64);
                         match touched.last_mut() {
@@ -165,6 +165,7 @@ pub fn positions<'s>(
                             _ => touched.push((key, in_order)),
                         }
                     }
+                    stash.recycle(updates);
                     for (key, consistent) in touched {
                         let Some(state) = states.get_mut(&key) else {
                             continue;

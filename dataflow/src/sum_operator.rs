@@ -50,13 +50,14 @@ where
                         stash.push(&capability, time, (key, item, diff));
                     }
                 });
-                while let Some((capability, updates)) = stash.pop_complete(frontier) {
+                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
                     let mut touched = Vec::new();
-                    for (key, item, diff) in updates {
+                    for (key, item, diff) in updates.drain(..) {
                         let (sum, _) = sums.entry(key.clone()).or_default();
                         sum.add(&item, diff);
                         touched.push(key);
                     }
+                    stash.recycle(updates);
                     touched.sort_unstable();
                     touched.dedup();
                     let mut session = output.session(&capability);
