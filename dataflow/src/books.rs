@@ -15,13 +15,21 @@ use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Exchange;
 
-use crate::model::{Bust, Correction, Diff, Fill, Text, Time};
+use crate::model::{Bust, Correction, Diff, Fill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::stash::TimeStash;
 use crate::FastMap;
+
+/// A snapshot's record as the books take it back in after a restart (see
+/// [`crate::Inputs::restore_books`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum BooksRestore {
+    Event(TradeEvent),
+    Source(TradeSource),
+}
 
 /// Reference data for a trader.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -190,6 +198,9 @@ pub struct BookInputs<'s> {
     /// ExecIDs of corrections whose target chain reaches an arrived fill.
     pub present: VecCollection<'s, Time, Text, Diff>,
     pub sources: VecCollection<'s, Time, TradeSource, Diff>,
+    /// A snapshot's trades and sources, in place of those of `fills`, `corrections`, `busts`
+    /// and `sources` at times before `stored_before`, which the books ignore.
+    pub restored: VecCollection<'s, Time, BooksRestore, Diff>,
     pub traders: VecCollection<'s, Time, TraderRef, Diff>,
     pub securities: VecCollection<'s, Time, SecurityRef, Diff>,
     /// Times before this carry a snapshot's records, whose rows the store holds: the state
@@ -218,43 +229,60 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         busts,
         present,
         sources,
+        restored,
         traders,
         securities,
         stored_before,
     } = inputs;
+    // The trades of the restored times come through `restored`, in the runtime's own time
+    // (after the views have caught up), not with the views' restore.
+    let after_restore = move |time: &Time| *time >= stored_before;
     let by_exec_id = fills
-        .map(|fill| {
-            let (exec_id, trade) = Trade::new(BookKind::Fill, None, fill);
-            (exec_id, ByExecId::Trade(trade))
+        .inner
+        .flat_map(move |(fill, time, diff)| {
+            after_restore(&time).then(|| (fill_update(fill), time, diff))
         })
-        .concat(corrections.clone().map(|c| {
-            let (exec_id, trade) = Trade::new(BookKind::Correction, Some(c.target), c.fill);
-            (exec_id, ByExecId::Trade(trade))
-        }))
-        .concat(corrections.map(|c| {
-            let kill = Kill {
-                time: c.fill.transact_time,
-                exec_id: c.fill.exec_id,
-                status: BookStatus::Corrected,
-            };
-            (c.target, ByExecId::Kill(kill))
-        }))
-        .concat(busts.map(|b| {
-            let kill = Kill {
-                time: b.transact_time,
-                exec_id: b.exec_id,
-                status: BookStatus::Busted,
-            };
-            (b.target, ByExecId::Kill(kill))
-        }))
+        .as_collection()
+        .concat(
+            corrections
+                .inner
+                .flat_map(move |(correction, time, diff)| {
+                    let updates = after_restore(&time).then(|| correction_updates(correction));
+                    updates
+                        .into_iter()
+                        .flatten()
+                        .map(move |update| (update, time, diff))
+                })
+                .as_collection(),
+        )
+        .concat(
+            busts
+                .inner
+                .flat_map(move |(bust, time, diff)| {
+                    after_restore(&time).then(|| (bust_update(bust), time, diff))
+                })
+                .as_collection(),
+        )
         .concat(present.map(|id| (id, ByExecId::Present)))
-        .concat(sources.map(|s| {
-            let source = SourceAt {
-                archive_key: s.archive_key,
-                archive_offset: s.archive_offset,
-                receive_time: s.receive_time,
+        .concat(
+            sources
+                .inner
+                .flat_map(move |(source, time, diff)| {
+                    after_restore(&time).then(|| (source_update(source), time, diff))
+                })
+                .as_collection(),
+        )
+        .concat(restored.flat_map(|record| {
+            let (first, second) = match record {
+                BooksRestore::Event(TradeEvent::Fill(fill)) => (fill_update(fill), None),
+                BooksRestore::Event(TradeEvent::Correct(correction)) => {
+                    let [trade, kill] = correction_updates(correction);
+                    (trade, Some(kill))
+                }
+                BooksRestore::Event(TradeEvent::Bust(bust)) => (bust_update(bust), None),
+                BooksRestore::Source(source) => (source_update(source), None),
             };
-            (s.exec_id, ByExecId::Source(source))
+            std::iter::once(first).chain(second)
         }));
     let owned = by_exec_id
         .inner
@@ -301,6 +329,44 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
             }
         })
         .as_collection()
+}
+
+fn fill_update(fill: Fill) -> (Text, ByExecId) {
+    let (exec_id, trade) = Trade::new(BookKind::Fill, None, fill);
+    (exec_id, ByExecId::Trade(trade))
+}
+
+/// A correction is a trade of its own, and kills its target.
+fn correction_updates(correction: Correction) -> [(Text, ByExecId); 2] {
+    let Correction { target, fill } = correction;
+    let kill = Kill {
+        time: fill.transact_time,
+        exec_id: fill.exec_id.clone(),
+        status: BookStatus::Corrected,
+    };
+    let (exec_id, trade) = Trade::new(BookKind::Correction, Some(target.clone()), fill);
+    [
+        (exec_id, ByExecId::Trade(trade)),
+        (target, ByExecId::Kill(kill)),
+    ]
+}
+
+fn bust_update(bust: Bust) -> (Text, ByExecId) {
+    let kill = Kill {
+        time: bust.transact_time,
+        exec_id: bust.exec_id,
+        status: BookStatus::Busted,
+    };
+    (bust.target, ByExecId::Kill(kill))
+}
+
+fn source_update(source: TradeSource) -> (Text, ByExecId) {
+    let at = SourceAt {
+        archive_key: source.archive_key,
+        archive_offset: source.archive_offset,
+        receive_time: source.receive_time,
+    };
+    (source.exec_id, ByExecId::Source(at))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
 
-use crate::books::{self, BookInputs, BookRow, SecurityRef, TradeSource, TraderRef};
+use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSource, TraderRef};
 use crate::hash_reduce::hash_reduce;
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Text, Time, TradeEvent};
@@ -62,7 +62,8 @@ impl Inputs {
     }
 
     /// Enters a trade event restored from a snapshot: not counted again, the snapshot
-    /// carries the counts of the messages it came from.
+    /// carries the counts of the messages it came from. For the views only: the books take a
+    /// restore's records through [`Inputs::restore_books`].
     pub fn restore_event(&mut self, event: TradeEvent) {
         match event {
             TradeEvent::Fill(fill) => self.fills.insert(fill),
@@ -90,6 +91,35 @@ impl Inputs {
         if let Some(books) = self.book_inputs.as_mut() {
             books.sources.insert(source);
         }
+    }
+
+    /// A snapshot's record for the books, whose rows the store holds already. It enters an
+    /// input of its own at time 0, which holds the books back (and only them) until
+    /// [`Inputs::books_restored`]: the views catch up on the restored epochs first, and the
+    /// books take in the restored state when the views leave time for it. The books ignore
+    /// trades and sources entered at the restored epochs through the other inputs.
+    pub fn restore_books(&mut self, record: BooksRestore) {
+        if let Some(restored) = self
+            .book_inputs
+            .as_mut()
+            .and_then(|books| books.restored.as_mut())
+        {
+            restored.insert(record);
+        }
+    }
+
+    /// Every record of the restore is in [`Inputs::restore_books`]: the books go on.
+    pub fn books_restored(&mut self) {
+        if let Some(books) = self.book_inputs.as_mut() {
+            books.restored = None;
+        }
+    }
+
+    /// The books wait for a restore's records ([`Inputs::restore_books`]).
+    pub fn books_restoring(&self) -> bool {
+        self.book_inputs
+            .as_ref()
+            .is_some_and(|books| books.restored.is_some())
     }
 
     /// A trader reference record entering (`diff` 1) or leaving (-1); books only.
@@ -151,6 +181,9 @@ impl Inputs {
         self.prices.flush();
         if let Some(books) = self.book_inputs.as_mut() {
             books.sources.flush();
+            if let Some(restored) = books.restored.as_mut() {
+                restored.flush();
+            }
             books.traders.flush();
             books.securities.flush();
         }
@@ -167,6 +200,9 @@ struct BookSessions {
     sources: InputSession<Time, TradeSource, Diff>,
     traders: InputSession<Time, TraderRef, Diff>,
     securities: InputSession<Time, SecurityRef, Diff>,
+    /// A restore's records for the books, at time 0 until dropped (see
+    /// [`Inputs::restore_books`]); `None` without a restore.
+    restored: Option<InputSession<Time, BooksRestore, Diff>>,
 }
 
 /// Values grouped under a plain fill's ExecID. Variant order puts kills before the fill.
@@ -256,6 +292,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let (traders_in, traders) = scope.new_collection::<TraderRef, Diff>();
     let (securities_in, securities) = scope.new_collection::<SecurityRef, Diff>();
     let (counters_in, counters) = scope.new_collection::<Counter, Diff>();
+    let (restored_in, restored) = scope.new_collection::<BooksRestore, Diff>();
 
     let LiveFills {
         live,
@@ -269,6 +306,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
             busts,
             present,
             sources,
+            restored,
             traders,
             securities,
             stored_before: options.books_stored_before,
@@ -308,6 +346,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
             sources: sources_in,
             traders: traders_in,
             securities: securities_in,
+            restored: (options.books_stored_before > 0).then_some(restored_in),
         }),
         counters: counters_in,
         pending_counts: BTreeMap::new(),

@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use eod_dataflow::{
-    build_graph, BookKind, BookRow, BookStatus, Bust, Correction, Fill, GraphOptions, MarkSource,
-    Money, PositionView, PriceKind, PriceUpdate, SecurityRef, Text, Totals, TradeEvent,
-    TradeSource, TraderRef, Unmatched, ViewSnapshot, ViewStore,
+    build_graph, BookKind, BookRow, BookStatus, BooksRestore, Bust, Correction, Fill, GraphOptions,
+    Inputs, MarkSource, Money, PositionView, PriceKind, PriceUpdate, SecurityRef, Text, Totals,
+    TradeEvent, TradeSource, TraderRef, Unmatched, ViewSnapshot, ViewStore,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -388,16 +388,19 @@ fn run_with_books(
     workers: usize,
     each_epoch: bool,
 ) -> (Vec<ViewSnapshot>, BookUpdates) {
-    run_with_books_stored_before(epochs, workers, each_epoch, 0)
+    run_with_books_stored_before(epochs, workers, each_epoch, 0, 0)
 }
 
 /// [`run_with_books`] with the books rows of times before `stored_before` held by the store
-/// already (a restore from a snapshot).
+/// already (a restore from a snapshot). As `eod run` restores, the trades and sources of those
+/// times reach the books through [`Inputs::restore_books`], here after
+/// `books_restore_after` more epochs have been entered.
 fn run_with_books_stored_before(
     epochs: Vec<Vec<Input>>,
     workers: usize,
     each_epoch: bool,
     stored_before: u64,
+    books_restore_after: usize,
 ) -> (Vec<ViewSnapshot>, BookUpdates) {
     let epochs = Arc::new(epochs);
     let store = ViewStore::new();
@@ -428,10 +431,29 @@ fn run_with_books_stored_before(
         let mut next = 0usize;
         let mut followed = ViewSnapshot::default();
         let mut followed_version = 0;
+        let mut books_backlog = Vec::new();
+        let books_restore_at = stored_before as usize + books_restore_after;
+        let restore_books = |inputs: &mut Inputs, backlog: &mut Vec<BooksRestore>| {
+            for record in backlog.drain(..) {
+                inputs.restore_books(record);
+            }
+            inputs.books_restored();
+        };
         for (epoch, batch) in epochs.iter().enumerate() {
+            if epoch == books_restore_at {
+                restore_books(&mut inputs, &mut books_backlog);
+            }
+            let restored = (epoch as u64) < stored_before;
             for input in batch {
                 if next % peers == index {
                     match input.clone() {
+                        Input::Trade(event) if restored => {
+                            books_backlog.push(BooksRestore::Event(event.clone()));
+                            inputs.event(event);
+                        }
+                        Input::Source(source) if restored => {
+                            books_backlog.push(BooksRestore::Source(source));
+                        }
                         Input::Trade(event) => inputs.event(event),
                         Input::Price(update) => inputs.price(update),
                         Input::Source(source) => inputs.source(source),
@@ -469,6 +491,9 @@ fn run_with_books_stored_before(
                 assert_eq!(followed.accounting, update.snapshot.accounting);
                 seen_w.lock().unwrap().push((*update.snapshot).clone());
             }
+        }
+        if books_restore_at >= epochs.len() {
+            restore_books(&mut inputs, &mut books_backlog);
         }
     })
     .expect("timely runs");
@@ -704,19 +729,26 @@ proptest! {
     /// A restore enters a snapshot's records at times before `stored_before`, whose rows the
     /// store holds: the books emit nothing there, and from there on the rows they emit,
     /// upserted by ExecID onto the store as it was at the snapshot, give the oracle's books at
-    /// every completed time. The views are those of a run without it.
+    /// every completed time, also when the books get the restored records only some epochs
+    /// later. The views are those of a run without it.
     #[test]
     fn books_restored_from_a_snapshot_upsert_to_the_oracle(
         inputs in prop::collection::vec(books_input_strategy(), 0..60),
         cuts in prop::collection::vec(0usize..60, 1..5),
         restored_epochs in 1usize..4,
+        books_restore_after in 0usize..4,
         workers in 1usize..=2,
     ) {
         let inputs = withdraw_only_what_is_there(inputs);
         let epochs = split_at(&inputs, cuts);
         let stored_before = restored_epochs.min(epochs.len()) as u64;
-        let (snapshots, updates) =
-            run_with_books_stored_before(epochs.clone(), workers, true, stored_before);
+        let (snapshots, updates) = run_with_books_stored_before(
+            epochs.clone(),
+            workers,
+            true,
+            stored_before,
+            books_restore_after,
+        );
         prop_assert!(updates.iter().all(|(_, time, _)| *time >= stored_before));
         let restored: Vec<Input> = epochs[..stored_before as usize].concat();
         let mut store = books_oracle(&restored);

@@ -6,8 +6,9 @@
 //!
 //! Contract: every closed epoch is reported to the source once as reflected and once as durable,
 //! in order; at the end the open epoch is closed, the driver steps the worker until the views
-//! reflect it, then closes the inputs and steps until every epoch is durable (or the source
-//! says stop).
+//! reflect it, takes the source's background input to its end, then closes the inputs and
+//! steps until every epoch is durable (or the source says stop). Background input is taken
+//! only while no epoch is in flight and the source has nothing for the open one.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -126,6 +127,13 @@ pub trait Source {
         Ok(())
     }
 
+    /// Input for a sink that enters no epoch (a restore's records for the books), taken only
+    /// while the views have nothing in flight and the source nothing to enter, and before the
+    /// inputs close at the end. Returns whether some remains.
+    fn background(&mut self, _inputs: &mut Inputs) -> Result<bool> {
+        Ok(false)
+    }
+
     /// The source is exhausted (or stopped): what follows is the final close and drain.
     fn end_of_input(&mut self) {}
 
@@ -195,6 +203,9 @@ pub fn drive_from(
         if reports {
             epochs.publish_metrics(metrics);
         }
+        if !matches!(fed, Feed::Entered(_)) && epochs.in_flight.is_empty() {
+            source.background(&mut inputs)?;
+        }
         match epochs.policy {
             // Replay feeds on without stepping until an epoch is due, then steps without
             // parking while it waits for its epochs (parking would add up to a millisecond
@@ -230,6 +241,10 @@ pub fn drive_from(
     step_until(worker, &mut epochs, frontiers, source, |e| {
         e.in_flight.is_empty()
     })?;
+    while !source.stopped() && source.background(&mut inputs)? {
+        epochs.report(frontiers, source)?;
+        worker.step();
+    }
     inputs.close();
     step_until(worker, &mut epochs, frontiers, source, |e| {
         e.not_durable.is_empty()

@@ -37,6 +37,7 @@ impl Metrics {
             &self.snapshots.last_cut,
             &self.snapshots.rejected,
             &self.snapshots.restored_records,
+            &self.snapshots.books_backlog,
         ];
         let collectors: [&dyn Collector; 7] = [
             &self.sources,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use eod_dataflow::{
-    BookRow, Counter, Diff, Inputs, PriceUpdate, Text, Time, TradeEvent, TradeSource, ViewSnapshot,
-    ViewStore,
+    BookRow, BooksRestore, Counter, Diff, Inputs, PriceUpdate, Text, Time, TradeEvent, TradeSource,
+    ViewSnapshot, ViewStore,
 };
 use eod_fix::time::now_utc_nanos;
 use eod_proto::DeadLetterReason;
@@ -130,6 +130,9 @@ struct Snapshots {
 
 /// A restore enters at most this many records per worker per epoch (a replay's epoch).
 const RESTORE_EPOCH_RECORDS: u64 = 200_000;
+/// The books take a restore's records in chunks of this many between live epochs: a few
+/// milliseconds of their work each, so that a fill arriving meanwhile waits no longer.
+const BOOKS_RESTORE_CHUNK: usize = 5_000;
 
 /// Opens the snapshot store (under the consumer group), finds the newest complete snapshot and
 /// starts the writer.
@@ -591,6 +594,7 @@ fn run_worker(
         count_base,
         counted_at_close: Vec::new(),
         dead_letters_since_cut: 0,
+        books_backlog: None,
     };
     source.restore(
         worker,
@@ -661,6 +665,15 @@ struct KafkaSource<'a> {
     /// Dead letters sent since the last part: flushed to the broker before the next one, so
     /// that a snapshot never covers a dead letter still in the producer's queue.
     dead_letters_since_cut: u64,
+    /// The restored segments, read again for the books once the views have caught up.
+    books_backlog: Option<BooksBacklog>,
+}
+
+/// A restore's records on their second pass, for the books.
+struct BooksBacklog {
+    segments: VecDeque<SegmentReader>,
+    remaining: u64,
+    started: Option<Instant>,
 }
 
 fn partition_offsets(assignments: &[(String, i32)], next: &[i64]) -> Vec<PartitionOffset> {
@@ -860,6 +873,46 @@ impl Source for KafkaSource<'_> {
         Ok(())
     }
 
+    fn background(&mut self, inputs: &mut Inputs) -> Result<bool> {
+        let Some(backlog) = self.books_backlog.as_mut() else {
+            return Ok(false);
+        };
+        let started = *backlog.started.get_or_insert_with(Instant::now);
+        let gauge = &self.shared.metrics.snapshots.books_backlog;
+        let mut entered = 0;
+        while entered < BOOKS_RESTORE_CHUNK {
+            let Some(segment) = backlog.segments.front_mut() else {
+                inputs.books_restored();
+                inputs.flush();
+                gauge.sub(backlog.remaining as i64);
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    "the books took in the snapshot"
+                );
+                self.books_backlog = None;
+                return Ok(false);
+            };
+            let Some(record) = segment.next_record() else {
+                backlog.segments.pop_front();
+                continue;
+            };
+            // It decoded on the first pass, with the same checksum.
+            let record = record.map_err(|e| anyhow::anyhow!("snapshot record: {e}"))?;
+            entered += 1;
+            if let LogRecord::Trade { event, source } = record {
+                if let Some(source) = source.and_then(|s| restored_source(&event, s)) {
+                    inputs.restore_books(BooksRestore::Source(source));
+                }
+                inputs.restore_books(BooksRestore::Event(event));
+            }
+        }
+        inputs.flush();
+        let taken = (entered as u64).min(backlog.remaining);
+        backlog.remaining -= taken;
+        gauge.sub(taken as i64);
+        Ok(true)
+    }
+
     fn end_of_input(&mut self) {
         self.draining = true;
         self.flush_read_positions();
@@ -888,7 +941,20 @@ impl KafkaSource<'_> {
         }
         let _span = tracing::info_span!("snapshot_restore", records, epochs).entered();
         let started = Instant::now();
-        let books = self.shared.options.books.is_some();
+        if self.shared.options.books.is_some() {
+            // The books have their own pass over the records, after the views' (see
+            // `Inputs::restore_books`).
+            self.shared
+                .metrics
+                .snapshots
+                .books_backlog
+                .add(records as i64);
+            self.books_backlog = Some(BooksBacklog {
+                segments: segments.iter().cloned().map(SegmentReader::new).collect(),
+                remaining: records,
+                started: None,
+            });
+        }
         let per_epoch = records.div_ceil(epochs).max(1);
         let mut readers = segments.into_iter().map(SegmentReader::new);
         let mut reader = readers.next();
@@ -906,7 +972,7 @@ impl KafkaSource<'_> {
                 // The segment's checksum matched: a record that does not decode is a bug here.
                 let record = record.map_err(|e| anyhow::anyhow!("snapshot record: {e}"))?;
                 in_epoch += 1;
-                self.enter_restored(inputs, record, books);
+                self.enter_restored(inputs, record);
             }
             entered += in_epoch;
             inputs.advance_to(epoch + 1);
@@ -928,16 +994,9 @@ impl KafkaSource<'_> {
         Ok(())
     }
 
-    fn enter_restored(&mut self, inputs: &mut Inputs, record: LogRecord, books: bool) {
+    fn enter_restored(&mut self, inputs: &mut Inputs, record: LogRecord) {
         match record {
-            LogRecord::Trade { event, source } => {
-                if let (true, Some(source)) = (books, source) {
-                    if let Some(source) = restored_source(&event, source) {
-                        inputs.source(source);
-                    }
-                }
-                inputs.restore_event(event);
-            }
+            LogRecord::Trade { event, .. } => inputs.restore_event(event),
             LogRecord::Price(price) => inputs.restore_price(price),
             LogRecord::Reference { key, payload } => {
                 // It decoded when it was read from the topic.

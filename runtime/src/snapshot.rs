@@ -437,6 +437,8 @@ pub struct SnapshotMetrics {
     pub rejected: IntCounter,
     /// Records the last restore entered.
     pub restored_records: IntGauge,
+    /// A restore's records the books have still to take in (they follow the views).
+    pub books_backlog: IntGauge,
 }
 
 impl SnapshotMetrics {
@@ -479,6 +481,10 @@ impl SnapshotMetrics {
             restored_records: gauge(
                 "eod_snapshot_restored_records",
                 "Records entered from the snapshot at the last start",
+            )?,
+            books_backlog: gauge(
+                "eod_snapshot_books_backlog_records",
+                "Snapshot records the books have still to take in after a restore",
             )?,
         })
     }
