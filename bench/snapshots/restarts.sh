@@ -41,8 +41,10 @@ restart() {
     local eod="$1" copy="$work/restart"
     rm -rf "$copy"
     cp -r "$kept" "$copy"
+    local books=(--books="sqlite:$copy/books.sqlite")
+    [[ " ${flags[*]-} " == *" --no-books "* ]] && books=()
     "$eod" run "${topics[@]}" --group-id "$prefix-snap" --until-caught-up --serve 127.0.0.1:0 \
-        --snapshots "$copy/snapshots" --snapshot-interval-s 5 --books="sqlite:$copy/books.sqlite" \
+        --snapshots "$copy/snapshots" --snapshot-interval-s 5 ${books[@]+"${books[@]}"} \
         --output "$copy/positions.json" ${flags[@]+"${flags[@]}"} -- -w 2 >"$work/restart.out" 2>&1
     python3 - "$work/zero.json" "$copy/positions.json" <<'PY'
 import json, sys
