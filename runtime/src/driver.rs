@@ -8,7 +8,7 @@
 //! in order; at the end the open epoch is closed, the driver steps the worker until the views
 //! reflect it, takes the source's background input to its end, then closes the inputs and
 //! steps until every epoch is durable (or the source says stop). Background input is taken
-//! only while no epoch is in flight and the source has nothing for the open one.
+//! only while the views hold every closed epoch.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -127,9 +127,10 @@ pub trait Source {
         Ok(())
     }
 
-    /// Input for a sink that enters no epoch (a restore's records for the books), taken only
-    /// while the views have nothing in flight and the source nothing to enter, and before the
-    /// inputs close at the end. Returns whether some remains.
+    /// Input for a sink that enters no epoch (a restore's records for the books), taken a
+    /// chunk at a time while the views hold every closed epoch (once per epoch under load,
+    /// back to back when idle), and to its end before the inputs close. Returns whether some
+    /// remains.
     fn background(&mut self, _inputs: &mut Inputs) -> Result<bool> {
         Ok(false)
     }
@@ -194,6 +195,14 @@ pub fn drive_from(
             Feed::Idle => {}
         }
         epochs.report(frontiers, source)?;
+        // Only once the views hold every closed epoch, a restore's included; and then
+        // between epochs (before the next closes), not only when the source is idle: under a
+        // sustained burst the background input still gets a chunk per epoch, and what waits
+        // on it (the books' rows, held in memory until the restore is in) does not grow for
+        // the whole burst.
+        if !frontiers.views.less_than(&epochs.open) {
+            source.background(&mut inputs)?;
+        }
         if epochs.close_due() {
             source.before_close(&mut inputs);
             let closed = epochs.close(&mut inputs);
@@ -202,9 +211,6 @@ pub fn drive_from(
         }
         if reports {
             epochs.publish_metrics(metrics);
-        }
-        if !matches!(fed, Feed::Entered(_)) && epochs.in_flight.is_empty() {
-            source.background(&mut inputs)?;
         }
         match epochs.policy {
             // Replay feeds on without stepping until an epoch is due, then steps without
@@ -400,4 +406,114 @@ fn passed(queue: &mut VecDeque<Time>, probe: &ProbeHandle<Time>) -> Vec<Time> {
     let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
     let passed = queue.iter().take_while(|time| **time < frontier).count();
     queue.drain(..passed).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eod_dataflow::{build_graph, BooksRestore, Fill, GraphOptions, TradeEvent};
+
+    fn fill(n: u64) -> Fill {
+        Fill {
+            exec_id: format!("E{n}").into(),
+            trader: "alice".into(),
+            symbol: "AAA".into(),
+            qty: 1,
+            price: 100_000_000,
+            transact_time: n as i64,
+        }
+    }
+
+    /// Never idle: a fill on every call, until `calls` calls. Its background input is a
+    /// restore's records for the books, `chunks` chunks of one.
+    struct Busy {
+        calls: u64,
+        fed: u64,
+        chunks: u64,
+        background_while_feeding: u64,
+        background_done: bool,
+    }
+
+    impl Source for Busy {
+        fn feed(&mut self, inputs: &mut Inputs, _budget: u64) -> Result<Feed> {
+            if self.fed == self.calls {
+                return Ok(Feed::Exhausted);
+            }
+            self.fed += 1;
+            inputs.event(TradeEvent::Fill(fill(self.fed)));
+            Ok(Feed::Entered(1))
+        }
+
+        fn background(&mut self, inputs: &mut Inputs) -> Result<bool> {
+            if self.chunks == 0 {
+                if !self.background_done {
+                    inputs.books_restored();
+                    self.background_done = true;
+                }
+                return Ok(false);
+            }
+            if self.fed < self.calls {
+                self.background_while_feeding += 1;
+            }
+            self.chunks -= 1;
+            inputs.restore_books(BooksRestore::Event(TradeEvent::Fill(fill(
+                1_000_000 + self.chunks,
+            ))));
+            Ok(true)
+        }
+    }
+
+    /// Under input that never pauses, background input still goes on between epochs (a
+    /// restore's books must not wait for the end of a burst, holding its rows meanwhile), and
+    /// all of it is taken before the inputs close.
+    #[test]
+    fn background_input_goes_on_under_sustained_input() {
+        let metrics = Metrics::new().expect("metrics register");
+        let (taken_while_feeding, done) = timely::execute_directly(move |worker| {
+            let (inputs, frontiers) = worker.dataflow(|scope| {
+                let graph = build_graph(
+                    scope,
+                    GraphOptions {
+                        store: None,
+                        workers_per_process: 1,
+                        books: true,
+                        books_stored_before: 1,
+                    },
+                );
+                let frontiers = Frontiers {
+                    views: graph.probe,
+                    durable: graph.durable,
+                };
+                (graph.inputs, frontiers)
+            });
+            let mut source = Busy {
+                calls: 2_000,
+                fed: 0,
+                chunks: 50,
+                background_while_feeding: 0,
+                background_done: false,
+            };
+            let policy = EpochPolicy::Clock {
+                epoch: Duration::from_micros(100),
+                open_epoch_cap: OPEN_EPOCH_CAP,
+            };
+            drive_from(
+                worker,
+                inputs,
+                &frontiers,
+                &mut source,
+                policy,
+                LIVE_LIMITS,
+                &metrics,
+                1,
+            )
+            .expect("drives");
+            (source.background_while_feeding, source.background_done)
+        });
+        assert!(done, "every chunk taken before the inputs closed");
+        assert!(
+            taken_while_feeding > 0,
+            "no background input while the source kept feeding"
+        );
+    }
 }

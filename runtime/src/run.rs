@@ -131,7 +131,7 @@ struct Snapshots {
 /// A restore enters at most this many records per worker per epoch (a replay's epoch).
 const RESTORE_EPOCH_RECORDS: u64 = 200_000;
 /// The books take a restore's records in chunks of this many between live epochs: a few
-/// milliseconds of their work each, so that a fill arriving meanwhile waits no longer.
+/// milliseconds of their work each, so that a fill arriving meanwhile waits little longer.
 const BOOKS_RESTORE_CHUNK: usize = 5_000;
 
 /// Opens the snapshot store (under the consumer group), finds the newest complete snapshot and
