@@ -17,7 +17,8 @@ use timely::dataflow::Scope;
 
 use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSource, TraderRef};
 use crate::hash_reduce::hash_reduce;
-use crate::marks::{choose_mark, Mark, MarkInput};
+use crate::marked_positions::marked_positions;
+use crate::marks::Mark;
 use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Text, Time, TradeEvent};
 use crate::money::Money;
 use crate::position::{Execution, PositionCore};
@@ -313,8 +314,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
         })
     });
     let positions = positions(live);
-    let marks = marks(positions.clone(), prices);
-    let views = position_views(positions, marks);
+    let views = marked_positions(positions, prices);
 
     let traders = sum_operator::sum_by_key::<_, TotalsSum>(
         "TraderTotals",
@@ -533,52 +533,6 @@ fn positions<'s>(
             },
         )
     }))
-}
-
-/// The mark per symbol from the waterfall over prices in force and the last trade.
-fn marks<'s>(
-    positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
-    prices: VecCollection<'s, Time, PriceUpdate, Diff>,
-) -> VecCollection<'s, Time, (Text, Mark), Diff> {
-    let last_trades = positions
-        .map(|((_trader, symbol), core)| (symbol, core.last))
-        .reduce_named("LastTrade", |_symbol, trades, out| {
-            // Sorted ascending by (TransactTime, ExecID): the last is the latest trade.
-            if let Some((last, _)) = trades.last() {
-                out.push((MarkInput::LastTrade(last.price), 1));
-            }
-        });
-    let prices_in_force = prices
-        .map(|p| ((p.symbol, p.kind), (p.time, p.price)))
-        .reduce_named("LatestPrice", |_key, updates, out| {
-            if let Some((latest, _)) = updates.last() {
-                out.push((**latest, 1));
-            }
-        })
-        .map(|((symbol, kind), (_time, price))| (symbol, MarkInput::Price(kind, price)));
-    last_trades
-        .concat(prices_in_force)
-        .reduce_named("Mark", |_symbol, inputs, out| {
-            if let Some(mark) = choose_mark(inputs.iter().map(|(input, _)| *input)) {
-                out.push((mark, 1));
-            }
-        })
-}
-
-fn position_views<'s>(
-    positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
-    marks: VecCollection<'s, Time, (Text, Mark), Diff>,
-) -> VecCollection<'s, Time, PositionView, Diff> {
-    let by_symbol = positions.map(|((trader, symbol), core)| (symbol, (trader, core)));
-    let marked = by_symbol
-        .clone()
-        .join_map(marks.clone(), |symbol, (trader, core), mark| {
-            position_view(trader, symbol, core, Some(mark))
-        });
-    let unmarked = by_symbol
-        .antijoin(marks.map(|(symbol, _)| symbol))
-        .map(|(symbol, (trader, core))| position_view(&trader, &symbol, &core, None));
-    marked.concat(unmarked)
 }
 
 /// One row of the positions view: `total = cash + net_qty x mark`, `unrealized = total - realized`.

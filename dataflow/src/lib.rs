@@ -7,6 +7,7 @@ pub mod baseline;
 pub mod books;
 pub mod graph;
 pub mod hash_reduce;
+pub mod marked_positions;
 pub mod marks;
 pub mod model;
 pub mod money;
