@@ -236,42 +236,19 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
     } = inputs;
     // The trades of the restored times come through `restored`, in the runtime's own time
     // (after the views have caught up), not with the views' restore.
-    let after_restore = move |time: &Time| *time >= stored_before;
-    let by_exec_id = fills
-        .inner
-        .flat_map(move |(fill, time, diff)| {
-            after_restore(&time).then(|| (fill_update(fill), time, diff))
-        })
-        .as_collection()
-        .concat(
-            corrections
-                .inner
-                .flat_map(move |(correction, time, diff)| {
-                    let updates = after_restore(&time).then(|| correction_updates(correction));
-                    updates
-                        .into_iter()
-                        .flatten()
-                        .map(move |update| (update, time, diff))
-                })
-                .as_collection(),
-        )
-        .concat(
-            busts
-                .inner
-                .flat_map(move |(bust, time, diff)| {
-                    after_restore(&time).then(|| (bust_update(bust), time, diff))
-                })
-                .as_collection(),
-        )
+    let by_exec_id = after_restore(fills, stored_before, |fill| [fill_update(fill)])
+        .concat(after_restore(
+            corrections,
+            stored_before,
+            correction_updates,
+        ))
+        .concat(after_restore(busts, stored_before, |bust| {
+            [bust_update(bust)]
+        }))
         .concat(present.map(|id| BooksUpdate::ExecId(id, ByExecId::Present)))
-        .concat(
-            sources
-                .inner
-                .flat_map(move |(source, time, diff)| {
-                    after_restore(&time).then(|| (source_update(source), time, diff))
-                })
-                .as_collection(),
-        )
+        .concat(after_restore(sources, stored_before, |source| {
+            [source_update(source)]
+        }))
         .concat(restored.flat_map(|record| {
             let (first, second) = match record {
                 BooksRestore::Event(TradeEvent::Fill(fill)) => (fill_update(fill), None),
@@ -330,6 +307,28 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
                     stash.recycle(updates);
                 }
             }
+        })
+        .as_collection()
+}
+
+/// The updates `make` forms of `collection`'s records of times from `stored_before` on: the
+/// records of earlier times are a restore's, which the books take through its own input.
+fn after_restore<'s, D, const N: usize>(
+    collection: VecCollection<'s, Time, D, Diff>,
+    stored_before: Time,
+    make: impl Fn(D) -> [BooksUpdate; N] + 'static,
+) -> VecCollection<'s, Time, BooksUpdate, Diff>
+where
+    D: differential_dataflow::Data,
+{
+    collection
+        .inner
+        .flat_map(move |(record, time, diff)| {
+            let updates = (time >= stored_before).then(|| make(record));
+            updates
+                .into_iter()
+                .flatten()
+                .map(move |update| (update, time, diff))
         })
         .as_collection()
 }
