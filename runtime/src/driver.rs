@@ -6,8 +6,8 @@
 //!
 //! Contract: every closed epoch is reported to the source once as reflected and once as durable,
 //! in order; at the end the open epoch is closed, the driver steps the worker until the views
-//! reflect it, takes the source's background input to its end, then closes the inputs and
-//! steps until every epoch is durable (or the source says stop). Background input is taken
+//! reflect it, takes the source's background input to its end (even when stopped), then closes
+//! the inputs and steps until every epoch is durable (or the source says stop). Background input is taken
 //! only while the views hold every closed epoch.
 
 use std::collections::VecDeque;
@@ -129,8 +129,8 @@ pub trait Source {
 
     /// Input for a sink that enters no epoch (a restore's records for the books), taken a
     /// chunk at a time while the views hold every closed epoch (once per epoch under load,
-    /// back to back when idle), and to its end before the inputs close. Returns whether some
-    /// remains.
+    /// back to back when idle), and to its end before the inputs close, also when stopped.
+    /// Returns whether some remains.
     fn background(&mut self, _inputs: &mut Inputs) -> Result<bool> {
         Ok(false)
     }
@@ -247,7 +247,9 @@ pub fn drive_from(
     step_until(worker, &mut epochs, frontiers, source, |e| {
         e.in_flight.is_empty()
     })?;
-    while !source.stopped() && source.background(&mut inputs)? {
+    // Even when stopped: closing the inputs ends the background input too, and a books
+    // restore ended early would let the books form rows from part of their state.
+    while source.background(&mut inputs)? {
         epochs.report(frontiers, source)?;
         worker.step();
     }
@@ -428,6 +430,8 @@ mod tests {
     /// restore's records for the books, `chunks` chunks of one.
     struct Busy {
         calls: u64,
+        /// Says stop after this many calls.
+        stop_after: u64,
         fed: u64,
         chunks: u64,
         background_while_feeding: u64,
@@ -461,15 +465,17 @@ mod tests {
             ))));
             Ok(true)
         }
+
+        fn stopped(&self) -> bool {
+            self.fed >= self.stop_after
+        }
     }
 
-    /// Under input that never pauses, background input still goes on between epochs (a
-    /// restore's books must not wait for the end of a burst, holding its rows meanwhile), and
-    /// all of it is taken before the inputs close.
-    #[test]
-    fn background_input_goes_on_under_sustained_input() {
+    /// Runs `source` to its end with one worker and books held back by a restore; returns how
+    /// many background chunks were taken while it still fed, and whether all were taken.
+    fn drive_busy(mut source: Busy) -> (u64, bool) {
         let metrics = Metrics::new().expect("metrics register");
-        let (taken_while_feeding, done) = timely::execute_directly(move |worker| {
+        timely::execute_directly(move |worker| {
             let (inputs, frontiers) = worker.dataflow(|scope| {
                 let graph = build_graph(
                     scope,
@@ -486,13 +492,6 @@ mod tests {
                 };
                 (graph.inputs, frontiers)
             });
-            let mut source = Busy {
-                calls: 2_000,
-                fed: 0,
-                chunks: 50,
-                background_while_feeding: 0,
-                background_done: false,
-            };
             let policy = EpochPolicy::Clock {
                 epoch: Duration::from_micros(100),
                 open_epoch_cap: OPEN_EPOCH_CAP,
@@ -509,11 +508,37 @@ mod tests {
             )
             .expect("drives");
             (source.background_while_feeding, source.background_done)
-        });
+        })
+    }
+
+    fn busy(calls: u64, stop_after: u64, chunks: u64) -> Busy {
+        Busy {
+            calls,
+            stop_after,
+            fed: 0,
+            chunks,
+            background_while_feeding: 0,
+            background_done: false,
+        }
+    }
+
+    /// Under input that never pauses, background input still goes on between epochs (a
+    /// restore's books must not wait for the end of a burst, holding its rows meanwhile), and
+    /// all of it is taken before the inputs close.
+    #[test]
+    fn background_input_goes_on_under_sustained_input() {
+        let (taken_while_feeding, done) = drive_busy(busy(2_000, u64::MAX, 50));
         assert!(done, "every chunk taken before the inputs closed");
         assert!(
             taken_while_feeding > 0,
             "no background input while the source kept feeding"
         );
+    }
+
+    /// A run stopped early still hands the books the whole restore before its inputs close.
+    #[test]
+    fn a_stopped_run_takes_all_background_input_before_closing() {
+        let (_, done) = drive_busy(busy(2_000, 1, 10_000));
+        assert!(done, "the restore was cut short by the stop");
     }
 }
