@@ -116,13 +116,6 @@ impl Inputs {
         }
     }
 
-    /// The books wait for a restore's records ([`Inputs::restore_books`]).
-    pub fn books_restoring(&self) -> bool {
-        self.book_inputs
-            .as_ref()
-            .is_some_and(|books| books.restored.is_some())
-    }
-
     /// A trader reference record entering (`diff` 1) or leaving (-1); books only.
     pub fn trader(&mut self, trader: TraderRef, diff: Diff) {
         if let Some(books) = self.book_inputs.as_mut() {
