@@ -298,14 +298,13 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
                         }
                     }
                 });
-                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
+                stash.complete(frontier, |capability, updates| {
                     let mut session = output.session(&capability);
                     let time = *capability.time();
                     state.apply(updates.drain(..), |row, diff| {
                         session.give((row, time, diff))
                     });
-                    stash.recycle(updates);
-                }
+                });
             }
         })
         .as_collection()

@@ -54,9 +54,9 @@ where
                         stash.push(&capability, time, (record, diff));
                     }
                 });
-                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
+                stash.complete(frontier, |capability, updates| {
                     // Sorted by key, then value: each key's updates are adjacent.
-                    consolidate(&mut updates);
+                    consolidate(updates);
                     let mut session = output.session(&capability);
                     let time = *capability.time();
                     let mut drained = updates.drain(..).peekable();
@@ -79,9 +79,7 @@ where
                             session.give(((key.clone(), record), time, diff));
                         }
                     }
-                    drop(drained);
-                    stash.recycle(updates);
-                }
+                });
             }
         })
         .as_collection()

@@ -112,7 +112,7 @@ pub fn marked_positions<'s>(
                         stash.push(&capability, time, (record, diff));
                     }
                 });
-                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
+                stash.complete(frontier, |capability, updates| {
                     // Each symbol's updates adjacent.
                     updates.sort_unstable_by(|((a, _), _), ((b, _), _)| a.cmp(b));
                     let mut session = output.session(&capability);
@@ -135,9 +135,7 @@ pub fn marked_positions<'s>(
                             session.give((view, time, diff));
                         }
                     }
-                    drop(drained);
-                    stash.recycle(updates);
-                }
+                });
             }
         })
         .as_collection()

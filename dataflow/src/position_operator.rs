@@ -151,7 +151,7 @@ pub fn positions<'s>(
                         stash.push(&capability, time, (key, execution, diff));
                     }
                 });
-                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
+                stash.complete(frontier, |capability, updates| {
                     // Within one time the order of updates is arbitrary: sort so that a key's
                     // appends come in execution order and its retractions meet their insertions.
                     updates.sort_unstable();
@@ -165,7 +165,6 @@ pub fn positions<'s>(
                             _ => touched.push((key, in_order)),
                         }
                     }
-                    stash.recycle(updates);
                     for (key, consistent) in touched {
                         let Some(state) = states.get_mut(&key) else {
                             continue;
@@ -187,7 +186,7 @@ pub fn positions<'s>(
                             states.remove(&key);
                         }
                     }
-                }
+                });
             }
         })
         .as_collection()

@@ -18,13 +18,11 @@ const SHRINK_WHEN_USED_BELOW: usize = 8;
 
 pub struct TimeStash<D> {
     pending: BTreeMap<Time, (Capability<Time>, Vec<D>)>,
-    /// Buffers of completed times, emptied and handed back with [`TimeStash::recycle`]. A
+    /// Buffers of completed times, emptied once [`TimeStash::complete`] is done with them. A
     /// fresh buffer for every big epoch (a restore enters 200k records per worker per epoch)
     /// grew again into memory the kernel had to fault in and zero: reusing one took a 5M-trade
     /// restart from about 830k to 660k page faults (bench/RESULTS.md).
     spare: Vec<Vec<D>>,
-    /// How many items the last time popped held, for [`TimeStash::recycle`].
-    popped_len: usize,
 }
 
 impl<D> Default for TimeStash<D> {
@@ -32,7 +30,6 @@ impl<D> Default for TimeStash<D> {
         TimeStash {
             pending: BTreeMap::new(),
             spare: Vec::new(),
-            popped_len: 0,
         }
     }
 }
@@ -53,26 +50,28 @@ impl<D> TimeStash<D> {
             .push(item);
     }
 
-    /// Removes the earliest time the frontier has passed, with its capability and items.
-    /// Hand the emptied items buffer back with [`TimeStash::recycle`].
-    pub fn pop_complete(
+    /// Hands each time the frontier has passed to `f`, earliest first, with its capability and
+    /// items. `f` may drain the items or leave them: their buffer is kept for a later time.
+    pub fn complete(
         &mut self,
         frontier: &MutableAntichain<Time>,
-    ) -> Option<(Capability<Time>, Vec<D>)> {
-        let entry = self.pending.first_entry()?;
-        if frontier.less_equal(entry.key()) {
-            return None;
+        mut f: impl FnMut(Capability<Time>, &mut Vec<D>),
+    ) {
+        while let Some(entry) = self.pending.first_entry() {
+            if frontier.less_equal(entry.key()) {
+                break;
+            }
+            let (capability, mut items) = entry.remove();
+            let used = items.len();
+            f(capability, &mut items);
+            self.keep(items, used);
         }
-        let (capability, items) = entry.remove();
-        self.popped_len = items.len();
-        Some((capability, items))
     }
 
-    /// Takes back the buffer [`TimeStash::pop_complete`] last returned (drained or not), for
-    /// a later time's items.
-    pub fn recycle(&mut self, mut buffer: Vec<D>) {
+    /// Keeps an emptied buffer for a later time, unless its time used little of it.
+    fn keep(&mut self, mut buffer: Vec<D>, used: usize) {
         buffer.clear();
-        let oversized = self.popped_len.saturating_mul(SHRINK_WHEN_USED_BELOW) < buffer.capacity();
+        let oversized = used.saturating_mul(SHRINK_WHEN_USED_BELOW) < buffer.capacity();
         if self.spare.len() < SPARE_BUFFERS && !oversized {
             self.spare.push(buffer);
         }
@@ -107,14 +106,12 @@ mod tests {
                                     stash.push(&capability, time, item);
                                 }
                             });
-                            while let Some((capability, mut items)) = stash.pop_complete(frontier)
-                            {
+                            stash.complete(frontier, |capability, items| {
                                 seen.lock().expect("not poisoned").push(items.capacity());
-                                // Drained, as the operators drain theirs before recycling.
+                                // Drained, as the operators drain theirs.
                                 let sum: u64 = items.drain(..).sum();
                                 output.session(&capability).give(sum);
-                                stash.recycle(items);
-                            }
+                            });
                         }
                     })
                     .probe_with(&probe);

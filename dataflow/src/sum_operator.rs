@@ -50,14 +50,13 @@ where
                         stash.push(&capability, time, (key, item, diff));
                     }
                 });
-                while let Some((capability, mut updates)) = stash.pop_complete(frontier) {
+                stash.complete(frontier, |capability, updates| {
                     let mut touched = Vec::new();
                     for (key, item, diff) in updates.drain(..) {
                         let (sum, _) = sums.entry(key.clone()).or_default();
                         sum.add(&item, diff);
                         touched.push(key);
                     }
-                    stash.recycle(updates);
                     touched.sort_unstable();
                     touched.dedup();
                     let mut session = output.session(&capability);
@@ -80,7 +79,7 @@ where
                             sums.remove(&key);
                         }
                     }
-                }
+                });
             }
         })
         .as_collection()

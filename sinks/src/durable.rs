@@ -166,9 +166,9 @@ where
                     }
                     _ => None,
                 };
+                let mut stash = TimeStash::default();
                 let mut state = SinkState {
                     options,
-                    stash: TimeStash::default(),
                     buffer: VecDeque::new(),
                     buffer_first: None,
                     buffer_last: 0,
@@ -185,14 +185,14 @@ where
                 move |(input, frontier), _output| {
                     input.for_each(|capability, updates| {
                         for (record, time, diff) in updates.drain(..) {
-                            state.stash.push(&capability, time, (record, diff));
+                            stash.push(&capability, time, (record, diff));
                         }
                     });
-                    while let Some((capability, mut changes)) = state.stash.pop_complete(frontier) {
-                        consolidate(&mut changes);
-                        let entering = changes.into_iter().filter(|(_, diff)| *diff > 0);
+                    stash.complete(frontier, |capability, changes| {
+                        consolidate(changes);
+                        let entering = changes.drain(..).filter(|(_, diff)| *diff > 0);
                         state.take(capability, entering.map(|(record, _)| record));
-                    }
+                    });
                     if let Some(delay) = state.step(frontier.is_empty()) {
                         activator.activate_after(delay);
                     }
@@ -207,7 +207,6 @@ where
 
 struct SinkState<R> {
     options: SinkOptions,
-    stash: TimeStash<(R, Diff)>,
     /// A deque: batches are taken from the front of a buffer that may hold a whole large
     /// epoch, and draining the front of a `Vec` moved the rest of it for every batch (a tenth
     /// of a books replay's worker time was that `memmove`).
