@@ -30,7 +30,7 @@ use crate::driver::{
 };
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    self, Archived, LogRecord, Part, PartitionOffset, Restored, SegmentReader, SnapshotLog,
+    self, Archived, ChainReader, LogRecord, Part, PartitionOffset, Restored, SnapshotLog,
     SnapshotWriter, SourceRef, WriterJob,
 };
 use crate::timely_args::{timely_config, workers_per_process};
@@ -671,7 +671,7 @@ struct KafkaSource<'a> {
 
 /// A restore's records on their second pass, for the books.
 struct BooksBacklog {
-    segments: VecDeque<SegmentReader>,
+    records: ChainReader,
     remaining: u64,
     started: Option<Instant>,
 }
@@ -881,7 +881,7 @@ impl Source for KafkaSource<'_> {
         let gauge = &self.shared.metrics.snapshots.books_backlog;
         let mut entered = 0;
         while entered < BOOKS_RESTORE_CHUNK {
-            let Some(segment) = backlog.segments.front_mut() else {
+            let Some(record) = backlog.records.next_record() else {
                 inputs.books_restored();
                 inputs.flush();
                 gauge.sub(backlog.remaining as i64);
@@ -891,10 +891,6 @@ impl Source for KafkaSource<'_> {
                 );
                 self.books_backlog = None;
                 return Ok(false);
-            };
-            let Some(record) = segment.next_record() else {
-                backlog.segments.pop_front();
-                continue;
             };
             // It decoded on the first pass, with the same checksum.
             let record = record.map_err(|e| anyhow::anyhow!("snapshot record: {e}"))?;
@@ -950,24 +946,19 @@ impl KafkaSource<'_> {
                 .books_backlog
                 .add(records as i64);
             self.books_backlog = Some(BooksBacklog {
-                segments: segments.iter().cloned().map(SegmentReader::new).collect(),
+                records: ChainReader::new(segments.iter().cloned()),
                 remaining: records,
                 started: None,
             });
         }
         let per_epoch = records.div_ceil(epochs).max(1);
-        let mut readers = segments.into_iter().map(SegmentReader::new);
-        let mut reader = readers.next();
+        let mut chain = ChainReader::new(segments);
         let mut entered = 0;
         for epoch in 0..epochs {
             let mut in_epoch = 0;
             while in_epoch < per_epoch || epoch + 1 == epochs {
-                let Some(current) = reader.as_mut() else {
+                let Some(record) = chain.next_record() else {
                     break;
-                };
-                let Some(record) = current.next_record() else {
-                    reader = readers.next();
-                    continue;
                 };
                 // The segment's checksum matched: a record that does not decode is a bug here.
                 let record = record.map_err(|e| anyhow::anyhow!("snapshot record: {e}"))?;

@@ -424,6 +424,30 @@ impl SegmentReader {
     }
 }
 
+/// Decodes the records of a worker's chain of segments, in order.
+pub struct ChainReader {
+    segments: std::collections::VecDeque<SegmentReader>,
+}
+
+impl ChainReader {
+    pub fn new(segments: impl IntoIterator<Item = Bytes>) -> ChainReader {
+        ChainReader {
+            segments: segments.into_iter().map(SegmentReader::new).collect(),
+        }
+    }
+
+    /// The next record of the chain; `None` after the last segment's end.
+    pub fn next_record(&mut self) -> Option<Result<LogRecord, String>> {
+        loop {
+            let record = self.segments.front_mut()?.next_record();
+            if record.is_some() {
+                return record;
+            }
+            self.segments.pop_front();
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct SnapshotMetrics {
     pub parts_written: IntCounter,
@@ -847,7 +871,7 @@ mod tests {
         assert_eq!(job.part.offsets, offsets(2));
         assert_eq!(job.part.counts, vec![(Counter::Fills, 2)]);
         let (_, first) = job.segment.unwrap();
-        let records = decode_all(first);
+        let records = decode_all(first.clone());
         assert_eq!(records.len(), 2);
         assert!(
             matches!(&records[1], LogRecord::Trade { source: Some(s), .. }
@@ -864,19 +888,26 @@ mod tests {
         assert_eq!(job.part.cut, 20);
         assert_eq!(job.part.segments.len(), 2);
         let (_, second) = job.segment.unwrap();
-        let records = decode_all(second);
+        let records = decode_all(second.clone());
         assert_eq!(records.len(), 3);
         assert!(
             matches!(&records[1], LogRecord::Trade { source: Some(s), .. }
             if matches!(&s.archive, Archived::In { key, .. } if key == "arch/a"))
         );
-        assert_eq!(records[2], LogRecord::Price(price));
+        assert_eq!(records[2], LogRecord::Price(price.clone()));
         // A cut with nothing new names the same chain and writes no segment.
         let job = log
             .closed(31, offsets(5), Vec::new(), true)
             .expect("a cut at 30");
         assert!(job.segment.is_none());
         assert_eq!(job.part.segments.len(), 2);
+        // A chain reads its segments in order, past an empty one, each with its own archive key.
+        let mut chain = ChainReader::new([first.into(), Bytes::new(), second.into()]);
+        let chained: Vec<LogRecord> = std::iter::from_fn(|| chain.next_record())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(chained.len(), 5);
+        assert_eq!(chained[4], LogRecord::Price(price));
     }
 
     #[test]
