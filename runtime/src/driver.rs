@@ -7,8 +7,8 @@
 //! Contract: every closed epoch is reported to the source once as reflected and once as durable,
 //! in order; at the end the open epoch is closed, the driver steps the worker until the views
 //! reflect it, takes the source's background input to its end (even when stopped), then closes
-//! the inputs and steps until every epoch is durable (or the source says stop). Background input is taken
-//! only while the views hold every closed epoch.
+//! the inputs and steps until every epoch is durable (or the source says stop). Background
+//! input is taken only while the views hold every closed epoch.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
