@@ -7,9 +7,11 @@
 # `--snapshots` until it has caught up and stored a snapshot of everything, kills it with
 # SIGKILL, and keeps its snapshot directory and SQLite books. Then RUNS times each, EOD_A and
 # EOD_B in turn, restarts `eod run --until-caught-up -- -w 2` on a fresh copy of both and prints
-# "BUILD views-caught-up-s elapsed-s"; every restart must print the positions of a run from
+# "BUILD views-caught-up-s elapsed-s peak-RSS-KB minor-faults user-s sys-s" (the last four from
+# /usr/bin/time); every restart must print the positions of a run from
 # offset 0. Flags after `--` go to every `eod run` (e.g. --no-books: the restarts then write
-# no books). Needs a broker (scripts/kafka.sh start; scripts/kafka.sh env).
+# no books). Needs a broker (scripts/kafka.sh start; scripts/kafka.sh env) and /usr/bin/time
+# (Debian package `time`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/snapshots/live.sh
@@ -43,7 +45,8 @@ restart() {
     cp -r "$kept" "$copy"
     local books=(--books="sqlite:$copy/books.sqlite")
     [[ " ${flags[*]-} " == *" --no-books "* ]] && books=()
-    "$eod" run "${topics[@]}" --group-id "$prefix-snap" --until-caught-up --serve 127.0.0.1:0 \
+    /usr/bin/time -f '%M %R %U %S' -o "$work/time.out" \
+        "$eod" run "${topics[@]}" --group-id "$prefix-snap" --until-caught-up --serve 127.0.0.1:0 \
         --snapshots "$copy/snapshots" --snapshot-interval-s 5 ${books[@]+"${books[@]}"} \
         --output "$copy/positions.json" ${flags[@]+"${flags[@]}"} -- -w 2 >"$work/restart.out" 2>&1
     python3 - "$work/zero.json" "$copy/positions.json" <<'PY'
@@ -53,9 +56,9 @@ for x in (a, b):
     x["as_of"].pop("time", None)
 sys.exit(0 if a == b else "positions differ")
 PY
-    printf '%s %s %s\n' "$(basename "$eod")" \
+    printf '%s %s %s %s\n' "$(basename "$eod")" \
         "$(awk '/^views caught up/ {print $4}' "$work/restart.out")" \
-        "$(awk '/^elapsed/ {print $2}' "$work/restart.out")"
+        "$(awk '/^elapsed/ {print $2}' "$work/restart.out")" "$(cat "$work/time.out")"
 }
 for _ in $(seq "$runs"); do
     restart "$eod_a"
