@@ -180,6 +180,7 @@ pub fn drive_from(
 ) -> Result<()> {
     let reports = worker.index() == 0;
     let mut epochs = Epochs::new(policy, limits, start);
+    let epoch_compute = reports.then_some(&metrics.epoch_compute);
     inputs.advance_to(epochs.open);
     loop {
         if source.stopped() {
@@ -194,7 +195,7 @@ pub fn drive_from(
             Feed::Entered(n) => epochs.in_open += n,
             Feed::Idle => {}
         }
-        epochs.report(frontiers, source)?;
+        epochs.report(frontiers, source, epoch_compute)?;
         // Only once the views hold every closed epoch, a restore's included; and then
         // between epochs (before the next closes), not only when the source is idle: under a
         // sustained burst the background input still gets a chunk per epoch, and what waits
@@ -250,7 +251,7 @@ pub fn drive_from(
     // Even when stopped: closing the inputs ends the background input too, and a books
     // restore ended early would let the books form rows from part of their state.
     while source.background(&mut inputs)? {
-        epochs.report(frontiers, source)?;
+        epochs.report(frontiers, source, None)?;
         worker.step();
     }
     inputs.close();
@@ -273,7 +274,7 @@ fn step_until(
     done: impl Fn(&Epochs) -> bool,
 ) -> Result<()> {
     while !source.stopped() {
-        epochs.report(frontiers, source)?;
+        epochs.report(frontiers, source, None)?;
         if done(epochs) {
             break;
         }
@@ -292,6 +293,8 @@ struct Epochs {
     open: Time,
     in_open: u64,
     in_flight: VecDeque<Time>,
+    /// When each epoch in flight closed.
+    closed_at: VecDeque<Instant>,
     not_durable: VecDeque<Time>,
 }
 
@@ -309,6 +312,7 @@ impl Epochs {
             },
             in_open: 0,
             in_flight: VecDeque::new(),
+            closed_at: VecDeque::new(),
             not_durable: VecDeque::new(),
         }
     }
@@ -372,11 +376,27 @@ impl Epochs {
 
     fn closed_epochs(&mut self, closed: Time) {
         self.in_flight.push_back(closed);
+        self.closed_at.push_back(Instant::now());
         self.not_durable.push_back(closed);
     }
 
-    fn report(&mut self, frontiers: &Frontiers, source: &mut impl Source) -> Result<()> {
+    /// Tells the source what the views and the durable sinks now hold; `epoch_compute`, when
+    /// given, takes how long each newly reflected epoch took.
+    fn report(
+        &mut self,
+        frontiers: &Frontiers,
+        source: &mut impl Source,
+        epoch_compute: Option<&prometheus::Histogram>,
+    ) -> Result<()> {
         let reflected = passed(&mut self.in_flight, &frontiers.views);
+        let closed_at = self.closed_at.drain(..reflected.len());
+        if let Some(histogram) = epoch_compute {
+            for at in closed_at {
+                histogram.observe(at.elapsed().as_secs_f64());
+            }
+        } else {
+            drop(closed_at);
+        }
         if !reflected.is_empty() {
             source.reflected(&reflected);
         }

@@ -219,8 +219,9 @@ fn main() -> Result<()> {
     };
     let store = ViewStore::new();
     let run_stop = Arc::new(AtomicBool::new(false));
+    let run_metrics = Metrics::new()?;
     let run_thread = {
-        let (store, stop, metrics) = (store.clone(), run_stop.clone(), Metrics::new()?);
+        let (store, stop, metrics) = (store.clone(), run_stop.clone(), run_metrics.clone());
         let options = RunOptions {
             kafka: args.kafka(),
             topics: topics.clone(),
@@ -261,6 +262,7 @@ fn main() -> Result<()> {
         }
         _ => None,
     };
+    let epochs_before = EpochCounts::read(&run_metrics);
     let started = Instant::now();
     let sent = send_paced(&gateway_addr.to_string(), &fix, speed)?;
     let ingested = gateway_thread
@@ -273,6 +275,7 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let viewed_at = started.elapsed();
+    let epochs = EpochCounts::read(&run_metrics).since(&epochs_before, args.workers);
     if let Some(outage) = outage {
         outage
             .join()
@@ -318,6 +321,12 @@ fn main() -> Result<()> {
     );
     println!("end to end                {:.0} trades/s (first send to views reflecting the last trade, {:.2} s)", ingested.counts.trades() as f64 / viewed_at.as_secs_f64(), viewed_at.as_secs_f64());
     println!("gateway done after        {:.2} s", sent_at.as_secs_f64());
+    println!(
+        "epochs                    {} per worker, {:.0} trades each, close to view {:.2} ms mean",
+        epochs.closed,
+        ingested.counts.trades() as f64 / (epochs.closed * args.workers as u64).max(1) as f64,
+        epochs.compute_seconds * 1e3 / epochs.computed.max(1) as f64
+    );
     println!(
         "fill-to-view latency      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
         ms(0.5),
@@ -511,4 +520,30 @@ fn run_baseline(args: &Args, topic: &str, fix: &[(f64, Vec<u8>)], speed: f64) ->
         elapsed: last - started,
         latency,
     })
+}
+
+/// The run's epoch metrics at one moment, to count those of the send alone.
+struct EpochCounts {
+    closed: u64,
+    computed: u64,
+    compute_seconds: f64,
+}
+
+impl EpochCounts {
+    fn read(metrics: &Metrics) -> EpochCounts {
+        EpochCounts {
+            closed: metrics.epochs_closed.get(),
+            computed: metrics.epoch_compute.get_sample_count(),
+            compute_seconds: metrics.epoch_compute.get_sample_sum(),
+        }
+    }
+
+    /// What happened after `before`; epochs closed per worker (every worker counts its own).
+    fn since(&self, before: &EpochCounts, workers: usize) -> EpochCounts {
+        EpochCounts {
+            closed: (self.closed - before.closed) / workers.max(1) as u64,
+            computed: self.computed - before.computed,
+            compute_seconds: self.compute_seconds - before.compute_seconds,
+        }
+    }
 }
