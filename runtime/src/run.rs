@@ -139,7 +139,6 @@ const BOOKS_RESTORE_CHUNK: usize = 5_000;
 fn open_snapshots(
     options: &SnapshotOptions,
     group_id: &str,
-    epoch: Duration,
     peers: usize,
     metrics: &Metrics,
     abandon: Arc<AtomicBool>,
@@ -169,7 +168,9 @@ fn open_snapshots(
     }
     let generation = restored.as_ref().map_or(0, |r| r.generation) + 1;
     let (writer, thread) = SnapshotWriter::start(store, metrics.snapshots.clone(), abandon)?;
-    let period = (options.interval.as_nanos() / epoch.as_nanos().max(1)).max(1);
+    // Cuts fall on multiples of the interval in clock epoch numbers: each worker cuts at its
+    // first close past one, so the parts of a cut come from every worker alike.
+    let period = crate::driver::clock_span(options.interval).max(1);
     // From the snapshot's own record count, so every process computes the same.
     let restore_epochs = restored.as_ref().map_or(0, |r| {
         let per_epoch = RESTORE_EPOCH_RECORDS * peers as u64;
@@ -180,7 +181,7 @@ fn open_snapshots(
             restored,
             generation,
             restore_epochs,
-            period: Time::try_from(period).unwrap_or(Time::MAX),
+            period,
             writer: std::sync::Mutex::new(Some(writer.handle())),
         },
         thread,
@@ -300,7 +301,6 @@ pub fn run_kafka(
             let (snapshots, thread) = open_snapshots(
                 snapshot_options,
                 &options.group_id,
-                options.epoch,
                 config_peers,
                 &metrics,
                 abandon_snapshots.clone(),

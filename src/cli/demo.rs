@@ -34,7 +34,8 @@ pub(crate) struct DemoArgs {
     /// Stop after this many seconds [default: run until Ctrl-C].
     #[arg(long)]
     pub(crate) duration: Option<f64>,
-    /// Dataflow epoch length in milliseconds.
+    /// How long a dataflow epoch without input stays open, in milliseconds (an epoch with
+    /// input closes as soon as the one before is in the views).
     #[arg(long, default_value_t = eod_runtime::driver::LIVE_EPOCH_MS)]
     pub(crate) epoch_ms: u64,
     /// Dead-letter JSONL path [default: eod-demo-dead-letters.jsonl in the temp directory].

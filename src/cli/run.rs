@@ -36,7 +36,8 @@ pub(crate) struct RunArgs {
     /// Kafka consumer group under which offsets are committed (for lag monitoring).
     #[arg(long, default_value = "eod-run")]
     pub(crate) group_id: String,
-    /// Dataflow epoch length in milliseconds.
+    /// How long a dataflow epoch without input stays open, in milliseconds (an epoch with
+    /// input closes as soon as the one before is in the views).
     #[arg(long, default_value_t = eod_runtime::driver::LIVE_EPOCH_MS)]
     pub(crate) epoch_ms: u64,
     /// Books store for `run`: no default (a distributed run names its store).

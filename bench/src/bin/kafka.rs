@@ -54,8 +54,9 @@ struct Args {
     messages: u64,
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Dataflow epoch length in milliseconds (the default is what `eod run` uses; the runs
-    /// recorded before 2026-12-04 used 2 ms).
+    /// How long an epoch without input stays open, in milliseconds (the default is what `eod
+    /// run` uses). Before 2026-12-04 (afternoon) every epoch closed at the end of such a clock
+    /// bucket; the runs recorded before that morning used 2 ms buckets.
     #[arg(long, default_value_t = eod_runtime::driver::LIVE_EPOCH_MS)]
     epoch_ms: u64,
     /// Closed epochs the source lets the dataflow compute at once before it holds the next
