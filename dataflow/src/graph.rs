@@ -315,7 +315,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     );
     let firm = sum_operator::sum_by_key::<_, FirmSum>(
         "FirmTotals",
-        traders.clone().map(|(_trader, totals)| ((), totals)),
+        sum_operator::partial_sums::<TotalsSum>("FirmPartials", views.clone()),
     );
 
     let records = views

@@ -58,7 +58,7 @@ impl Totals {
 
 /// Running [`Totals`] over rows with multiplicities: every field is a plain sum, so a row
 /// leaving is exactly undone by subtracting it.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TotalsSum {
     positions: i64,
     marked: i64,
@@ -100,29 +100,35 @@ impl Accumulator for TotalsSum {
     }
 }
 
-/// The firm's [`Totals`] as the sum of the traders' totals: the same sums as over every
-/// position row (each trader's are over its rows), from one row per trader. A mark change
-/// re-emits every position of its symbol; summed from the positions, the firm total read each
-/// of them again.
+impl TotalsSum {
+    /// Adds `diff` times another running sum (a worker's change over a time, say).
+    pub fn merge(&mut self, other: &TotalsSum, diff: Diff) {
+        let (wide, narrow) = (i128::from(diff as i64), diff as i64);
+        self.positions += other.positions * narrow;
+        self.marked += other.marked * narrow;
+        self.trades += other.trades * wide;
+        self.realized += other.realized * wide;
+        self.unrealized += other.unrealized * wide;
+        self.total += other.total * wide;
+    }
+}
+
+/// The firm's [`Totals`], from each worker's change to the sums over its position rows
+/// ([`crate::sum_operator::partial_sums`]). Sums form a group, so these changes can be formed
+/// as the rows arrive, without waiting for their time to complete: the firm total then waits on
+/// the positions view alone, beside the traders' totals, instead of after them (one stage less
+/// for every epoch to pass on its way to the views). It used to sum the traders' totals, so
+/// as not to send every position row of a mark change to one worker; the partial sums send
+/// one record per worker and time instead.
 #[derive(Clone, Debug, Default)]
 pub struct FirmSum(TotalsSum);
 
 impl Accumulator for FirmSum {
-    type Item = Totals;
+    type Item = TotalsSum;
     type Output = Totals;
 
-    fn add(&mut self, trader: &Totals, diff: Diff) {
-        let (sum, diff) = (&mut self.0, diff as i64);
-        let positions = trader.positions as i64;
-        sum.positions += positions * diff;
-        sum.marked += (positions - trader.unmarked_positions as i64) * diff;
-        sum.trades += i128::from(trader.trades) * i128::from(diff);
-        let add = |total: &mut i128, value: Option<Money>| {
-            *total += value.map_or(0, |m| m.0) * i128::from(diff);
-        };
-        add(&mut sum.realized, trader.realized_pnl);
-        add(&mut sum.unrealized, trader.unrealized_pnl);
-        add(&mut sum.total, trader.total_pnl);
+    fn add(&mut self, change: &TotalsSum, diff: Diff) {
+        self.0.merge(change, diff);
     }
 
     fn output(&self) -> Option<Totals> {
