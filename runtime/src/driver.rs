@@ -507,9 +507,14 @@ mod tests {
         }
     }
 
-    /// Runs `source` to its end with one worker and books held back by a restore; returns how
-    /// many background chunks were taken while it still fed, and whether all were taken.
-    fn drive_busy(mut source: Busy) -> (u64, bool) {
+    /// Runs `source` to its end on one worker under a clock policy, with the first epoch at
+    /// `start`; `books_stored_before` > 0 builds the books held back by a restore, 0 none.
+    fn drive_one_worker<S: Source + Send + Sync + 'static>(
+        mut source: S,
+        epoch: Duration,
+        books_stored_before: u64,
+        start: Time,
+    ) -> S {
         let metrics = Metrics::new().expect("metrics register");
         timely::execute_directly(move |worker| {
             let (inputs, frontiers) = worker.dataflow(|scope| {
@@ -518,8 +523,8 @@ mod tests {
                     GraphOptions {
                         store: None,
                         workers_per_process: 1,
-                        books: true,
-                        books_stored_before: 1,
+                        books: books_stored_before > 0,
+                        books_stored_before,
                     },
                 );
                 let frontiers = Frontiers {
@@ -529,7 +534,7 @@ mod tests {
                 (graph.inputs, frontiers)
             });
             let policy = EpochPolicy::Clock {
-                epoch: Duration::from_micros(100),
+                epoch,
                 open_epoch_cap: OPEN_EPOCH_CAP,
             };
             drive_from(
@@ -540,11 +545,18 @@ mod tests {
                 policy,
                 LIVE_LIMITS,
                 &metrics,
-                1,
+                start,
             )
             .expect("drives");
-            (source.background_while_feeding, source.background_done)
+            source
         })
+    }
+
+    /// Runs `source` with books held back by a restore; returns how many background chunks
+    /// were taken while it still fed, and whether all were taken.
+    fn drive_busy(source: Busy) -> (u64, bool) {
+        let source = drive_one_worker(source, Duration::from_micros(100), 1, 1);
+        (source.background_while_feeding, source.background_done)
     }
 
     fn busy(calls: u64, stop_after: u64, chunks: u64) -> Busy {
@@ -599,41 +611,8 @@ mod tests {
         }
     }
 
-    fn drive_clock(mut source: OneFill, epoch: Duration) -> OneFill {
-        let metrics = Metrics::new().expect("metrics register");
-        timely::execute_directly(move |worker| {
-            let (inputs, frontiers) = worker.dataflow(|scope| {
-                let graph = build_graph(
-                    scope,
-                    GraphOptions {
-                        store: None,
-                        workers_per_process: 1,
-                        books: false,
-                        books_stored_before: 0,
-                    },
-                );
-                let frontiers = Frontiers {
-                    views: graph.probe,
-                    durable: graph.durable,
-                };
-                (graph.inputs, frontiers)
-            });
-            let policy = EpochPolicy::Clock {
-                epoch,
-                open_epoch_cap: OPEN_EPOCH_CAP,
-            };
-            drive(
-                worker,
-                inputs,
-                &frontiers,
-                &mut source,
-                policy,
-                LIVE_LIMITS,
-                &metrics,
-            )
-            .expect("drives");
-            source
-        })
+    fn drive_clock(source: OneFill, epoch: Duration) -> OneFill {
+        drive_one_worker(source, epoch, 0, 0)
     }
 
     /// A trade in a quiet market is in the views without waiting for its epoch's bucket to end:
