@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::operators::Iterate;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -16,6 +15,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::Scope;
 
 use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSource, TraderRef};
+use crate::correction_chains::present_corrections;
 use crate::hash_reduce::hash_reduce;
 use crate::marked_positions::marked_positions;
 use crate::marks::Mark;
@@ -416,14 +416,7 @@ fn live_fills<'s>(
     });
     let edges = corrections.clone().map(|c| (c.target, c.fill.exec_id));
     // Corrections of corrections: a correction is present once its chain reaches an arrived fill.
-    let present = roots.clone().iterate(|inner, reached| {
-        edges
-            .enter(inner)
-            .semijoin(reached)
-            .map(|(_target, correction)| correction)
-            .concat(roots.enter(inner))
-            .distinct()
-    });
+    let present = present_corrections(roots, edges);
 
     let by_correction_id = corrections
         .clone()

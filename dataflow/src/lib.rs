@@ -5,6 +5,7 @@
 
 pub mod baseline;
 pub mod books;
+pub mod correction_chains;
 pub mod graph;
 pub mod hash_reduce;
 pub mod marked_positions;
