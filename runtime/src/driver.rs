@@ -191,8 +191,8 @@ pub fn drive_from(
     start: Time,
 ) -> Result<()> {
     let reports = worker.index() == 0;
-    let mut epochs = Epochs::new(policy, limits, start);
-    let epoch_compute = reports.then_some(&metrics.epoch_compute);
+    let epoch_compute = reports.then(|| metrics.epoch_compute.clone());
+    let mut epochs = Epochs::new(policy, limits, start, epoch_compute);
     inputs.advance_to(epochs.open);
     loop {
         if source.stopped() {
@@ -207,7 +207,7 @@ pub fn drive_from(
             Feed::Entered(n) => epochs.in_open += n,
             Feed::Idle => {}
         }
-        epochs.report(frontiers, source, epoch_compute)?;
+        epochs.report(frontiers, source)?;
         // Only once the views hold every closed epoch, a restore's included; and then
         // between epochs (before the next closes), not only when the source is idle: under a
         // sustained burst the background input still gets a chunk per epoch, and what waits
@@ -263,7 +263,7 @@ pub fn drive_from(
     // Even when stopped: closing the inputs ends the background input too, and a books
     // restore ended early would let the books form rows from part of their state.
     while source.background(&mut inputs)? {
-        epochs.report(frontiers, source, None)?;
+        epochs.report(frontiers, source)?;
         worker.step();
     }
     inputs.close();
@@ -286,7 +286,7 @@ fn step_until(
     done: impl Fn(&Epochs) -> bool,
 ) -> Result<()> {
     while !source.stopped() {
-        epochs.report(frontiers, source, None)?;
+        epochs.report(frontiers, source)?;
         if done(epochs) {
             break;
         }
@@ -300,34 +300,40 @@ struct Epochs {
     policy: EpochPolicy,
     limits: EpochLimits,
     started: Instant,
-    /// The time of the clock's first bucket.
+    /// The first epoch's number (a restore used those before it).
     start: Time,
     open: Time,
     opened_at: Instant,
     in_open: u64,
-    in_flight: VecDeque<Time>,
-    /// When each epoch in flight closed.
-    closed_at: VecDeque<Instant>,
+    /// Each with the instant it closed.
+    in_flight: VecDeque<(Time, Instant)>,
     not_durable: VecDeque<Time>,
+    /// Takes how long each epoch took from its close until the views reflected it (worker 0).
+    epoch_compute: Option<prometheus::Histogram>,
 }
 
 impl Epochs {
-    fn new(policy: EpochPolicy, limits: EpochLimits, start: Time) -> Epochs {
+    fn new(
+        policy: EpochPolicy,
+        limits: EpochLimits,
+        start: Time,
+        epoch_compute: Option<prometheus::Histogram>,
+    ) -> Epochs {
         Epochs {
             policy,
             limits,
             started: Instant::now(),
             opened_at: Instant::now(),
             start,
-            // Replay numbers epochs from 1; clock epochs are buckets of the clock from 0.
+            // Replay numbers epochs from 1; clock epochs by the clock, from `start`.
             open: match policy {
                 EpochPolicy::Messages(_) => start.max(1),
                 EpochPolicy::Clock { .. } => start,
             },
             in_open: 0,
             in_flight: VecDeque::new(),
-            closed_at: VecDeque::new(),
             not_durable: VecDeque::new(),
+            epoch_compute,
         }
     }
 
@@ -392,32 +398,23 @@ impl Epochs {
     }
 
     fn closed_epochs(&mut self, closed: Time) {
-        self.in_flight.push_back(closed);
-        self.closed_at.push_back(Instant::now());
+        self.in_flight.push_back((closed, Instant::now()));
         self.not_durable.push_back(closed);
     }
 
-    /// Tells the source what the views and the durable sinks now hold; `epoch_compute`, when
-    /// given, takes how long each newly reflected epoch took.
-    fn report(
-        &mut self,
-        frontiers: &Frontiers,
-        source: &mut impl Source,
-        epoch_compute: Option<&prometheus::Histogram>,
-    ) -> Result<()> {
-        let reflected = passed(&mut self.in_flight, &frontiers.views);
-        let closed_at = self.closed_at.drain(..reflected.len());
-        if let Some(histogram) = epoch_compute {
-            for at in closed_at {
-                histogram.observe(at.elapsed().as_secs_f64());
+    /// Tells the source what the views and the durable sinks now hold.
+    fn report(&mut self, frontiers: &Frontiers, source: &mut impl Source) -> Result<()> {
+        let reflected = passed(&mut self.in_flight, &frontiers.views, |(time, _)| *time);
+        if let Some(histogram) = &self.epoch_compute {
+            for (_, closed) in &reflected {
+                histogram.observe(closed.elapsed().as_secs_f64());
             }
-        } else {
-            drop(closed_at);
         }
         if !reflected.is_empty() {
-            source.reflected(&reflected);
+            let times: Vec<Time> = reflected.iter().map(|(time, _)| *time).collect();
+            source.reflected(&times);
         }
-        let held = passed(&mut self.not_durable, &frontiers.durable);
+        let held = passed(&mut self.not_durable, &frontiers.durable, |time| *time);
         if !held.is_empty() {
             source.durable(&held)?;
         }
@@ -431,18 +428,22 @@ impl Epochs {
             .set(self.not_durable.len() as i64);
         if let EpochPolicy::Clock { .. } = self.policy {
             let lag = self
-                .closed_at
+                .in_flight
                 .front()
-                .map_or(0.0, |closed| closed.elapsed().as_secs_f64());
+                .map_or(0.0, |(_, closed)| closed.elapsed().as_secs_f64());
             metrics.frontier_lag.set(lag);
         }
     }
 }
 
 /// Removes from `queue` the closed epochs `probe` has passed.
-fn passed(queue: &mut VecDeque<Time>, probe: &ProbeHandle<Time>) -> Vec<Time> {
+fn passed<E>(
+    queue: &mut VecDeque<E>,
+    probe: &ProbeHandle<Time>,
+    time: impl Fn(&E) -> Time,
+) -> Vec<E> {
     let frontier = probe.with_frontier(|f| f.first().copied().unwrap_or(Time::MAX));
-    let passed = queue.iter().take_while(|time| **time < frontier).count();
+    let passed = queue.iter().take_while(|e| time(e) < frontier).count();
     queue.drain(..passed).collect()
 }
 
