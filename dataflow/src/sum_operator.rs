@@ -9,10 +9,8 @@
 //! order once the input frontier has passed them, so the output at every completed time is the
 //! sum over the input collection at that time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
-
-use std::collections::BTreeMap;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};

@@ -58,7 +58,7 @@ impl Totals {
 
 /// Running [`Totals`] over rows with multiplicities: every field is a plain sum, so a row
 /// leaving is exactly undone by subtracting it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TotalsSum {
     positions: i64,
     marked: i64,
