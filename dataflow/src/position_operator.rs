@@ -11,10 +11,6 @@
 //! at each completed time: updates are stashed by time and applied in time order once the
 //! input frontier has passed them, exactly like `reduce` for a totally ordered time.
 
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
-
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -23,6 +19,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use crate::model::{Diff, Text, Time};
 use crate::position::{Execution, PositionCore, PositionFold};
 use crate::stash::TimeStash;
+use crate::FastMap;
 
 pub type PositionKey = (Text, Text);
 
@@ -55,19 +52,20 @@ impl CheckpointedFold {
         }
     }
 
-    /// Goes back to the last checkpoint before `changed`; returns where to fold on from.
-    fn rewind_before(&mut self, changed: &Execution) -> Bound<Execution> {
+    /// Goes back to the last checkpoint before `changed`; returns the last execution it has
+    /// folded, if any, which the fold goes on after.
+    fn rewind_before(&mut self, changed: &Execution) -> Option<Execution> {
         let still_valid = self.checkpoints.partition_point(|(last, _)| last < changed);
         self.checkpoints.truncate(still_valid);
         self.since_checkpoint = 0;
         match self.checkpoints.last() {
             Some((last, fold)) => {
                 self.fold = fold.clone();
-                Bound::Excluded(last.clone())
+                Some(last.clone())
             }
             None => {
                 self.fold = PositionFold::default();
-                Bound::Unbounded
+                None
             }
         }
     }
@@ -79,8 +77,13 @@ impl CheckpointedFold {
 
 #[derive(Default)]
 struct KeyState {
-    /// Live executions with their multiplicity (normally 1).
-    executions: BTreeMap<Execution, i64>,
+    /// Live executions with their multiplicity (normally 1), ascending. A sorted vector rather
+    /// than a B-tree: nearly every update is an append, which here touches the vector's tail
+    /// (one cache line) where the B-tree walked from its root. In 250-message epochs the
+    /// B-tree's walk was most of this operator's time, each step a cache miss (`perf` of
+    /// `eod-bench --epoch-messages 250`, bench/RESULTS.md 2026-12-04). An insertion out of
+    /// order moves the suffix, which the refold after it reads anyway.
+    executions: Vec<(Execution, i64)>,
     fold: CheckpointedFold,
     /// The earliest execution changed out of order since `fold` last matched `executions`.
     stale_from: Option<Execution>,
@@ -94,11 +97,11 @@ impl KeyState {
             && diff > 0
             && self
                 .executions
-                .last_key_value()
+                .last()
                 .is_none_or(|(last, _)| *last < execution);
         if appends {
             self.fold.push(&execution, diff);
-            self.executions.insert(execution, diff);
+            self.executions.push((execution, diff));
             return true;
         }
         if self
@@ -108,16 +111,17 @@ impl KeyState {
         {
             self.stale_from = Some(execution.clone());
         }
-        match self.executions.entry(execution) {
-            Entry::Occupied(mut entry) => {
-                *entry.get_mut() += diff;
-                if *entry.get() == 0 {
-                    entry.remove();
+        match self
+            .executions
+            .binary_search_by(|(held, _)| held.cmp(&execution))
+        {
+            Ok(at) => {
+                self.executions[at].1 += diff;
+                if self.executions[at].1 == 0 {
+                    self.executions.remove(at);
                 }
             }
-            Entry::Vacant(entry) => {
-                entry.insert(diff);
-            }
+            Err(at) => self.executions.insert(at, (execution, diff)),
         }
         false
     }
@@ -127,8 +131,11 @@ impl KeyState {
         let Some(stale) = self.stale_from.take() else {
             return;
         };
-        let after = self.fold.rewind_before(&stale);
-        for (execution, copies) in self.executions.range((after, Bound::Unbounded)) {
+        let from = match self.fold.rewind_before(&stale) {
+            Some(last) => self.executions.partition_point(|(held, _)| *held <= last),
+            None => 0,
+        };
+        for (execution, copies) in &self.executions[from..] {
             self.fold.push(execution, *copies);
         }
     }
@@ -144,7 +151,7 @@ pub fn positions<'s>(
         .inner
         .unary_frontier(exchange, "Positions", |_capability, _info| {
             let mut stash = TimeStash::default();
-            let mut states: HashMap<PositionKey, KeyState> = HashMap::new();
+            let mut states: FastMap<PositionKey, KeyState> = FastMap::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
                     for ((key, execution), time, diff) in updates.drain(..) {
@@ -196,6 +203,7 @@ pub fn positions<'s>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
