@@ -15,7 +15,6 @@
 use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 
-use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
@@ -120,17 +119,20 @@ pub fn marked_positions<'s>(
                     let mut drained = updates.drain(..).peekable();
                     while let Some(((symbol, first), diff)) = drained.next() {
                         let state = symbols.entry(symbol.clone()).or_default();
-                        let mut batch = vec![(first, diff)];
-                        while let Some(((_, input), diff)) =
-                            drained.next_if(|((next, _), _)| *next == symbol)
-                        {
-                            batch.push((input, diff));
-                        }
-                        apply(&symbol, state, batch, &mut changes);
+                        let rest = std::iter::from_fn(|| {
+                            drained
+                                .next_if(|((next, _), _)| *next == symbol)
+                                .map(|((_, input), diff)| (input, diff))
+                        });
+                        apply(
+                            &symbol,
+                            state,
+                            std::iter::once((first, diff)).chain(rest),
+                            &mut changes,
+                        );
                         if state.is_empty() {
                             symbols.remove(&symbol);
                         }
-                        consolidate(&mut changes);
                         for (view, diff) in changes.drain(..) {
                             session.give((view, time, diff));
                         }
@@ -141,11 +143,12 @@ pub fn marked_positions<'s>(
         .as_collection()
 }
 
-/// Applies one symbol's updates of a time; pushes the rows that changed (old ones negated).
+/// Applies one symbol's updates of a time; pushes the rows that changed (old ones negated),
+/// consolidated: a row is one trader's, so only a trader's row before and after can cancel.
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
-    batch: Vec<(SymbolInput, Diff)>,
+    batch: impl Iterator<Item = (SymbolInput, Diff)>,
     changes: &mut Vec<(PositionView, Diff)>,
 ) {
     let old_mark = state.mark;
@@ -155,14 +158,12 @@ fn apply(
         match input {
             SymbolInput::Position(trader, core) => {
                 add(&mut state.last_trades, core.last.clone(), diff);
-                let cores = state.holders.entry(trader.clone()).or_default();
-                touched
-                    .entry(trader.clone())
-                    .or_insert_with(|| cores.clone());
+                let cores = match state.holders.get_mut(&trader) {
+                    Some(cores) => cores,
+                    None => state.holders.entry(trader.clone()).or_default(),
+                };
+                touched.entry(trader).or_insert_with(|| cores.clone());
                 cores.update(core, diff);
-                if cores.is_empty() {
-                    state.holders.remove(&trader);
-                }
             }
             SymbolInput::Price(kind, set_at, price) => {
                 let by_time = state.prices.entry(kind).or_default();
@@ -173,31 +174,79 @@ fn apply(
             }
         }
     }
+    // Only now: a position's update is its old core's retraction and its new core's
+    // insertion, in either order, and the holder stays.
+    for trader in touched.keys() {
+        if state.holders.get(trader).is_some_and(Multiset::is_empty) {
+            state.holders.remove(trader);
+        }
+    }
     let new_mark = state.current_mark();
     state.mark = new_mark;
-    let mut rows = |trader: &Text, cores: &Multiset<PositionCore>, mark: Option<Mark>, sign| {
-        for (core, count) in cores.as_slice() {
-            let row = position_view(trader, symbol, core, mark.as_ref());
-            changes.push((row, count * sign));
-        }
+    let mut row = |trader: &Text, core: &PositionCore, mark: Option<Mark>, diff: Diff| {
+        changes.push((position_view(trader, symbol, core, mark.as_ref()), diff));
     };
     if new_mark == old_mark {
         for (trader, before) in &touched {
-            rows(trader, before, old_mark, -1);
-            if let Some(after) = state.holders.get(trader) {
-                rows(trader, after, new_mark, 1);
-            }
+            let after = state
+                .holders
+                .get(trader)
+                .map_or(&[][..], Multiset::as_slice);
+            differing(before.as_slice(), after, |core, diff| {
+                row(trader, core, new_mark, diff)
+            });
         }
     } else {
-        // Every holder's row carries the mark.
+        // Every holder's row carries the mark: no row before equals one after.
         for (trader, before) in &touched {
-            rows(trader, before, old_mark, -1);
+            for (core, count) in before.as_slice() {
+                row(trader, core, old_mark, -count);
+            }
         }
         for (trader, cores) in &state.holders {
-            if !touched.contains_key(trader) {
-                rows(trader, cores, old_mark, -1);
+            for (core, count) in cores.as_slice() {
+                if !touched.contains_key(trader) {
+                    row(trader, core, old_mark, -count);
+                }
+                row(trader, core, new_mark, *count);
             }
-            rows(trader, cores, new_mark, 1);
+        }
+    }
+}
+
+/// Calls `change` with each core whose multiplicity differs between `before` and `after` (both
+/// sorted, each core once) and by how much.
+fn differing(
+    before: &[(PositionCore, Diff)],
+    after: &[(PositionCore, Diff)],
+    mut change: impl FnMut(&PositionCore, Diff),
+) {
+    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        let order = match (b.peek(), a.peek()) {
+            (Some((old, _)), Some((new, _))) => old.cmp(new),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => return,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                if let Some((old, count)) = b.next() {
+                    change(old, -count);
+                }
+            }
+            std::cmp::Ordering::Greater => {
+                if let Some((new, count)) = a.next() {
+                    change(new, *count);
+                }
+            }
+            std::cmp::Ordering::Equal => {
+                if let (Some((core, old_count)), Some((_, new_count))) = (b.next(), a.next()) {
+                    if new_count != old_count {
+                        change(core, new_count - old_count);
+                    }
+                }
+            }
         }
     }
 }
