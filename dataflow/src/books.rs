@@ -376,30 +376,160 @@ enum BooksUpdate {
     Reference(Reference),
 }
 
+/// A name held with every ExecID (its trader, its symbol, its archive segment), as a number
+/// this worker gave it: a few thousand distinct names stand for millions of copies. Numbers
+/// follow arrival, not the names' order, so choices by order compare the names themselves
+/// ([`Names::smallest`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Name(u32);
+
+#[derive(Default)]
+struct Names {
+    numbers: FastMap<Text, Name>,
+    texts: Vec<Text>,
+}
+
+impl Names {
+    fn intern(&mut self, text: Text) -> Name {
+        if let Some(name) = self.numbers.get(&text) {
+            return *name;
+        }
+        // More distinct names than u32 holds would be four billion traders, symbols and
+        // segments on one worker: a broken feed, and memory runs out long before.
+        let name = Name(u32::try_from(self.texts.len()).unwrap_or(u32::MAX));
+        self.texts.push(text.clone());
+        self.numbers.insert(text, name);
+        name
+    }
+
+    fn text(&self, name: Name) -> &Text {
+        // Every Name was made by `intern` of these very names.
+        &self.texts[name.0 as usize]
+    }
+
+    fn number(&self, text: &Text) -> Option<Name> {
+        self.numbers.get(text).copied()
+    }
+
+    /// The smallest of `held` by `key`, which reads names as text: the winner among an
+    /// ExecID's duplicates must not depend on the order the names arrived in.
+    fn smallest<'a, T: Ord, K: Ord>(
+        &'a self,
+        held: &'a Multiset<T>,
+        key: impl Fn(&'a T, &'a Names) -> K,
+    ) -> Option<&'a T> {
+        match held.as_slice() {
+            [] => None,
+            [(only, _)] => Some(only),
+            all => all
+                .iter()
+                .map(|(value, _)| value)
+                .min_by_key(|value| key(value, self)),
+        }
+    }
+}
+
+/// A [`Trade`] as an ExecID's state holds it: names as numbers, the rare corrected ExecID
+/// boxed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct HeldTrade {
+    kind: BookKind,
+    corrects: Option<Box<Text>>,
+    trader: Name,
+    symbol: Name,
+    qty: i64,
+    price: i64,
+    transact_time: i64,
+}
+
+impl HeldTrade {
+    fn new(trade: Trade, names: &mut Names) -> HeldTrade {
+        HeldTrade {
+            kind: trade.kind,
+            corrects: trade.corrects.map(Box::new),
+            trader: names.intern(trade.trader),
+            symbol: names.intern(trade.symbol),
+            qty: trade.qty,
+            price: trade.price,
+            transact_time: trade.transact_time,
+        }
+    }
+
+    /// [`Trade`]'s order, the one that picks the winner among duplicates.
+    fn order_key<'a>(&'a self, names: &'a Names) -> impl Ord + 'a {
+        (
+            self.kind,
+            self.corrects.as_deref(),
+            names.text(self.trader),
+            names.text(self.symbol),
+            self.qty,
+            self.price,
+            self.transact_time,
+        )
+    }
+}
+
+/// A [`SourceAt`] with its archive key as a number.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct HeldSource {
+    archive_key: Name,
+    archive_offset: u64,
+    receive_time: i64,
+}
+
+impl HeldSource {
+    fn order_key<'a>(&'a self, names: &'a Names) -> impl Ord + 'a {
+        (
+            names.text(self.archive_key),
+            self.archive_offset,
+            self.receive_time,
+        )
+    }
+}
+
 #[derive(Default)]
 struct ExecIdState {
-    trades: Multiset<Trade>,
-    /// Boxed: most ExecIDs are never busted or corrected.
-    kills: Multiset<Box<Kill>>,
+    trades: Multiset<HeldTrade>,
+    /// Boxed, multiplicities and all: most ExecIDs are never busted or corrected, and this is
+    /// then one null pointer.
+    kills: Option<Box<Multiset<Kill>>>,
     present: Diff,
-    sources: Multiset<SourceAt>,
+    sources: Multiset<HeldSource>,
 }
 
 impl ExecIdState {
-    fn update(&mut self, value: ByExecId, diff: Diff) {
+    fn update(&mut self, value: ByExecId, diff: Diff, names: &mut Names) {
         match value {
-            ByExecId::Trade(trade) => self.trades.update(trade, diff),
-            ByExecId::Kill(kill) => self.kills.update(Box::new(kill), diff),
+            ByExecId::Trade(trade) => self.trades.update(HeldTrade::new(trade, names), diff),
+            ByExecId::Kill(kill) => {
+                let kills = self.kills.get_or_insert_with(Box::default);
+                kills.update(kill, diff);
+                if kills.is_empty() {
+                    self.kills = None;
+                }
+            }
             ByExecId::Present => self.present += diff,
-            ByExecId::Source(source) => self.sources.update(source, diff),
+            ByExecId::Source(source) => {
+                let held = HeldSource {
+                    archive_key: names.intern(source.archive_key),
+                    archive_offset: source.archive_offset,
+                    receive_time: source.receive_time,
+                };
+                self.sources.update(held, diff)
+            }
         }
     }
 
     fn is_empty(&self) -> bool {
         self.trades.is_empty()
-            && self.kills.is_empty()
+            && self.kills.is_none()
             && self.present == 0
             && self.sources.is_empty()
+    }
+
+    /// The trade this ExecID's row shows: the smallest of its duplicates.
+    fn trade<'a>(&'a self, names: &'a Names) -> Option<&'a HeldTrade> {
+        names.smallest(&self.trades, HeldTrade::order_key)
     }
 }
 
@@ -438,6 +568,7 @@ struct BooksState {
     /// empty slots (up to half of them just after growing) cost 32 bytes, not a state's size.
     /// Held unboxed, the two workers' tables were 0.9 GB at the peak of a 1M-fill replay.
     exec_ids: FastMap<Text, Box<ExecIdState>>,
+    names: Names,
     traders: HashMap<Text, ReferenceSlot<TraderRef>>,
     securities: HashMap<Text, ReferenceSlot<SecurityRef>>,
 }
@@ -449,14 +580,14 @@ impl BooksState {
         match update {
             BooksUpdate::ExecId(exec_id, value) => match self.exec_ids.entry(exec_id) {
                 Entry::Occupied(mut entry) => {
-                    entry.get_mut().update(value, diff);
+                    entry.get_mut().update(value, diff, &mut self.names);
                     if entry.get().is_empty() {
                         entry.remove();
                     }
                 }
                 Entry::Vacant(entry) => {
                     let mut state = Box::<ExecIdState>::default();
-                    state.update(value, diff);
+                    state.update(value, diff, &mut self.names);
                     if !state.is_empty() {
                         entry.insert(state);
                     }
@@ -502,16 +633,21 @@ impl BooksState {
             // Reference data changes rarely during a day (it is loaded before the open), so a
             // change finds the rows it names by one pass over this worker's ExecIDs rather
             // than an index that every row would pay for.
-            let mut traders: HashSet<&Text> = HashSet::new();
-            let mut symbols: HashSet<&Text> = HashSet::new();
+            // A name no trade has is not among the numbers, and names no row.
+            let mut traders: HashSet<Name> = HashSet::new();
+            let mut symbols: HashSet<Name> = HashSet::new();
             for (reference, _) in &reference_updates {
                 match reference {
-                    Reference::Trader(trader) => traders.insert(&trader.trader_id),
-                    Reference::Security(security) => symbols.insert(&security.symbol),
+                    Reference::Trader(trader) => {
+                        traders.extend(self.names.number(&trader.trader_id))
+                    }
+                    Reference::Security(security) => {
+                        symbols.extend(self.names.number(&security.symbol))
+                    }
                 };
             }
             for (exec_id, state) in &self.exec_ids {
-                if let Some(trade) = state.trades.first() {
+                if let Some(trade) = state.trade(&self.names) {
                     if traders.contains(&trade.trader) || symbols.contains(&trade.symbol) {
                         touched.push(exec_id.clone());
                     }
@@ -526,7 +662,7 @@ impl BooksState {
             self.exec_ids
                 .entry(exec_id)
                 .or_default()
-                .update(value, diff);
+                .update(value, diff, &mut self.names);
         }
         for (reference, diff) in reference_updates {
             self.update_reference(reference, diff);
@@ -554,8 +690,11 @@ impl BooksState {
     /// The row of `exec_id` as the current state makes it, if the ExecID carries a trade.
     fn row(&self, exec_id: &Text) -> Option<BookRow> {
         let state = self.exec_ids.get(exec_id)?;
-        let trade = state.trades.first()?;
-        let kill = state.kills.first();
+        let names = &self.names;
+        let trade = state.trade(names)?;
+        let trader = names.text(trade.trader);
+        let symbol = names.text(trade.symbol);
+        let kill = state.kills.as_deref().and_then(Multiset::first);
         let status = match (kill, trade.kind, state.present != 0) {
             (Some(kill), _, _) => kill.status,
             (None, BookKind::Correction, false) => BookStatus::Pending,
@@ -564,23 +703,25 @@ impl BooksState {
         Some(BookRow {
             exec_id: exec_id.clone(),
             kind: trade.kind,
-            corrects: trade.corrects.clone(),
-            trader: trade.trader.clone(),
-            symbol: trade.symbol.clone(),
+            corrects: trade.corrects.as_deref().cloned(),
+            trader: trader.clone(),
+            symbol: symbol.clone(),
             qty: trade.qty,
             price: trade.price,
             transact_time: trade.transact_time,
             status,
             status_by: kill.map(|k| k.exec_id.clone()),
             status_time: kill.map(|k| k.time),
-            trader_ref: ReferenceSlot::winner(self.traders.get(&trade.trader)),
-            security_ref: ReferenceSlot::winner(self.securities.get(&trade.symbol)),
-            source: state.sources.first().map(|source| TradeSource {
-                exec_id: exec_id.clone(),
-                archive_key: source.archive_key.clone(),
-                archive_offset: source.archive_offset,
-                receive_time: source.receive_time,
-            }),
+            trader_ref: ReferenceSlot::winner(self.traders.get(trader)),
+            security_ref: ReferenceSlot::winner(self.securities.get(symbol)),
+            source: names
+                .smallest(&state.sources, HeldSource::order_key)
+                .map(|source| TradeSource {
+                    exec_id: exec_id.clone(),
+                    archive_key: names.text(source.archive_key).clone(),
+                    archive_offset: source.archive_offset,
+                    receive_time: source.receive_time,
+                }),
         })
     }
 }
@@ -594,6 +735,6 @@ mod tests {
     #[test]
     fn the_state_held_per_exec_id_stays_small() {
         let size = std::mem::size_of::<ExecIdState>();
-        assert!(size <= 192, "ExecIdState is {size} bytes");
+        assert!(size <= 112, "ExecIdState is {size} bytes");
     }
 }
