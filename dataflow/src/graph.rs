@@ -204,7 +204,51 @@ struct BookSessions {
 enum ByExecId {
     BustedBy(Text),
     CorrectedBy(Text),
-    Fill(Fill),
+    Fill(HeldFill),
+}
+
+/// A plain fill without its ExecID, which is the key it is held under: every plain fill of the
+/// day is held until the day ends, and the ExecID's copy was a quarter of each one. Within one
+/// ExecID, its order is the fill's (the smallest wins among duplicates).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct HeldFill {
+    trader: Text,
+    symbol: Text,
+    qty: i64,
+    price: i64,
+    transact_time: i64,
+}
+
+impl HeldFill {
+    fn keyed(fill: Fill) -> (Text, ByExecId) {
+        let Fill {
+            exec_id,
+            trader,
+            symbol,
+            qty,
+            price,
+            transact_time,
+        } = fill;
+        let held = HeldFill {
+            trader,
+            symbol,
+            qty,
+            price,
+            transact_time,
+        };
+        (exec_id, ByExecId::Fill(held))
+    }
+
+    fn fill(&self, exec_id: &Text) -> Fill {
+        Fill {
+            exec_id: exec_id.clone(),
+            trader: self.trader.clone(),
+            symbol: self.symbol.clone(),
+            qty: self.qty,
+            price: self.price,
+            transact_time: self.transact_time,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -370,7 +414,7 @@ fn live_fills<'s>(
     busts: VecCollection<'s, Time, Bust, Diff>,
 ) -> LiveFills<'s> {
     let by_exec_id = fills
-        .map(|fill| (fill.exec_id.clone(), ByExecId::Fill(fill)))
+        .map(HeldFill::keyed)
         .concat(
             busts
                 .clone()
@@ -382,7 +426,7 @@ fn live_fills<'s>(
                 .map(|c| (c.target, ByExecId::CorrectedBy(c.fill.exec_id))),
         );
     // Keyed by ExecID, so a hash map rather than `reduce`'s two arrangements (see hash_reduce).
-    let plain = hash_reduce(by_exec_id, "PlainFills", |_exec_id, values, out| {
+    let plain = hash_reduce(by_exec_id, "PlainFills", |exec_id, values, out| {
         let fill = values.iter().find_map(|(value, _)| match value {
             ByExecId::Fill(fill) => Some(fill),
             _ => None,
@@ -406,7 +450,7 @@ fn live_fills<'s>(
             }
         }
         if let (Some(fill), false) = (fill, killed) {
-            out.push((PlainOutcome::Live(fill.clone()), 1));
+            out.push((PlainOutcome::Live(fill.fill(exec_id)), 1));
         }
     });
 
@@ -663,6 +707,14 @@ impl SnapshotRecycler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every plain fill of the day is held until the day ends, so a byte here is a byte per
+    /// fill: a field that grows it should be a conscious choice.
+    #[test]
+    fn the_state_held_per_plain_fill_stays_small() {
+        let size = std::mem::size_of::<crate::multiset::Multiset<ByExecId>>();
+        assert!(size <= 88, "a plain fill's values are {size} bytes");
+    }
 
     fn row(trader: &str, symbol: &str, qty: i128) -> PositionView {
         crate::views::unmarked_row(trader, symbol, qty)
