@@ -20,6 +20,7 @@ use timely::dataflow::operators::Exchange;
 
 use crate::model::{Bust, Correction, Diff, Fill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
+use crate::names::{Name, Names};
 use crate::stash::TimeStash;
 use crate::FastMap;
 
@@ -374,59 +375,6 @@ fn source_update(source: TradeSource) -> BooksUpdate {
 enum BooksUpdate {
     ExecId(Text, ByExecId),
     Reference(Reference),
-}
-
-/// A name held with every ExecID (its trader, its symbol, its archive segment), as a number
-/// this worker gave it: a few thousand distinct names stand for millions of copies. Numbers
-/// follow arrival, not the names' order, so choices by order compare the names themselves
-/// ([`Names::smallest`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Name(u32);
-
-#[derive(Default)]
-struct Names {
-    numbers: FastMap<Text, Name>,
-    texts: Vec<Text>,
-}
-
-impl Names {
-    fn intern(&mut self, text: Text) -> Name {
-        if let Some(name) = self.numbers.get(&text) {
-            return *name;
-        }
-        // More distinct names than u32 holds would be four billion traders, symbols and
-        // segments on one worker: a broken feed, and memory runs out long before.
-        let name = Name(u32::try_from(self.texts.len()).unwrap_or(u32::MAX));
-        self.texts.push(text.clone());
-        self.numbers.insert(text, name);
-        name
-    }
-
-    fn text(&self, name: Name) -> &Text {
-        // Every Name was made by `intern` of these very names.
-        &self.texts[name.0 as usize]
-    }
-
-    fn number(&self, text: &Text) -> Option<Name> {
-        self.numbers.get(text).copied()
-    }
-
-    /// The smallest of `held` by `key`, which reads names as text: the winner among an
-    /// ExecID's duplicates must not depend on the order the names arrived in.
-    fn smallest<'a, T: Ord, K: Ord>(
-        &'a self,
-        held: &'a Multiset<T>,
-        key: impl Fn(&'a T, &'a Names) -> K,
-    ) -> Option<&'a T> {
-        match held.as_slice() {
-            [] => None,
-            [(only, _)] => Some(only),
-            all => all
-                .iter()
-                .map(|(value, _)| value)
-                .min_by_key(|value| key(value, self)),
-        }
-    }
 }
 
 /// A [`Trade`] as an ExecID's state holds it: names as numbers, the rare corrected ExecID

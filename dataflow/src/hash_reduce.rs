@@ -22,22 +22,27 @@ use timely::dataflow::operators::Exchange;
 
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
+use crate::names::Names;
 use crate::stash::TimeStash;
 use crate::FastMap;
 
 /// Groups `input` by key and applies `logic` to each key's values (with their multiplicities,
-/// smallest first) whenever they change, as `reduce_named` would; `logic` pushes the key's
-/// output records with their multiplicities.
-pub fn hash_reduce<'s, K, V, O, L>(
+/// sorted) whenever they change, as `reduce_named` would; `logic` pushes the key's output
+/// records with their multiplicities. Each value is held in the form `hold` makes of it, which
+/// may number its names in the operator's [`Names`] (the values live until the day ends): the
+/// forms are sorted by those numbers, so a logic that chooses by order reads the names.
+pub(crate) fn hash_reduce<'s, K, V, H, O, L>(
     input: VecCollection<'s, Time, (K, V), Diff>,
     name: &str,
+    hold: impl Fn(V, &mut Names) -> H + 'static,
     mut logic: L,
 ) -> VecCollection<'s, Time, (K, O), Diff>
 where
     K: ExchangeData + Hashable + Hash,
     V: ExchangeData,
+    H: Ord + 'static,
     O: ExchangeData,
-    L: FnMut(&K, &[(V, Diff)], &mut Vec<(O, Diff)>) + 'static,
+    L: FnMut(&K, &[(H, Diff)], &Names, &mut Vec<(O, Diff)>) + 'static,
 {
     input
         .inner
@@ -46,7 +51,8 @@ where
             let mut stash = TimeStash::default();
             // Boxed: growing the table then moves a key and a pointer per entry, and its empty
             // slots cost as much, not a value's size.
-            let mut state: FastMap<K, Box<Multiset<V>>> = FastMap::default();
+            let mut state: FastMap<K, Box<Multiset<H>>> = FastMap::default();
+            let mut names = Names::default();
             let mut changes: Vec<(O, Diff)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
@@ -63,14 +69,14 @@ where
                     while let Some(((key, value), diff)) = drained.next() {
                         let values = state.entry(key.clone()).or_default();
                         changes.clear();
-                        run(&mut logic, &key, values, -1, &mut changes);
-                        values.update(value, diff);
+                        run(&mut logic, &key, values, &names, -1, &mut changes);
+                        values.update(hold(value, &mut names), diff);
                         while let Some(((_, value), diff)) =
                             drained.next_if(|((next, _), _)| *next == key)
                         {
-                            values.update(value, diff);
+                            values.update(hold(value, &mut names), diff);
                         }
-                        run(&mut logic, &key, values, 1, &mut changes);
+                        run(&mut logic, &key, values, &names, 1, &mut changes);
                         if values.is_empty() {
                             state.remove(&key);
                         }
@@ -86,10 +92,11 @@ where
 }
 
 /// Appends the logic's output over `values`, each multiplicity times `sign`.
-fn run<K, V: Ord, O>(
-    logic: &mut impl FnMut(&K, &[(V, Diff)], &mut Vec<(O, Diff)>),
+fn run<K, H: Ord, O>(
+    logic: &mut impl FnMut(&K, &[(H, Diff)], &Names, &mut Vec<(O, Diff)>),
     key: &K,
-    values: &Multiset<V>,
+    values: &Multiset<H>,
+    names: &Names,
     sign: Diff,
     changes: &mut Vec<(O, Diff)>,
 ) {
@@ -97,7 +104,7 @@ fn run<K, V: Ord, O>(
         return;
     }
     let from = changes.len();
-    logic(key, values.as_slice(), changes);
+    logic(key, values.as_slice(), names, changes);
     for (_, diff) in &mut changes[from..] {
         *diff *= sign;
     }

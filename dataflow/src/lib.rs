@@ -13,6 +13,7 @@ pub mod marks;
 pub mod model;
 pub mod money;
 pub mod multiset;
+mod names;
 pub mod position;
 pub mod position_operator;
 pub mod stash;
