@@ -60,3 +60,32 @@ impl Names {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_keeps_its_number_and_its_text() {
+        let mut names = Names::default();
+        let zed = names.intern("ZED".into());
+        let abe = names.intern("ABE".into());
+        assert_eq!(names.intern("ZED".into()), zed);
+        assert_ne!(zed, abe);
+        assert_eq!(names.text(abe).as_str(), "ABE");
+        assert_eq!(names.number(&"ZED".into()), Some(zed));
+        assert_eq!(names.number(&"NOBODY".into()), None);
+    }
+
+    /// Numbers follow arrival: "ZED" came first and has the smaller number, yet "ABE" is the
+    /// smallest name.
+    #[test]
+    fn the_smallest_is_chosen_by_text_not_by_number() {
+        let mut names = Names::default();
+        let mut held = Multiset::default();
+        held.update(names.intern("ZED".into()), 1);
+        held.update(names.intern("ABE".into()), 1);
+        let smallest = names.smallest(&held, |name, names| names.text(*name).clone());
+        assert_eq!(smallest.map(|name| names.text(*name).as_str()), Some("ABE"));
+    }
+}
