@@ -155,22 +155,15 @@ struct Trade {
 
 impl Trade {
     fn new(kind: BookKind, corrects: Option<Text>, fill: Fill) -> (Text, Trade) {
-        let Fill {
-            exec_id,
-            trader,
-            symbol,
-            qty,
-            price,
-            transact_time,
-        } = fill;
+        let (exec_id, body) = fill.split_exec_id();
         let trade = Trade {
             kind,
             corrects,
-            trader,
-            symbol,
-            qty,
-            price,
-            transact_time,
+            trader: body.trader,
+            symbol: body.symbol,
+            qty: body.qty,
+            price: body.price,
+            transact_time: body.transact_time,
         };
         (exec_id, trade)
     }

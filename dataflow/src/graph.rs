@@ -19,7 +19,9 @@ use crate::correction_chains::present_corrections;
 use crate::hash_reduce::hash_reduce;
 use crate::marked_positions::marked_positions;
 use crate::marks::Mark;
-use crate::model::{Bust, Correction, Counter, Diff, Fill, PriceUpdate, Text, Time, TradeEvent};
+use crate::model::{
+    Bust, Correction, Counter, Diff, Fill, FillBody, PriceUpdate, Text, Time, TradeEvent,
+};
 use crate::money::Money;
 use crate::names::{Name, Names};
 use crate::position::{Execution, PositionCore};
@@ -206,37 +208,6 @@ enum ByExecId {
     BustedBy(Text),
     CorrectedBy(Text),
     Fill(FillBody),
-}
-
-/// A plain fill without its ExecID, which is the key it goes by.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct FillBody {
-    trader: Text,
-    symbol: Text,
-    qty: i64,
-    price: i64,
-    transact_time: i64,
-}
-
-impl FillBody {
-    fn keyed(fill: Fill) -> (Text, ByExecId) {
-        let Fill {
-            exec_id,
-            trader,
-            symbol,
-            qty,
-            price,
-            transact_time,
-        } = fill;
-        let body = FillBody {
-            trader,
-            symbol,
-            qty,
-            price,
-            transact_time,
-        };
-        (exec_id, ByExecId::Fill(body))
-    }
 }
 
 /// [`ByExecId`] as its worker holds it until the day ends: a fill without its ExecID (the
@@ -461,7 +432,10 @@ fn live_fills<'s>(
     busts: VecCollection<'s, Time, Bust, Diff>,
 ) -> LiveFills<'s> {
     let by_exec_id = fills
-        .map(FillBody::keyed)
+        .map(|fill| {
+            let (exec_id, body) = fill.split_exec_id();
+            (exec_id, ByExecId::Fill(body))
+        })
         .concat(
             busts
                 .clone()

@@ -29,6 +29,39 @@ pub struct Fill {
     pub transact_time: i64,
 }
 
+/// A fill without its ExecID, for state kept under the ExecID: every fill is held until the day
+/// ends, and a copy of its key in each was a quarter of it. Within one ExecID its order is the
+/// fill's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct FillBody {
+    pub(crate) trader: Text,
+    pub(crate) symbol: Text,
+    pub(crate) qty: i64,
+    pub(crate) price: i64,
+    pub(crate) transact_time: i64,
+}
+
+impl Fill {
+    pub(crate) fn split_exec_id(self) -> (Text, FillBody) {
+        let Fill {
+            exec_id,
+            trader,
+            symbol,
+            qty,
+            price,
+            transact_time,
+        } = self;
+        let body = FillBody {
+            trader,
+            symbol,
+            qty,
+            price,
+            transact_time,
+        };
+        (exec_id, body)
+    }
+}
+
 /// A trade correction: `fill` (with its own ExecID) replaces the execution `target`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Correction {
