@@ -410,8 +410,11 @@ impl HeldTrade {
     }
 }
 
-/// A [`SourceAt`] with its archive key as a number.
+/// A [`SourceAt`] with its archive key as a number. In declared order, so that the number's
+/// spare bit pattern (zero) sits apart from eight bytes in a row where a multiset's vector fits:
+/// 32 bytes with its count then, not 40.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C)]
 struct HeldSource {
     archive_key: Name,
     archive_offset: u64,
@@ -484,7 +487,7 @@ struct ReferenceSlot<R> {
 impl<R> Default for ReferenceSlot<R> {
     fn default() -> Self {
         ReferenceSlot {
-            records: Multiset::Empty,
+            records: Multiset::default(),
             winner: None,
         }
     }
@@ -676,6 +679,6 @@ mod tests {
     #[test]
     fn the_state_held_per_exec_id_stays_small() {
         let size = std::mem::size_of::<ExecIdState>();
-        assert!(size <= 112, "ExecIdState is {size} bytes");
+        assert!(size <= 104, "ExecIdState is {size} bytes");
     }
 }

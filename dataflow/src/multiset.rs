@@ -4,19 +4,27 @@
 use crate::model::Diff;
 
 /// Records with their multiplicities, kept sorted; almost always exactly one, held inline.
-#[derive(Clone, Debug, Default)]
+///
+/// Two variants, not three with an `Empty`: a record type with one spare bit pattern (a
+/// `NonZeroU32` in it, say) then makes the whole multiset no larger than one record and its
+/// count, which matters for what every ExecID of the day holds.
+#[derive(Clone, Debug)]
 pub enum Multiset<T> {
-    #[default]
-    Empty,
     /// A pair, so that it is a one-element slice of what `Many` holds.
     One((T, Diff)),
+    /// None (an empty vector, which does not allocate) or several.
     Many(Vec<(T, Diff)>),
+}
+
+impl<T> Default for Multiset<T> {
+    fn default() -> Self {
+        Multiset::Many(Vec::new())
+    }
 }
 
 impl<T: Ord> Multiset<T> {
     pub fn update(&mut self, value: T, diff: Diff) {
         match std::mem::take(self) {
-            Multiset::Empty => *self = Multiset::One((value, diff)),
             Multiset::One((existing, count)) if existing == value => {
                 if count + diff != 0 {
                     *self = Multiset::One((existing, count + diff));
@@ -27,6 +35,7 @@ impl<T: Ord> Multiset<T> {
                 all.sort_unstable();
                 *self = Multiset::Many(all);
             }
+            Multiset::Many(all) if all.is_empty() => *self = Multiset::One((value, diff)),
             Multiset::Many(mut all) => {
                 match all.binary_search_by(|(existing, _)| existing.cmp(&value)) {
                     Ok(at) => {
@@ -38,7 +47,7 @@ impl<T: Ord> Multiset<T> {
                     Err(at) => all.insert(at, (value, diff)),
                 }
                 *self = match all.len() {
-                    0 => Multiset::Empty,
+                    0 => Multiset::default(),
                     1 => {
                         let (value, count) = all.pop().expect("one element");
                         Multiset::One((value, count))
@@ -55,15 +64,38 @@ impl<T: Ord> Multiset<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        matches!(self, Multiset::Empty)
+        matches!(self, Multiset::Many(all) if all.is_empty())
     }
 
     /// Every record with its multiplicity, smallest first, without copying.
     pub fn as_slice(&self) -> &[(T, Diff)] {
         match self {
-            Multiset::Empty => &[],
             Multiset::One(pair) => std::slice::from_ref(pair),
             Multiset::Many(all) => all,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_come_and_go_with_their_counts() {
+        let mut set = Multiset::default();
+        assert!(set.is_empty());
+        set.update("b", 1);
+        set.update("a", 2);
+        set.update("b", 1);
+        assert_eq!(set.as_slice(), &[("a", 2), ("b", 2)]);
+        set.update("a", -2);
+        assert!(matches!(set, Multiset::One(("b", 2))));
+        set.update("b", -2);
+        assert!(set.is_empty());
+        // A retraction may come before its insertion.
+        set.update("c", -1);
+        assert_eq!(set.first(), Some(&"c"));
+        set.update("c", 1);
+        assert!(set.is_empty());
     }
 }

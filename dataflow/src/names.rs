@@ -12,8 +12,10 @@ use crate::FastMap;
 /// this worker gave it: a few thousand distinct names stand for millions of copies. Numbers
 /// follow arrival, not the names' order, so choices by order compare the names themselves
 /// ([`Names::smallest`]).
+/// Never zero: the spare bit pattern lets a multiset of records with a name stay as small as
+/// one record with its count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Name(u32);
+pub(crate) struct Name(std::num::NonZeroU32);
 
 #[derive(Default)]
 pub(crate) struct Names {
@@ -28,7 +30,8 @@ impl Names {
         }
         // More distinct names than u32 holds would be four billion traders, symbols and
         // segments on one worker: a broken feed, and memory runs out long before.
-        let name = Name(u32::try_from(self.texts.len()).unwrap_or(u32::MAX));
+        let number = u32::try_from(self.texts.len() + 1).unwrap_or(u32::MAX);
+        let name = Name(std::num::NonZeroU32::MIN.saturating_add(number - 1));
         self.texts.push(text.clone());
         self.numbers.insert(text, name);
         name
@@ -36,7 +39,7 @@ impl Names {
 
     pub(crate) fn text(&self, name: Name) -> &Text {
         // Every Name was made by `intern` of these very names.
-        &self.texts[name.0 as usize]
+        &self.texts[name.0.get() as usize - 1]
     }
 
     pub(crate) fn number(&self, text: &Text) -> Option<Name> {
