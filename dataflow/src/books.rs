@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Exchange;
 
-use crate::model::{Bust, Correction, Diff, Fill, Text, Time, TradeEvent};
+use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
 use crate::stash::TimeStash;
@@ -146,26 +146,20 @@ enum ByExecId {
 struct Trade {
     kind: BookKind,
     corrects: Option<Text>,
-    trader: Text,
-    symbol: Text,
-    qty: i64,
-    price: i64,
-    transact_time: i64,
+    fill: FillBody,
 }
 
 impl Trade {
     fn new(kind: BookKind, corrects: Option<Text>, fill: Fill) -> (Text, Trade) {
-        let (exec_id, body) = fill.split_exec_id();
-        let trade = Trade {
-            kind,
-            corrects,
-            trader: body.trader,
-            symbol: body.symbol,
-            qty: body.qty,
-            price: body.price,
-            transact_time: body.transact_time,
-        };
-        (exec_id, trade)
+        let (exec_id, fill) = fill.split_exec_id();
+        (
+            exec_id,
+            Trade {
+                kind,
+                corrects,
+                fill,
+            },
+        )
     }
 }
 
@@ -376,11 +370,7 @@ enum BooksUpdate {
 struct HeldTrade {
     kind: BookKind,
     corrects: Option<Box<Text>>,
-    trader: Name,
-    symbol: Name,
-    qty: i64,
-    price: i64,
-    transact_time: i64,
+    fill: HeldFill,
 }
 
 impl HeldTrade {
@@ -388,11 +378,7 @@ impl HeldTrade {
         HeldTrade {
             kind: trade.kind,
             corrects: trade.corrects.map(Box::new),
-            trader: names.intern(trade.trader),
-            symbol: names.intern(trade.symbol),
-            qty: trade.qty,
-            price: trade.price,
-            transact_time: trade.transact_time,
+            fill: trade.fill.hold(names),
         }
     }
 
@@ -401,11 +387,7 @@ impl HeldTrade {
         (
             self.kind,
             self.corrects.as_deref(),
-            names.text(self.trader),
-            names.text(self.symbol),
-            self.qty,
-            self.price,
-            self.transact_time,
+            self.fill.order_key(names),
         )
     }
 }
@@ -592,7 +574,8 @@ impl BooksState {
             }
             for (exec_id, state) in &self.exec_ids {
                 if let Some(trade) = state.trade(&self.names) {
-                    if traders.contains(&trade.trader) || symbols.contains(&trade.symbol) {
+                    if traders.contains(&trade.fill.trader) || symbols.contains(&trade.fill.symbol)
+                    {
                         touched.push(exec_id.clone());
                     }
                 }
@@ -636,8 +619,9 @@ impl BooksState {
         let state = self.exec_ids.get(exec_id)?;
         let names = &self.names;
         let trade = state.trade(names)?;
-        let trader = names.text(trade.trader);
-        let symbol = names.text(trade.symbol);
+        let fill = &trade.fill;
+        let trader = names.text(fill.trader);
+        let symbol = names.text(fill.symbol);
         let kill = state.kills.as_deref().and_then(Multiset::first);
         let status = match (kill, trade.kind, state.present != 0) {
             (Some(kill), _, _) => kill.status,
@@ -650,9 +634,9 @@ impl BooksState {
             corrects: trade.corrects.as_deref().cloned(),
             trader: trader.clone(),
             symbol: symbol.clone(),
-            qty: trade.qty,
-            price: trade.price,
-            transact_time: trade.transact_time,
+            qty: fill.qty,
+            price: fill.price,
+            transact_time: fill.transact_time,
             status,
             status_by: kill.map(|k| k.exec_id.clone()),
             status_time: kill.map(|k| k.time),

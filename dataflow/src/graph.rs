@@ -20,10 +20,10 @@ use crate::hash_reduce::hash_reduce;
 use crate::marked_positions::marked_positions;
 use crate::marks::Mark;
 use crate::model::{
-    Bust, Correction, Counter, Diff, Fill, FillBody, PriceUpdate, Text, Time, TradeEvent,
+    Bust, Correction, Counter, Diff, Fill, FillBody, HeldFill, PriceUpdate, Text, Time, TradeEvent,
 };
 use crate::money::Money;
-use crate::names::{Name, Names};
+use crate::names::Names;
 use crate::position::{Execution, PositionCore};
 use crate::position_operator::{self, PositionKey};
 use crate::sum_operator;
@@ -220,51 +220,12 @@ enum HeldByExecId {
     Fill(HeldFill),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct HeldFill {
-    trader: Name,
-    symbol: Name,
-    qty: i64,
-    price: i64,
-    transact_time: i64,
-}
-
 impl HeldByExecId {
     fn hold(value: ByExecId, names: &mut Names) -> HeldByExecId {
         match value {
             ByExecId::BustedBy(bust) => HeldByExecId::BustedBy(bust),
             ByExecId::CorrectedBy(correction) => HeldByExecId::CorrectedBy(correction),
-            ByExecId::Fill(body) => HeldByExecId::Fill(HeldFill {
-                trader: names.intern(body.trader),
-                symbol: names.intern(body.symbol),
-                qty: body.qty,
-                price: body.price,
-                transact_time: body.transact_time,
-            }),
-        }
-    }
-}
-
-impl HeldFill {
-    /// The fill's order among duplicates of its ExecID: the smallest wins.
-    fn order_key<'a>(&'a self, names: &'a Names) -> impl Ord + 'a {
-        (
-            names.text(self.trader),
-            names.text(self.symbol),
-            self.qty,
-            self.price,
-            self.transact_time,
-        )
-    }
-
-    fn fill(&self, exec_id: &Text, names: &Names) -> Fill {
-        Fill {
-            exec_id: exec_id.clone(),
-            trader: names.text(self.trader).clone(),
-            symbol: names.text(self.symbol).clone(),
-            qty: self.qty,
-            price: self.price,
-            transact_time: self.transact_time,
+            ByExecId::Fill(body) => HeldByExecId::Fill(body.hold(names)),
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::{Name, Names};
+
 /// Identifiers and names inside the dataflow. Inline up to 24 bytes: every arrangement clones,
 /// hashes and compares these, and heap `String`s made that a quarter of the dataflow's time in
 /// allocation alone (measured with perf on the replay benchmark).
@@ -59,6 +61,54 @@ impl Fill {
             transact_time,
         };
         (exec_id, body)
+    }
+}
+
+/// A [`FillBody`] as state held until the day ends keeps it: trader and symbol as this
+/// worker's numbers for them. Numbers follow arrival, so the order among duplicates is
+/// [`HeldFill::order_key`], which reads the names.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct HeldFill {
+    pub(crate) trader: Name,
+    pub(crate) symbol: Name,
+    pub(crate) qty: i64,
+    pub(crate) price: i64,
+    pub(crate) transact_time: i64,
+}
+
+impl FillBody {
+    pub(crate) fn hold(self, names: &mut Names) -> HeldFill {
+        HeldFill {
+            trader: names.intern(self.trader),
+            symbol: names.intern(self.symbol),
+            qty: self.qty,
+            price: self.price,
+            transact_time: self.transact_time,
+        }
+    }
+}
+
+impl HeldFill {
+    /// [`FillBody`]'s order.
+    pub(crate) fn order_key<'a>(&'a self, names: &'a Names) -> impl Ord + 'a {
+        (
+            names.text(self.trader),
+            names.text(self.symbol),
+            self.qty,
+            self.price,
+            self.transact_time,
+        )
+    }
+
+    pub(crate) fn fill(&self, exec_id: &Text, names: &Names) -> Fill {
+        Fill {
+            exec_id: exec_id.clone(),
+            trader: names.text(self.trader).clone(),
+            symbol: names.text(self.symbol).clone(),
+            qty: self.qty,
+            price: self.price,
+            transact_time: self.transact_time,
+        }
     }
 }
 
