@@ -170,8 +170,7 @@ where
                 let mut state = SinkState {
                     options,
                     buffer: VecDeque::new(),
-                    buffer_first: None,
-                    buffer_last: 0,
+                    runs: VecDeque::new(),
                     buffer_since: Instant::now(),
                     held: None,
                     in_flight: None,
@@ -211,9 +210,13 @@ struct SinkState<R> {
     /// epoch, and draining the front of a `Vec` moved the rest of it for every batch (a tenth
     /// of a books replay's worker time was that `memmove`).
     buffer: VecDeque<R>,
-    /// Earliest and latest time among buffered rows.
-    buffer_first: Option<Time>,
-    buffer_last: Time,
+    /// The times of the waiting rows (in memory, then on disk), in order, each with how many
+    /// rows it has. A batch that ends within a time leaves the rest of it at the front: the
+    /// durable frontier then moves past every time the writer has finished. Held at the
+    /// earliest waiting time until the buffer was empty, the frontier stood still for as long
+    /// as the writer was behind, and a replay's workers waited for the writer to drain all
+    /// their epochs, then the writer for their next ones.
+    runs: VecDeque<(Time, usize)>,
     buffer_since: Instant,
     /// At the earliest time not yet durable; dropped when everything is.
     held: Option<Capability<Time>>,
@@ -266,12 +269,11 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
         if self.waiting() == before {
             return;
         }
-        let time = *capability.time();
-        if self.buffer_first.is_none() {
-            self.buffer_first = Some(time);
+        if self.runs.is_empty() {
             self.buffer_since = Instant::now();
         }
-        self.buffer_last = time;
+        self.runs
+            .push_back((*capability.time(), self.waiting() - before));
         if self.held.is_none() {
             self.held = Some(capability);
         }
@@ -302,7 +304,7 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
             }
         }
         // Hold the output at the earliest time still waiting, or let it go.
-        match self.in_flight.or(self.buffer_first) {
+        match self.in_flight.or(self.runs.front().map(|(time, _)| *time)) {
             Some(time) => {
                 if let Some(held) = self.held.as_mut() {
                     held.downgrade(&time.max(*held.time()));
@@ -324,7 +326,7 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
         let Some(jobs) = self.jobs.as_ref() else {
             // A worker without a writer never receives rows: the exchange routes them away.
             self.buffer.clear();
-            self.buffer_first = None;
+            self.runs.clear();
             return;
         };
         let max_batch_rows = self.options.max_batch_rows.max(1);
@@ -348,12 +350,12 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
         let take = self.buffer.len().min(max_batch_rows);
         let rows: Vec<R> = self.buffer.drain(..take).collect();
         self.rows_total += rows.len() as u64;
-        let complete = self.waiting() == 0;
-        let first = self.buffer_first.take().unwrap_or(self.buffer_last);
+        let first = self.runs.front().map_or(0, |(time, _)| *time);
+        let (last, complete) = take_runs(&mut self.runs, take);
         let progress = Progress {
             sink: self.options.name,
             shard: self.shard,
-            time: if complete { self.buffer_last } else { first },
+            time: last.unwrap_or(first),
             rows_total: self.rows_total,
             complete,
         };
@@ -365,12 +367,30 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
         }
         self.sent += 1;
         self.in_flight = Some(first);
-        if !complete {
-            // The rest of a time split over batches is still waiting.
-            self.buffer_first = Some(first);
+        if self.waiting() > 0 {
+            // What waited beyond this batch is due as soon as the writer is free.
             self.buffer_since = Instant::now() - self.options.max_age;
         }
     }
+}
+
+/// Removes `rows` rows' worth of runs from the front. Returns the latest time among them,
+/// and whether every row of it is taken (the batch ends at a time's end).
+fn take_runs(runs: &mut VecDeque<(Time, usize)>, mut rows: usize) -> (Option<Time>, bool) {
+    let mut last = None;
+    while rows > 0 {
+        let Some((time, count)) = runs.front_mut() else {
+            break;
+        };
+        last = Some(*time);
+        if *count > rows {
+            *count -= rows;
+            return (last, false);
+        }
+        rows -= *count;
+        runs.pop_front();
+    }
+    (last, true)
 }
 
 /// Keeps the sink's spilled-rows gauge current.
@@ -519,6 +539,102 @@ mod tests {
         let mut written: Vec<(u64, u64)> = log[..2].iter().flat_map(|(r, _)| r.clone()).collect();
         written.sort();
         assert_eq!(written, (0..5).map(|k| (k, 10)).collect::<Vec<_>>());
+    }
+
+    /// Lets through as many writes as it has been given permits for.
+    struct PermitWriter {
+        log: Log,
+        permits: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl BatchWriter for PermitWriter {
+        type Row = (u64, u64);
+        fn write(&mut self, rows: &[(u64, u64)], progress: &Progress) -> Result<(), SinkError> {
+            let written = self.log.lock().map(|log| log.len()).unwrap_or(0);
+            while self.permits.load(Ordering::Acquire) <= written {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if let Ok(mut log) = self.log.lock() {
+                log.push((rows.to_vec(), progress.clone()));
+            }
+            Ok(())
+        }
+    }
+
+    /// While the writer is behind, each finished batch moves the durable frontier past the
+    /// times it completed, even though later rows still wait (a batch may end within a time).
+    #[test]
+    fn frontier_follows_the_writer_time_by_time_while_rows_wait() {
+        let log: Log = Arc::default();
+        let permits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (log_w, permits_w) = (log.clone(), permits.clone());
+        timely::execute(timely::Config::process(1), move |worker| {
+            let probe = ProbeHandle::new();
+            let options = SinkOptions {
+                name: "test",
+                max_rows: 1,
+                max_batch_rows: 3,
+                max_age: Duration::ZERO,
+                single_writer: true,
+                spill: None,
+                spilled_rows: None,
+            };
+            let writer = {
+                let (log, permits) = (log_w.clone(), permits_w.clone());
+                move |_shard| Ok(PermitWriter { log, permits })
+            };
+            let mut input = worker.dataflow(|scope| {
+                let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
+                durable_sink(rows, options, |(key, _)| *key, writer)
+                    .expect("sink builds")
+                    .probe_with(&probe);
+                input
+            });
+            // Time 0 is one row, taken by the writer at once; times 1-3 two rows each wait.
+            for (time, keys) in [(0u64, 0..1u64), (1, 1..3), (2, 3..5), (3, 5..7)] {
+                for key in keys {
+                    input.insert((key, time));
+                }
+                input.advance_to(time + 1);
+                input.flush();
+                for _ in 0..50 {
+                    worker.step();
+                }
+            }
+            assert!(probe.less_than(&1), "nothing is durable yet");
+            let mut step_until_durable = |permit: usize, through: u64| {
+                permits_w.store(permit, Ordering::Release);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while probe.less_than(&(through + 1)) && Instant::now() < deadline {
+                    worker.step();
+                }
+                assert!(
+                    !probe.less_than(&(through + 1)),
+                    "time {through} is written, but the frontier did not pass it"
+                );
+                for _ in 0..50 {
+                    worker.step();
+                }
+                assert!(
+                    probe.less_than(&(through + 2)),
+                    "the frontier passed time {} before its batch was written",
+                    through + 1
+                );
+            };
+            // The second batch is time 1 and half of time 2: once written, time 1 is durable
+            // and time 2 is not, while the third batch waits.
+            step_until_durable(1, 0);
+            step_until_durable(2, 1);
+            permits_w.store(3, Ordering::Release);
+            worker.step_while(|| probe.less_than(&4));
+        })
+        .expect("timely runs");
+        let log = log.lock().unwrap();
+        let batches: Vec<(usize, Time, bool)> = log
+            .iter()
+            .map(|(rows, p)| (rows.len(), p.time, p.complete))
+            .collect();
+        assert_eq!(batches, vec![(1, 0, true), (3, 2, false), (3, 3, true)]);
     }
 
     /// With a spill, rows beyond the memory budget wait on disk while the writer is blocked,
