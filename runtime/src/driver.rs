@@ -58,6 +58,11 @@ pub const REPLAY_IN_FLIGHT: usize = 4;
 /// the hot index pages, every thousand rows.
 pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 200_000;
 
+/// Most messages a replay enters between two steps of the worker while an epoch is closed and
+/// computing, so that its rows reach the sinks while the next epoch is read. Small epochs step
+/// more often anyway; a step per feed there cost 5% of a 250-message-epoch replay.
+pub const REPLAY_FEED_CHUNK: u64 = 10_000;
+
 /// A replay's limits for epochs of `epoch_messages` per worker.
 pub fn replay_limits(epoch_messages: u64) -> EpochLimits {
     let not_durable = REPLAY_NOT_DURABLE_MESSAGES / epoch_messages.max(1);
@@ -204,7 +209,10 @@ pub fn drive_from(
         };
         match fed {
             Feed::Exhausted => break,
-            Feed::Entered(n) => epochs.in_open += n,
+            Feed::Entered(n) => {
+                epochs.in_open += n;
+                epochs.fed_since_step += n;
+            }
             Feed::Idle => {}
         }
         epochs.report(frontiers, source)?;
@@ -236,8 +244,15 @@ pub fn drive_from(
                     // that writer: with SQLite books the workers spent more CPU polling than
                     // computing.
                     worker.step_or_park(Some(Duration::from_millis(1)));
-                } else if epochs.feed_budget() == 0 || !matches!(fed, Feed::Entered(_)) {
+                } else if epochs.feed_budget() == 0
+                    || !matches!(fed, Feed::Entered(_))
+                    || (epochs.fed_since_step >= REPLAY_FEED_CHUNK && !epochs.in_flight.is_empty())
+                {
+                    // While closed epochs compute, a step per chunk fed moves them on: fed
+                    // without steps, three epochs reached the books writer at once, and it
+                    // then wrote alone while the workers waited for it.
                     worker.step();
+                    epochs.fed_since_step = 0;
                 }
             }
             EpochPolicy::Clock { .. } => {
@@ -305,6 +320,8 @@ struct Epochs {
     open: Time,
     opened_at: Instant,
     in_open: u64,
+    /// Messages entered since the replay loop last stepped the worker.
+    fed_since_step: u64,
     /// Each with the instant it closed.
     in_flight: VecDeque<(Time, Instant)>,
     not_durable: VecDeque<Time>,
@@ -331,6 +348,7 @@ impl Epochs {
                 EpochPolicy::Clock { .. } => start,
             },
             in_open: 0,
+            fed_since_step: 0,
             in_flight: VecDeque::new(),
             not_durable: VecDeque::new(),
             epoch_compute,
@@ -358,7 +376,7 @@ impl Epochs {
             // What the open epoch still takes: a source that stops short (at the end of an
             // archive segment) fills the rest of the epoch from where it goes on.
             EpochPolicy::Messages(n) if self.within_limits() => {
-                n.saturating_sub(self.in_open).max(1)
+                n.saturating_sub(self.in_open).clamp(1, REPLAY_FEED_CHUNK)
             }
             EpochPolicy::Messages(_) => 0,
             EpochPolicy::Clock { open_epoch_cap, .. } => {
