@@ -11,11 +11,18 @@ use super::{BookRecord, BooksStore, Migration, StoreError, COLUMNS};
 use crate::durable::Progress;
 use crate::SinkError;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "trades",
-    sql: include_str!("../../migrations/sqlite/0001_trades.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "trades",
+        sql: include_str!("../../migrations/sqlite/0001_trades.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "checks_as_comparisons",
+        sql: include_str!("../../migrations/sqlite/0002_checks_as_comparisons.sql"),
+    },
+];
 
 pub struct SqliteBooks {
     path: PathBuf,
@@ -230,7 +237,7 @@ mod tests {
     fn upserts_by_exec_id_with_progress_and_exact_price() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteBooks::open(&dir.path().join("books.sqlite")).unwrap();
-        assert_eq!(store.migrate().unwrap(), vec![1]);
+        assert_eq!(store.migrate().unwrap(), vec![1, 2]);
         assert!(store.migrate().unwrap().is_empty(), "migrations apply once");
         store
             .write(&[row("E1", 100), row("E2", -5)], &progress(3, 2))
@@ -261,6 +268,59 @@ mod tests {
             })
             .unwrap();
         assert_eq!((time, total), (7, 4));
+    }
+
+    /// Books written under the first schema keep their rows through the rebuild, and every
+    /// CHECK still refuses what it refused.
+    #[test]
+    fn the_rebuilt_table_keeps_the_rows_and_the_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteBooks::open(&dir.path().join("books.sqlite")).unwrap();
+        store
+            .connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY,
+                     name TEXT NOT NULL, applied_at INTEGER NOT NULL);
+                 INSERT INTO schema_migrations VALUES (1, 'trades', 0);",
+            )
+            .unwrap();
+        store.connection.execute_batch(MIGRATIONS[0].sql).unwrap();
+        store
+            .write(&[row("E1", 100), row("E2", -5)], &progress(1, 2))
+            .unwrap();
+        assert_eq!(store.migrate().unwrap(), vec![2]);
+        let c = &store.connection;
+        let rows: Vec<(String, String, i64)> = c
+            .prepare("SELECT exec_id, side, quantity FROM trades ORDER BY exec_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![("E1".into(), "B".into(), 100), ("E2".into(), "S".into(), 5)]
+        );
+        let index: i64 = c
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'trades_trader_symbol'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1, "the (trader_id, symbol) index is back");
+        for (column, bad) in [("kind", "fill2"), ("side", "X"), ("status", "gone")] {
+            let refused = c.execute(
+                &format!("UPDATE trades SET {column} = ?1 WHERE exec_id = 'E1'"),
+                [bad],
+            );
+            assert!(
+                matches!(classify(refused.unwrap_err()), StoreError::Refused(_)),
+                "{column} = {bad} refused"
+            );
+        }
+        let refused = c.execute("UPDATE trades SET quantity = 0 WHERE exec_id = 'E1'", []);
+        assert!(refused.is_err(), "quantity 0 refused");
     }
 
     #[test]
