@@ -234,18 +234,17 @@ pub fn drive_from(
             epochs.publish_metrics(metrics);
         }
         match epochs.policy {
-            // Replay feeds on without stepping until an epoch is due, then steps without
-            // parking while it waits for its epochs (parking would add up to a millisecond
-            // each), as its loop did before the driver.
+            // Replay feeds on without parking while it has input.
             EpochPolicy::Messages(_) => {
-                if epochs.waiting_on_sinks_only() {
-                    // The views are done; only a sink's writer thread holds the source back,
-                    // and it wakes the worker when it reports. Spinning here took a core from
-                    // that writer: with SQLite books the workers spent more CPU polling than
-                    // computing.
+                if epochs.feed_budget() == 0 {
+                    // Waiting for the views or a durable sink: park until something arrives
+                    // (another worker's data or progress, a writer's report) or a millisecond
+                    // passes. Spinning here took a core from the books writer: in 250-message
+                    // epochs with SQLite books the workers stepped 96M times in a 10 s replay,
+                    // which took 15% longer than parking (farm-bench, RESULTS 2026-12-04).
                     worker.step_or_park(Some(Duration::from_millis(1)));
-                } else if epochs.feed_budget() == 0
-                    || !matches!(fed, Feed::Entered(_))
+                    epochs.fed_since_step = 0;
+                } else if !matches!(fed, Feed::Entered(_))
                     || (epochs.fed_since_step >= REPLAY_FEED_CHUNK && !epochs.in_flight.is_empty())
                 {
                     // While closed epochs compute, a step per chunk fed moves them on: fed
@@ -358,11 +357,6 @@ impl Epochs {
     fn within_limits(&self) -> bool {
         self.in_flight.len() <= self.limits.in_flight
             && self.not_durable.len() <= self.limits.not_durable
-    }
-
-    /// Every closed epoch is in the views, and the source waits only for durable sinks.
-    fn waiting_on_sinks_only(&self) -> bool {
-        self.in_flight.is_empty() && self.not_durable.len() > self.limits.not_durable
     }
 
     fn room_for_another(&self) -> bool {
