@@ -147,6 +147,16 @@ struct WorkerShared {
     io: tokio::runtime::Handle,
 }
 
+/// Fewest rows in a replay's books transaction, unless they waited [`REPLAY_BOOKS_BATCH_AGE`]
+/// or the input has ended. Every commit rewrites the index pages it touched, and the WAL
+/// checkpoint copies them back: committing each small epoch as it completed (a few hundred
+/// rows in 250-message epochs) spent 43% of the SQLite writer's time in commits and
+/// checkpoints. A replay's books need not be fresh, only complete at its end.
+pub const REPLAY_BOOKS_BATCH_ROWS: usize = 50_000;
+/// Longest a replay's books rows wait for their batch: short enough that a worker waiting for
+/// the books to catch up (see `driver::replay_limits`) is not held long by a part batch.
+pub const REPLAY_BOOKS_BATCH_AGE: Duration = Duration::from_millis(500);
+
 fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> Result<()> {
     let index = worker.index();
     let peers = worker.peers();
@@ -154,10 +164,13 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     let store = publishes.then(|| shared.store.clone());
     let workers = shared.workers;
     let books = shared.options.books.as_ref();
-    // Replay epochs are large: each completed one is written at once (in batches of at most
-    // 5000 rows), instead of waiting for a batch to age.
     let limits = BatchLimits {
-        max_age: Duration::ZERO,
+        max_age: REPLAY_BOOKS_BATCH_AGE,
+        max_rows: shared
+            .options
+            .books_batch
+            .max_rows
+            .max(REPLAY_BOOKS_BATCH_ROWS),
         spill: None,
         ..shared.options.books_batch.clone()
     };

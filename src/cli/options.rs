@@ -306,11 +306,10 @@ pub(crate) struct BooksArgs {
     #[arg(long, env = "EOD_SECURITY_REFERENCE")]
     pub(crate) security_reference: Option<PathBuf>,
     /// A books batch of this many rows is written at once; rows that waited for a busy
-    /// writer go together in one transaction, up to 20 times this.
+    /// writer go together in one transaction, up to 20 times this (replays: at least 50,000).
     #[arg(long, default_value_t = 5000, env = "EOD_BOOKS_BATCH_ROWS")]
     pub(crate) books_batch_rows: usize,
-    /// Longest a books row waits for its batch, in milliseconds (replays write each
-    /// completed epoch at once).
+    /// Longest a books row waits for its batch, in milliseconds (replays: 500).
     #[arg(long, default_value_t = 5000, env = "EOD_BOOKS_BATCH_MS")]
     pub(crate) books_batch_ms: u64,
     /// Seconds a PostgreSQL or SQL Server books write may take; a longer one is given up and
