@@ -483,6 +483,38 @@ mod tests {
         })
     }
 
+    /// One writer, batches due at once: at `max_rows`, or up to `max_batch_rows` when rows
+    /// waited.
+    fn test_options(max_rows: usize, max_batch_rows: usize) -> SinkOptions {
+        SinkOptions {
+            name: "test",
+            max_rows,
+            max_batch_rows,
+            max_age: Duration::ZERO,
+            single_writer: true,
+            spill: None,
+            spilled_rows: None,
+        }
+    }
+
+    /// Enters `rows` at `time`, closes the time, and steps the worker `steps` times.
+    fn enter_time(
+        worker: &mut timely::worker::Worker,
+        input: &mut differential_dataflow::input::InputSession<Time, (u64, u64), Diff>,
+        time: Time,
+        rows: impl IntoIterator<Item = (u64, u64)>,
+        steps: usize,
+    ) {
+        for row in rows {
+            input.insert(row);
+        }
+        input.advance_to(time + 1);
+        input.flush();
+        for _ in 0..steps {
+            worker.step();
+        }
+    }
+
     #[test]
     fn frontier_waits_for_the_writer_and_what_waited_is_written_together_up_to_the_cap() {
         let log: Log = Arc::default();
@@ -490,15 +522,7 @@ mod tests {
         let (log_w, open_w) = (log.clone(), open.clone());
         timely::execute(timely::Config::process(2), move |worker| {
             let probe = ProbeHandle::new();
-            let options = SinkOptions {
-                name: "test",
-                max_rows: 2,
-                max_batch_rows: 4,
-                max_age: Duration::ZERO,
-                single_writer: true,
-                spill: None,
-                spilled_rows: None,
-            };
+            let options = test_options(2, 4);
             let (log, open) = (log_w.clone(), open_w.clone());
             let mut input = gated_sink(worker, options, log, open, &probe);
             if worker.index() == 0 {
@@ -570,15 +594,7 @@ mod tests {
         let (log_w, permits_w) = (log.clone(), permits.clone());
         timely::execute(timely::Config::process(1), move |worker| {
             let probe = ProbeHandle::new();
-            let options = SinkOptions {
-                name: "test",
-                max_rows: 1,
-                max_batch_rows: 3,
-                max_age: Duration::ZERO,
-                single_writer: true,
-                spill: None,
-                spilled_rows: None,
-            };
+            let options = test_options(1, 3);
             let writer = {
                 let (log, permits) = (log_w.clone(), permits_w.clone());
                 move |_shard| Ok(PermitWriter { log, permits })
@@ -592,14 +608,7 @@ mod tests {
             });
             // Time 0 is one row, taken by the writer at once; times 1-3 two rows each wait.
             for (time, keys) in [(0u64, 0..1u64), (1, 1..3), (2, 3..5), (3, 5..7)] {
-                for key in keys {
-                    input.insert((key, time));
-                }
-                input.advance_to(time + 1);
-                input.flush();
-                for _ in 0..50 {
-                    worker.step();
-                }
+                enter_time(worker, &mut input, time, keys.map(|key| (key, time)), 50);
             }
             assert!(probe.less_than(&1), "nothing is durable yet");
             let mut step_until_durable = |permit: usize, through: u64| {
@@ -654,27 +663,18 @@ mod tests {
         timely::execute(timely::Config::process(1), move |worker| {
             let probe = ProbeHandle::new();
             let options = SinkOptions {
-                name: "test",
-                max_rows: 1,
-                max_batch_rows: 3,
-                max_age: Duration::ZERO,
-                single_writer: true,
                 spill: Some(SpillOptions {
                     dir: dir_w.clone(),
                     memory_rows: 2,
                     chunk_rows: 2,
                 }),
                 spilled_rows: Some(gauge_w.clone()),
+                ..test_options(1, 3)
             };
             let (log, open) = (log_w.clone(), open_w.clone());
             let mut input = gated_sink(worker, options, log, open, &probe);
             for time in 0..10u64 {
-                input.insert((time, time));
-                input.advance_to(time + 1);
-                input.flush();
-                for _ in 0..20 {
-                    worker.step();
-                }
+                enter_time(worker, &mut input, time, [(time, time)], 20);
             }
             assert!(probe.less_than(&1), "frontier passed rows not yet durable");
             let chunks = std::fs::read_dir(dir_w.join("test-0")).unwrap().count();
