@@ -33,11 +33,11 @@ pub struct Fill {
 
 /// A fill without its ExecID, for state kept under the ExecID: every fill is held until the day
 /// ends, and a copy of its key in each was a quarter of it. Within one ExecID its order is the
-/// fill's.
+/// fill's. `N` is how trader and symbol are held: as text, or as numbers ([`HeldFill`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub(crate) struct FillBody {
-    pub(crate) trader: Text,
-    pub(crate) symbol: Text,
+pub(crate) struct FillBody<N = Text> {
+    pub(crate) trader: N,
+    pub(crate) symbol: N,
     pub(crate) qty: i64,
     pub(crate) price: i64,
     pub(crate) transact_time: i64,
@@ -67,18 +67,11 @@ impl Fill {
 /// A [`FillBody`] as state held until the day ends keeps it: trader and symbol as this
 /// worker's numbers for them. Numbers follow arrival, so the order among duplicates is
 /// [`HeldFill::order_key`], which reads the names.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct HeldFill {
-    pub(crate) trader: Name,
-    pub(crate) symbol: Name,
-    pub(crate) qty: i64,
-    pub(crate) price: i64,
-    pub(crate) transact_time: i64,
-}
+pub(crate) type HeldFill = FillBody<Name>;
 
 impl FillBody {
     pub(crate) fn hold(self, names: &mut Names) -> HeldFill {
-        HeldFill {
+        FillBody {
             trader: names.intern(self.trader),
             symbol: names.intern(self.symbol),
             qty: self.qty,
