@@ -279,22 +279,21 @@ impl Decoder {
         Ok(Decoded::Trade(envelope))
     }
 
+    /// Indexes the fields: one SIMD sweep over the message for the SOH delimiters, then each
+    /// field's tag read up to its `=`. Tags are a few digits, so a byte loop finds the `=`
+    /// sooner than a second `memchr` per field, whose setup cost more than the scan (`perf`
+    /// of the replay bench's parse stage: the two calls per field were 23% of it).
     fn index(&mut self, message: &[u8]) -> Result<(), Reject> {
         self.fields.clear();
         let mut pos = 0;
-        while pos < message.len() {
-            let end = memchr::memchr(SOH, &message[pos..])
-                .map(|p| pos + p)
-                .ok_or_else(|| {
-                    Reject::new(DeadLetterReason::Garbled, "field not terminated by SOH")
-                })?;
+        for end in memchr::memchr_iter(SOH, message) {
             let field = &message[pos..end];
-            let eq = memchr::memchr(b'=', field).ok_or_else(|| {
-                Reject::new(
+            let Some(eq) = field.iter().position(|b| *b == b'=') else {
+                return Err(Reject::new(
                     DeadLetterReason::Garbled,
                     format!("field without '=' at byte {pos}"),
-                )
-            })?;
+                ));
+            };
             let tag = parse_tag(&field[..eq]).ok_or_else(|| {
                 Reject::new(
                     DeadLetterReason::Garbled,
@@ -306,6 +305,12 @@ impl Decoder {
             })?;
             self.fields.push((tag, pos + eq + 1, end));
             pos = end + 1;
+        }
+        if pos < message.len() {
+            return Err(Reject::new(
+                DeadLetterReason::Garbled,
+                "field not terminated by SOH",
+            ));
         }
         Ok(())
     }
@@ -510,5 +515,48 @@ mod tests {
             Decoder::new().decode(msg).unwrap_err().reason,
             DeadLetterReason::Garbled
         );
+    }
+
+    /// The index names the first broken field, wherever it is, and indexes a sound message
+    /// field by field, values included.
+    #[test]
+    fn index_refuses_each_broken_field_and_reads_sound_ones() {
+        let mut decoder = Decoder::new();
+        let cases: [(&[u8], &str); 5] = [
+            (
+                b"8=FIX.4.4\x01abc\x0135=8\x01",
+                "field without '=' at byte 10",
+            ),
+            (
+                b"8=FIX.4.4\x0135=8\x01x5=1\x01",
+                "non-numeric tag \"x5\" at byte 15",
+            ),
+            (
+                b"8=FIX.4.4\x0135=8\x01055=1\x01",
+                "non-numeric tag \"055\" at byte 15",
+            ),
+            (
+                b"8=FIX.4.4\x0135=8\x0110=000",
+                "field not terminated by SOH",
+            ),
+            (
+                b"8=FIX.4.4\x01=8\x0110=000\x01",
+                "non-numeric tag \"\" at byte 10",
+            ),
+        ];
+        for (message, detail) in cases {
+            let reject = decoder.index(message).unwrap_err();
+            assert_eq!(reject.reason, DeadLetterReason::Garbled);
+            assert_eq!(reject.detail, detail);
+        }
+        let message = b"8=FIX.4.4\x0135=8\x0158=a=b\x0159=\x01";
+        decoder.index(message).unwrap();
+        let read: Vec<(u32, &[u8])> = decoder
+            .fields
+            .iter()
+            .map(|&(tag, start, end)| (tag, &message[start..end]))
+            .collect();
+        let expected: [(u32, &[u8]); 4] = [(8, b"FIX.4.4"), (35, b"8"), (58, b"a=b"), (59, b"")];
+        assert_eq!(read, expected);
     }
 }

@@ -381,10 +381,15 @@ fn is_header(bytes: &[u8]) -> bool {
     (1..=9).contains(&digits) && length.get(digits) == Some(&SOH)
 }
 
+/// Finds `<SOH>10=`, built once for the same reason as `BEGIN_FINDER`: every message looks
+/// for a CheckSum field inside its declared span.
+static TRAILER_FINDER: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\x0110="));
+
 /// End (exclusive) of the first `<SOH>10=ddd<SOH>` in `bytes`.
 fn find_trailer_end(bytes: &[u8]) -> Option<usize> {
     let mut from = 0;
-    while let Some(p) = memmem::find(&bytes[from..], b"\x0110=") {
+    while let Some(p) = TRAILER_FINDER.find(&bytes[from..]) {
         let at = from + p + 1;
         if bytes.len() >= at + TRAILER_LEN {
             let t = &bytes[at..at + TRAILER_LEN];
