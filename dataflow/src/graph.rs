@@ -332,26 +332,28 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let positions = positions(live);
     let views = marked_positions(positions, prices);
 
-    let traders = sum_operator::sum_by_key::<_, TotalsSum>(
-        "TraderTotals",
-        views.clone().map(|row| (row.trader.clone(), row)),
-    );
+    let traders =
+        sum_operator::sum_by_key::<_, TotalsSum>("TraderTotals", views.clone(), |row| &row.trader);
     let firm = sum_operator::sum_by_key::<_, FirmSum>(
         "FirmTotals",
         sum_operator::partial_sums::<TotalsSum>("FirmPartials", views.clone()),
+        |_| &(),
     );
 
-    let records = views
-        .map(ViewRecord::Position)
-        .concat(traders.map(|(trader, totals)| ViewRecord::Trader(trader, totals)))
-        .concat(firm.map(|((), totals)| ViewRecord::Firm(totals)))
-        .concat(unmatched.map(ViewRecord::Unmatched))
-        .concat(counters.map(ViewRecord::Counter));
+    let route = ExportRoute::new(scope.peers(), options.workers_per_process);
+    let records = route
+        .records(views, ViewRecord::Position)
+        .concat(route.records(traders, |(trader, totals)| {
+            ViewRecord::Trader(trader, totals)
+        }))
+        .concat(route.records(firm, |((), totals)| ViewRecord::Firm(totals)))
+        .concat(route.records(unmatched, ViewRecord::Unmatched))
+        .concat(route.records(counters, ViewRecord::Counter));
 
     let probe = ProbeHandle::new();
     let durable = ProbeHandle::new();
     let records = records.probe_with(&probe).probe_with(&durable);
-    export_views(records, options.store, options.workers_per_process.max(1));
+    export_views(records, options.store);
 
     let inputs = Inputs {
         fills: fills_in,
@@ -584,18 +586,43 @@ pub fn position_view(
 
 /// Routes every view change to the first worker of each process and applies it there once its
 /// time is complete at all workers.
-fn export_views(
-    records: VecCollection<'_, Time, ViewRecord, Diff>,
-    store: Option<Arc<ViewStore>>,
+/// Where view records go: to the first worker of every process, which exports them.
+#[derive(Clone, Copy)]
+struct ExportRoute {
+    processes: usize,
     workers_per_process: usize,
+}
+
+impl ExportRoute {
+    fn new(peers: usize, workers_per_process: usize) -> ExportRoute {
+        let workers_per_process = workers_per_process.max(1);
+        ExportRoute {
+            processes: (peers / workers_per_process).max(1),
+            workers_per_process,
+        }
+    }
+
+    /// `collection` as view records, each paired with an exporting worker, in one stage: in
+    /// small epochs every position change passes here, and a stage of its own to wrap each
+    /// row as a record copied it once more. The last process takes the record itself: with
+    /// one process, no row is copied here.
+    fn records<'s, D: differential_dataflow::Data>(
+        self,
+        collection: VecCollection<'s, Time, D, Diff>,
+        as_record: fn(D) -> ViewRecord,
+    ) -> VecCollection<'s, Time, (usize, ViewRecord), Diff> {
+        collection.flat_map(move |item| {
+            std::iter::repeat_n(as_record(item), self.processes)
+                .enumerate()
+                .map(move |(process, record)| (process * self.workers_per_process, record))
+        })
+    }
+}
+
+fn export_views(
+    routed: VecCollection<'_, Time, (usize, ViewRecord), Diff>,
+    store: Option<Arc<ViewStore>>,
 ) {
-    let processes = (records.scope().peers() / workers_per_process).max(1);
-    // The last process takes the record itself: with one process, no row is copied here.
-    let routed = records.flat_map(move |record| {
-        std::iter::repeat_n(record, processes)
-            .enumerate()
-            .map(move |(process, record)| (process * workers_per_process, record))
-    });
     // Consolidated by hashing as they arrive: sorting a time's records (whole position rows)
     // to consolidate them was a third of this sink's time in the small-epoch profile. The
     // hasher is foldhash, not SipHash (SipHash of whole rows was 9% of the small-epoch

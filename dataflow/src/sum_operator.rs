@@ -29,16 +29,20 @@ pub trait Accumulator: Default + 'static {
     fn output(&self) -> Option<Self::Output>;
 }
 
-/// For each key, the accumulated sum of its items, as `A::Output`.
+/// For each key, the accumulated sum of its items, as `A::Output`; an item's key is
+/// `key_of(item)`. The key is read from the item where it is needed rather than paired with
+/// it in a stage before: in small epochs every position change passes here, and a stage that
+/// only pairs rows with their trader copied each row once more.
 pub fn sum_by_key<'s, K, A>(
     name: &str,
-    collection: VecCollection<'s, Time, (K, A::Item), Diff>,
+    collection: VecCollection<'s, Time, A::Item, Diff>,
+    key_of: for<'a> fn(&'a A::Item) -> &'a K,
 ) -> VecCollection<'s, Time, (K, A::Output), Diff>
 where
     K: ExchangeData + Hash + Eq,
     A: Accumulator,
 {
-    let exchange = Exchange::new(|((key, _), _, _): &((K, A::Item), Time, Diff)| key.hashed());
+    let exchange = Exchange::new(move |(item, _, _): &(A::Item, Time, Diff)| key_of(item).hashed());
     collection
         .inner
         .unary_frontier(exchange, name, |_capability, _info| {
@@ -46,16 +50,20 @@ where
             let mut sums: HashMap<K, (A, Option<A::Output>)> = HashMap::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
-                    for ((key, item), time, diff) in updates.drain(..) {
-                        stash.push(&capability, time, (key, item, diff));
+                    for (item, time, diff) in updates.drain(..) {
+                        stash.push(&capability, time, (item, diff));
                     }
                 });
                 stash.complete(frontier, |capability, updates| {
                     let mut touched = Vec::new();
-                    for (key, item, diff) in updates.drain(..) {
-                        let (sum, _) = sums.entry(key.clone()).or_default();
+                    for (item, diff) in updates.drain(..) {
+                        let key = key_of(&item);
+                        let sum = match sums.get_mut(key) {
+                            Some((sum, _)) => sum,
+                            None => &mut sums.entry(key.clone()).or_default().0,
+                        };
                         sum.add(&item, diff);
-                        touched.push(key);
+                        touched.push(key.clone());
                     }
                     touched.sort_unstable();
                     touched.dedup();
@@ -86,13 +94,13 @@ where
 }
 
 /// Each worker's change to the sum over `collection`, one record per time it saw updates at
-/// (with diff 1), keyed by `()` for [`sum_by_key`] to add up on one worker. Formed as the updates
+/// (with diff 1), for [`sum_by_key`] to add up on one worker. Formed as the updates
 /// arrive, without waiting for their time to complete (a sum of changes is a change), and not
 /// exchanged: the many rows stay on their workers, and one record per worker and time moves.
 pub fn partial_sums<'s, A>(
     name: &str,
     collection: VecCollection<'s, Time, A::Item, Diff>,
-) -> VecCollection<'s, Time, ((), A), Diff>
+) -> VecCollection<'s, Time, A, Diff>
 where
     A: Accumulator + ExchangeData + PartialEq,
 {
@@ -108,7 +116,7 @@ where
                     for (time, change) in std::mem::take(&mut by_time) {
                         if change != A::default() {
                             let at = capability.delayed(&time, 0);
-                            output.session(&at).give((((), change), time, 1));
+                            output.session(&at).give((change, time, 1));
                         }
                     }
                 });
