@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::consolidation::consolidate;
@@ -140,18 +141,20 @@ where
         .unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
             exchange,
             options.name,
-            |_capability, info| {
+            |capability, info| {
                 let acks = Arc::new(Mutex::new(Acks::default()));
-                let jobs = writer.and_then(|writer| {
-                    let wake = worker.sync_activator_for(info.address.to_vec());
-                    match spawn_writer(writer, options.name, shard, acks.clone(), wake) {
-                        Ok(jobs) => Some(jobs),
-                        Err(e) => {
-                            spawn_error = Some(e);
-                            None
+                let (jobs, writer_thread) = writer
+                    .and_then(|writer| {
+                        let wake = worker.sync_activator_for(info.address.to_vec());
+                        match spawn_writer(writer, options.name, shard, acks.clone(), wake) {
+                            Ok((jobs, thread)) => Some((Some(jobs), Some(thread))),
+                            Err(e) => {
+                                spawn_error = Some(e);
+                                None
+                            }
                         }
-                    }
-                });
+                    })
+                    .unwrap_or((None, None));
                 let activator = scope.activator_for(info.address.clone());
                 let spill = match (&jobs, &options.spill) {
                     (Some(_), Some(spill)) => {
@@ -172,12 +175,13 @@ where
                     buffer: VecDeque::new(),
                     runs: VecDeque::new(),
                     buffer_since: Instant::now(),
-                    held: None,
+                    held: Some(capability),
                     in_flight: None,
                     sent: 0,
                     rows_total: 0,
                     shard,
                     jobs,
+                    writer_thread,
                     acks,
                     spill,
                 };
@@ -192,7 +196,8 @@ where
                         let entering = changes.drain(..).filter(|(_, diff)| *diff > 0);
                         state.take(capability, entering.map(|(record, _)| record));
                     });
-                    if let Some(delay) = state.step(frontier.is_empty()) {
+                    let input_frontier = frontier.frontier().iter().min().copied();
+                    if let Some(delay) = state.step(input_frontier) {
                         activator.activate_after(delay);
                     }
                 }
@@ -218,7 +223,9 @@ struct SinkState<R> {
     /// their epochs, then the writer for their next ones.
     runs: VecDeque<(Time, usize)>,
     buffer_since: Instant,
-    /// At the earliest time not yet durable; dropped when everything is.
+    /// At the earliest time not yet durable, which is the input frontier when no row waits;
+    /// dropped once the input is done, every row written and the writer closed. Without it
+    /// the durable frontier would follow the input's to empty before the writer closed.
     held: Option<Capability<Time>>,
     /// Earliest time of the job the writer is working on.
     in_flight: Option<Time>,
@@ -227,6 +234,8 @@ struct SinkState<R> {
     rows_total: u64,
     shard: usize,
     jobs: Option<SyncSender<Job<R>>>,
+    /// Joined once the input is done and every row written, before the frontier empties.
+    writer_thread: Option<JoinHandle<()>>,
     acks: Arc<Mutex<Acks>>,
     /// Rows after the buffer's, on disk; every spilled row is later than every buffered one.
     spill: Option<Spill<R>>,
@@ -281,7 +290,9 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
 
     /// Collects acknowledgements and sends the next batch when one is due. Returns when to
     /// look again if nothing else will wake the operator.
-    fn step(&mut self, input_done: bool) -> Option<Duration> {
+    /// `input_frontier` is the earliest time more input may come at, `None` once it is done.
+    fn step(&mut self, input_frontier: Option<Time>) -> Option<Duration> {
+        let input_done = input_frontier.is_none();
         let done = match self.acks.lock() {
             Ok(acks) => {
                 if let Some(failure) = &acks.failure {
@@ -303,8 +314,12 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
                 self.send();
             }
         }
-        // Hold the output at the earliest time still waiting, or let it go.
-        match self.in_flight.or(self.runs.front().map(|(time, _)| *time)) {
+        if input_done && self.in_flight.is_none() && self.waiting() == 0 {
+            self.close_writer();
+        }
+        // Hold the output at the earliest time still waiting or to come, or let it go.
+        let earliest = self.in_flight.or(self.runs.front().map(|(time, _)| *time));
+        match earliest.or(input_frontier) {
             Some(time) => {
                 if let Some(held) = self.held.as_mut() {
                     held.downgrade(&time.max(*held.time()));
@@ -320,6 +335,19 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
             );
         }
         None
+    }
+
+    /// Ends the writer thread and waits for it, so that the writer is closed (a SQLite
+    /// connection checkpoints its log into the database file as it closes) by the time the
+    /// durable frontier is empty: a process may exit as soon as it sees that, without
+    /// tearing down its dataflow first.
+    fn close_writer(&mut self) {
+        self.jobs = None;
+        if let Some(thread) = self.writer_thread.take() {
+            if thread.join().is_err() {
+                panic!("{} sink: writer thread panicked", self.options.name);
+            }
+        }
     }
 
     fn send(&mut self) {
@@ -400,16 +428,19 @@ fn count_spilled<R>(options: &SinkOptions, spill: &Spill<R>) {
     }
 }
 
+/// Where a writer thread takes its jobs, and the thread.
+type WriterThread<R> = (SyncSender<Job<R>>, JoinHandle<()>);
+
 fn spawn_writer<W: BatchWriter>(
     mut writer: W,
     name: &'static str,
     shard: usize,
     acks: Arc<Mutex<Acks>>,
     wake: timely::scheduling::SyncActivator,
-) -> Result<SyncSender<Job<W::Row>>, SinkError> {
+) -> Result<WriterThread<W::Row>, SinkError> {
     // One job at a time: the operator sends the next only after this one is acknowledged.
     let (jobs, incoming) = mpsc::sync_channel::<Job<W::Row>>(1);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("{name}-writer-{shard}"))
         .spawn(move || {
             while let Ok(job) = incoming.recv() {
@@ -433,7 +464,7 @@ fn spawn_writer<W: BatchWriter>(
             }
         })
         .map_err(|e| SinkError::Setup(format!("spawning the {name} writer: {e}")))?;
-    Ok(jobs)
+    Ok((jobs, thread))
 }
 
 #[cfg(test)]
@@ -563,6 +594,74 @@ mod tests {
         let mut written: Vec<(u64, u64)> = log[..2].iter().flat_map(|(r, _)| r.clone()).collect();
         written.sort();
         assert_eq!(written, (0..5).map(|k| (k, 10)).collect::<Vec<_>>());
+    }
+
+    /// Counts what it writes; takes its time to close, and says when it has.
+    struct ClosingWriter {
+        written: Arc<std::sync::atomic::AtomicUsize>,
+        closed: Arc<AtomicBool>,
+    }
+
+    impl BatchWriter for ClosingWriter {
+        type Row = (u64, u64);
+        fn write(&mut self, rows: &[(u64, u64)], _progress: &Progress) -> Result<(), SinkError> {
+            self.written.fetch_add(rows.len(), Ordering::AcqRel);
+            Ok(())
+        }
+    }
+
+    impl Drop for ClosingWriter {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(50));
+            self.closed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Once the input is done and every row written, the writer is closed before the durable
+    /// frontier empties, on every worker's view of it: a process may exit as soon as it sees
+    /// the frontier empty, without tearing its dataflow down.
+    #[test]
+    fn the_writer_is_closed_before_the_frontier_empties() {
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let (written_w, closed_w) = (written.clone(), closed.clone());
+        timely::execute(timely::Config::process(2), move |worker| {
+            let probe = ProbeHandle::new();
+            let writer = {
+                let (written, closed) = (written_w.clone(), closed_w.clone());
+                move |_shard| Ok(ClosingWriter { written, closed })
+            };
+            let mut input = worker.dataflow(|scope| {
+                let (input, rows) = scope.new_collection::<(u64, u64), Diff>();
+                durable_sink(rows, test_options(2, 4), |(key, _)| *key, writer)
+                    .expect("sink builds")
+                    .probe_with(&probe);
+                input
+            });
+            if worker.index() == 0 {
+                for key in 0..10 {
+                    input.insert((key, 1));
+                }
+            }
+            // Everything written while the input is still open: nothing waits for the writer
+            // when the input ends.
+            input.advance_to(1);
+            input.flush();
+            worker.step_while(|| probe.less_than(&1));
+            for _ in 0..50 {
+                worker.step();
+            }
+            input.close();
+            worker.step_while(|| !probe.done());
+            assert!(
+                closed_w.load(Ordering::Acquire),
+                "the frontier emptied before the writer was closed"
+            );
+            assert_eq!(written_w.load(Ordering::Acquire), 10);
+        })
+        .expect("timely runs");
+        assert!(closed.load(Ordering::Acquire));
+        assert_eq!(written.load(Ordering::Acquire), 10);
     }
 
     /// Lets through as many writes as it has been given permits for.
