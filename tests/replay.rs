@@ -168,6 +168,7 @@ fn binary_output_is_identical_for_one_and_two_workers() {
     );
     assert_eq!(one["as_of"]["messages"], two["as_of"]["messages"]);
     assert_eq!(one["as_of"]["complete"], true);
+    assert_eq!(two["as_of"]["complete"], true);
     // The dead letters come in the archive's order, whichever worker read which segment.
     let letters = |name: &str| std::fs::read(fx.archive.with_extension(name)).unwrap();
     let (one_letters, two_letters) = (letters("one.jsonl"), letters("two.jsonl"));
