@@ -2614,8 +2614,18 @@ fn seeded_fault_schedule_loses_nothing() {
         .filter_map(|e| e.execution_id().map(|id| id.as_str()))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while common::postgres_rows(&books.url).len() < executions.len() {
-        assert!(Instant::now() < deadline, "books incomplete");
+    loop {
+        let rows = common::postgres_rows(&books.url).len();
+        if rows >= executions.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "books incomplete: {rows} of {} executions\n{}\n{}",
+            executions.len(),
+            run_log(dir.path(), 0),
+            run_log(dir.path(), 1)
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     books.assert_match(&events, &expected, &archive);
