@@ -584,8 +584,6 @@ pub fn position_view(
     }
 }
 
-/// Routes every view change to the first worker of each process and applies it there once its
-/// time is complete at all workers.
 /// Where view records go: to the first worker of every process, which exports them.
 #[derive(Clone, Copy)]
 struct ExportRoute {
@@ -619,6 +617,8 @@ impl ExportRoute {
     }
 }
 
+/// Applies every view change routed to this worker once its time is complete at all workers,
+/// and publishes the result.
 fn export_views(
     routed: VecCollection<'_, Time, (usize, ViewRecord), Diff>,
     store: Option<Arc<ViewStore>>,
