@@ -143,20 +143,18 @@ where
             options.name,
             |capability, info| {
                 let acks = Arc::new(Mutex::new(Acks::default()));
-                let (jobs, writer_thread) = writer
-                    .and_then(|writer| {
-                        let wake = worker.sync_activator_for(info.address.to_vec());
-                        match spawn_writer(writer, options.name, shard, acks.clone(), wake) {
-                            Ok((jobs, thread)) => Some((Some(jobs), Some(thread))),
-                            Err(e) => {
-                                spawn_error = Some(e);
-                                None
-                            }
+                let writer = writer.and_then(|writer| {
+                    let wake = worker.sync_activator_for(info.address.to_vec());
+                    match spawn_writer(writer, options.name, shard, acks.clone(), wake) {
+                        Ok(writer) => Some(writer),
+                        Err(e) => {
+                            spawn_error = Some(e);
+                            None
                         }
-                    })
-                    .unwrap_or((None, None));
+                    }
+                });
                 let activator = scope.activator_for(info.address.clone());
-                let spill = match (&jobs, &options.spill) {
+                let spill = match (&writer, &options.spill) {
                     (Some(_), Some(spill)) => {
                         let dir = spill.dir.join(format!("{}-{shard}", options.name));
                         match Spill::new(&dir, spill.chunk_rows) {
@@ -180,8 +178,7 @@ where
                     sent: 0,
                     rows_total: 0,
                     shard,
-                    jobs,
-                    writer_thread,
+                    writer,
                     acks,
                     spill,
                 };
@@ -233,9 +230,9 @@ struct SinkState<R> {
     sent: u64,
     rows_total: u64,
     shard: usize,
-    jobs: Option<SyncSender<Job<R>>>,
-    /// Joined once the input is done and every row written, before the frontier empties.
-    writer_thread: Option<JoinHandle<()>>,
+    /// Taken and joined once the input is done and every row written, before the frontier
+    /// empties.
+    writer: Option<WriterThread<R>>,
     acks: Arc<Mutex<Acks>>,
     /// Rows after the buffer's, on disk; every spilled row is later than every buffered one.
     spill: Option<Spill<R>>,
@@ -342,8 +339,9 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
     /// durable frontier is empty: a process may exit as soon as it sees that, without
     /// tearing down its dataflow first.
     fn close_writer(&mut self) {
-        self.jobs = None;
-        if let Some(thread) = self.writer_thread.take() {
+        if let Some(WriterThread { jobs, thread }) = self.writer.take() {
+            // Its loop ends when the channel closes.
+            drop(jobs);
             if thread.join().is_err() {
                 panic!("{} sink: writer thread panicked", self.options.name);
             }
@@ -351,7 +349,7 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
     }
 
     fn send(&mut self) {
-        let Some(jobs) = self.jobs.as_ref() else {
+        let Some(writer) = self.writer.as_ref() else {
             // A worker without a writer never receives rows: the exchange routes them away.
             self.buffer.clear();
             self.runs.clear();
@@ -387,7 +385,7 @@ impl<R: serde::Serialize + serde::de::DeserializeOwned> SinkState<R> {
             rows_total: self.rows_total,
             complete,
         };
-        match jobs.try_send(Job { rows, progress }) {
+        match writer.jobs.try_send(Job { rows, progress }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 panic!("{} sink: writer thread is gone", self.options.name)
@@ -428,8 +426,11 @@ fn count_spilled<R>(options: &SinkOptions, spill: &Spill<R>) {
     }
 }
 
-/// Where a writer thread takes its jobs, and the thread.
-type WriterThread<R> = (SyncSender<Job<R>>, JoinHandle<()>);
+/// A writer thread, and where it takes its jobs.
+struct WriterThread<R> {
+    jobs: SyncSender<Job<R>>,
+    thread: JoinHandle<()>,
+}
 
 fn spawn_writer<W: BatchWriter>(
     mut writer: W,
@@ -464,7 +465,7 @@ fn spawn_writer<W: BatchWriter>(
             }
         })
         .map_err(|e| SinkError::Setup(format!("spawning the {name} writer: {e}")))?;
-    Ok((jobs, thread))
+    Ok(WriterThread { jobs, thread })
 }
 
 #[cfg(test)]
