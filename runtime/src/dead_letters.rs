@@ -1,6 +1,6 @@
 //! Dead letters of the embedded runs: one JSON object per line, original bytes kept exactly.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -104,56 +104,57 @@ impl LetterFile {
 }
 
 /// Letters in the order of the sources they came from, whatever the order workers read them:
-/// the file is the same from run to run and for any number of workers. Letters of the first
-/// source not yet done are written as they come; those of later sources wait for it (workers
-/// stay within a few epochs of each other, so little waits). Letters of sources not in the
-/// list (or already done, like books rows a store refused) go last, sorted.
+/// the file is the same from run to run and for any number of workers. Each source may be
+/// read by several workers, each taking its share of the units: its letters wait until every
+/// reader has said it is done, and are then written in the order of their offsets. Letters of
+/// later sources wait for the sources before them (workers stay within a few epochs of each
+/// other, so little waits). Letters of sources not in the list (or already done, like books
+/// rows a store refused) go last, sorted.
 struct InOrder {
     sources: VecDeque<String>,
+    /// How many `source_done` make a source done.
+    readers_per_source: usize,
     waiting: HashMap<String, Vec<DeadLetterRecord>>,
-    done: HashSet<String>,
+    done: HashMap<String, usize>,
     late: Vec<DeadLetterRecord>,
 }
 
 impl InOrder {
-    fn letter(&mut self, record: DeadLetterRecord, file: &mut LetterFile) -> std::io::Result<()> {
-        match self.sources.front() {
-            Some(head) if *head == record.source => file.write(&record),
-            _ if self.sources.contains(&record.source) => {
-                self.waiting
-                    .entry(record.source.clone())
-                    .or_default()
-                    .push(record);
-                Ok(())
-            }
-            _ => {
-                self.late.push(record);
-                Ok(())
-            }
+    fn letter(&mut self, record: DeadLetterRecord) {
+        if self.sources.contains(&record.source) {
+            self.waiting
+                .entry(record.source.clone())
+                .or_default()
+                .push(record);
+        } else {
+            self.late.push(record);
         }
     }
 
     fn source_done(&mut self, source: String, file: &mut LetterFile) -> std::io::Result<()> {
-        self.done.insert(source);
+        *self.done.entry(source).or_default() += 1;
         while let Some(head) = self.sources.front() {
-            if !self.done.contains(head) {
+            if self.done.get(head).copied().unwrap_or(0) < self.readers_per_source {
                 break;
             }
-            self.sources.pop_front();
-            // The new head's letters so far, in the order its one reader sent them.
-            if let Some(head) = self.sources.front() {
-                for record in self.waiting.remove(head).unwrap_or_default() {
-                    file.write(&record)?;
-                }
+            let mut letters = self.waiting.remove(head).unwrap_or_default();
+            // Stable: one unit's letters keep the order their reader sent them in.
+            letters.sort_by_key(|letter| letter.offset);
+            for record in &letters {
+                file.write(record)?;
             }
+            self.done.remove(head);
+            self.sources.pop_front();
         }
         Ok(())
     }
 
     fn finish(mut self, file: &mut LetterFile) -> std::io::Result<()> {
         for source in std::mem::take(&mut self.sources) {
-            for record in self.waiting.remove(&source).unwrap_or_default() {
-                file.write(&record)?;
+            let mut letters = self.waiting.remove(&source).unwrap_or_default();
+            letters.sort_by_key(|letter| letter.offset);
+            for record in &letters {
+                file.write(record)?;
             }
         }
         self.late.sort_by(|a, b| {
@@ -174,12 +175,17 @@ impl DeadLetterWriter {
     }
 
     /// Writes letters in the order of `sources` (a replay's segments), so that the file does
-    /// not depend on how workers interleave.
-    pub fn start_in_order(path: PathBuf, sources: Vec<String>) -> DeadLetterWriter {
-        DeadLetterWriter::spawn(path, Some(sources))
+    /// not depend on how workers interleave; each source is done once `readers_per_source`
+    /// senders have said so.
+    pub fn start_in_order(
+        path: PathBuf,
+        sources: Vec<String>,
+        readers_per_source: usize,
+    ) -> DeadLetterWriter {
+        DeadLetterWriter::spawn(path, Some((sources, readers_per_source.max(1))))
     }
 
-    fn spawn(path: PathBuf, sources: Option<Vec<String>>) -> DeadLetterWriter {
+    fn spawn(path: PathBuf, sources: Option<(Vec<String>, usize)>) -> DeadLetterWriter {
         let (sender, receiver) = mpsc::channel::<Message>();
         let handle = std::thread::spawn(move || -> std::io::Result<u64> {
             let mut file = LetterFile {
@@ -187,15 +193,16 @@ impl DeadLetterWriter {
                 out: None,
                 written: 0,
             };
-            let mut order = sources.map(|sources| InOrder {
+            let mut order = sources.map(|(sources, readers_per_source)| InOrder {
                 sources: sources.into(),
+                readers_per_source,
                 waiting: HashMap::new(),
-                done: HashSet::new(),
+                done: HashMap::new(),
                 late: Vec::new(),
             });
             for message in receiver {
                 match (message, order.as_mut()) {
-                    (Message::Letter(record), Some(order)) => order.letter(record, &mut file)?,
+                    (Message::Letter(record), Some(order)) => order.letter(record),
                     (Message::Letter(record), None) => file.write(&record)?,
                     (Message::SourceDone(source), Some(order)) => {
                         order.source_done(source, &mut file)?
@@ -261,7 +268,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dlq.jsonl");
         let sources = ["s0", "s1", "s2", "s3"].map(String::from).to_vec();
-        let writer = DeadLetterWriter::start_in_order(path.clone(), sources);
+        let writer = DeadLetterWriter::start_in_order(path.clone(), sources, 1);
         let (even, odd) = (writer.sender(), writer.sender());
         // The reader of s1 and s3 runs ahead of the reader of s0 and s2.
         odd.send(letter("s1", 5));
@@ -292,11 +299,37 @@ mod tests {
         assert_eq!(lines(&path), expected);
     }
 
+    /// Two readers share each source, unit by unit: a source's letters are written once both
+    /// are done with it, by offset, whichever reader sent them first.
+    #[test]
+    fn shared_sources_are_written_by_offset_once_every_reader_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dlq.jsonl");
+        let sources = ["s0", "s1"].map(String::from).to_vec();
+        let writer = DeadLetterWriter::start_in_order(path.clone(), sources, 2);
+        let (first, second) = (writer.sender(), writer.sender());
+        second.send(letter("s0", 9));
+        second.send(letter("s1", 4));
+        first.send(letter("s0", 2));
+        first.source_done("s0");
+        second.source_done("s0");
+        second.source_done("s1");
+        first.send(letter("s1", 1));
+        first.source_done("s1");
+        drop((first, second));
+        assert_eq!(writer.finish().unwrap(), 4);
+        let expected: Vec<(String, u64)> = [("s0", 2), ("s0", 9), ("s1", 1), ("s1", 4)]
+            .iter()
+            .map(|(s, o)| (s.to_string(), *o))
+            .collect();
+        assert_eq!(lines(&path), expected);
+    }
+
     #[test]
     fn a_clean_run_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dlq.jsonl");
-        let writer = DeadLetterWriter::start_in_order(path.clone(), vec!["s0".into()]);
+        let writer = DeadLetterWriter::start_in_order(path.clone(), vec!["s0".into()], 1);
         writer.sender().source_done("s0");
         assert_eq!(writer.finish().unwrap(), 0);
         assert!(!path.exists());

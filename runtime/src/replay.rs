@@ -1,8 +1,18 @@
 //! `eod replay`: every FIX file of an archive, in name order, through the dataflow.
+//!
+//! Every worker frames every segment and enters its share of the units: block `k` of
+//! `--epoch-messages` consecutive units goes to worker `k mod workers`. The workers so move
+//! through the day side by side, one block apart, and an epoch holds a stretch of the day.
+//! Each worker used to read whole segments of its own (worker 1 a segment ahead of worker 0):
+//! every fill worker 0 entered then came before fills its position already had from worker
+//! 1, and the average-cost fold, which depends on order, was replayed from there in nearly
+//! every small epoch (a quarter of the workers' time at 250 messages per epoch). Framing a
+//! unit is a small part of entering it; a segment is read from the store once per process.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -13,7 +23,7 @@ use eod_sources::archive::{Archive, Segment};
 use crate::books::{build_with_books, refusal_reason, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
 use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source};
-use crate::intake::Intake;
+use crate::intake::{Intake, UnitShare};
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
 
@@ -85,6 +95,7 @@ pub fn run_replay(
     let writer = DeadLetterWriter::start_in_order(
         options.dead_letters.clone(),
         segments.iter().map(|s| s.key.clone()).collect(),
+        workers,
     );
     let progress = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -103,6 +114,7 @@ pub fn run_replay(
         metrics,
         dead_letters: writer.sender(),
         io: runtime.handle().clone(),
+        reads: SharedReads::new(workers),
     });
     let guards = timely::execute(config, move |worker| {
         let shared = shared.clone();
@@ -145,6 +157,44 @@ struct WorkerShared {
     metrics: Arc<Metrics>,
     dead_letters: DeadLetterSender,
     io: tokio::runtime::Handle,
+    reads: SharedReads,
+}
+
+/// Each segment read from the store once for the process's workers, which all frame it.
+struct SharedReads {
+    readers: usize,
+    /// Segments read and the readers still to take them.
+    held: Mutex<HashMap<String, (bytes::Bytes, usize)>>,
+}
+
+impl SharedReads {
+    fn new(readers: usize) -> SharedReads {
+        SharedReads {
+            readers: readers.max(1),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn read(&self, key: &str, read: impl FnOnce() -> Result<bytes::Bytes>) -> Result<bytes::Bytes> {
+        // Read under the lock: another worker that wants the segment would wait for it anyway.
+        let mut held = self
+            .held
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a replay worker failed while reading {key}"))?;
+        if let Some((bytes, left)) = held.get_mut(key) {
+            let bytes = bytes.clone();
+            *left -= 1;
+            if *left == 0 {
+                held.remove(key);
+            }
+            return Ok(bytes);
+        }
+        let bytes = read()?;
+        if self.readers > 1 {
+            held.insert(key.to_owned(), (bytes.clone(), self.readers - 1));
+        }
+        Ok(bytes)
+    }
 }
 
 /// Fewest rows in a replay's books transaction, unless they waited [`REPLAY_BOOKS_BATCH_AGE`]
@@ -195,6 +245,11 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         shared.metrics.clone(),
     );
     intake.enter_sources(books.is_some());
+    intake.share(UnitShare {
+        worker: index,
+        workers: peers,
+        block: shared.options.epoch_messages.max(1),
+    });
     if index == 0 {
         for update in &shared.options.prices {
             inputs.price(update.clone());
@@ -203,11 +258,11 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     }
     let mut source = ArchiveSource {
         shared,
-        segments: shared.segments.iter().skip(index).step_by(peers).collect(),
         next_segment: 0,
         open: None,
         intake,
         worker: index,
+        peers,
     };
     drive(
         worker,
@@ -220,16 +275,16 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     )
 }
 
-/// This worker's share of the archive's segments, in name order, fed in 1 MiB slices so that
-/// epochs stay bounded even for one huge segment.
+/// This worker's share of the archive's units, from every segment in name order, framed in
+/// 1 MiB slices so that epochs stay bounded even for one huge segment.
 struct ArchiveSource<'a> {
     shared: &'a WorkerShared,
-    segments: Vec<&'a Segment>,
     next_segment: usize,
     /// The segment being read and how far.
     open: Option<(&'a Segment, bytes::Bytes, usize, tracing::span::EnteredSpan)>,
     intake: Intake,
     worker: usize,
+    peers: usize,
 }
 
 const SLICE: usize = 1 << 20;
@@ -237,22 +292,26 @@ const SLICE: usize = 1 << 20;
 impl Source for ArchiveSource<'_> {
     fn feed(&mut self, inputs: &mut eod_dataflow::Inputs, budget: u64) -> Result<Feed> {
         if self.open.is_none() {
-            let Some(segment) = self.segments.get(self.next_segment) else {
+            let Some(segment) = self.shared.segments.get(self.next_segment) else {
                 return Ok(Feed::Exhausted);
             };
+            // One worker counts each segment's messages in the census.
+            let counts_census = self.next_segment % self.peers == self.worker;
             self.next_segment += 1;
             let span =
                 tracing::info_span!("replay_segment", key = %segment.key, worker = self.worker)
                     .entered();
-            let bytes = self
-                .shared
-                .io
-                .block_on(self.shared.archive.read(&segment.key))?;
-            self.intake.reset(&segment.key);
+            let shared = self.shared;
+            let bytes = shared.reads.read(&segment.key, || {
+                Ok(shared.io.block_on(shared.archive.read(&segment.key))?)
+            })?;
+            self.intake.reset(&segment.key, counts_census);
             if bytes.is_empty() {
                 self.intake.end_of_stream();
             }
-            self.shared.metrics.sources.segments_read.inc();
+            if counts_census {
+                self.shared.metrics.sources.segments_read.inc();
+            }
             self.open = Some((segment, bytes, 0, span));
         }
         let Some((segment, bytes, at, _span)) = self.open.as_mut() else {
@@ -265,9 +324,11 @@ impl Source for ArchiveSource<'_> {
             let slice = &bytes[*at..bytes.len().min(*at + SLICE)];
             *at += slice.len();
             self.intake.buffer(slice);
-            self.shared
-                .progress
-                .fetch_add(slice.len() as u64, Ordering::Relaxed);
+            if self.intake.counts_census() {
+                self.shared
+                    .progress
+                    .fetch_add(slice.len() as u64, Ordering::Relaxed);
+            }
             if *at >= bytes.len() {
                 self.intake.end_of_stream();
             }
