@@ -26,9 +26,10 @@ use crate::money::Money;
 use crate::names::Names;
 use crate::position::{Execution, PositionCore};
 use crate::position_operator::{self, PositionKey};
+use crate::row_fan_out;
 use crate::sum_operator;
 use crate::views::{
-    FirmSum, PositionView, TotalsSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
+    FirmSum, PositionView, TraderSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
 };
 use crate::FastMap;
 
@@ -332,17 +333,17 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let positions = positions(live);
     let views = marked_positions(positions, prices);
 
-    let traders =
-        sum_operator::sum_by_key::<_, TotalsSum>("TraderTotals", views.clone(), |row| &row.trader);
-    let firm = sum_operator::sum_by_key::<_, FirmSum>(
-        "FirmTotals",
-        sum_operator::partial_sums::<TotalsSum>("FirmPartials", views.clone()),
-        |_| &(),
-    );
-
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
-    let records = route
-        .records(views, ViewRecord::Position)
+    let rows = row_fan_out::fan_out(views, route);
+    let traders = sum_operator::sum_by_key::<_, TraderSum>(
+        "TraderTotals",
+        rows.trader_changes,
+        |(trader, _)| trader,
+    );
+    let firm = sum_operator::sum_by_key::<_, FirmSum>("FirmTotals", rows.firm_changes, |_| &());
+
+    let records = rows
+        .records
         .concat(route.records(traders, |(trader, totals)| {
             ViewRecord::Trader(trader, totals)
         }))
@@ -586,7 +587,7 @@ pub fn position_view(
 
 /// Where view records go: to the first worker of every process, which exports them.
 #[derive(Clone, Copy)]
-struct ExportRoute {
+pub(crate) struct ExportRoute {
     processes: usize,
     workers_per_process: usize,
 }
@@ -609,11 +610,14 @@ impl ExportRoute {
         collection: VecCollection<'s, Time, D, Diff>,
         as_record: fn(D) -> ViewRecord,
     ) -> VecCollection<'s, Time, (usize, ViewRecord), Diff> {
-        collection.flat_map(move |item| {
-            std::iter::repeat_n(as_record(item), self.processes)
-                .enumerate()
-                .map(move |(process, record)| (process * self.workers_per_process, record))
-        })
+        collection.flat_map(move |item| self.route(as_record(item)))
+    }
+
+    /// `record` paired with each exporting worker.
+    pub(crate) fn route(self, record: ViewRecord) -> impl Iterator<Item = (usize, ViewRecord)> {
+        std::iter::repeat_n(record, self.processes)
+            .enumerate()
+            .map(move |(process, record)| (process * self.workers_per_process, record))
     }
 }
 

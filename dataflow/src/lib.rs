@@ -16,6 +16,7 @@ pub mod multiset;
 mod names;
 pub mod position;
 pub mod position_operator;
+mod row_fan_out;
 pub mod stash;
 pub mod sum_operator;
 pub mod views;

@@ -9,12 +9,12 @@
 //! order once the input frontier has passed them, so the output at every completed time is the
 //! sum over the input collection at that time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::model::{Diff, Time};
@@ -85,38 +85,6 @@ where
                         }
                         if emitted.is_none() {
                             sums.remove(&key);
-                        }
-                    }
-                });
-            }
-        })
-        .as_collection()
-}
-
-/// Each worker's change to the sum over `collection`, one record per time it saw updates at
-/// (with diff 1), for [`sum_by_key`] to add up on one worker. Formed as the updates
-/// arrive, without waiting for their time to complete (a sum of changes is a change), and not
-/// exchanged: the many rows stay on their workers, and one record per worker and time moves.
-pub fn partial_sums<'s, A>(
-    name: &str,
-    collection: VecCollection<'s, Time, A::Item, Diff>,
-) -> VecCollection<'s, Time, A, Diff>
-where
-    A: Accumulator + ExchangeData + PartialEq,
-{
-    collection
-        .inner
-        .unary(Pipeline, name, |_capability, _info| {
-            let mut by_time: BTreeMap<Time, A> = BTreeMap::new();
-            move |input, output| {
-                input.for_each(|capability, updates| {
-                    for (item, time, diff) in updates.drain(..) {
-                        by_time.entry(time).or_default().add(&item, diff);
-                    }
-                    for (time, change) in std::mem::take(&mut by_time) {
-                        if change != A::default() {
-                            let at = capability.delayed(&time, 0);
-                            output.session(&at).give((change, time, 1));
                         }
                     }
                 });

@@ -50,9 +50,9 @@ impl Totals {
     pub fn sum<'a>(rows: impl IntoIterator<Item = &'a PositionView>) -> Totals {
         let mut sum = TotalsSum::default();
         for row in rows {
-            sum.add(row, 1);
+            sum.add_row(row, 1);
         }
-        sum.output().unwrap_or_default()
+        sum.totals().unwrap_or_default()
     }
 }
 
@@ -68,11 +68,8 @@ pub struct TotalsSum {
     total: i128,
 }
 
-impl Accumulator for TotalsSum {
-    type Item = PositionView;
-    type Output = Totals;
-
-    fn add(&mut self, row: &PositionView, diff: Diff) {
+impl TotalsSum {
+    pub fn add_row(&mut self, row: &PositionView, diff: Diff) {
         let diff = diff as i64;
         self.positions += diff;
         self.trades += i128::from(row.trades) * i128::from(diff);
@@ -84,7 +81,8 @@ impl Accumulator for TotalsSum {
         }
     }
 
-    fn output(&self) -> Option<Totals> {
+    /// The totals of the rows summed; `None` when there are none.
+    pub fn totals(&self) -> Option<Totals> {
         if self.positions <= 0 {
             return None;
         }
@@ -98,9 +96,7 @@ impl Accumulator for TotalsSum {
             total_pnl: marked.then_some(Money(self.total)),
         })
     }
-}
 
-impl TotalsSum {
     /// Adds `diff` times another running sum (a worker's change over a time, say).
     pub fn merge(&mut self, other: &TotalsSum, diff: Diff) {
         let (wide, narrow) = (i128::from(diff as i64), diff as i64);
@@ -113,13 +109,31 @@ impl TotalsSum {
     }
 }
 
-/// The firm's [`Totals`], from each worker's change to the sums over its position rows
-/// ([`crate::sum_operator::partial_sums`]). Sums form a group, so these changes can be formed
-/// as the rows arrive, without waiting for their time to complete: the firm total then waits on
-/// the positions view alone, beside the traders' totals, instead of after them (one stage less
-/// for every epoch to pass on its way to the views). It used to sum the traders' totals, so
-/// as not to send every position row of a mark change to one worker; the partial sums send
-/// one record per worker and time instead.
+/// A trader's [`Totals`], from changes to the sums over its rows, formed per batch as the rows
+/// pass (`crate::row_fan_out`): one small record per trader, worker and batch moves to the
+/// worker that keeps the trader's total, not every row.
+#[derive(Clone, Debug, Default)]
+pub struct TraderSum(TotalsSum);
+
+impl Accumulator for TraderSum {
+    type Item = (Text, TotalsSum);
+    type Output = Totals;
+
+    fn add(&mut self, (_, change): &(Text, TotalsSum), diff: Diff) {
+        self.0.merge(change, diff);
+    }
+
+    fn output(&self) -> Option<Totals> {
+        self.0.totals()
+    }
+}
+
+/// The firm's [`Totals`], from each worker's changes to the sums over its rows, formed as the
+/// rows pass (`crate::row_fan_out`) without waiting for their time to complete: the firm total
+/// then waits on the positions view alone, beside the traders' totals, instead of after them
+/// (one stage less for every epoch to pass on its way to the views). It used to sum the
+/// traders' totals, so as not to send every position row of a mark change to one worker; the
+/// changes send one record per worker and batch instead.
 #[derive(Clone, Debug, Default)]
 pub struct FirmSum(TotalsSum);
 
@@ -132,7 +146,7 @@ impl Accumulator for FirmSum {
     }
 
     fn output(&self) -> Option<Totals> {
-        self.0.output()
+        self.0.totals()
     }
 }
 
