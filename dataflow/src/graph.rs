@@ -17,15 +17,14 @@ use timely::dataflow::Scope;
 use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSource, TraderRef};
 use crate::correction_chains::present_corrections;
 use crate::hash_reduce::hash_reduce;
-use crate::marked_positions::marked_positions;
+use crate::marked_positions::positions_view;
 use crate::marks::Mark;
 use crate::model::{
     Bust, Correction, Counter, Diff, Fill, FillBody, HeldFill, PriceUpdate, Text, Time, TradeEvent,
 };
 use crate::money::Money;
 use crate::names::Names;
-use crate::position::{Execution, PositionCore};
-use crate::position_operator::{self, PositionKey};
+use crate::position::PositionCore;
 use crate::row_fan_out;
 use crate::sum_operator;
 use crate::views::{
@@ -330,8 +329,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
             stored_before: options.books_stored_before,
         })
     });
-    let positions = positions(live);
-    let views = marked_positions(positions, prices);
+    let views = positions_view(live, prices);
 
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
     let rows = row_fan_out::fan_out(views, route);
@@ -544,23 +542,6 @@ fn live_fills<'s>(
         unmatched,
         present,
     }
-}
-
-/// Per (trader, symbol) accounting over the live fills.
-fn positions<'s>(
-    live: VecCollection<'s, Time, Fill, Diff>,
-) -> VecCollection<'s, Time, (PositionKey, PositionCore), Diff> {
-    position_operator::positions(live.map(|fill| {
-        (
-            (fill.trader, fill.symbol),
-            Execution {
-                transact_time: fill.transact_time,
-                exec_id: fill.exec_id,
-                qty: fill.qty,
-                price: fill.price,
-            },
-        )
-    }))
 }
 
 /// One row of the positions view: `total = cash + net_qty x mark`, `unrealized = total - realized`.

@@ -1,5 +1,11 @@
 //! The positions view: every position with its symbol's mark, kept per symbol in one operator.
 //!
+//! Each holder's average-cost fold lives here too (`position_operator.rs`), on the worker that
+//! owns the symbol. It was an operator of its own, keyed by (trader, symbol), whose every
+//! change (the old position retracted, the new one inserted) was copied, exchanged by symbol,
+//! stashed and sorted once more before it reached this one: in 250-message epochs nearly every
+//! fill changes a position, and that second stage was about a sixth of the workers' time.
+//!
 //! This was three `reduce`s (each holder's last trade to the symbol's last traded price, the
 //! latest price of each kind, the waterfall), a `join` of the positions with the marks and an
 //! `antijoin` for the unmarked ones: five arrangements maintained on every epoch, and the
@@ -23,26 +29,32 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::graph::position_view;
 use crate::marks::{choose_mark, Mark, MarkInput};
-use crate::model::{Diff, PriceKind, PriceUpdate, Text, Time};
-use crate::multiset::Multiset;
-use crate::position::{LastTrade, PositionCore};
-use crate::position_operator::PositionKey;
+use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
+use crate::position::{Execution, LastTrade, PositionCore};
+use crate::position_operator::KeyState;
 use crate::stash::TimeStash;
 use crate::views::PositionView;
 use crate::FastMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum SymbolInput {
-    Position(Text, PositionCore),
+    /// A holder's live execution.
+    Execution(Text, Execution),
     /// A price of a kind, with the time it was set: the latest per kind is in force.
     Price(PriceKind, i64, i64),
+}
+
+/// One holder's executions and the position its row shows.
+#[derive(Default)]
+struct Holder {
+    executions: KeyState,
+    core: Option<PositionCore>,
 }
 
 /// What one symbol's rows are made of.
 #[derive(Default)]
 struct SymbolState {
-    /// Each holder's position (one core, unless the input says otherwise).
-    holders: FastMap<Text, Multiset<PositionCore>>,
+    holders: FastMap<Text, Holder>,
     /// Every holder's last trade: the latest is the symbol's last traded price.
     last_trades: BTreeMap<LastTrade, Diff>,
     /// Per kind, the prices with the time they were set: the latest is in force.
@@ -89,19 +101,28 @@ fn add<K: Ord>(counts: &mut BTreeMap<K, Diff>, key: K, diff: Diff) {
     }
 }
 
-/// Every position's row, with its symbol's mark when the waterfall has one.
-pub fn marked_positions<'s>(
-    positions: VecCollection<'s, Time, (PositionKey, PositionCore), Diff>,
+/// Every position over the live fills, by (trader, symbol), as a row with its symbol's mark
+/// when the waterfall has one.
+pub fn positions_view<'s>(
+    live: VecCollection<'s, Time, Fill, Diff>,
     prices: VecCollection<'s, Time, PriceUpdate, Diff>,
 ) -> VecCollection<'s, Time, PositionView, Diff> {
-    let inputs = positions
-        .map(|((trader, symbol), core)| (symbol, SymbolInput::Position(trader, core)))
+    let inputs = live
+        .map(|fill| {
+            let execution = Execution {
+                transact_time: fill.transact_time,
+                exec_id: fill.exec_id,
+                qty: fill.qty,
+                price: fill.price,
+            };
+            (fill.symbol, SymbolInput::Execution(fill.trader, execution))
+        })
         .concat(prices.map(|p| (p.symbol, SymbolInput::Price(p.kind, p.time, p.price))));
     let exchange =
         Exchange::new(|((symbol, _), _, _): &((Text, SymbolInput), Time, Diff)| symbol.hashed());
     inputs
         .inner
-        .unary_frontier(exchange, "MarkedPositions", |_capability, _info| {
+        .unary_frontier(exchange, "PositionsView", |_capability, _info| {
             let mut stash = TimeStash::default();
             let mut symbols: FastMap<Text, SymbolState> = FastMap::default();
             let mut changes: Vec<(PositionView, Diff)> = Vec::new();
@@ -112,8 +133,9 @@ pub fn marked_positions<'s>(
                     }
                 });
                 stash.complete(frontier, |capability, updates| {
-                    // Each symbol's updates adjacent.
-                    updates.sort_unstable_by(|((a, _), _), ((b, _), _)| a.cmp(b));
+                    // Each symbol's updates adjacent, a holder's executions in order (so that
+                    // they append to its fold) and a retraction beside its insertion.
+                    updates.sort_unstable();
                     let mut session = output.session(&capability);
                     let time = *capability.time();
                     let mut drained = updates.drain(..).peekable();
@@ -143,8 +165,7 @@ pub fn marked_positions<'s>(
         .as_collection()
 }
 
-/// Applies one symbol's updates of a time; pushes the rows that changed (old ones negated),
-/// consolidated: a row is one trader's, so only a trader's row before and after can cancel.
+/// Applies one symbol's updates of a time; pushes the rows that changed (old ones negated).
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
@@ -152,18 +173,21 @@ fn apply(
     changes: &mut Vec<(PositionView, Diff)>,
 ) {
     let old_mark = state.mark;
-    // The holders whose position changed, with their position before.
-    let mut touched: FastMap<Text, Multiset<PositionCore>> = FastMap::default();
+    // The holders whose executions changed: their position before, and whether the updates
+    // all appended to their fold.
+    let mut touched: FastMap<Text, (Option<PositionCore>, bool)> = FastMap::default();
     for (input, diff) in batch {
         match input {
-            SymbolInput::Position(trader, core) => {
-                add(&mut state.last_trades, core.last.clone(), diff);
-                let cores = match state.holders.get_mut(&trader) {
-                    Some(cores) => cores,
+            SymbolInput::Execution(trader, execution) => {
+                let holder = match state.holders.get_mut(&trader) {
+                    Some(holder) => holder,
                     None => state.holders.entry(trader.clone()).or_default(),
                 };
-                touched.entry(trader).or_insert_with(|| cores.clone());
-                cores.update(core, diff);
+                let in_order = holder.executions.update(execution, diff as i64);
+                touched
+                    .entry(trader)
+                    .and_modify(|(_, consistent)| *consistent &= in_order)
+                    .or_insert_with(|| (holder.core.clone(), in_order));
             }
             SymbolInput::Price(kind, set_at, price) => {
                 let by_time = state.prices.entry(kind).or_default();
@@ -174,10 +198,23 @@ fn apply(
             }
         }
     }
-    // Only now: a position's update is its old core's retraction and its new core's
-    // insertion, in either order, and the holder stays.
-    for trader in touched.keys() {
-        if state.holders.get(trader).is_some_and(Multiset::is_empty) {
+    for (trader, (before, consistent)) in &touched {
+        let Some(holder) = state.holders.get_mut(trader) else {
+            continue;
+        };
+        if !consistent {
+            holder.executions.refold();
+        }
+        holder.core = holder.executions.core();
+        if holder.core != *before {
+            if let Some(old) = before {
+                add(&mut state.last_trades, old.last.clone(), -1);
+            }
+            if let Some(new) = &holder.core {
+                add(&mut state.last_trades, new.last.clone(), 1);
+            }
+        }
+        if holder.executions.is_empty() {
             state.holders.remove(trader);
         }
     }
@@ -187,66 +224,32 @@ fn apply(
         changes.push((position_view(trader, symbol, core, mark.as_ref()), diff));
     };
     if new_mark == old_mark {
-        for (trader, before) in &touched {
-            let after = state
-                .holders
-                .get(trader)
-                .map_or(&[][..], Multiset::as_slice);
-            differing(before.as_slice(), after, |core, diff| {
-                row(trader, core, new_mark, diff)
-            });
+        for (trader, (before, _)) in &touched {
+            let after = state.holders.get(trader).and_then(|h| h.core.as_ref());
+            if before.as_ref() != after {
+                if let Some(old) = before {
+                    row(trader, old, new_mark, -1);
+                }
+                if let Some(new) = after {
+                    row(trader, new, new_mark, 1);
+                }
+            }
         }
     } else {
         // Every holder's row carries the mark: no row before equals one after.
-        for (trader, before) in &touched {
-            for (core, count) in before.as_slice() {
-                row(trader, core, old_mark, -count);
+        for (trader, (before, _)) in &touched {
+            if let Some(old) = before {
+                row(trader, old, old_mark, -1);
             }
         }
-        for (trader, cores) in &state.holders {
-            for (core, count) in cores.as_slice() {
-                if !touched.contains_key(trader) {
-                    row(trader, core, old_mark, -count);
-                }
-                row(trader, core, new_mark, *count);
+        for (trader, holder) in &state.holders {
+            let Some(core) = &holder.core else {
+                continue;
+            };
+            if !touched.contains_key(trader) {
+                row(trader, core, old_mark, -1);
             }
-        }
-    }
-}
-
-/// Calls `change` with each core whose multiplicity differs between `before` and `after` (both
-/// sorted, each core once) and by how much.
-fn differing(
-    before: &[(PositionCore, Diff)],
-    after: &[(PositionCore, Diff)],
-    mut change: impl FnMut(&PositionCore, Diff),
-) {
-    let (mut b, mut a) = (before.iter().peekable(), after.iter().peekable());
-    loop {
-        let order = match (b.peek(), a.peek()) {
-            (Some((old, _)), Some((new, _))) => old.cmp(new),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => return,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                if let Some((old, count)) = b.next() {
-                    change(old, -count);
-                }
-            }
-            std::cmp::Ordering::Greater => {
-                if let Some((new, count)) = a.next() {
-                    change(new, *count);
-                }
-            }
-            std::cmp::Ordering::Equal => {
-                if let (Some((core, old_count)), Some((_, new_count))) = (b.next(), a.next()) {
-                    if new_count != old_count {
-                        change(core, new_count - old_count);
-                    }
-                }
-            }
+            row(trader, core, new_mark, 1);
         }
     }
 }

@@ -1,27 +1,15 @@
-//! The positions operator: per (trader, symbol), the average-cost fold over live executions in
-//! (TransactTime, ExecID) order, maintained incrementally.
+//! A position's average-cost fold over its live executions in (TransactTime, ExecID) order,
+//! maintained incrementally: the state the positions view (`marked_positions.rs`) keeps for
+//! each holder of a symbol.
 //!
 //! Average cost depends on order, so a `reduce` has to re-read a position's whole history every
 //! time one fill touches it: quadratic over a trading day, and the measured bottleneck of the
-//! Kafka path. Here each key keeps its executions and a running fold. A fill later than every
-//! execution it has (the common case: fills arrive roughly in time order) is one fold step; only
-//! a late fill, a retraction (bust, correction) or a duplicate replays the key's history.
-//!
-//! The output is still a differential collection, and a pure function of the input collection
-//! at each completed time: updates are stashed by time and applied in time order once the
-//! input frontier has passed them, exactly like `reduce` for a totally ordered time.
+//! Kafka path. Here each position keeps its executions and a running fold. A fill later than
+//! every execution it has (the common case: fills arrive roughly in time order) is one fold
+//! step; only a late fill, a retraction (bust, correction) or a duplicate replays the
+//! position's history, from the checkpoint before the earliest change.
 
-use differential_dataflow::hashable::Hashable;
-use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
-
-use crate::model::{Diff, Text, Time};
 use crate::position::{Execution, PositionCore, PositionFold};
-use crate::stash::TimeStash;
-use crate::FastMap;
-
-pub type PositionKey = (Text, Text);
 
 /// Executions between two checkpoints of a key's fold.
 const CHECKPOINT_EVERY: usize = 32;
@@ -76,7 +64,7 @@ impl CheckpointedFold {
 }
 
 #[derive(Default)]
-struct KeyState {
+pub(crate) struct KeyState {
     /// Live executions with their multiplicity (normally 1), ascending. A sorted vector rather
     /// than a B-tree: nearly every update is an append, which here touches the vector's tail
     /// (one cache line) where the B-tree walked from its root. In 250-message epochs the
@@ -87,12 +75,11 @@ struct KeyState {
     fold: CheckpointedFold,
     /// The earliest execution changed out of order since `fold` last matched `executions`.
     stale_from: Option<Execution>,
-    emitted: Option<PositionCore>,
 }
 
 impl KeyState {
     /// Applies one update; returns false when the running fold no longer matches `executions`.
-    fn update(&mut self, execution: Execution, diff: i64) -> bool {
+    pub(crate) fn update(&mut self, execution: Execution, diff: i64) -> bool {
         let appends = self.stale_from.is_none()
             && diff > 0
             && self
@@ -126,8 +113,17 @@ impl KeyState {
         false
     }
 
+    /// The position over the executions folded so far (all of them after `refold`).
+    pub(crate) fn core(&self) -> Option<PositionCore> {
+        self.fold.core()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.executions.is_empty()
+    }
+
     /// Brings the fold up to date from the last checkpoint before the earliest change.
-    fn refold(&mut self) {
+    pub(crate) fn refold(&mut self) {
         let Some(stale) = self.stale_from.take() else {
             return;
         };
@@ -139,64 +135,6 @@ impl KeyState {
             self.fold.push(execution, *copies);
         }
     }
-}
-
-/// Positions over live executions keyed by (trader, symbol).
-pub fn positions<'s>(
-    executions: VecCollection<'s, Time, (PositionKey, Execution), Diff>,
-) -> VecCollection<'s, Time, (PositionKey, PositionCore), Diff> {
-    let exchange =
-        Exchange::new(|((key, _), _, _): &((PositionKey, Execution), Time, Diff)| key.hashed());
-    executions
-        .inner
-        .unary_frontier(exchange, "Positions", |_capability, _info| {
-            let mut stash = TimeStash::default();
-            let mut states: FastMap<PositionKey, KeyState> = FastMap::default();
-            move |(input, frontier), output| {
-                input.for_each(|capability, updates| {
-                    for ((key, execution), time, diff) in updates.drain(..) {
-                        stash.push(&capability, time, (key, execution, diff));
-                    }
-                });
-                stash.complete(frontier, |capability, updates| {
-                    // Within one time the order of updates is arbitrary: sort so that a key's
-                    // appends come in execution order and its retractions meet their insertions.
-                    updates.sort_unstable();
-                    let mut session = output.session(&capability);
-                    let mut touched: Vec<(PositionKey, bool)> = Vec::new();
-                    for (key, execution, diff) in updates.drain(..) {
-                        let state = states.entry(key.clone()).or_default();
-                        let in_order = state.update(execution, diff as i64);
-                        match touched.last_mut() {
-                            Some((last, consistent)) if *last == key => *consistent &= in_order,
-                            _ => touched.push((key, in_order)),
-                        }
-                    }
-                    for (key, consistent) in touched {
-                        let Some(state) = states.get_mut(&key) else {
-                            continue;
-                        };
-                        if !consistent {
-                            state.refold();
-                        }
-                        let core = state.fold.core();
-                        if core != state.emitted {
-                            if let Some(old) = state.emitted.take() {
-                                session.give(((key.clone(), old), *capability.time(), -1));
-                            }
-                            if let Some(new) = core.clone() {
-                                session.give(((key.clone(), new), *capability.time(), 1));
-                            }
-                            state.emitted = core;
-                        }
-                        if state.executions.is_empty() {
-                            states.remove(&key);
-                        }
-                    }
-                });
-            }
-        })
-        .as_collection()
 }
 
 #[cfg(test)]
