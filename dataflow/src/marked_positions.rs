@@ -226,13 +226,19 @@ fn apply(
     if new_mark == old_mark {
         for (trader, (before, _)) in &touched {
             let after = state.holders.get(trader).and_then(|h| h.core.as_ref());
-            if before.as_ref() != after {
-                if let Some(old) = before {
-                    row(trader, old, new_mark, -1);
-                }
-                if let Some(new) = after {
-                    row(trader, new, new_mark, 1);
-                }
+            if before.as_ref() == after {
+                continue;
+            }
+            // Positions that differ only in what the row does not show (the ExecID of the
+            // last trade: a correction that repeats its target's quantity and price) make the
+            // same row, which must not be retracted and inserted at once.
+            let old = before
+                .as_ref()
+                .map(|core| position_view(trader, symbol, core, new_mark.as_ref()));
+            let new = after.map(|core| position_view(trader, symbol, core, new_mark.as_ref()));
+            if old != new {
+                changes.extend(old.map(|row| (row, -1)));
+                changes.extend(new.map(|row| (row, 1)));
             }
         }
     } else {

@@ -836,6 +836,43 @@ fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
     assert!(snapshots[1].unmatched.is_empty());
 }
 
+/// A correction that repeats its target's quantity and price changes the position (its last
+/// trade's ExecID) but not its row: the row must stay in the view, not be retracted and
+/// inserted in the same time (a snapshot applying both would lose it).
+#[test]
+fn a_correction_that_repeats_its_fill_keeps_the_row() {
+    let fill = Fill {
+        exec_id: "F1".into(),
+        trader: "alice".into(),
+        symbol: "AAA".into(),
+        qty: 100,
+        price: 10 * 100_000_000,
+        transact_time: 1,
+    };
+    let correction = Input::Trade(TradeEvent::Correct(Correction {
+        target: "F1".into(),
+        fill: Fill {
+            exec_id: "C1".into(),
+            ..fill.clone()
+        },
+    }));
+    for workers in [1, 2] {
+        let snapshots = run_dataflow(
+            vec![
+                vec![Input::Trade(TradeEvent::Fill(fill.clone()))],
+                vec![correction.clone()],
+            ],
+            workers,
+        );
+        assert_eq!(snapshots[0].positions.len(), 1);
+        assert_eq!(
+            snapshots[1].positions, snapshots[0].positions,
+            "the corrected position shows the same row ({workers} workers)"
+        );
+        assert_eq!(snapshots[1].firm, snapshots[0].firm);
+    }
+}
+
 #[test]
 fn a_reference_data_update_re_enriches_the_rows_it_touches() {
     let trader = |desk: &str| TraderRef {
