@@ -30,7 +30,6 @@ use crate::sum_operator;
 use crate::views::{
     FirmSum, PositionView, TraderSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
 };
-use crate::FastMap;
 
 /// Input handles of one worker. Counts are buffered and entered once per epoch.
 pub struct Inputs {
@@ -608,13 +607,15 @@ fn export_views(
     routed: VecCollection<'_, Time, (usize, ViewRecord), Diff>,
     store: Option<Arc<ViewStore>>,
 ) {
-    // Consolidated by hashing as they arrive: sorting a time's records (whole position rows)
-    // to consolidate them was a third of this sink's time in the small-epoch profile. The
-    // hasher is foldhash, not SipHash (SipHash of whole rows was 9% of the small-epoch
-    // profile), and a completed time's map goes back to a pool, so that a time does not
-    // grow a map from nothing (rehashing was another 7%).
-    let mut pending: BTreeMap<Time, FastMap<ViewRecord, Diff>> = BTreeMap::new();
-    let mut spare_maps: Vec<FastMap<ViewRecord, Diff>> = Vec::new();
+    // A time's rows (positions and totals) are gathered as they come, not consolidated: each
+    // comes from one operator per key and time, which emits a key's old row and new one only
+    // when they differ (checked in debug builds, so by the oracle tests). Hashing every
+    // 240-byte row into a map to consolidate it, and draining the map, was a fifth of this
+    // sink's time in 250-message epochs, on the one worker that runs it. The few other
+    // records (counters from every worker, unmatched busts and corrections, which a time can
+    // insert and retract) are consolidated. A time's vectors go back to a pool once applied.
+    let mut pending: BTreeMap<Time, TimeRecords> = BTreeMap::new();
+    let mut spare: Vec<TimeRecords> = Vec::new();
     // The changes of the times completed since the last publish: applied to the snapshot
     // and handed to the store as the delta beside it.
     let mut changes: Vec<(ViewRecord, Diff)> = Vec::new();
@@ -628,10 +629,12 @@ fn export_views(
             input.for_each(|_capability, updates| {
                 for ((_, record), time, diff) in updates.drain(..) {
                     latest_time_seen = latest_time_seen.max(time);
-                    let at_time = pending
-                        .entry(time)
-                        .or_insert_with(|| spare_maps.pop().unwrap_or_default());
-                    *at_time.entry(record).or_default() += diff;
+                    if diff != 0 {
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| spare.pop().unwrap_or_default())
+                            .push(record, diff);
+                    }
                 }
             });
             let Some(store) = store.as_ref() else {
@@ -654,8 +657,8 @@ fn export_views(
                 }
                 let mut at_time = entry.remove();
                 let from = changes.len();
-                changes.extend(at_time.drain().filter(|(_, diff)| *diff != 0));
-                spare_maps.push(at_time);
+                at_time.drain_into(&mut changes);
+                spare.push(at_time);
                 snapshot.apply(&changes[from..]);
                 time_ends.push(changes.len());
             }
@@ -672,6 +675,44 @@ fn export_views(
             published_as_of = Some(as_of);
         },
     );
+}
+
+/// One time's view records, as they arrived.
+#[derive(Default)]
+struct TimeRecords {
+    /// Position rows and totals: each key's old and new record at most once.
+    rows: Vec<(ViewRecord, Diff)>,
+    /// Everything else, to consolidate.
+    others: Vec<(ViewRecord, Diff)>,
+}
+
+impl TimeRecords {
+    fn push(&mut self, record: ViewRecord, diff: Diff) {
+        match record {
+            ViewRecord::Position(_) | ViewRecord::Trader(..) | ViewRecord::Firm(_) => {
+                self.rows.push((record, diff))
+            }
+            ViewRecord::Unmatched(_) | ViewRecord::Counter(_) => self.others.push((record, diff)),
+        }
+    }
+
+    /// Moves the time's changes to the end of `changes`, leaving `self` empty.
+    fn drain_into(&mut self, changes: &mut Vec<(ViewRecord, Diff)>) {
+        debug_assert!(
+            each_row_once(&self.rows),
+            "a time's position or totals rows repeat a row"
+        );
+        changes.append(&mut self.rows);
+        differential_dataflow::consolidation::consolidate(&mut self.others);
+        changes.append(&mut self.others);
+    }
+}
+
+/// Whether no row comes twice in a time's changes: one inserted and retracted in the same
+/// time would leave the snapshot without it.
+fn each_row_once(rows: &[(ViewRecord, Diff)]) -> bool {
+    let mut seen = std::collections::HashSet::new();
+    rows.iter().all(|(record, _)| seen.insert(record))
 }
 
 /// Where the next snapshot to publish comes from, without copying every row each time.

@@ -283,8 +283,12 @@ impl ViewSnapshot {
             ViewRecord::Counter(counter) => self.accounting.add(counter, diff),
             ViewRecord::Position(row) => {
                 let key = (row.trader.clone(), row.symbol.clone());
-                if self.positions.get(&key) == Some(row) {
-                    self.positions.remove(&key);
+                if let std::collections::btree_map::Entry::Occupied(held) =
+                    self.positions.entry(key)
+                {
+                    if held.get() == row {
+                        held.remove();
+                    }
                 }
             }
             ViewRecord::Trader(trader, totals) => {
