@@ -79,8 +79,7 @@ impl SymbolState {
             let ((_time, price), _) = by_time.last_key_value()?;
             Some(MarkInput::Price(*kind, *price))
         });
-        let inputs: Vec<MarkInput> = prices.chain(last_trade).collect();
-        choose_mark(&inputs)
+        choose_mark(prices.chain(last_trade))
     }
 }
 
@@ -126,6 +125,7 @@ pub fn positions_view<'s>(
             let mut stash = TimeStash::default();
             let mut symbols: FastMap<Text, SymbolState> = FastMap::default();
             let mut changes: Vec<(PositionView, Diff)> = Vec::new();
+            let mut touched = FastMap::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
                     for (record, time, diff) in updates.drain(..) {
@@ -150,6 +150,7 @@ pub fn positions_view<'s>(
                             &symbol,
                             state,
                             std::iter::once((first, diff)).chain(rest),
+                            &mut touched,
                             &mut changes,
                         );
                         if state.is_empty() {
@@ -165,17 +166,20 @@ pub fn positions_view<'s>(
         .as_collection()
 }
 
+/// The holders whose executions changed in a time: their position before, and whether the
+/// updates all appended to their fold. One map for every symbol and time, cleared each time.
+type Touched = FastMap<Text, (Option<PositionCore>, bool)>;
+
 /// Applies one symbol's updates of a time; pushes the rows that changed (old ones negated).
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
     batch: impl Iterator<Item = (SymbolInput, Diff)>,
+    touched: &mut Touched,
     changes: &mut Vec<(PositionView, Diff)>,
 ) {
     let old_mark = state.mark;
-    // The holders whose executions changed: their position before, and whether the updates
-    // all appended to their fold.
-    let mut touched: FastMap<Text, (Option<PositionCore>, bool)> = FastMap::default();
+    touched.clear();
     for (input, diff) in batch {
         match input {
             SymbolInput::Execution(trader, execution) => {
@@ -198,7 +202,7 @@ fn apply(
             }
         }
     }
-    for (trader, (before, consistent)) in &touched {
+    for (trader, (before, consistent)) in touched.iter() {
         let Some(holder) = state.holders.get_mut(trader) else {
             continue;
         };
@@ -224,7 +228,7 @@ fn apply(
         changes.push((position_view(trader, symbol, core, mark.as_ref()), diff));
     };
     if new_mark == old_mark {
-        for (trader, (before, _)) in &touched {
+        for (trader, (before, _)) in touched.iter() {
             let after = state.holders.get(trader).and_then(|h| h.core.as_ref());
             if before.as_ref() == after {
                 continue;
@@ -243,7 +247,7 @@ fn apply(
         }
     } else {
         // Every holder's row carries the mark: no row before equals one after.
-        for (trader, (before, _)) in &touched {
+        for (trader, (before, _)) in touched.iter() {
             if let Some(old) = before {
                 row(trader, old, old_mark, -1);
             }

@@ -41,10 +41,12 @@ pub enum MarkInput {
 }
 
 /// Picks the mark from the candidates in force for one symbol.
-pub fn choose_mark<'a>(inputs: impl IntoIterator<Item = &'a MarkInput>) -> Option<Mark> {
+pub fn choose_mark<I: std::borrow::Borrow<MarkInput>>(
+    inputs: impl IntoIterator<Item = I>,
+) -> Option<Mark> {
     let (mut close, mut last, mut bid, mut ask, mut prev) = (None, None, None, None, None);
     for input in inputs {
-        match *input {
+        match *input.borrow() {
             MarkInput::Price(PriceKind::OfficialClose, p) => close = Some(p),
             MarkInput::LastTrade(p) => last = Some(p),
             MarkInput::Price(PriceKind::Bid, p) => bid = Some(p),
@@ -95,7 +97,7 @@ mod tests {
             Price(OfficialClose, 6),
         ];
         assert_eq!(
-            choose_mark(&all).unwrap(),
+            choose_mark(all).unwrap(),
             Mark {
                 price: 6,
                 source: MarkSource::OfficialClose
@@ -122,17 +124,17 @@ mod tests {
                 source: MarkSource::PrevClose
             }
         );
-        assert_eq!(choose_mark(&[Price(Bid, 2)]), None);
+        assert_eq!(choose_mark([Price(Bid, 2)]), None);
     }
 
     #[test]
     fn mid_rounds_half_even_on_the_mantissa() {
         assert_eq!(
-            choose_mark(&[Price(Bid, 1), Price(Ask, 2)]).unwrap().price,
+            choose_mark([Price(Bid, 1), Price(Ask, 2)]).unwrap().price,
             2
         );
         assert_eq!(
-            choose_mark(&[Price(Bid, 2), Price(Ask, 3)]).unwrap().price,
+            choose_mark([Price(Bid, 2), Price(Ask, 3)]).unwrap().price,
             2
         );
     }
