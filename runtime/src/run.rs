@@ -76,6 +76,10 @@ pub struct RunSummary {
     pub latency_micros: hdrhistogram::Histogram<u64>,
     /// The part of it spent before the record was consumed (gateway, Kafka).
     pub consume_latency_micros: hdrhistogram::Histogram<u64>,
+    /// The part from the record's Kafka timestamp (set when the gateway produced it, in whole
+    /// milliseconds) until it was consumed: the broker, the fetch and the wait for the worker's
+    /// poll. The rest of `consume_latency_micros` is the gateway's (archive, fsync, decode).
+    pub in_kafka_latency_micros: hdrhistogram::Histogram<u64>,
     /// The snapshot this run started from.
     pub restored: Option<RestoredSummary>,
     /// With `--until-caught-up`: from the start of the run until this process's views held
@@ -88,6 +92,23 @@ pub struct RestoredSummary {
     pub generation: u64,
     pub cut: Time,
     pub records: u64,
+}
+
+/// One worker's latency histograms, added to the process's when it ends.
+struct Latencies {
+    fill_to_view: hdrhistogram::Histogram<u64>,
+    until_consumed: hdrhistogram::Histogram<u64>,
+    in_kafka: hdrhistogram::Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        Latencies {
+            fill_to_view: new_latency_histogram(),
+            until_consumed: new_latency_histogram(),
+            in_kafka: new_latency_histogram(),
+        }
+    }
 }
 
 fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
@@ -108,6 +129,7 @@ struct Shared {
     workers_per_process: usize,
     latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     consume_latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+    in_kafka_latency: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
     /// How far this process's workers have read each partition, for the lag monitor.
     read_positions: Arc<ReadPositions>,
     snapshots: Option<Snapshots>,
@@ -344,6 +366,7 @@ pub fn run_kafka(
         workers_per_process,
         latency: std::sync::Mutex::new(new_latency_histogram()),
         consume_latency: std::sync::Mutex::new(new_latency_histogram()),
+        in_kafka_latency: std::sync::Mutex::new(new_latency_histogram()),
         read_positions,
         snapshots,
         started,
@@ -351,14 +374,17 @@ pub fn run_kafka(
     });
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
-        let mut histograms = (new_latency_histogram(), new_latency_histogram());
-        let result = run_worker(worker, &worker_shared, &mut histograms);
+        let mut latencies = Latencies::new();
+        let result = run_worker(worker, &worker_shared, &mut latencies);
         // Same bounds on both sides: adding cannot fail.
-        if let Ok(mut total) = worker_shared.latency.lock() {
-            let _ = total.add(&histograms.0);
-        }
-        if let Ok(mut total) = worker_shared.consume_latency.lock() {
-            let _ = total.add(&histograms.1);
+        for (total, worker) in [
+            (&worker_shared.latency, &latencies.fill_to_view),
+            (&worker_shared.consume_latency, &latencies.until_consumed),
+            (&worker_shared.in_kafka_latency, &latencies.in_kafka),
+        ] {
+            if let Ok(mut total) = total.lock() {
+                let _ = total.add(worker);
+            }
         }
         result
     }) {
@@ -387,11 +413,17 @@ pub fn run_kafka(
         .lock()
         .map(|h| h.clone())
         .map_err(poisoned)?;
+    let in_kafka_latency_micros = shared
+        .in_kafka_latency
+        .lock()
+        .map(|h| h.clone())
+        .map_err(poisoned)?;
     Ok(RunSummary {
         snapshot: store.snapshot(),
         elapsed: started.elapsed(),
         latency_micros,
         consume_latency_micros,
+        in_kafka_latency_micros,
         restored,
         views_caught_up: shared.views_caught_up.lock().ok().and_then(|t| *t),
     })
@@ -459,7 +491,7 @@ fn flush_consumed(consumed: &mut [u64], assignments: &[(String, i32)], metrics: 
 fn run_worker(
     worker: &mut timely::worker::Worker,
     shared: &Shared,
-    histograms: &mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
+    histograms: &mut Latencies,
 ) -> Result<()> {
     let Shared {
         options,
@@ -653,7 +685,7 @@ struct KafkaSource<'a> {
     unsynced: VecDeque<(Time, Vec<i64>)>,
     /// Input has ended: commit synchronously.
     draining: bool,
-    histograms: &'a mut (hdrhistogram::Histogram<u64>, hdrhistogram::Histogram<u64>),
+    histograms: &'a mut Latencies,
     /// Parts whose records are not yet durable (the books have not written them all).
     awaiting_durable: VecDeque<(Option<Time>, String, Part)>,
     /// What this worker entered since its last snapshot part.
@@ -744,8 +776,15 @@ impl Source for KafkaSource<'_> {
                     self.counts.read += 1;
                     match body.and_then(event_from_bytes) {
                         Ok(received) => {
-                            let waited = (now_utc_nanos() - received.receive_time).max(0) / 1_000;
-                            self.histograms.1.saturating_record(waited.max(1) as u64);
+                            let now = now_utc_nanos();
+                            let waited = (now - received.receive_time).max(0) / 1_000;
+                            self.histograms
+                                .until_consumed
+                                .saturating_record(waited.max(1) as u64);
+                            if let Some(produced_ms) = message.timestamp().to_millis() {
+                                let in_kafka = (now / 1_000 - produced_ms * 1_000).max(1);
+                                self.histograms.in_kafka.saturating_record(in_kafka as u64);
+                            }
                             self.receive_times.push(received.receive_time);
                             if books {
                                 enter_source(inputs, &received);
@@ -835,7 +874,11 @@ impl Source for KafkaSource<'_> {
         let Some(last) = epochs.last() else { return };
         let done = self.fresh.iter().take_while(|(t, _)| t <= last).count();
         let reflected: Vec<Vec<i64>> = self.fresh.drain(..done).map(|(_, r)| r).collect();
-        record_latency(&reflected, &mut self.histograms.0, &self.shared.metrics);
+        record_latency(
+            &reflected,
+            &mut self.histograms.fill_to_view,
+            &self.shared.metrics,
+        );
         // A stopped run ends without reading to the end offsets: its views did not catch up.
         if self.draining
             && self.fresh.is_empty()

@@ -350,6 +350,14 @@ fn main() -> Result<()> {
         cms(0.99),
         cms(0.999)
     );
+    let k = &summary.in_kafka_latency_micros;
+    let kms = |q: f64| k.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "  of which in Kafka       p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  (from the record's timestamp, whole ms, until the worker polled it)",
+        kms(0.5),
+        kms(0.99),
+        kms(0.999)
+    );
     if let Some(baseline) = &baseline {
         print_baseline(baseline);
         println!(
