@@ -2,7 +2,7 @@
 //! dead-letter, count. Every framed unit is counted as read and as exactly one outcome.
 
 use eod_dataflow::{Counter, Inputs};
-use eod_fix::{CheckedKind, Classifier, Counts, Framer, Outcome};
+use eod_fix::{CheckedKind, Classifier, Counts, Framer, Outcome, Reject};
 use eod_sources::envelope::to_event;
 
 use std::sync::Arc;
@@ -12,38 +12,8 @@ use eod_dataflow::TradeSource;
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender};
 use crate::metrics::Metrics;
 
-/// Which units of a stream an intake enters. Several workers can frame the same bytes, each
-/// entering every `workers`-th block of `block` consecutive units: a replay's workers then
-/// move through the day side by side instead of each through a different part of it (see
-/// `replay.rs`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UnitShare {
-    pub worker: usize,
-    pub workers: usize,
-    pub block: u64,
-}
-
-impl UnitShare {
-    /// Every unit.
-    pub const ALL: UnitShare = UnitShare {
-        worker: 0,
-        workers: 1,
-        block: 1,
-    };
-
-    fn owns(&self, ordinal: u64) -> bool {
-        (ordinal / self.block.max(1)) % self.workers.max(1) as u64 == self.worker as u64
-    }
-}
-
 pub struct Intake {
     framer: Framer,
-    share: UnitShare,
-    /// Units framed since the intake was made, entered or not: the position in the share.
-    ordinal: u64,
-    /// Whether this intake counts the stream's messages in the census: exactly one of the
-    /// intakes that share a stream does, so that the census counts each byte once.
-    counts_census: bool,
     classifier: Classifier,
     max_message: usize,
     source: String,
@@ -62,9 +32,6 @@ impl Intake {
     ) -> Intake {
         Intake {
             framer: Framer::new(max_message),
-            share: UnitShare::ALL,
-            ordinal: 0,
-            counts_census: true,
             classifier: Classifier::new(),
             max_message,
             source: source.to_owned(),
@@ -79,21 +46,10 @@ impl Intake {
         self.enter_sources = enabled;
     }
 
-    pub fn counts_census(&self) -> bool {
-        self.counts_census
-    }
-
-    /// Enters only `share`'s units from now on.
-    pub fn share(&mut self, share: UnitShare) {
-        self.share = share;
-    }
-
-    /// Starts a new stream (e.g. the next archive segment) with a fresh framer. Of the intakes
-    /// that share the stream, the one with `counts_census` counts its messages.
-    pub fn reset(&mut self, source: &str, counts_census: bool) {
+    /// Starts a new stream (e.g. the next archive segment) with a fresh framer.
+    pub fn reset(&mut self, source: &str) {
         self.framer = Framer::new(self.max_message);
         self.source = source.to_owned();
-        self.counts_census = counts_census;
     }
 
     /// Feeds bytes; returns how many units were framed.
@@ -107,9 +63,7 @@ impl Intake {
     /// megabyte of them).
     pub fn buffer(&mut self, bytes: &[u8]) {
         self.framer.push(bytes);
-        if self.counts_census {
-            self.classifier.observe(bytes);
-        }
+        self.classifier.observe(bytes);
     }
 
     /// No more bytes in this stream: a partial message left at the end is framed as dead
@@ -119,47 +73,50 @@ impl Intake {
         self.classifier.end_of_stream();
     }
 
-    /// Frames, classifies and enters at most `limit` units of its share of what is buffered;
-    /// returns how many. Fewer means the buffer holds no complete unit of the share.
+    /// Frames, classifies and enters at most `limit` units of what is buffered; returns how
+    /// many. Fewer means the buffer holds no complete unit.
     pub fn drain(&mut self, inputs: &mut Inputs, limit: u64) -> u64 {
         let mut framed = 0;
         while framed < limit {
             let Some(frame) = self.framer.next_frame() else {
                 break;
             };
-            let ordinal = self.ordinal;
-            self.ordinal += 1;
-            if !self.share.owns(ordinal) {
-                continue;
-            }
             framed += 1;
             let (bytes, offset) = (frame.bytes(), frame.offset());
-            match self.classifier.classify(&frame) {
-                Outcome::Trade(trade) => {
-                    if self.enter_sources && trade.kind() != CheckedKind::Bust {
-                        inputs.source(TradeSource {
-                            exec_id: trade.envelope().exec_id.as_str().into(),
-                            archive_key: self.source.as_str().into(),
-                            archive_offset: offset,
-                            receive_time: 0,
-                        });
-                    }
-                    inputs.event(to_event(trade));
-                }
-                Outcome::NotATrade { .. } => {}
-                Outcome::Dead(reject) => {
-                    tracing::debug!(reason = reject.reason.label(), detail = %reject.detail, source = %self.source, offset, "dead letter");
-                    self.dead_letters.send(DeadLetterRecord::new(
-                        reject.reason,
-                        reject.detail,
-                        &self.source,
-                        offset,
-                        bytes,
-                    ));
-                }
-            }
+            let outcome = self.classifier.classify(&frame);
+            let unit = Unit {
+                enter_sources: self.enter_sources,
+                source: &self.source,
+                dead_letters: &self.dead_letters,
+            };
+            unit.enter(outcome, bytes, offset, inputs);
         }
         framed
+    }
+
+    /// Counts the messages of a whole stream that is framed elsewhere (a replay frames each
+    /// segment once for the process's workers, and one of them counts it).
+    pub fn observe_stream(&mut self, bytes: &[u8]) {
+        self.classifier.observe(bytes);
+        self.classifier.end_of_stream();
+    }
+
+    /// Classifies and enters one unit framed elsewhere (`framing`: the framer's verdict when
+    /// it refused the bytes), of the stream [`reset`](Intake::reset) last named.
+    pub fn enter_unit(
+        &mut self,
+        bytes: &[u8],
+        offset: u64,
+        framing: Option<Reject>,
+        inputs: &mut Inputs,
+    ) {
+        let outcome = self.classifier.classify_unit(bytes, framing);
+        let unit = Unit {
+            enter_sources: self.enter_sources,
+            source: &self.source,
+            dead_letters: &self.dead_letters,
+        };
+        unit.enter(outcome, bytes, offset, inputs);
     }
 
     /// Enters the buffered outcome counts into the dataflow (call before advancing time). Once
@@ -169,6 +126,42 @@ impl Intake {
         let counts = self.classifier.take_counts();
         self.metrics.sources.count_outcomes(&counts);
         enter_counts(inputs, &counts);
+    }
+}
+
+/// Where a classified unit goes: the dataflow's inputs or the dead letters.
+struct Unit<'a> {
+    enter_sources: bool,
+    source: &'a str,
+    dead_letters: &'a DeadLetterSender,
+}
+
+impl Unit<'_> {
+    fn enter(&self, outcome: Outcome, bytes: &[u8], offset: u64, inputs: &mut Inputs) {
+        match outcome {
+            Outcome::Trade(trade) => {
+                if self.enter_sources && trade.kind() != CheckedKind::Bust {
+                    inputs.source(TradeSource {
+                        exec_id: trade.envelope().exec_id.as_str().into(),
+                        archive_key: self.source.into(),
+                        archive_offset: offset,
+                        receive_time: 0,
+                    });
+                }
+                inputs.event(to_event(trade));
+            }
+            Outcome::NotATrade { .. } => {}
+            Outcome::Dead(reject) => {
+                tracing::debug!(reason = reject.reason.label(), detail = %reject.detail, source = %self.source, offset, "dead letter");
+                self.dead_letters.send(DeadLetterRecord::new(
+                    reject.reason,
+                    reject.detail,
+                    self.source,
+                    offset,
+                    bytes,
+                ));
+            }
+        }
     }
 }
 
@@ -251,75 +244,5 @@ mod tests {
         let record: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
         assert_eq!(record["reason"], "garbled");
         assert_eq!(record["original"], "junk");
-    }
-
-    fn fill(exec_id: &str) -> Vec<u8> {
-        FixEncoder::new("FIX.4.4").message(
-            "8",
-            &[
-                (17, exec_id),
-                (150, "F"),
-                (55, "X"),
-                (54, "1"),
-                (32, "1"),
-                (31, "1"),
-                (60, "20261125-21:00:00"),
-                (1, "A"),
-            ],
-        )
-    }
-
-    /// Two intakes framing the same stream enter every unit once between them, by blocks,
-    /// and only the one that counts the census counts the stream's bytes.
-    #[test]
-    fn a_shared_stream_is_entered_once_by_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dlq.jsonl");
-        let writer = crate::dead_letters::DeadLetterWriter::start_in_order(
-            path.clone(),
-            vec!["s".into()],
-            2,
-        );
-        let mut stream = Vec::new();
-        for exec_id in ["E0", "E1", "E2"] {
-            stream.extend_from_slice(&fill(exec_id));
-        }
-        stream.extend_from_slice(b"junk");
-        for exec_id in ["E3", "E4", "E5"] {
-            stream.extend_from_slice(&fill(exec_id));
-        }
-        // Units 0..7: E0 E1 | E2 junk | E3 E4 | E5, in blocks of two.
-        let mut entered = Vec::new();
-        for worker in 0..2 {
-            let metrics = Metrics::new().unwrap();
-            let mut intake = Intake::new("s", 4096, writer.sender(), metrics.clone());
-            intake.share(UnitShare {
-                worker,
-                workers: 2,
-                block: 2,
-            });
-            intake.reset("s", worker == 0);
-            let stream = stream.clone();
-            let units = timely::execute_directly(move |worker| {
-                let (mut inputs, _probe) =
-                    worker.dataflow(|scope| eod_dataflow::build_dataflow(scope, None, 1));
-                intake.buffer(&stream);
-                intake.end_of_stream();
-                let units = intake.drain(&mut inputs, u64::MAX);
-                intake.flush_counts(&mut inputs);
-                intake.dead_letters.source_done("s");
-                units
-            });
-            let fills = metrics.sources.outcomes.with_label_values(&["fill"]).get();
-            entered.push((units, fills, metrics.sources.bytes_read.get()));
-        }
-        assert_eq!(
-            entered,
-            vec![(4, 4, stream.len() as u64), (3, 2, 0)],
-            "(units, fills, bytes counted) per worker"
-        );
-        assert_eq!(writer.finish().unwrap(), 1);
-        let line = std::fs::read_to_string(&path).unwrap();
-        assert!(line.contains("\"original\":\"junk\""), "{line}");
     }
 }

@@ -1,13 +1,14 @@
 //! `eod replay`: every FIX file of an archive, in name order, through the dataflow.
 //!
-//! Every worker frames every segment and enters its share of the units: block `k` of
+//! Every worker walks every segment's units and enters its share: block `k` of
 //! `--epoch-messages` consecutive units goes to worker `k mod workers`. The workers so move
 //! through the day side by side, one block apart, and an epoch holds a stretch of the day.
 //! Each worker used to read whole segments of its own (worker 1 a segment ahead of worker 0):
 //! every fill worker 0 entered then came before fills its position already had from worker
 //! 1, and the average-cost fold, which depends on order, was replayed from there in nearly
-//! every small epoch (a quarter of the workers' time at 250 messages per epoch). Framing a
-//! unit is a small part of entering it; a segment is read from the store once per process.
+//! every small epoch (a quarter of the workers' time at 250 messages per epoch). A segment is
+//! read from the store and framed once per process, and its messages are counted (the census
+//! that checks the framer) by one worker.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,13 +18,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use eod_dataflow::{Accounting, BookRow, PriceUpdate, ViewSnapshot, ViewStore};
+use eod_fix::{Framed, Framer, Reject};
+use eod_proto::DeadLetterReason;
 use eod_sinks::books::{RefusedRow, RowRefusal};
 use eod_sources::archive::{Archive, Segment};
 
 use crate::books::{build_with_books, refusal_reason, BatchLimits, BooksTarget, ReferenceData};
 use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
 use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source};
-use crate::intake::{Intake, UnitShare};
+use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::timely_args::{timely_config, workers_per_process};
 
@@ -160,11 +163,12 @@ struct WorkerShared {
     reads: SharedReads,
 }
 
-/// Each segment read from the store once for the process's workers, which all frame it.
+/// Each segment read from the store and framed once for the process's workers, which all
+/// walk its units.
 struct SharedReads {
     readers: usize,
-    /// Segments read and the readers still to take them.
-    held: Mutex<HashMap<String, (bytes::Bytes, usize)>>,
+    /// Segments framed and the readers still to take them.
+    held: Mutex<HashMap<String, (Arc<FramedSegment>, usize)>>,
 }
 
 impl SharedReads {
@@ -175,25 +179,81 @@ impl SharedReads {
         }
     }
 
-    fn read(&self, key: &str, read: impl FnOnce() -> Result<bytes::Bytes>) -> Result<bytes::Bytes> {
-        // Read under the lock: another worker that wants the segment would wait for it anyway.
+    fn read(
+        &self,
+        key: &str,
+        read: impl FnOnce() -> Result<Arc<FramedSegment>>,
+    ) -> Result<Arc<FramedSegment>> {
+        // Read and frame under the lock: another worker that wants the segment would wait for
+        // it anyway.
         let mut held = self
             .held
             .lock()
             .map_err(|_| anyhow::anyhow!("a replay worker failed while reading {key}"))?;
-        if let Some((bytes, left)) = held.get_mut(key) {
-            let bytes = bytes.clone();
+        if let Some((framed, left)) = held.get_mut(key) {
+            let framed = framed.clone();
             *left -= 1;
             if *left == 0 {
                 held.remove(key);
             }
-            return Ok(bytes);
+            return Ok(framed);
         }
-        let bytes = read()?;
+        let framed = read()?;
         if self.readers > 1 {
-            held.insert(key.to_owned(), (bytes.clone(), self.readers - 1));
+            held.insert(key.to_owned(), (framed.clone(), self.readers - 1));
         }
-        Ok(bytes)
+        Ok(framed)
+    }
+}
+
+/// A segment's bytes and its units, as the framer makes them of the whole segment.
+struct FramedSegment {
+    bytes: bytes::Bytes,
+    units: Vec<FramedUnit>,
+}
+
+struct FramedUnit {
+    start: usize,
+    end: usize,
+    /// Why the framer refused the bytes, when it did (rarely: boxed).
+    refused: Option<Box<(DeadLetterReason, String)>>,
+}
+
+impl FramedSegment {
+    fn frame(bytes: bytes::Bytes, max_message: usize) -> FramedSegment {
+        let mut framer = Framer::new(max_message);
+        framer.push(&bytes);
+        framer.finish();
+        let mut units = Vec::new();
+        while let Some(frame) = framer.next_frame() {
+            let start = frame.offset() as usize;
+            let end = start + frame.bytes().len();
+            let refused = match frame {
+                Framed::Message { .. } => None,
+                Framed::Dead { reason, detail, .. } => Some(Box::new((reason, detail))),
+            };
+            units.push(FramedUnit {
+                start,
+                end,
+                refused,
+            });
+        }
+        FramedSegment { bytes, units }
+    }
+}
+
+/// Which units of the archive a worker enters: every `workers`-th block of `block`
+/// consecutive units, counted over the whole archive in segment order.
+#[derive(Clone, Copy, Debug)]
+struct UnitShare {
+    worker: usize,
+    workers: usize,
+    block: u64,
+}
+
+impl UnitShare {
+    fn owns(&self, ordinal: u64) -> bool {
+        (ordinal / self.block.max(1)) % self.workers.max(1) as u64 == self.worker as u64
     }
 }
 
@@ -245,11 +305,6 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         shared.metrics.clone(),
     );
     intake.enter_sources(books.is_some());
-    intake.share(UnitShare {
-        worker: index,
-        workers: peers,
-        block: shared.options.epoch_messages.max(1),
-    });
     if index == 0 {
         for update in &shared.options.prices {
             inputs.price(update.clone());
@@ -261,8 +316,12 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         next_segment: 0,
         open: None,
         intake,
-        worker: index,
-        peers,
+        share: UnitShare {
+            worker: index,
+            workers: peers,
+            block: shared.options.epoch_messages.max(1),
+        },
+        ordinal: 0,
     };
     drive(
         worker,
@@ -275,19 +334,22 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
     )
 }
 
-/// This worker's share of the archive's units, from every segment in name order, framed in
-/// 1 MiB slices so that epochs stay bounded even for one huge segment.
+/// This worker's share of the archive's units, from every segment in name order.
 struct ArchiveSource<'a> {
     shared: &'a WorkerShared,
     next_segment: usize,
-    /// The segment being read and how far.
-    open: Option<(&'a Segment, bytes::Bytes, usize, tracing::span::EnteredSpan)>,
+    /// The segment being read, its next unit, and its span.
+    open: Option<(
+        &'a Segment,
+        Arc<FramedSegment>,
+        usize,
+        tracing::span::EnteredSpan,
+    )>,
     intake: Intake,
-    worker: usize,
-    peers: usize,
+    share: UnitShare,
+    /// Units of the archive walked so far, this worker's or not.
+    ordinal: u64,
 }
-
-const SLICE: usize = 1 << 20;
 
 impl Source for ArchiveSource<'_> {
     fn feed(&mut self, inputs: &mut eod_dataflow::Inputs, budget: u64) -> Result<Feed> {
@@ -295,47 +357,62 @@ impl Source for ArchiveSource<'_> {
             let Some(segment) = self.shared.segments.get(self.next_segment) else {
                 return Ok(Feed::Exhausted);
             };
-            // One worker counts each segment's messages in the census.
-            let counts_census = self.next_segment % self.peers == self.worker;
+            // One worker counts each segment's messages in the census, apart from the framer.
+            let counts_census = self.next_segment % self.share.workers == self.share.worker;
             self.next_segment += 1;
-            let span =
-                tracing::info_span!("replay_segment", key = %segment.key, worker = self.worker)
-                    .entered();
+            let span = tracing::info_span!(
+                "replay_segment",
+                key = %segment.key,
+                worker = self.share.worker
+            )
+            .entered();
             let shared = self.shared;
-            let bytes = shared.reads.read(&segment.key, || {
-                Ok(shared.io.block_on(shared.archive.read(&segment.key))?)
+            let framed = shared.reads.read(&segment.key, || {
+                let bytes = shared.io.block_on(shared.archive.read(&segment.key))?;
+                Ok(Arc::new(FramedSegment::frame(
+                    bytes,
+                    shared.options.max_message,
+                )))
             })?;
-            self.intake.reset(&segment.key, counts_census);
-            if bytes.is_empty() {
-                self.intake.end_of_stream();
-            }
+            self.intake.reset(&segment.key);
             if counts_census {
-                self.shared.metrics.sources.segments_read.inc();
+                self.intake.observe_stream(&framed.bytes);
+                shared.metrics.sources.segments_read.inc();
+                shared
+                    .progress
+                    .fetch_add(framed.bytes.len() as u64, Ordering::Relaxed);
             }
-            self.open = Some((segment, bytes, 0, span));
+            self.open = Some((segment, framed, 0, span));
         }
-        let Some((segment, bytes, at, _span)) = self.open.as_mut() else {
+        let Some((segment, framed, next_unit, _span)) = self.open.as_mut() else {
             return Ok(Feed::Idle);
         };
-        // At most `budget` units, so that an epoch of N messages is N messages: the framer
-        // keeps what is left of a slice for the next call.
-        let mut entered = self.intake.drain(inputs, budget);
-        while entered < budget && *at < bytes.len() {
-            let slice = &bytes[*at..bytes.len().min(*at + SLICE)];
-            *at += slice.len();
-            self.intake.buffer(slice);
-            if self.intake.counts_census() {
-                self.shared
-                    .progress
-                    .fetch_add(slice.len() as u64, Ordering::Relaxed);
+        // At most `budget` units, so that an epoch of N messages is N messages.
+        let mut entered = 0;
+        while entered < budget {
+            let Some(unit) = framed.units.get(*next_unit) else {
+                break;
+            };
+            *next_unit += 1;
+            let ordinal = self.ordinal;
+            self.ordinal += 1;
+            if !self.share.owns(ordinal) {
+                continue;
             }
-            if *at >= bytes.len() {
-                self.intake.end_of_stream();
-            }
-            entered += self.intake.drain(inputs, budget - entered);
+            let refused = unit
+                .refused
+                .as_ref()
+                .map(|refused| Reject::new(refused.0, refused.1.clone()));
+            self.intake.enter_unit(
+                &framed.bytes[unit.start..unit.end],
+                unit.start as u64,
+                refused,
+                inputs,
+            );
+            entered += 1;
         }
-        if entered < budget && *at >= bytes.len() {
-            // Everything of the segment is framed and entered.
+        if *next_unit >= framed.units.len() {
+            // Every unit of the segment is walked.
             self.shared.dead_letters.source_done(&segment.key);
             self.open = None;
         }
@@ -398,4 +475,53 @@ pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
         // The writer outlives the run's sinks; a send fails only during teardown.
         dead_letters.send(record);
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every unit goes to exactly one worker, a block of consecutive units to the same one,
+    /// and consecutive blocks to the workers in turn.
+    #[test]
+    fn each_unit_has_one_worker_by_blocks_in_turn() {
+        for workers in 1..5 {
+            for block in 1..6u64 {
+                for ordinal in 0..200u64 {
+                    let owners: Vec<usize> = (0..workers)
+                        .filter(|&worker| {
+                            UnitShare {
+                                worker,
+                                workers,
+                                block,
+                            }
+                            .owns(ordinal)
+                        })
+                        .collect();
+                    assert_eq!(owners, vec![(ordinal / block) as usize % workers]);
+                }
+            }
+        }
+    }
+
+    /// A segment framed whole has the units of the stream framer fed in pieces, dead ones
+    /// with their reasons, at their offsets.
+    #[test]
+    fn a_segment_framed_whole_keeps_every_unit_and_its_offset() {
+        let fill = eod_fix::FixEncoder::new("FIX.4.4").message("0", &[]);
+        let mut bytes = fill.clone();
+        bytes.extend_from_slice(b"junk");
+        bytes.extend_from_slice(&fill);
+        let framed = FramedSegment::frame(bytes::Bytes::from(bytes.clone()), 4096);
+        let spans: Vec<(usize, usize, bool)> = framed
+            .units
+            .iter()
+            .map(|unit| (unit.start, unit.end, unit.refused.is_some()))
+            .collect();
+        let n = fill.len();
+        assert_eq!(
+            spans,
+            vec![(0, n, false), (n, n + 4, true), (n + 4, 2 * n + 4, false)]
+        );
+    }
 }
