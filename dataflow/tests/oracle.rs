@@ -804,16 +804,21 @@ proptest! {
     }
 }
 
-#[test]
-fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
-    let fill = Fill {
+/// Fill F1: alice buys 100 AAA at 10.
+fn alice_buys_100_aaa_at_10() -> Fill {
+    Fill {
         exec_id: "F1".into(),
         trader: "alice".into(),
         symbol: "AAA".into(),
         qty: 100,
         price: 10 * 100_000_000,
         transact_time: 1,
-    };
+    }
+}
+
+#[test]
+fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
+    let fill = alice_buys_100_aaa_at_10();
     let bust = Input::Trade(TradeEvent::Bust(Bust {
         exec_id: "B1".into(),
         target: "F1".into(),
@@ -841,14 +846,7 @@ fn bust_before_its_fill_never_goes_negative_and_cancels_it() {
 /// inserted in the same time (a snapshot applying both would lose it).
 #[test]
 fn a_correction_that_repeats_its_fill_keeps_the_row() {
-    let fill = Fill {
-        exec_id: "F1".into(),
-        trader: "alice".into(),
-        symbol: "AAA".into(),
-        qty: 100,
-        price: 10 * 100_000_000,
-        transact_time: 1,
-    };
+    let fill = alice_buys_100_aaa_at_10();
     let correction = Input::Trade(TradeEvent::Correct(Correction {
         target: "F1".into(),
         fill: Fill {
