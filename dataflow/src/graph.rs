@@ -332,12 +332,15 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
 
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
     let rows = row_fan_out::fan_out(views, route);
-    let traders = sum_operator::sum_by_key::<_, TraderSum>(
+    // On the first process's exporting worker (the other processes' get theirs from it).
+    let traders = sum_operator::sum_on_worker::<_, TraderSum>(
         "TraderTotals",
         rows.trader_changes,
         |(trader, _)| trader,
+        0,
     );
-    let firm = sum_operator::sum_by_key::<_, FirmSum>("FirmTotals", rows.firm_changes, |_| &());
+    let firm =
+        sum_operator::sum_on_worker::<_, FirmSum>("FirmTotals", rows.firm_changes, |_| &(), 0);
 
     let records = rows
         .records

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -33,16 +32,23 @@ pub trait Accumulator: Default + 'static {
 /// `key_of(item)`. The key is read from the item where it is needed rather than paired with
 /// it in a stage before: in small epochs every position change passes here, and a stage that
 /// only pairs rows with their trader copied each row once more.
-pub fn sum_by_key<'s, K, A>(
+///
+/// Every key is summed on `worker`: the totals' items are small changes (one per key, worker
+/// and batch), and summing them on the worker that exports the views saves their results a
+/// move between workers on the way to it. Keyed by hash instead, each epoch's totals passed
+/// two exchanges after the rows (to the key's worker, then to the exporting one), one more
+/// than the rows themselves, on the path every epoch waits for.
+pub fn sum_on_worker<'s, K, A>(
     name: &str,
     collection: VecCollection<'s, Time, A::Item, Diff>,
     key_of: for<'a> fn(&'a A::Item) -> &'a K,
+    worker: usize,
 ) -> VecCollection<'s, Time, (K, A::Output), Diff>
 where
     K: ExchangeData + Hash + Eq,
     A: Accumulator,
 {
-    let exchange = Exchange::new(move |(item, _, _): &(A::Item, Time, Diff)| key_of(item).hashed());
+    let exchange = Exchange::new(move |_: &(A::Item, Time, Diff)| worker as u64);
     collection
         .inner
         .unary_frontier(exchange, name, |_capability, _info| {
