@@ -782,6 +782,41 @@ proptest! {
         assert_matches(&snapshots[0], &oracle(&inputs), "after all epochs at once");
     }
 
+    /// Corrections that repeat their fill (all but the ExecID) change positions without
+    /// changing their rows; the random inputs above almost never make one. Every row must
+    /// stay, whatever else each position holds.
+    #[test]
+    fn corrections_that_repeat_their_fills_keep_every_row(
+        fills in prop::collection::vec(fill_strategy("F"), 1..20),
+        repeat in prop::collection::vec(any::<bool>(), 20),
+        workers in 1usize..=2,
+    ) {
+        let mut seen = BTreeSet::new();
+        let fills: Vec<Fill> = fills.into_iter().filter(|f| seen.insert(f.exec_id.clone())).collect();
+        let corrections: Vec<Input> = fills
+            .iter()
+            .zip(&repeat)
+            .enumerate()
+            .filter(|(_, (_, repeats))| **repeats)
+            .map(|(i, (fill, _))| {
+                Input::Trade(TradeEvent::Correct(Correction {
+                    target: fill.exec_id.clone(),
+                    fill: Fill { exec_id: format!("C{i}").into(), ..fill.clone() },
+                }))
+            })
+            .collect();
+        let epochs = vec![
+            fills.into_iter().map(|f| Input::Trade(TradeEvent::Fill(f))).collect::<Vec<_>>(),
+            corrections,
+        ];
+        let snapshots = run_dataflow(epochs.clone(), workers);
+        let mut prefix = Vec::new();
+        for (epoch, (batch, snapshot)) in epochs.iter().zip(&snapshots).enumerate() {
+            prefix.extend(batch.iter().cloned());
+            assert_matches(snapshot, &oracle(&prefix), &format!("at epoch {epoch} with {workers} workers"));
+        }
+    }
+
     #[test]
     fn arrival_order_does_not_matter(
         inputs in prop::collection::vec(input_strategy(), 1..40),
