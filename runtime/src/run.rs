@@ -59,6 +59,10 @@ pub struct RunOptions {
     pub snapshots: Option<SnapshotOptions>,
     /// How records on the protobuf topics are framed (plain, or Schema Registry ids).
     pub wire: WireFormat,
+    /// Trades the gateway received before this moment (UTC nanoseconds) stay out of the
+    /// summary's latency histograms, not out of the Prometheus ones: a benchmark sets it while
+    /// the run goes, to leave out its warm-up. Zero (the default) measures every trade.
+    pub latency_from: Arc<AtomicI64>,
 }
 
 #[derive(Clone, Debug)]
@@ -742,6 +746,7 @@ impl Source for KafkaSource<'_> {
             return Ok(Feed::Exhausted);
         }
         let mut entered = 0;
+        let latency_from = options.latency_from.load(Ordering::Relaxed);
         if let Some(consumer) = &self.consumer {
             let books = options.books.is_some();
             // Never block in librdkafka: timely cannot wake a worker stuck in poll, and the
@@ -776,14 +781,16 @@ impl Source for KafkaSource<'_> {
                     self.counts.read += 1;
                     match body.and_then(event_from_bytes) {
                         Ok(received) => {
-                            let now = now_utc_nanos();
-                            let waited = (now - received.receive_time).max(0) / 1_000;
-                            self.histograms
-                                .until_consumed
-                                .saturating_record(waited.max(1) as u64);
-                            if let Some(produced_ms) = message.timestamp().to_millis() {
-                                let in_kafka = (now / 1_000 - produced_ms * 1_000).max(1);
-                                self.histograms.in_kafka.saturating_record(in_kafka as u64);
+                            if received.receive_time >= latency_from {
+                                let now = now_utc_nanos();
+                                let waited = (now - received.receive_time).max(0) / 1_000;
+                                self.histograms
+                                    .until_consumed
+                                    .saturating_record(waited.max(1) as u64);
+                                if let Some(produced_ms) = message.timestamp().to_millis() {
+                                    let in_kafka = (now / 1_000 - produced_ms * 1_000).max(1);
+                                    self.histograms.in_kafka.saturating_record(in_kafka as u64);
+                                }
                             }
                             self.receive_times.push(received.receive_time);
                             if books {
@@ -877,6 +884,7 @@ impl Source for KafkaSource<'_> {
         record_latency(
             &reflected,
             &mut self.histograms.fill_to_view,
+            self.shared.options.latency_from.load(Ordering::Relaxed),
             &self.shared.metrics,
         );
         // A stopped run ends without reading to the end offsets: its views did not catch up.
@@ -1212,10 +1220,12 @@ fn refused_to_kafka(kafka: KafkaConnection, topic: String, wire: WireFormat) -> 
     })
 }
 
-/// Records fill-to-view latency for the trades of epochs the views now reflect.
+/// Records fill-to-view latency for the trades of epochs the views now reflect; trades
+/// received before `from` go to the Prometheus histogram only.
 fn record_latency(
     reflected: &[Vec<i64>],
     latency: &mut hdrhistogram::Histogram<u64>,
+    from: i64,
     metrics: &Metrics,
 ) {
     if reflected.is_empty() {
@@ -1224,7 +1234,9 @@ fn record_latency(
     let now = now_utc_nanos();
     for receive_time in reflected.iter().flatten() {
         let nanos = (now - receive_time).max(0);
-        latency.saturating_record((nanos / 1_000).max(1) as u64);
+        if *receive_time >= from {
+            latency.saturating_record((nanos / 1_000).max(1) as u64);
+        }
         metrics.fill_to_view.observe(nanos as f64 / 1e9);
     }
 }

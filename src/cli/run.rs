@@ -159,6 +159,7 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         kafka: args.kafka.connection()?,
         topics: args.kafka.topics(),
         wire: args.kafka.wire_format()?.observed(&metrics.sources),
+        latency_from: Default::default(),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),
