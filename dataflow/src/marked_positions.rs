@@ -246,9 +246,12 @@ fn apply(
             }
         }
     } else {
-        // Every holder's row carries the mark: no row before equals one after.
+        // Every holder's row carries the mark: no row before equals one after. Each holder's
+        // old row goes out just before its new one, as above: the fan-out passes an update on
+        // to the export as its new row alone when the two are side by side.
         for (trader, (before, _)) in touched.iter() {
-            if let Some(old) = before {
+            let still_held = state.holders.get(trader).is_some_and(|h| h.core.is_some());
+            if let (Some(old), false) = (before, still_held) {
                 row(trader, old, old_mark, -1);
             }
         }
@@ -256,8 +259,10 @@ fn apply(
             let Some(core) = &holder.core else {
                 continue;
             };
-            if !touched.contains_key(trader) {
-                row(trader, core, old_mark, -1);
+            match touched.get(trader) {
+                Some((Some(old), _)) => row(trader, old, old_mark, -1),
+                Some((None, _)) => {}
+                None => row(trader, core, old_mark, -1),
             }
             row(trader, core, new_mark, 1);
         }

@@ -309,7 +309,9 @@ impl ViewSnapshot {
 }
 
 /// What one publish changed: the consolidated changes of each time completed since the
-/// previous publish, in time order (none when only the frontier moved).
+/// previous publish, in time order (none when only the frontier moved). A position row that
+/// a time updates usually comes as its new row alone, which replaces the key's row when
+/// applied; a retraction is there when the row goes, and may be beside its replacement.
 #[derive(Debug, Default)]
 pub struct ViewDelta {
     /// The store version this delta leads to.
