@@ -613,11 +613,12 @@ fn export_views(
     // A time's rows (positions and totals) are gathered as they come, not consolidated: each
     // comes from one operator per key and time, which emits a key's old row and new one only
     // when they differ (checked in debug builds, so by the oracle tests); an updated
-    // position's old row mostly stays behind (see `row_fan_out`), as the new one replaces it. Hashing every
-    // 240-byte row into a map to consolidate it, and draining the map, was a fifth of this
-    // sink's time in 250-message epochs, on the one worker that runs it. The few other
-    // records (counters from every worker, unmatched busts and corrections, which a time can
-    // insert and retract) are consolidated. A time's vectors go back to a pool once applied.
+    // position's old row mostly stays behind (see `row_fan_out`), as the new one replaces
+    // it. Hashing every 240-byte row into a map to consolidate it, and draining the map, was
+    // a fifth of this sink's time in 250-message epochs, on the one worker that runs it.
+    // The few other records (counters from every worker, unmatched busts and corrections,
+    // which a time can insert and retract) are consolidated. A time's vectors go back to a
+    // pool once applied.
     let mut pending: BTreeMap<Time, TimeRecords> = BTreeMap::new();
     let mut spare: Vec<TimeRecords> = Vec::new();
     // The changes of the times completed since the last publish: applied to the snapshot
