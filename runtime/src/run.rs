@@ -1266,3 +1266,27 @@ fn commit_synced(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trades_before_the_measured_moment_stay_out_of_the_summary_only() {
+        let metrics = Metrics::new().expect("metrics register");
+        let mut summary = new_latency_histogram();
+        let now = now_utc_nanos();
+        // Two epochs' trades: one received before the moment, two after it.
+        let reflected = vec![
+            vec![now - 2_000_000_000],
+            vec![now - 1_000_000, now - 500_000],
+        ];
+        record_latency(&reflected, &mut summary, now - 1_000_000_000, &metrics);
+        assert_eq!(summary.len(), 2);
+        assert!(
+            summary.max() < 1_000_000,
+            "the early trade's 2 s is not in the summary"
+        );
+        assert_eq!(metrics.fill_to_view.get_sample_count(), 3);
+    }
+}
