@@ -298,7 +298,8 @@ impl SnapshotLog {
 
     /// Whether closing `epoch` passes a cut (the last close of a run always does).
     pub fn cut_due(&self, epoch: Time, last: bool) -> bool {
-        last || epoch / self.period * self.period > self.last_cut
+        last || (self.last_closed.epoch.is_some()
+            && epoch / self.period * self.period > self.last_cut)
     }
 
     /// `epoch` closed with the reader at `offsets` and these cumulative `counts`. Returns the
@@ -312,6 +313,12 @@ impl SnapshotLog {
         may_cut: bool,
     ) -> Option<PartJob> {
         let cut = epoch / self.period * self.period;
+        if self.last_closed.epoch.is_none() {
+            // A run's first cut is at the first multiple of the period after its first close:
+            // one at the first close would hold nothing the restore did not (clock epochs are
+            // numbered by the Unix clock, so the multiple before it is long past).
+            self.last_cut = self.last_cut.max(cut);
+        }
         let job = (may_cut && cut > self.last_cut).then(|| self.cut(cut));
         // A segment must decode alone: the first record after a boundary names its archive.
         self.last_archive_key = None;
@@ -838,6 +845,28 @@ mod tests {
                 .await
                 .unwrap();
         });
+    }
+
+    /// Clock epochs are numbered by the Unix clock, so the first close of a run is far past
+    /// every multiple of the period: it cuts nothing (a part then would hold only what the
+    /// run restored), and the first cut comes at the next multiple.
+    #[test]
+    fn a_runs_first_close_is_no_cut_however_late_the_clock() {
+        let mut log = SnapshotLog::new(1, 0, 1, 10, Vec::new(), offsets(0), Vec::new());
+        assert!(!log.cut_due(1_000_003, false));
+        assert!(log
+            .closed(1_000_003, offsets(1), Vec::new(), true)
+            .is_none());
+        log.trade(&fill("E1"), Some(("arch/a", 5)), 11);
+        assert!(log
+            .closed(1_000_007, offsets(2), Vec::new(), true)
+            .is_none());
+        assert!(log.cut_due(1_000_012, false));
+        let job = log
+            .closed(1_000_012, offsets(3), Vec::new(), true)
+            .expect("a cut at the first multiple after the first close");
+        assert_eq!(job.part.cut, 1_000_010);
+        assert_eq!(job.through, Some(1_000_007));
     }
 
     #[test]
