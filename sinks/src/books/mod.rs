@@ -153,8 +153,10 @@ impl<S: BooksStore> BooksWriter<S> {
                     tracing::warn!(%reason, retry_in = ?backoff, "books store unavailable");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(self.max_backoff);
+                    // Why the store cannot be reached is in the connect's error (refused,
+                    // authentication, TLS), not in the next write's "connection closed".
                     if let Err(e) = self.store.reconnect() {
-                        tracing::debug!(error = %e, "books store reconnect failed");
+                        tracing::warn!(error = %e, "books store reconnect failed");
                     }
                     continue;
                 }
