@@ -26,7 +26,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::driver::{
-    drive_from, EpochLimits, EpochPolicy, Feed, Frontiers, Source, OPEN_EPOCH_CAP,
+    drive_from, EpochLimits, EpochPolicy, Feed, Frontiers, PeerCloses, Source, OPEN_EPOCH_CAP,
 };
 use crate::metrics::Metrics;
 use crate::snapshot::{
@@ -140,6 +140,8 @@ struct Shared {
     started: Instant,
     /// With `--until-caught-up`: the latest time a worker saw the views reflect its last epoch.
     views_caught_up: std::sync::Mutex<Option<Duration>>,
+    /// Epochs this process's workers closed with input (an idle worker follows at once).
+    peer_closes: PeerCloses,
 }
 
 /// This process's side of the snapshots: what it restored, and where its workers' parts go.
@@ -375,6 +377,7 @@ pub fn run_kafka(
         snapshots,
         started,
         views_caught_up: std::sync::Mutex::new(None),
+        peer_closes: PeerCloses::default(),
     });
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
@@ -967,6 +970,10 @@ impl Source for KafkaSource<'_> {
 
     fn stopped(&self) -> bool {
         self.shared.stop.load(Ordering::Acquire)
+    }
+
+    fn peer_closes(&self) -> Option<&PeerCloses> {
+        Some(&self.shared.peer_closes)
     }
 }
 
