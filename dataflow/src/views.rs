@@ -174,6 +174,7 @@ pub enum ViewRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AsOf {
     /// Every dataflow time strictly below this is reflected (the frontier when published).
+    /// A live run's times are microseconds of the Unix clock, a replay's its epoch numbers.
     pub time: Time,
     /// Input messages reflected (processed + skipped + dead-lettered).
     pub messages: u64,
