@@ -26,7 +26,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::books::{build_with_books, BatchLimits, BooksTarget, ReferenceData};
 use crate::driver::{
-    drive_from, EpochLimits, EpochPolicy, Feed, Frontiers, PeerCloses, Source, OPEN_EPOCH_CAP,
+    drive_from, EpochLimits, EpochPolicy, Feed, Frontiers, PeerCloses, PeerClosesBeacon, Source,
+    OPEN_EPOCH_CAP,
 };
 use crate::metrics::Metrics;
 use crate::snapshot::{
@@ -140,8 +141,8 @@ struct Shared {
     started: Instant,
     /// With `--until-caught-up`: the latest time a worker saw the views reflect its last epoch.
     views_caught_up: std::sync::Mutex<Option<Duration>>,
-    /// Epochs this process's workers closed with input (an idle worker follows at once).
-    peer_closes: PeerCloses,
+    /// Epochs the cluster's workers closed with input (an idle worker follows at once).
+    peer_closes: Arc<PeerCloses>,
 }
 
 /// This process's side of the snapshots: what it restored, and where its workers' parts go.
@@ -377,7 +378,7 @@ pub fn run_kafka(
         snapshots,
         started,
         views_caught_up: std::sync::Mutex::new(None),
-        peer_closes: PeerCloses::default(),
+        peer_closes: Arc::default(),
     });
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
@@ -534,6 +535,9 @@ fn run_worker(
             refused,
         )
     })?;
+    // In a cluster of several processes, theirs hear of this one's closes with input.
+    let beacon =
+        (peers > workers).then(|| PeerClosesBeacon::build(worker, shared.peer_closes.clone()));
     let mine = |topic: &str, partitions: i32| {
         (0..partitions)
             .filter(|p| *p as usize % peers == index)
@@ -634,6 +638,7 @@ fn run_worker(
         counted_at_close: Vec::new(),
         dead_letters_since_cut: 0,
         books_backlog: None,
+        beacon,
     };
     source.restore(
         worker,
@@ -706,6 +711,8 @@ struct KafkaSource<'a> {
     dead_letters_since_cut: u64,
     /// The restored segments, read again for the books once the views have caught up.
     books_backlog: Option<BooksBacklog>,
+    /// Tells the other processes' workers of this process's closes with input.
+    beacon: Option<PeerClosesBeacon>,
 }
 
 /// A restore's records on their second pass, for the books.
@@ -874,6 +881,9 @@ impl Source for KafkaSource<'_> {
     }
 
     fn closed(&mut self, epoch: Time) {
+        if let Some(beacon) = &mut self.beacon {
+            beacon.send_news(&self.shared.peer_closes);
+        }
         self.fresh
             .push_back((epoch, std::mem::take(&mut self.receive_times)));
         self.unsynced.push_back((epoch, self.next_offsets.clone()));
