@@ -612,16 +612,48 @@ mod tests {
         }
     }
 
+    /// A restore's records for the books, `chunks` chunks of one: a test source's background
+    /// input.
+    struct Backlog {
+        chunks: u64,
+        /// Every chunk is in and the restore ended.
+        done: bool,
+    }
+
+    impl Backlog {
+        fn of(chunks: u64) -> Backlog {
+            Backlog {
+                chunks,
+                done: false,
+            }
+        }
+
+        /// Enters a chunk, or ends the restore once none is left: whether it entered one.
+        fn take(&mut self, inputs: &mut Inputs) -> bool {
+            if self.chunks == 0 {
+                if !self.done {
+                    inputs.books_restored();
+                    self.done = true;
+                }
+                return false;
+            }
+            self.chunks -= 1;
+            inputs.restore_books(BooksRestore::Event(TradeEvent::Fill(fill(
+                1_000_000 + self.chunks,
+            ))));
+            true
+        }
+    }
+
     /// Never idle: a fill on every call, until `calls` calls. Its background input is a
-    /// restore's records for the books, `chunks` chunks of one.
+    /// restore's backlog.
     struct Busy {
         calls: u64,
         /// Says stop after this many calls.
         stop_after: u64,
         fed: u64,
-        chunks: u64,
+        backlog: Backlog,
         background_while_feeding: u64,
-        background_done: bool,
     }
 
     impl Source for Busy {
@@ -635,21 +667,11 @@ mod tests {
         }
 
         fn background(&mut self, inputs: &mut Inputs) -> Result<bool> {
-            if self.chunks == 0 {
-                if !self.background_done {
-                    inputs.books_restored();
-                    self.background_done = true;
-                }
-                return Ok(false);
-            }
-            if self.fed < self.calls {
+            let took = self.backlog.take(inputs);
+            if took && self.fed < self.calls {
                 self.background_while_feeding += 1;
             }
-            self.chunks -= 1;
-            inputs.restore_books(BooksRestore::Event(TradeEvent::Fill(fill(
-                1_000_000 + self.chunks,
-            ))));
-            Ok(true)
+            Ok(took)
         }
 
         fn stopped(&self) -> bool {
@@ -667,37 +689,16 @@ mod tests {
     ) -> S {
         let metrics = Metrics::new().expect("metrics register");
         timely::execute_directly(move |worker| {
-            let (inputs, frontiers) = worker.dataflow(|scope| {
-                let graph = build_graph(
-                    scope,
-                    GraphOptions {
-                        store: None,
-                        workers_per_process: 1,
-                        books: books_stored_before > 0,
-                        books_stored_before,
-                    },
-                );
-                let frontiers = Frontiers {
-                    views: graph.probe,
-                    durable: graph.durable,
-                };
-                (graph.inputs, frontiers)
-            });
-            let policy = EpochPolicy::Clock {
-                epoch,
-                open_epoch_cap: OPEN_EPOCH_CAP,
-            };
-            drive_from(
+            let (inputs, frontiers) = test_graph(worker, 1, books_stored_before);
+            drive_clock_epochs(
                 worker,
                 inputs,
                 &frontiers,
                 &mut source,
-                policy,
-                LIVE_LIMITS,
-                &metrics,
+                epoch,
                 start,
-            )
-            .expect("drives");
+                &metrics,
+            );
             source
         })
     }
@@ -706,7 +707,7 @@ mod tests {
     /// were taken while it still fed, and whether all were taken.
     fn drive_busy(source: Busy) -> (u64, bool) {
         let source = drive_one_worker(source, Duration::from_micros(100), 1, 1);
-        (source.background_while_feeding, source.background_done)
+        (source.background_while_feeding, source.backlog.done)
     }
 
     fn busy(calls: u64, stop_after: u64, chunks: u64) -> Busy {
@@ -714,9 +715,8 @@ mod tests {
             calls,
             stop_after,
             fed: 0,
-            chunks,
+            backlog: Backlog::of(chunks),
             background_while_feeding: 0,
-            background_done: false,
         }
     }
 
@@ -826,14 +826,13 @@ mod tests {
     }
 
     /// Quiet until `quiet_until`, then exhausted. Its background input is a restore's
-    /// records for the books, `chunks` chunks of one. With `stall_at`, its feed blocks the
-    /// worker for `stall_for` on that call, `peer_stalled` set meanwhile.
+    /// backlog. With `stall_at`, its feed blocks the worker for `stall_for` on that call,
+    /// `peer_stalled` set meanwhile.
     struct QuietWithBacklog {
         quiet_until: Instant,
-        chunks: u64,
+        backlog: Backlog,
         taken_while_quiet: u64,
         taken_while_peer_stalled: u64,
-        done: bool,
         calls: u64,
         stall_at: Option<u64>,
         stall_for: Duration,
@@ -856,24 +855,14 @@ mod tests {
         }
 
         fn background(&mut self, inputs: &mut Inputs) -> Result<bool> {
-            if self.chunks == 0 {
-                if !self.done {
-                    inputs.books_restored();
-                    self.done = true;
-                }
-                return Ok(false);
-            }
-            if Instant::now() < self.quiet_until {
+            let took = self.backlog.take(inputs);
+            if took && Instant::now() < self.quiet_until {
                 self.taken_while_quiet += 1;
             }
-            if self.peer_stalled.load(Ordering::Acquire) {
+            if took && self.peer_stalled.load(Ordering::Acquire) {
                 self.taken_while_peer_stalled += 1;
             }
-            self.chunks -= 1;
-            inputs.restore_books(BooksRestore::Event(TradeEvent::Fill(fill(
-                2_000_000 + self.chunks,
-            ))));
-            Ok(true)
+            Ok(took)
         }
     }
 
@@ -890,53 +879,27 @@ mod tests {
         let peer_stalled = Arc::new(AtomicBool::new(false));
         let guards = timely::execute(timely::Config::process(2), move |worker| {
             let metrics = Metrics::new().expect("metrics register");
-            let (inputs, frontiers) = worker.dataflow(|scope| {
-                let graph = build_graph(
-                    scope,
-                    GraphOptions {
-                        store: None,
-                        workers_per_process: 2,
-                        books: true,
-                        books_stored_before: 1,
-                    },
-                );
-                let frontiers = Frontiers {
-                    views: graph.probe,
-                    durable: graph.durable,
-                };
-                (graph.inputs, frontiers)
-            });
+            let (inputs, frontiers) = test_graph(worker, 2, 1);
             let second = worker.index() == 1;
             if second {
                 std::thread::sleep(late);
             }
             let mut source = QuietWithBacklog {
                 quiet_until: Instant::now() + quiet,
-                chunks,
+                backlog: Backlog::of(chunks),
                 taken_while_quiet: 0,
                 taken_while_peer_stalled: 0,
-                done: false,
                 calls: 0,
                 stall_at: stall.filter(|_| second).map(|_| 50),
                 stall_for: stall.unwrap_or_default(),
                 peer_stalled: peer_stalled.clone(),
             };
-            let policy = EpochPolicy::Clock {
-                epoch: Duration::from_millis(20),
-                open_epoch_cap: OPEN_EPOCH_CAP,
-            };
-            drive_from(
-                worker,
-                inputs,
-                &frontiers,
-                &mut source,
-                policy,
-                LIVE_LIMITS,
-                &metrics,
-                1,
-            )
-            .expect("drives");
-            assert!(source.done, "every chunk taken before the inputs closed");
+            let epoch = Duration::from_millis(20);
+            drive_clock_epochs(worker, inputs, &frontiers, &mut source, epoch, 1, &metrics);
+            assert!(
+                source.backlog.done,
+                "every chunk taken before the inputs closed"
+            );
             (source.taken_while_quiet, source.taken_while_peer_stalled)
         })
         .expect("workers start");
@@ -1038,54 +1001,91 @@ mod tests {
         }
     }
 
+    /// The graph on `worker` for `workers_per_process`; `books_stored_before` > 0 builds the
+    /// books held back by a restore, 0 none.
+    fn test_graph(
+        worker: &mut timely::worker::Worker,
+        workers_per_process: usize,
+        books_stored_before: u64,
+    ) -> (Inputs, Frontiers) {
+        worker.dataflow(|scope| {
+            let graph = build_graph(
+                scope,
+                GraphOptions {
+                    store: None,
+                    workers_per_process,
+                    books: books_stored_before > 0,
+                    books_stored_before,
+                },
+            );
+            let frontiers = Frontiers {
+                views: graph.probe,
+                durable: graph.durable,
+            };
+            (graph.inputs, frontiers)
+        })
+    }
+
+    /// Runs `source` to its end under clock epochs of `epoch`, the first at `start`.
+    fn drive_clock_epochs(
+        worker: &mut timely::worker::Worker,
+        inputs: Inputs,
+        frontiers: &Frontiers,
+        source: &mut impl Source,
+        epoch: Duration,
+        start: Time,
+        metrics: &Metrics,
+    ) {
+        let policy = EpochPolicy::Clock {
+            epoch,
+            open_epoch_cap: OPEN_EPOCH_CAP,
+        };
+        drive_from(
+            worker,
+            inputs,
+            frontiers,
+            source,
+            policy,
+            LIVE_LIMITS,
+            metrics,
+            start,
+        )
+        .expect("drives");
+    }
+
+    /// On worker 0, one fill and the instants it was entered and reflected; on the others,
+    /// nothing until then ([`OneFillBesideAnIdlePeer`]), in one-minute empty epochs.
+    fn one_fill_or_idle(
+        worker: &mut timely::worker::Worker,
+        workers_per_process: usize,
+        finished: Arc<AtomicBool>,
+        peers: Option<Arc<PeerCloses>>,
+        beacon: Option<PeerClosesBeacon>,
+    ) -> Option<(Instant, Instant)> {
+        let metrics = Metrics::new().expect("metrics register");
+        let (inputs, frontiers) = test_graph(worker, workers_per_process, 0);
+        let mut source = OneFillBesideAnIdlePeer {
+            first: worker.index() == 0,
+            fed: false,
+            fed_at: None,
+            reflected_at: None,
+            give_up: Instant::now() + Duration::from_secs(2),
+            finished,
+            peers,
+            beacon,
+        };
+        let epoch = Duration::from_secs(60);
+        drive_clock_epochs(worker, inputs, &frontiers, &mut source, epoch, 0, &metrics);
+        source.fed_at.zip(source.reflected_at)
+    }
+
     /// How long worker 0's fill took from its entry to the views beside an idle worker 1 whose
     /// empty epochs last a minute (worker 0 gives up waiting 2 s after the entry).
     fn one_fill_beside_an_idle_peer(share_closes: bool) -> Option<Duration> {
         let finished = Arc::new(AtomicBool::new(false));
         let peers = share_closes.then(|| Arc::new(PeerCloses::default()));
         let guards = timely::execute(timely::Config::process(2), move |worker| {
-            let metrics = Metrics::new().expect("metrics register");
-            let (inputs, frontiers) = worker.dataflow(|scope| {
-                let graph = build_graph(
-                    scope,
-                    GraphOptions {
-                        store: None,
-                        workers_per_process: 2,
-                        books: false,
-                        books_stored_before: 0,
-                    },
-                );
-                let frontiers = Frontiers {
-                    views: graph.probe,
-                    durable: graph.durable,
-                };
-                (graph.inputs, frontiers)
-            });
-            let mut source = OneFillBesideAnIdlePeer {
-                first: worker.index() == 0,
-                fed: false,
-                fed_at: None,
-                reflected_at: None,
-                give_up: Instant::now() + Duration::from_secs(2),
-                finished: finished.clone(),
-                peers: peers.clone(),
-                beacon: None,
-            };
-            let policy = EpochPolicy::Clock {
-                epoch: Duration::from_secs(60),
-                open_epoch_cap: OPEN_EPOCH_CAP,
-            };
-            drive(
-                worker,
-                inputs,
-                &frontiers,
-                &mut source,
-                policy,
-                LIVE_LIMITS,
-                &metrics,
-            )
-            .expect("drives");
-            source.fed_at.zip(source.reflected_at)
+            one_fill_or_idle(worker, 2, finished.clone(), peers.clone(), None)
         })
         .expect("workers start");
         let reflected = guards.join().into_iter().next()?;
@@ -1096,14 +1096,20 @@ mod tests {
     /// input: the peer's epoch need not wait for the idle worker's clock bucket to end.
     #[test]
     fn an_idle_peer_follows_a_worker_that_closed_an_epoch_with_input() {
-        let shared = one_fill_beside_an_idle_peer(true);
-        assert!(
-            shared.is_some_and(|took| took < Duration::from_millis(1_500)),
-            "the fill waited for the idle peer's bucket: {shared:?}"
+        assert_followed_at_once(
+            one_fill_beside_an_idle_peer(true),
+            one_fill_beside_an_idle_peer(false),
         );
-        // What the shared closes change: without them the fill is in the views only once the
-        // source gives up after 2 s and the idle worker's input closes.
-        let alone = one_fill_beside_an_idle_peer(false);
+    }
+
+    /// `followed`: the fill's time to the views with the idle side told, `alone` without.
+    /// Alone, the fill is in the views only once its source gives up after 2 s and the idle
+    /// side's input closes.
+    fn assert_followed_at_once(followed: Option<Duration>, alone: Option<Duration>) {
+        assert!(
+            followed.is_some_and(|took| took < Duration::from_millis(1_500)),
+            "the fill waited for the idle side's bucket: {followed:?}"
+        );
         assert!(
             alone.is_none_or(|took| took >= Duration::from_secs(2)),
             "{alone:?}"
@@ -1144,49 +1150,8 @@ mod tests {
                 std::thread::spawn(move || {
                     let peers = Arc::new(PeerCloses::default());
                     let guards = timely::execute(config, move |worker| {
-                        let metrics = Metrics::new().expect("metrics register");
-                        let (inputs, frontiers) = worker.dataflow(|scope| {
-                            let graph = build_graph(
-                                scope,
-                                GraphOptions {
-                                    store: None,
-                                    workers_per_process: 1,
-                                    books: false,
-                                    books_stored_before: 0,
-                                },
-                            );
-                            let frontiers = Frontiers {
-                                views: graph.probe,
-                                durable: graph.durable,
-                            };
-                            (graph.inputs, frontiers)
-                        });
                         let beacon = beacon.then(|| PeerClosesBeacon::build(worker, peers.clone()));
-                        let mut source = OneFillBesideAnIdlePeer {
-                            first: worker.index() == 0,
-                            fed: false,
-                            fed_at: None,
-                            reflected_at: None,
-                            give_up: Instant::now() + Duration::from_secs(2),
-                            finished: finished.clone(),
-                            peers: Some(peers.clone()),
-                            beacon,
-                        };
-                        let policy = EpochPolicy::Clock {
-                            epoch: Duration::from_secs(60),
-                            open_epoch_cap: OPEN_EPOCH_CAP,
-                        };
-                        drive(
-                            worker,
-                            inputs,
-                            &frontiers,
-                            &mut source,
-                            policy,
-                            LIVE_LIMITS,
-                            &metrics,
-                        )
-                        .expect("drives");
-                        source.fed_at.zip(source.reflected_at)
+                        one_fill_or_idle(worker, 1, finished.clone(), Some(peers.clone()), beacon)
                     })
                     .expect("the process starts");
                     guards
@@ -1209,17 +1174,9 @@ mod tests {
     /// input: the other's epoch need not wait for the idle process's clock bucket to end.
     #[test]
     fn an_idle_process_follows_a_process_that_closed_an_epoch_with_input() {
-        let told = one_fill_beside_an_idle_process(true);
-        assert!(
-            told.is_some_and(|took| took < Duration::from_millis(1_500)),
-            "the fill waited for the idle process's bucket: {told:?}"
-        );
-        // Without the beacon the fill is in the views only once its source gives up after 2 s
-        // and the idle process's input closes.
-        let untold = one_fill_beside_an_idle_process(false);
-        assert!(
-            untold.is_none_or(|took| took >= Duration::from_secs(2)),
-            "{untold:?}"
+        assert_followed_at_once(
+            one_fill_beside_an_idle_process(true),
+            one_fill_beside_an_idle_process(false),
         );
     }
 
