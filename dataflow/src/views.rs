@@ -404,6 +404,9 @@ struct Published {
     deltas: VecDeque<Arc<ViewDelta>>,
     /// Changes held in `deltas`.
     changes_kept: usize,
+    /// Changes of every delta published so far: with the version, how many rows (and totals
+    /// and counts) each snapshot changed on average, which is what small epochs pay for.
+    changes_published: u64,
 }
 
 /// The latest published snapshot and the deltas that led to it, shared between the dataflow
@@ -449,6 +452,11 @@ impl ViewStore {
         self.published().version
     }
 
+    /// The changes (rows, totals, counts) of every delta published so far.
+    pub fn changes_published(&self) -> u64 {
+        self.published().changes_published
+    }
+
     /// Publishes `snapshot`, reached from the previous one by `changes` (one time's); returns
     /// the delta as kept for followers.
     pub fn publish(
@@ -478,6 +486,7 @@ impl ViewStore {
             time_ends,
         });
         published.changes_kept += delta.changes.len();
+        published.changes_published += delta.changes.len() as u64;
         published.deltas.push_back(delta.clone());
         let budget = snapshot.positions.len() + snapshot.traders.len() + CHANGES_KEPT_MIN;
         while published.deltas.len() > DELTAS_KEPT
@@ -645,6 +654,9 @@ mod tests {
             "over the change budget"
         );
         assert_eq!(store.since(before_big + 1).deltas.unwrap().len(), 1);
+        // Every change published counts, kept or not.
+        let published = (DELTAS_KEPT + 4) as u64 + 2 * CHANGES_KEPT_MIN as u64;
+        assert_eq!(store.changes_published(), published);
         store.publish_whole(ViewSnapshot::default());
         assert!(store.since(store.version() - 1).deltas.is_none());
         assert!(store.snapshot().positions.is_empty());

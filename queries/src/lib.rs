@@ -33,6 +33,7 @@ pub struct QueryMetrics {
     as_of_time: prometheus::IntGauge,
     messages_reflected: prometheus::IntGauge,
     snapshots_published: prometheus::IntGauge,
+    changes_published: prometheus::IntGauge,
 }
 
 impl QueryMetrics {
@@ -64,6 +65,10 @@ impl QueryMetrics {
                 "eod_view_snapshots_published",
                 "Consistent snapshots published so far",
             )?,
+            changes_published: gauge(
+                "eod_view_changes_published",
+                "Row, total and count changes the published snapshots applied, in all",
+            )?,
             registry: registry.clone(),
         }))
     }
@@ -78,6 +83,7 @@ impl QueryMetrics {
             &self.as_of_time,
             &self.messages_reflected,
             &self.snapshots_published,
+            &self.changes_published,
         ]
         .iter()
         .flat_map(|g| g.desc().into_iter().map(|d| d.fq_name.clone()))
@@ -93,6 +99,7 @@ impl QueryMetrics {
         self.as_of_time.set(clamp(snapshot.as_of.time));
         self.messages_reflected.set(clamp(snapshot.as_of.messages));
         self.snapshots_published.set(clamp(store.version()));
+        self.changes_published.set(clamp(store.changes_published()));
         encode_text(&self.registry)
     }
 }

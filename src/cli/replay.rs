@@ -97,7 +97,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         reference: args.books.reference(Some(&args.archive))?,
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
-    let summary = run_replay(options, store, metrics);
+    let summary = run_replay(options, store.clone(), metrics);
     let summary = match summary {
         Ok(summary) => summary,
         Err(e) => {
@@ -112,7 +112,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         std::fs::write(output, serde_json::to_vec_pretty(&body)?)
             .with_context(|| format!("writing {}", output.display()))?;
     }
-    print_summary(&summary, &dead_letters);
+    print_summary(&summary, &dead_letters, &store);
     if let Some(server) = server {
         eprintln!(
             "replay complete; still serving http://{} (Ctrl-C to stop)",
@@ -126,7 +126,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
+pub(crate) fn print_summary(summary: &ReplaySummary, dead_letters: &Path, store: &ViewStore) {
     let a = summary.accounting();
     println!("segments        {}", summary.segments);
     println!("bytes           {}", summary.bytes);
@@ -134,6 +134,12 @@ pub(crate) fn print_summary(summary: &ReplaySummary, dead_letters: &Path) {
     println!("skipped         {}", a.skipped);
     println!("unmatched       {}", summary.snapshot.unmatched.len());
     println!("positions       {}", summary.snapshot.positions.len());
+    // What small epochs pay for: each snapshot publishes every row that changed in it.
+    println!(
+        "view changes    {} in {} snapshots",
+        store.changes_published(),
+        store.version()
+    );
     println!("elapsed         {:.3} s", summary.elapsed.as_secs_f64());
     println!("trades/s        {:.0}", summary.trades_per_second());
     println!(
