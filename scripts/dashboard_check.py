@@ -9,6 +9,7 @@ Prints one JSON line of what it saw; exits non-zero with the reason when a check
 """
 import argparse
 import json
+import re
 import sys
 import time
 
@@ -72,6 +73,11 @@ def main():
         sources = set(column("positions", 6))
         if not sources & {"official close", "last trade", "mid", "prev close"}:
             fail(f"no mark source shown, saw {sorted(sources)[:5]}")
+        # A live run's view time is a clock time (its epochs are microseconds of the Unix
+        # clock), not a 16-digit number.
+        as_of = text("as-of")
+        if not re.search(r"messages · \d\d:\d\d:\d\d\.\d{3} UTC$", as_of):
+            fail(f"the view's time is not a clock time: {as_of!r}")
         health = text("health")
         for label in ("messages/s", "messages read", "dead letters"):
             if label not in health:
