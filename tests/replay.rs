@@ -373,6 +373,18 @@ fn corrupt_body_lengths_never_cost_a_valid_fill() {
         "every valid fill is a trade"
     );
     assert!(stdout.contains("(all)"), "{stdout}");
+    // Each position went into a published snapshot at least once, and the counts with it.
+    let (changes, snapshots) = stdout
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("view changes")?.trim();
+            let (changes, rest) = rest.split_once(" in ")?;
+            let snapshots = rest.strip_suffix(" snapshots")?;
+            Some((changes.parse::<u64>().ok()?, snapshots.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no view changes line in:\n{stdout}"));
+    assert!(snapshots >= 1, "{stdout}");
+    assert!(changes > common::printed(&stdout, "positions"), "{stdout}");
     let dead = std::fs::read_to_string(dir.path().join("dead.jsonl")).unwrap();
     assert_eq!(
         dead.lines().count(),

@@ -174,8 +174,8 @@ pub trait Source {
         Ok(false)
     }
 
-    /// Where this process's workers say which epochs they closed with input (clock epochs):
-    /// a worker shares it with every other worker of its process, or `None`.
+    /// Where this process's workers say which epochs they closed with input (clock epochs),
+    /// shared by every worker of the process, or `None`.
     fn peer_closes(&self) -> Option<&PeerCloses> {
         None
     }
@@ -512,7 +512,8 @@ impl Epochs {
         self.start.max(shared_clock_now())
     }
 
-    /// `peer_closed`: the latest epoch another worker of this process closed with input.
+    /// `peer_closed`: the latest epoch a worker of the cluster closed with input, as far as
+    /// this process knows ([`PeerCloses::latest`]).
     fn close_due(&self, peer_closed: Option<Time>) -> bool {
         match self.policy {
             EpochPolicy::Messages(n) => self.in_open >= n,
