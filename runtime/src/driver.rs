@@ -50,10 +50,18 @@ pub struct EpochLimits {
     pub not_durable: usize,
 }
 
-/// Defaults, defined once. Replay waits on the views after a few epochs and on the books after
-/// [`REPLAY_NOT_DURABLE_MESSAGES`] (see [`replay_limits`]); live input lets the books fall
-/// behind by a few seconds of epochs (a books batch waits up to its age limit).
+/// Defaults, defined once. Replay waits on the views after [`REPLAY_IN_FLIGHT_MESSAGES`] (at
+/// least [`REPLAY_IN_FLIGHT`] epochs) and on the books after [`REPLAY_NOT_DURABLE_MESSAGES`]
+/// (see [`replay_limits`]); live input lets the books fall behind by a few seconds of epochs (a
+/// books batch waits up to its age limit).
 pub const REPLAY_IN_FLIGHT: usize = 4;
+/// How many messages per worker a replay's closed epochs may hold before it waits for the
+/// views. Counted in epochs instead (4), 250-message epochs kept 1,000 messages per worker in
+/// flight, a few milliseconds of work: the workers waited on each other's progress at every
+/// few epochs, and a third of the replay's extra time against big epochs was that waiting
+/// (bench/RESULTS.md, 2026-12-05: 256 in flight 0.78x the wall of 4, with a lower peak than
+/// the default epochs'). Live input keeps one epoch in flight, for its latency.
+pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 64_000;
 /// How far a replay's books may lag, in messages per worker. Enough that the books writer finds
 /// a full group commit waiting whenever it finishes one; more only holds rows in memory.
 /// Counted in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a
@@ -69,12 +77,14 @@ pub const REPLAY_FEED_CHUNK: u64 = 10_000;
 
 /// A replay's limits for epochs of `epoch_messages` per worker.
 pub fn replay_limits(epoch_messages: u64) -> EpochLimits {
-    let not_durable = REPLAY_NOT_DURABLE_MESSAGES / epoch_messages.max(1);
+    let epochs_holding =
+        |messages: u64| usize::try_from(messages / epoch_messages.max(1)).unwrap_or(usize::MAX);
     EpochLimits {
-        in_flight: REPLAY_IN_FLIGHT,
-        not_durable: usize::try_from(not_durable).unwrap_or(usize::MAX).max(2),
+        in_flight: epochs_holding(REPLAY_IN_FLIGHT_MESSAGES).max(REPLAY_IN_FLIGHT),
+        not_durable: epochs_holding(REPLAY_NOT_DURABLE_MESSAGES).max(2),
     }
 }
+
 /// How long a live epoch without input stays open (`--epoch-ms`): an idle worker closes an empty
 /// epoch this often, so that the frontier moves on for the workers that have input, and each
 /// costs the dataflow's fixed work per epoch. An epoch holding input does not wait for it: it
@@ -611,6 +621,30 @@ mod tests {
             price: 100_000_000,
             transact_time: n as i64,
         }
+    }
+
+    /// Small epochs keep as many messages in flight as big ones allow, so that the workers
+    /// never run out of closed work while a peer's progress is on its way; big epochs keep a
+    /// few, and the books' lag stays counted in messages.
+    #[test]
+    fn a_replay_keeps_its_messages_in_flight_whatever_its_epoch_size() {
+        for epoch_messages in [250, 1_000, 16_000] {
+            let limits = replay_limits(epoch_messages);
+            let in_flight = limits.in_flight as u64 * epoch_messages;
+            assert!(
+                in_flight <= REPLAY_IN_FLIGHT_MESSAGES
+                    && in_flight + epoch_messages > REPLAY_IN_FLIGHT_MESSAGES,
+                "{epoch_messages}-message epochs: {} in flight",
+                limits.in_flight
+            );
+            assert_eq!(
+                limits.not_durable as u64,
+                REPLAY_NOT_DURABLE_MESSAGES / epoch_messages
+            );
+        }
+        assert_eq!(replay_limits(100_000).in_flight, REPLAY_IN_FLIGHT);
+        assert_eq!(replay_limits(1_000_000).not_durable, 2);
+        assert_eq!(replay_limits(0), replay_limits(1));
     }
 
     /// A restore's records for the books, `chunks` chunks of one: a test source's background
