@@ -352,8 +352,9 @@ fn main() -> Result<()> {
         epochs.compute_seconds * 1e3 / epochs.computed.max(1) as f64
     );
     println!(
-        "fill-to-view latency      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+        "fill-to-view latency      p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
         ms(0.5),
+        ms(0.95),
         ms(0.99),
         ms(0.999),
         h.max() as f64 / 1e3
@@ -375,10 +376,11 @@ fn main() -> Result<()> {
     if let Some(baseline) = &baseline {
         print_baseline(baseline);
         println!(
-            "ratio to the baseline     throughput {:.2}x  p50 {:.1}x  p99 {:.1}x",
+            "ratio to the baseline     throughput {:.2}x  p50 {:.1}x  p95 {:.1}x  p99 {:.1}x",
             (ingested.counts.trades() as f64 / viewed_at.as_secs_f64())
                 / (baseline.records as f64 / baseline.elapsed.as_secs_f64()),
             ms(0.5) / baseline.p50_ms.max(1e-3),
+            ms(0.95) / baseline.p95_ms.max(1e-3),
             ms(0.99) / baseline.p99_ms.max(1e-3)
         );
     }
@@ -387,9 +389,10 @@ fn main() -> Result<()> {
 
 fn print_baseline(baseline: &Baseline) {
     println!(
-        "baseline: bare Kafka     {:.0} records/s, produce-to-consume p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} records, {} measured, same rate, keys and sizes, a process of its own)",
+        "baseline: bare Kafka     {:.0} records/s, produce-to-consume p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  ({} records, {} measured, same rate, keys and sizes, a process of its own)",
         baseline.records as f64 / baseline.elapsed.as_secs_f64(),
         baseline.p50_ms,
+        baseline.p95_ms,
         baseline.p99_ms,
         baseline.p999_ms,
         baseline.records,
@@ -427,6 +430,8 @@ struct Baseline {
     measured: u64,
     elapsed: Duration,
     p50_ms: f64,
+    /// The burst goal's percentile (the reference system's headline is a p95).
+    p95_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
 }
@@ -439,6 +444,7 @@ impl Baseline {
             measured: latency.len(),
             elapsed,
             p50_ms: ms(0.5),
+            p95_ms: ms(0.95),
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
         }
