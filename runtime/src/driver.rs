@@ -59,9 +59,14 @@ pub const REPLAY_IN_FLIGHT: usize = 4;
 /// views. Counted in epochs instead (4), 250-message epochs kept 1,000 messages per worker in
 /// flight, a few milliseconds of work: the workers waited on each other's progress at every
 /// few epochs, and a third of the replay's extra time against big epochs was that waiting
-/// (bench/RESULTS.md, 2026-12-05: 256 in flight 0.78x the wall of 4, with a lower peak than
-/// the default epochs'). Live input keeps one epoch in flight, for its latency.
-pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 64_000;
+/// (bench/RESULTS.md, 2026-12-05: 128 in flight 0.7x the wall of 4, with a lower peak than the
+/// default epochs'). Live input keeps one epoch in flight, for its latency.
+pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 32_000;
+/// Most epochs a replay keeps in flight, however small: each open epoch holds a batch buffer
+/// in every stage it has reached (about 0.4-0.9 MB per epoch measured), and 64,000 one-message
+/// epochs in flight held 2.3 GB, against 43 MB with 4, for a 50k-message archive. 250-message
+/// epochs gained nothing from 256 over 128, and took 50 MB more.
+pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
 /// How far a replay's books may lag, in messages per worker. Enough that the books writer finds
 /// a full group commit waiting whenever it finishes one; more only holds rows in memory.
 /// Counted in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a
@@ -80,7 +85,8 @@ pub fn replay_limits(epoch_messages: u64) -> EpochLimits {
     let epochs_holding =
         |messages: u64| usize::try_from(messages / epoch_messages.max(1)).unwrap_or(usize::MAX);
     EpochLimits {
-        in_flight: epochs_holding(REPLAY_IN_FLIGHT_MESSAGES).max(REPLAY_IN_FLIGHT),
+        in_flight: epochs_holding(REPLAY_IN_FLIGHT_MESSAGES)
+            .clamp(REPLAY_IN_FLIGHT, REPLAY_MAX_IN_FLIGHT),
         not_durable: epochs_holding(REPLAY_NOT_DURABLE_MESSAGES).max(2),
     }
 }
@@ -628,7 +634,9 @@ mod tests {
     /// few, and the books' lag stays counted in messages.
     #[test]
     fn a_replay_keeps_its_messages_in_flight_whatever_its_epoch_size() {
-        for epoch_messages in [250, 1_000, 16_000] {
+        for epoch_messages in [250, 1_000, 4_000] {
+            // Within the cap on epochs, so that the bound is the messages'.
+            assert!(REPLAY_IN_FLIGHT_MESSAGES / epoch_messages <= REPLAY_MAX_IN_FLIGHT as u64);
             let limits = replay_limits(epoch_messages);
             let in_flight = limits.in_flight as u64 * epoch_messages;
             assert!(
@@ -643,6 +651,7 @@ mod tests {
             );
         }
         assert_eq!(replay_limits(100_000).in_flight, REPLAY_IN_FLIGHT);
+        assert_eq!(replay_limits(1).in_flight, REPLAY_MAX_IN_FLIGHT);
         assert_eq!(replay_limits(1_000_000).not_durable, 2);
         assert_eq!(replay_limits(0), replay_limits(1));
     }
