@@ -50,10 +50,10 @@ pub struct EpochLimits {
     pub not_durable: usize,
 }
 
-/// Defaults, defined once. Replay waits on the views after [`REPLAY_IN_FLIGHT_MESSAGES`] (at
-/// least [`REPLAY_IN_FLIGHT`] epochs) and on the books after [`REPLAY_NOT_DURABLE_MESSAGES`]
-/// (see [`replay_limits`]); live input lets the books fall behind by a few seconds of epochs (a
-/// books batch waits up to its age limit).
+/// Defaults, defined once. Replay waits on the views after [`REPLAY_IN_FLIGHT_MESSAGES`] (from
+/// [`REPLAY_IN_FLIGHT`] to [`REPLAY_MAX_IN_FLIGHT`] epochs) and on the books after
+/// [`REPLAY_NOT_DURABLE_MESSAGES`] (see [`replay_limits`]); live input lets the books fall
+/// behind by a few seconds of epochs (a books batch waits up to its age limit).
 pub const REPLAY_IN_FLIGHT: usize = 4;
 /// How many messages per worker a replay's closed epochs may hold before it waits for the
 /// views. Counted in epochs instead (4), 250-message epochs kept 1,000 messages per worker in
