@@ -58,14 +58,15 @@ pub const REPLAY_IN_FLIGHT: usize = 4;
 /// How many messages per worker a replay's closed epochs may hold before it waits for the
 /// views. Counted in epochs instead (4), 250-message epochs kept 1,000 messages per worker in
 /// flight, a few milliseconds of work: the workers waited on each other's progress at every
-/// few epochs, and a third of the replay's extra time against big epochs was that waiting
-/// (bench/RESULTS.md, 2026-12-05: 128 in flight 0.7x the wall of 4, with a lower peak than the
-/// default epochs'). Live input keeps one epoch in flight, for its latency.
+/// few epochs, and about half of the replay's extra time against big epochs was that waiting
+/// (bench/RESULTS.md, 2026-12-05: 128 in flight 0.79x the wall of 4, with a lower peak than
+/// the default epochs'). Live input keeps one epoch in flight, for its latency.
 pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 32_000;
-/// Most epochs a replay keeps in flight, however small: each open epoch holds a batch buffer
-/// in every stage it has reached (about 0.4-0.9 MB per epoch measured), and 64,000 one-message
-/// epochs in flight held 2.3 GB, against 43 MB with 4, for a 50k-message archive. 250-message
-/// epochs gained nothing from 256 over 128, and took 50 MB more.
+/// Most epochs a replay keeps in flight, however small: each open epoch costs memory in the
+/// stages it has reached (0.4-0.9 MB per epoch measured; their batch buffers, most likely, not
+/// confirmed with a heap profile), and 64,000 one-message epochs in flight held 2.3 GB, against
+/// 43 MB with 4, for a 50k-message archive. 250-message epochs gained nothing from 256 over
+/// 128, and took 50 MB more.
 pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
 /// How far a replay's books may lag, in messages per worker. Enough that the books writer finds
 /// a full group commit waiting whenever it finishes one; more only holds rows in memory.
