@@ -70,6 +70,76 @@ fn replay_into_postgres_holds_every_execution_once() {
     assert!(common::postgres_progress(&url) as usize >= rows.len());
 }
 
+/// Books written under the first schema keep their rows when migration 2 puts ExecID, trader
+/// and symbol in the "C" collation; the indexes are back and a prefix search still reads them.
+#[test]
+fn postgres_identifiers_move_to_the_c_collation_with_their_rows() {
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    let url = common::fresh_database(&admin, "eod_books_collation");
+    let first = eod_sinks::books::postgres::MIGRATIONS[0].sql.to_owned();
+    common::pg_query(&url, async |client| {
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY,
+                     name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+                 INSERT INTO schema_migrations (version, name) VALUES (1, 'trades');
+                 {first}
+                 INSERT INTO trades (exec_id, kind, trader_id, symbol, side, quantity, price,
+                     transact_time, status, enrichment_missing)
+                 VALUES ('CX-a', 'fill', 'T1', 'SYM', 'B', 10, 1.5, now(), 'live', false),
+                        ('CX-B', 'fill', 'T2', 'SYM', 'S', 5, 2.25, now(), 'live', false);"
+            ))
+            .await
+    })
+    .unwrap();
+    let mut books = eod_sinks::books::postgres::PostgresBooks::open(&url).unwrap();
+    assert_eq!(books.migrate().unwrap(), vec![2]);
+    assert!(books.migrate().unwrap().is_empty(), "applied once");
+    let mut ids = books.exec_ids_starting_with("CX-").unwrap();
+    ids.sort();
+    assert_eq!(ids, ["CX-B", "CX-a"]);
+    let (collations, indexes, ordered) = common::pg_query(&url, async |client| {
+        let collations: Vec<(String, String)> = client
+            .query(
+                "SELECT a.attname::text, c.collname::text FROM pg_attribute a
+                 JOIN pg_collation c ON c.oid = a.attcollation
+                 WHERE a.attrelid = 'trades'::regclass
+                   AND a.attname IN ('exec_id', 'trader_id', 'symbol') ORDER BY 1",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let indexes: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE tablename = 'trades'
+                   AND indexname IN ('trades_pkey', 'trades_trader_symbol')",
+                &[],
+            )
+            .await?
+            .get(0);
+        let ordered: Vec<String> = client
+            .query("SELECT exec_id FROM trades ORDER BY exec_id", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        Ok((collations, indexes, ordered))
+    })
+    .unwrap();
+    let c = |column: &str| (column.to_owned(), "C".to_owned());
+    assert_eq!(collations, [c("exec_id"), c("symbol"), c("trader_id")]);
+    assert_eq!(indexes, 2, "the key and the (trader_id, symbol) index");
+    assert_eq!(
+        ordered,
+        ["CX-B", "CX-a"],
+        "byte order, not a locale's ('a' before 'B')"
+    );
+}
+
 /// A simulated archive big enough that a debug build takes a few seconds to write its books.
 fn big_archive(dir: &Path, messages: u64) -> std::path::PathBuf {
     let archive = dir.join("archive");

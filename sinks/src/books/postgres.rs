@@ -18,11 +18,18 @@ use super::{
 use crate::durable::Progress;
 use crate::SinkError;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "trades",
-    sql: include_str!("../../migrations/postgres/0001_trades.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "trades",
+        sql: include_str!("../../migrations/postgres/0001_trades.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "identifiers_in_c_collation",
+        sql: include_str!("../../migrations/postgres/0002_identifiers_in_c_collation.sql"),
+    },
+];
 
 /// Binary COPY types, in [`COLUMNS`] order.
 const TYPES: [Type; 25] = [
