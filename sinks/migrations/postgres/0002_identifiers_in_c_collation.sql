@@ -6,7 +6,8 @@
 -- bench/RESULTS.md, 2026-12-05). Locales that really collate cost more.
 -- Equality is unchanged; order changes only where the locale's differs from the bytes', and
 -- a prefix search (`LIKE 'X1%'`, what `eod check` reads back) can use the ExecID index.
--- The indexes on these columns are rebuilt; the rows are not rewritten.
+-- The indexes on these columns are rebuilt, with the table locked until they are (minutes on
+-- a table of many millions of rows); the rows are not rewritten.
 ALTER TABLE trades
     ALTER COLUMN exec_id TYPE TEXT COLLATE "C",
     ALTER COLUMN trader_id TYPE TEXT COLLATE "C",
