@@ -33,6 +33,7 @@ fn replay_options(archive: &Path, books: &str, reference: ReferenceData) -> Repl
         books: Some(books.parse().unwrap()),
         books_batch: Default::default(),
         reference,
+        worker_nice: eod_runtime::replay::REPLAY_WORKER_NICE,
     }
 }
 

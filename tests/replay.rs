@@ -30,6 +30,7 @@ fn fixture_options(
         books: None,
         books_batch: Default::default(),
         reference: fx.reference.clone(),
+        worker_nice: eod_runtime::replay::REPLAY_WORKER_NICE,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod generate;
 pub mod intake;
 pub mod metrics;
+pub mod priority;
 pub mod replay;
 pub mod run;
 pub mod server;

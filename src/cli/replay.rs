@@ -43,6 +43,11 @@ pub(crate) struct ReplayArgs {
     /// No progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,
+    /// With books, the workers' nice value once the books writer runs (Linux; 0 to leave
+    /// them): the one books writer is the replay's bottleneck and keeps its core.
+    #[arg(long, default_value_t = eod_runtime::replay::REPLAY_WORKER_NICE,
+          value_parser = clap::value_parser!(u8).range(0..=19))]
+    pub(crate) worker_nice: u8,
     #[command(flatten)]
     pub(crate) books: BooksArgs,
     /// Timely flags, after `--`: `-w THREADS`, `-n PROCESSES -p INDEX -h HOSTFILE`.
@@ -95,6 +100,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         }),
         books_batch: args.books.limits(),
         reference: args.books.reference(Some(&args.archive))?,
+        worker_nice: args.worker_nice,
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
     let summary = run_replay(options, store.clone(), metrics);
