@@ -18,7 +18,7 @@ use eod_fix::{Classifier, Framer, Outcome};
 use eod_runtime::books::BooksTarget;
 use eod_runtime::driver::{drive, EpochPolicy, Feed, Frontiers, Source};
 use eod_runtime::generate::generate_archive;
-use eod_runtime::replay::{run_replay, ReplayOptions};
+use eod_runtime::replay::{default_epoch_messages, run_replay, ReplayOptions};
 use eod_sources::archive::Archive;
 use eod_sources::envelope::to_event;
 use eod_sources::prices::parse_prices_csv;
@@ -36,9 +36,9 @@ struct Args {
     /// Reuse an archive directory (and `<dir>.prices.csv`) instead of generating one.
     #[arg(long)]
     archive: Option<PathBuf>,
-    /// Messages per epoch.
-    #[arg(long, default_value_t = 100_000)]
-    epoch_messages: u64,
+    /// Messages per epoch [default: `eod replay`'s, 100000, and 10000 for the books run].
+    #[arg(long)]
+    epoch_messages: Option<u64>,
     #[arg(long, default_value_t = 20)]
     traders: usize,
     #[arg(long, default_value_t = 50)]
@@ -103,8 +103,10 @@ fn main() -> Result<()> {
 
     // Stage 3: the dataflow alone, fed the parsed events.
     let started = Instant::now();
-    let dataflow_snapshot =
-        run_dataflow(&parsed.events, &prices, args.workers, args.epoch_messages)?;
+    let epoch_messages = args
+        .epoch_messages
+        .unwrap_or_else(|| default_epoch_messages(false));
+    let dataflow_snapshot = run_dataflow(&parsed.events, &prices, args.workers, epoch_messages)?;
     let dataflow_time = started.elapsed();
 
     // Baseline: the HashMap aggregator over the same parsed input, same answer.
@@ -123,8 +125,8 @@ fn main() -> Result<()> {
         archive: archive_location,
         prices: prices.clone(),
         dead_letters: scratch.path().join("dead-letters.jsonl"),
-        epoch_messages: args.epoch_messages,
-        limits: eod_runtime::driver::replay_limits(args.epoch_messages),
+        epoch_messages,
+        limits: eod_runtime::driver::replay_limits(epoch_messages),
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
@@ -134,9 +136,15 @@ fn main() -> Result<()> {
         worker_nice: eod_runtime::replay::REPLAY_WORKER_NICE,
     };
     let (whole_time, whole_rss) = whole_path(options.clone(), &baseline)?;
-    // And as `eod replay` runs it by default: the books written to SQLite beside the views.
+    // And as `eod replay` runs it by default: the books written to SQLite beside the views,
+    // in the books' epochs.
+    let books_epoch_messages = args
+        .epoch_messages
+        .unwrap_or_else(|| default_epoch_messages(true));
     let books_options = ReplayOptions {
         books: Some(BooksTarget::Sqlite(scratch.path().join("books.sqlite"))),
+        epoch_messages: books_epoch_messages,
+        limits: eod_runtime::driver::replay_limits(books_epoch_messages),
         ..options
     };
     let (books_time, books_rss) = whole_path(books_options, &baseline)?;

@@ -52,6 +52,25 @@ pub struct ReplayOptions {
     pub worker_nice: u8,
 }
 
+/// Messages per worker in a replay's epoch, unless told otherwise: big epochs cost the views
+/// the least per message (see the in-flight limits in `driver.rs`).
+pub const REPLAY_EPOCH_MESSAGES: u64 = 100_000;
+
+/// The same with books. The one books writer is then the bottleneck: with smaller epochs its
+/// first rows come sooner and fewer rows wait between the workers and the writer. A 1M
+/// replay with SQLite books at 10,000 against 100,000: wall A/B 0.953, peak 812 against
+/// 973 MiB; at 5,000 0.952 and 775 MiB, at 25,000 1.01 and 855 MiB (bench/RESULTS.md).
+pub const REPLAY_BOOKS_EPOCH_MESSAGES: u64 = 10_000;
+
+/// The epoch size of a replay that was given none.
+pub fn default_epoch_messages(with_books: bool) -> u64 {
+    if with_books {
+        REPLAY_BOOKS_EPOCH_MESSAGES
+    } else {
+        REPLAY_EPOCH_MESSAGES
+    }
+}
+
 /// [`ReplayOptions::worker_nice`] unless told otherwise. A 1M-message replay with SQLite
 /// books took 3.92-3.98 s at 10 and 3.82-3.84 s at 19, against 4.24-4.34 s at 0 (two runs
 /// each); 10 leaves other processes on the machine less of the replay's share.

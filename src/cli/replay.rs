@@ -34,9 +34,9 @@ pub(crate) struct ReplayArgs {
     pub(crate) http: HttpArgs,
     #[command(flatten)]
     pub(crate) telemetry: TelemetryArgs,
-    /// Framed messages per dataflow epoch.
-    #[arg(long, default_value_t = 100_000)]
-    pub(crate) epoch_messages: u64,
+    /// Framed messages per dataflow epoch [default: 100000; 10000 with books].
+    #[arg(long)]
+    pub(crate) epoch_messages: Option<u64>,
     /// Largest accepted FIX message in bytes.
     #[arg(long, default_value_t = eod_fix::DEFAULT_MAX_MESSAGE)]
     pub(crate) max_message: usize,
@@ -85,19 +85,24 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     if let Some(server) = &server {
         eprintln!("serving http://{}", server.addr);
     }
+    let books = args.books.target(|| match &args.output {
+        Some(output) => output.with_extension("books.sqlite"),
+        None => PathBuf::from("eod-books.sqlite"),
+    });
+    let epoch_messages = args
+        .epoch_messages
+        .unwrap_or_else(|| eod_runtime::replay::default_epoch_messages(books.is_some()))
+        .max(1);
     let options = ReplayOptions {
         archive: args.archive.clone(),
         prices,
         dead_letters: dead_letters.clone(),
-        epoch_messages: args.epoch_messages.max(1),
-        limits: eod_runtime::driver::replay_limits(args.epoch_messages.max(1)),
+        epoch_messages,
+        limits: eod_runtime::driver::replay_limits(epoch_messages),
         max_message: args.max_message,
         timely_args: args.timely.clone(),
         progress: !args.quiet,
-        books: args.books.target(|| match &args.output {
-            Some(output) => output.with_extension("books.sqlite"),
-            None => PathBuf::from("eod-books.sqlite"),
-        }),
+        books,
         books_batch: args.books.limits(),
         reference: args.books.reference(Some(&args.archive))?,
         worker_nice: args.worker_nice,
