@@ -73,7 +73,8 @@ pub fn default_epoch_messages(with_books: bool) -> u64 {
 
 /// [`ReplayOptions::worker_nice`] unless told otherwise. A 1M-message replay with SQLite
 /// books took 3.92-3.98 s at 10 and 3.82-3.84 s at 19, against 4.24-4.34 s at 0 (two runs
-/// each); 10 leaves other processes on the machine less of the replay's share.
+/// each); 10 rather than 19 so that the workers give way less to other processes on the
+/// machine.
 pub const REPLAY_WORKER_NICE: u8 = 10;
 
 /// The outcome of a replay.

@@ -44,7 +44,7 @@ pub(crate) struct ReplayArgs {
     #[arg(long)]
     pub(crate) quiet: bool,
     /// With books, the workers' nice value once the books writer runs (Linux; 0 to leave
-    /// them): the one books writer is the replay's bottleneck and keeps its core.
+    /// them): the books writer is the replay's bottleneck and keeps its core.
     #[arg(long, default_value_t = eod_runtime::replay::REPLAY_WORKER_NICE,
           value_parser = clap::value_parser!(u8).range(0..=19))]
     pub(crate) worker_nice: u8,
