@@ -57,6 +57,15 @@ pub(crate) struct ReplayArgs {
     pub(crate) timely: Vec<String>,
 }
 
+impl ReplayArgs {
+    /// `--epoch-messages`, or the replay's default for a run with or without books.
+    fn epoch_messages(&self, with_books: bool) -> u64 {
+        self.epoch_messages
+            .unwrap_or_else(|| eod_runtime::replay::default_epoch_messages(with_books))
+            .max(1)
+    }
+}
+
 pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
     let prices = read_prices(args.prices.as_deref())?;
     let dead_letters = args
@@ -89,10 +98,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         Some(output) => output.with_extension("books.sqlite"),
         None => PathBuf::from("eod-books.sqlite"),
     });
-    let epoch_messages = args
-        .epoch_messages
-        .unwrap_or_else(|| eod_runtime::replay::default_epoch_messages(books.is_some()))
-        .max(1);
+    let epoch_messages = args.epoch_messages(books.is_some());
     let options = ReplayOptions {
         archive: args.archive.clone(),
         prices,
@@ -163,5 +169,41 @@ pub(crate) fn print_summary(summary: &ReplaySummary, dead_letters: &Path, store:
     );
     if summary.dead_letters_written > 0 {
         println!("dead letters in {}", dead_letters.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn replay_args(flags: &[&str]) -> ReplayArgs {
+        let argv = ["eod", "replay", "--archive", "a"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Replay(args) => args,
+            _ => unreachable!("parsed a replay"),
+        }
+    }
+
+    /// A replay with books (the default) takes the books' smaller epochs, one without them
+    /// the big ones; `--epoch-messages` wins over both.
+    #[test]
+    fn the_default_epoch_follows_the_books() {
+        let epochs = |args: &ReplayArgs| {
+            let books = args.books.target(|| "b.sqlite".into());
+            args.epoch_messages(books.is_some())
+        };
+        assert_eq!(epochs(&replay_args(&[])), 10_000, "books are on by default");
+        assert_eq!(epochs(&replay_args(&["--no-books"])), 100_000);
+        let told = replay_args(&["--epoch-messages", "250"]);
+        assert_eq!(
+            (told.epoch_messages(true), told.epoch_messages(false)),
+            (250, 250)
+        );
+        assert_eq!(
+            replay_args(&["--epoch-messages", "0"]).epoch_messages(true),
+            1
+        );
     }
 }
