@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use clap::Parser;
 use eod_dataflow::{baseline, build_dataflow, PriceUpdate, TradeEvent, ViewStore};
-use eod_fix::{Classifier, Framer, Outcome};
+use eod_fix::{Classifier, Outcome};
 use eod_runtime::books::BooksTarget;
 use eod_runtime::driver::{drive, EpochPolicy, Feed, Frontiers, Source};
 use eod_runtime::generate::generate_archive;
@@ -232,10 +232,7 @@ fn parse(segments: &[bytes::Bytes]) -> Parsed {
     let mut events = Vec::with_capacity(segments.iter().map(|s| s.len()).sum::<usize>() / 250);
     let mut messages = 0;
     for segment in segments {
-        let mut framer = Framer::default();
-        framer.push(segment);
-        framer.finish();
-        while let Some(frame) = framer.next_frame() {
+        for frame in eod_fix::frames(segment, eod_fix::DEFAULT_MAX_MESSAGE) {
             messages += 1;
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
                 events.push(to_event(trade));

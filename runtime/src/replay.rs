@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use eod_dataflow::{Accounting, BookRow, PriceUpdate, ViewSnapshot, ViewStore};
-use eod_fix::{Framed, Framer, Reject};
+use eod_fix::{Framed, Reject};
 use eod_proto::DeadLetterReason;
 use eod_sinks::books::{RefusedRow, RowRefusal};
 use eod_sources::archive::{Archive, Segment};
@@ -249,11 +249,8 @@ struct FramedUnit {
 
 impl FramedSegment {
     fn frame(bytes: bytes::Bytes, max_message: usize) -> FramedSegment {
-        let mut framer = Framer::new(max_message);
-        framer.push(&bytes);
-        framer.finish();
         let mut units = Vec::new();
-        while let Some(frame) = framer.next_frame() {
+        for frame in eod_fix::frames(&bytes, max_message) {
             let start = frame.offset() as usize;
             let end = start + frame.bytes().len();
             let refused = match frame {

@@ -387,7 +387,7 @@ impl Iterator for Simulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eod_fix::{Decoded, Decoder, Framed, Framer};
+    use eod_fix::{Decoded, Decoder, Framed};
 
     #[test]
     fn same_seed_same_stream() {
@@ -415,10 +415,9 @@ mod tests {
             let SimEvent::Fix(bytes) = message.event else {
                 continue;
             };
-            let mut framer = Framer::default();
-            framer.push(&bytes);
-            framer.finish();
-            let Some(Framed::Message { bytes, .. }) = framer.next_frame() else {
+            let Some(Framed::Message { bytes, .. }) =
+                eod_fix::frames(&bytes, eod_fix::DEFAULT_MAX_MESSAGE).next()
+            else {
                 panic!("simulator produced an unframeable message")
             };
             match decoder.decode(bytes).expect("simulator messages decode") {

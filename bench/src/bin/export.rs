@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use eod_dataflow::money::format_fixed;
 use eod_dataflow::{Fill, TradeEvent};
-use eod_fix::{Classifier, Framer, Outcome};
+use eod_fix::{Classifier, Outcome};
 use eod_sources::archive::Archive;
 use eod_sources::envelope::to_event;
 
@@ -50,10 +50,7 @@ fn main() -> Result<()> {
     let (mut messages, mut events) = (0u64, 0u64);
     for segment in runtime.block_on(archive.segments())? {
         let bytes = runtime.block_on(archive.read(&segment.key))?;
-        let mut framer = Framer::default();
-        framer.push(&bytes);
-        framer.finish();
-        while let Some(frame) = framer.next_frame() {
+        for frame in eod_fix::frames(&bytes, eod_fix::DEFAULT_MAX_MESSAGE) {
             messages += 1;
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
                 events += 1;

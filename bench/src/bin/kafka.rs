@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use eod_dataflow::ViewStore;
-use eod_fix::{Classifier, Framer, Outcome};
+use eod_fix::{Classifier, Outcome};
 use eod_gateway::{open_archive, serve_tcp, Gateway, ListenOptions};
 use eod_runtime::metrics::Metrics;
 use eod_runtime::run::{run_kafka, RunOptions};
@@ -503,10 +503,7 @@ fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
     let mut classifier = Classifier::new();
     let mut out = Vec::new();
     for (due, bytes) in fix {
-        let mut framer = Framer::default();
-        framer.push(bytes);
-        framer.finish();
-        while let Some(frame) = framer.next_frame() {
+        for frame in eod_fix::frames(bytes, eod_fix::DEFAULT_MAX_MESSAGE) {
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
                 let mut envelope = trade.into_envelope();
                 envelope.raw_fix = frame.bytes().to_vec();

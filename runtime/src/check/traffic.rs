@@ -13,7 +13,7 @@ use serde_json::json;
 
 use eod_fix::initiator::InitiatorSettings;
 use eod_fix::time::{format_utc_timestamp, now_utc_nanos};
-use eod_fix::{FixEncoder, Framed, Framer};
+use eod_fix::{FixEncoder, Framed};
 use eod_gateway::{InitiatorLink, InitiatorOptions};
 use eod_proto::DeadLetterReason;
 use eod_sources::archive::Archive;
@@ -554,10 +554,7 @@ impl CheckTraffic {
                     .read(&segment.key)
                     .await
                     .map_err(|e| CheckError::Other(e.to_string()))?;
-                let mut framer = Framer::default();
-                framer.push(&bytes);
-                framer.finish();
-                while let Some(frame) = framer.next_frame() {
+                for frame in eod_fix::frames(&bytes, eod_fix::DEFAULT_MAX_MESSAGE) {
                     if let Framed::Message { bytes, .. } = frame {
                         if let Some(id) = eod_fix::session::field(bytes, 17) {
                             if id.starts_with(prefix.as_bytes()) {

@@ -18,7 +18,7 @@ pub use census::MessageCensus;
 pub use classify::{check_envelope, CheckedEnvelope, CheckedKind, Classifier, Counts, Outcome};
 pub use decode::{check_structure, Decoded, Decoder, FieldError, FieldFault, Reject};
 pub use encode::{break_checksum, FixEncoder};
-pub use framer::{Framed, Framer, DEFAULT_MAX_MESSAGE};
+pub use framer::{frames, Framed, Framer, Frames, DEFAULT_MAX_MESSAGE};
 
 /// Field separator.
 pub const SOH: u8 = 0x01;

@@ -206,6 +206,23 @@ fn frame_with(stream: &[u8], chunk: usize, max_message: usize) -> (Vec<Unit>, u6
     (units, census.messages())
 }
 
+/// A stream framed where it lies ([`eod_fix::frames`]) against the same stream pushed whole
+/// into a [`Framer`]: every unit, its kind, bytes, offset and reason.
+fn frames_in_place_match_a_framer(stream: &[u8], max_message: usize) -> Result<(), TestCaseError> {
+    let mut framer = Framer::new(max_message);
+    framer.push(stream);
+    framer.finish();
+    let mut pushed = Vec::new();
+    while let Some(frame) = framer.next_frame() {
+        pushed.push(format!("{frame:?}"));
+    }
+    let in_place: Vec<String> = eod_fix::frames(stream, max_message)
+        .map(|frame| format!("{frame:?}"))
+        .collect();
+    prop_assert_eq!(in_place, pushed);
+    Ok(())
+}
+
 proptest! {
     // 512 cases by default; PROPTEST_CASES raises it for a longer local run.
     #![proptest_config(ProptestConfig {
@@ -264,6 +281,7 @@ proptest! {
         // The framing does not depend on how the stream was split into reads.
         let (whole, _) = frame(&stream.bytes, stream.bytes.len().max(1));
         prop_assert_eq!(units, whole);
+        frames_in_place_match_a_framer(&stream.bytes, eod_fix::DEFAULT_MAX_MESSAGE)?;
     }
 
     /// Whatever the bytes: no unit holds two messages, the units start exactly the messages
@@ -291,6 +309,7 @@ proptest! {
             let (whole, _) = frame_with(&stream, stream.len().max(1), max_message);
             prop_assert_eq!(units, whole);
         }
+        frames_in_place_match_a_framer(&stream, max_message)?;
     }
 }
 
