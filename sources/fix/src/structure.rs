@@ -9,7 +9,7 @@
 use eod_proto::DeadLetterReason;
 
 use super::decode::{FieldFault, Reject};
-use super::dictionary::{self, Group, Section, Version};
+use super::dictionary::{self, Group, Section, TagFacts, Version};
 
 /// One field of the decoder's index: tag, and the value's start and end in the message.
 pub(crate) type IndexedField = (u32, usize, usize);
@@ -29,13 +29,14 @@ pub(crate) fn check(message: &[u8], fields: &[IndexedField]) -> Result<(), Rejec
     while i < fields.len() {
         let field = &fields[i];
         let tag = field.0;
-        if version.is_some_and(|v| !v.defines(tag)) {
+        let facts = TagFacts::of(tag);
+        if version.is_some_and(|v| !facts.defined_in(v)) {
             return Err(fault(tag, FieldFault::Undefined, "is not a FIX field"));
         }
         if value(field).is_empty() {
             return Err(fault(tag, FieldFault::NoValue, "has no value"));
         }
-        let field_section = dictionary::section(tag);
+        let field_section = facts.section();
         if field_section < section {
             return Err(fault(
                 tag,
@@ -48,7 +49,7 @@ pub(crate) fn check(message: &[u8], fields: &[IndexedField]) -> Result<(), Rejec
         }
         section = field_section;
         if field_section == Section::Body {
-            let spec_tag = !dictionary::USER_DEFINED.contains(&tag);
+            let spec_tag = !facts.user_defined();
             if spec_tag && admin_body.is_some_and(|body| !body.contains(&tag)) {
                 return Err(fault(
                     tag,
@@ -61,7 +62,10 @@ pub(crate) fn check(message: &[u8], fields: &[IndexedField]) -> Result<(), Rejec
             return Err(fault(tag, FieldFault::Repeated, "appears more than once"));
         }
         i += 1;
-        if let Some(group) = dictionary::group(tag).filter(|_| groups_modelled) {
+        let group = (facts.opens_group() && groups_modelled)
+            .then(|| dictionary::group(tag))
+            .flatten();
+        if let Some(group) = group {
             i = check_group(message, fields, i, group, value(field))?;
         }
     }
