@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::vec::Partition;
 use timely::dataflow::Scope;
 
 use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSource, TraderRef};
@@ -27,6 +26,7 @@ use crate::money::Money;
 use crate::names::Names;
 use crate::position::PositionCore;
 use crate::row_fan_out;
+use crate::split::{split3, Part};
 use crate::sum_operator;
 use crate::views::{
     FirmSum, PositionView, TraderSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
@@ -448,32 +448,21 @@ fn live_fills<'s>(
         },
     );
 
-    // One pass sends each outcome to the one stage that reads it. As three `flat_map`s of the
-    // same stream, timely cloned each batch of live fills for two of them, which then dropped
-    // nearly all of it (`perf` of a 1M replay: the clones and the filtering passes were 7% of
-    // the workers' samples).
-    let mut parts = plain
-        .inner
-        .partition(3, |((exec_id, outcome), time, diff)| {
-            let part = match &outcome {
-                PlainOutcome::Live(_) => 0,
-                PlainOutcome::CorrectionRoot(_) => 1,
-                PlainOutcome::BustWithoutFill(_) => 2,
-            };
-            (part, ((exec_id, outcome), time, diff))
-        })
-        .into_iter()
-        .map(|part| part.as_collection());
-    let (Some(plain_live), Some(plain_roots), Some(plain_busts)) =
-        (parts.next(), parts.next(), parts.next())
-    else {
-        unreachable!("partition makes one stream per part")
+    // Each outcome goes to the one stage that reads it (see `split`).
+    let bust_waiting = |target: Text, exec_id: Text| Unmatched {
+        kind: "bust".into(),
+        exec_id,
+        target,
     };
-
-    let roots = plain_roots.flat_map(|(_, outcome)| match outcome {
-        PlainOutcome::CorrectionRoot(correction) => Some(correction),
-        _ => None,
-    });
+    let (plain_live, roots, plain_busts) = split3(
+        plain,
+        "PlainOutcomes",
+        move |(exec_id, outcome)| match outcome {
+            PlainOutcome::Live(fill) => Part::First(fill),
+            PlainOutcome::CorrectionRoot(correction) => Part::Second(correction),
+            PlainOutcome::BustWithoutFill(bust) => Part::Third(bust_waiting(exec_id, bust)),
+        },
+    );
     let edges = corrections.clone().map(|c| (c.target, c.fill.exec_id));
     // Corrections of corrections: a correction is present once its chain reaches an arrived fill.
     let present = present_corrections(roots, edges);
@@ -524,26 +513,12 @@ fn live_fills<'s>(
         },
     );
 
-    let live = plain_live
-        .flat_map(|(_, outcome)| match outcome {
-            PlainOutcome::Live(fill) => Some(fill),
-            _ => None,
-        })
-        .concat(corrected.clone().flat_map(|(_, outcome)| match outcome {
-            CorrectionOutcome::Live(fill) => Some(fill),
-            _ => None,
-        }));
+    let live = plain_live.concat(corrected.clone().flat_map(|(_, outcome)| match outcome {
+        CorrectionOutcome::Live(fill) => Some(fill),
+        _ => None,
+    }));
 
-    let bust_waiting = |target: Text, exec_id: Text| Unmatched {
-        kind: "bust".into(),
-        exec_id,
-        target,
-    };
     let unmatched = plain_busts
-        .flat_map(move |(target, outcome)| match outcome {
-            PlainOutcome::BustWithoutFill(bust) => Some(bust_waiting(target, bust)),
-            _ => None,
-        })
         .concat(
             corrected
                 .clone()

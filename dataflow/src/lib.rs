@@ -17,6 +17,7 @@ mod names;
 pub mod position;
 pub mod position_operator;
 mod row_fan_out;
+mod split;
 pub mod stash;
 pub mod sum_operator;
 pub mod views;
