@@ -11,6 +11,11 @@
 /// Any bytes that many long decide whether a header starts at their first.
 const HEADER_MAX: usize = 5 + 10 + 1 + 2 + 9 + 1;
 
+/// `8=FIX`, with which every header starts.
+const BEGIN_LEN: usize = 5;
+static BEGIN_STRING: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"8=FIX"));
+
 /// Counts message headers in a stream fed in pieces of any size.
 #[derive(Debug, Default)]
 pub struct MessageCensus {
@@ -50,8 +55,16 @@ impl MessageCensus {
 
     /// Counts the decided headers of `window` that start before `starts_before`; returns
     /// where the first undecided one starts, counting none after it.
+    ///
+    /// A header is looked for where `8=FIX` stands whole, then in the last four bytes, where
+    /// one may begin cut off. Every `8` was a candidate before: digits are common in FIX, and
+    /// `memchr_iter`'s restart at each of them made the census a twentieth of a replay's
+    /// parse (`perf` of a 1M-message replay).
     fn count(&mut self, window: &[u8], starts_before: usize) -> Option<usize> {
-        for at in memchr::memchr_iter(b'8', window) {
+        let whole = BEGIN_STRING.find_iter(window);
+        // A whole `8=FIX` needs five bytes: none starts in the last four.
+        let cut_off = window.len().saturating_sub(BEGIN_LEN - 1)..window.len();
+        for at in whole.chain(cut_off.filter(|&at| window[at] == b'8')) {
             if at >= starts_before {
                 break;
             }
