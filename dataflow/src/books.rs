@@ -18,6 +18,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Exchange;
 
+use crate::day_state::DayState;
 use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
@@ -270,7 +271,7 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         .inner
         .unary_frontier(Pipeline, "Books", |_capability, _info| {
             let mut stash = TimeStash::default();
-            let mut state = BooksState::default();
+            let mut state = DayState::<BooksState>::default();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
                     for (update, time, diff) in updates.drain(..) {

@@ -20,6 +20,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Exchange;
 
+use crate::day_state::DayState;
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::names::Names;
@@ -51,7 +52,7 @@ where
             let mut stash = TimeStash::default();
             // Boxed: growing the table then moves a key and a pointer per entry, and its empty
             // slots cost as much, not a value's size.
-            let mut state: FastMap<K, Box<Multiset<H>>> = FastMap::default();
+            let mut state: DayState<FastMap<K, Box<Multiset<H>>>> = DayState::default();
             let mut names = Names::default();
             let mut changes: Vec<(O, Diff)> = Vec::new();
             move |(input, frontier), output| {

@@ -6,6 +6,7 @@
 pub mod baseline;
 pub mod books;
 pub mod correction_chains;
+pub mod day_state;
 pub mod graph;
 pub mod hash_reduce;
 pub mod marked_positions;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 
+use crate::day_state::DayState;
 use crate::graph::position_view;
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
@@ -123,7 +124,7 @@ pub fn positions_view<'s>(
         .inner
         .unary_frontier(exchange, "PositionsView", |_capability, _info| {
             let mut stash = TimeStash::default();
-            let mut symbols: FastMap<Text, SymbolState> = FastMap::default();
+            let mut symbols: DayState<FastMap<Text, SymbolState>> = DayState::default();
             let mut changes: Vec<(PositionView, Diff)> = Vec::new();
             let mut touched = FastMap::default();
             move |(input, frontier), output| {
