@@ -34,6 +34,7 @@ fn replay_options(archive: &Path, books: &str, reference: ReferenceData) -> Repl
         books_batch: Default::default(),
         reference,
         worker_nice: eod_runtime::replay::REPLAY_WORKER_NICE,
+        exit_after: false,
     }
 }
 

@@ -31,6 +31,7 @@ fn fixture_options(
         books_batch: Default::default(),
         reference: fx.reference.clone(),
         worker_nice: eod_runtime::replay::REPLAY_WORKER_NICE,
+        exit_after: false,
     }
 }
 

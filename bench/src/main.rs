@@ -134,6 +134,7 @@ fn main() -> Result<()> {
         books_batch: Default::default(),
         reference: Default::default(),
         worker_nice: eod_runtime::replay::REPLAY_WORKER_NICE,
+        exit_after: false,
     };
     let (whole_time, whole_rss) = whole_path(options.clone(), &baseline)?;
     // And as `eod replay` runs it by default: the books written to SQLite beside the views,

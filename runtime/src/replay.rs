@@ -50,6 +50,10 @@ pub struct ReplayOptions {
     /// With books: the nice value the workers take once the books writer is running (Linux;
     /// 0 leaves them as they are). See [`crate::priority`].
     pub worker_nice: u8,
+    /// The process exits once the replay returns: each worker leaves its dataflow's state to
+    /// the exit instead of freeing it allocation by allocation (see
+    /// `eod_dataflow::day_state`). False for anything that runs on after the replay.
+    pub exit_after: bool,
 }
 
 /// Messages per worker in a replay's epoch, unless told otherwise: big epochs cost the views
@@ -355,7 +359,7 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         },
         ordinal: 0,
     };
-    drive(
+    let driven = drive(
         worker,
         inputs,
         &frontiers,
@@ -363,7 +367,12 @@ fn replay_worker(worker: &mut timely::worker::Worker, shared: &WorkerShared) -> 
         EpochPolicy::Messages(shared.options.epoch_messages),
         shared.options.limits,
         &shared.metrics,
-    )
+    );
+    if driven.is_ok() && shared.options.exit_after {
+        // The dataflow is dropped on this thread once this returns, after every result is in.
+        eod_dataflow::day_state::skip_freeing_on_this_thread();
+    }
+    driven
 }
 
 /// This worker's share of the archive's units, from every segment in name order.

@@ -112,6 +112,8 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         books_batch: args.books.limits(),
         reference: args.books.reference(Some(&args.archive))?,
         worker_nice: args.worker_nice,
+        // Unless it serves the views afterwards, the process ends with the replay.
+        exit_after: server.is_none(),
     };
     let redis = args.redis.spawn(&store, &metrics, &args.timely)?;
     let summary = run_replay(options, store.clone(), metrics);
