@@ -25,7 +25,6 @@ use crate::model::{
 use crate::money::Money;
 use crate::names::Names;
 use crate::position::PositionCore;
-use crate::row_fan_out;
 use crate::split::{split3, Part};
 use crate::sum_operator;
 use crate::views::{
@@ -329,10 +328,8 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
             stored_before: options.books_stored_before,
         })
     });
-    let views = positions_view(live, prices);
-
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
-    let rows = row_fan_out::fan_out(views, route);
+    let rows = positions_view(live, prices, route);
     // On the first process's exporting worker (the other processes' get theirs from it).
     let traders = sum_operator::sum_on_worker::<_, TraderSum>(
         "TraderTotals",
@@ -550,7 +547,7 @@ pub fn position_view(
     core: &PositionCore,
     mark: Option<&Mark>,
 ) -> PositionView {
-    let total = mark.map(|m| core.cash + core.net_qty * i128::from(m.price));
+    let total = mark.map(|m| core.total_pnl(m.price));
     PositionView {
         trader: trader.into(),
         symbol: symbol.into(),
@@ -573,7 +570,7 @@ pub(crate) struct ExportRoute {
 }
 
 impl ExportRoute {
-    fn new(peers: usize, workers_per_process: usize) -> ExportRoute {
+    pub(crate) fn new(peers: usize, workers_per_process: usize) -> ExportRoute {
         let workers_per_process = workers_per_process.max(1);
         ExportRoute {
             processes: (peers / workers_per_process).max(1),
@@ -610,8 +607,7 @@ fn export_views(
     // A time's rows (positions and totals) are gathered as they come, not consolidated: each
     // comes from one operator per key and time, which emits a key's old row and new one only
     // when they differ (checked in debug builds, so by the oracle tests); an updated
-    // position's old row mostly stays behind (see `row_fan_out`), as the new one replaces
-    // it. Hashing every 240-byte row into a map to consolidate it, and draining the map, was
+    // position comes as its new row alone (see `row_fan_out`), which replaces the old one. Hashing every 240-byte row into a map to consolidate it, and draining the map, was
     // a fifth of this sink's time in 250-message epochs, on the one worker that runs it.
     // The few other records (counters from every worker, unmatched busts and corrections,
     // which a time can insert and retract) are consolidated. A time's vectors go back to a
@@ -658,12 +654,11 @@ fn export_views(
                     break;
                 }
                 let mut at_time = entry.remove();
-                let from = changes.len();
                 at_time.drain_into(&mut changes);
                 spare.push(at_time);
-                snapshot.apply(&changes[from..]);
                 time_ends.push(changes.len());
             }
+            snapshot.apply_times(&changes, &time_ends);
             // The frontier is the first time not yet reflected; an empty one means final.
             snapshot.as_of.time = frontier_time
                 .unwrap_or_else(|| latest_time_seen.saturating_add(1).max(snapshot.as_of.time));

@@ -25,16 +25,18 @@ use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
 
 use crate::day_state::DayState;
-use crate::graph::position_view;
+use crate::graph::ExportRoute;
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
 use crate::position::{Execution, LastTrade, PositionCore};
 use crate::position_operator::KeyState;
+use crate::row_fan_out::{fan_out, FannedOutRows, RowChange, TotalsChanges};
 use crate::stash::TimeStash;
-use crate::views::PositionView;
 use crate::FastMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -102,11 +104,13 @@ fn add<K: Ord>(counts: &mut BTreeMap<K, Diff>, key: K, diff: Diff) {
 }
 
 /// Every position over the live fills, by (trader, symbol), as a row with its symbol's mark
-/// when the waterfall has one.
-pub fn positions_view<'s>(
+/// when the waterfall has one: each change as the record the export applies, and as its
+/// change to the trader's and the firm's totals (see `row_fan_out`).
+pub(crate) fn positions_view<'s>(
     live: VecCollection<'s, Time, Fill, Diff>,
     prices: VecCollection<'s, Time, PriceUpdate, Diff>,
-) -> VecCollection<'s, Time, PositionView, Diff> {
+    route: ExportRoute,
+) -> FannedOutRows<'s> {
     let inputs = live
         .map(|fill| {
             let execution = Execution {
@@ -120,23 +124,37 @@ pub fn positions_view<'s>(
         .concat(prices.map(|p| (p.symbol, SymbolInput::Price(p.kind, p.time, p.price))));
     let exchange =
         Exchange::new(|((symbol, _), _, _): &((Text, SymbolInput), Time, Diff)| symbol.hashed());
-    inputs
-        .inner
-        .unary_frontier(exchange, "PositionsView", |_capability, _info| {
-            let mut stash = TimeStash::default();
-            let mut symbols: DayState<FastMap<Text, SymbolState>> = DayState::default();
-            let mut changes: Vec<(PositionView, Diff)> = Vec::new();
-            let mut touched = FastMap::default();
-            move |(input, frontier), output| {
-                input.for_each(|capability, updates| {
-                    for (record, time, diff) in updates.drain(..) {
-                        stash.push(&capability, time, (holder_hash(&record), record, diff));
-                    }
-                });
-                stash.complete(frontier, |capability, updates| {
+    let mut builder = OperatorBuilder::new("PositionsView".to_owned(), inputs.inner.scope());
+    let mut input = builder.new_input(inputs.inner, exchange);
+    let (records_out, records) = builder.new_output();
+    let (traders_out, trader_changes) = builder.new_output();
+    let (firm_out, firm_changes) = builder.new_output();
+    let mut records_out = OutputBuilder::from(records_out);
+    let mut traders_out = OutputBuilder::from(traders_out);
+    let mut firm_out = OutputBuilder::from(firm_out);
+    builder.build(move |_capabilities| {
+        // Each time holds a capability for each output: records, traders', firm's changes.
+        let mut stash: TimeStash<HashedInput, [Capability<Time>; 3]> = TimeStash::default();
+        let mut symbols: DayState<FastMap<Text, SymbolState>> = DayState::default();
+        let mut touched = FastMap::default();
+        let mut totals = TotalsChanges::default();
+        move |frontiers| {
+            let mut records_out = records_out.activate();
+            let mut traders_out = traders_out.activate();
+            let mut firm_out = firm_out.activate();
+            input.for_each(|capability, updates| {
+                for (record, time, diff) in updates.drain(..) {
+                    let hold = || [0, 1, 2].map(|output| capability.delayed(&time, output));
+                    stash.push_held(time, (holder_hash(&record), record, diff), hold);
+                }
+            });
+            stash.complete(
+                &frontiers[0],
+                |[for_records, for_traders, for_firm], updates| {
                     updates.sort_unstable_by(in_apply_order);
-                    let mut session = output.session(&capability);
-                    let time = *capability.time();
+                    let time = *for_records.time();
+                    let mut records = records_out.session(&for_records);
+                    let mut give = |record, diff| records.give((record, time, diff));
                     let mut drained = updates
                         .drain(..)
                         .map(|(_, record, diff)| (record, diff))
@@ -153,19 +171,28 @@ pub fn positions_view<'s>(
                             state,
                             std::iter::once((first, diff)).chain(rest),
                             &mut touched,
-                            &mut changes,
+                            &mut |change| fan_out(change, &mut totals, route, &mut give),
                         );
                         if state.is_empty() {
                             symbols.remove(&symbol);
                         }
-                        for (view, diff) in changes.drain(..) {
-                            session.give((view, time, diff));
-                        }
                     }
-                });
-            }
-        })
-        .as_collection()
+                    let (traders, firm) = totals.take();
+                    traders_out
+                        .session(&for_traders)
+                        .give_iterator(traders.map(|change| (change, time, 1)));
+                    if let Some(firm) = firm {
+                        firm_out.session(&for_firm).give((firm, time, 1));
+                    }
+                },
+            );
+        }
+    });
+    FannedOutRows {
+        records: records.as_collection(),
+        trader_changes: trader_changes.as_collection(),
+        firm_changes: firm_changes.as_collection(),
+    }
 }
 
 /// A stashed update with the hashes of its symbol (high half) and, for an execution, its
@@ -207,13 +234,13 @@ fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
 /// updates all appended to their fold. One map for every symbol and time, cleared each time.
 type Touched = FastMap<Text, (Option<PositionCore>, bool)>;
 
-/// Applies one symbol's updates of a time; pushes the rows that changed (old ones negated).
+/// Applies one symbol's updates of a time; hands each holder whose row changed to `changed`.
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
     batch: impl Iterator<Item = (SymbolInput, Diff)>,
     touched: &mut Touched,
-    changes: &mut Vec<(PositionView, Diff)>,
+    changed: &mut impl FnMut(RowChange<'_>),
 ) {
     let old_mark = state.mark;
     touched.clear();
@@ -261,54 +288,69 @@ fn apply(
     }
     let new_mark = state.current_mark();
     state.mark = new_mark;
-    let mut row = |trader: &Text, core: &PositionCore, mark: Option<Mark>, diff: Diff| {
-        changes.push((position_view(trader, symbol, core, mark.as_ref()), diff));
+    let change = |trader, before, after| RowChange {
+        trader,
+        symbol,
+        before,
+        after,
     };
     if new_mark == old_mark {
         for (trader, (before, _)) in touched.iter() {
             let after = state.holders.get(trader).and_then(|h| h.core.as_ref());
-            if before.as_ref() == after {
-                continue;
-            }
             // Positions that differ only in what the row does not show (the ExecID of the
             // last trade: a correction that repeats its target's quantity and price) make the
             // same row, which must not be retracted and inserted at once.
-            let old = before
-                .as_ref()
-                .map(|core| position_view(trader, symbol, core, new_mark.as_ref()));
-            let new = after.map(|core| position_view(trader, symbol, core, new_mark.as_ref()));
-            if old != new {
-                changes.extend(old.map(|row| (row, -1)));
-                changes.extend(new.map(|row| (row, 1)));
+            if let (Some(before), Some(after)) = (before, after) {
+                if shows_the_same(before, after, new_mark.is_some()) {
+                    continue;
+                }
+            } else if before.is_none() && after.is_none() {
+                continue;
             }
+            let at_mark = |core| (core, new_mark);
+            changed(change(
+                trader,
+                before.as_ref().map(at_mark),
+                after.map(at_mark),
+            ));
         }
     } else {
-        // Every holder's row carries the mark: no row before equals one after. Each holder's
-        // old row goes out just before its new one, as above: the fan-out passes an update on
-        // to the export as its new row alone when the two are side by side.
+        // Every holder's row carries the mark: no row before equals one after.
         for (trader, (before, _)) in touched.iter() {
             let still_held = state.holders.get(trader).is_some_and(|h| h.core.is_some());
             if let (Some(old), false) = (before, still_held) {
-                row(trader, old, old_mark, -1);
+                changed(change(trader, Some((old, old_mark)), None));
             }
         }
         for (trader, holder) in &state.holders {
             let Some(core) = &holder.core else {
                 continue;
             };
-            match touched.get(trader) {
-                Some((Some(old), _)) => row(trader, old, old_mark, -1),
-                Some((None, _)) => {}
-                None => row(trader, core, old_mark, -1),
-            }
-            row(trader, core, new_mark, 1);
+            let before = match touched.get(trader) {
+                Some((before, _)) => before.as_ref(),
+                None => Some(core),
+            };
+            let before = before.map(|old| (old, old_mark));
+            changed(change(trader, before, Some((core, new_mark))));
         }
     }
+}
+
+/// Whether two positions of a holder make the same row at the same mark (`marked`): the row
+/// shows the quantity, the trade count and the average cost, and at a mark the realised P&L
+/// and the total (the cash, given the quantity).
+fn shows_the_same(a: &PositionCore, b: &PositionCore, marked: bool) -> bool {
+    a.net_qty == b.net_qty
+        && a.trades == b.trades
+        && a.avg_cost == b.avg_cost
+        && (!marked || (a.realized == b.realized && a.cash == b.cash))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::position_view;
+    use crate::views::PositionView;
     use differential_dataflow::consolidation::consolidate;
 
     /// The rows a symbol's updates make when applied in `batches`, consolidated.
@@ -323,11 +365,41 @@ mod tests {
                 &mut state,
                 batch.iter().cloned(),
                 &mut touched,
-                &mut changes,
+                &mut |change| {
+                    for (row, diff) in [(change.before, -1), (change.after, 1)] {
+                        if let Some((core, mark)) = row {
+                            let row = position_view(change.trader, &symbol, core, mark.as_ref());
+                            changes.push((row, diff));
+                        }
+                    }
+                },
             );
         }
         consolidate(&mut changes);
         changes
+    }
+
+    proptest::proptest! {
+        /// Two positions are taken to make the same row exactly when their rows are equal.
+        #[test]
+        fn positions_show_the_same_when_their_rows_are_equal(
+            a in (0i128..3, 0u64..3, 0i128..3, 0i128..3, proptest::option::of(0i128..3)),
+            b in (0i128..3, 0u64..3, 0i128..3, 0i128..3, proptest::option::of(0i128..3)),
+            price in proptest::option::of(1i64..3),
+        ) {
+            let core = |(net_qty, trades, cash, realized, avg_cost)| PositionCore {
+                net_qty,
+                trades,
+                cash,
+                realized,
+                avg_cost,
+                last: LastTrade { transact_time: 1, exec_id: "E".into(), price: 1 },
+            };
+            let (a, b) = (core(a), core(b));
+            let mark = price.map(|price| Mark { price, source: crate::MarkSource::LastTrade });
+            let row = |core| position_view("T", "X", core, mark.as_ref());
+            proptest::prop_assert_eq!(shows_the_same(&a, &b, mark.is_some()), row(&a) == row(&b));
+        }
     }
 
     /// What [`in_apply_order`] relies on when hashes collide: a symbol's updates of one time

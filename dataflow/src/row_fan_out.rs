@@ -1,27 +1,28 @@
-//! The positions view's rows, in one stage, to the three places they go: the exported view
-//! records, each trader's change to its totals, and this worker's change to the firm total.
+//! The positions view's row changes, as they are formed, to the three places they go: the
+//! exported view records, each trader's change to its totals, and this worker's change to the
+//! firm total.
 //!
-//! In small epochs nearly every fill changes a row (240 bytes), and the view had three
-//! consumers: the trader totals (exchanged by trader), the firm's partial sums and the export
-//! route. Timely copies a stream's every batch for each consumer but the last, so each row was
-//! copied twice before any of them ran, and the trader totals then moved whole rows between
-//! workers to add up six numbers of each. Here each row is read once: it moves on as a record,
-//! and what the totals need is added up per trader and time as it passes, so one small change
-//! per trader, worker and batch goes to the totals instead of every row.
+//! In small epochs nearly every fill changes a row (240 bytes). The view had three consumers:
+//! the trader totals (exchanged by trader), the firm's partial sums and the export route, and
+//! timely copies a stream's every batch for each consumer but the last. Then one stage read
+//! each row once, but the positions view still formed every change as two rows (the old one
+//! retracted, the new one inserted) and handed both to that stage, which added their numbers
+//! to the totals and passed the new one on. Here the positions view hands each change over as
+//! the positions it is made of: the totals take their numbers from the positions, and only the
+//! row that goes to the export is formed: the new one, or the old one when the position goes.
+//! One small change per trader, worker and time goes to the totals instead of every row.
 
-use differential_dataflow::{AsCollection, VecCollection};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::progress::operate::FrontierInterest;
+use differential_dataflow::VecCollection;
 
-use crate::graph::ExportRoute;
+use crate::graph::{position_view, ExportRoute};
+use crate::marks::Mark;
 use crate::model::{Diff, Text, Time};
-use crate::views::{PositionView, TotalsSum, ViewRecord};
+use crate::position::PositionCore;
+use crate::views::{TotalsSum, ViewRecord};
 use crate::FastMap;
 
 pub(crate) struct FannedOutRows<'s> {
-    /// Every row as a view record, with the worker that exports it.
+    /// Every row change as a view record, with the worker that exports it.
     pub records: VecCollection<'s, Time, (usize, ViewRecord), Diff>,
     /// Per trader, a change to the sums over its rows (with diff 1).
     pub trader_changes: VecCollection<'s, Time, (Text, TotalsSum), Diff>,
@@ -29,97 +30,84 @@ pub(crate) struct FannedOutRows<'s> {
     pub firm_changes: VecCollection<'s, Time, TotalsSum, Diff>,
 }
 
-/// Sums form a group, so a change formed from the rows of one batch, as they pass and before
-/// their time completes, adds up with the other batches' to the time's change.
-pub(crate) fn fan_out<'s>(
-    rows: VecCollection<'s, Time, PositionView, Diff>,
-    route: ExportRoute,
-) -> FannedOutRows<'s> {
-    let mut builder = OperatorBuilder::new("PositionRowsFanOut".to_owned(), rows.inner.scope());
-    let mut input = builder.new_input(rows.inner, Pipeline);
-    builder.set_notify_for(0, FrontierInterest::Never);
-    let (records_out, records) = builder.new_output();
-    let (traders_out, trader_changes) = builder.new_output();
-    let (firm_out, firm_changes) = builder.new_output();
-    let mut records_out = OutputBuilder::from(records_out);
-    let mut traders_out = OutputBuilder::from(traders_out);
-    let mut firm_out = OutputBuilder::from(firm_out);
-    builder.build(move |_capabilities| {
-        // Per time of a batch: each trader's change and the worker's. A batch's rows are
-        // nearly always of one time.
-        let mut changes: Vec<(Time, FastMap<Text, TotalsSum>, TotalsSum)> = Vec::new();
-        move |_frontiers| {
-            let mut records_out = records_out.activate();
-            let mut traders_out = traders_out.activate();
-            let mut firm_out = firm_out.activate();
-            input.for_each(|capability, rows| {
-                let mut records = records_out.session(&capability);
-                let mut rows = rows.drain(..).peekable();
-                while let Some((row, time, diff)) = rows.next() {
-                    let at = match changes.iter().position(|(at, _, _)| *at == time) {
-                        Some(at) => at,
-                        None => {
-                            changes.push((time, FastMap::default(), TotalsSum::default()));
-                            changes.len() - 1
-                        }
-                    };
-                    let (_, traders, firm) = &mut changes[at];
-                    firm.add_row(&row, diff);
-                    match traders.get_mut(&row.trader) {
-                        Some(sum) => sum.add_row(&row, diff),
-                        None => traders
-                            .entry(row.trader.clone())
-                            .or_default()
-                            .add_row(&row, diff),
-                    }
-                    if is_replaced(&row, time, diff, rows.peek()) {
-                        continue;
-                    }
-                    for record in route.route(ViewRecord::Position(row)) {
-                        records.give((record, time, diff));
-                    }
-                }
-                drop(records);
-                for (time, traders, firm) in changes.drain(..) {
-                    let for_traders = capability.delayed(&time, 1);
-                    let mut session = traders_out.session(&for_traders);
-                    for (trader, change) in traders {
-                        if change != TotalsSum::default() {
-                            session.give(((trader, change), time, 1));
-                        }
-                    }
-                    if firm != TotalsSum::default() {
-                        let for_firm = capability.delayed(&time, 2);
-                        firm_out.session(&for_firm).give((firm, time, 1));
-                    }
-                }
-            });
-        }
-    });
-    FannedOutRows {
-        records: records.as_collection(),
-        trader_changes: trader_changes.as_collection(),
-        firm_changes: firm_changes.as_collection(),
+/// One holder's row as it was and as it is: the position and the mark it is shown at, or
+/// `None` where the holder has no row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowChange<'a> {
+    pub trader: &'a Text,
+    pub symbol: &'a Text,
+    pub before: Option<(&'a PositionCore, Option<Mark>)>,
+    pub after: Option<(&'a PositionCore, Option<Mark>)>,
+}
+
+impl RowChange<'_> {
+    /// The change as the export takes it: the new row, which replaces its key's row, or the
+    /// old one retracted when the position goes.
+    pub fn record(&self) -> Option<(ViewRecord, Diff)> {
+        let (row, diff) = match (self.after, self.before) {
+            (Some(after), _) => (after, 1),
+            (None, Some(before)) => (before, -1),
+            (None, None) => return None,
+        };
+        let (core, mark) = row;
+        let row = position_view(self.trader, self.symbol, core, mark.as_ref());
+        Some((ViewRecord::Position(row), diff))
     }
 }
 
-/// Whether `row`'s retraction is followed by its key's new row at the same time: the export
-/// replaces a key's row with the new one, so the old row need not travel to it (in small
-/// epochs, nearly half of the rows). The positions view puts a key's old row just before its
-/// new one; when a batch ends between the two, the retraction goes on, and is harmless.
-fn is_replaced(
-    row: &PositionView,
-    time: Time,
-    diff: Diff,
-    next: Option<&(PositionView, Time, Diff)>,
-) -> bool {
-    diff < 0
-        && next.is_some_and(|(new, new_time, new_diff)| {
-            *new_time == time
-                && *new_diff > 0
-                && new.trader == row.trader
-                && new.symbol == row.symbol
-        })
+/// What one worker's row changes of one time do to the totals. Sums form a group, so the
+/// changes of every worker add up to the time's change.
+#[derive(Default)]
+pub(crate) struct TotalsChanges {
+    traders: FastMap<Text, TotalsSum>,
+    firm: TotalsSum,
+}
+
+impl TotalsChanges {
+    pub fn add(&mut self, change: &RowChange<'_>) {
+        let trader = match self.traders.get_mut(change.trader) {
+            Some(sum) => sum,
+            None => self.traders.entry(change.trader.clone()).or_default(),
+        };
+        for (row, diff) in [(change.before, -1), (change.after, 1)] {
+            if let Some((core, mark)) = row {
+                trader.add_position(core, mark.as_ref(), diff);
+                self.firm.add_position(core, mark.as_ref(), diff);
+            }
+        }
+    }
+
+    /// The traders' changes that are not nothing, and the firm's when it is not, leaving
+    /// `self` empty.
+    pub fn take(
+        &mut self,
+    ) -> (
+        impl Iterator<Item = (Text, TotalsSum)> + '_,
+        Option<TotalsSum>,
+    ) {
+        let firm = std::mem::take(&mut self.firm);
+        let traders = self
+            .traders
+            .drain()
+            .filter(|(_, change)| *change != TotalsSum::default());
+        (traders, (firm != TotalsSum::default()).then_some(firm))
+    }
+}
+
+/// Each row change of a time, as it is formed: into the time's totals changes, and as a record
+/// to every exporting worker.
+pub(crate) fn fan_out(
+    change: RowChange<'_>,
+    totals: &mut TotalsChanges,
+    route: ExportRoute,
+    mut give: impl FnMut((usize, ViewRecord), Diff),
+) {
+    totals.add(&change);
+    if let Some((record, diff)) = change.record() {
+        for routed in route.route(record) {
+            give(routed, diff);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,15 +217,93 @@ mod tests {
         assert!(alice.mark.is_some());
     }
 
+    fn core(net_qty: i128, trades: u64, cash: i128, realized: i128) -> PositionCore {
+        PositionCore {
+            net_qty,
+            trades,
+            cash,
+            realized,
+            avg_cost: (net_qty != 0).then_some(cash.abs() / net_qty.abs().max(1)),
+            last: crate::position::LastTrade {
+                transact_time: 1,
+                exec_id: "E1".into(),
+                price: 100,
+            },
+        }
+    }
+
+    proptest::proptest! {
+        /// The totals take a position's numbers as the row it makes would give them.
+        #[test]
+        fn a_position_adds_to_the_totals_as_its_row_does(
+            net_qty in -1_000_000i128..1_000_000,
+            trades in 0u64..1000,
+            cash in -(1i128 << 80)..(1i128 << 80),
+            realized in -(1i128 << 80)..(1i128 << 80),
+            price in proptest::option::of(0i64..1_000_000_000_000),
+            diff in -3isize..4,
+        ) {
+            let core = core(net_qty, trades, cash, realized);
+            let mark = price.map(|price| Mark { price, source: crate::MarkSource::LastTrade });
+            let mut from_position = TotalsSum::default();
+            from_position.add_position(&core, mark.as_ref(), diff);
+            let mut from_row = TotalsSum::default();
+            from_row.add_row(&position_view("T", "X", &core, mark.as_ref()), diff);
+            proptest::prop_assert_eq!(from_position, from_row);
+        }
+    }
+
+    /// A change reaches the export as its new row, or as its old one retracted when the
+    /// position goes; the totals see both sides.
     #[test]
-    fn a_retraction_is_left_out_only_beside_its_keys_new_row() {
-        let old = crate::views::unmarked_row("alice", "X", 10);
-        let new = crate::views::unmarked_row("alice", "X", 13);
-        let other = crate::views::unmarked_row("bob", "X", 13);
-        assert!(is_replaced(&old, 4, -1, Some(&(new.clone(), 4, 1))));
-        assert!(!is_replaced(&old, 4, -1, Some(&(new.clone(), 5, 1))));
-        assert!(!is_replaced(&old, 4, -1, Some(&(other, 4, 1))));
-        assert!(!is_replaced(&old, 4, -1, None));
-        assert!(!is_replaced(&new, 4, 1, Some(&(old, 4, -1))));
+    fn a_change_is_exported_as_its_new_row_and_summed_as_both() {
+        let (trader, symbol) = ("T".into(), "X".into());
+        let (old, new) = (core(10, 1, -1000, 0), core(13, 2, -1300, 0));
+        let mark = Some(Mark {
+            price: 120,
+            source: crate::MarkSource::OfficialClose,
+        });
+        let change = |before, after| RowChange {
+            trader: &trader,
+            symbol: &symbol,
+            before,
+            after,
+        };
+        let route = ExportRoute::new(1, 1);
+        let mut totals = TotalsChanges::default();
+        let mut exported = Vec::new();
+        for each in [
+            change(Some((&old, None)), Some((&new, mark))),
+            change(Some((&new, mark)), None),
+            change(None, Some((&old, mark))),
+        ] {
+            fan_out(each, &mut totals, route, |record, diff| {
+                exported.push((record, diff))
+            });
+        }
+        let rows: Vec<_> = exported
+            .iter()
+            .map(|((worker, record), diff)| match record {
+                ViewRecord::Position(row) => (*worker, row.net_qty, row.mark.is_some(), *diff),
+                other => panic!("not a position: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [(0, 13, true, 1), (0, 13, true, -1), (0, 10, true, 1)]
+        );
+        let mut expected = TotalsSum::default();
+        expected.add_position(&old, None, -1);
+        expected.add_position(&old, mark.as_ref(), 1);
+        let (traders, firm) = totals.take();
+        let traders: Vec<_> = traders.collect();
+        assert_eq!(traders, [(trader.clone(), expected.clone())]);
+        assert_eq!(firm, Some(expected));
+        let (traders, firm) = totals.take();
+        assert_eq!(
+            (traders.count(), firm),
+            (0, None),
+            "taken, the changes are empty"
+        );
     }
 }

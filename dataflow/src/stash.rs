@@ -16,8 +16,9 @@ const SPARE_BUFFERS: usize = 1;
 /// restore's or replay's big epochs do not hold memory through a day of small live epochs.
 const SHRINK_WHEN_USED_BELOW: usize = 8;
 
-pub struct TimeStash<D> {
-    pending: BTreeMap<Time, (Capability<Time>, Vec<D>)>,
+/// `C` is what a time holds to emit at it later: a capability for each output it emits on.
+pub struct TimeStash<D, C = Capability<Time>> {
+    pending: BTreeMap<Time, (C, Vec<D>)>,
     /// Buffers of completed times, emptied once [`TimeStash::complete`] is done with them. A
     /// fresh buffer for every big epoch (a restore enters 200k records per worker per epoch)
     /// grew again into memory the kernel had to fault in and zero: reusing one took a 5M-trade
@@ -25,7 +26,7 @@ pub struct TimeStash<D> {
     spare: Vec<Vec<D>>,
 }
 
-impl<D> Default for TimeStash<D> {
+impl<D, C> Default for TimeStash<D, C> {
     fn default() -> Self {
         TimeStash {
             pending: BTreeMap::new(),
@@ -37,15 +38,17 @@ impl<D> Default for TimeStash<D> {
 impl<D> TimeStash<D> {
     /// Holds `item` at `time`, keeping a capability to emit at that time later.
     pub fn push(&mut self, capability: &InputCapability<Time>, time: Time, item: D) {
+        self.push_held(time, item, || capability.delayed(&time, 0));
+    }
+}
+
+impl<D, C> TimeStash<D, C> {
+    /// Holds `item` at `time`; the first item of a time keeps what `hold` makes for it.
+    pub fn push_held(&mut self, time: Time, item: D, hold: impl FnOnce() -> C) {
         let spare = &mut self.spare;
         self.pending
             .entry(time)
-            .or_insert_with(|| {
-                (
-                    capability.delayed(&time, 0),
-                    spare.pop().unwrap_or_default(),
-                )
-            })
+            .or_insert_with(|| (hold(), spare.pop().unwrap_or_default()))
             .1
             .push(item);
     }
@@ -55,7 +58,7 @@ impl<D> TimeStash<D> {
     pub fn complete(
         &mut self,
         frontier: &MutableAntichain<Time>,
-        mut f: impl FnMut(Capability<Time>, &mut Vec<D>),
+        mut f: impl FnMut(C, &mut Vec<D>),
     ) {
         while let Some(entry) = self.pending.first_entry() {
             if frontier.less_equal(entry.key()) {

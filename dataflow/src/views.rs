@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::marks::MarkSource;
+use crate::marks::{Mark, MarkSource};
 use crate::model::{Counter, Diff, Text, Time};
 use crate::money::Money;
+use crate::position::PositionCore;
 use crate::sum_operator::Accumulator;
+use crate::FastMap;
 
 /// One (trader, symbol) row of the positions view.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -78,6 +80,22 @@ impl TotalsSum {
             self.realized += r.0 * i128::from(diff);
             self.unrealized += u.0 * i128::from(diff);
             self.total += t.0 * i128::from(diff);
+        }
+    }
+
+    /// Adds the row `core` makes at `mark` (as [`add_row`](Self::add_row) of that row would)
+    /// without forming the row: in small epochs most rows that leave the totals are
+    /// replaced by their position's new one and go nowhere else.
+    pub fn add_position(&mut self, core: &PositionCore, mark: Option<&Mark>, diff: Diff) {
+        let wide = i128::from(diff as i64);
+        self.positions += diff as i64;
+        self.trades += i128::from(core.trades) * wide;
+        if let Some(mark) = mark {
+            let total = core.total_pnl(mark.price);
+            self.marked += diff as i64;
+            self.realized += core.realized * wide;
+            self.unrealized += (total - core.realized) * wide;
+            self.total += total * wide;
         }
     }
 
@@ -262,6 +280,58 @@ impl ViewSnapshot {
         self.as_of.messages = self.accounting.read;
     }
 
+    /// Applies the changes of several completed times, each ending at its entry of
+    /// `time_ends`, as [`apply`](Self::apply) on each time in turn would. In small epochs one
+    /// publish carries a few dozen times and a position changes in most of them: its row is
+    /// written to the map once, as the last of them left it, not once per time (each a B-tree
+    /// search that compares text, about a tenth of the exporting worker's time in 250-message
+    /// epochs).
+    pub fn apply_times(&mut self, changes: &[(ViewRecord, Diff)], time_ends: &[usize]) {
+        if let [end] = time_ends {
+            return self.apply(&changes[..*end]);
+        }
+        // Each position a time touched, as the times so far leave it (`None`: removed).
+        let mut latest: FastMap<(&Text, &Text), Option<&PositionView>> = FastMap::default();
+        let mut start = 0;
+        for &end in time_ends {
+            let time = &changes[start..end];
+            start = end;
+            for (record, diff) in time.iter().filter(|(_, diff)| *diff > 0) {
+                match record {
+                    ViewRecord::Position(row) => {
+                        latest.insert((&row.trader, &row.symbol), Some(row));
+                    }
+                    other => self.insert(other, *diff),
+                }
+            }
+            for (record, diff) in time.iter().filter(|(_, diff)| *diff < 0) {
+                match record {
+                    ViewRecord::Position(row) => {
+                        let key = (&row.trader, &row.symbol);
+                        let held = match latest.get(&key) {
+                            Some(held) => *held,
+                            None => self
+                                .positions
+                                .get(&(row.trader.clone(), row.symbol.clone())),
+                        };
+                        if held == Some(row) {
+                            latest.insert(key, None);
+                        }
+                    }
+                    other => self.retract(other, *diff),
+                }
+            }
+        }
+        for ((trader, symbol), row) in latest {
+            let key = (trader.clone(), symbol.clone());
+            match row {
+                Some(row) => self.positions.insert(key, row.clone()),
+                None => self.positions.remove(&key),
+            };
+        }
+        self.as_of.messages = self.accounting.read;
+    }
+
     fn insert(&mut self, record: &ViewRecord, diff: Diff) {
         match record {
             ViewRecord::Counter(counter) => self.accounting.add(counter, diff),
@@ -327,11 +397,7 @@ pub struct ViewDelta {
 impl ViewDelta {
     /// Turns the snapshot this delta followed into the one it led to (`as_of` aside).
     pub fn apply_to(&self, snapshot: &mut ViewSnapshot) {
-        let mut start = 0;
-        for &end in &self.time_ends {
-            snapshot.apply(&self.changes[start..end]);
-            start = end;
-        }
+        snapshot.apply_times(&self.changes, &self.time_ends);
     }
 }
 
@@ -587,6 +653,40 @@ mod tests {
         ]);
         assert_eq!(snapshot.positions.len(), 1);
         assert_eq!(snapshot.positions[&("T".into(), "X".into())].net_qty, 2);
+    }
+
+    proptest::proptest! {
+        /// Several times applied at once leave the snapshot as applying them one by one does:
+        /// rows inserted, updated, retracted (by their row or by a stale one), re-inserted.
+        #[test]
+        fn times_applied_at_once_equal_times_applied_in_turn(
+            before in proptest::collection::vec((0..3usize, 0..3i128), 0..4),
+            times in proptest::collection::vec(
+                proptest::collection::vec((0..4usize, 0..3i128, proptest::bool::ANY), 0..6),
+                0..6,
+            ),
+        ) {
+            let record = |trader: usize, qty: i128| match trader {
+                3 => ViewRecord::Trader("T0".into(), Totals { trades: qty as u64, ..Totals::default() }),
+                _ => ViewRecord::Position(row(&format!("T{trader}"), qty)),
+            };
+            let mut in_turn = ViewSnapshot::default();
+            let start: Vec<_> = before.iter().map(|&(t, q)| (record(t, q), 1)).collect();
+            in_turn.apply(&start);
+            let mut at_once = in_turn.clone();
+            let mut changes = Vec::new();
+            let mut time_ends = Vec::new();
+            for time in &times {
+                let from = changes.len();
+                changes.extend(time.iter().map(|&(t, q, insert)| {
+                    (record(t, q), if insert { 1 } else { -1 })
+                }));
+                in_turn.apply(&changes[from..]);
+                time_ends.push(changes.len());
+            }
+            at_once.apply_times(&changes, &time_ends);
+            proptest::prop_assert_eq!(at_once, in_turn);
+        }
     }
 
     #[test]
