@@ -578,10 +578,9 @@ impl ExportRoute {
         }
     }
 
-    /// `collection` as view records, each paired with an exporting worker, in one stage: in
-    /// small epochs every position change passes here, and a stage of its own to wrap each
-    /// row as a record copied it once more. The last process takes the record itself: with
-    /// one process, no row is copied here.
+    /// `collection` as view records, each paired with an exporting worker, in one stage (a
+    /// stage of its own to wrap each item as a record would copy it once more). The last
+    /// process takes the record itself: with one process, no record is copied here.
     fn records<'s, D: differential_dataflow::Data>(
         self,
         collection: VecCollection<'s, Time, D, Diff>,

@@ -215,8 +215,9 @@ fn holder_hash((symbol, input): &(Text, SymbolInput)) -> u128 {
 /// and between holders, and the execution (its time first) within a holder. The rest of the
 /// order only separates symbols or holders whose hashes collide: their updates may then
 /// interleave, which splits a symbol's updates into more than one batch of [`apply`] (each
-/// retracts the rows the one before it emitted, so the time's output is the same) or a
-/// holder's executions out of order (its fold is then rebuilt).
+/// changes the rows the one before it left, so the totals end where one batch leaves them,
+/// and the export keeps a key's last row of the time) or a holder's executions out of order
+/// (its fold is then rebuilt).
 fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
     let ((symbol_a, input_a), (symbol_b, input_b)) = (&a.1, &b.1);
     a.0.cmp(&b.0)
