@@ -604,10 +604,11 @@ fn export_views(
     store: Option<Arc<ViewStore>>,
 ) {
     // A time's rows (positions and totals) are gathered as they come, not consolidated: each
-    // comes from one operator per key and time, which emits a key's old row and new one only
-    // when they differ (checked in debug builds, so by the oracle tests); an updated
-    // position comes as its new row alone (see `row_fan_out`), which replaces the old one. Hashing every 240-byte row into a map to consolidate it, and draining the map, was
-    // a fifth of this sink's time in 250-message epochs, on the one worker that runs it.
+    // comes from one operator per key and time, which emits a row only when it changed and
+    // never the same row twice (checked in debug builds, so by the oracle tests); an updated
+    // position comes as its new row alone (see `row_fan_out`), which replaces the old one.
+    // Hashing every 240-byte row into a map to consolidate it, and draining the map, was a
+    // fifth of this sink's time in 250-message epochs, on the one worker that runs it.
     // The few other records (counters from every worker, unmatched busts and corrections,
     // which a time can insert and retract) are consolidated. A time's vectors go back to a
     // pool once applied.
