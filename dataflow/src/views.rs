@@ -667,7 +667,10 @@ mod tests {
             ),
         ) {
             let record = |trader: usize, qty: i128| match trader {
-                3 => ViewRecord::Trader("T0".into(), Totals { trades: qty as u64, ..Totals::default() }),
+                3 => {
+                    let totals = Totals { trades: qty as u64, ..Totals::default() };
+                    ViewRecord::Trader("T0".into(), totals)
+                }
                 _ => ViewRecord::Position(row(&format!("T{trader}"), qty)),
             };
             let mut in_turn = ViewSnapshot::default();
