@@ -248,6 +248,7 @@ fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
 type Touched = FastMap<Text, (Option<PositionCore>, bool)>;
 
 /// Applies one symbol's updates of a time; hands each holder whose row changed to `changed`.
+/// Reads `batch` to its end: the caller takes a symbol's run of updates by its length.
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
