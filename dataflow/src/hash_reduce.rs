@@ -24,7 +24,7 @@ use crate::day_state::DayState;
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::names::Names;
-use crate::stash::TimeStash;
+use crate::stash::{drain_runs, TimeStash};
 use crate::FastMap;
 
 /// Groups `input` by key and applies `logic` to each key's values (with their multiplicities,
@@ -67,25 +67,15 @@ where
                     consolidate(updates);
                     let mut session = output.session(&capability);
                     let time = *capability.time();
-                    // Each key's run is measured before any update is moved out, as in
-                    // `marked_positions`: comparing the next key once moved cost 15 of this
-                    // operator's 520 `perf` samples in 250-message epochs, 3 here.
-                    run_lengths.clear();
-                    run_lengths.extend(
-                        updates
-                            .chunk_by(|((a, _), _), ((b, _), _)| a == b)
-                            .map(<[_]>::len),
-                    );
-                    let mut drained = updates.drain(..);
-                    for &length in &run_lengths {
-                        let Some(((key, value), diff)) = drained.next() else {
-                            break;
-                        };
+                    let same_key =
+                        |((a, _), _): &((K, V), Diff), ((b, _), _): &((K, V), Diff)| a == b;
+                    drain_runs(updates, &mut run_lengths, same_key, |first, rest| {
+                        let ((key, value), diff) = first;
                         let values = state.entry(key.clone()).or_default();
                         changes.clear();
                         run(&mut logic, &key, values, &names, -1, &mut changes);
                         values.update(hold(value, &mut names), diff);
-                        for ((_, value), diff) in drained.by_ref().take(length - 1) {
+                        for ((_, value), diff) in rest {
                             values.update(hold(value, &mut names), diff);
                         }
                         run(&mut logic, &key, values, &names, 1, &mut changes);
@@ -96,7 +86,7 @@ where
                         for (record, diff) in changes.drain(..) {
                             session.give(((key.clone(), record), time, diff));
                         }
-                    }
+                    });
                 });
             }
         })

@@ -36,7 +36,7 @@ use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
 use crate::position::{Execution, LastTrade, PositionCore};
 use crate::position_operator::KeyState;
 use crate::row_fan_out::{fan_out, FannedOutRows, RowChange, TotalsChanges};
-use crate::stash::TimeStash;
+use crate::stash::{drain_runs, TimeStash};
 use crate::FastMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,28 +156,12 @@ pub(crate) fn positions_view<'s>(
                     let time = *for_records.time();
                     let mut records = records_out.session(&for_records);
                     let mut give = |record, diff| records.give((record, time, diff));
-                    // Each symbol's run of updates is measured where the sort left them,
-                    // before any is moved out: compared once moved (the symbol of the next
-                    // update, just copied out of the vector), the texts cost 91-120 `perf`
-                    // samples in 250-message epochs, 73% of them on the instruction after the
-                    // comparison's vector load (a store not yet forwarded, most likely); here
-                    // they cost 4.
-                    run_lengths.clear();
-                    run_lengths.extend(
-                        updates
-                            .chunk_by(|(_, (a, _), _), (_, (b, _), _)| a == b)
-                            .map(<[_]>::len),
-                    );
-                    let mut drained = updates.drain(..).map(|(_, record, diff)| (record, diff));
-                    for &length in &run_lengths {
-                        let Some(((symbol, first), diff)) = drained.next() else {
-                            break;
-                        };
+                    let same_symbol =
+                        |(_, (a, _), _): &HashedInput, (_, (b, _), _): &HashedInput| a == b;
+                    drain_runs(updates, &mut run_lengths, same_symbol, |first, rest| {
+                        let (_, (symbol, first), diff) = first;
                         let state = symbols.entry(symbol.clone()).or_default();
-                        let rest = drained
-                            .by_ref()
-                            .take(length - 1)
-                            .map(|((_, input), diff)| (input, diff));
+                        let rest = rest.map(|(_, (_, input), diff)| (input, diff));
                         apply(
                             &symbol,
                             state,
@@ -188,7 +172,7 @@ pub(crate) fn positions_view<'s>(
                         if state.is_empty() {
                             symbols.remove(&symbol);
                         }
-                    }
+                    });
                     let (traders, firm) = totals.take();
                     traders_out
                         .session(&for_traders)
@@ -248,7 +232,7 @@ fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
 type Touched = FastMap<Text, (Option<PositionCore>, bool)>;
 
 /// Applies one symbol's updates of a time; hands each holder whose row changed to `changed`.
-/// Reads `batch` to its end: the caller takes a symbol's run of updates by its length.
+/// Reads `batch` to its end (see [`drain_runs`]).
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
