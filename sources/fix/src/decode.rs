@@ -198,7 +198,7 @@ impl Decoder {
         let msg_type = fields.required(35, "MsgType")?;
         if msg_type != b"8" {
             return Ok(Decoded::NotATrade {
-                msg_type: String::from_utf8_lossy(msg_type).into_owned(),
+                msg_type: lossy_text(msg_type),
                 exec_type: None,
             });
         }
@@ -230,7 +230,7 @@ impl Decoder {
         let Some(kind) = kind else {
             return Ok(Decoded::NotATrade {
                 msg_type: "8".into(),
-                exec_type: Some(String::from_utf8_lossy(exec_type).into_owned()),
+                exec_type: Some(lossy_text(exec_type)),
             });
         };
         let mut envelope = TradeEnvelope {
