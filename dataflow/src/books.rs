@@ -6,12 +6,13 @@
 //! collection is keyed by ExecID: at every completed time it holds exactly one version of each
 //! row, so a sink that upserts by ExecID writes every execution exactly once.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
+use hashbrown::hash_table::{Entry as TableEntry, HashTable};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -22,7 +23,7 @@ use crate::day_state::DayState;
 use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
-use crate::stash::{drain_runs, TimeStash};
+use crate::stash::TimeStash;
 use crate::FastMap;
 
 /// A snapshot's record as the books take it back in after a restart (see
@@ -489,12 +490,63 @@ impl<R: Ord + Clone> ReferenceSlot<R> {
     }
 }
 
+/// Each ExecID's state, found by the ExecID. Boxed: the table then moves 32-byte entries when
+/// it grows, not whole states, and its empty slots (up to half of them just after growing)
+/// cost 32 bytes, not a state's size. Held unboxed, the two workers' tables were 0.9 GB at the
+/// peak of a 1M-fill replay.
+///
+/// A table found by a hash the caller's ExecID gives where it lies, not a map: a map's `entry`
+/// takes its key by value, and [`BooksState::apply`] moved each ExecID out of its sorted
+/// vector just before the map hashed it. The hash's load of the moved bytes then waited, most
+/// likely for the move's stores to reach the cache behind an insert's store to a random slot:
+/// 177 `perf` samples of a 1M replay's workers on one instruction of the hash, against 20
+/// with the ExecID hashed in place.
+#[derive(Default)]
+struct ExecIdStates {
+    table: HashTable<(Text, Box<ExecIdState>)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl ExecIdStates {
+    fn entry(&mut self, exec_id: &Text) -> TableEntry<'_, (Text, Box<ExecIdState>)> {
+        let hasher = &self.hasher;
+        self.table.entry(
+            hasher.hash_one(exec_id),
+            |(held, _)| held == exec_id,
+            |(held, _)| hasher.hash_one(held),
+        )
+    }
+
+    fn get(&self, exec_id: &Text) -> Option<&ExecIdState> {
+        let hash = self.hasher.hash_one(exec_id);
+        let (_, state) = self.table.find(hash, |(held, _)| held == exec_id)?;
+        Some(state)
+    }
+
+    fn get_or_insert(&mut self, exec_id: Text) -> &mut ExecIdState {
+        let (_, state) = self
+            .entry(&exec_id)
+            .or_insert_with(|| (exec_id, Box::default()))
+            .into_mut();
+        state
+    }
+
+    fn remove(&mut self, exec_id: &Text) {
+        if let TableEntry::Occupied(entry) = self.entry(exec_id) {
+            entry.remove();
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Text, &ExecIdState)> {
+        self.table
+            .iter()
+            .map(|(exec_id, state)| (exec_id, &**state))
+    }
+}
+
 #[derive(Default)]
 struct BooksState {
-    /// Boxed: the table then moves 32-byte entries when it grows, not whole states, and its
-    /// empty slots (up to half of them just after growing) cost 32 bytes, not a state's size.
-    /// Held unboxed, the two workers' tables were 0.9 GB at the peak of a 1M-fill replay.
-    exec_ids: FastMap<Text, Box<ExecIdState>>,
+    exec_ids: ExecIdStates,
     names: Names,
     traders: FastMap<Text, ReferenceSlot<TraderRef>>,
     securities: FastMap<Text, ReferenceSlot<SecurityRef>>,
@@ -505,18 +557,19 @@ impl BooksState {
     /// made. Updates add up, so their order does not matter.
     fn absorb(&mut self, update: BooksUpdate, diff: Diff) {
         match update {
-            BooksUpdate::ExecId(exec_id, value) => match self.exec_ids.entry(exec_id) {
-                Entry::Occupied(mut entry) => {
-                    entry.get_mut().update(value, diff, &mut self.names);
-                    if entry.get().is_empty() {
+            BooksUpdate::ExecId(exec_id, value) => match self.exec_ids.entry(&exec_id) {
+                TableEntry::Occupied(mut entry) => {
+                    let (_, state) = entry.get_mut();
+                    state.update(value, diff, &mut self.names);
+                    if state.is_empty() {
                         entry.remove();
                     }
                 }
-                Entry::Vacant(entry) => {
+                TableEntry::Vacant(entry) => {
                     let mut state = Box::<ExecIdState>::default();
                     state.update(value, diff, &mut self.names);
                     if !state.is_empty() {
-                        entry.insert(state);
+                        entry.insert((exec_id, state));
                     }
                 }
             },
@@ -579,52 +632,49 @@ impl BooksState {
         // By ExecID, then place: an ExecID's updates add up in any order, and this one is
         // the same on every run.
         exec_ids.sort_unstable();
-        let mut run_lengths = Vec::new();
         let (traders, securities) = (&self.traders, &self.securities);
         let (states, names) = (&mut self.exec_ids, &mut self.names);
-        drain_runs(
-            &mut exec_ids,
-            &mut run_lengths,
-            |a, b| a.0 == b.0,
-            |(exec_id, first), rest| {
-                let same_exec_id = std::iter::once(first)
-                    .chain(rest.map(|(_, at)| at))
-                    .filter_map(|at| values.get_mut(at as usize)?.take());
-                match states.entry(exec_id) {
-                    Entry::Occupied(mut entry) => {
-                        let before = book_row(names, traders, securities, entry.key(), entry.get());
-                        for (value, diff) in same_exec_id {
-                            entry.get_mut().update(value, diff, names);
-                        }
-                        let after = book_row(names, traders, securities, entry.key(), entry.get());
-                        if before != after {
-                            if let Some(old) = before {
-                                emit(old, -1);
-                            }
-                            if let Some(new) = after {
-                                emit(new, 1);
-                            }
-                        }
-                        if entry.get().is_empty() {
-                            entry.remove();
-                        }
+        // Each run read where the sort left it: the ExecID is hashed and compared in place,
+        // and copied only into a new entry.
+        for run in exec_ids.chunk_by(|a, b| a.0 == b.0) {
+            let exec_id = &run[0].0;
+            let same_exec_id = run
+                .iter()
+                .filter_map(|&(_, at)| values.get_mut(at as usize)?.take());
+            match states.entry(exec_id) {
+                TableEntry::Occupied(mut entry) => {
+                    let (_, state) = entry.get_mut();
+                    let before = book_row(names, traders, securities, exec_id, state);
+                    for (value, diff) in same_exec_id {
+                        state.update(value, diff, names);
                     }
-                    Entry::Vacant(entry) => {
-                        let mut state = Box::<ExecIdState>::default();
-                        for (value, diff) in same_exec_id {
-                            state.update(value, diff, names);
+                    let after = book_row(names, traders, securities, exec_id, state);
+                    if before != after {
+                        if let Some(old) = before {
+                            emit(old, -1);
                         }
-                        if let Some(new) = book_row(names, traders, securities, entry.key(), &state)
-                        {
+                        if let Some(new) = after {
                             emit(new, 1);
                         }
-                        if !state.is_empty() {
-                            entry.insert(state);
-                        }
+                    }
+                    if state.is_empty() {
+                        entry.remove();
                     }
                 }
-            },
-        );
+                TableEntry::Vacant(entry) => {
+                    let mut state = Box::<ExecIdState>::default();
+                    for (value, diff) in same_exec_id {
+                        state.update(value, diff, names);
+                    }
+                    if let Some(new) = book_row(names, traders, securities, exec_id, &state) {
+                        emit(new, 1);
+                    }
+                    if !state.is_empty() {
+                        entry.insert((exec_id.clone(), state));
+                    }
+                }
+            }
+        }
     }
 
     /// [`Self::apply`] for a time that changes reference data: the rows of every ExecID that
@@ -653,7 +703,7 @@ impl BooksState {
                 }
             };
         }
-        for (exec_id, state) in &self.exec_ids {
+        for (exec_id, state) in self.exec_ids.iter() {
             if let Some(trade) = state.trade(&self.names) {
                 if traders.contains(&trade.fill.trader) || symbols.contains(&trade.fill.symbol) {
                     touched.push(exec_id.clone());
@@ -673,8 +723,7 @@ impl BooksState {
         let mut before = before.into_iter().peekable();
         for (exec_id, value, diff) in exec_id_updates {
             self.exec_ids
-                .entry(exec_id)
-                .or_default()
+                .get_or_insert(exec_id)
                 .update(value, diff, &mut self.names);
         }
         for (reference, diff) in reference_updates {
