@@ -605,15 +605,13 @@ impl BooksState {
         // Only the ExecIDs are sorted, each with its update's place; the updates stay where
         // they are until their ExecID's turn. Sorting the updates themselves (a trade each)
         // moved each one three more times: a fifth of this operator's samples were `memcpy`.
-        let mut exec_ids: Vec<(Text, u32)> = Vec::with_capacity(updates.len());
+        let mut exec_ids: Vec<(Text, usize)> = Vec::with_capacity(updates.len());
         let mut values: Vec<Option<(ByExecId, Diff)>> = Vec::with_capacity(updates.len());
         let mut reference_updates = Vec::new();
         for (update, diff) in updates {
             match update {
                 BooksUpdate::ExecId(exec_id, value) => {
-                    // A time holds far fewer updates than u32 counts.
-                    let at = u32::try_from(values.len()).unwrap_or(u32::MAX);
-                    exec_ids.push((exec_id, at));
+                    exec_ids.push((exec_id, values.len()));
                     values.push(Some((value, diff)));
                 }
                 BooksUpdate::Reference(reference) => reference_updates.push((reference, diff)),
@@ -623,7 +621,7 @@ impl BooksState {
             let exec_id_updates = exec_ids
                 .drain(..)
                 .filter_map(|(exec_id, at)| {
-                    let (value, diff) = values.get_mut(at as usize)?.take()?;
+                    let (value, diff) = values.get_mut(at)?.take()?;
                     Some((exec_id, value, diff))
                 })
                 .collect();
@@ -638,9 +636,7 @@ impl BooksState {
         // and copied only into a new entry.
         for run in exec_ids.chunk_by(|a, b| a.0 == b.0) {
             let exec_id = &run[0].0;
-            let same_exec_id = run
-                .iter()
-                .filter_map(|&(_, at)| values.get_mut(at as usize)?.take());
+            let same_exec_id = run.iter().filter_map(|&(_, at)| values.get_mut(at)?.take());
             match states.entry(exec_id) {
                 TableEntry::Occupied(mut entry) => {
                     let (_, state) = entry.get_mut();
