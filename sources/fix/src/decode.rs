@@ -345,24 +345,30 @@ impl Decoder {
     }
 
     /// Adds the field `message[pos..end]` (`end` at its SOH) to the index.
+    ///
+    /// The tag's digits are read as its `=` is looked for: one pass over them, not a search
+    /// and then a parse of what it found.
     #[inline]
     fn push_field(&mut self, message: &[u8], pos: usize, end: usize) -> Result<(), Reject> {
         let field = &message[pos..end];
-        let Some(eq) = field.iter().position(|b| *b == b'=') else {
-            return Err(Reject::new(
-                DeadLetterReason::Garbled,
-                format!("field without '=' at byte {pos}"),
-            ));
+        let mut tag = 0u32;
+        let mut eq = None;
+        // A tag has at most nine digits, so its `=` is among the first ten bytes; nine digits
+        // fit a u32, and a tenth is refused below whatever it wrapped to.
+        for (at, &byte) in field.iter().enumerate().take(10) {
+            match byte {
+                b'0'..=b'9' => tag = tag.wrapping_mul(10).wrapping_add(u32::from(byte - b'0')),
+                b'=' => {
+                    eq = Some(at);
+                    break;
+                }
+                _ => break,
+            }
+        }
+        let eq = match eq {
+            Some(eq) if eq > 0 && field[0] != b'0' => eq,
+            _ => return Err(field_fault(field, pos)),
         };
-        let tag = parse_tag(&field[..eq]).ok_or_else(|| {
-            Reject::new(
-                DeadLetterReason::Garbled,
-                format!(
-                    "non-numeric tag {:?} at byte {pos}",
-                    String::from_utf8_lossy(&field[..eq])
-                ),
-            )
-        })?;
         if let Some(first @ 0) = self.first.get_mut(tag as usize) {
             // A field takes at least four bytes: no message in memory has more fields
             // than u32 counts.
@@ -371,6 +377,25 @@ impl Decoder {
         self.fields.push((tag, pos + eq + 1, end));
         Ok(())
     }
+}
+
+/// Why the field at byte `pos` has no tag the index can take: no `=`, or not a tag before it.
+#[cold]
+#[inline(never)]
+fn field_fault(field: &[u8], pos: usize) -> Reject {
+    let Some(eq) = field.iter().position(|b| *b == b'=') else {
+        return Reject::new(
+            DeadLetterReason::Garbled,
+            format!("field without '=' at byte {pos}"),
+        );
+    };
+    Reject::new(
+        DeadLetterReason::Garbled,
+        format!(
+            "non-numeric tag {:?} at byte {pos}",
+            String::from_utf8_lossy(&field[..eq])
+        ),
+    )
 }
 
 /// A word with the top bit of each of its bytes that is SOH set, and no other bit: the exact
@@ -388,15 +413,6 @@ pub fn check_structure(message: &[u8]) -> Result<(), Reject> {
     let mut decoder = Decoder::new();
     decoder.index(message)?;
     structure::check(message, &decoder.fields)
-}
-
-fn parse_tag(bytes: &[u8]) -> Option<u32> {
-    if bytes.is_empty() || bytes.len() > 9 || bytes[0] == b'0' {
-        return None;
-    }
-    bytes.iter().try_fold(0u32, |acc, d| {
-        d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
-    })
 }
 
 /// `bytes` as text, invalid UTF-8 replaced. Valid text (all of it, in practice) takes
@@ -453,6 +469,16 @@ mod tests {
             Ok(Decoded::Trade(t)) => t,
             other => panic!("expected a trade, got {other:?}"),
         }
+    }
+
+    /// A tag as FIX writes it: one to nine digits, no leading zero.
+    fn parse_tag(bytes: &[u8]) -> Option<u32> {
+        if bytes.is_empty() || bytes.len() > 9 || bytes[0] == b'0' {
+            return None;
+        }
+        bytes.iter().try_fold(0u32, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + u32::from(d - b'0'))
+        })
     }
 
     /// The index as a byte-by-byte reading defines it: fields end at each SOH, a tag is the
