@@ -1,7 +1,8 @@
 //! The raw FIX archive as a replay source, through `object_store`: a local directory, a
 //! `file://` URL, or S3 (`s3://bucket/prefix`, any S3-compatible server).
 
-use std::sync::Arc;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +26,8 @@ pub enum ArchiveError {
         key: String,
         source: object_store::Error,
     },
+    #[error("archive segment {key}: {source}")]
+    Read { key: String, source: std::io::Error },
     #[error("unsupported archive URL {0:?} (use a directory, file:// or s3://bucket/prefix)")]
     Unsupported(String),
 }
@@ -72,12 +75,20 @@ pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>, ArchiveError> 
             Arc::new(PrefixStore::new(store, prefix))
         });
     }
+    Ok(open_local(location)?)
+}
+
+/// The local file system under a directory path or `file://` URL.
+fn open_local(location: &str) -> Result<Arc<LocalFileSystem>, ArchiveError> {
     let path = match location.strip_prefix("file://") {
         Some(path) => path,
         None if location.contains("://") => return Err(ArchiveError::Unsupported(location.into())),
         None => location,
     };
-    let store = LocalFileSystem::new_with_prefix(path).map_err(open_err)?;
+    let store = LocalFileSystem::new_with_prefix(path).map_err(|source| ArchiveError::Open {
+        location: location.into(),
+        source,
+    })?;
     Ok(Arc::new(store))
 }
 
@@ -87,6 +98,9 @@ pub struct Archive {
     store: Arc<dyn ObjectStore>,
     prefix: Option<ObjectPath>,
     location: String,
+    /// For an archive on the local file system: its store, to find a segment's file, and the
+    /// buffers its segments are read into.
+    local: Option<(Arc<LocalFileSystem>, Arc<SegmentBuffers>)>,
 }
 
 /// One archived segment.
@@ -100,7 +114,14 @@ impl Archive {
     /// Opens a directory path, a `file://` URL or an `s3://bucket/prefix` URL (see
     /// [`open_store`]).
     pub fn open(location: &str) -> Result<Archive, ArchiveError> {
-        Ok(Archive::from_store(open_store(location)?, None, location))
+        if location.starts_with("s3://") {
+            return Ok(Archive::from_store(open_store(location)?, None, location));
+        }
+        let local = open_local(location)?;
+        Ok(Archive {
+            local: Some((local.clone(), Arc::default())),
+            ..Archive::from_store(local, None, location)
+        })
     }
 
     pub fn from_store(
@@ -112,6 +133,7 @@ impl Archive {
             store,
             prefix,
             location: location.to_owned(),
+            local: None,
         }
     }
 
@@ -148,12 +170,22 @@ impl Archive {
     }
 
     /// The whole segment. Segments are bounded in size by the writer, so one read is fine.
+    ///
+    /// A local segment is read on the caller's thread, into a buffer an earlier segment gave
+    /// back (see `SegmentBuffers`).
     pub async fn read(&self, key: &str) -> Result<Bytes, ArchiveError> {
         let path = ObjectPath::from(key);
         let err = |source| ArchiveError::Object {
             key: key.to_owned(),
             source,
         };
+        if let Some((local, buffers)) = &self.local {
+            let file = local.path_to_filesystem(&path).map_err(err)?;
+            return buffers.read(&file).map_err(|source| ArchiveError::Read {
+                key: key.to_owned(),
+                source,
+            });
+        }
         self.store
             .get(&path)
             .await
@@ -161,6 +193,60 @@ impl Archive {
             .bytes()
             .await
             .map_err(err)
+    }
+}
+
+/// Buffers that local segments are read into, given back when the last holder of a segment's
+/// bytes lets them go. A replay reads a segment of several MiB per worker in turn: in a fresh
+/// buffer (object_store's read), each one's pages were faulted in and zeroed by the kernel,
+/// zeroed again by the read's `resize`, and unmapped once framed (12,000 of the 1M replay's
+/// 105,000 page faults, `perf record -e minor-faults`, and 3.7% of its CPU samples).
+#[derive(Debug, Default)]
+struct SegmentBuffers {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept for later segments: enough for each of a few workers' segments in flight.
+const KEPT_SEGMENT_BUFFERS: usize = 4;
+
+impl SegmentBuffers {
+    fn read(self: &Arc<Self>, path: &std::path::Path) -> std::io::Result<Bytes> {
+        let mut buffer = self
+            .free
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        buffer.clear();
+        // `read_to_end` reads into the spare capacity as it is, without zeroing it first, and
+        // reserves the file's size up front.
+        std::fs::File::open(path)?.read_to_end(&mut buffer)?;
+        Ok(Bytes::from_owner(ReusedBuffer {
+            buffer,
+            buffers: self.clone(),
+        }))
+    }
+}
+
+/// A segment's bytes, whose buffer goes back to its [`SegmentBuffers`] when dropped.
+struct ReusedBuffer {
+    buffer: Vec<u8>,
+    buffers: Arc<SegmentBuffers>,
+}
+
+impl AsRef<[u8]> for ReusedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for ReusedBuffer {
+    fn drop(&mut self) {
+        if let Ok(mut free) = self.buffers.free.lock() {
+            if free.len() < KEPT_SEGMENT_BUFFERS {
+                free.push(std::mem::take(&mut self.buffer));
+            }
+        }
     }
 }
 
@@ -180,6 +266,45 @@ mod tests {
         assert_eq!(keys, ["a.fix", "b.fix"]);
         assert_eq!(&archive.read("a.fix").await.unwrap()[..], b"first");
         assert!(archive.read("missing.fix").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_segment_buffer_is_reused_once_its_bytes_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.fix"), vec![b'a'; 100_000]).unwrap();
+        std::fs::write(dir.path().join("b.fix"), b"short").unwrap();
+        let archive = Archive::open(dir.path().to_str().unwrap()).unwrap();
+        let (_, buffers) = archive.local.clone().unwrap();
+        let kept = || buffers.free.lock().unwrap().len();
+        let first = archive.read("a.fix").await.unwrap();
+        let held = first.slice(10..20);
+        drop(first);
+        // A slice still holds the buffer.
+        assert_eq!(kept(), 0);
+        let second = archive.read("b.fix").await.unwrap();
+        assert_eq!(&second[..], b"short");
+        drop(second);
+        drop(held);
+        assert_eq!(kept(), 2);
+        // The big buffer (given back last) now holds a short segment, then the short one a
+        // long segment: each read has exactly its file's bytes.
+        let again = archive.read("b.fix").await.unwrap();
+        let third = archive.read("a.fix").await.unwrap();
+        assert_eq!(kept(), 0);
+        assert_eq!(&again[..], b"short");
+        assert_eq!(third.len(), 100_000);
+        assert!(third.iter().all(|b| *b == b'a'));
+        drop((again, third));
+        for _ in 0..KEPT_SEGMENT_BUFFERS + 2 {
+            drop(archive.read("b.fix").await.unwrap());
+        }
+        let many: Vec<_> = futures::future::try_join_all(
+            (0..KEPT_SEGMENT_BUFFERS + 2).map(|_| archive.read("b.fix")),
+        )
+        .await
+        .unwrap();
+        drop(many);
+        assert_eq!(kept(), KEPT_SEGMENT_BUFFERS);
     }
 
     #[test]
