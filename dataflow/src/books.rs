@@ -7,12 +7,11 @@
 //! row, so a sink that upserts by ExecID writes every execution exactly once.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
-use hashbrown::hash_table::{Entry as TableEntry, HashTable};
+use hashbrown::hash_table::Entry as TableEntry;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -20,6 +19,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
+use crate::keyed::KeyedStates;
 use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
@@ -490,63 +490,9 @@ impl<R: Ord + Clone> ReferenceSlot<R> {
     }
 }
 
-/// Each ExecID's state, found by the ExecID. Boxed: the table then moves 32-byte entries when
-/// it grows, not whole states, and its empty slots (up to half of them just after growing)
-/// cost 32 bytes, not a state's size. Held unboxed, the two workers' tables were 0.9 GB at the
-/// peak of a 1M-fill replay.
-///
-/// A table found by a hash the caller's ExecID gives where it lies, not a map: a map's `entry`
-/// takes its key by value, and [`BooksState::apply`] moved each ExecID out of its sorted
-/// vector just before the map hashed it. The hash's load of the moved bytes then waited, most
-/// likely for the move's stores to reach the cache behind an insert's store to a random slot:
-/// 177 `perf` samples of a 1M replay's workers on one instruction of the hash, against 20
-/// with the ExecID hashed in place.
-#[derive(Default)]
-struct ExecIdStates {
-    table: HashTable<(Text, Box<ExecIdState>)>,
-    hasher: foldhash::fast::RandomState,
-}
-
-impl ExecIdStates {
-    fn entry(&mut self, exec_id: &Text) -> TableEntry<'_, (Text, Box<ExecIdState>)> {
-        let hasher = &self.hasher;
-        self.table.entry(
-            hasher.hash_one(exec_id),
-            |(held, _)| held == exec_id,
-            |(held, _)| hasher.hash_one(held),
-        )
-    }
-
-    fn get(&self, exec_id: &Text) -> Option<&ExecIdState> {
-        let hash = self.hasher.hash_one(exec_id);
-        let (_, state) = self.table.find(hash, |(held, _)| held == exec_id)?;
-        Some(state)
-    }
-
-    fn get_or_insert(&mut self, exec_id: Text) -> &mut ExecIdState {
-        let (_, state) = self
-            .entry(&exec_id)
-            .or_insert_with(|| (exec_id, Box::default()))
-            .into_mut();
-        state
-    }
-
-    fn remove(&mut self, exec_id: &Text) {
-        if let TableEntry::Occupied(entry) = self.entry(exec_id) {
-            entry.remove();
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (&Text, &ExecIdState)> {
-        self.table
-            .iter()
-            .map(|(exec_id, state)| (exec_id, &**state))
-    }
-}
-
 #[derive(Default)]
 struct BooksState {
-    exec_ids: ExecIdStates,
+    exec_ids: KeyedStates<Text, ExecIdState>,
     names: Names,
     traders: FastMap<Text, ReferenceSlot<TraderRef>>,
     securities: FastMap<Text, ReferenceSlot<SecurityRef>>,

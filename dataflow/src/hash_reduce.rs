@@ -16,16 +16,17 @@ use std::hash::Hash;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use hashbrown::hash_table::Entry;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
+use crate::keyed::KeyedStates;
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::names::Names;
 use crate::stash::{drain_runs, TimeStash};
-use crate::FastMap;
 
 /// Groups `input` by key and applies `logic` to each key's values (with their multiplicities,
 /// sorted) whenever they change, as `reduce_named` would; `logic` pushes the key's output
@@ -50,12 +51,11 @@ where
         .exchange(|((key, _), _, _)| key.hashed().into())
         .unary_frontier(Pipeline, name, move |_capability, _info| {
             let mut stash = TimeStash::default();
-            // Boxed: growing the table then moves a key and a pointer per entry, and its empty
-            // slots cost as much, not a value's size.
-            let mut state: DayState<FastMap<K, Box<Multiset<H>>>> = DayState::default();
+            let mut state: DayState<KeyedStates<K, Multiset<H>>> = DayState::default();
             let mut names = Names::default();
             let mut changes: Vec<(O, Diff)> = Vec::new();
             let mut run_lengths: Vec<usize> = Vec::new();
+            let mut run_hashes: Vec<u64> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
                     for (record, time, diff) in updates.drain(..) {
@@ -69,9 +69,24 @@ where
                     let time = *capability.time();
                     let same_key =
                         |((a, _), _): &((K, V), Diff), ((b, _), _): &((K, V), Diff)| a == b;
+                    // Each key hashed where the sort left it, before it moves (see KeyedStates).
+                    run_hashes.clear();
+                    run_hashes.extend(
+                        updates
+                            .chunk_by(same_key)
+                            .map(|run| state.hash(&run[0].0 .0)),
+                    );
+                    let mut hashes = run_hashes.iter();
                     drain_runs(updates, &mut run_lengths, same_key, |first, rest| {
                         let ((key, value), diff) = first;
-                        let values = state.entry(key.clone()).or_default();
+                        let hash = hashes.next().copied().unwrap_or_else(|| state.hash(&key));
+                        let values = match state.entry_hashed(hash, &key) {
+                            Entry::Occupied(entry) => entry.into_mut(),
+                            Entry::Vacant(entry) => {
+                                entry.insert((key.clone(), Box::default())).into_mut()
+                            }
+                        };
+                        let values = &mut values.1;
                         changes.clear();
                         run(&mut logic, &key, values, &names, -1, &mut changes);
                         values.update(hold(value, &mut names), diff);

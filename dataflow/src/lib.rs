@@ -9,6 +9,7 @@ pub mod correction_chains;
 pub mod day_state;
 pub mod graph;
 pub mod hash_reduce;
+mod keyed;
 pub mod marked_positions;
 pub mod marks;
 pub mod model;
