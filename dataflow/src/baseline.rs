@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
-use crate::graph::position_view;
+use crate::marked_rows::{position_view, PositionFigures};
 use crate::marks::{choose_mark, MarkInput};
 use crate::model::{Fill, PriceKind, PriceUpdate, Text, TradeEvent};
 use crate::position::{Execution, PositionCore};
@@ -139,7 +139,12 @@ pub fn compute(events: &[TradeEvent], prices: &[PriceUpdate]) -> BaselineViews {
 
     let mut views = BaselineViews::default();
     for ((trader, symbol), core) in cores {
-        let row = position_view(trader, symbol, &core, marks.get(symbol));
+        let row = position_view(
+            trader,
+            symbol,
+            &PositionFigures::of(&core),
+            marks.get(symbol),
+        );
         views.positions.insert((trader.into(), symbol.into()), row);
     }
     let mut per_trader: BTreeMap<&str, Vec<&PositionView>> = BTreeMap::new();

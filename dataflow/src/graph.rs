@@ -18,18 +18,13 @@ use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSo
 use crate::correction_chains::present_corrections;
 use crate::hash_reduce::hash_reduce;
 use crate::marked_positions::positions_view;
-use crate::marks::Mark;
+use crate::marked_rows::{ExportRecord, MarkedRows};
 use crate::model::{
     Bust, Correction, Counter, Diff, Fill, FillBody, HeldFill, PriceUpdate, Text, Time, TradeEvent,
 };
-use crate::money::Money;
 use crate::names::Names;
-use crate::position::PositionCore;
 use crate::split::{split3, Part};
-use crate::sum_operator;
-use crate::views::{
-    FirmSum, PositionView, TraderSum, Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore,
-};
+use crate::views::{Unmatched, ViewDelta, ViewRecord, ViewSnapshot, ViewStore};
 
 /// Input handles of one worker. Counts are buffered and entered once per epoch.
 pub struct Inputs {
@@ -329,23 +324,8 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
         })
     });
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
-    let rows = positions_view(live, prices, route);
-    // On the first process's exporting worker (the other processes' get theirs from it).
-    let traders = sum_operator::sum_on_worker::<_, TraderSum>(
-        "TraderTotals",
-        rows.trader_changes,
-        |(trader, _)| trader,
-        0,
-    );
-    let firm =
-        sum_operator::sum_on_worker::<_, FirmSum>("FirmTotals", rows.firm_changes, |_| &(), 0);
-
-    let records = rows
-        .records
-        .concat(route.records(traders, |(trader, totals)| {
-            ViewRecord::Trader(trader, totals)
-        }))
-        .concat(route.records(firm, |((), totals)| ViewRecord::Firm(totals)))
+    // The totals are formed where the rows are, in the export (see `marked_rows`).
+    let records = positions_view(live, prices, route)
         .concat(route.records(unmatched, ViewRecord::Unmatched))
         .concat(route.records(counters, ViewRecord::Counter));
 
@@ -540,28 +520,6 @@ fn live_fills<'s>(
     }
 }
 
-/// One row of the positions view: `total = cash + net_qty x mark`, `unrealized = total - realized`.
-pub fn position_view(
-    trader: &str,
-    symbol: &str,
-    core: &PositionCore,
-    mark: Option<&Mark>,
-) -> PositionView {
-    let total = mark.map(|m| core.total_pnl(m.price));
-    PositionView {
-        trader: trader.into(),
-        symbol: symbol.into(),
-        net_qty: core.net_qty,
-        trades: core.trades,
-        avg_cost: core.avg_cost.map(Money),
-        mark: mark.map(|m| Money(i128::from(m.price))),
-        mark_source: mark.map(|m| m.source),
-        realized_pnl: total.map(|_| Money(core.realized)),
-        unrealized_pnl: total.map(|t| Money(t - core.realized)),
-        total_pnl: total.map(Money),
-    }
-}
-
 /// Where view records go: to the first worker of every process, which exports them.
 #[derive(Clone, Copy)]
 pub(crate) struct ExportRoute {
@@ -585,12 +543,12 @@ impl ExportRoute {
         self,
         collection: VecCollection<'s, Time, D, Diff>,
         as_record: fn(D) -> ViewRecord,
-    ) -> VecCollection<'s, Time, (usize, ViewRecord), Diff> {
-        collection.flat_map(move |item| self.route(as_record(item)))
+    ) -> VecCollection<'s, Time, (usize, ExportRecord), Diff> {
+        collection.flat_map(move |item| self.route(ExportRecord::View(as_record(item))))
     }
 
     /// `record` paired with each exporting worker.
-    pub(crate) fn route(self, record: ViewRecord) -> impl Iterator<Item = (usize, ViewRecord)> {
+    pub(crate) fn route(self, record: ExportRecord) -> impl Iterator<Item = (usize, ExportRecord)> {
         std::iter::repeat_n(record, self.processes)
             .enumerate()
             .map(move |(process, record)| (process * self.workers_per_process, record))
@@ -600,20 +558,19 @@ impl ExportRoute {
 /// Applies every view change routed to this worker once its time is complete at all workers,
 /// and publishes the result.
 fn export_views(
-    routed: VecCollection<'_, Time, (usize, ViewRecord), Diff>,
+    routed: VecCollection<'_, Time, (usize, ExportRecord), Diff>,
     store: Option<Arc<ViewStore>>,
 ) {
-    // A time's rows (positions and totals) are gathered as they come, not consolidated: each
-    // comes from one operator per key and time, which emits a row only when it changed and
-    // never the same row twice (checked in debug builds, so by the oracle tests); an updated
-    // position comes as its new row alone (see `row_fan_out`), which replaces the old one.
-    // Hashing every 240-byte row into a map to consolidate it, and draining the map, was a
-    // fifth of this sink's time in 250-message epochs, on the one worker that runs it.
-    // The few other records (counters from every worker, unmatched busts and corrections,
-    // which a time can insert and retract) are consolidated. A time's vectors go back to a
-    // pool once applied.
-    let mut pending: BTreeMap<Time, TimeRecords> = BTreeMap::new();
-    let mut spare: Vec<TimeRecords> = Vec::new();
+    // A time's records are kept as they came until the time is complete. A publish then
+    // takes the times it completes in time order: the positions' figures and the marks into
+    // `rows`, which forms the rows they changed and the totals once for all of those times
+    // (see `marked_rows`), and the few other records (counters from every worker, unmatched
+    // busts and corrections, which a time can insert and a later one retract) consolidated
+    // over those times. A time's vector goes back to a pool once taken.
+    let mut pending: BTreeMap<Time, Vec<(ExportRecord, Diff)>> = BTreeMap::new();
+    let mut spare: Vec<Vec<(ExportRecord, Diff)>> = Vec::new();
+    let mut rows = MarkedRows::default();
+    let mut others: Vec<(ViewRecord, Diff)> = Vec::new();
     // The changes of the times completed since the last publish: applied to the snapshot
     // and handed to the store as the delta beside it.
     let mut changes: Vec<(ViewRecord, Diff)> = Vec::new();
@@ -621,7 +578,7 @@ fn export_views(
     let mut published_as_of = None;
     let mut latest_time_seen: Time = 0;
     routed.inner.sink(
-        Exchange::new(|update: &((usize, ViewRecord), Time, Diff)| update.0 .0 as u64),
+        Exchange::new(|update: &((usize, ExportRecord), Time, Diff)| update.0 .0 as u64),
         "ExportViews",
         move |(input, frontier)| {
             input.for_each(|_capability, updates| {
@@ -631,7 +588,7 @@ fn export_views(
                         pending
                             .entry(time)
                             .or_insert_with(|| spare.pop().unwrap_or_default())
-                            .push(record, diff);
+                            .push((record, diff));
                     }
                 }
             });
@@ -649,13 +606,30 @@ fn export_views(
             }
             let mut snapshot = snapshots.next();
             let mut time_ends = Vec::new();
+            let mut any_completed = false;
             while let Some(entry) = pending.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
                 let mut at_time = entry.remove();
-                at_time.drain_into(&mut changes);
+                for (record, diff) in at_time.drain(..) {
+                    match record {
+                        ExportRecord::Position {
+                            trader,
+                            symbol,
+                            figures,
+                        } => rows.position(trader, symbol, figures),
+                        ExportRecord::Mark(symbol, mark) => rows.mark(symbol, mark),
+                        ExportRecord::View(record) => others.push((record, diff)),
+                    }
+                }
                 spare.push(at_time);
+                any_completed = true;
+            }
+            if any_completed {
+                rows.publish(&mut changes);
+                differential_dataflow::consolidation::consolidate(&mut others);
+                changes.append(&mut others);
                 time_ends.push(changes.len());
             }
             snapshot.apply_times(&changes, &time_ends);
@@ -672,44 +646,6 @@ fn export_views(
             published_as_of = Some(as_of);
         },
     );
-}
-
-/// One time's view records, as they arrived.
-#[derive(Default)]
-struct TimeRecords {
-    /// Position rows and totals: each key's old and new record at most once.
-    rows: Vec<(ViewRecord, Diff)>,
-    /// Everything else, to consolidate.
-    others: Vec<(ViewRecord, Diff)>,
-}
-
-impl TimeRecords {
-    fn push(&mut self, record: ViewRecord, diff: Diff) {
-        match record {
-            ViewRecord::Position(_) | ViewRecord::Trader(..) | ViewRecord::Firm(_) => {
-                self.rows.push((record, diff))
-            }
-            ViewRecord::Unmatched(_) | ViewRecord::Counter(_) => self.others.push((record, diff)),
-        }
-    }
-
-    /// Moves the time's changes to the end of `changes`, leaving `self` empty.
-    fn drain_into(&mut self, changes: &mut Vec<(ViewRecord, Diff)>) {
-        debug_assert!(
-            each_row_once(&self.rows),
-            "a time's position or totals rows repeat a row"
-        );
-        changes.append(&mut self.rows);
-        differential_dataflow::consolidation::consolidate(&mut self.others);
-        changes.append(&mut self.others);
-    }
-}
-
-/// Whether no row comes twice in a time's changes: one inserted and retracted in the same
-/// time would leave the snapshot without it.
-fn each_row_once(rows: &[(ViewRecord, Diff)]) -> bool {
-    let mut seen = std::collections::HashSet::new();
-    rows.iter().all(|(record, _)| seen.insert(record))
 }
 
 /// Where the next snapshot to publish comes from, without copying every row each time.
@@ -761,7 +697,7 @@ mod tests {
         assert!(size <= 48, "a plain fill's values are {size} bytes");
     }
 
-    fn row(trader: &str, symbol: &str, qty: i128) -> PositionView {
+    fn row(trader: &str, symbol: &str, qty: i128) -> crate::views::PositionView {
         crate::views::unmarked_row(trader, symbol, qty)
     }
 

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod hash_reduce;
 mod keyed;
 pub mod marked_positions;
+pub mod marked_rows;
 pub mod marks;
 pub mod model;
 pub mod money;
@@ -18,10 +19,8 @@ pub mod multiset;
 mod names;
 pub mod position;
 pub mod position_operator;
-mod row_fan_out;
 mod split;
 pub mod stash;
-pub mod sum_operator;
 pub mod views;
 
 /// The hash maps that hold a day's keys (ExecIDs). SipHash, std's default, was about 3% of a

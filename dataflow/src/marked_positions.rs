@@ -11,8 +11,11 @@
 //! `antijoin` for the unmarked ones: five arrangements maintained on every epoch, and the
 //! last-trade `reduce` went over every holder of a symbol whenever one of them traded. Here a
 //! symbol's holders, their last trades and the prices in force live in maps on the worker that
-//! owns the symbol: a holder's trade costs a map update, and only a change of the mark re-forms
-//! every holder's row (as the join did).
+//! owns the symbol: a holder's trade costs a map update. What leaves the operator is what
+//! changed: a holder's figures when its trades changed them, and the symbol's mark when it
+//! moved. The rows, which carry the mark, and the totals are formed where the views are
+//! published (`marked_rows.rs`): a mark that moves in every epoch no longer re-forms every
+//! holder's row in every epoch.
 //!
 //! Like `reduce` for a totally ordered time, a time's updates are applied once the input
 //! frontier has passed it, and in time order, so the output at every completed time is the
@@ -31,11 +34,11 @@ use timely::dataflow::operators::Capability;
 
 use crate::day_state::DayState;
 use crate::graph::ExportRoute;
+use crate::marked_rows::{ExportRecord, PositionFigures};
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
 use crate::position::{Execution, LastTrade, PositionCore};
 use crate::position_operator::KeyState;
-use crate::row_fan_out::{fan_out, FannedOutRows, RowChange, TotalsChanges};
 use crate::stash::{drain_runs, TimeStash};
 use crate::FastMap;
 
@@ -62,7 +65,7 @@ struct SymbolState {
     last_trades: BTreeMap<LastTrade, Diff>,
     /// Per kind, the prices with the time they were set: the latest is in force.
     prices: BTreeMap<PriceKind, BTreeMap<(i64, i64), Diff>>,
-    /// The mark the rows emitted so far carry.
+    /// The mark last sent to the export.
     mark: Option<Mark>,
 }
 
@@ -103,14 +106,14 @@ fn add<K: Ord>(counts: &mut BTreeMap<K, Diff>, key: K, diff: Diff) {
     }
 }
 
-/// Every position over the live fills, by (trader, symbol), as a row with its symbol's mark
-/// when the waterfall has one: each change as the record the export applies, and as its
-/// change to the trader's and the firm's totals (see `row_fan_out`).
+/// Every position over the live fills, by (trader, symbol), and each symbol's mark when the
+/// waterfall has one: each change as the record the export takes, with the exporting worker
+/// it goes to.
 pub(crate) fn positions_view<'s>(
     live: VecCollection<'s, Time, Fill, Diff>,
     prices: VecCollection<'s, Time, PriceUpdate, Diff>,
     route: ExportRoute,
-) -> FannedOutRows<'s> {
+) -> VecCollection<'s, Time, (usize, ExportRecord), Diff> {
     let inputs = live
         .map(|fill| {
             let execution = Execution {
@@ -127,68 +130,50 @@ pub(crate) fn positions_view<'s>(
     let mut builder = OperatorBuilder::new("PositionsView".to_owned(), inputs.inner.scope());
     let mut input = builder.new_input(inputs.inner, exchange);
     let (records_out, records) = builder.new_output();
-    let (traders_out, trader_changes) = builder.new_output();
-    let (firm_out, firm_changes) = builder.new_output();
     let mut records_out = OutputBuilder::from(records_out);
-    let mut traders_out = OutputBuilder::from(traders_out);
-    let mut firm_out = OutputBuilder::from(firm_out);
     builder.build(move |_capabilities| {
-        // Each time holds a capability for each output: records, traders', firm's changes.
-        let mut stash: TimeStash<HashedInput, [Capability<Time>; 3]> = TimeStash::default();
+        let mut stash: TimeStash<HashedInput, Capability<Time>> = TimeStash::default();
         let mut symbols: DayState<FastMap<Text, SymbolState>> = DayState::default();
         let mut touched = FastMap::default();
-        let mut totals = TotalsChanges::default();
         let mut run_lengths: Vec<usize> = Vec::new();
         move |frontiers| {
             let mut records_out = records_out.activate();
-            let mut traders_out = traders_out.activate();
-            let mut firm_out = firm_out.activate();
             input.for_each(|capability, updates| {
                 for (record, time, diff) in updates.drain(..) {
-                    let hold = || [0, 1, 2].map(|output| capability.delayed(&time, output));
+                    let hold = || capability.delayed(&time, 0);
                     stash.push_held(time, (holder_hash(&record), record, diff), hold);
                 }
             });
-            stash.complete(
-                &frontiers[0],
-                |[for_records, for_traders, for_firm], updates| {
-                    updates.sort_unstable_by(in_apply_order);
-                    let time = *for_records.time();
-                    let mut records = records_out.session(&for_records);
-                    let mut give = |record, diff| records.give((record, time, diff));
-                    let same_symbol =
-                        |(_, (a, _), _): &HashedInput, (_, (b, _), _): &HashedInput| a == b;
-                    drain_runs(updates, &mut run_lengths, same_symbol, |first, rest| {
-                        let (_, (symbol, first), diff) = first;
-                        let state = symbols.entry(symbol.clone()).or_default();
-                        let rest = rest.map(|(_, (_, input), diff)| (input, diff));
-                        apply(
-                            &symbol,
-                            state,
-                            std::iter::once((first, diff)).chain(rest),
-                            &mut touched,
-                            &mut |change| fan_out(change, &mut totals, route, &mut give),
-                        );
-                        if state.is_empty() {
-                            symbols.remove(&symbol);
-                        }
-                    });
-                    let (traders, firm) = totals.take();
-                    traders_out
-                        .session(&for_traders)
-                        .give_iterator(traders.map(|change| (change, time, 1)));
-                    if let Some(firm) = firm {
-                        firm_out.session(&for_firm).give((firm, time, 1));
+            stash.complete(&frontiers[0], |capability, updates| {
+                updates.sort_unstable_by(in_apply_order);
+                let time = *capability.time();
+                let mut records = records_out.session(&capability);
+                let mut give = |record| {
+                    for routed in route.route(record) {
+                        records.give((routed, time, 1));
                     }
-                },
-            );
+                };
+                let same_symbol =
+                    |(_, (a, _), _): &HashedInput, (_, (b, _), _): &HashedInput| a == b;
+                drain_runs(updates, &mut run_lengths, same_symbol, |first, rest| {
+                    let (_, (symbol, first), diff) = first;
+                    let state = symbols.entry(symbol.clone()).or_default();
+                    let rest = rest.map(|(_, (_, input), diff)| (input, diff));
+                    apply(
+                        &symbol,
+                        state,
+                        std::iter::once((first, diff)).chain(rest),
+                        &mut touched,
+                        &mut give,
+                    );
+                    if state.is_empty() {
+                        symbols.remove(&symbol);
+                    }
+                });
+            });
         }
     });
-    FannedOutRows {
-        records: records.as_collection(),
-        trader_changes: trader_changes.as_collection(),
-        firm_changes: firm_changes.as_collection(),
-    }
+    records.as_collection()
 }
 
 /// A stashed update with the hashes of its symbol (high half) and, for an execution, its
@@ -231,16 +216,15 @@ fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
 /// updates all appended to their fold. One map for every symbol and time, cleared each time.
 type Touched = FastMap<Text, (Option<PositionCore>, bool)>;
 
-/// Applies one symbol's updates of a time; hands each holder whose row changed to `changed`.
-/// Reads `batch` to its end (see [`drain_runs`]).
+/// Applies one symbol's updates of a time; hands what changed to `changed`: each holder whose
+/// figures changed, and the mark when it moved. Reads `batch` to its end (see [`drain_runs`]).
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
     batch: impl Iterator<Item = (SymbolInput, Diff)>,
     touched: &mut Touched,
-    changed: &mut impl FnMut(RowChange<'_>),
+    changed: &mut impl FnMut(ExportRecord),
 ) {
-    let old_mark = state.mark;
     touched.clear();
     for (input, diff) in batch {
         match input {
@@ -280,124 +264,62 @@ fn apply(
                 add(&mut state.last_trades, new.last.clone(), 1);
             }
         }
+        let figures = holder.core.as_ref().map(PositionFigures::of);
         if holder.executions.is_empty() {
             state.holders.remove(trader);
         }
-    }
-    let new_mark = state.current_mark();
-    state.mark = new_mark;
-    let change = |trader, before, after| RowChange {
-        trader,
-        symbol,
-        before,
-        after,
-    };
-    if new_mark == old_mark {
-        for (trader, (before, _)) in touched.iter() {
-            let after = state.holders.get(trader).and_then(|h| h.core.as_ref());
-            // Positions that differ only in what the row does not show (the ExecID of the
-            // last trade: a correction that repeats its target's quantity and price) make the
-            // same row, which must not be retracted and inserted at once.
-            if let (Some(before), Some(after)) = (before, after) {
-                if shows_the_same(before, after, new_mark.is_some()) {
-                    continue;
-                }
-            } else if before.is_none() && after.is_none() {
-                continue;
-            }
-            let at_mark = |core| (core, new_mark);
-            changed(change(
-                trader,
-                before.as_ref().map(at_mark),
-                after.map(at_mark),
-            ));
-        }
-    } else {
-        // Every holder's row carries the mark: no row before equals one after.
-        for (trader, (before, _)) in touched.iter() {
-            let still_held = state.holders.get(trader).is_some_and(|h| h.core.is_some());
-            if let (Some(old), false) = (before, still_held) {
-                changed(change(trader, Some((old, old_mark)), None));
-            }
-        }
-        for (trader, holder) in &state.holders {
-            let Some(core) = &holder.core else {
-                continue;
-            };
-            let before = match touched.get(trader) {
-                Some((before, _)) => before.as_ref(),
-                None => Some(core),
-            };
-            let before = before.map(|old| (old, old_mark));
-            changed(change(trader, before, Some((core, new_mark))));
+        // Positions that differ only in what the row does not show (the ExecID of the last
+        // trade: a correction that repeats its target's quantity and price) send nothing.
+        if figures != before.as_ref().map(PositionFigures::of) {
+            changed(ExportRecord::Position {
+                trader: trader.clone(),
+                symbol: symbol.clone(),
+                figures,
+            });
         }
     }
-}
-
-/// Whether two positions of a holder make the same row at the same mark (`marked`): the row
-/// shows the quantity, the trade count and the average cost, and at a mark the realised P&L
-/// and the total (the cash, given the quantity).
-fn shows_the_same(a: &PositionCore, b: &PositionCore, marked: bool) -> bool {
-    a.net_qty == b.net_qty
-        && a.trades == b.trades
-        && a.avg_cost == b.avg_cost
-        && (!marked || (a.realized == b.realized && a.cash == b.cash))
+    let mark = state.current_mark();
+    if mark != state.mark {
+        state.mark = mark;
+        changed(ExportRecord::Mark(symbol.clone(), mark));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::position_view;
-    use crate::views::PositionView;
-    use differential_dataflow::consolidation::consolidate;
+    use crate::marked_rows::MarkedRows;
+    use crate::views::{PositionView, ViewSnapshot};
 
-    /// The rows a symbol's updates make when applied in `batches`, consolidated.
-    fn rows(batches: &[&[(SymbolInput, Diff)]]) -> Vec<(PositionView, Diff)> {
+    /// The rows a symbol's updates make when applied in `batches`, each batch's records
+    /// published as the export does.
+    fn rows(batches: &[&[(SymbolInput, Diff)]]) -> Vec<PositionView> {
         let symbol: Text = "SYM".into();
         let mut state = SymbolState::default();
         let mut touched = Touched::default();
-        let mut changes = Vec::new();
+        let mut marked_rows = MarkedRows::default();
+        let mut snapshot = ViewSnapshot::default();
         for batch in batches {
             apply(
                 &symbol,
                 &mut state,
                 batch.iter().cloned(),
                 &mut touched,
-                &mut |change| {
-                    for (row, diff) in [(change.before, -1), (change.after, 1)] {
-                        if let Some((core, mark)) = row {
-                            let row = position_view(change.trader, &symbol, core, mark.as_ref());
-                            changes.push((row, diff));
-                        }
-                    }
+                &mut |record| match record {
+                    ExportRecord::Position {
+                        trader,
+                        symbol,
+                        figures,
+                    } => marked_rows.position(trader, symbol, figures),
+                    ExportRecord::Mark(symbol, mark) => marked_rows.mark(symbol, mark),
+                    ExportRecord::View(other) => panic!("not the positions view's: {other:?}"),
                 },
             );
+            let mut changes = Vec::new();
+            marked_rows.publish(&mut changes);
+            snapshot.apply(&changes);
         }
-        consolidate(&mut changes);
-        changes
-    }
-
-    proptest::proptest! {
-        /// Two positions are taken to make the same row exactly when their rows are equal.
-        #[test]
-        fn positions_show_the_same_when_their_rows_are_equal(
-            a in (0i128..3, 0u64..3, 0i128..3, 0i128..3, proptest::option::of(0i128..3)),
-            b in (0i128..3, 0u64..3, 0i128..3, 0i128..3, proptest::option::of(0i128..3)),
-            price in proptest::option::of(1i64..3),
-        ) {
-            let core = |(net_qty, trades, cash, realized, avg_cost)| PositionCore {
-                net_qty,
-                trades,
-                cash,
-                realized,
-                avg_cost,
-                last: LastTrade { transact_time: 1, exec_id: "E".into(), price: 1 },
-            };
-            let (a, b) = (core(a), core(b));
-            let mark = price.map(|price| Mark { price, source: crate::MarkSource::LastTrade });
-            let row = |core| position_view("T", "X", core, mark.as_ref());
-            proptest::prop_assert_eq!(shows_the_same(&a, &b, mark.is_some()), row(&a) == row(&b));
-        }
+        snapshot.positions.into_values().collect()
     }
 
     /// What [`in_apply_order`] relies on when hashes collide: a symbol's updates of one time
@@ -423,7 +345,7 @@ mod tests {
             (execution("T1", 8, -15, 107), 1),
         ];
         let whole = rows(&[&updates]);
-        let traders: Vec<&str> = whole.iter().map(|(row, _)| row.trader.as_str()).collect();
+        let traders: Vec<&str> = whole.iter().map(|row| row.trader.as_str()).collect();
         assert_eq!(
             traders,
             ["T1", "T3", "T4"],
@@ -439,5 +361,53 @@ mod tests {
                 assert_eq!(split, whole, "batches cut at {first} and {second}");
             }
         }
+    }
+
+    /// A mark that moves sends the mark alone, not a row per holder; a holder's trade sends
+    /// its figures, and the mark its price moved.
+    #[test]
+    fn a_mark_change_sends_the_mark_and_no_holder() {
+        let symbol: Text = "SYM".into();
+        let mut state = SymbolState::default();
+        let mut touched = Touched::default();
+        let mut sent = Vec::new();
+        let mut apply_one = |input: SymbolInput, sent: &mut Vec<ExportRecord>| {
+            let batch = std::iter::once((input, 1));
+            apply(&symbol, &mut state, batch, &mut touched, &mut |r| {
+                sent.push(r)
+            });
+        };
+        for (trader, time) in [("T1", 1), ("T2", 2), ("T3", 3)] {
+            let execution = Execution::for_test(time, 10, 100 + time);
+            apply_one(SymbolInput::Execution(trader.into(), execution), &mut sent);
+        }
+        sent.clear();
+        apply_one(
+            SymbolInput::Price(PriceKind::OfficialClose, 4, 200),
+            &mut sent,
+        );
+        let close = Mark {
+            price: 200,
+            source: crate::MarkSource::OfficialClose,
+        };
+        assert_eq!(sent, [ExportRecord::Mark(symbol.clone(), Some(close))]);
+        sent.clear();
+        apply_one(
+            SymbolInput::Price(PriceKind::OfficialClose, 4, 200),
+            &mut sent,
+        );
+        assert_eq!(sent, [], "a second close at the same price moves nothing");
+        let execution = Execution::for_test(5, -10, 150);
+        apply_one(SymbolInput::Execution("T1".into(), execution), &mut sent);
+        let [ExportRecord::Position {
+            trader, figures, ..
+        }] = &sent[..]
+        else {
+            panic!("one position and no mark: {sent:?}");
+        };
+        assert_eq!(
+            (trader.as_str(), figures.map(|f| f.net_qty)),
+            ("T1", Some(0))
+        );
     }
 }

@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::marked_rows::PositionFigures;
 use crate::marks::{Mark, MarkSource};
 use crate::model::{Counter, Diff, Text, Time};
 use crate::money::Money;
-use crate::position::PositionCore;
-use crate::sum_operator::Accumulator;
 use crate::FastMap;
 
 /// One (trader, symbol) row of the positions view.
@@ -83,18 +82,18 @@ impl TotalsSum {
         }
     }
 
-    /// Adds the row `core` makes at `mark` (as [`add_row`](Self::add_row) of that row would)
-    /// without forming the row: in small epochs most rows that leave the totals are
-    /// replaced by their position's new one and go nowhere else.
-    pub fn add_position(&mut self, core: &PositionCore, mark: Option<&Mark>, diff: Diff) {
+    /// Adds the row `figures` make at `mark` (as [`add_row`](Self::add_row) of that row would)
+    /// without forming the row: most rows that leave the totals are replaced by their
+    /// position's new one and go nowhere else.
+    pub fn add_position(&mut self, figures: &PositionFigures, mark: Option<&Mark>, diff: Diff) {
         let wide = i128::from(diff as i64);
         self.positions += diff as i64;
-        self.trades += i128::from(core.trades) * wide;
+        self.trades += i128::from(figures.trades) * wide;
         if let Some(mark) = mark {
-            let total = core.total_pnl(mark.price);
+            let total = figures.total_pnl(mark.price);
             self.marked += diff as i64;
-            self.realized += core.realized * wide;
-            self.unrealized += (total - core.realized) * wide;
+            self.realized += figures.realized * wide;
+            self.unrealized += (total - figures.realized) * wide;
             self.total += total * wide;
         }
     }
@@ -113,58 +112,6 @@ impl TotalsSum {
             unrealized_pnl: marked.then_some(Money(self.unrealized)),
             total_pnl: marked.then_some(Money(self.total)),
         })
-    }
-
-    /// Adds `diff` times another running sum (a worker's change over a time, say).
-    pub fn merge(&mut self, other: &TotalsSum, diff: Diff) {
-        let (wide, narrow) = (i128::from(diff as i64), diff as i64);
-        self.positions += other.positions * narrow;
-        self.marked += other.marked * narrow;
-        self.trades += other.trades * wide;
-        self.realized += other.realized * wide;
-        self.unrealized += other.unrealized * wide;
-        self.total += other.total * wide;
-    }
-}
-
-/// A trader's [`Totals`], from changes to the sums over its rows, formed per batch as the rows
-/// pass (`crate::row_fan_out`): one small record per trader, worker and batch moves to the
-/// worker that keeps the trader's total, not every row.
-#[derive(Clone, Debug, Default)]
-pub struct TraderSum(TotalsSum);
-
-impl Accumulator for TraderSum {
-    type Item = (Text, TotalsSum);
-    type Output = Totals;
-
-    fn add(&mut self, (_, change): &(Text, TotalsSum), diff: Diff) {
-        self.0.merge(change, diff);
-    }
-
-    fn output(&self) -> Option<Totals> {
-        self.0.totals()
-    }
-}
-
-/// The firm's [`Totals`], from each worker's changes to the sums over its rows, formed as the
-/// rows pass (`crate::row_fan_out`) without waiting for their time to complete: the firm total
-/// then waits on the positions view alone, beside the traders' totals, instead of after them
-/// (one stage less for every epoch to pass on its way to the views). It used to sum the
-/// traders' totals, so as not to send every position row of a mark change to one worker; the
-/// changes send one record per worker and batch instead.
-#[derive(Clone, Debug, Default)]
-pub struct FirmSum(TotalsSum);
-
-impl Accumulator for FirmSum {
-    type Item = TotalsSum;
-    type Output = Totals;
-
-    fn add(&mut self, change: &TotalsSum, diff: Diff) {
-        self.0.merge(change, diff);
-    }
-
-    fn output(&self) -> Option<Totals> {
-        self.0.totals()
     }
 }
 
