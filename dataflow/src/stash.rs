@@ -55,13 +55,22 @@ impl<D, C> TimeStash<D, C> {
 
     /// Hands each time the frontier has passed to `f`, earliest first, with its capability and
     /// items. `f` may drain the items or leave them: their buffer is kept for a later time.
-    pub fn complete(
+    pub fn complete(&mut self, frontier: &MutableAntichain<Time>, f: impl FnMut(C, &mut Vec<D>)) {
+        self.complete_all(std::slice::from_ref(frontier), f)
+    }
+
+    /// [`TimeStash::complete`] for an operator of several inputs: a time is complete once
+    /// every input's frontier has passed it.
+    pub fn complete_all(
         &mut self,
-        frontier: &MutableAntichain<Time>,
+        frontiers: &[MutableAntichain<Time>],
         mut f: impl FnMut(C, &mut Vec<D>),
     ) {
         while let Some(entry) = self.pending.first_entry() {
-            if frontier.less_equal(entry.key()) {
+            if frontiers
+                .iter()
+                .any(|frontier| frontier.less_equal(entry.key()))
+            {
                 break;
             }
             let (capability, mut items) = entry.remove();
