@@ -326,8 +326,8 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
     // The totals are formed where the rows are, in the export (see `marked_rows`).
     let records = positions_view(live, prices, route)
-        .concat(route.records(unmatched, ViewRecord::Unmatched))
-        .concat(route.records(counters, ViewRecord::Counter));
+        .concat(route.records(unmatched, ExportRecord::Unmatched))
+        .concat(route.records(counters, ExportRecord::Counter));
 
     let probe = ProbeHandle::new();
     let durable = ProbeHandle::new();
@@ -542,9 +542,9 @@ impl ExportRoute {
     fn records<'s, D: differential_dataflow::Data>(
         self,
         collection: VecCollection<'s, Time, D, Diff>,
-        as_record: fn(D) -> ViewRecord,
+        as_record: fn(D) -> ExportRecord,
     ) -> VecCollection<'s, Time, (usize, ExportRecord), Diff> {
-        collection.flat_map(move |item| self.route(ExportRecord::View(as_record(item))))
+        collection.flat_map(move |item| self.route(as_record(item)))
     }
 
     /// `record` paired with each exporting worker.
@@ -620,7 +620,12 @@ fn export_views(
                             figures,
                         } => rows.position(trader, symbol, figures),
                         ExportRecord::Mark(symbol, mark) => rows.mark(symbol, mark),
-                        ExportRecord::View(record) => others.push((record, diff)),
+                        ExportRecord::Unmatched(unmatched) => {
+                            others.push((ViewRecord::Unmatched(unmatched), diff))
+                        }
+                        ExportRecord::Counter(counter) => {
+                            others.push((ViewRecord::Counter(counter), diff))
+                        }
                     }
                 }
                 spare.push(at_time);

@@ -321,7 +321,7 @@ mod tests {
                         figures,
                     } => marked_rows.position(trader, symbol, figures),
                     ExportRecord::Mark(symbol, mark) => marked_rows.mark(symbol, mark),
-                    ExportRecord::View(other) => panic!("not the positions view's: {other:?}"),
+                    other => panic!("not the positions view's: {other:?}"),
                 },
             );
             let mut changes = Vec::new();
