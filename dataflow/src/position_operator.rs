@@ -77,6 +77,9 @@ pub(crate) struct KeyState {
     stale_from: Option<Execution>,
 }
 
+/// The fewest executions a position's vector grows by.
+const MIN_GROWTH: usize = 4;
+
 impl KeyState {
     /// Applies one update; returns false when the running fold no longer matches `executions`.
     pub(crate) fn update(&mut self, execution: Execution, diff: i64) -> bool {
@@ -88,6 +91,7 @@ impl KeyState {
                 .is_none_or(|(last, _)| *last < execution);
         if appends {
             self.fold.push(&execution, diff);
+            self.make_room();
             self.executions.push((execution, diff));
             return true;
         }
@@ -108,9 +112,23 @@ impl KeyState {
                     self.executions.remove(at);
                 }
             }
-            Err(at) => self.executions.insert(at, (execution, diff)),
+            Err(at) => {
+                self.make_room();
+                self.executions.insert(at, (execution, diff));
+            }
         }
         false
+    }
+
+    /// Room for one more execution, grown by a quarter rather than doubled: every live
+    /// execution of the day stays here, and a doubled vector holds up to as much again unused
+    /// (a position with 4,500 executions in room for 8,192). The vector's reallocations copy
+    /// more in total (about five times its final size against two), once per growth.
+    fn make_room(&mut self) {
+        let executions = &mut self.executions;
+        if executions.len() == executions.capacity() {
+            executions.reserve_exact((executions.len() / 4).max(MIN_GROWTH));
+        }
     }
 
     /// The position over the executions folded so far (all of them after `refold`).
