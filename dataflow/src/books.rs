@@ -11,7 +11,6 @@ use std::sync::Arc;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
-use hashbrown::hash_table::Entry as TableEntry;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -19,7 +18,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
-use crate::keyed::KeyedStates;
+use crate::keyed::{KeyedEntry, KeyedStates};
 use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
@@ -504,18 +503,18 @@ impl BooksState {
     fn absorb(&mut self, update: BooksUpdate, diff: Diff) {
         match update {
             BooksUpdate::ExecId(exec_id, value) => match self.exec_ids.entry(&exec_id) {
-                TableEntry::Occupied(mut entry) => {
-                    let (_, state) = entry.get_mut();
+                KeyedEntry::Occupied(mut entry) => {
+                    let state = entry.get_mut();
                     state.update(value, diff, &mut self.names);
                     if state.is_empty() {
                         entry.remove();
                     }
                 }
-                TableEntry::Vacant(entry) => {
-                    let mut state = Box::<ExecIdState>::default();
+                KeyedEntry::Vacant(entry) => {
+                    let mut state = ExecIdState::default();
                     state.update(value, diff, &mut self.names);
                     if !state.is_empty() {
-                        entry.insert((exec_id, state));
+                        entry.insert(exec_id, state);
                     }
                 }
             },
@@ -584,8 +583,8 @@ impl BooksState {
             let exec_id = &run[0].0;
             let same_exec_id = run.iter().filter_map(|&(_, at)| values.get_mut(at)?.take());
             match states.entry(exec_id) {
-                TableEntry::Occupied(mut entry) => {
-                    let (_, state) = entry.get_mut();
+                KeyedEntry::Occupied(mut entry) => {
+                    let state = entry.get_mut();
                     let before = book_row(names, traders, securities, exec_id, state);
                     for (value, diff) in same_exec_id {
                         state.update(value, diff, names);
@@ -603,8 +602,8 @@ impl BooksState {
                         entry.remove();
                     }
                 }
-                TableEntry::Vacant(entry) => {
-                    let mut state = Box::<ExecIdState>::default();
+                KeyedEntry::Vacant(entry) => {
+                    let mut state = ExecIdState::default();
                     for (value, diff) in same_exec_id {
                         state.update(value, diff, names);
                     }
@@ -612,7 +611,7 @@ impl BooksState {
                         emit(new, 1);
                     }
                     if !state.is_empty() {
-                        entry.insert((exec_id.clone(), state));
+                        entry.insert(exec_id.clone(), state);
                     }
                 }
             }

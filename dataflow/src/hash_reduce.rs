@@ -16,13 +16,12 @@ use std::hash::Hash;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
-use hashbrown::hash_table::Entry;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
-use crate::keyed::KeyedStates;
+use crate::keyed::{KeyedEntry, KeyedStates};
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::names::Names;
@@ -81,12 +80,11 @@ where
                         let ((key, value), diff) = first;
                         let hash = hashes.next().copied().unwrap_or_else(|| state.hash(&key));
                         let values = match state.entry_hashed(hash, &key) {
-                            Entry::Occupied(entry) => entry.into_mut(),
-                            Entry::Vacant(entry) => {
-                                entry.insert((key.clone(), Box::default())).into_mut()
+                            KeyedEntry::Occupied(entry) => entry.into_mut(),
+                            KeyedEntry::Vacant(entry) => {
+                                entry.insert(key.clone(), Multiset::default())
                             }
                         };
-                        let values = &mut values.1;
                         changes.clear();
                         run(&mut logic, &key, values, &names, -1, &mut changes);
                         values.update(hold(value, &mut names), diff);
