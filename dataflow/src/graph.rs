@@ -606,7 +606,6 @@ fn export_views(
             }
             let mut snapshot = snapshots.next();
             let mut time_ends = Vec::new();
-            let mut any_completed = false;
             while let Some(entry) = pending.first_entry() {
                 if frontier.less_equal(entry.key()) {
                     break;
@@ -629,9 +628,9 @@ fn export_views(
                     }
                 }
                 spare.push(at_time);
-                any_completed = true;
             }
-            if any_completed {
+            // The loop above took at least the first pending time exactly when it was complete.
+            if completed {
                 rows.publish(&mut changes);
                 differential_dataflow::consolidation::consolidate(&mut others);
                 changes.append(&mut others);
