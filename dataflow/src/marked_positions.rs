@@ -26,7 +26,6 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -42,7 +41,7 @@ use crate::position_operator::KeyState;
 use crate::stash::{drain_runs, TimeStash};
 use crate::FastMap;
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum SymbolInput {
     /// A holder's live execution.
     Execution(Text, Execution),

@@ -143,12 +143,6 @@ impl PositionCore {
         }
         fold.core()
     }
-
-    /// Total P&L at `mark_price` (10^-8): the cash paid and received plus the open quantity's
-    /// value at the mark. Unrealised P&L is this less `realized`.
-    pub fn total_pnl(&self, mark_price: i64) -> i128 {
-        self.cash + self.net_qty * i128::from(mark_price)
-    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl Totals {
 
 /// Running [`Totals`] over rows with multiplicities: every field is a plain sum, so a row
 /// leaving is exactly undone by subtracting it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TotalsSum {
     positions: i64,
     marked: i64,
