@@ -25,7 +25,7 @@ use crate::keyed::{KeyedEntry, KeyedStates};
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::names::Names;
-use crate::stash::{drain_runs, TimeStash};
+use crate::stash::{drain_measured_runs, TimeStash};
 
 /// Groups `input` by key and applies `logic` to each key's values (with their multiplicities,
 /// sorted) whenever they change, as `reduce_named` would; `logic` pushes the key's output
@@ -68,15 +68,16 @@ where
                     let time = *capability.time();
                     let same_key =
                         |((a, _), _): &((K, V), Diff), ((b, _), _): &((K, V), Diff)| a == b;
-                    // Each key hashed where the sort left it, before it moves (see KeyedStates).
+                    // Each run measured, and its key hashed, where the sort left it, before
+                    // the key moves (see KeyedStates).
+                    run_lengths.clear();
                     run_hashes.clear();
-                    run_hashes.extend(
-                        updates
-                            .chunk_by(same_key)
-                            .map(|run| state.hash(&run[0].0 .0)),
-                    );
+                    for run in updates.chunk_by(same_key) {
+                        run_lengths.push(run.len());
+                        run_hashes.push(state.hash(&run[0].0 .0));
+                    }
                     let mut hashes = run_hashes.iter();
-                    drain_runs(updates, &mut run_lengths, same_key, |first, rest| {
+                    drain_measured_runs(updates, &run_lengths, |first, rest| {
                         let ((key, value), diff) = first;
                         let hash = hashes.next().copied().unwrap_or_else(|| state.hash(&key));
                         let values = match state.entry_hashed(hash, &key) {
