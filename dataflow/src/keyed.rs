@@ -42,6 +42,11 @@ impl<K, S> Default for KeyedStates<K, S> {
     }
 }
 
+/// The 32 bits of a key's hash the table keeps.
+fn kept_bits(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
 /// The table's 64-bit hash, from the 32 bits it keeps: the multiplication spreads them over
 /// the low bits (the bucket) and the high ones (the tag hashbrown compares first).
 fn placement(hash: u32) -> u64 {
@@ -103,11 +108,10 @@ impl<K: Hash + Eq, S> KeyedStates<K, S> {
     /// [`Self::entry`] for a key whose [`Self::hash`] is `hash`.
     pub(crate) fn entry_hashed(&mut self, hash: u64, key: &K) -> KeyedEntry<'_, K, S> {
         debug_assert_eq!(hash, self.hasher.hash_one(key), "a hash of another key");
-        let hash = (hash >> 32) as u32;
-        let slots = &self.slots;
+        let hash = kept_bits(hash);
         let found = self.table.entry(
             placement(hash),
-            |&(held_hash, at)| held_hash == hash && slots.get(at).0 == *key,
+            holds(&self.slots, hash, key),
             |&(held_hash, _)| placement(held_hash),
         );
         match found {
@@ -124,10 +128,10 @@ impl<K: Hash + Eq, S> KeyedStates<K, S> {
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<&S> {
-        let hash = (self.hash(key) >> 32) as u32;
-        let &(_, at) = self.table.find(placement(hash), |&(held_hash, at)| {
-            held_hash == hash && self.slots.get(at).0 == *key
-        })?;
+        let hash = kept_bits(self.hash(key));
+        let &(_, at) = self
+            .table
+            .find(placement(hash), holds(&self.slots, hash, key))?;
         Some(&self.slots.get(at).1)
     }
 
@@ -152,6 +156,16 @@ impl<K: Hash + Eq, S> KeyedStates<K, S> {
     }
 }
 
+/// Whether a table entry is `key`'s, whose kept hash is `hash`: the kept bits first, the key
+/// itself only where they agree.
+fn holds<'a, K: Eq, S>(
+    slots: &'a Slots<(K, S)>,
+    hash: u32,
+    key: &'a K,
+) -> impl Fn(&(u32, u32)) -> bool + 'a {
+    move |&(held_hash, at)| held_hash == hash && slots.get(at).0 == *key
+}
+
 /// Items in chunks of [`CHUNK`], each found by its number; a removed item's number is given to
 /// the next item.
 struct Slots<T> {
@@ -174,6 +188,12 @@ impl<T> Slots<T> {
         self.chunks.get(at / CHUNK)?.get(at % CHUNK)?.as_ref()
     }
 
+    /// The slot numbered `at`, empty or not; `None` past the last one made.
+    fn slot_mut(&mut self, at: u32) -> Option<&mut Option<T>> {
+        let at = at as usize;
+        self.chunks.get_mut(at / CHUNK)?.get_mut(at % CHUNK)
+    }
+
     /// The item numbered `at`, which the table holds: an entry without its item is a bug here.
     fn get(&self, at: u32) -> &T {
         match self.slot(at) {
@@ -183,13 +203,7 @@ impl<T> Slots<T> {
     }
 
     fn get_mut(&mut self, at: u32) -> &mut T {
-        let at_usize = at as usize;
-        let slot = self
-            .chunks
-            .get_mut(at_usize / CHUNK)
-            .and_then(|chunk| chunk.get_mut(at_usize % CHUNK))
-            .and_then(Option::as_mut);
-        match slot {
+        match self.slot_mut(at).and_then(Option::as_mut) {
             Some(item) => item,
             None => unreachable!("a table entry's slot {at} is empty"),
         }
@@ -197,9 +211,11 @@ impl<T> Slots<T> {
 
     fn insert(&mut self, item: T) -> u32 {
         if let Some(at) = self.free.pop() {
-            let at_usize = at as usize;
-            self.chunks[at_usize / CHUNK][at_usize % CHUNK] = Some(item);
-            return at;
+            if let Some(slot) = self.slot_mut(at) {
+                *slot = Some(item);
+                return at;
+            }
+            unreachable!("a freed slot {at} past the last one made");
         }
         if self.chunks.last().is_none_or(|chunk| chunk.len() == CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
@@ -216,15 +232,8 @@ impl<T> Slots<T> {
     }
 
     fn remove(&mut self, at: u32) {
-        let at_usize = at as usize;
-        if let Some(slot) = self
-            .chunks
-            .get_mut(at_usize / CHUNK)
-            .and_then(|chunk| chunk.get_mut(at_usize % CHUNK))
-        {
-            if slot.take().is_some() {
-                self.free.push(at);
-            }
+        if self.slot_mut(at).and_then(Option::take).is_some() {
+            self.free.push(at);
         }
     }
 
