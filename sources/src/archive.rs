@@ -41,10 +41,6 @@ pub enum ArchiveError {
 /// S3 requests give up after a few quick retries instead of object_store's three minutes: the
 /// archive writer keeps segments spooled and tries again itself, and a replay should fail fast.
 pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>, ArchiveError> {
-    let open_err = |source| ArchiveError::Open {
-        location: location.into(),
-        source,
-    };
     if let Some(rest) = location.strip_prefix("s3://") {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
@@ -67,7 +63,7 @@ pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>, ArchiveError> 
             .with_retry(retry)
             .with_client_options(client)
             .build()
-            .map_err(open_err)?;
+            .map_err(open_error(location))?;
         let prefix = prefix.trim_matches('/');
         return Ok(if prefix.is_empty() {
             Arc::new(store)
@@ -85,11 +81,16 @@ fn open_local(location: &str) -> Result<Arc<LocalFileSystem>, ArchiveError> {
         None if location.contains("://") => return Err(ArchiveError::Unsupported(location.into())),
         None => location,
     };
-    let store = LocalFileSystem::new_with_prefix(path).map_err(|source| ArchiveError::Open {
+    let store = LocalFileSystem::new_with_prefix(path).map_err(open_error(location))?;
+    Ok(Arc::new(store))
+}
+
+/// An object_store error opening `location`.
+fn open_error(location: &str) -> impl FnOnce(object_store::Error) -> ArchiveError + '_ {
+    move |source| ArchiveError::Open {
         location: location.into(),
         source,
-    })?;
-    Ok(Arc::new(store))
+    }
 }
 
 /// A FIX archive: every object under a prefix, replayed in name order.
