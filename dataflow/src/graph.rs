@@ -520,7 +520,7 @@ fn live_fills<'s>(
     }
 }
 
-/// Where view records go: to the first worker of every process, which exports them.
+/// Where export records go: to the first worker of every process, which exports them.
 #[derive(Clone, Copy)]
 pub(crate) struct ExportRoute {
     processes: usize,
@@ -536,7 +536,7 @@ impl ExportRoute {
         }
     }
 
-    /// `collection` as view records, each paired with an exporting worker, in one stage (a
+    /// `collection` as export records, each paired with an exporting worker, in one stage (a
     /// stage of its own to wrap each item as a record would copy it once more). The last
     /// process takes the record itself: with one process, no record is copied here.
     fn records<'s, D: differential_dataflow::Data>(
