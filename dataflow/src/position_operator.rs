@@ -161,6 +161,23 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
+    /// Appended or inserted out of order, a position's executions never hold more than a
+    /// quarter of their number in unused room (a doubled vector would hold 2,048 for 1,100).
+    #[test]
+    fn executions_grow_by_a_quarter() {
+        let mut state = KeyState::default();
+        let room = |state: &KeyState| state.executions.capacity() - state.executions.len();
+        for time in (0..2200).step_by(2) {
+            state.update(Execution::for_test(time, 1, 100), 1);
+            assert!(room(&state) <= state.executions.len() / 4 + MIN_GROWTH);
+        }
+        for time in (1..200).step_by(2) {
+            state.update(Execution::for_test(time, 1, 100), 1);
+            assert!(room(&state) <= state.executions.len() / 4 + MIN_GROWTH);
+        }
+        assert_eq!(state.executions.len(), 1200);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
