@@ -18,7 +18,7 @@ use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
-use crate::keyed::{KeyedEntry, KeyedStates};
+use crate::keyed::{DayKeys, KeyedEntry, KeyedStates, Vacancy};
 use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
@@ -198,6 +198,8 @@ pub struct BookInputs<'s> {
     /// Times before this carry a snapshot's records, whose rows the store holds: the state
     /// takes them in and no row is emitted (a restore then builds no rows it would not write).
     pub stored_before: Time,
+    /// Where the ExecIDs are numbered: shared with the live fills, exchanged by ExecID too.
+    pub(crate) exec_ids: DayKeys<Text>,
 }
 
 /// The enriched books, one row per ExecID.
@@ -225,6 +227,7 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         traders,
         securities,
         stored_before,
+        exec_ids,
     } = inputs;
     // The trades of the restored times come through `restored`, in the runtime's own time
     // (after the views have caught up), not with the views' restore.
@@ -274,7 +277,7 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         .inner
         .unary_frontier(Pipeline, "Books", |_capability, _info| {
             let mut stash = TimeStash::default();
-            let mut state = DayState::<BooksState>::default();
+            let mut state = DayState::new(BooksState::sharing(&exec_ids));
             move |(input, frontier), output| {
                 input.for_each(|capability, updates| {
                     for (update, time, diff) in updates.drain(..) {
@@ -431,6 +434,12 @@ struct RareByExecId {
     present: Diff,
 }
 
+impl Vacancy for ExecIdState {
+    fn is_vacant(&self) -> bool {
+        self.is_empty()
+    }
+}
+
 impl ExecIdState {
     fn update(&mut self, value: ByExecId, diff: Diff, names: &mut Names) {
         match value {
@@ -512,6 +521,13 @@ struct BooksState {
 }
 
 impl BooksState {
+    fn sharing(exec_ids: &DayKeys<Text>) -> Self {
+        BooksState {
+            exec_ids: KeyedStates::sharing(exec_ids),
+            ..BooksState::default()
+        }
+    }
+
     /// Takes in an update whose row the store holds already: the state changes, no row is
     /// made. Updates add up, so their order does not matter.
     fn absorb(&mut self, update: BooksUpdate, diff: Diff) {
@@ -658,13 +674,13 @@ impl BooksState {
                 }
             };
         }
-        for (exec_id, state) in self.exec_ids.iter() {
+        self.exec_ids.for_each(|exec_id, state| {
             if let Some(trade) = state.trade(&self.names) {
                 if traders.contains(&trade.fill.trader) || symbols.contains(&trade.fill.symbol) {
                     touched.push(exec_id.clone());
                 }
             }
-        }
+        });
         touched.sort_unstable();
         touched.dedup();
 

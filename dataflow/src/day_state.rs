@@ -26,6 +26,12 @@ pub fn skip_freeing_on_this_thread() {
 #[derive(Default)]
 pub(crate) struct DayState<T: Default>(T);
 
+impl<T: Default> DayState<T> {
+    pub(crate) fn new(state: T) -> Self {
+        DayState(state)
+    }
+}
+
 impl<T: Default> Deref for DayState<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -17,6 +17,7 @@ use timely::dataflow::Scope;
 use crate::books::{self, BookInputs, BookRow, BooksRestore, SecurityRef, TradeSource, TraderRef};
 use crate::correction_chains::present_corrections;
 use crate::hash_reduce::hash_reduce;
+use crate::keyed::DayKeys;
 use crate::marked_positions::positions_view;
 use crate::marked_rows::{ExportRecord, MarkedRows};
 use crate::model::{
@@ -305,11 +306,19 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let (counters_in, counters) = scope.new_collection::<Counter, Diff>();
     let (restored_in, restored) = scope.new_collection::<BooksRestore, Diff>();
 
+    // The live fills and the books hold a state for nearly every ExecID, on the same worker:
+    // they share one copy of each ExecID (see `DayKeys`).
+    let exec_ids = DayKeys::default();
     let LiveFills {
         live,
         unmatched,
         present,
-    } = live_fills(fills.clone(), corrections.clone(), busts.clone());
+    } = live_fills(
+        fills.clone(),
+        corrections.clone(),
+        busts.clone(),
+        exec_ids.clone(),
+    );
     let books = options.books.then(|| {
         books::books(BookInputs {
             fills,
@@ -321,6 +330,7 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
             traders,
             securities,
             stored_before: options.books_stored_before,
+            exec_ids,
         })
     });
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
@@ -367,11 +377,13 @@ struct LiveFills<'s> {
 
 /// Live fills: plain fills that no bust or correction names, plus corrections whose target chain
 /// reaches an arrived fill and that are not themselves busted or corrected. Duplicated ExecIDs
-/// count once. Also returns the busts and corrections still waiting for their target.
+/// count once. Also returns the busts and corrections still waiting for their target. The plain
+/// fills' ExecIDs are numbered in `exec_ids`.
 fn live_fills<'s>(
     fills: VecCollection<'s, Time, Fill, Diff>,
     corrections: VecCollection<'s, Time, Correction, Diff>,
     busts: VecCollection<'s, Time, Bust, Diff>,
+    exec_ids: DayKeys<Text>,
 ) -> LiveFills<'s> {
     let by_exec_id = fills
         .map(|fill| {
@@ -392,6 +404,7 @@ fn live_fills<'s>(
     let plain = hash_reduce(
         by_exec_id,
         "PlainFills",
+        exec_ids,
         HeldByExecId::hold,
         |exec_id, values, names, out| {
             let fill = values
@@ -458,6 +471,9 @@ fn live_fills<'s>(
     let corrected = hash_reduce(
         by_correction_id,
         "Corrections",
+        // Its own: a correction's ExecID is rarely a plain fill's, and a state numbered by
+        // every fill's ExecID would hold room for each.
+        DayKeys::default(),
         |value, _| value,
         |_exec_id, values, _, out| {
             let Some((target, fill)) = values.iter().find_map(|(value, _)| match value {

@@ -21,7 +21,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
-use crate::keyed::{KeyedEntry, KeyedStates};
+use crate::keyed::{DayKeys, KeyedEntry, KeyedStates};
 use crate::model::{Diff, Time};
 use crate::multiset::Multiset;
 use crate::names::Names;
@@ -31,10 +31,12 @@ use crate::stash::{drain_measured_runs, TimeStash};
 /// sorted) whenever they change, as `reduce_named` would; `logic` pushes the key's output
 /// records with their multiplicities. Each value is held in the form `hold` makes of it, which
 /// may number its names in the operator's [`Names`] (the values live until the day ends): the
-/// forms are sorted by those numbers, so a logic that chooses by order reads the names.
+/// forms are sorted by those numbers, so a logic that chooses by order reads the names. The
+/// keys are numbered in `keys`, which other operators exchanged by the same key may share.
 pub(crate) fn hash_reduce<'s, K, V, H, O, L>(
     input: VecCollection<'s, Time, (K, V), Diff>,
     name: &str,
+    keys: DayKeys<K>,
     hold: impl Fn(V, &mut Names) -> H + 'static,
     mut logic: L,
 ) -> VecCollection<'s, Time, (K, O), Diff>
@@ -50,7 +52,7 @@ where
         .exchange(|((key, _), _, _)| key.hashed().into())
         .unary_frontier(Pipeline, name, move |_capability, _info| {
             let mut stash = TimeStash::default();
-            let mut state: DayState<KeyedStates<K, Multiset<H>>> = DayState::default();
+            let mut state = DayState::new(KeyedStates::<K, Multiset<H>>::sharing(&keys));
             let mut names = Names::default();
             let mut changes: Vec<(O, Diff)> = Vec::new();
             let mut run_lengths: Vec<usize> = Vec::new();
@@ -92,10 +94,8 @@ where
                         for ((_, value), diff) in rest {
                             values.update(hold(value, &mut names), diff);
                         }
+                        // Values that add up to none leave the key vacant here.
                         run(&mut logic, &key, values, &names, 1, &mut changes);
-                        if values.is_empty() {
-                            state.remove(&key);
-                        }
                         consolidate(&mut changes);
                         for (record, diff) in changes.drain(..) {
                             session.give(((key.clone(), record), time, diff));

@@ -22,6 +22,12 @@ impl<T> Default for Multiset<T> {
     }
 }
 
+impl<T> crate::keyed::Vacancy for Multiset<T> {
+    fn is_vacant(&self) -> bool {
+        matches!(self, Multiset::Many(all) if all.is_empty())
+    }
+}
+
 impl<T: Ord> Multiset<T> {
     pub fn update(&mut self, value: T, diff: Diff) {
         match std::mem::take(self) {
