@@ -23,7 +23,7 @@ use timely::dataflow::operators::Exchange;
 use crate::day_state::DayState;
 use crate::keyed::{DayKeys, KeyedEntry, KeyedStates};
 use crate::model::{Diff, Time};
-use crate::multiset::Multiset;
+use crate::multiset::{Count, Multiset};
 use crate::names::Names;
 use crate::stash::{drain_measured_runs, TimeStash};
 
@@ -45,7 +45,7 @@ where
     V: ExchangeData,
     H: Ord + 'static,
     O: ExchangeData,
-    L: FnMut(&K, &[(H, Diff)], &Names, &mut Vec<(O, Diff)>) + 'static,
+    L: FnMut(&K, &[(H, Count)], &Names, &mut Vec<(O, Diff)>) + 'static,
 {
     input
         .inner
@@ -109,7 +109,7 @@ where
 
 /// Appends the logic's output over `values`, each multiplicity times `sign`.
 fn run<K, H: Ord, O>(
-    logic: &mut impl FnMut(&K, &[(H, Diff)], &Names, &mut Vec<(O, Diff)>),
+    logic: &mut impl FnMut(&K, &[(H, Count)], &Names, &mut Vec<(O, Diff)>),
     key: &K,
     values: &Multiset<H>,
     names: &Names,

@@ -3,17 +3,22 @@
 
 use crate::model::Diff;
 
+/// A held record's multiplicity: never zero (a record whose count reaches zero is gone), and
+/// that spare bit pattern is where the multiset tells its variants apart when the record has
+/// none to spare (a fill whose own spare pattern marks its variant).
+pub type Count = std::num::NonZeroIsize;
+
 /// Records with their multiplicities, kept sorted; almost always exactly one, held inline.
 ///
-/// Two variants, not three with an `Empty`: a record type with one spare bit pattern (a
-/// `NonZeroU32` in it, say) then makes the whole multiset no larger than one record and its
+/// Two variants, not three with an `Empty`: one spare bit pattern (the count's zero, or a
+/// `NonZeroU32` in the record) then makes the whole multiset no larger than one record and its
 /// count, which matters for what every ExecID of the day holds.
 #[derive(Clone, Debug)]
 pub enum Multiset<T> {
     /// A pair, so that it is a one-element slice of what `Many` holds.
-    One((T, Diff)),
+    One((T, Count)),
     /// None (an empty vector, which does not allocate) or several.
-    Many(Vec<(T, Diff)>),
+    Many(Vec<(T, Count)>),
 }
 
 impl<T> Default for Multiset<T> {
@@ -30,10 +35,14 @@ impl<T> crate::keyed::Vacancy for Multiset<T> {
 
 impl<T: Ord> Multiset<T> {
     pub fn update(&mut self, value: T, diff: Diff) {
+        let Some(diff) = Count::new(diff) else {
+            return;
+        };
+        let added = |count: Count| Count::new(count.get() + diff.get());
         match std::mem::take(self) {
             Multiset::One((existing, count)) if existing == value => {
-                if count + diff != 0 {
-                    *self = Multiset::One((existing, count + diff));
+                if let Some(count) = added(count) {
+                    *self = Multiset::One((existing, count));
                 }
             }
             Multiset::One((existing, count)) => {
@@ -44,12 +53,12 @@ impl<T: Ord> Multiset<T> {
             Multiset::Many(all) if all.is_empty() => *self = Multiset::One((value, diff)),
             Multiset::Many(mut all) => {
                 match all.binary_search_by(|(existing, _)| existing.cmp(&value)) {
-                    Ok(at) => {
-                        all[at].1 += diff;
-                        if all[at].1 == 0 {
+                    Ok(at) => match added(all[at].1) {
+                        Some(count) => all[at].1 = count,
+                        None => {
                             all.remove(at);
                         }
-                    }
+                    },
                     Err(at) => all.insert(at, (value, diff)),
                 }
                 *self = match all.len() {
@@ -74,7 +83,7 @@ impl<T: Ord> Multiset<T> {
     }
 
     /// Every record with its multiplicity, smallest first, without copying.
-    pub fn as_slice(&self) -> &[(T, Diff)] {
+    pub fn as_slice(&self) -> &[(T, Count)] {
         match self {
             Multiset::One(pair) => std::slice::from_ref(pair),
             Multiset::Many(all) => all,
@@ -93,9 +102,16 @@ mod tests {
         set.update("b", 1);
         set.update("a", 2);
         set.update("b", 1);
-        assert_eq!(set.as_slice(), &[("a", 2), ("b", 2)]);
+        let counts = |set: &Multiset<&'static str>| {
+            let all = set.as_slice().iter();
+            all.map(|&(value, count)| (value, count.get()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(counts(&set), [("a", 2), ("b", 2)]);
         set.update("a", -2);
-        assert!(matches!(set, Multiset::One(("b", 2))));
+        assert!(matches!(set, Multiset::One(("b", count)) if count.get() == 2));
+        set.update("b", 0);
+        assert_eq!(counts(&set), [("b", 2)], "a zero changes nothing");
         set.update("b", -2);
         assert!(set.is_empty());
         // A retraction may come before its insertion.
