@@ -22,40 +22,42 @@ const CHECKPOINT_EVERY: usize = 32;
 #[derive(Default)]
 struct CheckpointedFold {
     fold: PositionFold,
-    /// The fold after each checkpointed execution, ascending.
-    checkpoints: Vec<(Execution, PositionFold)>,
+    /// Executions folded so far, each copy counted.
+    folded: usize,
+    /// After each checkpointed execution, ascending: that execution, how many were folded up
+    /// to it (a copy of it may follow), and the fold.
+    checkpoints: Vec<(Execution, usize, PositionFold)>,
     /// Executions folded since the last checkpoint.
     since_checkpoint: usize,
 }
 
 impl CheckpointedFold {
     /// Folds in the next execution (not earlier than the last).
-    fn push(&mut self, execution: &Execution, copies: i64) {
-        self.fold.push(execution, copies);
+    fn push(&mut self, execution: &Execution) {
+        self.fold.push(execution, 1);
+        self.folded += 1;
         self.since_checkpoint += 1;
         if self.since_checkpoint >= CHECKPOINT_EVERY {
             self.checkpoints
-                .push((execution.clone(), self.fold.clone()));
+                .push((execution.clone(), self.folded, self.fold.clone()));
             self.since_checkpoint = 0;
         }
     }
 
-    /// Goes back to the last checkpoint before `changed`; returns the last execution it has
-    /// folded, if any, which the fold goes on after.
-    fn rewind_before(&mut self, changed: &Execution) -> Option<Execution> {
-        let still_valid = self.checkpoints.partition_point(|(last, _)| last < changed);
+    /// Goes back to the last checkpoint before `changed`; returns how many executions it has
+    /// folded, which the fold goes on after. Every execution before that point is earlier than
+    /// `changed`, so it has not moved.
+    fn rewind_before(&mut self, changed: &Execution) -> usize {
+        let still_valid = self
+            .checkpoints
+            .partition_point(|(last, _, _)| last < changed);
         self.checkpoints.truncate(still_valid);
         self.since_checkpoint = 0;
-        match self.checkpoints.last() {
-            Some((last, fold)) => {
-                self.fold = fold.clone();
-                Some(last.clone())
-            }
-            None => {
-                self.fold = PositionFold::default();
-                None
-            }
-        }
+        (self.fold, self.folded) = match self.checkpoints.last() {
+            Some((_, folded, fold)) => (fold.clone(), *folded),
+            None => (PositionFold::default(), 0),
+        };
+        self.folded
     }
 
     fn core(&self) -> Option<PositionCore> {
@@ -65,13 +67,18 @@ impl CheckpointedFold {
 
 #[derive(Default)]
 pub(crate) struct KeyState {
-    /// Live executions with their multiplicity (normally 1), ascending. A sorted vector rather
-    /// than a B-tree: nearly every update is an append, which here touches the vector's tail
-    /// (one cache line) where the B-tree walked from its root. In 250-message epochs the
-    /// B-tree's walk was most of this operator's time, each step a cache miss (`perf` of
-    /// `eod-bench --epoch-messages 250`, bench/RESULTS.md 2026-12-04). An insertion out of
-    /// order moves the suffix, which the refold after it reads anyway.
-    executions: Vec<(Execution, i64)>,
+    /// Live executions, ascending; one held twice is there twice. Nearly every execution is
+    /// held once, and a count beside each was 8 bytes of every fill of the day. A sorted
+    /// vector rather than a B-tree: nearly every update is an append, which here touches the
+    /// vector's tail (one cache line) where the B-tree walked from its root. In 250-message
+    /// epochs the B-tree's walk was most of this operator's time, each step a cache miss
+    /// (`perf` of `eod-bench --epoch-messages 250`, bench/RESULTS.md 2026-12-04). An insertion
+    /// out of order moves the suffix, which the refold after it reads anyway.
+    executions: Vec<Execution>,
+    /// Executions retracted more times than they were added, with how many times more: in a
+    /// collection a count may go below zero, and a later addition cancels it. They are not in
+    /// the position (nor in `executions`).
+    owed: Vec<(Execution, i64)>,
     fold: CheckpointedFold,
     /// The earliest execution changed out of order since `fold` last matched `executions`.
     stale_from: Option<Execution>,
@@ -83,16 +90,22 @@ const MIN_GROWTH: usize = 4;
 impl KeyState {
     /// Applies one update; returns false when the running fold no longer matches `executions`.
     pub(crate) fn update(&mut self, execution: Execution, diff: i64) -> bool {
+        let diff = self.settle_owed(&execution, diff);
+        if diff == 0 {
+            return true;
+        }
         let appends = self.stale_from.is_none()
             && diff > 0
-            && self
-                .executions
-                .last()
-                .is_none_or(|(last, _)| *last < execution);
+            && self.executions.last().is_none_or(|last| *last < execution);
         if appends {
-            self.fold.push(&execution, diff);
+            for _ in 1..diff {
+                self.fold.push(&execution);
+                self.make_room();
+                self.executions.push(execution.clone());
+            }
+            self.fold.push(&execution);
             self.make_room();
-            self.executions.push((execution, diff));
+            self.executions.push(execution);
             return true;
         }
         if self
@@ -102,22 +115,44 @@ impl KeyState {
         {
             self.stale_from = Some(execution.clone());
         }
-        match self
-            .executions
-            .binary_search_by(|(held, _)| held.cmp(&execution))
-        {
-            Ok(at) => {
-                self.executions[at].1 += diff;
-                if self.executions[at].1 == 0 {
-                    self.executions.remove(at);
-                }
-            }
-            Err(at) => {
+        let from = self.executions.partition_point(|held| *held < execution);
+        let to = self.executions.partition_point(|held| *held <= execution);
+        if diff > 0 {
+            for _ in 0..diff {
                 self.make_room();
-                self.executions.insert(at, (execution, diff));
+                self.executions.insert(to, execution.clone());
+            }
+        } else {
+            let held = to - from;
+            let removed = held.min(diff.unsigned_abs() as usize);
+            self.executions.drain(from..from + removed);
+            let still_owed = diff + removed as i64;
+            if still_owed < 0 {
+                match self.owed.iter_mut().find(|(owed, _)| *owed == execution) {
+                    Some((_, owed)) => *owed += still_owed,
+                    None => self.owed.push((execution, still_owed)),
+                }
             }
         }
         false
+    }
+
+    /// What is left of `diff` for `execution` once it has cancelled what the key owes of it.
+    fn settle_owed(&mut self, execution: &Execution, diff: i64) -> i64 {
+        if diff <= 0 || self.owed.is_empty() {
+            return diff;
+        }
+        let Some(at) = self.owed.iter().position(|(owed, _)| owed == execution) else {
+            return diff;
+        };
+        let left = self.owed[at].1 + diff;
+        if left < 0 {
+            self.owed[at].1 = left;
+            0
+        } else {
+            self.owed.swap_remove(at);
+            left
+        }
     }
 
     /// Room for one more execution, grown by a quarter rather than doubled: every live
@@ -137,7 +172,7 @@ impl KeyState {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.executions.is_empty()
+        self.executions.is_empty() && self.owed.is_empty()
     }
 
     /// Brings the fold up to date from the last checkpoint before the earliest change.
@@ -145,12 +180,9 @@ impl KeyState {
         let Some(stale) = self.stale_from.take() else {
             return;
         };
-        let from = match self.fold.rewind_before(&stale) {
-            Some(last) => self.executions.partition_point(|(held, _)| *held <= last),
-            None => 0,
-        };
-        for (execution, copies) in &self.executions[from..] {
-            self.fold.push(execution, *copies);
+        let from = self.fold.rewind_before(&stale);
+        for execution in &self.executions[from..] {
+            self.fold.push(execution);
         }
     }
 }
@@ -183,35 +215,43 @@ mod tests {
 
         /// Whatever order executions arrive in, and whatever is retracted, the running fold
         /// (appends, checkpoints and replays from them) equals a fold from scratch over the
-        /// executions the key holds, after every batch.
+        /// executions the key holds, after every batch: with executions held more than once,
+        /// and retracted more often than they were added (which the key owes, and a later
+        /// addition cancels).
         #[test]
         fn the_fold_equals_a_fold_from_scratch_after_every_batch(
             batches in prop::collection::vec(
-                prop::collection::vec((0i64..400, -50i64..50, 1i64..20, 0u8..8), 1..40),
+                prop::collection::vec((0i64..400, -50i64..50, 1i64..20, 0u8..12), 1..40),
                 1..12,
             ),
         ) {
             let mut state = KeyState::default();
-            let mut held: BTreeMap<Execution, i64> = BTreeMap::new();
+            // Every execution the key was given, with its count (below zero when owed).
+            let mut counts: BTreeMap<Execution, i64> = BTreeMap::new();
             for batch in batches {
                 let mut updates: Vec<(Execution, i64)> = Vec::new();
-                for (time, qty, price, retract) in batch {
+                for (time, qty, price, op) in batch {
                     let qty = if qty == 0 { 1 } else { qty };
-                    // Now and then, take back an execution the key holds.
-                    match held.keys().nth(time as usize % held.len().max(1)).cloned() {
-                        Some(existing) if retract < 2 => {
-                            held.remove(&existing);
-                            updates.push((existing, -1));
-                        }
-                        _ => {
-                            let new = Execution::for_test(time, qty, price);
-                            if !held.contains_key(&new) && !updates.iter().any(|(e, _)| e.exec_id == new.exec_id) {
-                                held.insert(new.clone(), 1);
-                                updates.push((new, 1));
-                            }
-                        }
+                    let known = counts.keys().nth(time as usize % counts.len().max(1)).cloned();
+                    let (execution, diff) = match (known, op) {
+                        // Now and then, take back an execution the key was given, or give it
+                        // again.
+                        (Some(known), 0 | 1) => (known, -1),
+                        (Some(known), 2) => (known, 1),
+                        // A retraction first, or two copies at once.
+                        (_, 3) => (Execution::for_test(time, qty, price), -1),
+                        (_, 4) => (Execution::for_test(time, qty, price), 2),
+                        _ => (Execution::for_test(time, qty, price), 1),
+                    };
+                    // One ExecID names one execution.
+                    let other_body = counts.keys().chain(updates.iter().map(|(e, _)| e))
+                        .any(|e| e.exec_id == execution.exec_id && *e != execution);
+                    if !other_body {
+                        *counts.entry(execution.clone()).or_default() += diff;
+                        updates.push((execution, diff));
                     }
                 }
+                counts.retain(|_, count| *count != 0);
                 updates.sort_unstable();
                 let mut consistent = true;
                 for (execution, diff) in updates {
@@ -220,8 +260,9 @@ mod tests {
                 if !consistent {
                     state.refold();
                 }
-                let expected = PositionCore::from_sorted(held.iter().map(|(e, c)| (e, *c)));
+                let expected = PositionCore::from_sorted(counts.iter().map(|(e, c)| (e, *c)));
                 prop_assert_eq!(state.fold.core(), expected);
+                prop_assert_eq!(state.is_empty(), counts.is_empty());
             }
         }
     }
