@@ -7,7 +7,8 @@
 # Each ARCHIVE (from `eod generate`, with ARCHIVE.prices.csv beside it) is published to fresh
 # topics with `eod ingest`; after each one the script waits until `eod run` has been idle for
 # 3 s (under a third of a core), then prints the trades the views hold and VmRSS / VmHWM of the process
-# (and, with EOD_MEMORY_TRIM=1 and gdb installed, VmRSS once more after malloc_trim). Needs a broker:
+# (and, with EOD_MEMORY_TRIM=1 and gdb installed, VmRSS once more after malloc_trim), and from
+# the second ARCHIVE on, the bytes each fill added since the first step. Needs a broker:
 # EOD_KAFKA_BROKERS (scripts/kafka.sh start; scripts/kafka.sh env). EOD is the binary
 # (default target/release/eod). Flags after `--` go to `eod run` (default: SQLite books in a
 # temporary directory, 2 workers).
@@ -63,15 +64,30 @@ for archive in "${archives[@]}"; do
     start=$(date +%s.%N)
     settle "$run_pid"
     kill -0 "$run_pid" || { cat "$work/run.log"; exit 1; }
+    trades=$(trades_in_views)
+    rss=$(kb "$run_pid" VmRSS)
     echo "after $archive: idle after $(echo "$(date +%s.%N) - $start" | bc) s;" \
-        "trades $(trades_in_views); VmRSS $(kb "$run_pid" VmRSS) kB; VmHWM $(kb "$run_pid" VmHWM) kB"
+        "trades $trades; VmRSS $rss kB; VmHWM $(kb "$run_pid" VmHWM) kB"
     # What the allocator keeps of freed memory (glibc returns little of a burst's transient
     # buffers by itself) is not data held per fill: with EOD_MEMORY_TRIM=1 and gdb at hand, the
     # process is asked to give it back, and VmRSS read again. Opt-in: on a host where gdb
     # cannot restore the threads' extended register state ("Couldn't write extended state
     # status"), the call kills the process (seen on a 2-core VM, 2026-12-05).
+    trimmed=""
     if [ "${EOD_MEMORY_TRIM:-0}" = 1 ] && command -v gdb >/dev/null; then
         gdb -p "$run_pid" -batch -ex "call (int)malloc_trim(0)" >/dev/null 2>&1 || true
-        echo "  after malloc_trim: VmRSS $(kb "$run_pid" VmRSS) kB"
+        trimmed=$(kb "$run_pid" VmRSS)
+        echo "  after malloc_trim: VmRSS $trimmed kB"
+    fi
+    # Target 5's figure: what each fill added since the first step, which holds the process's
+    # fixed costs (the runtime, the SQLite cache, the consumers' buffers).
+    if [ -z "${first_trades:-}" ]; then
+        first_trades=$trades first_rss=$rss first_trimmed=$trimmed
+    elif [ "$trades" -gt "$first_trades" ]; then
+        per_fill() { echo "$(( ($2 - $1) * 1024 / (trades - first_trades) ))"; }
+        line="  bytes per added fill since the first step: $(per_fill "$first_rss" "$rss")"
+        [ -n "$trimmed" ] && [ -n "$first_trimmed" ] &&
+            line="$line (after malloc_trim: $(per_fill "$first_trimmed" "$trimmed"))"
+        echo "$line"
     fi
 done
