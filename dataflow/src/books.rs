@@ -545,12 +545,9 @@ impl BooksState {
     fn absorb(&mut self, update: BooksUpdate, diff: Diff) {
         match update {
             BooksUpdate::ExecId(exec_id, value) => match self.exec_ids.entry(&exec_id) {
+                // A state whose updates add up to none is vacant: the ExecID holds nothing.
                 KeyedEntry::Occupied(mut entry) => {
-                    let state = entry.get_mut();
-                    state.update(value, diff, &mut self.names);
-                    if state.is_empty() {
-                        entry.remove();
-                    }
+                    entry.get_mut().update(value, diff, &mut self.names)
                 }
                 KeyedEntry::Vacant(entry) => {
                     let mut state = ExecIdState::default();
@@ -640,9 +637,6 @@ impl BooksState {
                             emit(new, 1);
                         }
                     }
-                    if state.is_empty() {
-                        entry.remove();
-                    }
                 }
                 KeyedEntry::Vacant(entry) => {
                     let mut state = ExecIdState::default();
@@ -717,10 +711,7 @@ impl BooksState {
             let before = before
                 .next_if(|(held_at, _)| *held_at == at)
                 .map(|(_, row)| row);
-            let (after, empty) = match self.exec_ids.get(exec_id) {
-                Some(state) => (self.row_of(exec_id, state), state.is_empty()),
-                None => (None, false),
-            };
+            let after = self.row(exec_id);
             if before != after {
                 if let Some(old) = before {
                     emit(old, -1);
@@ -728,9 +719,6 @@ impl BooksState {
                 if let Some(new) = after {
                     emit(new, 1);
                 }
-            }
-            if empty {
-                self.exec_ids.remove(exec_id);
             }
         }
     }

@@ -119,17 +119,14 @@ pub(crate) struct Occupied<'a, S> {
     state: &'a mut S,
 }
 
-impl<'a, S: Default> Occupied<'a, S> {
+/// A key's state here goes when it becomes vacant (its updates add up to none): no removal.
+impl<'a, S> Occupied<'a, S> {
     pub(crate) fn get_mut(&mut self) -> &mut S {
         self.state
     }
 
     pub(crate) fn into_mut(self) -> &'a mut S {
         self.state
-    }
-
-    pub(crate) fn remove(self) {
-        *self.state = S::default();
     }
 }
 
@@ -214,12 +211,6 @@ impl<K: Hash + Eq, S: Vacancy> KeyedStates<K, S> {
         }
     }
 
-    pub(crate) fn remove(&mut self, key: &K) {
-        if let KeyedEntry::Occupied(entry) = self.entry(key) {
-            entry.remove();
-        }
-    }
-
     /// Calls `visit` with every key that has a state here, and its state.
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&K, &S)) {
         let keys = self.keys.0.borrow();
@@ -299,6 +290,13 @@ mod tests {
         }
     }
 
+    /// What a retraction does to a state: its updates add up to none.
+    fn vacate<K: Hash + Eq>(states: &mut KeyedStates<K, u32>, key: &K) {
+        if let KeyedEntry::Occupied(mut entry) = states.entry(key) {
+            *entry.get_mut() = 0;
+        }
+    }
+
     fn held<K: Hash + Eq + Clone + Ord, S: Vacancy + Clone>(
         states: &KeyedStates<K, S>,
     ) -> Vec<(K, S)> {
@@ -315,7 +313,7 @@ mod tests {
         *states.get_or_insert("E1".to_owned()) += 3;
         assert_eq!(states.get(&"E1".to_owned()), Some(&5));
         assert_eq!(states.get(&"E2".to_owned()), None);
-        states.remove(&"E1".to_owned());
+        vacate(&mut states, &"E1".to_owned());
         assert!(held(&states).is_empty());
     }
 
@@ -338,11 +336,12 @@ mod tests {
             None,
             "the other's key, not a state here"
         );
-        second.remove(&"E1".to_owned());
+        vacate(&mut second, &"E1".to_owned());
+        assert_eq!(second.get(&"E1".to_owned()), None, "a vacant state is none");
         assert_eq!(
             first.get(&"E1".to_owned()),
             Some(&1),
-            "a removal is the remover's own"
+            "a state vacated is the vacating operator's own"
         );
         *second.get_or_insert("E1".to_owned()) += 3;
         assert_eq!(
@@ -354,7 +353,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever the inserts, updates and removals, across chunks and states removed and
+        /// Whatever the inserts, updates and removals, across chunks and states vacated and
         /// made again, each of two operators' states that share their keys equal a map's.
         #[test]
         fn states_equal_a_map_s(
@@ -367,7 +366,7 @@ mod tests {
                 let (states, expected) = (&mut states[which], &mut expected[which]);
                 match op {
                     0 => {
-                        states.remove(&key);
+                        vacate(states, &key);
                         expected.remove(&key);
                     }
                     _ => {

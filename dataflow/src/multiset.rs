@@ -29,6 +29,12 @@ impl<T> Default for Multiset<T> {
 
 impl<T> crate::keyed::Vacancy for Multiset<T> {
     fn is_vacant(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T> Multiset<T> {
+    pub fn is_empty(&self) -> bool {
         matches!(self, Multiset::Many(all) if all.is_empty())
     }
 }
@@ -76,10 +82,6 @@ impl<T: Ord> Multiset<T> {
     /// The smallest record, as `reduce` would see it first.
     pub fn first(&self) -> Option<&T> {
         self.as_slice().first().map(|(value, _)| value)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        matches!(self, Multiset::Many(all) if all.is_empty())
     }
 
     /// Every record with its multiplicity, smallest first, without copying.
