@@ -99,13 +99,9 @@ impl KeyState {
             && self.executions.last().is_none_or(|last| *last < execution);
         if appends {
             for _ in 1..diff {
-                self.fold.push(&execution);
-                self.make_room();
-                self.executions.push(execution.clone());
+                self.append(execution.clone());
             }
-            self.fold.push(&execution);
-            self.make_room();
-            self.executions.push(execution);
+            self.append(execution);
             return true;
         }
         if self
@@ -135,6 +131,13 @@ impl KeyState {
             }
         }
         false
+    }
+
+    /// Folds in and keeps an execution later than every one the key has.
+    fn append(&mut self, execution: Execution) {
+        self.fold.push(&execution);
+        self.make_room();
+        self.executions.push(execution);
     }
 
     /// What is left of `diff` for `execution` once it has cancelled what the key owes of it.
