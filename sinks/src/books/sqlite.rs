@@ -93,18 +93,23 @@ impl SqliteBooks {
     }
 }
 
-/// Page cache of the books connection, in KiB.
-const BOOKS_CACHE_KIB: i64 = 128 * 1024;
+/// Page cache of the books connection, in KiB. What it must hold is each index's insertion
+/// points: the right edge of the ExecID index (ExecIDs mostly rise) and a leaf per (trader,
+/// symbol) group, a few MB for a day's thousand groups. 128 MiB, which held every page a
+/// 1M-row day touched, took 109 MiB more peak memory than 32 for the same time (`farm-bench -n
+/// 6`, 1M replay with SQLite books: wall A/B 0.996, peak 515 against 624 MiB; in 250-message
+/// epochs 1.013 and 502 against 601). 16 and 8 MiB saved another 20 MB and began to cost time.
+const BOOKS_CACHE_KIB: i64 = 32 * 1024;
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(5))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
-    // The page cache holds the ExecID and (trader, symbol) indexes' hot pages. At SQLite's
-    // default 2 MB, a 1M-row day evicted them on every batch: the writer spent its time
-    // reading index pages back and spilling dirty ones to the WAL mid-transaction, 85k
-    // rows/s against 230k on a fresh table (perf on `eod replay` of 1M messages).
+    // At SQLite's default 2 MB, a 1M-row day evicted the indexes' hot pages on every batch:
+    // the writer spent its time reading them back and spilling dirty ones to the WAL
+    // mid-transaction, 85k rows/s against 230k on a fresh table (perf on `eod replay` of 1M
+    // messages).
     connection.pragma_update(None, "cache_size", BOOKS_CACHE_KIB.wrapping_neg())?;
     Ok(connection)
 }
