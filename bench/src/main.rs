@@ -236,7 +236,7 @@ fn parse(segments: &[bytes::Bytes]) -> Parsed {
         for frame in eod_fix::frames(segment, eod_fix::DEFAULT_MAX_MESSAGE) {
             messages += 1;
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
-                events.push(to_event(trade));
+                events.push(to_event(&trade));
             }
         }
     }

@@ -142,13 +142,13 @@ impl Unit<'_> {
             Outcome::Trade(trade) => {
                 if self.enter_sources && trade.kind() != CheckedKind::Bust {
                     inputs.source(TradeSource {
-                        exec_id: trade.envelope().exec_id.as_str().into(),
+                        exec_id: trade.fields().exec_id.as_ref().into(),
                         archive_key: self.source.into(),
                         archive_offset: offset,
                         receive_time: 0,
                     });
                 }
-                inputs.event(to_event(trade));
+                inputs.event(to_event(&trade));
             }
             Outcome::NotATrade { .. } => {}
             Outcome::Dead(reject) => {

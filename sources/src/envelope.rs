@@ -1,7 +1,7 @@
 //! Maps checked trade envelopes onto the dataflow's input records.
 
 use eod_dataflow::{Bust, Correction, Fill, TradeEvent};
-use eod_fix::{check_envelope, CheckedEnvelope, CheckedKind, Reject};
+use eod_fix::{check_envelope, CheckedKind, CheckedTrade, Reject};
 use eod_proto::{DeadLetterReason, TradeEnvelope};
 use prost::Message;
 
@@ -23,13 +23,11 @@ pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
             format!("not a TradeEnvelope: {e}"),
         )
     })?;
-    let checked = check_envelope(envelope)?;
-    let receive_time = checked.envelope().receive_time;
-    let archive = checked.envelope().source.clone();
+    let event = to_event(&check_envelope(&envelope)?);
     Ok(Received {
-        event: to_event(checked),
-        receive_time,
-        archive,
+        event,
+        receive_time: envelope.receive_time,
+        archive: envelope.source,
     })
 }
 
@@ -43,28 +41,29 @@ pub fn partition_key(envelope: &TradeEnvelope) -> &str {
     }
 }
 
-/// The dataflow event a checked envelope stands for.
-pub fn to_event(checked: CheckedEnvelope) -> TradeEvent {
+/// The dataflow event a checked trade stands for. Its text is copied once, from where the
+/// trade was read into the event's inline strings.
+pub fn to_event(checked: &CheckedTrade<'_>) -> TradeEvent {
     let (kind, qty) = (checked.kind(), checked.signed_quantity());
-    let envelope = checked.into_envelope();
+    let trade = checked.fields();
     if kind == CheckedKind::Bust {
         return TradeEvent::Bust(Bust {
-            exec_id: envelope.exec_id.into(),
-            target: envelope.exec_ref_id.into(),
-            transact_time: envelope.transact_time,
+            exec_id: trade.exec_id.as_ref().into(),
+            target: trade.exec_ref_id.as_ref().into(),
+            transact_time: trade.transact_time,
         });
     }
     let fill = Fill {
-        exec_id: envelope.exec_id.into(),
-        trader: envelope.trader_id.into(),
-        symbol: envelope.symbol.into(),
+        exec_id: trade.exec_id.as_ref().into(),
+        trader: trade.trader_id.as_ref().into(),
+        symbol: trade.symbol.as_ref().into(),
         qty,
-        price: envelope.price_mantissa,
-        transact_time: envelope.transact_time,
+        price: trade.price_mantissa,
+        transact_time: trade.transact_time,
     };
     match kind {
         CheckedKind::Correction => TradeEvent::Correct(Correction {
-            target: envelope.exec_ref_id.into(),
+            target: trade.exec_ref_id.as_ref().into(),
             fill,
         }),
         CheckedKind::Fill | CheckedKind::Bust => TradeEvent::Fill(fill),
@@ -144,7 +143,7 @@ mod tests {
             price_mantissa: 5,
             ..Default::default()
         };
-        match to_event(check_envelope(envelope).unwrap()) {
+        match to_event(&check_envelope(&envelope).unwrap()) {
             TradeEvent::Correct(c) => {
                 assert_eq!(c.target, "F1");
                 assert_eq!(c.fill.qty, -7);

@@ -70,8 +70,8 @@ pub fn decode_archive(dir: &Path) -> (Vec<TradeEvent>, u64) {
         while let Some(frame) = framer.next_frame() {
             framed += 1;
             if let Framed::Message { bytes, .. } = frame {
-                if let Ok(Decoded::Trade(envelope)) = Decoder::new().decode(bytes) {
-                    events.push(to_event(eod_fix::check_envelope(envelope).unwrap()));
+                if let Ok(Decoded::Trade(fields)) = Decoder::new().decode(bytes) {
+                    events.push(to_event(&eod_fix::check_trade(fields).unwrap()));
                 }
             }
         }

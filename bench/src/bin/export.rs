@@ -54,7 +54,7 @@ fn main() -> Result<()> {
             messages += 1;
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
                 events += 1;
-                write_event(&mut out, &to_event(trade))?;
+                write_event(&mut out, &to_event(&trade))?;
             }
         }
     }

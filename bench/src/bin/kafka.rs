@@ -505,7 +505,7 @@ fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
     for (due, bytes) in fix {
         for frame in eod_fix::frames(bytes, eod_fix::DEFAULT_MAX_MESSAGE) {
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
-                let mut envelope = trade.into_envelope();
+                let mut envelope = trade.to_envelope();
                 envelope.raw_fix = frame.bytes().to_vec();
                 envelope.receive_time = eod_fix::time::now_utc_nanos();
                 let key = partition_key(&envelope).as_bytes().to_vec();

@@ -1,5 +1,7 @@
 //! Decodes a framed FIX message into a trade envelope, a "not a trade" verdict, or a reject.
 
+use std::borrow::Cow;
+
 use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
 
 use super::structure;
@@ -96,18 +98,119 @@ impl Reject {
 
 /// The verdict on one valid message.
 #[derive(Debug, Clone, PartialEq)]
-// Not boxed: a verdict is consumed straight away, never stored, and boxing would cost an
-// allocation per trade on the hot path.
-#[allow(clippy::large_enum_variant)]
-pub enum Decoded {
-    /// A fill, bust or correction. `raw_fix`, `receive_time`, `gateway_id` and `source` are
-    /// left for the caller to fill in.
-    Trade(TradeEnvelope),
+pub enum Decoded<'m> {
+    /// A fill, bust or correction, its text where the message holds it.
+    Trade(TradeFields<'m>),
     /// Valid FIX that carries no trade: `MsgType` and, for execution reports, `ExecType`.
     NotATrade {
         msg_type: String,
         exec_type: Option<String>,
     },
+}
+
+impl Decoded<'_> {
+    /// The same verdict, holding its own text.
+    pub fn into_owned(self) -> Decoded<'static> {
+        match self {
+            Decoded::Trade(fields) => Decoded::Trade(fields.into_owned()),
+            Decoded::NotATrade {
+                msg_type,
+                exec_type,
+            } => Decoded::NotATrade {
+                msg_type,
+                exec_type,
+            },
+        }
+    }
+}
+
+/// A trade's fields as a [`TradeEnvelope`] names them, the text borrowed from where it is held:
+/// a FIX message, or an envelope read back from a topic. A replay turns each trade into the
+/// dataflow's record: building an envelope first took an allocation and a copy per text field,
+/// freed again straight away (16% of the parse stage in `perf` of the replay bench).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TradeFields<'a> {
+    pub exec_id: Cow<'a, str>,
+    /// ExecRefID (19): the fill a bust or correction refers to; empty for a fill.
+    pub exec_ref_id: Cow<'a, str>,
+    /// A [`TradeKind`], as the envelope carries it (unknown values are refused by the check).
+    pub kind: i32,
+    pub symbol: Cow<'a, str>,
+    pub security_id: Cow<'a, str>,
+    pub quantity: i64,
+    /// LastPx x 10^8.
+    pub price_mantissa: i64,
+    /// A [`Side`], as the envelope carries it.
+    pub side: i32,
+    pub trader_id: Cow<'a, str>,
+    pub account: Cow<'a, str>,
+    /// UTC nanoseconds.
+    pub transact_time: i64,
+    pub fix_version: Cow<'a, str>,
+}
+
+impl<'a> TradeFields<'a> {
+    /// The trade fields of `envelope`, borrowed.
+    pub fn of(envelope: &'a TradeEnvelope) -> TradeFields<'a> {
+        TradeFields {
+            exec_id: Cow::Borrowed(&envelope.exec_id),
+            exec_ref_id: Cow::Borrowed(&envelope.exec_ref_id),
+            kind: envelope.kind,
+            symbol: Cow::Borrowed(&envelope.symbol),
+            security_id: Cow::Borrowed(&envelope.security_id),
+            quantity: envelope.quantity,
+            price_mantissa: envelope.price_mantissa,
+            side: envelope.side,
+            trader_id: Cow::Borrowed(&envelope.trader_id),
+            account: Cow::Borrowed(&envelope.account),
+            transact_time: envelope.transact_time,
+            fix_version: Cow::Borrowed(&envelope.fix_version),
+        }
+    }
+
+    /// An envelope of these fields; `raw_fix`, `receive_time`, `gateway_id` and `source` are
+    /// left for the caller to fill in.
+    pub fn to_envelope(&self) -> TradeEnvelope {
+        TradeEnvelope {
+            exec_id: self.exec_id.clone().into_owned(),
+            exec_ref_id: self.exec_ref_id.clone().into_owned(),
+            kind: self.kind,
+            symbol: self.symbol.clone().into_owned(),
+            security_id: self.security_id.clone().into_owned(),
+            quantity: self.quantity,
+            price_mantissa: self.price_mantissa,
+            side: self.side,
+            trader_id: self.trader_id.clone().into_owned(),
+            account: self.account.clone().into_owned(),
+            transact_time: self.transact_time,
+            fix_version: self.fix_version.clone().into_owned(),
+            ..TradeEnvelope::default()
+        }
+    }
+
+    /// The same fields, holding their own text.
+    pub fn into_owned(self) -> TradeFields<'static> {
+        let owned = |text: Cow<'a, str>| Cow::Owned(text.into_owned());
+        TradeFields {
+            exec_id: owned(self.exec_id),
+            exec_ref_id: owned(self.exec_ref_id),
+            symbol: owned(self.symbol),
+            security_id: owned(self.security_id),
+            trader_id: owned(self.trader_id),
+            account: owned(self.account),
+            fix_version: owned(self.fix_version),
+            kind: self.kind,
+            quantity: self.quantity,
+            price_mantissa: self.price_mantissa,
+            side: self.side,
+            transact_time: self.transact_time,
+        }
+    }
+
+    /// The kind, as [`TradeEnvelope::kind`] reads it.
+    pub fn trade_kind(&self) -> TradeKind {
+        TradeKind::try_from(self.kind).unwrap_or_default()
+    }
 }
 
 /// Tags below this are found through [`Decoder::first`]; every tag a trade is read from is
@@ -133,15 +236,16 @@ impl Default for Decoder {
     }
 }
 
-struct Fields<'a> {
-    message: &'a [u8],
-    fields: &'a [(u32, usize, usize)],
-    first: &'a [u32; DIRECT_TAGS],
+/// The message's fields (`'m`, where the values are) through the decoder's index (`'d`).
+struct Fields<'m, 'd> {
+    message: &'m [u8],
+    fields: &'d [(u32, usize, usize)],
+    first: &'d [u32; DIRECT_TAGS],
 }
 
-impl<'a> Fields<'a> {
+impl<'m> Fields<'m, '_> {
     /// The first field with `tag`.
-    fn get(&self, tag: u32) -> Option<&'a [u8]> {
+    fn get(&self, tag: u32) -> Option<&'m [u8]> {
         let field = match self.first.get(tag as usize) {
             Some(0) => None,
             Some(&at) => self.fields.get(at as usize - 1),
@@ -149,25 +253,25 @@ impl<'a> Fields<'a> {
         };
         field.map(|&(_, s, e)| &self.message[s..e])
     }
-    fn required(&self, tag: u32, name: &str) -> Result<&'a [u8], Reject> {
+    fn required(&self, tag: u32, name: &str) -> Result<&'m [u8], Reject> {
         match self.get(tag) {
             Some([]) => Err(Reject::no_value(tag, name)),
             Some(v) => Ok(v),
             None => Err(Reject::missing(tag, name)),
         }
     }
-    fn text(&self, tag: u32, name: &str) -> Result<String, Reject> {
+    fn text(&self, tag: u32, name: &str) -> Result<Cow<'m, str>, Reject> {
         let bytes = self.required(tag, name)?;
         std::str::from_utf8(bytes)
-            .map(str::to_owned)
+            .map(Cow::Borrowed)
             .map_err(|_| Reject::invalid(tag, name, bytes))
     }
-    fn optional_text(&self, tag: u32) -> String {
+    fn optional_text(&self, tag: u32) -> Cow<'m, str> {
         self.get(tag).map(lossy_text).unwrap_or_default()
     }
     /// The PartyID (448) of the Parties entry whose PartyRole (452) is `role`. 448 starts each
     /// entry, so the last 448 seen before a matching 452 belongs to the same entry.
-    fn party(&self, role: &[u8]) -> Option<&'a [u8]> {
+    fn party(&self, role: &[u8]) -> Option<&'m [u8]> {
         let mut current = None;
         for &(tag, s, e) in self.fields {
             match tag {
@@ -186,7 +290,7 @@ impl Decoder {
     }
 
     /// Decodes a message that the framer already validated (BodyLength, CheckSum).
-    pub fn decode(&mut self, message: &[u8]) -> Result<Decoded, Reject> {
+    pub fn decode<'m>(&mut self, message: &'m [u8]) -> Result<Decoded<'m>, Reject> {
         self.index(message)?;
         structure::check(message, &self.fields)?;
         let fields = Fields {
@@ -198,7 +302,7 @@ impl Decoder {
         let msg_type = fields.required(35, "MsgType")?;
         if msg_type != b"8" {
             return Ok(Decoded::NotATrade {
-                msg_type: lossy_text(msg_type),
+                msg_type: lossy_text(msg_type).into_owned(),
                 exec_type: None,
             });
         }
@@ -230,21 +334,20 @@ impl Decoder {
         let Some(kind) = kind else {
             return Ok(Decoded::NotATrade {
                 msg_type: "8".into(),
-                exec_type: Some(lossy_text(exec_type)),
+                exec_type: Some(lossy_text(exec_type).into_owned()),
             });
         };
-        let mut envelope = TradeEnvelope {
+        let mut envelope = TradeFields {
             exec_id: fields.text(17, "ExecID")?,
             kind: kind as i32,
             // Any other BeginString was refused above.
-            fix_version: if version == b"FIX.4.2" {
+            fix_version: Cow::Borrowed(if version == b"FIX.4.2" {
                 "FIX.4.2"
             } else {
                 "FIX.4.4"
-            }
-            .to_owned(),
+            }),
             account: fields.optional_text(1),
-            ..TradeEnvelope::default()
+            ..TradeFields::default()
         };
         if kind != TradeKind::Fill {
             envelope.exec_ref_id = fields.text(19, "ExecRefID")?;
@@ -418,10 +521,10 @@ pub fn check_structure(message: &[u8]) -> Result<(), Reject> {
 /// `bytes` as text, invalid UTF-8 replaced. Valid text (all of it, in practice) takes
 /// `from_utf8`'s path: `from_utf8_lossy` walks the bytes chunk by chunk, about twice the
 /// validation's cost on these short values (`perf` of the replay bench's parse stage).
-fn lossy_text(bytes: &[u8]) -> String {
+fn lossy_text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -444,9 +547,9 @@ mod tests {
     use super::*;
     use crate::FixEncoder;
 
-    fn decode(version: &str, fields: &[(u32, &str)]) -> Result<Decoded, Reject> {
+    fn decode(version: &str, fields: &[(u32, &str)]) -> Result<Decoded<'static>, Reject> {
         let msg = FixEncoder::new(version).message("8", fields);
-        Decoder::new().decode(&msg)
+        Decoder::new().decode(&msg).map(Decoded::into_owned)
     }
 
     fn fill44() -> Vec<(u32, &'static str)> {
@@ -466,7 +569,7 @@ mod tests {
 
     fn trade(result: Result<Decoded, Reject>) -> TradeEnvelope {
         match result {
-            Ok(Decoded::Trade(t)) => t,
+            Ok(Decoded::Trade(t)) => t.to_envelope(),
             other => panic!("expected a trade, got {other:?}"),
         }
     }
@@ -601,7 +704,9 @@ mod tests {
     fn a_reused_decoder_reads_each_message_alone() {
         let mut decoder = Decoder::new();
         let mut run = |fields: &[(u32, &str)]| {
-            decoder.decode(&FixEncoder::new("FIX.4.4").message("8", fields))
+            decoder
+                .decode(&FixEncoder::new("FIX.4.4").message("8", fields))
+                .map(Decoded::into_owned)
         };
         let with_account = trade(run(&fill44()));
         assert_eq!(

@@ -15,8 +15,10 @@ mod structure;
 pub mod time;
 
 pub use census::MessageCensus;
-pub use classify::{check_envelope, CheckedEnvelope, CheckedKind, Classifier, Counts, Outcome};
-pub use decode::{check_structure, Decoded, Decoder, FieldError, FieldFault, Reject};
+pub use classify::{
+    check_envelope, check_trade, CheckedKind, CheckedTrade, Classifier, Counts, Outcome,
+};
+pub use decode::{check_structure, Decoded, Decoder, FieldError, FieldFault, Reject, TradeFields};
 pub use encode::{break_checksum, FixEncoder};
 pub use framer::{frames, Framed, Framer, Frames, DEFAULT_MAX_MESSAGE};
 

@@ -67,6 +67,8 @@ fn gilt_fill_decodes_exactly() {
     let Ok(Decoded::Trade(t)) = Decoder::new().decode(bytes) else {
         panic!("decodes")
     };
+    // As the gateway publishes it.
+    let t = t.to_envelope();
     assert_eq!(t.kind(), TradeKind::Fill);
     assert_eq!(t.exec_id, "VCON:20130321:50018:5:12");
     assert_eq!(t.symbol, "GB0032452392", "[N/A] falls back to SecurityID");

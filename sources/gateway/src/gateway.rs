@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use eod_dataflow::PriceUpdate;
 use eod_fix::time::now_utc_nanos;
-use eod_fix::{CheckedEnvelope, Classifier, Counts, Framed, Framer, Outcome, Reject};
+use eod_fix::{CheckedTrade, Classifier, Counts, Framed, Framer, Outcome, Reject};
 use eod_proto::ArchiveRef;
 use eod_sources::archive_writer::SegmentWriter;
 use eod_sources::envelope::partition_key;
@@ -283,13 +283,13 @@ impl Gateway {
     /// One trade envelope, stamped with where its bytes are archived, to the trades topic.
     fn publish_trade(
         &self,
-        mut trade: CheckedEnvelope,
+        trade: CheckedTrade<'_>,
         object_key: String,
         offset: u64,
         bytes: &[u8],
         encoded: &mut Vec<u8>,
     ) -> Result<(), GatewayError> {
-        let envelope = trade.envelope_mut();
+        let mut envelope = trade.to_envelope();
         envelope.receive_time = now_utc_nanos();
         envelope.gateway_id = self.gateway_id.clone();
         envelope.source = Some(ArchiveRef {
@@ -300,7 +300,7 @@ impl Gateway {
         envelope.raw_fix = bytes.to_vec();
         encoded.clear();
         envelope.encode(encoded)?;
-        let key = partition_key(envelope).as_bytes();
+        let key = partition_key(&envelope).as_bytes();
         self.producer.send(&self.topics.trades, key, encoded)?;
         self.counters.trades_sent.inc();
         Ok(())
