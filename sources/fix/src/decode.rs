@@ -206,11 +206,6 @@ impl<'a> TradeFields<'a> {
             transact_time: self.transact_time,
         }
     }
-
-    /// The kind, as [`TradeEnvelope::kind`] reads it.
-    pub fn trade_kind(&self) -> TradeKind {
-        TradeKind::try_from(self.kind).unwrap_or_default()
-    }
 }
 
 /// Tags below this are found through [`Decoder::first`]; every tag a trade is read from is
@@ -636,6 +631,30 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every trade field goes from an envelope into the fields and back: a field left out
+    /// either way would publish, or check, a trade without it.
+    #[test]
+    fn trade_fields_carry_every_field_of_an_envelope() {
+        let envelope = TradeEnvelope {
+            exec_id: "E1".into(),
+            exec_ref_id: "E0".into(),
+            kind: TradeKind::Correct as i32,
+            symbol: "AAPL".into(),
+            security_id: "US0378331005".into(),
+            quantity: 7,
+            price_mantissa: 18_512_000_000,
+            side: Side::Sell as i32,
+            trader_id: "T1".into(),
+            account: "ACC".into(),
+            transact_time: 1_764_104_400_123_456_789,
+            fix_version: "FIX.4.4".into(),
+            ..TradeEnvelope::default()
+        };
+        let fields = TradeFields::of(&envelope);
+        assert_eq!(fields.to_envelope(), envelope);
+        assert_eq!(fields.clone().into_owned(), fields);
     }
 
     #[test]
