@@ -71,7 +71,7 @@ fn checked_kind(trade: &TradeFields<'_>) -> Result<CheckedKind, Reject> {
     let missing = |field: &str| {
         Reject::new(
             DeadLetterReason::MissingField,
-            format!("trade has no {field}"),
+            format!("envelope has no {field}"),
         )
     };
     let invalid = |detail: String| Reject::new(DeadLetterReason::InvalidValue, detail);
