@@ -99,11 +99,11 @@ mod tests {
         assert_eq!(garbage.reason, DeadLetterReason::Deserialization);
         let mut no_symbol = fill();
         no_symbol.symbol.clear();
+        let refused = event_from_bytes(&no_symbol.encode_to_vec()).unwrap_err();
+        // The dead letter's reader sees the field by the envelope's name.
         assert_eq!(
-            event_from_bytes(&no_symbol.encode_to_vec())
-                .unwrap_err()
-                .reason,
-            DeadLetterReason::MissingField
+            (refused.reason, refused.detail.as_str()),
+            (DeadLetterReason::MissingField, "envelope has no symbol")
         );
         let mut zero = fill();
         zero.quantity = 0;
