@@ -10,7 +10,7 @@ use crate::census::MessageCensus;
 use crate::decode::{Decoded, Decoder, Reject, TradeFields};
 use crate::framer::Framed;
 
-/// What a trade envelope is, once checked.
+/// What a trade is, once checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckedKind {
     Fill,

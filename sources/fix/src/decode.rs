@@ -1,4 +1,4 @@
-//! Decodes a framed FIX message into a trade envelope, a "not a trade" verdict, or a reject.
+//! Decodes a framed FIX message into a trade's fields, a "not a trade" verdict, or a reject.
 
 use std::borrow::Cow;
 
@@ -332,7 +332,7 @@ impl Decoder {
                 exec_type: Some(lossy_text(exec_type).into_owned()),
             });
         };
-        let mut envelope = TradeFields {
+        let mut trade = TradeFields {
             exec_id: fields.text(17, "ExecID")?,
             kind: kind as i32,
             // Any other BeginString was refused above.
@@ -345,27 +345,27 @@ impl Decoder {
             ..TradeFields::default()
         };
         if kind != TradeKind::Fill {
-            envelope.exec_ref_id = fields.text(19, "ExecRefID")?;
+            trade.exec_ref_id = fields.text(19, "ExecRefID")?;
         }
         if kind == TradeKind::Bust {
             // When the bust happened, for the books' audit trail; optional, but never garbage.
             if let Some(time_bytes) = fields.get(60).filter(|v| !v.is_empty()) {
-                envelope.transact_time = parse_utc_timestamp(time_bytes)
+                trade.transact_time = parse_utc_timestamp(time_bytes)
                     .ok_or_else(|| Reject::invalid(60, "TransactTime", time_bytes))?;
             }
-            return Ok(Decoded::Trade(envelope));
+            return Ok(Decoded::Trade(trade));
         }
-        envelope.security_id = fields.optional_text(48);
+        trade.security_id = fields.optional_text(48);
         let symbol = fields.text(55, "Symbol")?;
-        envelope.symbol = if symbol == "[N/A]" {
-            if envelope.security_id.is_empty() {
+        trade.symbol = if symbol == "[N/A]" {
+            if trade.security_id.is_empty() {
                 return Err(Reject::missing(48, "SecurityID (Symbol is [N/A])"));
             }
-            envelope.security_id.clone()
+            trade.security_id.clone()
         } else {
             symbol
         };
-        envelope.side = match fields.required(54, "Side")? {
+        trade.side = match fields.required(54, "Side")? {
             b"1" => Side::Buy,
             b"2" | b"5" | b"6" => Side::Sell,
             other => return Err(Reject::out_of_range(54, "Side", other)),
@@ -376,17 +376,17 @@ impl Decoder {
             "LastQty"
         };
         let qty_bytes = fields.required(32, qty_field)?;
-        envelope.quantity = parse_quantity(qty_bytes)
+        trade.quantity = parse_quantity(qty_bytes)
             .filter(|q| *q > 0)
             .ok_or_else(|| Reject::invalid(32, qty_field, qty_bytes))?;
         let px_bytes = fields.required(31, "LastPx")?;
-        envelope.price_mantissa = std::str::from_utf8(px_bytes)
+        trade.price_mantissa = std::str::from_utf8(px_bytes)
             .ok()
             .and_then(|s| eod_proto::decimal::parse_price(s).ok())
             .filter(|p| *p > 0)
             .ok_or_else(|| Reject::invalid(31, "LastPx", px_bytes))?;
         let time_bytes = fields.required(60, "TransactTime")?;
-        envelope.transact_time = parse_utc_timestamp(time_bytes)
+        trade.transact_time = parse_utc_timestamp(time_bytes)
             .ok_or_else(|| Reject::invalid(60, "TransactTime", time_bytes))?;
         let trader = fields
             .party(b"12")
@@ -399,8 +399,8 @@ impl Decoder {
                     "executing trader (PartyRole 12), SenderSubID or Account",
                 )
             })?;
-        envelope.trader_id = lossy_text(trader);
-        Ok(Decoded::Trade(envelope))
+        trade.trader_id = lossy_text(trader);
+        Ok(Decoded::Trade(trade))
     }
 
     /// Indexes the fields: the message is read eight bytes at a time for its SOH delimiters
