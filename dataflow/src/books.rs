@@ -91,12 +91,18 @@ impl BookStatus {
 }
 
 /// One row of the books.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Rows wait for the books writer by the hundred thousand in a replay (its bound on how far
+/// the books may lag), so the row is kept small: what most rows never have is boxed apart in
+/// [`RowLinks`], and the source does not repeat the ExecID. It still serializes as the flat
+/// row it was (a refused row's dead letter, a spill, an exchange between processes).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BookRow {
     pub exec_id: Text,
     pub kind: BookKind,
-    /// For a correction: the ExecID it replaces.
-    pub corrects: Option<Text>,
+    /// Made by [`RowLinks::boxed`], which leaves it `None` when there are none, so that equal
+    /// rows compare equal.
+    pub links: Option<Box<RowLinks>>,
     pub trader: Text,
     pub symbol: Text,
     /// Signed: buys positive, sells negative.
@@ -106,19 +112,162 @@ pub struct BookRow {
     /// UTC nanoseconds.
     pub transact_time: i64,
     pub status: BookStatus,
-    /// The bust or correction that ended this row's life, and its TransactTime.
-    pub status_by: Option<Text>,
-    pub status_time: Option<i64>,
     /// Shared, not copied: a row is arranged and merged several times on its way to the
     /// books, and the reference records were half its size.
     pub trader_ref: Option<Arc<TraderRef>>,
     pub security_ref: Option<Arc<SecurityRef>>,
-    pub source: Option<TradeSource>,
+    pub source: Option<SourceAt>,
+}
+
+/// A row's ties to other executions: only corrections and ended rows have any.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RowLinks {
+    /// For a correction: the ExecID it replaces.
+    pub corrects: Option<Text>,
+    /// The bust or correction that ended this row's life, and its TransactTime.
+    pub status_by: Option<Text>,
+    pub status_time: Option<i64>,
+}
+
+impl RowLinks {
+    /// The links, or `None` when there are none.
+    pub fn boxed(
+        corrects: Option<Text>,
+        status_by: Option<Text>,
+        status_time: Option<i64>,
+    ) -> Option<Box<RowLinks>> {
+        let links = RowLinks {
+            corrects,
+            status_by,
+            status_time,
+        };
+        (links != RowLinks::default()).then(|| Box::new(links))
+    }
 }
 
 impl BookRow {
     pub fn enrichment_missing(&self) -> bool {
         self.trader_ref.is_none() || self.security_ref.is_none()
+    }
+
+    /// For a correction: the ExecID it replaces.
+    pub fn corrects(&self) -> Option<&Text> {
+        self.links.as_ref()?.corrects.as_ref()
+    }
+
+    /// The bust or correction that ended this row's life.
+    pub fn status_by(&self) -> Option<&Text> {
+        self.links.as_ref()?.status_by.as_ref()
+    }
+
+    /// The TransactTime of the bust or correction that ended this row's life.
+    pub fn status_time(&self) -> Option<i64> {
+        self.links.as_ref()?.status_time
+    }
+
+    /// Where the row's raw FIX is archived, with its ExecID.
+    pub fn trade_source(&self) -> Option<TradeSource> {
+        self.source.as_ref().map(|at| TradeSource {
+            exec_id: self.exec_id.clone(),
+            archive_key: at.archive_key.clone(),
+            archive_offset: at.archive_offset,
+            receive_time: at.receive_time,
+        })
+    }
+}
+
+/// [`BookRow`] as it serializes: flat, the shape its JSON has always had.
+#[derive(Serialize)]
+#[serde(rename = "BookRow")]
+struct BookRowOut<'r> {
+    exec_id: &'r Text,
+    kind: BookKind,
+    corrects: Option<&'r Text>,
+    trader: &'r Text,
+    symbol: &'r Text,
+    qty: i64,
+    price: i64,
+    transact_time: i64,
+    status: BookStatus,
+    status_by: Option<&'r Text>,
+    status_time: Option<i64>,
+    trader_ref: Option<&'r Arc<TraderRef>>,
+    security_ref: Option<&'r Arc<SecurityRef>>,
+    source: Option<TradeSourceOut<'r>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "TradeSource")]
+struct TradeSourceOut<'r> {
+    exec_id: &'r Text,
+    archive_key: &'r Text,
+    archive_offset: u64,
+    receive_time: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "BookRow")]
+struct BookRowIn {
+    exec_id: Text,
+    kind: BookKind,
+    corrects: Option<Text>,
+    trader: Text,
+    symbol: Text,
+    qty: i64,
+    price: i64,
+    transact_time: i64,
+    status: BookStatus,
+    status_by: Option<Text>,
+    status_time: Option<i64>,
+    trader_ref: Option<Arc<TraderRef>>,
+    security_ref: Option<Arc<SecurityRef>>,
+    source: Option<TradeSource>,
+}
+
+impl Serialize for BookRow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        BookRowOut {
+            exec_id: &self.exec_id,
+            kind: self.kind,
+            corrects: self.corrects(),
+            trader: &self.trader,
+            symbol: &self.symbol,
+            qty: self.qty,
+            price: self.price,
+            transact_time: self.transact_time,
+            status: self.status,
+            status_by: self.status_by(),
+            status_time: self.status_time(),
+            trader_ref: self.trader_ref.as_ref(),
+            security_ref: self.security_ref.as_ref(),
+            source: self.source.as_ref().map(|at| TradeSourceOut {
+                exec_id: &self.exec_id,
+                archive_key: &at.archive_key,
+                archive_offset: at.archive_offset,
+                receive_time: at.receive_time,
+            }),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for BookRow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<BookRow, D::Error> {
+        let row = BookRowIn::deserialize(deserializer)?;
+        Ok(BookRow {
+            exec_id: row.exec_id,
+            kind: row.kind,
+            links: RowLinks::boxed(row.corrects, row.status_by, row.status_time),
+            trader: row.trader,
+            symbol: row.symbol,
+            qty: row.qty,
+            price: row.price,
+            transact_time: row.transact_time,
+            status: row.status,
+            trader_ref: row.trader_ref,
+            security_ref: row.security_ref,
+            source: row.source.map(SourceAt::from),
+        })
     }
 }
 
@@ -159,12 +308,24 @@ impl Trade {
     }
 }
 
-/// A [`TradeSource`] without its ExecID, which is the state's key.
+/// A [`TradeSource`] without its ExecID, which is the key it is held under (a state's, a
+/// row's).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct SourceAt {
-    archive_key: Text,
-    archive_offset: u64,
-    receive_time: i64,
+pub struct SourceAt {
+    pub archive_key: Text,
+    pub archive_offset: u64,
+    /// UTC nanoseconds; 0 when unknown.
+    pub receive_time: i64,
+}
+
+impl From<TradeSource> for SourceAt {
+    fn from(source: TradeSource) -> SourceAt {
+        SourceAt {
+            archive_key: source.archive_key,
+            archive_offset: source.archive_offset,
+            receive_time: source.receive_time,
+        }
+    }
 }
 
 /// A reference record, sent to every worker: each worker enriches the rows it owns.
@@ -348,13 +509,9 @@ fn bust_update(bust: Bust) -> BooksUpdate {
     BooksUpdate::ExecId(bust.target, ByExecId::Kill(kill))
 }
 
-fn source_update(source: TradeSource) -> BooksUpdate {
-    let at = SourceAt {
-        archive_key: source.archive_key,
-        archive_offset: source.archive_offset,
-        receive_time: source.receive_time,
-    };
-    BooksUpdate::ExecId(source.exec_id, ByExecId::Source(at))
+fn source_update(mut source: TradeSource) -> BooksUpdate {
+    let exec_id = std::mem::take(&mut source.exec_id);
+    BooksUpdate::ExecId(exec_id, ByExecId::Source(SourceAt::from(source)))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -754,21 +911,22 @@ fn book_row(
     Some(BookRow {
         exec_id: exec_id.clone(),
         kind: trade.kind(),
-        corrects: trade.corrects().cloned(),
+        links: RowLinks::boxed(
+            trade.corrects().cloned(),
+            kill.map(|k| k.exec_id.clone()),
+            kill.map(|k| k.time),
+        ),
         trader: trader.clone(),
         symbol: symbol.clone(),
         qty: fill.qty,
         price: fill.price,
         transact_time: fill.transact_time,
         status,
-        status_by: kill.map(|k| k.exec_id.clone()),
-        status_time: kill.map(|k| k.time),
         trader_ref: ReferenceSlot::winner(traders.get(trader)),
         security_ref: ReferenceSlot::winner(securities.get(symbol)),
         source: names
             .smallest(&state.sources, HeldSource::order_key)
-            .map(|source| TradeSource {
-                exec_id: exec_id.clone(),
+            .map(|source| SourceAt {
                 archive_key: names.text(source.archive_key).clone(),
                 archive_offset: source.archive_offset,
                 receive_time: source.receive_time,
@@ -786,5 +944,78 @@ mod tests {
     fn the_state_held_per_exec_id_stays_small() {
         let size = std::mem::size_of::<ExecIdState>();
         assert!(size <= 80, "ExecIdState is {size} bytes");
+    }
+
+    /// A replay holds up to a few hundred thousand rows ahead of the books writer: 248 bytes a
+    /// row before the links were boxed and the source's ExecID dropped.
+    #[test]
+    fn a_book_row_stays_small() {
+        let size = std::mem::size_of::<BookRow>();
+        assert!(size <= 168, "BookRow is {size} bytes");
+    }
+
+    fn ended_correction() -> BookRow {
+        BookRow {
+            exec_id: "C1".into(),
+            kind: BookKind::Correction,
+            links: RowLinks::boxed(Some("F1".into()), Some("C2".into()), Some(7)),
+            trader: "T1".into(),
+            symbol: "AAPL".into(),
+            qty: -300,
+            price: 18_912_345_678,
+            transact_time: 5,
+            status: BookStatus::Corrected,
+            trader_ref: None,
+            security_ref: Some(Arc::new(SecurityRef {
+                symbol: "AAPL".into(),
+                cusip: "037833100".into(),
+                isin: "US0378331005".into(),
+                name: "Apple Inc".into(),
+                exchange: "XNAS".into(),
+                currency: "USD".into(),
+            })),
+            source: Some(SourceAt {
+                archive_key: "gw1/2026-11-25/000001.fix".into(),
+                archive_offset: 42,
+                receive_time: 9,
+            }),
+        }
+    }
+
+    /// A refused row's dead letter carries the row's JSON: its shape is what readers of dead
+    /// letters parse, so it stays the flat row, the source with its ExecID.
+    #[test]
+    fn a_book_row_serializes_flat_and_reads_back_equal() {
+        let row = ended_correction();
+        let json = serde_json::to_value(&row).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "exec_id": "C1", "kind": "Correction", "corrects": "F1",
+                "trader": "T1", "symbol": "AAPL", "qty": -300, "price": 18_912_345_678i64,
+                "transact_time": 5, "status": "Corrected", "status_by": "C2", "status_time": 7,
+                "trader_ref": null,
+                "security_ref": {"symbol": "AAPL", "cusip": "037833100", "isin": "US0378331005",
+                                 "name": "Apple Inc", "exchange": "XNAS", "currency": "USD"},
+                "source": {"exec_id": "C1", "archive_key": "gw1/2026-11-25/000001.fix",
+                           "archive_offset": 42, "receive_time": 9},
+            })
+        );
+        let back: BookRow = serde_json::from_value(json).unwrap();
+        assert_eq!(back, row);
+        assert_eq!(back.trade_source().unwrap().exec_id, "C1");
+
+        let live = BookRow {
+            kind: BookKind::Fill,
+            links: RowLinks::boxed(None, None, None),
+            status: BookStatus::Live,
+            ..ended_correction()
+        };
+        assert!(live.links.is_none(), "no links, no box");
+        let json = serde_json::to_value(&live).unwrap();
+        assert_eq!(json["corrects"], serde_json::Value::Null);
+        assert_eq!(json["status_by"], serde_json::Value::Null);
+        let back: BookRow = serde_json::from_value(json).unwrap();
+        assert_eq!(back, live, "a row without links reads back without a box");
     }
 }

@@ -29,7 +29,10 @@ pub mod views;
 /// to chosen-key flooding is accepted.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-pub use books::{BookKind, BookRow, BookStatus, BooksRestore, SecurityRef, TradeSource, TraderRef};
+pub use books::{
+    BookKind, BookRow, BookStatus, BooksRestore, RowLinks, SecurityRef, SourceAt, TradeSource,
+    TraderRef,
+};
 pub use graph::{build_dataflow, build_graph, Graph, GraphOptions, Inputs};
 pub use marks::{Mark, MarkSource};
 pub use model::{

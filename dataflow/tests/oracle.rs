@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use eod_dataflow::{
     build_graph, BookKind, BookRow, BookStatus, BooksRestore, Bust, Correction, Fill, GraphOptions,
-    Inputs, MarkSource, Money, PositionView, PriceKind, PriceUpdate, SecurityRef, Text, Totals,
-    TradeEvent, TradeSource, TraderRef, Unmatched, ViewSnapshot, ViewStore,
+    Inputs, MarkSource, Money, PositionView, PriceKind, PriceUpdate, RowLinks, SecurityRef,
+    SourceAt, Text, Totals, TradeEvent, TradeSource, TraderRef, Unmatched, ViewSnapshot, ViewStore,
 };
 use proptest::prelude::*;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -346,7 +346,11 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
             let row = BookRow {
                 exec_id: id.clone(),
                 kind,
-                corrects,
+                links: RowLinks::boxed(
+                    corrects,
+                    kill.map(|(_, by, _)| by.clone()),
+                    kill.map(|(time, _, _)| *time),
+                ),
                 trader_ref: smallest_present(traders.get(&fill.trader)),
                 security_ref: smallest_present(securities.get(&fill.symbol)),
                 trader: fill.trader,
@@ -355,9 +359,7 @@ fn books_oracle(inputs: &[Input]) -> BTreeMap<Text, BookRow> {
                 price: fill.price,
                 transact_time: fill.transact_time,
                 status,
-                status_by: kill.map(|(_, by, _)| by.clone()),
-                status_time: kill.map(|(time, _, _)| *time),
-                source: sources.get(&id).cloned(),
+                source: sources.get(&id).cloned().map(SourceAt::from),
             };
             (id, row)
         })

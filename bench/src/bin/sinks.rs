@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use eod_dataflow::{
-    BookKind, BookRow, BookStatus, Money, PositionView, SecurityRef, TradeSource, TraderRef,
+    BookKind, BookRow, BookStatus, Money, PositionView, SecurityRef, SourceAt, TraderRef,
     ViewSnapshot,
 };
 use eod_sinks::books::postgres::PostgresBooks;
@@ -49,15 +49,13 @@ fn rows(n: usize) -> Vec<BookRow> {
         .map(|i| BookRow {
             exec_id: format!("B{i:010}").into(),
             kind: BookKind::Fill,
-            corrects: None,
+            links: None,
             trader: format!("TRADER{:02}", i % 20).into(),
             symbol: format!("SYM{:03}", i % 50).into(),
             qty: if i % 2 == 0 { 100 } else { -100 },
             price: 10_000_000_000 + i as i64,
             transact_time: 1_795_640_370_000_000_000 + i as i64 * 1_000,
             status: BookStatus::Live,
-            status_by: None,
-            status_time: None,
             trader_ref: Some(std::sync::Arc::new(TraderRef {
                 trader_id: format!("TRADER{:02}", i % 20).into(),
                 name: "Trader".into(),
@@ -73,8 +71,7 @@ fn rows(n: usize) -> Vec<BookRow> {
                 exchange: "XNAS".into(),
                 currency: "USD".into(),
             })),
-            source: Some(TradeSource {
-                exec_id: format!("B{i:010}").into(),
+            source: Some(SourceAt {
                 archive_key: "gw1/20261125/gw1-20261125-00000001.fix".into(),
                 archive_offset: i as u64 * 230,
                 receive_time: 1_795_640_370_000_000_000,

@@ -310,7 +310,7 @@ impl<'a> BookRecord<'a> {
                 BookKind::Fill => "fill",
                 BookKind::Correction => "correction",
             },
-            corrects: row.corrects.as_deref(),
+            corrects: row.corrects().map(|c| c.as_str()),
             trader_id: &row.trader,
             symbol: &row.symbol,
             side: if row.qty < 0 { "S" } else { "B" },
@@ -318,8 +318,8 @@ impl<'a> BookRecord<'a> {
             price: Decimal::from_i128_with_scale(i128::from(row.price), 8),
             transact_time: row.transact_time,
             status: row.status.label(),
-            status_by: row.status_by.as_deref(),
-            status_time: row.status_time,
+            status_by: row.status_by().map(|b| b.as_str()),
+            status_time: row.status_time(),
             trader_name: trader.map(|t| t.name.as_str()),
             mpid: trader.map(|t| t.mpid.as_str()),
             desk: trader.map(|t| t.desk.as_str()),
@@ -357,21 +357,19 @@ pub struct Migration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eod_dataflow::{BookStatus, SecurityRef, TradeSource};
+    use eod_dataflow::{BookStatus, SecurityRef, SourceAt};
 
     pub(crate) fn row(exec_id: &str, qty: i64) -> BookRow {
         BookRow {
             exec_id: exec_id.into(),
             kind: BookKind::Fill,
-            corrects: None,
+            links: None,
             trader: "T1".into(),
             symbol: "AAPL".into(),
             qty,
             price: 18_912_345_678,
             transact_time: 1_764_104_400_123_456_789,
             status: BookStatus::Live,
-            status_by: None,
-            status_time: None,
             trader_ref: None,
             security_ref: Some(std::sync::Arc::new(SecurityRef {
                 symbol: "AAPL".into(),
@@ -381,12 +379,25 @@ mod tests {
                 exchange: "XNAS".into(),
                 currency: "USD".into(),
             })),
-            source: Some(TradeSource {
-                exec_id: exec_id.into(),
+            source: Some(SourceAt {
                 archive_key: "gw1/2026-11-25/000001.fix".into(),
                 archive_offset: 42,
                 receive_time: 0,
             }),
+        }
+    }
+
+    /// A spill and an exchange between processes carry rows in bincode, which has no field
+    /// names: the row's flat form must read back as the row it was, links and source whole.
+    #[test]
+    fn a_row_comes_back_from_bincode_equal() {
+        let mut ended = row("E1", 100);
+        ended.kind = BookKind::Correction;
+        ended.status = BookStatus::Busted;
+        ended.links = eod_dataflow::RowLinks::boxed(Some("E0".into()), Some("B9".into()), Some(3));
+        for row in [ended, row("E2", -5)] {
+            let bytes = bincode::serialize(&row).unwrap();
+            assert_eq!(bincode::deserialize::<BookRow>(&bytes).unwrap(), row);
         }
     }
 

@@ -249,7 +249,7 @@ mod tests {
             .unwrap();
         let mut busted = row("E1", 100);
         busted.status = eod_dataflow::BookStatus::Busted;
-        busted.status_by = Some("B9".into());
+        busted.links = eod_dataflow::RowLinks::boxed(None, Some("B9".into()), None);
         store
             .write(&[busted.clone(), busted], &progress(7, 4))
             .unwrap();
