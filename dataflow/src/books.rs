@@ -293,10 +293,12 @@ enum ByExecId {
 /// before a correction. The ExecID itself is the state's key, not a field: every ExecID is held
 /// for the whole day, and its copies were a tenth of the books' memory. Its kind is not a
 /// field either: a correction is exactly a trade with a target, and a kind beside the target
-/// was 8 bytes more in every ExecID's state.
+/// was 8 bytes more in every ExecID's state. The rare target is boxed: an update waits in the
+/// books' stash for its time to complete, a few epochs of them, and a fill's then carries a
+/// null pointer where the target's text took 24 bytes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct Trade {
-    corrects: Option<Text>,
+    corrects: Option<Box<Text>>,
     fill: FillBody,
 }
 
@@ -304,6 +306,7 @@ impl Trade {
     /// A fill when `corrects` is `None`, else a correction of that ExecID.
     fn new(corrects: Option<Text>, fill: Fill) -> (Text, Trade) {
         let (exec_id, fill) = fill.split_exec_id();
+        let corrects = corrects.map(Box::new);
         (exec_id, Trade { corrects, fill })
     }
 }
@@ -419,8 +422,11 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         })
         .as_collection();
     let references = traders
-        .map(|trader| BooksUpdate::Reference(Reference::Trader(trader)))
-        .concat(securities.map(|security| BooksUpdate::Reference(Reference::Security(security))))
+        .map(|trader| BooksUpdate::Reference(Box::new(Reference::Trader(trader))))
+        .concat(
+            securities
+                .map(|security| BooksUpdate::Reference(Box::new(Reference::Security(security)))),
+        )
         .inner
         .broadcast()
         .as_collection();
@@ -514,10 +520,12 @@ fn source_update(mut source: TradeSource) -> BooksUpdate {
     BooksUpdate::ExecId(exec_id, ByExecId::Source(SourceAt::from(source)))
 }
 
+/// An update as the books operator takes it in. A reference record is boxed: it is twice the
+/// size of an ExecID's update, and there are a few hundred of them a day against millions.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum BooksUpdate {
     ExecId(Text, ByExecId),
-    Reference(Reference),
+    Reference(Box<Reference>),
 }
 
 /// A [`Trade`] as an ExecID's state holds it: names as numbers, the rare correction boxed with
@@ -535,7 +543,7 @@ impl HeldTrade {
         let fill = trade.fill.hold(names);
         match trade.corrects {
             None => HeldTrade::Fill(fill),
-            Some(target) => HeldTrade::Correction(Box::new((target, fill))),
+            Some(target) => HeldTrade::Correction(Box::new((*target, fill))),
         }
     }
 
@@ -714,7 +722,7 @@ impl BooksState {
                     }
                 }
             },
-            BooksUpdate::Reference(reference) => self.update_reference(reference, diff),
+            BooksUpdate::Reference(reference) => self.update_reference(*reference, diff),
         }
     }
 
@@ -755,7 +763,7 @@ impl BooksState {
                     exec_ids.push((exec_id, values.len()));
                     values.push(Some((value, diff)));
                 }
-                BooksUpdate::Reference(reference) => reference_updates.push((reference, diff)),
+                BooksUpdate::Reference(reference) => reference_updates.push((*reference, diff)),
             }
         }
         if !reference_updates.is_empty() {
@@ -948,6 +956,12 @@ mod tests {
 
     /// A replay holds up to a few hundred thousand rows ahead of the books writer: 248 bytes a
     /// row before the links were boxed and the source's ExecID dropped.
+    #[test]
+    fn an_update_waiting_for_its_time_stays_small() {
+        let size = std::mem::size_of::<BooksUpdate>();
+        assert!(size <= 104, "BooksUpdate is {size} bytes (144 with the trade's target and a reference record inline)");
+    }
+
     #[test]
     fn a_book_row_stays_small() {
         let size = std::mem::size_of::<BookRow>();
