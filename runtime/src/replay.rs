@@ -64,8 +64,11 @@ pub const REPLAY_EPOCH_MESSAGES: u64 = 100_000;
 /// The same with books. The one books writer is then the bottleneck: with smaller epochs its
 /// first rows come sooner and fewer rows wait between the workers and the writer. A 1M
 /// replay with SQLite books at 10,000 against 100,000: wall A/B 0.953, peak 812 against
-/// 973 MiB; at 5,000 0.952 and 775 MiB, at 25,000 1.01 and 855 MiB (bench/RESULTS.md).
-pub const REPLAY_BOOKS_EPOCH_MESSAGES: u64 = 10_000;
+/// 973 MiB; at 5,000 0.952 and 775 MiB, at 25,000 1.01 and 855 MiB (bench/RESULTS.md,
+/// 2026-12-05). With the books' lag at 100,000 messages, 5,000 against 10,000: wall 0.955,
+/// peak 19 MiB lower; 2,500 held 10 MiB less again for no gain in time, and 1,000 took 7%
+/// longer (bench/RESULTS.md, 2026-12-06).
+pub const REPLAY_BOOKS_EPOCH_MESSAGES: u64 = 5_000;
 
 /// The epoch size of a replay that was given none.
 pub fn default_epoch_messages(with_books: bool) -> u64 {

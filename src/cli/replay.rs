@@ -34,7 +34,7 @@ pub(crate) struct ReplayArgs {
     pub(crate) http: HttpArgs,
     #[command(flatten)]
     pub(crate) telemetry: TelemetryArgs,
-    /// Framed messages per dataflow epoch [default: 100000; 10000 with books].
+    /// Framed messages per dataflow epoch [default: 100000; 5000 with books].
     #[arg(long)]
     pub(crate) epoch_messages: Option<u64>,
     /// Largest accepted FIX message in bytes.
@@ -196,7 +196,7 @@ mod tests {
             let books = args.books.target(|| "b.sqlite".into());
             args.epoch_messages(books.is_some())
         };
-        assert_eq!(epochs(&replay_args(&[])), 10_000, "books are on by default");
+        assert_eq!(epochs(&replay_args(&[])), 5_000, "books are on by default");
         assert_eq!(epochs(&replay_args(&["--no-books"])), 100_000);
         let told = replay_args(&["--epoch-messages", "250"]);
         assert_eq!(
