@@ -73,11 +73,11 @@ pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
 /// Counted in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a
 /// million rows ahead of a writer that takes 100k at a time, and in 250-message epochs the
 /// writer never saw more than four epochs' rows: a transaction, and its fsync and rewrite of
-/// the hot index pages, every thousand rows. At 100,000 (ten of a books replay's epochs, four of
-/// them in flight) a 1M replay with SQLite books held 25-37 MiB less at its peak than at 200,000
-/// for the same time (wall A/B 0.98-1.04 in three runs of 6-10 pairs); at 50,000 it held 80 MiB
-/// less but took 5-7% longer: with four epochs in flight, the writer then found one or two
-/// finished epochs waiting when it came back (bench/RESULTS.md, 2026-12-06).
+/// the hot index pages, every thousand rows. Measured in 10,000-message epochs (four in
+/// flight): at 100,000 a 1M replay with SQLite books held 25-37 MiB less at its peak than at
+/// 200,000 for the same time (wall A/B 0.98-1.04 in three runs of 6-10 pairs); at 50,000 it
+/// held 80 MiB less but took 5-7% longer, the writer finding one or two finished epochs
+/// waiting when it came back for more (bench/RESULTS.md, 2026-12-06).
 pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 100_000;
 
 /// Most messages a replay enters between two steps of the worker while an epoch is closed and
