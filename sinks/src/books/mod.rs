@@ -387,6 +387,43 @@ mod tests {
         }
     }
 
+    /// A refused row's dead letter carries the row's JSON: its shape is what readers of dead
+    /// letters parse, so it stays the flat row, the source with its ExecID.
+    #[test]
+    fn a_row_serializes_flat_and_reads_back_equal() {
+        let mut ended = row("C1", -300);
+        ended.kind = BookKind::Correction;
+        ended.status = BookStatus::Corrected;
+        ended.links = eod_dataflow::RowLinks::boxed(Some("F1".into()), Some("C2".into()), Some(7));
+        let json = serde_json::to_value(&ended).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "exec_id": "C1", "kind": "Correction", "corrects": "F1",
+                "trader": "T1", "symbol": "AAPL", "qty": -300, "price": 18_912_345_678i64,
+                "transact_time": 1_764_104_400_123_456_789i64, "status": "Corrected",
+                "status_by": "C2", "status_time": 7, "trader_ref": null,
+                "security_ref": {"symbol": "AAPL", "cusip": "037833100", "isin": "US0378331005",
+                                 "name": "Apple Inc", "exchange": "XNAS", "currency": "USD"},
+                "source": {"exec_id": "C1", "archive_key": "gw1/2026-11-25/000001.fix",
+                           "archive_offset": 42, "receive_time": 0},
+            })
+        );
+        assert_eq!(serde_json::from_value::<BookRow>(json).unwrap(), ended);
+
+        let live = row("E2", 5);
+        assert!(live.links.is_none());
+        let json = serde_json::to_value(&live).unwrap();
+        assert_eq!(json["corrects"], serde_json::Value::Null);
+        assert_eq!(json["status_by"], serde_json::Value::Null);
+        let back: BookRow = serde_json::from_value(json).unwrap();
+        assert!(
+            back.links.is_none(),
+            "a row without links reads back without a box"
+        );
+        assert_eq!(back, live);
+    }
+
     /// A spill and an exchange between processes carry rows in bincode, which has no field
     /// names: the row's flat form must read back as the row it was, links and source whole.
     #[test]
