@@ -77,7 +77,9 @@ pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
 /// flight): at 100,000 a 1M replay with SQLite books held 25-37 MiB less at its peak than at
 /// 200,000 for the same time (wall A/B 0.98-1.04 in three runs of 6-10 pairs); at 50,000 it
 /// held 80 MiB less but took 5-7% longer, the writer finding one or two finished epochs
-/// waiting when it came back for more (bench/RESULTS.md, 2026-12-06).
+/// waiting when it came back for more. In today's 5,000-message epochs (six in flight), 50,000
+/// took 24% longer, and 100,000 took within 2% of 200,000's time (wall A/B 1.016) with 32 MiB
+/// less (bench/RESULTS.md, 2026-12-06).
 pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 100_000;
 
 /// Most messages a replay enters between two steps of the worker while an epoch is closed and
