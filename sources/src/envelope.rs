@@ -1,4 +1,5 @@
-//! Maps checked trade envelopes onto the dataflow's input records.
+//! Maps checked trades (decoded from FIX, or read back from a topic's envelopes) onto the
+//! dataflow's input records.
 
 use eod_dataflow::{Bust, Correction, Fill, TradeEvent};
 use eod_fix::{check_envelope, CheckedKind, CheckedTrade, Reject};

@@ -98,7 +98,10 @@ impl SqliteBooks {
 /// symbol) group, a few MB for a day's thousand groups. 128 MiB, which held every page a
 /// 1M-row day touched, took 109 MiB more peak memory than 32 for the same time (`farm-bench -n
 /// 6`, 1M replay with SQLite books: wall A/B 0.996, peak 515 against 624 MiB; in 250-message
-/// epochs 1.013 and 502 against 601). 16 and 8 MiB saved another 20 MB and began to cost time.
+/// epochs 1.013 and 502 against 601). 16 MiB saves another 23 MiB at no cost on the
+/// simulator's rising ExecIDs, but with ExecIDs spread over the index, as real ones from many
+/// counterparties are, the writer alone took about 20% longer at 16 than at 32
+/// (`eod-bench-sinks`, bench/RESULTS.md 2026-12-06, eighth session).
 const BOOKS_CACHE_KIB: i64 = 32 * 1024;
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
