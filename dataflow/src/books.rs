@@ -615,7 +615,7 @@ impl ExecIdState {
             ByExecId::Present => self.update_rare(|rare| rare.present += diff),
             ByExecId::Source(source) => {
                 let held = HeldSource {
-                    archive_key: names.intern(source.archive_key),
+                    archive_key: names.intern(&source.archive_key),
                     archive_offset: source.archive_offset,
                     receive_time: source.receive_time,
                 };

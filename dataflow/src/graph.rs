@@ -223,11 +223,13 @@ enum KilledBy {
 }
 
 impl HeldByExecId {
-    fn hold(value: ByExecId, names: &mut Names) -> HeldByExecId {
+    fn hold(value: &ByExecId, names: &mut Names) -> HeldByExecId {
         match value {
-            ByExecId::BustedBy(bust) => HeldByExecId::KilledBy(Box::new(KilledBy::Bust(bust))),
+            ByExecId::BustedBy(bust) => {
+                HeldByExecId::KilledBy(Box::new(KilledBy::Bust(bust.clone())))
+            }
             ByExecId::CorrectedBy(correction) => {
-                HeldByExecId::KilledBy(Box::new(KilledBy::Correction(correction)))
+                HeldByExecId::KilledBy(Box::new(KilledBy::Correction(correction.clone())))
             }
             ByExecId::Fill(body) => HeldByExecId::Fill(body.hold(names)),
         }
@@ -483,7 +485,7 @@ fn live_fills<'s>(
         // Its own: a correction's ExecID is rarely a plain fill's, and a state numbered by
         // every fill's ExecID would hold room for each.
         DayKeys::default(),
-        |value, _| value,
+        |value, _| value.clone(),
         |_exec_id, values, _, out| {
             let Some((target, fill)) = values.iter().find_map(|(value, _)| match value {
                 ByCorrectionId::Correction(target, fill) => Some((target, fill)),

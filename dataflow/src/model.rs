@@ -70,10 +70,10 @@ impl Fill {
 pub(crate) type HeldFill = FillBody<Name>;
 
 impl FillBody {
-    pub(crate) fn hold(self, names: &mut Names) -> HeldFill {
+    pub(crate) fn hold(&self, names: &mut Names) -> HeldFill {
         FillBody {
-            trader: names.intern(self.trader),
-            symbol: names.intern(self.symbol),
+            trader: names.intern(&self.trader),
+            symbol: names.intern(&self.symbol),
             qty: self.qty,
             price: self.price,
             transact_time: self.transact_time,

@@ -24,8 +24,8 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    pub(crate) fn intern(&mut self, text: Text) -> Name {
-        if let Some(name) = self.numbers.get(&text) {
+    pub(crate) fn intern(&mut self, text: &Text) -> Name {
+        if let Some(name) = self.numbers.get(text) {
             return *name;
         }
         // More distinct names than u32 holds would be four billion traders, symbols and
@@ -33,7 +33,7 @@ impl Names {
         let number = u32::try_from(self.texts.len() + 1).unwrap_or(u32::MAX);
         let name = Name(std::num::NonZeroU32::MIN.saturating_add(number - 1));
         self.texts.push(text.clone());
-        self.numbers.insert(text, name);
+        self.numbers.insert(text.clone(), name);
         name
     }
 
@@ -71,9 +71,9 @@ mod tests {
     #[test]
     fn a_name_keeps_its_number_and_its_text() {
         let mut names = Names::default();
-        let zed = names.intern("ZED".into());
-        let abe = names.intern("ABE".into());
-        assert_eq!(names.intern("ZED".into()), zed);
+        let zed = names.intern(&"ZED".into());
+        let abe = names.intern(&"ABE".into());
+        assert_eq!(names.intern(&"ZED".into()), zed);
         assert_ne!(zed, abe);
         assert_eq!(names.text(abe).as_str(), "ABE");
         assert_eq!(names.number(&"ZED".into()), Some(zed));
@@ -86,8 +86,8 @@ mod tests {
     fn the_smallest_is_chosen_by_text_not_by_number() {
         let mut names = Names::default();
         let mut held = Multiset::default();
-        held.update(names.intern("ZED".into()), 1);
-        held.update(names.intern("ABE".into()), 1);
+        held.update(names.intern(&"ZED".into()), 1);
+        held.update(names.intern(&"ABE".into()), 1);
         let smallest = names.smallest(&held, |name, names| names.text(*name).clone());
         assert_eq!(smallest.map(|name| names.text(*name).as_str()), Some("ABE"));
     }

@@ -102,20 +102,10 @@ pub fn drain_runs<T>(
     items: &mut Vec<T>,
     lengths: &mut Vec<usize>,
     same: impl FnMut(&T, &T) -> bool,
-    each: impl FnMut(T, &mut std::iter::Take<&mut std::vec::Drain<'_, T>>),
+    mut each: impl FnMut(T, &mut std::iter::Take<&mut std::vec::Drain<'_, T>>),
 ) {
     lengths.clear();
     lengths.extend(items.chunk_by(same).map(<[T]>::len));
-    drain_measured_runs(items, lengths, each)
-}
-
-/// [`drain_runs`] for runs the caller measured already, in order, in `lengths`: for a caller
-/// that reads something else of each run where it lies in the same pass.
-pub fn drain_measured_runs<T>(
-    items: &mut Vec<T>,
-    lengths: &[usize],
-    mut each: impl FnMut(T, &mut std::iter::Take<&mut std::vec::Drain<'_, T>>),
-) {
     let mut drained = items.drain(..);
     for &length in lengths.iter() {
         let Some(first) = drained.next() else {
