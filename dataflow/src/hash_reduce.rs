@@ -7,9 +7,10 @@
 //! and the output is not stored at all: the logic is a function of the values, so a touched
 //! key's previous output is the logic over its values before the time's updates.
 //!
-//! Like `reduce`, a time's updates are applied only once the input frontier has passed it, and
-//! in time order, so the output at every completed time is the logic over the input collection
-//! at that time (the oracle property tests check the live fills built on it).
+//! Like `reduce`, the updates are applied in time order, a time's once no earlier time can arrive
+//! (the input frontier has reached it), so the output at every completed time is the logic over
+//! the input collection at that time (the oracle property tests check the live fills built on
+//! it; applying a later time's updates first fails them).
 
 use std::hash::Hash;
 
@@ -52,48 +53,62 @@ where
         .inner
         .exchange(|((key, _), _, _)| key.hashed().into())
         .unary_frontier(Pipeline, name, move |_capability, _info| {
-            let mut stash = TimeStash::default();
+            let mut stash: TimeStash<((K, V), Diff)> = TimeStash::default();
             let mut state = DayState::new(KeyedStates::<K, Multiset<H>>::sharing(&keys));
             let mut names = Names::default();
             let mut changes: Vec<(O, Diff)> = Vec::new();
-            move |(input, frontier), output| {
-                input.for_each(|capability, updates| {
-                    for (record, time, diff) in updates.drain(..) {
-                        stash.push(&capability, time, (record, diff));
+            // Applies one update, as a change of its own: the logic's output before it is
+            // retracted and its output after it added. A key with several updates in a time
+            // then emits the outputs between them too, each added and retracted again within
+            // the time, so the time's output still sums to the logic over the values after
+            // it less the logic over those before it. Grouping a time's updates by key cost
+            // more than those few extra records: sorting them (by key, then value) moved each
+            // about log2(n) times and compared ExecIDs at each step, and reading them in the
+            // order of their keys' hashes waited on a cache miss per update (`perf`, 1M
+            // replay). The key is hashed where it lies (see KeyedStates::hash).
+            let mut apply =
+                move |key: &K, value: &V, diff: Diff, out: &mut dyn FnMut((K, O), Diff)| {
+                    let values = match state.entry(key) {
+                        KeyedEntry::Occupied(entry) => entry.into_mut(),
+                        KeyedEntry::Vacant(entry) => entry.insert(key.clone(), Multiset::default()),
+                    };
+                    changes.clear();
+                    run(&mut logic, key, values, &names, -1, &mut changes);
+                    values.update(hold(value, &mut names), diff);
+                    // Values that add up to none leave the key vacant here.
+                    run(&mut logic, key, values, &names, 1, &mut changes);
+                    consolidate(&mut changes);
+                    for (record, diff) in changes.drain(..) {
+                        out((key.clone(), record), diff);
                     }
-                });
-                stash.complete(frontier, |capability, updates| {
-                    // Each update is applied where it arrived, as a change of its own: the
-                    // logic's output before it is retracted and its output after it added.
-                    // A key with several updates in a time then emits the outputs between
-                    // them too, each added and retracted again within the time, so the
-                    // time's output still sums to the logic over the values after it less
-                    // the logic over those before it. Grouping a time's updates by key cost
-                    // more than those few extra records: sorting them (by key, then value)
-                    // moved each about log2(n) times and compared ExecIDs at each step, and
-                    // reading them in the order of their keys' hashes waited on a cache miss
-                    // per update (`perf`, 1M replay). Read in place, as the key is hashed
-                    // where it lies (see KeyedStates::hash).
+                };
+            move |(input, frontier), output| {
+                // The frontier's own time takes its updates as they come: nothing earlier can
+                // arrive any more, and the times before it are applied first. A time's output
+                // is then formed while it is open, and reaches the next stage before the time
+                // closes, rather than one round of the workers' progress after it.
+                let now = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+                stash.complete_through(now, |capability, updates| {
                     let mut session = output.session(&capability);
                     let time = *capability.time();
                     for ((key, value), diff) in updates.iter() {
-                        let values = match state.entry(key) {
-                            KeyedEntry::Occupied(entry) => entry.into_mut(),
-                            KeyedEntry::Vacant(entry) => {
-                                entry.insert(key.clone(), Multiset::default())
-                            }
-                        };
-                        changes.clear();
-                        run(&mut logic, key, values, &names, -1, &mut changes);
-                        values.update(hold(value, &mut names), *diff);
-                        // Values that add up to none leave the key vacant here.
-                        run(&mut logic, key, values, &names, 1, &mut changes);
-                        consolidate(&mut changes);
-                        for (record, diff) in changes.drain(..) {
-                            session.give(((key.clone(), record), time, diff));
-                        }
+                        apply(key, value, *diff, &mut |record, diff| {
+                            session.give((record, time, diff))
+                        });
                     }
                     updates.clear();
+                });
+                input.for_each(|capability, updates| {
+                    let mut session = output.session(&capability);
+                    for ((key, value), time, diff) in updates.drain(..) {
+                        if time <= now {
+                            apply(&key, &value, diff, &mut |record, diff| {
+                                session.give((record, time, diff))
+                            });
+                        } else {
+                            stash.push(&capability, time, ((key, value), diff));
+                        }
+                    }
                 });
             }
         })

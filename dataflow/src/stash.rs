@@ -80,6 +80,21 @@ impl<D, C> TimeStash<D, C> {
         }
     }
 
+    /// Hands each held time up to and including `last` to `f`, earliest first, as
+    /// [`TimeStash::complete`] does: for an operator that may act on the frontier's own time
+    /// (nothing earlier can arrive) as well as on the times before it.
+    pub fn complete_through(&mut self, last: Time, mut f: impl FnMut(C, &mut Vec<D>)) {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > last {
+                break;
+            }
+            let (capability, mut items) = entry.remove();
+            let used = items.len();
+            f(capability, &mut items);
+            self.keep(items, used);
+        }
+    }
+
     /// Keeps an emptied buffer for a later time, unless its time used little of it.
     fn keep(&mut self, mut buffer: Vec<D>, used: usize) {
         buffer.clear();
