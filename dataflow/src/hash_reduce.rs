@@ -49,6 +49,9 @@ where
     O: ExchangeData,
     L: FnMut(&K, &[(H, Count)], &Names, &mut Vec<(O, Diff)>) + 'static,
 {
+    // With one worker a round of progress is a step of the same thread, and the eager time
+    // (below) did not pay there: close to view longer in seven pairs of nine (bench/RESULTS.md).
+    let eager = input.inner.scope().peers() > 1;
     input
         .inner
         .exchange(|((key, _), _, _)| key.hashed().into())
@@ -83,25 +86,31 @@ where
                     }
                 };
             move |(input, frontier), output| {
-                // The frontier's own time takes its updates as they come: nothing earlier can
-                // arrive any more, and the times before it are applied first. A time's output
-                // is then formed while it is open, and reaches the next stage before the time
-                // closes, rather than one round of the workers' progress after it.
-                let now = frontier.frontier().first().copied().unwrap_or(Time::MAX);
-                stash.complete_through(now, |capability, updates| {
-                    let mut session = output.session(&capability);
-                    let time = *capability.time();
-                    for ((key, value), diff) in updates.iter() {
-                        apply(key, value, *diff, &mut |record, diff| {
-                            session.give((record, time, diff))
-                        });
-                    }
-                    updates.clear();
-                });
+                // With peers, the frontier's own time takes its updates as they come: nothing
+                // earlier can arrive any more, and the times before it are applied first. A
+                // time's output is then formed while it is open, and reaches the next stage
+                // before the time closes, rather than one round of the workers' progress after.
+                let through = match frontier.frontier().first().copied() {
+                    None => Some(Time::MAX),
+                    Some(now) if eager => Some(now),
+                    Some(now) => now.checked_sub(1),
+                };
+                if let Some(through) = through {
+                    stash.complete_through(through, |capability, updates| {
+                        let mut session = output.session(&capability);
+                        let time = *capability.time();
+                        for ((key, value), diff) in updates.iter() {
+                            apply(key, value, *diff, &mut |record, diff| {
+                                session.give((record, time, diff))
+                            });
+                        }
+                        updates.clear();
+                    });
+                }
                 input.for_each(|capability, updates| {
                     let mut session = output.session(&capability);
                     for ((key, value), time, diff) in updates.drain(..) {
-                        if time <= now {
+                        if through.is_some_and(|through| time <= through) {
                             apply(&key, &value, diff, &mut |record, diff| {
                                 session.give((record, time, diff))
                             });
