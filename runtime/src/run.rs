@@ -569,12 +569,14 @@ fn run_worker(
     let consumer = if assignments.is_empty() {
         None
     } else {
-        Some(assigned_consumer_at(
-            &options.kafka,
-            &options.group_id,
-            &assignments,
-            &starts,
-        )?)
+        let mut consumer =
+            assigned_consumer_at(&options.kafka, &options.group_id, &assignments, &starts)?;
+        // The driver parks the worker for up to a millisecond when it has nothing to do
+        // (timely's park is the thread's): a record arriving then wakes it at once, rather
+        // than at the end of the park.
+        let worker_thread = std::thread::current();
+        consumer.set_nonempty_callback(move || worker_thread.unpark());
+        Some(consumer)
     };
     // End offsets at start: with --until-caught-up the run stops once it has read up to them.
     let ends = match (&consumer, options.until_caught_up) {
@@ -760,7 +762,8 @@ impl Source for KafkaSource<'_> {
         if let Some(consumer) = &self.consumer {
             let books = options.books.is_some();
             // Never block in librdkafka: timely cannot wake a worker stuck in poll, and the
-            // other workers' exchanges would wait for it at every hop. The driver parks instead.
+            // other workers' exchanges would wait for it at every hop. The driver parks instead,
+            // and the consumer's queue wakes it (see where the consumer is made).
             for _ in 0..budget {
                 let Some(result) = consumer.poll(Duration::ZERO) else {
                     break;
