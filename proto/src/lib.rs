@@ -1,5 +1,6 @@
 //! Wire types shared by every stage: the protobuf schema in `proto/trade_envelope.proto`.
 
+pub mod borrowed;
 pub mod decimal;
 
 #[allow(clippy::all, missing_docs)]

@@ -810,10 +810,7 @@ impl Source for KafkaSource<'_> {
                                 enter_source(inputs, &received);
                             }
                             if let Some(log) = &mut self.snapshot {
-                                let archive = received
-                                    .archive
-                                    .as_ref()
-                                    .map(|a| (a.object_key.as_str(), a.offset));
+                                let archive = received.archive.map(|a| (a.object_key, a.offset));
                                 log.trade(&received.event, archive, received.receive_time);
                             }
                             inputs.event(received.event);
@@ -1191,14 +1188,13 @@ fn restored_source(event: &TradeEvent, source: SourceRef) -> Option<TradeSource>
 }
 
 /// An execution's archive location and receive time, for its books row.
-fn enter_source(inputs: &mut Inputs, received: &Received) {
+fn enter_source(inputs: &mut Inputs, received: &Received<'_>) {
     let Some(exec_id) = received.event.execution_id() else {
         return;
     };
     let (archive_key, archive_offset) = received
         .archive
-        .as_ref()
-        .map(|a| (a.object_key.as_str().into(), a.offset))
+        .map(|a| (a.object_key.into(), a.offset))
         .unwrap_or_default();
     inputs.source(TradeSource {
         exec_id: exec_id.clone(),

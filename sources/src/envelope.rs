@@ -3,22 +3,23 @@
 
 use eod_dataflow::{Bust, Correction, Fill, TradeEvent};
 use eod_fix::{check_envelope, CheckedKind, CheckedTrade, Reject};
-use eod_proto::{DeadLetterReason, TradeEnvelope};
-use prost::Message;
+use eod_proto::borrowed::{BorrowedArchiveRef, BorrowedEnvelope};
+use eod_proto::DeadLetterReason;
 
 /// A trade read back from a topic, with the time its gateway received it (UTC nanoseconds).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
+pub struct Received<'a> {
     pub event: TradeEvent,
     pub receive_time: i64,
-    /// Where the gateway archived the raw FIX, when it did.
-    pub archive: Option<eod_proto::ArchiveRef>,
+    /// Where the gateway archived the raw FIX, when it did; borrowed from the record.
+    pub archive: Option<BorrowedArchiveRef<'a>>,
 }
 
 /// Decodes and checks an envelope read back from a topic: anything may have been written there,
-/// so it passes the same [`check_envelope`] as every envelope the gateway decodes.
-pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
-    let envelope = TradeEnvelope::decode(payload).map_err(|e| {
+/// so it passes the same [`check_envelope`] as every envelope the gateway decodes. The record is
+/// read in place ([`BorrowedEnvelope`]): the event is the only copy of its text.
+pub fn event_from_bytes(payload: &[u8]) -> Result<Received<'_>, Reject> {
+    let envelope = BorrowedEnvelope::decode(payload).map_err(|e| {
         Reject::new(
             DeadLetterReason::Deserialization,
             format!("not a TradeEnvelope: {e}"),
@@ -34,11 +35,11 @@ pub fn event_from_bytes(payload: &[u8]) -> Result<Received, Reject> {
 
 /// The partitioning key: the symbol, so one symbol's trades stay in order on one partition.
 /// A bust carries no symbol in FIX; it is keyed by the execution it cancels.
-pub fn partition_key(envelope: &TradeEnvelope) -> &str {
+pub fn partition_key<'a>(envelope: &BorrowedEnvelope<'a>) -> &'a str {
     if envelope.symbol.is_empty() {
-        &envelope.exec_ref_id
+        envelope.exec_ref_id
     } else {
-        &envelope.symbol
+        envelope.symbol
     }
 }
 
@@ -74,7 +75,8 @@ pub fn to_event(checked: &CheckedTrade<'_>) -> TradeEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eod_proto::{Side, TradeKind};
+    use eod_proto::{Side, TradeEnvelope, TradeKind};
+    use prost::Message;
 
     fn fill() -> TradeEnvelope {
         TradeEnvelope {
@@ -93,8 +95,19 @@ mod tests {
     fn bytes_round_trip_and_bad_payloads_have_reasons() {
         let mut sent = fill();
         sent.receive_time = 77;
-        let received = event_from_bytes(&sent.encode_to_vec()).unwrap();
+        sent.source = Some(eod_proto::ArchiveRef {
+            object_key: "gw/20261125/000001.fix".into(),
+            offset: 4096,
+            length: 180,
+        });
+        let record = sent.encode_to_vec();
+        let received = event_from_bytes(&record).unwrap();
         assert_eq!(received.receive_time, 77);
+        let archive = received.archive.unwrap();
+        assert_eq!(
+            (archive.object_key, archive.offset),
+            ("gw/20261125/000001.fix", 4096)
+        );
         assert!(matches!(received.event, TradeEvent::Fill(f) if f.qty == 10 && f.symbol == "AAPL"));
         let garbage = event_from_bytes(b"\xff\xff\xff not protobuf").unwrap_err();
         assert_eq!(garbage.reason, DeadLetterReason::Deserialization);
@@ -127,8 +140,8 @@ mod tests {
             event_from_bytes(&bust.encode_to_vec()).map(|received| received.event),
             Ok(TradeEvent::Bust(_))
         ));
-        assert_eq!(partition_key(&bust), "E1");
-        assert_eq!(partition_key(&fill()), "AAPL");
+        assert_eq!(partition_key(&(&bust).into()), "E1");
+        assert_eq!(partition_key(&(&fill()).into()), "AAPL");
     }
 
     #[test]
@@ -144,7 +157,7 @@ mod tests {
             price_mantissa: 5,
             ..Default::default()
         };
-        match to_event(&check_envelope(&envelope).unwrap()) {
+        match to_event(&check_envelope(&(&envelope).into()).unwrap()) {
             TradeEvent::Correct(c) => {
                 assert_eq!(c.target, "F1");
                 assert_eq!(c.fill.qty, -7);

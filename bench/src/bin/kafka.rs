@@ -508,7 +508,7 @@ fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
                 let mut envelope = trade.to_envelope();
                 envelope.raw_fix = frame.bytes().to_vec();
                 envelope.receive_time = eod_fix::time::now_utc_nanos();
-                let key = partition_key(&envelope).as_bytes().to_vec();
+                let key = partition_key(&(&envelope).into()).as_bytes().to_vec();
                 out.push((*due, key, envelope.encode_to_vec()));
             }
         }

@@ -4,6 +4,7 @@
 //! they cannot disagree about a message; envelopes read back from Kafka pass the same
 //! [`check_envelope`].
 
+use eod_proto::borrowed::BorrowedEnvelope;
 use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
 
 use crate::census::MessageCensus;
@@ -35,6 +36,12 @@ impl<'a> CheckedTrade<'a> {
         &self.fields
     }
 
+    /// An envelope of the trade borrowing its text, to publish; `raw_fix`, `receive_time`,
+    /// `gateway_id` and `source` are left for the caller to fill in.
+    pub fn borrowed_envelope(&self) -> BorrowedEnvelope<'_> {
+        self.fields.borrowed_envelope()
+    }
+
     /// An envelope of the trade, to publish; `raw_fix`, `receive_time`, `gateway_id` and
     /// `source` are left for the caller to fill in.
     pub fn to_envelope(&self) -> TradeEnvelope {
@@ -59,8 +66,8 @@ pub fn check_trade(fields: TradeFields<'_>) -> Result<CheckedTrade<'_>, Reject> 
     Ok(CheckedTrade { fields, kind })
 }
 
-/// [`check_trade`] of an envelope's fields, borrowed.
-pub fn check_envelope(envelope: &TradeEnvelope) -> Result<CheckedTrade<'_>, Reject> {
+/// [`check_trade`] of the fields of an envelope read in place.
+pub fn check_envelope<'a>(envelope: &BorrowedEnvelope<'a>) -> Result<CheckedTrade<'a>, Reject> {
     check_trade(TradeFields::of(envelope))
 }
 

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 
+use eod_proto::borrowed::BorrowedEnvelope;
 use eod_proto::{DeadLetterReason, Side, TradeEnvelope, TradeKind};
 
 use super::structure;
@@ -150,21 +151,41 @@ pub struct TradeFields<'a> {
 }
 
 impl<'a> TradeFields<'a> {
-    /// The trade fields of `envelope`, borrowed.
-    pub fn of(envelope: &'a TradeEnvelope) -> TradeFields<'a> {
+    /// The trade fields of an envelope read in place, borrowed from its record.
+    pub fn of(envelope: &BorrowedEnvelope<'a>) -> TradeFields<'a> {
         TradeFields {
-            exec_id: Cow::Borrowed(&envelope.exec_id),
-            exec_ref_id: Cow::Borrowed(&envelope.exec_ref_id),
+            exec_id: Cow::Borrowed(envelope.exec_id),
+            exec_ref_id: Cow::Borrowed(envelope.exec_ref_id),
             kind: envelope.kind,
-            symbol: Cow::Borrowed(&envelope.symbol),
-            security_id: Cow::Borrowed(&envelope.security_id),
+            symbol: Cow::Borrowed(envelope.symbol),
+            security_id: Cow::Borrowed(envelope.security_id),
             quantity: envelope.quantity,
             price_mantissa: envelope.price_mantissa,
             side: envelope.side,
-            trader_id: Cow::Borrowed(&envelope.trader_id),
-            account: Cow::Borrowed(&envelope.account),
+            trader_id: Cow::Borrowed(envelope.trader_id),
+            account: Cow::Borrowed(envelope.account),
             transact_time: envelope.transact_time,
-            fix_version: Cow::Borrowed(&envelope.fix_version),
+            fix_version: Cow::Borrowed(envelope.fix_version),
+        }
+    }
+
+    /// An envelope of these fields, borrowing their text; `raw_fix`, `receive_time`,
+    /// `gateway_id` and `source` are left for the caller to fill in.
+    pub fn borrowed_envelope(&self) -> BorrowedEnvelope<'_> {
+        BorrowedEnvelope {
+            exec_id: &self.exec_id,
+            exec_ref_id: &self.exec_ref_id,
+            kind: self.kind,
+            symbol: &self.symbol,
+            security_id: &self.security_id,
+            quantity: self.quantity,
+            price_mantissa: self.price_mantissa,
+            side: self.side,
+            trader_id: &self.trader_id,
+            account: &self.account,
+            transact_time: self.transact_time,
+            fix_version: &self.fix_version,
+            ..BorrowedEnvelope::default()
         }
     }
 
@@ -652,8 +673,12 @@ mod tests {
             fix_version: "FIX.4.4".into(),
             ..TradeEnvelope::default()
         };
-        let fields = TradeFields::of(&envelope);
+        let fields = TradeFields::of(&BorrowedEnvelope::from(&envelope));
         assert_eq!(fields.to_envelope(), envelope);
+        assert_eq!(
+            fields.borrowed_envelope(),
+            BorrowedEnvelope::from(&envelope)
+        );
         assert_eq!(fields.clone().into_owned(), fields);
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use eod_dataflow::PriceUpdate;
 use eod_fix::time::now_utc_nanos;
 use eod_fix::{CheckedTrade, Classifier, Counts, Framed, Framer, Outcome, Reject};
-use eod_proto::ArchiveRef;
+use eod_proto::borrowed::{BorrowedArchiveRef, BorrowedEnvelope};
 use eod_sources::archive_writer::SegmentWriter;
 use eod_sources::envelope::partition_key;
 use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
@@ -229,7 +229,7 @@ impl Gateway {
         }
         // Archive first, durably, at unit boundaries (the batch goes to one segment whole, so
         // a segment never splits a message).
-        let locations: Vec<(String, u64)> = match &self.archive {
+        let (object_key, offsets): (String, Vec<u64>) = match &self.archive {
             Some(archive) => {
                 self.wait_for_spool_room();
                 let mut archive = archive
@@ -238,18 +238,16 @@ impl Gateway {
                 let (key, start) = archive.append(&batch)?;
                 archive.sync()?;
                 self.metrics.archive_bytes.inc_by(batch.len() as u64);
-                units
-                    .iter()
-                    .map(|u| (key.clone(), start + u.range.start as u64))
-                    .collect()
+                let offsets = units.iter().map(|u| start + u.range.start as u64);
+                (key, offsets.collect())
             }
-            None => units
-                .iter()
-                .map(|u| (source.to_owned(), u.stream_offset))
-                .collect(),
+            None => (
+                source.to_owned(),
+                units.iter().map(|u| u.stream_offset).collect(),
+            ),
         };
         let mut encoded = Vec::new();
-        for (unit, (object_key, offset)) in units.into_iter().zip(locations) {
+        for (unit, offset) in units.into_iter().zip(offsets) {
             let bytes = &batch[unit.range];
             let framed = unit.framing.is_none();
             if framed {
@@ -263,7 +261,7 @@ impl Gateway {
             }
             match classifier.classify_unit(bytes, unit.framing) {
                 Outcome::Trade(trade) => {
-                    self.publish_trade(trade, object_key, offset, bytes, &mut encoded)?;
+                    self.publish_trade(trade, &object_key, offset, bytes, &mut encoded)?;
                 }
                 Outcome::NotATrade { .. } => {}
                 Outcome::Dead(reject) => {
@@ -280,26 +278,30 @@ impl Gateway {
         Ok(())
     }
 
-    /// One trade envelope, stamped with where its bytes are archived, to the trades topic.
+    /// One trade envelope, stamped with where its bytes are archived, to the trades topic. It
+    /// is encoded from the parsed text in place: an owned envelope cost an allocation and a
+    /// copy per text field and of the raw FIX, freed once encoded.
     fn publish_trade(
         &self,
         trade: CheckedTrade<'_>,
-        object_key: String,
+        object_key: &str,
         offset: u64,
         bytes: &[u8],
         encoded: &mut Vec<u8>,
     ) -> Result<(), GatewayError> {
-        let mut envelope = trade.to_envelope();
-        envelope.receive_time = now_utc_nanos();
-        envelope.gateway_id = self.gateway_id.clone();
-        envelope.source = Some(ArchiveRef {
-            object_key,
-            offset,
-            length: bytes.len() as u32,
-        });
-        envelope.raw_fix = bytes.to_vec();
+        let envelope = BorrowedEnvelope {
+            raw_fix: bytes,
+            receive_time: now_utc_nanos(),
+            gateway_id: &self.gateway_id,
+            source: Some(BorrowedArchiveRef {
+                object_key,
+                offset,
+                length: bytes.len() as u32,
+            }),
+            ..trade.borrowed_envelope()
+        };
         encoded.clear();
-        envelope.encode(encoded)?;
+        envelope.encode(encoded);
         let key = partition_key(&envelope).as_bytes();
         self.producer.send(&self.topics.trades, key, encoded)?;
         self.counters.trades_sent.inc();
@@ -365,7 +367,7 @@ impl Gateway {
                 let place = format!("{key}@{offset}");
                 match classifier.classify(&frame) {
                     Outcome::Trade(trade) if !trades.contains(&place) => {
-                        self.publish_trade(trade, key.clone(), offset, unit, &mut encoded)?;
+                        self.publish_trade(trade, key, offset, unit, &mut encoded)?;
                         self.metrics.trades_recovered.inc();
                         recovered.trades += 1;
                     }
