@@ -194,7 +194,7 @@ fn assert_replay_books(archive: &Path, url: &str) {
             .unwrap();
     let expected = baseline::compute(&events, &prices);
     let snapshot = eod_dataflow::ViewSnapshot {
-        positions: expected.positions.clone(),
+        positions: expected.positions.clone().into(),
         ..Default::default()
     };
     let reference = ReferenceData::load(

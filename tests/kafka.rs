@@ -675,7 +675,7 @@ impl Books {
         archive: &Path,
     ) {
         let snapshot = eod_dataflow::ViewSnapshot {
-            positions: expected.positions.clone(),
+            positions: expected.positions.clone().into(),
             ..Default::default()
         };
         let rows = common::postgres_rows(&self.url);

@@ -114,7 +114,7 @@ fn main() -> Result<()> {
     let baseline = baseline::compute(&parsed.events, &prices);
     let baseline_time = started.elapsed();
     ensure!(
-        baseline.positions == dataflow_snapshot.positions,
+        dataflow_snapshot.positions == baseline.positions,
         "dataflow and baseline disagree"
     );
 

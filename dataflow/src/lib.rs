@@ -18,6 +18,7 @@ pub mod money;
 pub mod multiset;
 mod names;
 pub mod position;
+pub mod position_map;
 pub mod position_operator;
 mod split;
 pub mod stash;

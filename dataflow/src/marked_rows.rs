@@ -474,7 +474,7 @@ mod tests {
             let mut changes = Vec::new();
             rows.publish(&mut changes);
             snapshot.apply(&changes);
-            let expected: std::collections::BTreeMap<_, _> = figures_now
+            let expected: crate::position_map::PositionMap = figures_now
                 .iter()
                 .map(|((trader, symbol), figures)| {
                     let row = position_view(trader, symbol, figures, marks_now.get(symbol));

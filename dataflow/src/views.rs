@@ -17,6 +17,7 @@ use crate::marked_rows::PositionFigures;
 use crate::marks::{Mark, MarkSource};
 use crate::model::{Counter, Diff, Text, Time};
 use crate::money::Money;
+use crate::position_map::PositionMap;
 use crate::FastMap;
 
 /// One (trader, symbol) row of the positions view.
@@ -201,7 +202,8 @@ impl Accounting {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ViewSnapshot {
     pub as_of: AsOf,
-    pub positions: BTreeMap<(Text, Text), PositionView>,
+    /// Found by hash as each publish writes its rows; read in (trader, symbol) order.
+    pub positions: PositionMap,
     pub traders: BTreeMap<Text, Totals>,
     pub firm: Option<Totals>,
     pub unmatched: BTreeSet<Unmatched>,
@@ -301,13 +303,7 @@ impl ViewSnapshot {
             ViewRecord::Counter(counter) => self.accounting.add(counter, diff),
             ViewRecord::Position(row) => {
                 let key = (row.trader.clone(), row.symbol.clone());
-                if let std::collections::btree_map::Entry::Occupied(held) =
-                    self.positions.entry(key)
-                {
-                    if held.get() == row {
-                        held.remove();
-                    }
-                }
+                self.positions.remove_if_held(&key, row);
             }
             ViewRecord::Trader(trader, totals) => {
                 if self.traders.get(trader) == Some(totals) {

@@ -262,7 +262,7 @@ fn main() -> Result<()> {
         };
         for round in 1..=rounds {
             let mut next = previous.clone();
-            for row in next.positions.values_mut() {
+            for row in next.positions.values_mut_unordered() {
                 row.net_qty += round;
             }
             eod_sinks::redis_sink::write_changes(&mut conn, &every_key, &next)?;

@@ -51,12 +51,16 @@ fn main() {
     for tick in 0..args.ticks {
         let mut new = old.clone();
         let mut touched = Touched::default();
-        for (n, (key, row)) in new.positions.iter_mut().enumerate() {
+        let keys: Vec<_> = new.positions.keys().cloned().collect();
+        for (n, key) in keys.into_iter().enumerate() {
+            let Some(row) = new.positions.get_mut(&key) else {
+                continue;
+            };
             if (n + tick * 7919) % args.positions < args.changed {
                 let moved = Money(row.mark.map_or(0, |m| m.0) + 1_000_000);
                 row.mark = Some(moved);
                 row.total_pnl = Some(Money(row.total_pnl.map_or(0, |p| p.0) + 100_000_000));
-                touched.positions.insert(key.clone());
+                touched.positions.insert(key);
             }
         }
         ticks.push((touched, new.clone()));
