@@ -170,14 +170,19 @@ mod tests {
     /// map's did.
     #[test]
     fn reads_in_key_order_and_serializes_as_the_sorted_map() {
-        let keys = [("b", "X"), ("a", "Y"), ("a", "X"), ("c", "A"), ("b", "W")];
+        // Sixty keys inserted out of order: a hash map's order is theirs by chance only once
+        // in 60! runs.
+        let keys: Vec<(String, String)> = (0..60)
+            .map(|n: usize| (format!("T{}", (n * 7) % 5), format!("S{}", (n * 13) % 12)))
+            .collect();
         let mut map = PositionMap::new();
         let mut sorted = BTreeMap::new();
         for (n, (trader, symbol)) in keys.iter().enumerate() {
-            let key: PositionKey = ((*trader).into(), (*symbol).into());
+            let key: PositionKey = (trader.as_str().into(), symbol.as_str().into());
             map.insert(key.clone(), row(trader, symbol, n as i128));
             sorted.insert(key, row(trader, symbol, n as i128));
         }
+        assert_eq!(map.len(), 60);
         assert!(map.keys().eq(sorted.keys()));
         assert!(map.values().eq(sorted.values()));
         assert!(map.clone().into_values().eq(sorted.values().cloned()));
@@ -188,10 +193,10 @@ mod tests {
         assert_eq!(bytes, bincode::serialize(&sorted).unwrap());
         let back: PositionMap = bincode::deserialize(&bytes).unwrap();
         assert_eq!(back, map);
-        let key: PositionKey = ("a".into(), "X".into());
-        map.remove_if_held(&key, &row("a", "X", 99));
+        let key: PositionKey = ("T0".into(), "S0".into());
+        map.remove_if_held(&key, &row("T0", "S0", 99));
         assert!(map.contains_key(&key));
-        map.remove_if_held(&key, &row("a", "X", 2));
+        map.remove_if_held(&key, &row("T0", "S0", 0));
         assert!(!map.contains_key(&key));
     }
 }
