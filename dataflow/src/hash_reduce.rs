@@ -68,7 +68,7 @@ where
             // more than those few extra records: sorting them (by key, then value) moved each
             // about log2(n) times and compared ExecIDs at each step, and reading them in the
             // order of their keys' hashes waited on a cache miss per update (`perf`, 1M
-            // replay). The key is hashed where it lies (see KeyedStates::hash).
+            // replay).
             let mut apply =
                 move |key: &K, value: &V, diff: Diff, out: &mut dyn FnMut((K, O), Diff)| {
                     let values = match state.entry(key) {

@@ -165,24 +165,7 @@ impl<K, S> KeyedStates<K, S> {
 
 impl<K: Hash + Eq, S: Vacancy> KeyedStates<K, S> {
     pub(crate) fn entry(&mut self, key: &K) -> KeyedEntry<'_, K, S> {
-        self.entry_hashed(self.hash(key), key)
-    }
-
-    /// The hash [`Self::entry_hashed`] takes: a caller that moves its key just before looking
-    /// it up takes the hash where the key lay before. A key found by a hash of its moved
-    /// bytes waited for the move: the books moved each ExecID out of its sorted vector just
-    /// before they hashed it, and the hash's load waited, most likely for the move's stores to
-    /// reach the cache behind an insert's store to a random slot (177 `perf` samples of a 1M
-    /// replay's workers on one instruction of the hash, against 20 with the ExecID hashed in
-    /// place).
-    pub(crate) fn hash(&self, key: &K) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    /// [`Self::entry`] for a key whose [`Self::hash`] is `hash`.
-    pub(crate) fn entry_hashed(&mut self, hash: u64, key: &K) -> KeyedEntry<'_, K, S> {
-        debug_assert_eq!(hash, self.hasher.hash_one(key), "a hash of another key");
-        let hash = kept_bits(hash);
+        let hash = kept_bits(self.hash(key));
         let at = self.keys.0.borrow().find(hash, key);
         let held = at.filter(|&at| self.states.get(at).is_some_and(|state| !state.is_vacant()));
         if let Some(held) = held {
@@ -197,6 +180,10 @@ impl<K: Hash + Eq, S: Vacancy> KeyedStates<K, S> {
             hash,
             at,
         })
+    }
+
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     pub(crate) fn get(&self, key: &K) -> Option<&S> {
