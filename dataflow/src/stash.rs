@@ -64,28 +64,25 @@ impl<D, C> TimeStash<D, C> {
     pub fn complete_all(
         &mut self,
         frontiers: &[MutableAntichain<Time>],
-        mut f: impl FnMut(C, &mut Vec<D>),
+        f: impl FnMut(C, &mut Vec<D>),
     ) {
-        while let Some(entry) = self.pending.first_entry() {
-            if frontiers
-                .iter()
-                .any(|frontier| frontier.less_equal(entry.key()))
-            {
-                break;
-            }
-            let (capability, mut items) = entry.remove();
-            let used = items.len();
-            f(capability, &mut items);
-            self.keep(items, used);
-        }
+        self.complete_while(
+            |time| !frontiers.iter().any(|frontier| frontier.less_equal(time)),
+            f,
+        )
     }
 
     /// Hands each held time up to and including `last` to `f`, earliest first, as
     /// [`TimeStash::complete`] does: for an operator that may act on the frontier's own time
     /// (nothing earlier can arrive) as well as on the times before it.
-    pub fn complete_through(&mut self, last: Time, mut f: impl FnMut(C, &mut Vec<D>)) {
+    pub fn complete_through(&mut self, last: Time, f: impl FnMut(C, &mut Vec<D>)) {
+        self.complete_while(|time| *time <= last, f)
+    }
+
+    /// Hands the held times to `f`, earliest first, while `done` says a time is complete.
+    fn complete_while(&mut self, done: impl Fn(&Time) -> bool, mut f: impl FnMut(C, &mut Vec<D>)) {
         while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > last {
+            if !done(entry.key()) {
                 break;
             }
             let (capability, mut items) = entry.remove();
