@@ -462,7 +462,7 @@ pub fn dead_letter_place(body: &[u8]) -> Option<String> {
 /// A trade envelope's place: where its FIX bytes are archived (`key@offset`); for
 /// [`places_since`].
 pub fn trade_place(body: &[u8]) -> Option<String> {
-    let envelope = <eod_proto::TradeEnvelope as prost::Message>::decode(body).ok()?;
+    let envelope = eod_proto::borrowed::BorrowedEnvelope::decode(body).ok()?;
     let source = envelope.source?;
     Some(format!("{}@{}", source.object_key, source.offset))
 }

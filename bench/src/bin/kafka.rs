@@ -31,7 +31,6 @@ use eod_sources::kafka::{
 };
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use hdrhistogram::Histogram;
-use prost::Message as _;
 use rdkafka::Message as _;
 
 #[derive(Parser, Debug)]
@@ -505,11 +504,14 @@ fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
     for (due, bytes) in fix {
         for frame in eod_fix::frames(bytes, eod_fix::DEFAULT_MAX_MESSAGE) {
             if let Outcome::Trade(trade) = classifier.classify(&frame) {
-                let mut envelope = trade.to_envelope();
-                envelope.raw_fix = frame.bytes().to_vec();
-                envelope.receive_time = eod_fix::time::now_utc_nanos();
-                let key = partition_key(&(&envelope).into()).as_bytes().to_vec();
-                out.push((*due, key, envelope.encode_to_vec()));
+                let envelope = eod_proto::borrowed::BorrowedEnvelope {
+                    raw_fix: frame.bytes(),
+                    receive_time: eod_fix::time::now_utc_nanos(),
+                    ..trade.borrowed_envelope()
+                };
+                let mut record = Vec::new();
+                envelope.encode(&mut record);
+                out.push((*due, partition_key(&envelope).as_bytes().to_vec(), record));
             }
         }
     }
