@@ -2,7 +2,9 @@
 //! FIX session and Kafka in and out. The gateway and the runtime's intake both count here, so
 //! one family means one thing whichever process exports it.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct SourceMetrics {
@@ -23,6 +25,9 @@ pub struct SourceMetrics {
     pub kafka_consumed: IntCounterVec,
     /// Raw bytes appended (and fsynced) to the archive spool.
     pub archive_bytes: IntCounter,
+    /// How long each fsync of the spool took before its bytes were decoded: its count against
+    /// `archive_bytes` says how many bytes one sync makes durable.
+    pub archive_syncs: Histogram,
     /// Closed segments uploaded to the archive store.
     pub archive_segments_uploaded: IntCounter,
     /// Closed segments waiting in the spool for the store.
@@ -80,6 +85,14 @@ impl SourceMetrics {
             "Bytes in the archive spool not yet uploaded",
         ))?;
         registry.register(Box::new(archive_spool_bytes.clone()))?;
+        let archive_syncs = Histogram::with_opts(
+            HistogramOpts::new(
+                "eod_archive_sync_seconds",
+                "Time to fsync a read's bytes to the archive spool before they are decoded",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16)?),
+        )?;
+        registry.register(Box::new(archive_syncs.clone()))?;
         let schema_ids = IntGaugeVec::new(
             Opts::new(
                 "eod_schema_registry_id",
@@ -116,6 +129,7 @@ impl SourceMetrics {
                 "eod_archive_bytes_total",
                 "Raw bytes appended and fsynced to the archive spool",
             )?,
+            archive_syncs,
             archive_segments_uploaded: counter(
                 "eod_archive_segments_uploaded_total",
                 "Closed archive segments uploaded to the store",
@@ -188,7 +202,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 19] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 20] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -200,6 +214,7 @@ impl SourceMetrics {
             &self.kafka_sent,
             &self.kafka_consumed,
             &self.archive_bytes,
+            &self.archive_syncs,
             &self.archive_segments_uploaded,
             &self.archive_spool_segments,
             &self.archive_spool_bytes,
