@@ -107,7 +107,7 @@ fn write_books<S: eod_sinks::books::BooksStore>(
     // The writer takes each batch as its own; copied before the clock starts.
     let batches: Vec<Vec<BookRow>> = rows.chunks(batch).map(<[BookRow]>::to_vec).collect();
     let started = Instant::now();
-    for (n, chunk) in batches.into_iter().enumerate() {
+    for (n, mut chunk) in batches.into_iter().enumerate() {
         let progress = Progress {
             sink: "books",
             shard: 0,
@@ -115,7 +115,7 @@ fn write_books<S: eod_sinks::books::BooksStore>(
             rows_total: ((n + 1) * batch).min(rows.len()) as u64,
             complete: true,
         };
-        writer.write(chunk, &progress)?;
+        writer.write(&mut chunk, &progress)?;
     }
     Ok(started.elapsed())
 }

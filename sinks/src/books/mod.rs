@@ -170,9 +170,9 @@ impl<S: BooksStore> BooksWriter<S> {
 impl<S: BooksStore> BatchWriter for BooksWriter<S> {
     type Row = BookRow;
 
-    fn write(&mut self, mut rows: Vec<BookRow>, progress: &Progress) -> Result<(), SinkError> {
+    fn write(&mut self, rows: &mut Vec<BookRow>, progress: &Progress) -> Result<(), SinkError> {
         let started = Instant::now();
-        keep_latest_versions(&mut rows);
+        keep_latest_versions(rows);
         let rows = &rows[..];
         if let Attempt::GaveUp {
             attempts: in_batch, ..
