@@ -496,7 +496,9 @@ mod tests {
     use timely::dataflow::operators::probe::Handle as ProbeHandle;
     use timely::dataflow::operators::Probe;
 
-    type Log = Arc<Mutex<Vec<(Vec<(u64, u64)>, Progress)>>>;
+    /// A test batch: (key, value) rows.
+    type Rows = Vec<(u64, u64)>;
+    type Log = Arc<Mutex<Vec<(Rows, Progress)>>>;
 
     struct GatedWriter {
         log: Log,
@@ -505,11 +507,7 @@ mod tests {
 
     impl BatchWriter for GatedWriter {
         type Row = (u64, u64);
-        fn write(
-            &mut self,
-            rows: &mut Vec<(u64, u64)>,
-            progress: &Progress,
-        ) -> Result<(), SinkError> {
+        fn write(&mut self, rows: &mut Rows, progress: &Progress) -> Result<(), SinkError> {
             while !self.open.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -578,11 +576,7 @@ mod tests {
 
     impl BatchWriter for BufferWriter {
         type Row = (u64, u64);
-        fn write(
-            &mut self,
-            rows: &mut Vec<(u64, u64)>,
-            _progress: &Progress,
-        ) -> Result<(), SinkError> {
+        fn write(&mut self, rows: &mut Rows, _progress: &Progress) -> Result<(), SinkError> {
             if let Ok(mut buffers) = self.buffers.lock() {
                 buffers.push((rows.as_ptr() as usize, rows.len()));
             }
@@ -679,11 +673,7 @@ mod tests {
 
     impl BatchWriter for ClosingWriter {
         type Row = (u64, u64);
-        fn write(
-            &mut self,
-            rows: &mut Vec<(u64, u64)>,
-            _progress: &Progress,
-        ) -> Result<(), SinkError> {
+        fn write(&mut self, rows: &mut Rows, _progress: &Progress) -> Result<(), SinkError> {
             self.written.fetch_add(rows.len(), Ordering::AcqRel);
             Ok(())
         }
@@ -751,11 +741,7 @@ mod tests {
 
     impl BatchWriter for PermitWriter {
         type Row = (u64, u64);
-        fn write(
-            &mut self,
-            rows: &mut Vec<(u64, u64)>,
-            progress: &Progress,
-        ) -> Result<(), SinkError> {
+        fn write(&mut self, rows: &mut Rows, progress: &Progress) -> Result<(), SinkError> {
             let written = self.log.lock().map(|log| log.len()).unwrap_or(0);
             while self.permits.load(Ordering::Acquire) <= written {
                 std::thread::sleep(Duration::from_millis(1));
