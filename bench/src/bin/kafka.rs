@@ -344,6 +344,14 @@ fn main() -> Result<()> {
     );
     println!("end to end                {:.0} trades/s (first send to views reflecting the last trade, {:.2} s)", ingested.counts.trades() as f64 / viewed_at.as_secs_f64(), viewed_at.as_secs_f64());
     println!("gateway done after        {:.2} s", sent_at.as_secs_f64());
+    let syncs = &metrics.sources.archive_syncs;
+    let synced = metrics.sources.archive_bytes.get();
+    println!(
+        "archive fsyncs            {} before decoding, {:.0} KiB each, {:.2} ms mean",
+        syncs.get_sample_count(),
+        synced as f64 / 1024.0 / syncs.get_sample_count().max(1) as f64,
+        syncs.get_sample_sum() * 1e3 / syncs.get_sample_count().max(1) as f64
+    );
     println!(
         "epochs                    {} per worker, {:.0} trades each, close to view {:.2} ms mean",
         epochs.closed,
