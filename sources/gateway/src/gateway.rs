@@ -563,38 +563,32 @@ mod tests {
     #[test]
     fn one_read_s_messages_are_archived_by_one_sync() {
         let dir = tempfile::tempdir().unwrap();
-        let store_dir = dir.path().join("store");
-        std::fs::create_dir(&store_dir).unwrap();
-        let store = eod_sources::archive::open_store(&store_dir.display().to_string()).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let policy = SegmentPolicy {
-            gateway_id: "gw".into(),
-            trading_date: "20261125".into(),
-            max_bytes: 64 << 20,
-            max_age: Duration::from_secs(60),
-        };
-        let writer = runtime
-            .block_on(SegmentWriter::open(
-                &dir.path().join("spool"),
-                store,
-                policy,
-            ))
-            .unwrap();
+        let (writer, _uploader) = crate::tcp::open_archive(&crate::tcp::ListenOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            spool: dir.path().join("spool"),
+            archive_to: dir.path().join("store").display().to_string(),
+            policy: SegmentPolicy {
+                gateway_id: "gw".into(),
+                trading_date: "20261125".into(),
+                max_bytes: 64 << 20,
+                max_age: Duration::from_secs(60),
+            },
+            connections: None,
+        })
+        .unwrap();
         let metrics = SourceMetrics::register(&prometheus::Registry::new()).unwrap();
-        let topics = Topics {
-            trades: "t".into(),
-            dead_letters: "d".into(),
-            prices: "p".into(),
-            reference: "r".into(),
-        };
         // No broker answers here: the trades wait in the producer's queue, which this test
         // does not read.
         let kafka = KafkaConnection::plaintext("127.0.0.1:9");
-        let gateway =
-            Gateway::new(&kafka, topics, "gw", metrics.clone(), Some(writer), 4096).unwrap();
+        let gateway = Gateway::new(
+            &kafka,
+            Topics::default(),
+            "gw",
+            metrics.clone(),
+            Some(writer),
+            4096,
+        )
+        .unwrap();
         let encoder = FixEncoder::new("FIX.4.4");
         let mut stream = Vec::new();
         let mut messages = 0u64;
