@@ -7,18 +7,22 @@
 //! row, so a sink that upserts by ExecID writes every execution exactly once.
 
 use std::collections::HashSet;
+use std::iter::once;
 use std::sync::Arc;
 
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map};
-use timely::dataflow::operators::Exchange;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::InputCapability;
 
 use crate::day_state::DayState;
 use crate::keyed::{DayKeys, KeyedEntry, KeyedStates, Vacancy};
+use crate::merge::Merge;
 use crate::model::{Bust, Correction, Diff, Fill, FillBody, HeldFill, Text, Time, TradeEvent};
 use crate::multiset::Multiset;
 use crate::names::{Name, Names};
@@ -376,104 +380,112 @@ pub fn books(inputs: BookInputs<'_>) -> VecCollection<'_, Time, BookRow, Diff> {
         exec_ids,
     } = inputs;
     // The trades of the restored times come through `restored`, in the runtime's own time
-    // (after the views have caught up), not with the views' restore.
-    let by_exec_id = after_restore(fills, stored_before, |fill| [fill_update(fill)])
-        .concat(after_restore(
-            corrections,
-            stored_before,
-            correction_updates,
-        ))
-        .concat(after_restore(busts, stored_before, |bust| {
-            [bust_update(bust)]
-        }))
-        .concat(present.map(|id| BooksUpdate::ExecId(id, ByExecId::Present)))
-        .concat(after_restore(sources, stored_before, |source| {
-            [source_update(source)]
-        }))
-        .concat(restored.flat_map(|record| {
-            let (first, second) = match record {
-                BooksRestore::Event(TradeEvent::Fill(fill)) => (fill_update(fill), None),
-                BooksRestore::Event(TradeEvent::Correct(correction)) => {
-                    let [trade, kill] = correction_updates(correction);
-                    (trade, Some(kill))
-                }
-                BooksRestore::Event(TradeEvent::Bust(bust)) => (bust_update(bust), None),
-                BooksRestore::Source(source) => (source_update(source), None),
-            };
-            std::iter::once(first).chain(second)
-        }));
-    // Made `BooksUpdate`s where they are made, not by a map after the exchange: one operator
-    // fewer in every epoch, and one copy fewer of every record.
-    let owned = by_exec_id
-        .inner
-        .exchange(|(update, _, _)| match update {
-            BooksUpdate::ExecId(exec_id, _) => exec_id.hashed(),
-            BooksUpdate::Reference(_) => 0,
-        })
-        .as_collection();
-    let references = traders
-        .map(|trader| BooksUpdate::Reference(Box::new(Reference::Trader(trader))))
-        .concat(
-            securities
-                .map(|security| BooksUpdate::Reference(Box::new(Reference::Security(security)))),
-        )
-        .inner
-        .broadcast()
-        .as_collection();
-
-    owned
-        .concat(references)
-        .inner
-        .unary_frontier(Pipeline, "Books", |_capability, _info| {
-            let mut stash = TimeStash::default();
-            let mut state = DayState::new(BooksState::sharing(&exec_ids));
-            move |(input, frontier), output| {
-                input.for_each(|capability, updates| {
-                    for (update, time, diff) in updates.drain(..) {
-                        if time < stored_before {
-                            // A restore's updates only add up (no row is made of them), so
-                            // they are taken in as they come rather than held until their
-                            // time completes: holding 9M of them was about a quarter of the
-                            // books' cost of a 5M-trade restore. Later times wait in the stash until
-                            // the frontier passes them, and with it every restored time.
-                            state.absorb(update, diff);
-                        } else {
-                            stash.push(&capability, time, (update, diff));
-                        }
-                    }
-                });
-                stash.complete(frontier, |capability, updates| {
-                    let mut session = output.session(&capability);
-                    let time = *capability.time();
-                    state.apply(updates.drain(..), |row, diff| {
-                        session.give((row, time, diff))
-                    });
-                });
+    // (after the views have caught up), not with the views' restore. Every input becomes
+    // `BooksUpdate`s in one operator (see `merge`), where the records are, not by a map after
+    // the exchange.
+    let scope = fills.inner.scope();
+    let by_exec_id = Merge::new("BooksByExecId", scope);
+    let by_exec_id = after_restore(by_exec_id, fills, stored_before, |fill| [fill_update(fill)]);
+    let by_exec_id = after_restore(by_exec_id, corrections, stored_before, correction_updates);
+    let by_exec_id = after_restore(by_exec_id, busts, stored_before, |bust| [bust_update(bust)]);
+    let by_exec_id = after_restore(by_exec_id, sources, stored_before, |source| {
+        [source_update(source)]
+    })
+    .input(present, |(id, time, diff)| {
+        once((BooksUpdate::ExecId(id, ByExecId::Present), time, diff))
+    })
+    .input(restored, |(record, time, diff)| {
+        let (first, second) = match record {
+            BooksRestore::Event(TradeEvent::Fill(fill)) => (fill_update(fill), None),
+            BooksRestore::Event(TradeEvent::Correct(correction)) => {
+                let [trade, kill] = correction_updates(correction);
+                (trade, Some(kill))
             }
+            BooksRestore::Event(TradeEvent::Bust(bust)) => (bust_update(bust), None),
+            BooksRestore::Source(source) => (source_update(source), None),
+        };
+        once(first)
+            .chain(second)
+            .map(move |update| (update, time, diff))
+    })
+    .build();
+    let references = Merge::new("BooksReferences", scope)
+        .input(traders, |(trader, time, diff)| {
+            let reference = BooksUpdate::Reference(Box::new(Reference::Trader(trader)));
+            once((reference, time, diff))
         })
-        .as_collection()
+        .input(securities, |(security, time, diff)| {
+            let reference = BooksUpdate::Reference(Box::new(Reference::Security(security)));
+            once((reference, time, diff))
+        })
+        .build()
+        .inner
+        .broadcast();
+
+    // Two inputs, the owned updates exchanged by the operator's own input: no `exchange` and
+    // `concat` ahead of it, two operators fewer in every epoch.
+    let by_owner = Exchange::new(|(update, _, _): &(BooksUpdate, Time, Diff)| match update {
+        BooksUpdate::ExecId(exec_id, _) => exec_id.hashed(),
+        BooksUpdate::Reference(_) => 0,
+    });
+    let mut builder = OperatorBuilder::new("Books".to_owned(), scope);
+    let mut owned = builder.new_input(by_exec_id.inner, by_owner);
+    let mut shared = builder.new_input(references, Pipeline);
+    let (rows_out, rows) = builder.new_output();
+    let mut rows_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(BookRow, Time, Diff)>>>::from(rows_out);
+    builder.build(move |_capabilities| {
+        let mut stash = TimeStash::default();
+        let mut state = DayState::new(BooksState::sharing(&exec_ids));
+        move |frontiers| {
+            let mut rows_out = rows_out.activate();
+            let mut take = |capability: InputCapability<Time>, updates: &mut Vec<_>| {
+                for (update, time, diff) in updates.drain(..) {
+                    if time < stored_before {
+                        // A restore's updates only add up (no row is made of them), so they
+                        // are taken in as they come rather than held until their time
+                        // completes: holding 9M of them was about a quarter of the books'
+                        // cost of a 5M-trade restore. Later times wait in the stash until the
+                        // frontier passes them, and with it every restored time.
+                        state.absorb(update, diff);
+                    } else {
+                        stash.push(&capability, time, (update, diff));
+                    }
+                }
+            };
+            owned.for_each(|capability, updates| take(capability, updates));
+            shared.for_each(|capability, updates| take(capability, updates));
+            stash.complete_all(frontiers, |capability, updates| {
+                let mut session = rows_out.session(&capability);
+                let time = *capability.time();
+                state.apply(updates.drain(..), |row, diff| {
+                    session.give((row, time, diff))
+                });
+            });
+        }
+    });
+    rows.as_collection()
 }
 
-/// The updates `make` forms of `collection`'s records of times from `stored_before` on: the
-/// records of earlier times are a restore's, which the books take through its own input.
+/// `merge` with the updates `make` forms of `collection`'s records of times from
+/// `stored_before` on: the records of earlier times are a restore's, which the books take
+/// through its own input.
 fn after_restore<'s, D, const N: usize>(
+    merge: Merge<'s, BooksUpdate>,
     collection: VecCollection<'s, Time, D, Diff>,
     stored_before: Time,
     make: impl Fn(D) -> [BooksUpdate; N] + 'static,
-) -> VecCollection<'s, Time, BooksUpdate, Diff>
+) -> Merge<'s, BooksUpdate>
 where
     D: differential_dataflow::Data,
 {
-    collection
-        .inner
-        .flat_map(move |(record, time, diff)| {
-            let updates = (time >= stored_before).then(|| make(record));
-            updates
-                .into_iter()
-                .flatten()
-                .map(move |update| (update, time, diff))
-        })
-        .as_collection()
+    merge.input(collection, move |(record, time, diff)| {
+        let updates = (time >= stored_before).then(|| make(record));
+        updates
+            .into_iter()
+            .flatten()
+            .map(move |update| (update, time, diff))
+    })
 }
 
 fn fill_update(fill: Fill) -> BooksUpdate {

@@ -15,13 +15,15 @@
 //! it, corrections of corrections and withdrawn records included).
 
 use std::collections::{HashMap, HashSet};
+use std::iter::once;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 
-use crate::model::{Diff, Text, Time};
+use crate::merge::Merge;
+use crate::model::{Correction, Diff, Text, Time};
 use crate::stash::TimeStash;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -117,17 +119,23 @@ impl Chains {
 }
 
 /// The corrections present: the least fixed point of `roots` (corrections whose target is an
-/// arrived fill) and "a correction whose target is present", over `edges` (target, correction).
-/// A set: each present correction once.
+/// arrived fill) and "a correction whose target is present", over the edges (target,
+/// correction) of `corrections`. A set: each present correction once.
 pub fn present_corrections<'s>(
     roots: VecCollection<'s, Time, Text, Diff>,
-    edges: VecCollection<'s, Time, (Text, Text), Diff>,
+    corrections: VecCollection<'s, Time, Correction, Diff>,
 ) -> VecCollection<'s, Time, Text, Diff> {
     // Chains cross keys (a correction's target is another correction), so one worker holds
     // them all: corrections are a small part of the input.
-    let inputs = roots
-        .map(ChainInput::Root)
-        .concat(edges.map(|(target, correction)| ChainInput::Edge(target, correction)));
+    let inputs = Merge::new("ChainInputs", roots.inner.scope())
+        .input(roots, |(root, time, diff)| {
+            once((ChainInput::Root(root), time, diff))
+        })
+        .input(corrections, |(correction, time, diff)| {
+            let edge = ChainInput::Edge(correction.target, correction.fill.exec_id);
+            once((edge, time, diff))
+        })
+        .build();
     inputs
         .inner
         .unary_frontier(

@@ -4,6 +4,7 @@
 //! worker count cannot change an answer, and a bust or correction is simply a retraction.
 
 use std::collections::BTreeMap;
+use std::iter::once;
 use std::sync::Arc;
 
 use differential_dataflow::input::{Input, InputSession};
@@ -20,6 +21,7 @@ use crate::hash_reduce::hash_reduce;
 use crate::keyed::DayKeys;
 use crate::marked_positions::positions_view;
 use crate::marked_rows::{ExportRecord, MarkedRows};
+use crate::merge::Merge;
 use crate::model::{
     Bust, Correction, Counter, Diff, Fill, FillBody, HeldFill, PriceUpdate, Text, Time, TradeEvent,
 };
@@ -346,9 +348,17 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     });
     let route = ExportRoute::new(scope.peers(), options.workers_per_process);
     // The totals are formed where the rows are, in the export (see `marked_rows`).
-    let records = positions_view(live, prices, route)
-        .concat(route.records(unmatched, ExportRecord::Unmatched))
-        .concat(route.records(counters, ExportRecord::Counter));
+    let records = Merge::new("ExportRecords", scope)
+        .input_as_is(positions_view(live, prices, route))
+        .input(unmatched, move |(unmatched, time, diff)| {
+            let routed = route.route(ExportRecord::Unmatched(unmatched));
+            routed.map(move |record| (record, time, diff))
+        })
+        .input(counters, move |(counter, time, diff)| {
+            let routed = route.route(ExportRecord::Counter(counter));
+            routed.map(move |record| (record, time, diff))
+        })
+        .build();
 
     let probe = ProbeHandle::new();
     let durable = ProbeHandle::new();
@@ -396,21 +406,23 @@ fn live_fills<'s>(
     busts: VecCollection<'s, Time, Bust, Diff>,
     exec_ids: DayKeys<Text>,
 ) -> LiveFills<'s> {
-    let by_exec_id = fills
-        .map(|fill| {
+    let scope = fills.inner.scope();
+    let by_exec_id = Merge::new("ByExecId", scope)
+        .input(fills, |(fill, time, diff)| {
             let (exec_id, body) = fill.split_exec_id();
-            (exec_id, ByExecId::Fill(body))
+            once(((exec_id, ByExecId::Fill(body)), time, diff))
         })
-        .concat(
-            busts
-                .clone()
-                .map(|bust| (bust.target, ByExecId::BustedBy(bust.exec_id))),
-        )
-        .concat(
-            corrections
-                .clone()
-                .map(|c| (c.target, ByExecId::CorrectedBy(c.fill.exec_id))),
-        );
+        .input(busts.clone(), |(bust, time, diff)| {
+            once(((bust.target, ByExecId::BustedBy(bust.exec_id)), time, diff))
+        })
+        .input(corrections.clone(), |(c, time, diff)| {
+            once((
+                (c.target, ByExecId::CorrectedBy(c.fill.exec_id)),
+                time,
+                diff,
+            ))
+        })
+        .build();
     // Keyed by ExecID, so a hash map rather than `reduce`'s two arrangements (see hash_reduce).
     let plain = hash_reduce(
         by_exec_id,
@@ -464,21 +476,30 @@ fn live_fills<'s>(
             PlainOutcome::BustWithoutFill(bust) => Part::Third(bust_waiting(exec_id, bust)),
         },
     );
-    let edges = corrections.clone().map(|c| (c.target, c.fill.exec_id));
     // Corrections of corrections: a correction is present once its chain reaches an arrived fill.
-    let present = present_corrections(roots, edges);
+    let present = present_corrections(roots, corrections.clone());
 
-    let by_correction_id = corrections
-        .clone()
-        .map(|c| {
-            (
-                c.fill.exec_id.clone(),
-                ByCorrectionId::Correction(c.target, c.fill),
-            )
+    let by_correction_id = Merge::new("ByCorrectionId", scope)
+        .input(corrections, |(c, time, diff)| {
+            let (exec_id, target) = (c.fill.exec_id.clone(), c.target.clone());
+            let correction = ByCorrectionId::Correction(c.target, c.fill);
+            let corrected_by = ByCorrectionId::CorrectedBy(exec_id.clone());
+            [
+                ((exec_id, correction), time, diff),
+                ((target, corrected_by), time, diff),
+            ]
         })
-        .concat(present.clone().map(|id| (id, ByCorrectionId::Present)))
-        .concat(busts.map(|bust| (bust.target, ByCorrectionId::BustedBy(bust.exec_id))))
-        .concat(corrections.map(|c| (c.target, ByCorrectionId::CorrectedBy(c.fill.exec_id))));
+        .input(present.clone(), |(id, time, diff)| {
+            once(((id, ByCorrectionId::Present), time, diff))
+        })
+        .input(busts, |(bust, time, diff)| {
+            once((
+                (bust.target, ByCorrectionId::BustedBy(bust.exec_id)),
+                time,
+                diff,
+            ))
+        })
+        .build();
     let corrected = hash_reduce(
         by_correction_id,
         "Corrections",
@@ -517,29 +538,40 @@ fn live_fills<'s>(
         },
     );
 
-    let live = plain_live.concat(corrected.clone().flat_map(|(_, outcome)| match outcome {
-        CorrectionOutcome::Live(fill) => Some(fill),
-        _ => None,
-    }));
-
-    let unmatched = plain_busts
-        .concat(
-            corrected
-                .clone()
-                .flat_map(move |(target, outcome)| match outcome {
-                    CorrectionOutcome::BustMatched(bust) => Some(bust_waiting(target, bust)),
-                    _ => None,
-                })
-                .negate(),
+    let live = Merge::new("Live", scope)
+        .input_as_is(plain_live)
+        .input(
+            corrected.clone(),
+            |((_, outcome), time, diff)| match outcome {
+                CorrectionOutcome::Live(fill) => Some((fill, time, diff)),
+                _ => None,
+            },
         )
-        .concat(corrected.flat_map(|(exec_id, outcome)| match outcome {
-            CorrectionOutcome::Unmatched(target) => Some(Unmatched {
-                kind: "correction".into(),
-                exec_id,
-                target,
-            }),
-            _ => None,
-        }));
+        .build();
+
+    // A matched bust's waiting record is retracted; a correction whose chain reaches no
+    // arrived fill waits.
+    let unmatched = Merge::new("Unmatched", scope)
+        .input_as_is(plain_busts)
+        .input(
+            corrected,
+            move |((exec_id, outcome), time, diff)| match outcome {
+                CorrectionOutcome::BustMatched(bust) => {
+                    Some((bust_waiting(exec_id, bust), time, -diff))
+                }
+                CorrectionOutcome::Unmatched(target) => Some((
+                    Unmatched {
+                        kind: "correction".into(),
+                        exec_id,
+                        target,
+                    },
+                    time,
+                    diff,
+                )),
+                CorrectionOutcome::Live(_) => None,
+            },
+        )
+        .build();
     LiveFills {
         live,
         unmatched,
@@ -561,17 +593,6 @@ impl ExportRoute {
             processes: (peers / workers_per_process).max(1),
             workers_per_process,
         }
-    }
-
-    /// `collection` as export records, each paired with an exporting worker, in one stage (a
-    /// stage of its own to wrap each item as a record would copy it once more). The last
-    /// process takes the record itself: with one process, no record is copied here.
-    fn records<'s, D: differential_dataflow::Data>(
-        self,
-        collection: VecCollection<'s, Time, D, Diff>,
-        as_record: fn(D) -> ExportRecord,
-    ) -> VecCollection<'s, Time, (usize, ExportRecord), Diff> {
-        collection.flat_map(move |item| self.route(as_record(item)))
     }
 
     /// `record` paired with each exporting worker.

@@ -17,9 +17,8 @@ use std::hash::Hash;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::Exchange;
 
 use crate::day_state::DayState;
 use crate::keyed::{DayKeys, KeyedEntry, KeyedStates};
@@ -52,10 +51,12 @@ where
     // With one worker a round of progress is a step of the same thread, and the eager time
     // (below) did not pay there: close to view longer in seven pairs of nine (bench/RESULTS.md).
     let eager = input.inner.scope().peers() > 1;
+    // Exchanged by the operator's own input, not by an `exchange` ahead of it: an operator
+    // fewer for every epoch's progress (see `merge`).
+    let by_key = Exchange::new(|((key, _), _, _): &((K, V), Time, Diff)| key.hashed().into());
     input
         .inner
-        .exchange(|((key, _), _, _)| key.hashed().into())
-        .unary_frontier(Pipeline, name, move |_capability, _info| {
+        .unary_frontier(by_key, name, move |_capability, _info| {
             let mut stash: TimeStash<((K, V), Diff)> = TimeStash::default();
             let mut state = DayState::new(KeyedStates::<K, Multiset<H>>::sharing(&keys));
             let mut names = Names::default();

@@ -13,6 +13,7 @@ mod keyed;
 pub mod marked_positions;
 pub mod marked_rows;
 pub mod marks;
+mod merge;
 pub mod model;
 pub mod money;
 pub mod multiset;
