@@ -351,12 +351,10 @@ pub fn build_graph(scope: Scope<'_, Time>, options: GraphOptions) -> Graph<'_> {
     let records = Merge::new("ExportRecords", scope)
         .input_as_is(positions_view(live, prices, route))
         .input(unmatched, move |(unmatched, time, diff)| {
-            let routed = route.route(ExportRecord::Unmatched(unmatched));
-            routed.map(move |record| (record, time, diff))
+            route.update(ExportRecord::Unmatched(unmatched), time, diff)
         })
         .input(counters, move |(counter, time, diff)| {
-            let routed = route.route(ExportRecord::Counter(counter));
-            routed.map(move |record| (record, time, diff))
+            route.update(ExportRecord::Counter(counter), time, diff)
         })
         .build();
 
@@ -600,6 +598,16 @@ impl ExportRoute {
         std::iter::repeat_n(record, self.processes)
             .enumerate()
             .map(move |(process, record)| (process * self.workers_per_process, record))
+    }
+
+    /// An update of `record` at `time`, paired with each exporting worker.
+    fn update(
+        self,
+        record: ExportRecord,
+        time: Time,
+        diff: Diff,
+    ) -> impl Iterator<Item = ((usize, ExportRecord), Time, Diff)> {
+        self.route(record).map(move |routed| (routed, time, diff))
     }
 }
 
