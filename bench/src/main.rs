@@ -16,7 +16,9 @@ use clap::Parser;
 use eod_dataflow::{baseline, build_dataflow, PriceUpdate, TradeEvent, ViewStore};
 use eod_fix::{Classifier, Outcome};
 use eod_runtime::books::BooksTarget;
-use eod_runtime::driver::{drive, EpochPolicy, Feed, Frontiers, Source};
+use eod_runtime::driver::{
+    drive, replay_limits, EpochLimits, EpochPolicy, Feed, Frontiers, Source,
+};
 use eod_runtime::generate::generate_archive;
 use eod_runtime::replay::{default_epoch_messages, run_replay, ReplayOptions};
 use eod_sources::archive::Archive;
@@ -39,6 +41,15 @@ struct Args {
     /// Messages per epoch [default: `eod replay`'s, 100000, and 10000 for the books run].
     #[arg(long)]
     epoch_messages: Option<u64>,
+    /// Closed epochs the dataflow stage may keep in flight [default: a replay's, from its
+    /// epoch size]. 1 is live input's: an epoch closes once the one before is in the views,
+    /// so the stage's time is its epochs' close to view one after the other, and is also
+    /// reported per epoch.
+    #[arg(long)]
+    in_flight: Option<usize>,
+    /// Measure read, parse, the dataflow and the baseline only, not the whole paths.
+    #[arg(long)]
+    dataflow_only: bool,
     #[arg(long, default_value_t = 20)]
     traders: usize,
     #[arg(long, default_value_t = 50)]
@@ -106,8 +117,23 @@ fn main() -> Result<()> {
     let epoch_messages = args
         .epoch_messages
         .unwrap_or_else(|| default_epoch_messages(false));
-    let dataflow_snapshot = run_dataflow(&parsed.events, &prices, args.workers, epoch_messages)?;
+    let limits = EpochLimits {
+        in_flight: args
+            .in_flight
+            .unwrap_or(replay_limits(epoch_messages).in_flight),
+        ..replay_limits(epoch_messages)
+    };
+    let dataflow_snapshot = run_dataflow(
+        &parsed.events,
+        &prices,
+        args.workers,
+        epoch_messages,
+        limits,
+    )?;
     let dataflow_time = started.elapsed();
+    let epochs_per_worker = (parsed.events.len() as u64)
+        .div_ceil(args.workers as u64)
+        .div_ceil(epoch_messages);
 
     // Baseline: the HashMap aggregator over the same parsed input, same answer.
     let started = Instant::now();
@@ -119,6 +145,42 @@ fn main() -> Result<()> {
     );
 
     drop(parsed);
+
+    let rate = |d: Duration| trades as f64 / d.as_secs_f64().max(1e-9);
+    let stage = |name: &str, time: Duration| {
+        println!(
+            "{:<34}{:>12.3}{:>16.0}",
+            name,
+            time.as_secs_f64(),
+            rate(time)
+        )
+    };
+    let header = || {
+        println!("eod replay benchmark: {} messages, {} trades (fills+busts+corrections), {} bytes, {} positions, {} workers", messages, trades, bytes, baseline.positions.len(), args.workers);
+        println!("{:<34}{:>12}{:>16}", "stage", "seconds", "trades/s");
+        stage("read (object_store, 1 thread)", read_time);
+        stage("parse (frame+decode, 1 thread)", parse_time);
+        stage("dataflow (pre-parsed input)", dataflow_time);
+    };
+    let per_epoch = || {
+        println!(
+            "dataflow per epoch:               {:.0} us ({} epochs of {} messages per worker, {} in flight)",
+            dataflow_time.as_secs_f64() * 1e6 / epochs_per_worker.max(1) as f64,
+            epochs_per_worker,
+            epoch_messages,
+            limits.in_flight
+        )
+    };
+    if args.dataflow_only {
+        header();
+        stage("baseline HashMap (1 thread)", baseline_time);
+        per_epoch();
+        println!(
+            "ratio dataflow / baseline time:   {:.2}",
+            dataflow_time.as_secs_f64() / baseline_time.as_secs_f64()
+        );
+        return Ok(());
+    }
 
     // The whole path: read + parse + dataflow, as `eod replay --no-books` runs it.
     let options = ReplayOptions {
@@ -150,24 +212,11 @@ fn main() -> Result<()> {
     };
     let (books_time, books_rss) = whole_path(books_options, &baseline)?;
 
-    let rate = |d: Duration| trades as f64 / d.as_secs_f64().max(1e-9);
-    println!("eod replay benchmark: {} messages, {} trades (fills+busts+corrections), {} bytes, {} positions, {} workers", messages, trades, bytes, baseline.positions.len(), args.workers);
-    println!("{:<34}{:>12}{:>16}", "stage", "seconds", "trades/s");
-    for (name, time) in [
-        ("read (object_store, 1 thread)", read_time),
-        ("parse (frame+decode, 1 thread)", parse_time),
-        ("dataflow (pre-parsed input)", dataflow_time),
-        ("whole path, books off", whole_time),
-        ("whole path, books on (SQLite)", books_time),
-        ("baseline HashMap (1 thread)", baseline_time),
-    ] {
-        println!(
-            "{:<34}{:>12.3}{:>16.0}",
-            name,
-            time.as_secs_f64(),
-            rate(time)
-        );
-    }
+    header();
+    stage("whole path, books off", whole_time);
+    stage("whole path, books on (SQLite)", books_time);
+    stage("baseline HashMap (1 thread)", baseline_time);
+    per_epoch();
     println!(
         "ratio dataflow / baseline time:   {:.2}",
         dataflow_time.as_secs_f64() / baseline_time.as_secs_f64()
@@ -248,6 +297,7 @@ fn run_dataflow(
     prices: &[PriceUpdate],
     workers: usize,
     epoch: u64,
+    limits: EpochLimits,
 ) -> Result<Arc<eod_dataflow::ViewSnapshot>> {
     let events = Arc::new(events.to_vec());
     let prices = Arc::new(prices.to_vec());
@@ -279,7 +329,7 @@ fn run_dataflow(
             &frontiers,
             &mut source,
             EpochPolicy::Messages(epoch),
-            eod_runtime::driver::replay_limits(epoch),
+            limits,
             &metrics,
         )
         .map_err(|e| e.to_string())

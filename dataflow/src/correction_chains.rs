@@ -201,6 +201,62 @@ mod tests {
         );
     }
 
+    /// The chains are kept, not recomputed: updates applied in several batches (times) make
+    /// the same corrections present, and the same net changes, as in one.
+    #[test]
+    fn updates_in_several_batches_reach_the_same_corrections() {
+        let earlier = vec![
+            (ChainInput::Root("C1".into()), 1),
+            (edge("C1", "C2"), 1),
+            (edge("C6", "C7"), 1),
+        ];
+        let root = |id: &str| ChainInput::Root(id.into());
+        let updates = vec![
+            (edge("C2", "C3"), 1),
+            (edge("C1", "C2"), -1),
+            (root("C5"), 1),
+            (edge("C3", "C4"), 1),
+            (edge("C5", "C2"), 1),
+            (edge("C7", "C8"), 1),
+            (root("C1"), -1),
+            (root("C6"), 1),
+            (edge("C1", "C2"), 1),
+            (edge("C4", "C9"), 1),
+        ];
+        let net = |changes: Vec<(Text, Diff)>| {
+            let mut net = std::collections::BTreeMap::<Text, Diff>::new();
+            for (id, diff) in changes {
+                *net.entry(id).or_default() += diff;
+            }
+            net.retain(|_, diff| *diff != 0);
+            net
+        };
+        let run = |batches: &[&[(ChainInput, Diff)]]| {
+            let mut chains = Chains::default();
+            apply(&mut chains, earlier.clone());
+            let mut changes = Vec::new();
+            for batch in batches {
+                changes.extend(apply(&mut chains, batch.to_vec()));
+            }
+            let mut present: Vec<Text> = chains.present.into_iter().collect();
+            present.sort();
+            (present, net(changes))
+        };
+        let whole = run(&[&updates]);
+        let present: Vec<&str> = whole.0.iter().map(Text::as_str).collect();
+        assert_eq!(present, ["C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]);
+        for first in 0..=updates.len() {
+            for second in first..=updates.len() {
+                let split = run(&[
+                    &updates[..first],
+                    &updates[first..second],
+                    &updates[second..],
+                ]);
+                assert_eq!(split, whole, "batches cut at {first} and {second}");
+            }
+        }
+    }
+
     #[test]
     fn a_withdrawn_link_takes_what_only_it_reached() {
         let mut chains = Chains::default();
