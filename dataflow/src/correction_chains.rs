@@ -245,15 +245,9 @@ mod tests {
         let whole = run(&[&updates]);
         let present: Vec<&str> = whole.0.iter().map(Text::as_str).collect();
         assert_eq!(present, ["C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]);
-        for first in 0..=updates.len() {
-            for second in first..=updates.len() {
-                let split = run(&[
-                    &updates[..first],
-                    &updates[first..second],
-                    &updates[second..],
-                ]);
-                assert_eq!(split, whole, "batches cut at {first} and {second}");
-            }
+        for batches in crate::batches::three_way_cuts(&updates) {
+            let lengths = batches.map(<[_]>::len);
+            assert_eq!(run(&batches), whole, "batches of {lengths:?}");
         }
     }
 

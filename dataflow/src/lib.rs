@@ -4,6 +4,8 @@
 //! positions, marks and P&L views, published as consistent snapshots. Nothing here does I/O.
 
 pub mod baseline;
+#[cfg(test)]
+mod batches;
 pub mod books;
 pub mod correction_chains;
 pub mod day_state;

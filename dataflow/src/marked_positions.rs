@@ -374,15 +374,9 @@ mod tests {
             ["T1", "T3", "T4"],
             "T2's one trade was retracted: {whole:?}"
         );
-        for first in 0..=updates.len() {
-            for second in first..=updates.len() {
-                let split = rows(&[
-                    &updates[..first],
-                    &updates[first..second],
-                    &updates[second..],
-                ]);
-                assert_eq!(split, whole, "batches cut at {first} and {second}");
-            }
+        for batches in crate::batches::three_way_cuts(&updates) {
+            let lengths = batches.map(<[_]>::len);
+            assert_eq!(rows(&batches), whole, "batches of {lengths:?}");
         }
     }
 
