@@ -280,6 +280,7 @@ fn main() -> Result<()> {
         _ => None,
     };
     let epochs_before = EpochCounts::read(&run_metrics);
+    let cpu_before = CpuTimes::read()?;
     let started = Instant::now();
     latency_from.store(measured_from(&args), Ordering::Relaxed);
     let sent = send_paced(&gateway_addr.to_string(), &fix, speed)?;
@@ -293,6 +294,7 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let viewed_at = started.elapsed();
+    let cpu = CpuTimes::read()?.since(&cpu_before);
     let epochs = EpochCounts::read(&run_metrics).since(&epochs_before, args.workers);
     if let Some(outage) = outage {
         outage
@@ -344,6 +346,12 @@ fn main() -> Result<()> {
     );
     println!("end to end                {:.0} trades/s (first send to views reflecting the last trade, {:.2} s)", ingested.counts.trades() as f64 / viewed_at.as_secs_f64(), viewed_at.as_secs_f64());
     println!("gateway done after        {:.2} s", sent_at.as_secs_f64());
+    println!(
+        "cpu until the views       {:.2} s, {:.1} us per trade: {}",
+        cpu.process.as_secs_f64(),
+        cpu.process.as_secs_f64() * 1e6 / ingested.counts.trades().max(1) as f64,
+        cpu.by_thread_kind()
+    );
     let syncs = &metrics.sources.archive_syncs;
     let synced = metrics.sources.archive_bytes.get();
     println!(
@@ -638,4 +646,97 @@ impl EpochCounts {
             compute_seconds: self.compute_seconds - before.compute_seconds,
         }
     }
+}
+
+/// CPU time (user and system) of this process and of each of its threads, from `/proc`
+/// (Linux). The process's keeps the time of threads that have exited (the gateway's FIX
+/// connection among them, by the time the views have every trade). The broker is another
+/// process and is not in it.
+struct CpuTimes {
+    process: Duration,
+    /// By thread id: its name and time.
+    threads: std::collections::BTreeMap<u64, (String, Duration)>,
+}
+
+impl CpuTimes {
+    fn read() -> Result<CpuTimes> {
+        let process = stat_cpu(&std::fs::read_to_string("/proc/self/stat")?)?;
+        let mut threads = std::collections::BTreeMap::new();
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let task = task?;
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            // A thread may end between the listing and the reads.
+            let (Ok(name), Ok(stat)) = (
+                std::fs::read_to_string(task.path().join("comm")),
+                std::fs::read_to_string(task.path().join("stat")),
+            ) else {
+                continue;
+            };
+            threads.insert(tid, (name.trim().to_owned(), stat_cpu(&stat)?));
+        }
+        Ok(CpuTimes { process, threads })
+    }
+
+    /// The time spent since `before`; a thread born since counts from zero.
+    fn since(&self, before: &CpuTimes) -> CpuTimes {
+        let threads = self
+            .threads
+            .iter()
+            .map(|(tid, (name, time))| {
+                let earlier = before.threads.get(tid).map_or(Duration::ZERO, |t| t.1);
+                (*tid, (name.clone(), time.saturating_sub(earlier)))
+            })
+            .collect();
+        CpuTimes {
+            process: self.process.saturating_sub(before.process),
+            threads,
+        }
+    }
+
+    /// The threads' time summed by kind (the name without its number), most first, and what
+    /// threads that have exited took: here the gateway's (its FIX connection, its archive
+    /// upload and its producer's librdkafka threads end before the views have every trade).
+    fn by_thread_kind(&self) -> String {
+        let mut kinds = std::collections::BTreeMap::<&str, Duration>::new();
+        for (name, time) in self.threads.values() {
+            let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+            *kinds.entry(kind).or_default() += *time;
+        }
+        let alive: Duration = kinds.values().sum();
+        let mut kinds: Vec<(&str, Duration)> = kinds.into_iter().collect();
+        kinds.push(("exited (the gateway's)", self.process.saturating_sub(alive)));
+        kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1));
+        kinds
+            .iter()
+            .filter(|(_, time)| *time >= Duration::from_millis(10))
+            .map(|(kind, time)| format!("{kind} {:.2}", time.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// User plus system time from a `stat` line of `/proc`: fields 14 and 15, counted after the
+/// command name's closing parenthesis (the name may hold spaces), in clock ticks of 1/100 s
+/// (Linux's USER_HZ on every architecture it runs eod on).
+fn stat_cpu(stat: &str) -> Result<Duration> {
+    let after_name = stat
+        .rsplit_once(')')
+        .context("a stat line without its name")?
+        .1;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| -> Result<u64> {
+        fields
+            .get(index)
+            .context("a stat line too short")?
+            .parse::<u64>()
+            .context("a stat field that is not a number")
+    };
+    // After the name, field 3 (the state) is the first: utime (14) is the 12th, stime the 13th.
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
