@@ -136,9 +136,11 @@ pub fn open_archive(
     options: &ListenOptions,
 ) -> Result<(SegmentWriter, SegmentUploader), GatewayError> {
     let location = &options.archive_to;
-    if !location.contains("://") {
-        std::fs::create_dir_all(location).map_err(io(format!("creating {location}")))?;
-    } else if let Some(path) = location.strip_prefix("file://") {
+    let local_archive = match location.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None => (!location.contains("://")).then_some(location.as_str()),
+    };
+    if let Some(path) = local_archive {
         std::fs::create_dir_all(path).map_err(io(format!("creating {path}")))?;
     }
     let store = eod_sources::archive::open_store(location)?;
@@ -146,11 +148,14 @@ pub fn open_archive(
         .enable_all()
         .build()
         .map_err(io("starting an I/O runtime"))?;
-    let writer = runtime.block_on(SegmentWriter::open(
+    let mut writer = runtime.block_on(SegmentWriter::open(
         &options.spool,
         store,
         options.policy.clone(),
     ))?;
+    if let Some(path) = local_archive {
+        writer = writer.with_local_archive(path.into());
+    }
     let uploader = writer.uploader();
     Ok((writer, uploader))
 }
