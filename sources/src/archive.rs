@@ -74,13 +74,19 @@ pub fn open_store(location: &str) -> Result<Arc<dyn ObjectStore>, ArchiveError> 
     Ok(open_local(location)?)
 }
 
+/// The directory a local archive location names: a path, or a `file://` URL's path; `None`
+/// for any other scheme.
+pub fn local_directory(location: &str) -> Option<&str> {
+    match location.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None => (!location.contains("://")).then_some(location),
+    }
+}
+
 /// The local file system under a directory path or `file://` URL.
 fn open_local(location: &str) -> Result<Arc<LocalFileSystem>, ArchiveError> {
-    let path = match location.strip_prefix("file://") {
-        Some(path) => path,
-        None if location.contains("://") => return Err(ArchiveError::Unsupported(location.into())),
-        None => location,
-    };
+    let path =
+        local_directory(location).ok_or_else(|| ArchiveError::Unsupported(location.into()))?;
     let store = LocalFileSystem::new_with_prefix(path).map_err(open_error(location))?;
     Ok(Arc::new(store))
 }

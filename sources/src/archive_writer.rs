@@ -50,8 +50,6 @@ pub struct SegmentWriter {
     spooled: Arc<AtomicU64>,
     /// Segments a previous run left in the spool, oldest first, with their object keys.
     leftovers: Vec<(String, PathBuf)>,
-    /// The directory of a local archive (the store's root), where closed segments are linked.
-    local_archive: Option<PathBuf>,
 }
 
 impl SegmentWriter {
@@ -98,20 +96,9 @@ impl SegmentWriter {
                 })
                 .collect(),
             policy,
-            local_archive: None,
         };
         writer.seq = writer.seq.max(writer.next_seq_in_store().await);
         Ok(writer)
-    }
-
-    /// The store is the local directory `root` (a `LocalFileSystem` rooted there): a closed
-    /// segment on the same file system goes into it as a hard link of its spool file. Reading
-    /// a segment back and writing it again cost the gateway's upload thread 0.65 s of an 8 s
-    /// run at 50k msg/s and 1.37 s flat out (`perf`, bench/RESULTS.md 2026-12-07), most of it
-    /// the fresh 64 MiB buffer's page faults and the two copies.
-    pub fn with_local_archive(mut self, root: PathBuf) -> SegmentWriter {
-        self.local_archive = Some(root);
-        self
     }
 
     fn file_stem(&self, seq: u64) -> String {
@@ -209,7 +196,7 @@ impl SegmentWriter {
             spool: self.spool.clone(),
             policy: self.policy.clone(),
             spooled: self.spooled.clone(),
-            local_archive: self.local_archive.clone(),
+            local_archive: None,
         }
     }
 
@@ -266,10 +253,21 @@ pub struct SegmentUploader {
     spool: PathBuf,
     policy: SegmentPolicy,
     spooled: Arc<AtomicU64>,
+    /// The directory of a local archive (the store's root), where closed segments are linked.
     local_archive: Option<PathBuf>,
 }
 
 impl SegmentUploader {
+    /// The store is the local directory `root` (a `LocalFileSystem` rooted there): a closed
+    /// segment on the same file system goes into it as a hard link of its spool file. Reading
+    /// a segment back and writing it again cost the gateway's upload thread 0.65 s of an 8 s
+    /// run at 50k msg/s and 1.37 s flat out (`perf`, bench/RESULTS.md 2026-12-07), most of it
+    /// the fresh 64 MiB buffer's page faults and the two copies.
+    pub fn with_local_archive(mut self, root: PathBuf) -> SegmentUploader {
+        self.local_archive = Some(root);
+        self
+    }
+
     /// Uploads closed segments in order; stops at the first failure and keeps it spooled.
     pub async fn upload_closed(&self) -> Result<UploadRound, ArchiveWriteError> {
         let err = |source| ArchiveWriteError::Spool {
@@ -391,8 +389,8 @@ mod tests {
         }
     }
 
-    /// Writes `bytes` as one closed segment of a writer archiving to `bucket`, which it
-    /// knows as a local directory; returns the writer and the segment's spool file.
+    /// Writes `bytes` as one closed segment of a writer archiving to the local directory
+    /// `bucket`; returns the writer and the segment's spool file.
     async fn one_closed_segment(
         spool: &Path,
         bucket: &Path,
@@ -402,8 +400,7 @@ mod tests {
             Arc::new(LocalFileSystem::new_with_prefix(bucket).unwrap());
         let mut writer = SegmentWriter::open(spool, store, policy(1 << 20))
             .await
-            .unwrap()
-            .with_local_archive(bucket.to_owned());
+            .unwrap();
         writer.append(bytes).unwrap();
         writer.sync().unwrap();
         writer.close_segment().unwrap();
@@ -421,7 +418,10 @@ mod tests {
         let (spool, bucket) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (writer, closed) = one_closed_segment(spool.path(), bucket.path(), b"8=FIX").await;
         let inode = fs::metadata(&closed).unwrap().ino();
-        let round = writer.uploader().upload_closed().await.unwrap();
+        let uploader = writer
+            .uploader()
+            .with_local_archive(bucket.path().to_owned());
+        let round = uploader.upload_closed().await.unwrap();
         assert_eq!((round.uploaded, round.waiting), (1, 0));
         let archived = archived(bucket.path());
         assert_eq!(fs::read(&archived).unwrap(), b"8=FIX");
@@ -441,7 +441,10 @@ mod tests {
         let archived = archived(bucket.path());
         fs::create_dir_all(archived.parent().unwrap()).unwrap();
         fs::write(&archived, b"first").unwrap();
-        let round = writer.uploader().upload_closed().await.unwrap();
+        let uploader = writer
+            .uploader()
+            .with_local_archive(bucket.path().to_owned());
+        let round = uploader.upload_closed().await.unwrap();
         assert_eq!((round.uploaded, round.waiting), (1, 0));
         assert_eq!(
             fs::read(&archived).unwrap(),
@@ -466,7 +469,10 @@ mod tests {
             return;
         }
         let (writer, closed) = one_closed_segment(spool.path(), bucket.path(), b"copied").await;
-        let round = writer.uploader().upload_closed().await.unwrap();
+        let uploader = writer
+            .uploader()
+            .with_local_archive(bucket.path().to_owned());
+        let round = uploader.upload_closed().await.unwrap();
         assert_eq!((round.uploaded, round.waiting), (1, 0));
         assert_eq!(fs::read(archived(bucket.path())).unwrap(), b"copied");
         assert!(!closed.exists());

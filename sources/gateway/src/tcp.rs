@@ -136,10 +136,7 @@ pub fn open_archive(
     options: &ListenOptions,
 ) -> Result<(SegmentWriter, SegmentUploader), GatewayError> {
     let location = &options.archive_to;
-    let local_archive = match location.strip_prefix("file://") {
-        Some(path) => Some(path),
-        None => (!location.contains("://")).then_some(location.as_str()),
-    };
+    let local_archive = eod_sources::archive::local_directory(location);
     if let Some(path) = local_archive {
         std::fs::create_dir_all(path).map_err(io(format!("creating {path}")))?;
     }
@@ -148,14 +145,14 @@ pub fn open_archive(
         .enable_all()
         .build()
         .map_err(io("starting an I/O runtime"))?;
-    let mut writer = runtime.block_on(SegmentWriter::open(
+    let writer = runtime.block_on(SegmentWriter::open(
         &options.spool,
         store,
         options.policy.clone(),
     ))?;
+    let mut uploader = writer.uploader();
     if let Some(path) = local_archive {
-        writer = writer.with_local_archive(path.into());
+        uploader = uploader.with_local_archive(path.into());
     }
-    let uploader = writer.uploader();
     Ok((writer, uploader))
 }
