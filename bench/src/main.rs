@@ -117,11 +117,10 @@ fn main() -> Result<()> {
     let epoch_messages = args
         .epoch_messages
         .unwrap_or_else(|| default_epoch_messages(false));
+    let replay = replay_limits(epoch_messages);
     let limits = EpochLimits {
-        in_flight: args
-            .in_flight
-            .unwrap_or(replay_limits(epoch_messages).in_flight),
-        ..replay_limits(epoch_messages)
+        in_flight: args.in_flight.unwrap_or(replay.in_flight),
+        ..replay
     };
     let dataflow_snapshot = run_dataflow(
         &parsed.events,

@@ -1,7 +1,7 @@
 //! Test support: the ways a time's updates can reach an operator in several batches.
 
-/// Every cut of `items` into three consecutive batches, each possibly empty: an operator that
-/// applies a time's updates as they come must end where one batch of them leaves it.
+/// Every cut of `items` into three consecutive batches, each possibly empty: state that takes
+/// updates in several batches must end where one batch of them leaves it.
 pub(crate) fn three_way_cuts<T>(items: &[T]) -> impl Iterator<Item = [&[T]; 3]> {
     (0..=items.len()).flat_map(move |first| {
         (first..=items.len())

@@ -223,14 +223,6 @@ mod tests {
             (edge("C1", "C2"), 1),
             (edge("C4", "C9"), 1),
         ];
-        let net = |changes: Vec<(Text, Diff)>| {
-            let mut net = std::collections::BTreeMap::<Text, Diff>::new();
-            for (id, diff) in changes {
-                *net.entry(id).or_default() += diff;
-            }
-            net.retain(|_, diff| *diff != 0);
-            net
-        };
         let run = |batches: &[&[(ChainInput, Diff)]]| {
             let mut chains = Chains::default();
             apply(&mut chains, earlier.clone());
@@ -240,7 +232,8 @@ mod tests {
             }
             let mut present: Vec<Text> = chains.present.into_iter().collect();
             present.sort();
-            (present, net(changes))
+            differential_dataflow::consolidation::consolidate(&mut changes);
+            (present, changes)
         };
         let whole = run(&[&updates]);
         let present: Vec<&str> = whole.0.iter().map(Text::as_str).collect();
