@@ -80,6 +80,10 @@ struct Args {
     /// rows beyond 100,000 per writing worker wait on disk while the store is behind.
     #[arg(long)]
     books: Option<eod_runtime::books::BooksTarget>,
+    /// Books rows a batch is written at (the default is what `eod run` uses); rows that
+    /// waited for a busy writer go together, up to 20 times this.
+    #[arg(long, default_value_t = eod_runtime::books::BatchLimits::default().max_rows)]
+    books_batch_rows: usize,
     /// A shell command that takes the books store down when sending starts (an outage
     /// during the burst), e.g. `scripts/postgres.sh stop`.
     #[arg(long, requires_all = ["books", "outage_end"])]
@@ -230,6 +234,7 @@ fn main() -> Result<()> {
             scratch.path().join("books-spill"),
             eod_sinks::spill::DEFAULT_MEMORY_ROWS,
         )),
+        max_rows: args.books_batch_rows,
         ..Default::default()
     };
     let store = ViewStore::new();
@@ -352,6 +357,11 @@ fn main() -> Result<()> {
         cpu.process.as_secs_f64() * 1e6 / ingested.counts.trades().max(1) as f64,
         cpu.by_thread_kind()
     );
+    if let Some(waiting) = cpu.waiting_by_thread_kind() {
+        // The broker and the sender share these cores: a thread that waits longer than it
+        // runs is held back by the box, not by its own work.
+        println!("waiting for a core        {waiting}");
+    }
     let syncs = &metrics.sources.archive_syncs;
     let synced = metrics.sources.archive_bytes.get();
     println!(
@@ -655,7 +665,15 @@ impl EpochCounts {
 struct CpuTimes {
     process: Duration,
     /// By thread id: its name and time.
-    threads: std::collections::BTreeMap<u64, (String, Duration)>,
+    threads: std::collections::BTreeMap<u64, ThreadTimes>,
+}
+
+struct ThreadTimes {
+    name: String,
+    cpu: Duration,
+    /// Runnable but not running: waiting for a core (`schedstat`; `None` on a kernel without
+    /// it). On a box whose cores are all busy, this is what a thread's latency is made of.
+    waiting: Option<Duration>,
 }
 
 impl CpuTimes {
@@ -678,7 +696,17 @@ impl CpuTimes {
             ) else {
                 continue;
             };
-            threads.insert(tid, (name.trim().to_owned(), stat_cpu(&stat)?));
+            let waiting = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|line| schedstat_waiting(&line));
+            threads.insert(
+                tid,
+                ThreadTimes {
+                    name: name.trim().to_owned(),
+                    cpu: stat_cpu(&stat)?,
+                    waiting,
+                },
+            );
         }
         Ok(CpuTimes { process, threads })
     }
@@ -688,9 +716,19 @@ impl CpuTimes {
         let threads = self
             .threads
             .iter()
-            .map(|(tid, (name, time))| {
-                let earlier = before.threads.get(tid).map_or(Duration::ZERO, |t| t.1);
-                (*tid, (name.clone(), time.saturating_sub(earlier)))
+            .map(|(tid, now)| {
+                let earlier = before.threads.get(tid);
+                let since = |now: Duration, earlier: Option<Duration>| {
+                    now.saturating_sub(earlier.unwrap_or_default())
+                };
+                let times = ThreadTimes {
+                    name: now.name.clone(),
+                    cpu: since(now.cpu, earlier.map(|t| t.cpu)),
+                    waiting: now
+                        .waiting
+                        .map(|waiting| since(waiting, earlier.and_then(|t| t.waiting))),
+                };
+                (*tid, times)
             })
             .collect();
         CpuTimes {
@@ -704,9 +742,8 @@ impl CpuTimes {
     /// upload and its producer's librdkafka threads end before the views have every trade).
     fn by_thread_kind(&self) -> String {
         let mut kinds = std::collections::BTreeMap::<&str, Duration>::new();
-        for (name, time) in self.threads.values() {
-            let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
-            *kinds.entry(kind).or_default() += *time;
+        for thread in self.threads.values() {
+            *kinds.entry(thread_kind(&thread.name)).or_default() += thread.cpu;
         }
         let alive: Duration = kinds.values().sum();
         let mut kinds: Vec<(&str, Duration)> = kinds.into_iter().collect();
@@ -719,6 +756,48 @@ impl CpuTimes {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
+    /// The time the threads still alive waited for a core, summed by kind, most first, each
+    /// with its ratio to the kind's CPU time; `None` without `schedstat`.
+    fn waiting_by_thread_kind(&self) -> Option<String> {
+        let mut kinds = std::collections::BTreeMap::<&str, (Duration, Duration)>::new();
+        for thread in self.threads.values() {
+            let kind = kinds.entry(thread_kind(&thread.name)).or_default();
+            kind.0 += thread.waiting?;
+            kind.1 += thread.cpu;
+        }
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort_by_key(|kind| std::cmp::Reverse(kind.1 .0));
+        Some(
+            kinds
+                .iter()
+                .filter(|(_, (waiting, cpu))| {
+                    // A thread that hardly runs (librdkafka's main thread) makes a ratio of noise.
+                    *waiting >= Duration::from_millis(50) && *cpu >= Duration::from_millis(50)
+                })
+                .map(|(kind, (waiting, cpu))| {
+                    format!(
+                        "{kind} {:.2} ({:.1}x its cpu)",
+                        waiting.as_secs_f64(),
+                        waiting.as_secs_f64() / cpu.as_secs_f64().max(1e-3)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+}
+
+/// A thread's name without its number: `timely:work-1` is `timely:work`.
+fn thread_kind(name: &str) -> &str {
+    name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-')
+}
+
+/// The time a thread was runnable without a core, from its `schedstat` line (nanoseconds on
+/// the CPU, waiting on a run queue, time slices).
+fn schedstat_waiting(line: &str) -> Option<Duration> {
+    let waiting = line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(waiting))
 }
 
 /// User plus system time from a `stat` line of `/proc`: fields 14 and 15, counted after the
