@@ -27,7 +27,7 @@ use eod_runtime::run::{run_kafka, RunOptions};
 use eod_sources::archive_writer::SegmentPolicy;
 use eod_sources::envelope::partition_key;
 use eod_sources::kafka::{
-    assigned_consumer, ensure_topics, KafkaConnection, RecordProducer, Topics,
+    assigned_consumer, delete_topics, ensure_topics, KafkaConnection, RecordProducer, Topics,
 };
 use eod_sources::simulator::{SimConfig, SimEvent, Simulator};
 use hdrhistogram::Histogram;
@@ -99,6 +99,16 @@ struct Args {
     /// made its p99 (bench/RESULTS.md, 2026-12-05).
     #[arg(long, default_value_t = 1.0)]
     warm_up_seconds: f64,
+}
+
+/// Deletes this run's topics once its clients are done with them: each run makes topics of its
+/// own, and a broker that kept every run's partitions slowed the runs after them. A failure is
+/// reported, not fatal: the figures are in.
+fn delete_run_topics(runtime: &tokio::runtime::Runtime, args: &Args, topics: &[(&str, i32)]) {
+    let names: Vec<&str> = topics.iter().map(|(name, _)| *name).collect();
+    if let Err(e) = runtime.block_on(delete_topics(&args.kafka(), &names)) {
+        eprintln!("could not delete this run's topics {names:?}: {e}");
+    }
 }
 
 /// Runs `command` with `sh -c`; fails unless it succeeds.
@@ -183,6 +193,7 @@ fn main() -> Result<()> {
     let fix = fix_messages(sim, messages);
     if args.baseline_only {
         let baseline = run_baseline(&args, &baseline_topic, &fix, speed)?;
+        delete_run_topics(&runtime, &args, needed);
         if args.baseline_summary {
             println!("{BASELINE_SUMMARY} {}", serde_json::to_string(&baseline)?);
         } else {
@@ -314,6 +325,7 @@ fn main() -> Result<()> {
         summary.snapshot.accounting.read == ingested.counts.trades(),
         "views do not reflect every trade"
     );
+    delete_run_topics(&runtime, &args, needed);
 
     let h = &summary.latency_micros;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
