@@ -101,6 +101,19 @@ struct Args {
     warm_up_seconds: f64,
 }
 
+/// The upper bound of the histogram's bucket that holds quantile `q`: every trade waits for an
+/// archive fsync before it is decoded, so their tail is part of fill-to-view's.
+fn bucket_bound(histogram: &prometheus::Histogram, q: f64) -> f64 {
+    let metric = prometheus::core::Metric::metric(histogram);
+    let proto = metric.get_histogram();
+    let wanted = (proto.get_sample_count() as f64 * q).ceil() as u64;
+    proto
+        .get_bucket()
+        .iter()
+        .find(|bucket| bucket.cumulative_count() >= wanted)
+        .map_or(f64::INFINITY, |bucket| bucket.upper_bound())
+}
+
 /// Deletes this run's topics once its clients are done with them: each run makes topics of its
 /// own, and a broker that kept every run's partitions slowed the runs after them. A failure is
 /// reported, not fatal: the figures are in.
@@ -377,10 +390,11 @@ fn main() -> Result<()> {
     let syncs = &metrics.sources.archive_syncs;
     let synced = metrics.sources.archive_bytes.get();
     println!(
-        "archive fsyncs            {} before decoding, {:.0} KiB each, {:.2} ms mean",
+        "archive fsyncs            {} before decoding, {:.0} KiB each, {:.2} ms mean, p99 under {:.1} ms",
         syncs.get_sample_count(),
         synced as f64 / 1024.0 / syncs.get_sample_count().max(1) as f64,
-        syncs.get_sample_sum() * 1e3 / syncs.get_sample_count().max(1) as f64
+        syncs.get_sample_sum() * 1e3 / syncs.get_sample_count().max(1) as f64,
+        bucket_bound(syncs, 0.99) * 1e3
     );
     println!(
         "epochs                    {} per worker, {:.0} trades each, close to view {:.2} ms mean",
