@@ -503,11 +503,23 @@ pub async fn ensure_topics_with(
                 .set("cleanup.policy", "compact")
         }))
         .collect();
-    for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+    let results = admin.create_topics(&new, &AdminOptions::new()).await?;
+    each_topic_done(results, Code::TopicAlreadyExists, "creating")
+}
+
+/// Ok when every topic's operation succeeded or found the topic already as asked (`already`);
+/// otherwise the first other failure, logged with its topic.
+fn each_topic_done(
+    results: Vec<rdkafka::admin::TopicResult>,
+    already: Code,
+    doing: &str,
+) -> Result<(), KafkaClientError> {
+    for result in results {
         match result {
-            Ok(_) | Err((_, Code::TopicAlreadyExists)) => {}
+            Ok(_) => {}
+            Err((_, code)) if code == already => {}
             Err((topic, code)) => {
-                tracing::error!(%topic, ?code, "creating topic failed");
+                tracing::error!(%topic, ?code, "{doing} topic failed");
                 return Err(KafkaError::AdminOp(code).into());
             }
         }
@@ -524,16 +536,8 @@ pub async fn delete_topics(
     topics: &[&str],
 ) -> Result<(), KafkaClientError> {
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
-    for result in admin.delete_topics(topics, &AdminOptions::new()).await? {
-        match result {
-            Ok(_) | Err((_, Code::UnknownTopicOrPartition)) => {}
-            Err((topic, code)) => {
-                tracing::error!(%topic, ?code, "deleting topic failed");
-                return Err(KafkaError::AdminOp(code).into());
-            }
-        }
-    }
-    Ok(())
+    let results = admin.delete_topics(topics, &AdminOptions::new()).await?;
+    each_topic_done(results, Code::UnknownTopicOrPartition, "deleting")
 }
 
 /// The group's committed offset per partition (-1 where none).
