@@ -25,7 +25,12 @@ flags=("$@")
 [ ${#flags[@]} -eq 0 ] && flags=(--rate 50000 --seconds 8 --workers 2 --books "sqlite:$work/books-@RUN@.sqlite")
 
 for run in $(seq 1 "$runs"); do
-    "$BENCH" "${flags[@]//@RUN@/$run}" >"$work/run-$run.txt"
+    if ! "$BENCH" "${flags[@]//@RUN@/$run}" >"$work/run-$run.txt"; then
+        # What the failed run said, before the trap removes it.
+        cat "$work/run-$run.txt"
+        echo "run $run failed" >&2
+        exit 1
+    fi
     grep -E '^(fill-to-view|baseline:|ratio to)' "$work/run-$run.txt" | sed "s/^/run $run: /"
 done
 
