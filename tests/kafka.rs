@@ -23,7 +23,7 @@ use eod_runtime::generate::generate_archive;
 use eod_runtime::metrics::Metrics;
 use eod_runtime::run::{run_kafka, RunOptions};
 use eod_sources::kafka::{
-    assigned_consumer, ensure_topics, partition_count, RecordProducer, Topics,
+    assigned_consumer, delete_topics, ensure_topics, partition_count, RecordProducer, Topics,
 };
 use eod_sources::prices::parse_prices_csv;
 use eod_sources::schema_registry::WireFormat;
@@ -174,6 +174,32 @@ fn fixture() -> Fixture {
         prices_csv: generated.prices,
         _dir: dir,
     }
+}
+
+/// A run's topics go once deleted, and deleting one that is not there (again) is no error.
+#[test]
+fn deleted_topics_are_gone_and_deleting_again_is_no_error() {
+    let Some(brokers) = brokers() else { return };
+    let topics = unique_topics("delete");
+    ensure(&brokers, &[(&topics.trades, 3), (&topics.prices, 2)]);
+    let kafka = plain(&brokers);
+    let count = |topic: &str| partition_count(&kafka, topic, Duration::from_secs(5));
+    assert_eq!(count(&topics.trades).unwrap(), 3);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let names = [topics.trades.as_str(), topics.prices.as_str()];
+    runtime.block_on(delete_topics(&kafka, &names)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while names.iter().any(|topic| count(topic).is_ok()) {
+        assert!(
+            Instant::now() < deadline,
+            "{names:?} still there after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    runtime.block_on(delete_topics(&kafka, &names)).unwrap();
 }
 
 #[test]

@@ -845,3 +845,36 @@ fn stat_cpu(stat: &str) -> Result<Duration> {
     // After the name, field 3 (the state) is the first: utime (14) is the 12th, stime the 13th.
     Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schedstat_line_gives_its_run_queue_wait() {
+        // On the CPU, waiting on a run queue (both in nanoseconds), time slices.
+        assert_eq!(
+            schedstat_waiting("4081000000 8290000000 26139\n"),
+            Some(Duration::from_millis(8290))
+        );
+        assert_eq!(schedstat_waiting("4081000000"), None);
+    }
+
+    #[test]
+    fn a_quantile_is_bounded_by_the_bucket_that_holds_it() {
+        let histogram = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new("t", "t").buckets(vec![0.001, 0.002, 0.004]),
+        )
+        .unwrap();
+        for _ in 0..98 {
+            histogram.observe(0.0005);
+        }
+        histogram.observe(0.0015);
+        histogram.observe(0.003);
+        assert_eq!(bucket_bound(&histogram, 0.5), 0.001);
+        assert_eq!(bucket_bound(&histogram, 0.99), 0.002);
+        assert_eq!(bucket_bound(&histogram, 1.0), 0.004);
+        histogram.observe(1.0);
+        assert_eq!(bucket_bound(&histogram, 1.0), f64::INFINITY);
+    }
+}
