@@ -215,9 +215,10 @@ pub fn group(tag: u32) -> Option<&'static Group> {
 }
 
 /// What the structure check asks of every field's tag, in one lookup: whether each version
-/// defines it ([`Version::defines`]) and its section ([`section`]). Worked out field by field,
-/// with searches of the lists, they were part of a check that was about a seventh of the replay
-/// bench's parse stage in `perf`.
+/// defines it ([`Version::defines`]), its section ([`section`]) and whether it counts a group.
+/// Worked out field by field, with searches of the lists, they were part of a check that was
+/// about a seventh of the replay bench's parse stage in `perf`; the group's own bit set, looked
+/// up apart (a call per field), cost 4-6% of the parse stage (`eod-bench-parse`, 2026-12-07).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TagFacts(u8);
 
@@ -226,6 +227,7 @@ const DEFINED_IN_44: u8 = 2;
 const IN_HEADER: u8 = 4;
 const IN_TRAILER: u8 = 8;
 const USER: u8 = 16;
+const GROUP_COUNT: u8 = 32;
 
 impl TagFacts {
     pub fn of(tag: u32) -> TagFacts {
@@ -258,6 +260,15 @@ impl TagFacts {
     pub fn user_defined(self) -> bool {
         self.0 & USER != 0
     }
+
+    /// The group whose NumInGroup field this tag is ([`group`]), looked for only when the
+    /// table says there is one.
+    pub fn group(self, tag: u32) -> Option<&'static Group> {
+        if self.0 & GROUP_COUNT == 0 {
+            return None;
+        }
+        group(tag)
+    }
 }
 
 /// [`TagFacts`] of the tags below 1024 (every tag a bit set above holds; above it only the
@@ -279,6 +290,9 @@ const fn tag_facts() -> [u8; 1024] {
             f |= IN_HEADER;
         } else if contains(&TRAILER_SET, tag) {
             f |= IN_TRAILER;
+        }
+        if contains(&COUNT_TAGS, tag) {
+            f |= GROUP_COUNT;
         }
         facts[tag as usize] = f;
         tag += 1;
@@ -319,6 +333,8 @@ mod tests {
             };
             assert_eq!(facts.section(), section, "{tag}");
             assert_eq!(facts.user_defined(), user, "{tag}");
+            let counts_group = GROUPS.iter().find(|g| g.count_tag == tag);
+            assert_eq!(facts.group(tag), counts_group, "{tag}");
         }
     }
 

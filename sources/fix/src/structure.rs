@@ -62,7 +62,7 @@ pub(crate) fn check(message: &[u8], fields: &[IndexedField]) -> Result<(), Rejec
             return Err(fault(tag, FieldFault::Repeated, "appears more than once"));
         }
         i += 1;
-        if let Some(group) = dictionary::group(tag).filter(|_| groups_modelled) {
+        if let Some(group) = facts.group(tag).filter(|_| groups_modelled) {
             i = check_group(message, fields, i, group, value(field))?;
         }
     }
