@@ -3,38 +3,76 @@
 
 /// Parses `YYYYMMDD-HH:MM:SS[.f{3|6|9}]` into UTC nanoseconds since the Unix epoch.
 pub fn parse_utc_timestamp(text: &[u8]) -> Option<i64> {
-    if text.len() < 17 || text[8] != b'-' || text[11] != b':' || text[14] != b':' {
-        return None;
+    DateCache::default().parse(text)
+}
+
+/// [`parse_utc_timestamp`] that remembers the last date it read. A day's trades share their
+/// date, and reading it again for each (eight digits, the month's length, the civil-day
+/// arithmetic) was about half of the timestamp's cost, itself 7.7% of the parse stage (`perf`
+/// of `eod-bench-parse`, 2026-12-07).
+#[derive(Clone, Debug, Default)]
+pub struct DateCache {
+    last: Option<([u8; 8], i64)>,
+}
+
+impl DateCache {
+    /// As [`parse_utc_timestamp`].
+    pub fn parse(&mut self, text: &[u8]) -> Option<i64> {
+        if text.len() < 17 || text[8] != b'-' || text[11] != b':' || text[14] != b':' {
+            return None;
+        }
+        let date: [u8; 8] = text[..8].try_into().ok()?;
+        let days = match self.last {
+            Some((last, days)) if last == date => days,
+            _ => {
+                let days = days_of_date(&date)?;
+                self.last = Some((date, days));
+                days
+            }
+        };
+        let (hour, minute, second) = (
+            digits(&text[9..11])?,
+            digits(&text[12..14])?,
+            digits(&text[15..17])?,
+        );
+        // 60 admits a leap second.
+        if hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let nanos = match text.len() {
+            17 => 0,
+            21 if text[17] == b'.' => digits(&text[18..])? * 1_000_000,
+            24 if text[17] == b'.' => digits(&text[18..])? * 1_000,
+            27 if text[17] == b'.' => digits(&text[18..])?,
+            _ => return None,
+        };
+        // i64 nanoseconds reach from 1677 to 2262: a date outside that is invalid, not a panic.
+        let minutes = (days * 24 + hour) * 60 + minute;
+        minutes
+            .checked_mul(60_000_000_000)?
+            .checked_add(second * 1_000_000_000 + nanos)
     }
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = &text[range];
-        digits.iter().try_fold(0i64, |acc, d| {
-            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
-        })
-    };
-    let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hour, minute, second) = (num(9..11)?, num(12..14)?, num(15..17)?);
+}
+
+/// Days since 1970-01-01 of a valid `YYYYMMDD`.
+fn days_of_date(date: &[u8; 8]) -> Option<i64> {
+    let (year, month, day) = (
+        digits(&date[0..4])?,
+        digits(&date[4..6])?,
+        digits(&date[6..8])?,
+    );
     if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
         return None;
     }
-    // 60 admits a leap second.
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let nanos = match text.len() {
-        17 => 0,
-        21 | 24 | 27 if text[17] == b'.' => {
-            let digits = text.len() - 18;
-            num(18..text.len())? * 10i64.pow(9 - digits as u32)
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    // i64 nanoseconds reach from 1677 to 2262: a date outside that is invalid, not a panic.
-    let minutes = (days * 24 + hour) * 60 + minute;
-    minutes
-        .checked_mul(60_000_000_000)?
-        .checked_add(second * 1_000_000_000 + nanos)
+    Some(days_from_civil(year, month, day))
+}
+
+/// The number `text`'s ASCII digits spell (at most 18 of them).
+#[inline(always)]
+fn digits(text: &[u8]) -> Option<i64> {
+    text.iter().try_fold(0i64, |acc, d| {
+        d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+    })
 }
 
 fn days_in_month(year: i64, month: i64) -> i64 {
@@ -142,6 +180,61 @@ mod tests {
         assert_eq!(parse_utc_timestamp(b"99991231-23:59:59.999"), None);
         assert!(parse_utc_timestamp(b"22600101-00:00:00").is_some());
         assert!(parse_utc_timestamp(b"16800101-00:00:00").is_some());
+    }
+
+    proptest::proptest! {
+        /// The cache answers as a fresh parse for every timestamp of a sequence, whatever the
+        /// one before it was: dates repeated, changed, or invalid, and text that is no
+        /// timestamp at all.
+        #[test]
+        fn a_cached_date_parses_as_a_fresh_one(
+            stamps in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "20(2[0-9]|00)(0[0-9]|1[0-3])(0[0-9]|[12][0-9]|3[0-2])-([01][0-9]|2[0-5]):[0-6][0-9]:[0-6][0-9](\\.[0-9]{3}|\\.[0-9]{6}|\\.[0-9]{9}|\\.[0-9]{2})?",
+                    "2026112[45]-1[0-9]:[0-5][0-9]:[0-5][0-9]\\.[0-9]{3}",
+                    "[0-9:.-]{0,30}",
+                ],
+                1..40,
+            )
+        ) {
+            let mut cache = DateCache::default();
+            for stamp in &stamps {
+                let fresh = days_fresh(stamp.as_bytes());
+                proptest::prop_assert_eq!(cache.parse(stamp.as_bytes()), fresh, "{}", stamp);
+            }
+        }
+    }
+
+    /// The parse as it was before the cache and the digit helpers: every part worked out again
+    /// for each timestamp, the fraction scaled by a power of ten.
+    fn days_fresh(text: &[u8]) -> Option<i64> {
+        if text.len() < 17 || text[8] != b'-' || text[11] != b':' || text[14] != b':' {
+            return None;
+        }
+        let num = |range: std::ops::Range<usize>| -> Option<i64> {
+            text[range].iter().try_fold(0i64, |acc, d| {
+                d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+            })
+        };
+        let (year, month, day) = (num(0..4)?, num(4..6)?, num(6..8)?);
+        let (hour, minute, second) = (num(9..11)?, num(12..14)?, num(15..17)?);
+        if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+            return None;
+        }
+        if hour > 23 || minute > 59 || second > 60 {
+            return None;
+        }
+        let nanos = match text.len() {
+            17 => 0,
+            21 | 24 | 27 if text[17] == b'.' => {
+                num(18..text.len())? * 10i64.pow(9 - (text.len() - 18) as u32)
+            }
+            _ => return None,
+        };
+        let minutes = (days_from_civil(year, month, day) * 24 + hour) * 60 + minute;
+        minutes
+            .checked_mul(60_000_000_000)?
+            .checked_add(second * 1_000_000_000 + nanos)
     }
 
     #[test]
