@@ -99,8 +99,49 @@ pub fn parse_fixed_i128(text: &str) -> Result<i128, DecimalError> {
 
 /// As [`parse_fixed_i128`], for a price that must fit the proto's `i64` mantissa.
 pub fn parse_price(text: &str) -> Result<i64, DecimalError> {
+    if let Some(price) = plain_price(text.as_bytes()) {
+        return Ok(price);
+    }
     let value = parse_fixed_i128(text)?;
     i64::try_from(value).map_err(|_| DecimalError::Overflow(text.to_owned()))
+}
+
+/// `[-]digits[.digits]` with at most ten whole digits and eight places, the form every price
+/// takes in practice, read in `i64` without overflow checks (under 10^10 x 10^8 < 2^63); `None`
+/// for anything else, which the general parser then reads or refuses. Every fill's LastPx
+/// went through the general parser's checked `i128` steps, 3.9% of the FIX parse stage
+/// (`perf` of `eod-bench-parse`, 2026-12-07).
+fn plain_price(bytes: &[u8]) -> Option<i64> {
+    const FRACTION_SCALE: [i64; 9] = [
+        100_000_000,
+        10_000_000,
+        1_000_000,
+        100_000,
+        10_000,
+        1_000,
+        100,
+        10,
+        1,
+    ];
+    let (negative, digits) = match bytes.first()? {
+        b'-' => (true, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let (whole, fraction) = match digits.iter().position(|b| *b == b'.') {
+        Some(point) => (&digits[..point], &digits[point + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    if whole.is_empty() || whole.len() > 10 {
+        return None;
+    }
+    let scale = *FRACTION_SCALE.get(fraction.len())?;
+    let read = |digits: &[u8]| {
+        digits.iter().try_fold(0i64, |acc, d| {
+            d.is_ascii_digit().then(|| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    let value = read(whole)? * SCALE + read(fraction)? * scale;
+    Some(if negative { -value } else { value })
 }
 
 #[cfg(test)]
@@ -114,6 +155,24 @@ mod tests {
         assert_eq!(format_fixed(0), "0");
         assert_eq!(format_fixed(1), "0.00000001");
         assert_eq!(format_fixed(-300_000_000), "-3");
+    }
+
+    proptest::proptest! {
+        /// The plain form's fast path reads every text as the general parser does: the same
+        /// price, or the same refusal.
+        #[test]
+        fn a_plain_price_parses_as_the_general_parser_says(
+            text in proptest::prop_oneof![
+                "-?[0-9]{1,12}(\\.[0-9]{0,10})?",
+                "[-+]?[0-9]{0,3}\\.?[0-9]{0,3}",
+                "[-+0-9.e ]{0,14}",
+            ]
+        ) {
+            let general = parse_fixed_i128(&text).and_then(|value| {
+                i64::try_from(value).map_err(|_| DecimalError::Overflow(text.clone()))
+            });
+            proptest::prop_assert_eq!(parse_price(&text), general);
+        }
     }
 
     #[test]
