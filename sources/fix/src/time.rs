@@ -199,7 +199,7 @@ mod tests {
         ) {
             let mut cache = DateCache::default();
             for stamp in &stamps {
-                let fresh = days_fresh(stamp.as_bytes());
+                let fresh = parse_as_before(stamp.as_bytes());
                 proptest::prop_assert_eq!(cache.parse(stamp.as_bytes()), fresh, "{}", stamp);
             }
         }
@@ -207,7 +207,7 @@ mod tests {
 
     /// The parse as it was before the cache and the digit helpers: every part worked out again
     /// for each timestamp, the fraction scaled by a power of ten.
-    fn days_fresh(text: &[u8]) -> Option<i64> {
+    fn parse_as_before(text: &[u8]) -> Option<i64> {
         if text.len() < 17 || text[8] != b'-' || text[11] != b':' || text[14] != b':' {
             return None;
         }
