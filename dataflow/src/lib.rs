@@ -10,6 +10,7 @@ pub mod books;
 pub mod correction_chains;
 pub mod day_state;
 pub mod graph;
+mod groups;
 pub mod hash_reduce;
 mod keyed;
 pub mod marked_positions;

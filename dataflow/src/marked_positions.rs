@@ -33,12 +33,13 @@ use timely::dataflow::operators::Capability;
 
 use crate::day_state::DayState;
 use crate::graph::ExportRoute;
+use crate::groups::Groups;
 use crate::marked_rows::{ExportRecord, PositionFigures};
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
 use crate::position::{Execution, LastTrade, PositionCore};
 use crate::position_operator::KeyState;
-use crate::stash::{drain_runs, TimeStash};
+use crate::stash::TimeStash;
 use crate::FastMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,10 +130,11 @@ pub(crate) fn positions_view<'s>(
     let (records_out, records) = builder.new_output();
     let mut records_out = OutputBuilder::from(records_out);
     builder.build(move |_capabilities| {
-        let mut stash: TimeStash<HashedInput, Capability<Time>> = TimeStash::default();
+        let mut stash: TimeStash<(Text, SymbolInput, Diff), Capability<Time>> =
+            TimeStash::default();
+        let mut by_symbol: Groups<Text, HolderInput> = Groups::default();
         let mut symbols: DayState<FastMap<Text, SymbolState>> = DayState::default();
         let mut touched = FastMap::default();
-        let mut run_lengths: Vec<usize> = Vec::new();
         move |frontiers| {
             let mut records_out = records_out.activate();
             fills_input.for_each(|capability, updates| {
@@ -143,21 +145,22 @@ pub(crate) fn positions_view<'s>(
                         qty: fill.qty,
                         price: fill.price,
                     };
-                    let record = (fill.symbol, SymbolInput::Execution(fill.trader, execution));
+                    let input = SymbolInput::Execution(fill.trader, execution);
                     let hold = || capability.delayed(&time, 0);
-                    stash.push_held(time, (holder_hash(&record), record, diff), hold);
+                    stash.push_held(time, (fill.symbol, input, diff), hold);
                 }
             });
             prices_input.for_each(|capability, updates| {
                 for (price, time, diff) in updates.drain(..) {
                     let input = SymbolInput::Price(price.kind, price.time, price.price);
-                    let record = (price.symbol, input);
                     let hold = || capability.delayed(&time, 0);
-                    stash.push_held(time, (holder_hash(&record), record, diff), hold);
+                    stash.push_held(time, (price.symbol, input, diff), hold);
                 }
             });
             stash.complete_all(frontiers, |capability, updates| {
-                updates.sort_unstable_by(in_apply_order);
+                for (symbol, input, diff) in updates.drain(..) {
+                    by_symbol.push(symbol, (holder_hash(&input), input, diff));
+                }
                 let time = *capability.time();
                 let mut records = records_out.session(&capability);
                 let mut give = |record| {
@@ -165,19 +168,11 @@ pub(crate) fn positions_view<'s>(
                         records.give((routed, time, 1));
                     }
                 };
-                let same_symbol =
-                    |(_, (a, _), _): &HashedInput, (_, (b, _), _): &HashedInput| a == b;
-                drain_runs(updates, &mut run_lengths, same_symbol, |first, rest| {
-                    let (_, (symbol, first), diff) = first;
+                by_symbol.drain(|symbol, batch| {
+                    batch.sort_unstable_by(in_apply_order);
                     let state = symbols.entry(symbol.clone()).or_default();
-                    let rest = rest.map(|(_, (_, input), diff)| (input, diff));
-                    apply(
-                        &symbol,
-                        state,
-                        std::iter::once((first, diff)).chain(rest),
-                        &mut touched,
-                        &mut give,
-                    );
+                    let batch = batch.drain(..).map(|(_, input, diff)| (input, diff));
+                    apply(&symbol, state, batch, &mut touched, &mut give);
                     if state.is_empty() {
                         symbols.remove(&symbol);
                     }
@@ -188,40 +183,34 @@ pub(crate) fn positions_view<'s>(
     records.as_collection()
 }
 
-/// A stashed update with the hashes of its symbol (high half) and, for an execution, its
-/// trader (low half).
-type HashedInput = (u128, (Text, SymbolInput), Diff);
+/// One of a symbol's updates of a time, with its trader's hash if it is an execution.
+type HolderInput = (u64, SymbolInput, Diff);
 
-fn holder_hash((symbol, input): &(Text, SymbolInput)) -> u128 {
-    let trader = match input {
+fn holder_hash(input: &SymbolInput) -> u64 {
+    match input {
         SymbolInput::Execution(trader, _) => trader.hashed(),
         SymbolInput::Price(..) => 0,
-    };
-    u128::from(symbol.hashed()) << 64 | u128::from(trader)
+    }
 }
 
-/// The order a time's updates are applied in: a symbol's updates adjacent (one batch of
-/// [`apply`] each), a holder's adjacent with its executions in their order (so that they
-/// append to its fold), a retraction beside its insertion. Sorting the records themselves
-/// compared the symbol's and the trader's text at nearly every step, about a tenth of the
-/// workers' time in a replay (`perf`, 1M messages); here the hashes decide between symbols
-/// and between holders, and the execution (its time first) within a holder. The rest of the
-/// order only separates symbols or holders whose hashes collide: their updates may then
-/// interleave, which splits a symbol's updates into more than one batch of [`apply`] (each
-/// changes the rows the one before it left, so the totals end where one batch leaves them,
-/// and the export keeps a key's last row of the time) or a holder's executions out of order
-/// (its fold is then rebuilt).
-fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
-    let ((symbol_a, input_a), (symbol_b, input_b)) = (&a.1, &b.1);
-    a.0.cmp(&b.0)
+/// The order a symbol's updates of a time are applied in: a holder's adjacent with its
+/// executions in their order (so that they append to its fold), a retraction beside its
+/// insertion. Sorting by the trader's text compared it at nearly every step (about a tenth of
+/// the workers' time in a replay, `perf`, 1M messages); here the hash decides between holders,
+/// and the execution (its time first) within a holder. The rest of the order only separates
+/// holders whose hashes collide: their executions may then interleave, which is the same to
+/// [`apply`], which keeps each holder's apart.
+fn in_apply_order(a: &HolderInput, b: &HolderInput) -> std::cmp::Ordering {
+    let ((hash_a, input_a, diff_a), (hash_b, input_b, diff_b)) = (a, b);
+    hash_a
+        .cmp(hash_b)
         .then_with(|| match (input_a, input_b) {
             (SymbolInput::Execution(trader_a, a), SymbolInput::Execution(trader_b, b)) => {
                 a.cmp(b).then_with(|| trader_a.cmp(trader_b))
             }
             _ => input_a.cmp(input_b),
         })
-        .then_with(|| symbol_a.cmp(symbol_b))
-        .then_with(|| a.2.cmp(&b.2))
+        .then_with(|| diff_a.cmp(diff_b))
 }
 
 /// The holders whose executions changed in a time: their position before, and whether the
@@ -229,7 +218,7 @@ fn in_apply_order(a: &HashedInput, b: &HashedInput) -> std::cmp::Ordering {
 type Touched = FastMap<Text, (Option<PositionCore>, bool)>;
 
 /// Applies one symbol's updates of a time; hands what changed to `changed`: each holder whose
-/// figures changed, and the mark when it moved. Reads `batch` to its end (see [`drain_runs`]).
+/// figures changed, and the mark when it moved.
 fn apply(
     symbol: &Text,
     state: &mut SymbolState,
@@ -345,9 +334,8 @@ mod tests {
         snapshot.positions.into_values().collect()
     }
 
-    /// What [`in_apply_order`] relies on when hashes collide: a symbol's updates of one time
-    /// applied in several batches make the same rows as in one, the mark changing between
-    /// and within the batches.
+    /// A symbol's updates applied in several batches (times) make the same rows as in one,
+    /// the mark changing between and within the batches.
     #[test]
     fn a_symbol_s_updates_in_several_batches_make_the_same_rows() {
         let execution = |trader: &str, time, qty, price| {

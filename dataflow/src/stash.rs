@@ -102,33 +102,6 @@ impl<D, C> TimeStash<D, C> {
     }
 }
 
-/// Moves `items` out run by run, leaving it empty: each run of adjacent items that `same`
-/// joins goes to `each` as its first item and the rest, which `each` reads to its end.
-/// `lengths` is scratch space an operator keeps between times.
-///
-/// The runs are measured where `items` holds them, before any item moves. The positions view
-/// compared each next update's symbol once it was copied out of the vector: 91-120 `perf`
-/// samples in 250-message epochs, 73% of them on the instruction after the comparison's vector
-/// load (a load waiting on a store not yet forwarded, most likely). Measured in place, 4.
-pub fn drain_runs<T>(
-    items: &mut Vec<T>,
-    lengths: &mut Vec<usize>,
-    same: impl FnMut(&T, &T) -> bool,
-    mut each: impl FnMut(T, &mut std::iter::Take<&mut std::vec::Drain<'_, T>>),
-) {
-    lengths.clear();
-    lengths.extend(items.chunk_by(same).map(<[T]>::len));
-    let mut drained = items.drain(..);
-    for &length in lengths.iter() {
-        let Some(first) = drained.next() else {
-            break;
-        };
-        let mut rest = drained.by_ref().take(length - 1);
-        each(first, &mut rest);
-        debug_assert!(rest.next().is_none(), "a run was not read to its end");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,23 +153,6 @@ mod tests {
         });
         let capacities = capacities.lock().expect("not poisoned").clone();
         capacities
-    }
-
-    #[test]
-    fn runs_are_handed_over_whole_and_in_order() {
-        let mut items = vec![1, 1, 2, 3, 3, 3, 1];
-        let mut lengths = Vec::new();
-        let mut runs = Vec::new();
-        drain_runs(
-            &mut items,
-            &mut lengths,
-            |a, b| a == b,
-            |first, rest| {
-                runs.push(std::iter::once(first).chain(rest).collect::<Vec<_>>());
-            },
-        );
-        assert_eq!(runs, [vec![1, 1], vec![2], vec![3, 3, 3], vec![1]]);
-        assert!(items.is_empty());
     }
 
     #[test]
