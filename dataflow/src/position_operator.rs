@@ -111,8 +111,11 @@ impl KeyState {
         {
             self.stale_from = Some(execution.clone());
         }
+        // One search, not a second for the end of the equal run: an execution is nearly always
+        // held once, and each search's steps miss the cache on a position of a day's fills.
         let from = self.executions.partition_point(|held| *held < execution);
-        let to = self.executions.partition_point(|held| *held <= execution);
+        let held = self.executions[from..].iter();
+        let to = from + held.take_while(|held| **held == execution).count();
         if diff > 0 {
             for _ in 0..diff {
                 self.make_room();
