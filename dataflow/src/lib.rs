@@ -12,6 +12,7 @@ pub mod day_state;
 pub mod graph;
 mod groups;
 pub mod hash_reduce;
+mod key_sort;
 mod keyed;
 pub mod marked_positions;
 pub mod marked_rows;

@@ -34,6 +34,7 @@ use timely::dataflow::operators::Capability;
 use crate::day_state::DayState;
 use crate::graph::ExportRoute;
 use crate::groups::Groups;
+use crate::key_sort::sort_by_key_then;
 use crate::marked_rows::{ExportRecord, PositionFigures};
 use crate::marks::{choose_mark, Mark, MarkInput};
 use crate::model::{Diff, Fill, PriceKind, PriceUpdate, Text, Time};
@@ -135,6 +136,7 @@ pub(crate) fn positions_view<'s>(
         let mut by_symbol: Groups<Text, HolderInput> = Groups::default();
         let mut symbols: DayState<FastMap<Text, SymbolState>> = DayState::default();
         let mut touched = FastMap::default();
+        let mut sort_keys = Vec::new();
         move |frontiers| {
             let mut records_out = records_out.activate();
             fills_input.for_each(|capability, updates| {
@@ -169,7 +171,7 @@ pub(crate) fn positions_view<'s>(
                     }
                 };
                 by_symbol.drain(|symbol, batch| {
-                    batch.sort_unstable_by(in_apply_order);
+                    sort_by_key_then(batch, &mut sort_keys, apply_key, in_apply_order);
                     let state = symbols.entry(symbol.clone()).or_default();
                     let batch = batch.drain(..).map(|(_, input, diff)| (input, diff));
                     apply(&symbol, state, batch, &mut touched, &mut give);
@@ -190,6 +192,15 @@ fn holder_hash(input: &SymbolInput) -> u64 {
     match input {
         SymbolInput::Execution(trader, _) => trader.hashed(),
         SymbolInput::Price(..) => 0,
+    }
+}
+
+/// The leading part of [`in_apply_order`], small enough to sort by: the trader's hash, then an
+/// execution's time. A price's time is 0: the rest of the order decides between prices.
+fn apply_key((hash, input, _): &HolderInput) -> (u64, i64) {
+    match input {
+        SymbolInput::Execution(_, execution) => (*hash, execution.transact_time),
+        SymbolInput::Price(..) => (*hash, 0),
     }
 }
 
