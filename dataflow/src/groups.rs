@@ -7,11 +7,8 @@
 
 use std::hash::Hash;
 
+use crate::stash::SHRINK_WHEN_USED_BELOW;
 use crate::FastMap;
-
-/// A group whose last time used less than this share of its buffer lets the buffer go, so that
-/// a restore's big epochs do not hold memory through a day of small live epochs.
-const SHRINK_WHEN_USED_BELOW: usize = 8;
 
 pub struct Groups<K, V> {
     /// This time's groups, in the order their keys first came.
@@ -56,6 +53,7 @@ impl<K: Hash + Eq + Clone, V> Groups<K, V> {
             let used = values.len();
             each(key, &mut values);
             values.clear();
+            // As the stash keeps its buffers (see there).
             if used.saturating_mul(SHRINK_WHEN_USED_BELOW) >= values.capacity() {
                 self.spare.push(values);
             }

@@ -195,8 +195,9 @@ fn holder_hash(input: &SymbolInput) -> u64 {
     }
 }
 
-/// The leading part of [`in_apply_order`], small enough to sort by: the trader's hash, then an
-/// execution's time. A price's time is 0: the rest of the order decides between prices.
+/// What the updates are sorted by before [`in_apply_order`] decides ties: the trader's hash,
+/// then an execution's time, the order's own start. A price's time is 0: [`apply`] takes a
+/// symbol's prices apart from its executions, and the rest of the order decides between them.
 fn apply_key((hash, input, _): &HolderInput) -> (u64, i64) {
     match input {
         SymbolInput::Execution(_, execution) => (*hash, execution.transact_time),

@@ -14,7 +14,7 @@ use crate::model::Time;
 const SPARE_BUFFERS: usize = 1;
 /// A kept buffer whose last time used less than this share of it is let go instead, so that a
 /// restore's or replay's big epochs do not hold memory through a day of small live epochs.
-const SHRINK_WHEN_USED_BELOW: usize = 8;
+pub(crate) const SHRINK_WHEN_USED_BELOW: usize = 8;
 
 /// `C` is what a time holds to emit at it later: a capability for each output it emits on.
 pub struct TimeStash<D, C = Capability<Time>> {
