@@ -3,7 +3,8 @@
 //! The positions view sorts each symbol's updates of a time (72 bytes each) before it applies
 //! them. `sort_unstable` moved them at every level of its partitioning, about a quarter of the
 //! view's samples in a 1M-message replay (`perf`, bench/RESULTS.md 2026-12-07). Here the sort
-//! moves 24-byte keys, and each update moves once more, to its place.
+//! moves 24-byte keys (the positions view's 16-byte key and a place), and each update moves
+//! once more, to its place.
 
 use std::cmp::Ordering;
 
@@ -14,33 +15,26 @@ use std::cmp::Ordering;
 /// key is a prefix of `tie`'s order, it is `tie`'s order.
 pub fn sort_by_key_then<T, K: Ord + Copy>(
     items: &mut [T],
-    keys: &mut Vec<(K, u32)>,
+    keys: &mut Vec<(K, usize)>,
     key: impl Fn(&T) -> K,
     tie: impl Fn(&T, &T) -> Ordering,
 ) {
-    // Past u32 places (never in a time's group of one symbol), sorted whole instead.
-    if u32::try_from(items.len()).is_err() {
-        items.sort_unstable_by(|a, b| key(a).cmp(&key(b)).then_with(|| tie(a, b)));
-        return;
-    }
     keys.clear();
-    keys.extend(items.iter().zip(0..).map(|(item, at)| (key(item), at)));
+    keys.extend(items.iter().enumerate().map(|(at, item)| (key(item), at)));
     keys.sort_unstable_by(|(key_a, a), (key_b, b)| {
-        key_a
-            .cmp(key_b)
-            .then_with(|| tie(&items[*a as usize], &items[*b as usize]))
+        key_a.cmp(key_b).then_with(|| tie(&items[*a], &items[*b]))
     });
     permute(items, keys);
 }
 
 /// Puts `items[keys[j].1]` at `j` for every `j`, following each cycle of the permutation with
 /// swaps. Marks each place it has filled by pointing its entry at itself.
-fn permute<T, K>(items: &mut [T], keys: &mut [(K, u32)]) {
+fn permute<T, K>(items: &mut [T], keys: &mut [(K, usize)]) {
     for start in 0..keys.len() {
         let mut at = start;
         loop {
-            let from = keys[at].1 as usize;
-            keys[at].1 = at as u32;
+            let from = keys[at].1;
+            keys[at].1 = at;
             if from == start {
                 break;
             }
