@@ -104,9 +104,22 @@ impl SqliteBooks {
 /// (`eod-bench-sinks`, bench/RESULTS.md 2026-12-06, eighth session).
 const BOOKS_CACHE_KIB: i64 = 32 * 1024;
 
+/// Page size of a new books file: SQLite's largest, against its default 4 KiB. Per row, the
+/// three B-trees split a page and the WAL writes a frame a sixteenth as often, and a WAL of
+/// 1000 pages (the automatic checkpoint's threshold) holds sixteen times the rows, so the
+/// checkpoint copies each hot index page back far less often. A 1M-message replay with SQLite
+/// books: wall 0.83x, the same peak; the writer's CPU at 50k msg/s through Kafka 0.71x
+/// (bench/RESULTS.md, 2026-12-07, sixth session). Rewriting a day's rows in 1,000-row
+/// transactions took 1.25x, though: each writes whole 64 KiB pages for the few rows it adds to
+/// each. A live run writes that few only when its rows come slowly (under 200 a second at the
+/// default 5-second batch age), and then the writer idles anyway.
+const BOOKS_PAGE_BYTES: i64 = 64 * 1024;
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(Duration::from_secs(5))?;
+    // Only a new file takes it (before its first write); an existing one keeps its own.
+    connection.pragma_update(None, "page_size", BOOKS_PAGE_BYTES)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     // At SQLite's default 2 MB, a 1M-row day evicted the indexes' hot pages on every batch:
@@ -290,6 +303,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!((time, total), (7, 4));
+    }
+
+    fn page_size(store: &SqliteBooks) -> i64 {
+        store
+            .connection
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// New books take the large pages; books made before them keep their 4 KiB pages (SQLite
+    /// cannot change a WAL file's page size) and are written and read as before.
+    #[test]
+    fn new_books_take_large_pages_and_older_books_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fresh = SqliteBooks::open(&dir.path().join("fresh.sqlite")).unwrap();
+        fresh.migrate().unwrap();
+        assert_eq!(page_size(&fresh), BOOKS_PAGE_BYTES);
+
+        let older = dir.path().join("older.sqlite");
+        {
+            let made_before = Connection::open(&older).unwrap();
+            made_before
+                .pragma_update(None, "journal_mode", "WAL")
+                .unwrap();
+            made_before
+                .execute_batch("CREATE TABLE before_large_pages (x INTEGER)")
+                .unwrap();
+        }
+        let mut store = SqliteBooks::open(&older).unwrap();
+        assert_eq!(store.migrate().unwrap(), vec![1, 2]);
+        store
+            .write(&[row("E1", 100), row("E2", -5)], &progress(1, 2))
+            .unwrap();
+        assert_eq!(page_size(&store), 4096, "an existing file keeps its pages");
+        drop(store);
+        let reopened = SqliteBooks::open(&older).unwrap();
+        assert_eq!(table(&reopened).len(), 2);
+        assert_eq!(page_size(&reopened), 4096);
     }
 
     /// Every column but `updated_at`, row by row in ExecID order.
