@@ -44,27 +44,41 @@ struct Args {
     positions: usize,
 }
 
+/// The (trader, symbol) of row `i`: a simulated day's 1,000 pairs (20 traders, 50 symbols),
+/// in an order unrelated to their names, as the day's fills hit them. Each pair is a group of
+/// the books' `(trader_id, symbol)` index with a page being written; rows cycling through 100
+/// pairs kept that index's pages few and hot, and hid what the page size did to a replay's
+/// books (bench/RESULTS.md, 2026-12-07, sixth session).
+fn trader_and_symbol(i: usize) -> (String, String) {
+    let pair = (i as u64).wrapping_mul(2_654_435_761) % 1000;
+    (
+        format!("TRADER{:02}", pair % 20),
+        format!("SYM{:03}", pair / 20),
+    )
+}
+
 fn rows(n: usize) -> Vec<BookRow> {
     (0..n)
-        .map(|i| BookRow {
+        .map(|i| (i, trader_and_symbol(i)))
+        .map(|(i, (trader, symbol))| BookRow {
             exec_id: format!("B{i:010}").into(),
             kind: BookKind::Fill,
             links: None,
-            trader: format!("TRADER{:02}", i % 20).into(),
-            symbol: format!("SYM{:03}", i % 50).into(),
+            trader: trader.as_str().into(),
+            symbol: symbol.as_str().into(),
             qty: if i % 2 == 0 { 100 } else { -100 },
             price: 10_000_000_000 + i as i64,
             transact_time: 1_795_640_370_000_000_000 + i as i64 * 1_000,
             status: BookStatus::Live,
             trader_ref: Some(std::sync::Arc::new(TraderRef {
-                trader_id: format!("TRADER{:02}", i % 20).into(),
+                trader_id: trader.as_str().into(),
                 name: "Trader".into(),
                 mpid: "MPID".into(),
                 desk: "Cash Equities".into(),
                 strategy: "market-making".into(),
             })),
             security_ref: Some(std::sync::Arc::new(SecurityRef {
-                symbol: format!("SYM{:03}", i % 50).into(),
+                symbol: symbol.as_str().into(),
                 cusip: "SIM000010".into(),
                 isin: "USSIM0000103".into(),
                 name: "Simulated Corp".into(),
