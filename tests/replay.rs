@@ -23,7 +23,7 @@ fn fixture_options(
         prices: fx.prices.clone(),
         dead_letters: fx.archive.with_extension("dead.jsonl"),
         epoch_messages,
-        limits: eod_runtime::driver::replay_limits(epoch_messages),
+        limits: eod_runtime::driver::replay_limits(epoch_messages, workers),
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), workers.to_string()],
         progress: false,

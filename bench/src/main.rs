@@ -117,7 +117,7 @@ fn main() -> Result<()> {
     let epoch_messages = args
         .epoch_messages
         .unwrap_or_else(|| default_epoch_messages(false));
-    let replay = replay_limits(epoch_messages);
+    let replay = replay_limits(epoch_messages, args.workers);
     let limits = EpochLimits {
         in_flight: args.in_flight.unwrap_or(replay.in_flight),
         ..replay
@@ -190,7 +190,7 @@ fn main() -> Result<()> {
         prices: prices.clone(),
         dead_letters: scratch.path().join("dead-letters.jsonl"),
         epoch_messages,
-        limits: eod_runtime::driver::replay_limits(epoch_messages),
+        limits: eod_runtime::driver::replay_limits(epoch_messages, args.workers),
         max_message: eod_fix::DEFAULT_MAX_MESSAGE,
         timely_args: vec!["-w".into(), args.workers.to_string()],
         progress: false,
@@ -209,7 +209,7 @@ fn main() -> Result<()> {
     let books_options = ReplayOptions {
         books: Some(BooksTarget::Sqlite(scratch.path().join("books.sqlite"))),
         epoch_messages: books_epoch_messages,
-        limits: eod_runtime::driver::replay_limits(books_epoch_messages),
+        limits: eod_runtime::driver::replay_limits(books_epoch_messages, args.workers),
         ..options
     };
     let (books_time, books_rss) = whole_path(books_options, &baseline)?;

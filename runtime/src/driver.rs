@@ -68,33 +68,36 @@ pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 32_000;
 /// 43 MB with 4, for a 50k-message archive. 250-message epochs gained nothing from 256 over
 /// 128, and took 50 MB more.
 pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
-/// How far a replay's books may lag, in messages per worker. Enough that the books writer finds
-/// a full group commit waiting whenever it finishes one; more only holds rows in memory.
-/// Counted in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a
-/// million rows ahead of a writer that takes 100k at a time, and in 250-message epochs the
-/// writer never saw more than four epochs' rows: a transaction, and its fsync and rewrite of
-/// the hot index pages, every thousand rows. Measured in 10,000-message epochs (four in
-/// flight): at 100,000 a 1M replay with SQLite books held 25-37 MiB less at its peak than at
-/// 200,000 for the same time (wall A/B 0.98-1.04 in three runs of 6-10 pairs); at 50,000 it
-/// held 80 MiB less but took 5-7% longer, the writer finding one or two finished epochs
-/// waiting when it came back for more. In today's 5,000-message epochs (six in flight), 50,000
-/// took 24% longer, and 100,000 took within 2% of 200,000's time (wall A/B 1.016) with 32 MiB
-/// less (bench/RESULTS.md, 2026-12-06).
-pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 100_000;
+/// How far a replay's books may lag, in messages, across a process's workers: each holds its
+/// share. Enough that the one books writer finds a full group commit
+/// ([`crate::replay::REPLAY_BOOKS_BATCH_ROWS`]) waiting whenever it finishes one; more only
+/// holds rows in memory. Counted per worker, the writer's lag grew with the workers: a
+/// 1M-message replay with SQLite books and one worker took 1.37x the time it takes at this
+/// bound (100,000 a worker: 5.93 s against 4.34 s, six pairs), and with two it held 16 MiB more
+/// at its peak for the same time (200,000 in all: peak 416 against 400 MiB, wall A/B 0.96-0.99
+/// in two calls of six and eight pairs). Less is slower: 120,000 in all took 3% longer with two
+/// workers, and 50,000 a worker 33% (bench/RESULTS.md, 2026-12-07, seventh session). Counted
+/// in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a million
+/// rows ahead of the writer, and in 250-message epochs the writer never saw more than four
+/// epochs' rows: a transaction, and its fsync and rewrite of the hot index pages, every
+/// thousand rows.
+pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 150_000;
 
 /// Most messages a replay enters between two steps of the worker while an epoch is closed and
 /// computing, so that its rows reach the sinks while the next epoch is read. Small epochs step
 /// more often anyway; a step per feed there cost 5% of a 250-message-epoch replay.
 pub const REPLAY_FEED_CHUNK: u64 = 10_000;
 
-/// A replay's limits for epochs of `epoch_messages` per worker.
-pub fn replay_limits(epoch_messages: u64) -> EpochLimits {
+/// A replay's limits for epochs of `epoch_messages` per worker, with `workers_per_process`
+/// workers sharing the process's books writer.
+pub fn replay_limits(epoch_messages: u64, workers_per_process: usize) -> EpochLimits {
     let epochs_holding =
         |messages: u64| usize::try_from(messages / epoch_messages.max(1)).unwrap_or(usize::MAX);
+    let workers = u64::try_from(workers_per_process.max(1)).unwrap_or(u64::MAX);
     EpochLimits {
         in_flight: epochs_holding(REPLAY_IN_FLIGHT_MESSAGES)
             .clamp(REPLAY_IN_FLIGHT, REPLAY_MAX_IN_FLIGHT),
-        not_durable: epochs_holding(REPLAY_NOT_DURABLE_MESSAGES).max(2),
+        not_durable: epochs_holding(REPLAY_NOT_DURABLE_MESSAGES / workers).max(2),
     }
 }
 
@@ -644,7 +647,7 @@ mod tests {
         for epoch_messages in [250, 1_000, 4_000] {
             // Within the cap on epochs, so that the bound is the messages'.
             assert!(REPLAY_IN_FLIGHT_MESSAGES / epoch_messages <= REPLAY_MAX_IN_FLIGHT as u64);
-            let limits = replay_limits(epoch_messages);
+            let limits = replay_limits(epoch_messages, 1);
             let in_flight = limits.in_flight as u64 * epoch_messages;
             assert!(
                 in_flight <= REPLAY_IN_FLIGHT_MESSAGES
@@ -657,10 +660,32 @@ mod tests {
                 REPLAY_NOT_DURABLE_MESSAGES / epoch_messages
             );
         }
-        assert_eq!(replay_limits(100_000).in_flight, REPLAY_IN_FLIGHT);
-        assert_eq!(replay_limits(1).in_flight, REPLAY_MAX_IN_FLIGHT);
-        assert_eq!(replay_limits(1_000_000).not_durable, 2);
-        assert_eq!(replay_limits(0), replay_limits(1));
+        assert_eq!(replay_limits(100_000, 1).in_flight, REPLAY_IN_FLIGHT);
+        assert_eq!(replay_limits(1, 1).in_flight, REPLAY_MAX_IN_FLIGHT);
+        assert_eq!(replay_limits(1_000_000, 1).not_durable, 2);
+        assert_eq!(replay_limits(0, 1), replay_limits(1, 1));
+        assert_eq!(replay_limits(250, 0), replay_limits(250, 1));
+    }
+
+    /// The books' lag is the process's, shared by its workers: the one writer needs as many
+    /// rows waiting whatever the number of workers that make them, and more workers must not
+    /// hold more rows ahead of it. The views' limit stays each worker's own.
+    #[test]
+    fn a_replay_s_books_lag_is_shared_by_the_process_s_workers() {
+        for epoch_messages in [250, 5_000] {
+            let one = replay_limits(epoch_messages, 1);
+            for workers in [2, 3, 4] {
+                let each = replay_limits(epoch_messages, workers);
+                let lag = (each.not_durable * workers) as u64 * epoch_messages;
+                assert!(
+                    lag <= REPLAY_NOT_DURABLE_MESSAGES
+                        && lag + workers as u64 * epoch_messages > REPLAY_NOT_DURABLE_MESSAGES,
+                    "{workers} workers, {epoch_messages}-message epochs: {} epochs each",
+                    each.not_durable
+                );
+                assert_eq!(each.in_flight, one.in_flight);
+            }
+        }
     }
 
     /// A restore's records for the books, `chunks` chunks of one: a test source's background
