@@ -69,18 +69,19 @@ pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 32_000;
 /// 128, and took 50 MB more.
 pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
 /// How far a replay's books may lag, in messages, across a process's workers: each holds its
-/// share. Enough that the one books writer finds a full group commit
+/// share. Enough that SQLite's one books writer finds a full group commit
 /// ([`crate::replay::REPLAY_BOOKS_BATCH_ROWS`]) waiting whenever it finishes one; more only
 /// holds rows in memory. Counted per worker, the writer's lag grew with the workers: a
 /// 1M-message replay with SQLite books and one worker took 1.37x the time it takes at this
 /// bound (100,000 a worker: 5.93 s against 4.34 s, six pairs), and with two it held 16 MiB more
 /// at its peak for the same time (200,000 in all: peak 416 against 400 MiB, wall A/B 0.96-0.99
 /// in two calls of six and eight pairs). Less is slower: 120,000 in all took 3% longer with two
-/// workers, and 50,000 a worker 33% (bench/RESULTS.md, 2026-12-07, seventh session). Counted
-/// in epochs instead (4), a 1M-message replay in 100k-message epochs buffered half a million
-/// rows ahead of the writer, and in 250-message epochs the writer never saw more than four
-/// epochs' rows: a transaction, and its fsync and rewrite of the hot index pages, every
-/// thousand rows.
+/// workers, and 50,000 a worker 33%. PostgreSQL and SQL Server books have a writer per worker,
+/// and their server's CPU sets the pace: with two workers, 75,000, 100,000 and 150,000 a worker
+/// took the same time (bench/RESULTS.md, 2026-12-07, seventh session). Counted in epochs
+/// instead (4), a 1M-message replay in 100k-message epochs buffered half a million rows ahead
+/// of the writer, and in 250-message epochs the writer never saw more than four epochs' rows: a
+/// transaction, and its fsync and rewrite of the hot index pages, every thousand rows.
 pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 150_000;
 
 /// Most messages a replay enters between two steps of the worker while an epoch is closed and
@@ -89,7 +90,7 @@ pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 150_000;
 pub const REPLAY_FEED_CHUNK: u64 = 10_000;
 
 /// A replay's limits for epochs of `epoch_messages` per worker, with `workers_per_process`
-/// workers sharing the process's books writer.
+/// workers sharing the process's books lag.
 pub fn replay_limits(epoch_messages: u64, workers_per_process: usize) -> EpochLimits {
     let epochs_holding =
         |messages: u64| usize::try_from(messages / epoch_messages.max(1)).unwrap_or(usize::MAX);
