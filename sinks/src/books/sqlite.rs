@@ -56,6 +56,11 @@ impl SqliteBooks {
 
     /// Applies the migrations not yet applied, each in its own transaction; returns their
     /// versions.
+    ///
+    /// Each transaction takes the write lock as it begins, before it reads whether its
+    /// migration is applied: every process of a multi-process replay migrates the same file as
+    /// it starts, and a transaction that read first and wrote after another's commit failed at
+    /// once ("database is locked"; SQLite does not wait when a reader's snapshot is stale).
     pub fn migrate(&mut self) -> Result<Vec<i64>, SinkError> {
         let failed = |e: rusqlite::Error| SinkError::Migration(e.to_string());
         self.connection
@@ -68,7 +73,10 @@ impl SqliteBooks {
             .map_err(failed)?;
         let mut applied = Vec::new();
         for migration in MIGRATIONS {
-            let transaction = self.connection.transaction().map_err(failed)?;
+            let transaction = self
+                .connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(failed)?;
             let done: i64 = transaction
                 .query_row(
                     "SELECT count(*) FROM schema_migrations WHERE version = ?1",
@@ -116,12 +124,15 @@ const BOOKS_CACHE_KIB: i64 = 32 * 1024;
 /// between checkpoints: at most 83 MiB in a 1M-message replay, against 38 MiB with 4 KiB pages.
 const BOOKS_PAGE_BYTES: i64 = 64 * 1024;
 
+/// How long a books connection waits for another's lock before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
-    connection.busy_timeout(Duration::from_secs(5))?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
     // Only a new file takes it (before its first write); an existing one keeps its own.
     connection.pragma_update(None, "page_size", BOOKS_PAGE_BYTES)?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
+    enter_wal(&connection)?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     // At SQLite's default 2 MB, a 1M-row day evicted the indexes' hot pages on every batch:
     // the writer spent its time reading them back and spilling dirty ones to the WAL
@@ -129,6 +140,35 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     // messages).
     connection.pragma_update(None, "cache_size", BOOKS_CACHE_KIB.wrapping_neg())?;
     Ok(connection)
+}
+
+/// Puts the file in WAL mode, waiting up to [`BUSY_TIMEOUT`] for the other connections that
+/// open the same new file at once (every process of a multi-process replay does): SQLite
+/// refuses the mode change with "database is locked" at once when it meets another's lock,
+/// without its busy handler, and one process of a two-process replay then failed to start.
+fn enter_wal(connection: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let set = connection
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0));
+        match set {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+            Ok(mode) if mode.eq_ignore_ascii_case("wal") => return Ok(()),
+            Ok(mode) => {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                    Some(format!(
+                        "the books need WAL mode, and the file stayed in {mode} mode"
+                    )),
+                ))
+            }
+        }
+    }
 }
 
 fn now_nanos() -> i64 {
@@ -304,6 +344,37 @@ mod tests {
             })
             .unwrap();
         assert_eq!((time, total), (7, 4));
+    }
+
+    /// Every process of a multi-process run opens and migrates the same new books file as it
+    /// starts (`eod replay|run -- -n 2 -p 0|1`): each must wait for the others' setup, not
+    /// fail on their locks, and the migrations must apply once. Connections in threads meet
+    /// the same file locks as processes' do (this failed in the first of 20 rounds before).
+    #[test]
+    fn processes_that_open_and_migrate_new_books_at_once_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("books.sqlite");
+            let start = std::sync::Barrier::new(4);
+            let applied: Vec<Vec<i64>> = std::thread::scope(|s| {
+                let openers: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            let mut store = SqliteBooks::open(&path)
+                                .unwrap_or_else(|e| panic!("round {round}: open: {e}"));
+                            store
+                                .migrate()
+                                .unwrap_or_else(|e| panic!("round {round}: migrate: {e}"))
+                        })
+                    })
+                    .collect();
+                openers.into_iter().map(|o| o.join().unwrap()).collect()
+            });
+            let mut all: Vec<i64> = applied.concat();
+            all.sort_unstable();
+            assert_eq!(all, vec![1, 2], "round {round}: each migration once");
+        }
     }
 
     fn page_size(store: &SqliteBooks) -> i64 {
