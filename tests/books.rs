@@ -72,6 +72,37 @@ fn replay_into_postgres_holds_every_execution_once() {
     assert!(common::postgres_progress(&url) as usize >= rows.len());
 }
 
+/// Every process of a multi-process run migrates the same books as it starts: each migration
+/// applies once, and no process fails on another's.
+#[test]
+fn postgres_books_migrated_by_processes_at_once_take_each_migration_once() {
+    let Some(admin) = common::postgres_url() else {
+        return;
+    };
+    for round in 0..3 {
+        let url = common::fresh_database(&admin, &format!("eod_books_migrate_at_once_{round}"));
+        let start = std::sync::Barrier::new(4);
+        let applied: Vec<Vec<i64>> = std::thread::scope(|s| {
+            let migrators: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut books =
+                            eod_sinks::books::postgres::PostgresBooks::open(&url).unwrap();
+                        start.wait();
+                        books
+                            .migrate()
+                            .unwrap_or_else(|e| panic!("round {round}: {e}"))
+                    })
+                })
+                .collect();
+            migrators.into_iter().map(|m| m.join().unwrap()).collect()
+        });
+        let mut all = applied.concat();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2], "round {round}: each migration once");
+    }
+}
+
 /// Books written under the first schema keep their rows when migration 2 puts ExecID, trader
 /// and symbol in the "C" collation; the indexes are back and a prefix search still reads them.
 #[test]
