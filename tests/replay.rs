@@ -4,7 +4,8 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::fixture::fixture;
 use eod_dataflow::baseline;
@@ -191,6 +192,113 @@ fn binary_output_is_identical_for_one_and_two_workers() {
     assert!(
         one["positions"][0]["total_pnl"].is_string(),
         "money travels as strings"
+    );
+}
+
+/// A replay split over two processes (`-n 2`) as a user runs it, both on one SQLite books file:
+/// both start (each opens and migrates the new file as it starts, and one of them used to fail
+/// on the other's lock and leave its peer waiting for it), each writes the whole day's
+/// positions, and the books are those of a one-process replay: the same rows, each once.
+#[test]
+fn a_replay_over_two_processes_writes_the_books_of_one() {
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let replay = |output: &str, books: &str, timely: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_eod"))
+            .args(["replay", "--quiet", "--archive"])
+            .arg(&fx.archive)
+            .arg("--prices")
+            .arg(&fx.prices_path)
+            .arg("--output")
+            .arg(dir.path().join(output))
+            .arg("--books")
+            .arg(format!("sqlite:{}", dir.path().join(books).display()))
+            .arg("--")
+            .args(timely)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let hosts = dir.path().join("hosts");
+    let ports = [common::http::free_port(), common::http::free_port()];
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
+    )
+    .unwrap();
+    let hosts = hosts.to_str().unwrap();
+    let mut runs = vec![
+        replay("one.json", "one.sqlite", &["-w", "2"]),
+        replay(
+            "two-0.json",
+            "two.sqlite",
+            &["-n", "2", "-p", "0", "-h", hosts],
+        ),
+        replay(
+            "two-1.json",
+            "two.sqlite",
+            &["-n", "2", "-p", "1", "-h", hosts],
+        ),
+    ];
+    // A process that fails leaves its peer waiting for it for ever: the others are stopped
+    // once one fails, or at a deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let exits: Vec<_> = runs.iter_mut().map(|run| run.try_wait().unwrap()).collect();
+        let failed = exits.iter().flatten().any(|status| !status.success());
+        if exits.iter().all(Option::is_some) {
+            break;
+        }
+        if failed || Instant::now() > deadline {
+            runs.iter_mut()
+                .for_each(|run| run.kill().unwrap_or_default());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let outcomes: Vec<_> = runs
+        .into_iter()
+        .map(|run| run.wait_with_output().unwrap())
+        .collect();
+    assert!(
+        outcomes.iter().all(|out| out.status.success()),
+        "{}",
+        outcomes
+            .iter()
+            .map(|out| format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let output = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let one = output("one.json");
+    assert_eq!(one["as_of"]["complete"], true);
+    assert!(one["positions"].as_array().unwrap().len() > 30);
+    for process in ["two-0.json", "two-1.json"] {
+        let two = output(process);
+        assert_eq!(two["as_of"]["complete"], true, "{process}");
+        assert!(
+            two["positions"] == one["positions"],
+            "{process}: positions differ"
+        );
+    }
+    let rows = |books: &str| {
+        let mut rows =
+            common::sqlite_rows(&rusqlite::Connection::open(dir.path().join(books)).unwrap());
+        rows.sort_by(|a, b| a.exec_id.cmp(&b.exec_id));
+        rows
+    };
+    let (one_rows, two_rows) = (rows("one.sqlite"), rows("two.sqlite"));
+    assert!(one_rows.len() > 1_000, "{} rows", one_rows.len());
+    assert!(
+        one_rows.windows(2).all(|w| w[0].exec_id != w[1].exec_id),
+        "each ExecID once"
+    );
+    assert!(
+        two_rows == one_rows,
+        "the two processes' books differ from one's"
     );
 }
 
