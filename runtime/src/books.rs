@@ -87,6 +87,12 @@ impl BooksTarget {
         })
     }
 
+    /// Whether one writer takes every worker's rows, cluster-wide (SQLite allows one), rather
+    /// than each worker writing its own.
+    pub fn one_writer(&self) -> bool {
+        matches!(self, BooksTarget::Sqlite(_))
+    }
+
     /// Creates or upgrades the schema; once, before the workers start.
     pub fn migrate(&self) -> Result<()> {
         let applied = match self {
@@ -109,8 +115,7 @@ impl BooksTarget {
         metrics: SinkMetrics,
         refused: impl FnOnce() -> RefusedRow,
     ) -> Result<()> {
-        let single_writer = matches!(self, BooksTarget::Sqlite(_));
-        let mut options = SinkOptions::books(single_writer, limits.max_rows, limits.max_age);
+        let mut options = SinkOptions::books(self.one_writer(), limits.max_rows, limits.max_age);
         options.spill = limits.spill.clone();
         options.spilled_rows = Some(metrics.spilled_rows.with_label_values(&["books"]));
         let shard_of = |row: &BookRow| row.exec_id.hashed();

@@ -68,8 +68,10 @@ pub const REPLAY_IN_FLIGHT_MESSAGES: u64 = 32_000;
 /// 43 MB with 4, for a 50k-message archive. 250-message epochs gained nothing from 256 over
 /// 128, and took 50 MB more.
 pub const REPLAY_MAX_IN_FLIGHT: usize = 128;
-/// How far a replay's books may lag, in messages, across a process's workers: each holds its
-/// share. Enough that SQLite's one books writer finds a full group commit
+/// How far a replay's books may lag, in messages, across the workers that share it (a
+/// process's, or with SQLite's one writer the whole cluster's; see
+/// [`crate::replay::books_lag_shared_by`]): each holds its share. Enough that SQLite's one
+/// books writer finds a full group commit
 /// ([`crate::replay::REPLAY_BOOKS_BATCH_ROWS`]) waiting whenever it finishes one; more only
 /// holds rows in memory. Counted per worker, the writer's lag grew with the workers: a
 /// 1M-message replay with SQLite books and one worker took 1.37x the time it takes at this
@@ -89,12 +91,12 @@ pub const REPLAY_NOT_DURABLE_MESSAGES: u64 = 150_000;
 /// more often anyway; a step per feed there cost 5% of a 250-message-epoch replay.
 pub const REPLAY_FEED_CHUNK: u64 = 10_000;
 
-/// A replay's limits for epochs of `epoch_messages` per worker, with `workers_per_process`
-/// workers sharing the process's books lag.
-pub fn replay_limits(epoch_messages: u64, workers_per_process: usize) -> EpochLimits {
+/// A replay's limits for epochs of `epoch_messages` per worker, with `lag_sharers` workers
+/// sharing the books lag ([`crate::replay::books_lag_shared_by`]).
+pub fn replay_limits(epoch_messages: u64, lag_sharers: usize) -> EpochLimits {
     let epochs_holding =
         |messages: u64| usize::try_from(messages / epoch_messages.max(1)).unwrap_or(usize::MAX);
-    let workers = u64::try_from(workers_per_process.max(1)).unwrap_or(u64::MAX);
+    let workers = u64::try_from(lag_sharers.max(1)).unwrap_or(u64::MAX);
     EpochLimits {
         in_flight: epochs_holding(REPLAY_IN_FLIGHT_MESSAGES)
             .clamp(REPLAY_IN_FLIGHT, REPLAY_MAX_IN_FLIGHT),
@@ -672,7 +674,7 @@ mod tests {
     /// rows waiting whatever the number of workers that make them, and more workers must not
     /// hold more rows ahead of it. The views' limit stays each worker's own.
     #[test]
-    fn a_replay_s_books_lag_is_shared_by_the_process_s_workers() {
+    fn a_replay_s_books_lag_is_shared_by_the_workers_that_feed_it() {
         for epoch_messages in [250, 5_000] {
             let one = replay_limits(epoch_messages, 1);
             for workers in [2, 3, 4] {

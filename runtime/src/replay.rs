@@ -28,7 +28,7 @@ use crate::dead_letters::{DeadLetterRecord, DeadLetterSender, DeadLetterWriter};
 use crate::driver::{drive, EpochLimits, EpochPolicy, Feed, Source};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::timely_args::{timely_config, workers_per_process};
+use crate::timely_args::{peers, timely_config, workers_per_process};
 
 /// What to replay and how.
 #[derive(Clone, Debug)]
@@ -290,6 +290,24 @@ impl UnitShare {
     }
 }
 
+/// The workers that share a replay's books lag ([`crate::driver::replay_limits`]): with one
+/// writer for the whole cluster (SQLite), every worker of every process feeds it, so a
+/// process's share shrinks with the processes; with a writer per worker, the process's
+/// workers. Counted per process with SQLite, a two-process replay (one worker each) let the
+/// writer fall twice as far behind as it needs, for no time: a 1M-message replay took the same
+/// time or less with half that lag (5.45-5.71 s against 5.62-5.99 s, four pairs), and its
+/// writing process held 272-276 MB at its peak against 278-292 MB (bench/RESULTS.md,
+/// 2026-12-07, eighth session).
+pub fn books_lag_shared_by(
+    books: Option<&BooksTarget>,
+    timely_args: &[String],
+) -> Result<usize, String> {
+    match books {
+        Some(books) if books.one_writer() => peers(timely_args),
+        _ => workers_per_process(timely_args),
+    }
+}
+
 /// Fewest rows in a replay's books transaction, unless they waited [`REPLAY_BOOKS_BATCH_AGE`]
 /// or the input has ended. Every commit rewrites the index pages it touched, and the WAL
 /// checkpoint copies them back: committing each small epoch as it completed (a few hundred
@@ -528,6 +546,22 @@ pub fn refused_to_jsonl(dead_letters: DeadLetterSender) -> RefusedRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SQLite's one writer takes the rows of every worker of every process; a PostgreSQL
+    /// writer per worker takes its own.
+    #[test]
+    fn the_books_lag_is_shared_by_the_workers_that_feed_one_writer() {
+        let args =
+            |flags: &str| -> Vec<String> { flags.split_whitespace().map(str::to_owned).collect() };
+        let sqlite = BooksTarget::Sqlite("b.sqlite".into());
+        let postgres: BooksTarget = "postgres://u@127.0.0.1:5432/db".parse().unwrap();
+        let cluster = args("-w 2 -n 3 -p 1 -h hosts");
+        assert_eq!(books_lag_shared_by(Some(&sqlite), &cluster), Ok(6));
+        assert_eq!(books_lag_shared_by(Some(&postgres), &cluster), Ok(2));
+        assert_eq!(books_lag_shared_by(None, &cluster), Ok(2));
+        assert_eq!(books_lag_shared_by(Some(&sqlite), &args("-w 3")), Ok(3));
+        assert!(books_lag_shared_by(Some(&sqlite), &args("-w 0")).is_err());
+    }
 
     /// Every unit goes to exactly one worker, a block of consecutive units to the same one,
     /// and consecutive blocks to the workers in turn.

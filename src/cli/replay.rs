@@ -99,14 +99,14 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<()> {
         None => PathBuf::from("eod-books.sqlite"),
     });
     let epoch_messages = args.epoch_messages(books.is_some());
-    let workers =
-        eod_runtime::timely_args::workers_per_process(&args.timely).map_err(anyhow::Error::msg)?;
+    let lag_sharers = eod_runtime::replay::books_lag_shared_by(books.as_ref(), &args.timely)
+        .map_err(anyhow::Error::msg)?;
     let options = ReplayOptions {
         archive: args.archive.clone(),
         prices,
         dead_letters: dead_letters.clone(),
         epoch_messages,
-        limits: eod_runtime::driver::replay_limits(epoch_messages, workers),
+        limits: eod_runtime::driver::replay_limits(epoch_messages, lag_sharers),
         max_message: args.max_message,
         timely_args: args.timely.clone(),
         progress: !args.quiet,
