@@ -216,7 +216,8 @@ fn a_replay_over_two_processes_writes_the_books_of_one() {
             .arg("--")
             .args(timely)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // A file, not a pipe nobody reads while the processes run.
+            .stderr(std::fs::File::create(dir.path().join(output).with_extension("log")).unwrap())
             .spawn()
             .unwrap()
     };
@@ -228,7 +229,7 @@ fn a_replay_over_two_processes_writes_the_books_of_one() {
     )
     .unwrap();
     let hosts = hosts.to_str().unwrap();
-    let mut runs = vec![
+    let mut runs = [
         replay("one.json", "one.sqlite", &["-w", "2"]),
         replay(
             "two-0.json",
@@ -258,15 +259,19 @@ fn a_replay_over_two_processes_writes_the_books_of_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let outcomes: Vec<_> = runs
-        .into_iter()
-        .map(|run| run.wait_with_output().unwrap())
+        .iter_mut()
+        .zip(["one", "two-0", "two-1"])
+        .map(|(run, name)| {
+            let log = std::fs::read_to_string(dir.path().join(name).with_extension("log"));
+            (run.wait().unwrap(), log.unwrap_or_default())
+        })
         .collect();
     assert!(
-        outcomes.iter().all(|out| out.status.success()),
+        outcomes.iter().all(|(status, _)| status.success()),
         "{}",
         outcomes
             .iter()
-            .map(|out| format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)))
+            .map(|(status, log)| format!("{status}: {log}"))
             .collect::<Vec<_>>()
             .join("\n")
     );
