@@ -619,6 +619,7 @@ mod tests {
     fn frontier_waits_for_the_writer_and_what_waited_is_written_together_up_to_the_cap() {
         let log: Log = Arc::default();
         let open = Arc::new(AtomicBool::new(false));
+        let both_checked = Arc::new(std::sync::Barrier::new(2));
         let (log_w, open_w) = (log.clone(), open.clone());
         timely::execute(timely::Config::process(2), move |worker| {
             let probe = ProbeHandle::new();
@@ -637,6 +638,11 @@ mod tests {
                 worker.step();
             }
             assert!(probe.less_than(&1), "frontier passed rows not yet durable");
+            // The writer opens once both workers have checked: opened as soon as worker 0 had,
+            // the rows were durable before worker 1 had stepped its 200 times, its check
+            // failed, and worker 0 then waited for the panicked worker for ever (a CI run hung
+            // on it, 2026-12-07).
+            both_checked.wait();
             if worker.index() == 0 {
                 open_w.store(true, Ordering::Release);
             }
