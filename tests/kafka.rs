@@ -331,12 +331,16 @@ fn fixture_on_topics(brokers: &str, name: &str) -> (Fixture, Topics, serde_json:
     (fx, topics, positions)
 }
 
+/// Two `eod run` processes each serve the complete view, and their one SQLite books file (both
+/// open and migrate it as they start; the first process's first worker writes every row) holds
+/// every execution once, enriched.
 #[test]
 fn two_processes_each_serve_the_complete_view() {
     let Some(brokers) = brokers() else { return };
     let (fx, topics, expected_json) = fixture_on_topics(&brokers, "procs");
     let out_dir = fx._dir.path();
-    for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true, None)
+    let books = Books::sqlite(out_dir, 6, 15);
+    for (process, child) in spawn_two_runs(&brokers, &topics, out_dir, true, Some(&books))
         .into_iter()
         .enumerate()
     {
@@ -351,6 +355,9 @@ fn two_processes_each_serve_the_complete_view() {
         );
         assert_eq!(body["as_of"]["complete"], true);
     }
+    let prices = parse_prices_csv(&std::fs::read_to_string(&fx.prices_csv).unwrap()).unwrap();
+    let events = decode_archive(&fx.archive);
+    books.assert_match(&events, &baseline::compute(&events, &prices), &fx.archive);
 }
 
 /// Issue 12, point 4: when one process of a two-process cluster is killed, its peer exits
@@ -616,6 +623,31 @@ impl Books {
         traders: usize,
         symbols: usize,
     ) -> Books {
+        let redis = redis.map(|url| {
+            let url = format!("{}/{redis_db}", url.trim_end_matches('/'));
+            let client = redis::Client::open(url.as_str()).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            redis::cmd("FLUSHDB").query::<()>(&mut conn).unwrap();
+            url
+        });
+        Books {
+            url: common::fresh_database(admin, database),
+            redis,
+            ..Books::reference_files(dir, traders, symbols)
+        }
+    }
+
+    /// SQLite books in `dir`, the reference data as [`Books::new`]'s; no Redis.
+    fn sqlite(dir: &Path, traders: usize, symbols: usize) -> Books {
+        Books {
+            url: format!("sqlite:{}", dir.join("books.sqlite").display()),
+            ..Books::reference_files(dir, traders, symbols)
+        }
+    }
+
+    /// The simulator's reference data for `traders` and `symbols` in CSV files in `dir`, less
+    /// TRADER01 (its rows must be written, flagged); no store yet.
+    fn reference_files(dir: &Path, traders: usize, symbols: usize) -> Books {
         let mut sim = SimConfig::market_close(1);
         sim.traders = traders;
         sim.symbols = symbols;
@@ -633,17 +665,10 @@ impl Books {
             eod_sources::reference_data::securities_csv(&security_refs),
         )
         .unwrap();
-        let redis = redis.map(|url| {
-            let url = format!("{}/{redis_db}", url.trim_end_matches('/'));
-            let client = redis::Client::open(url.as_str()).unwrap();
-            let mut conn = client.get_connection().unwrap();
-            redis::cmd("FLUSHDB").query::<()>(&mut conn).unwrap();
-            url
-        });
         Books {
-            url: common::fresh_database(admin, database),
+            url: String::new(),
             via_topic: false,
-            redis,
+            redis: None,
             traders,
             securities,
             reference: eod_runtime::books::ReferenceData {
@@ -704,7 +729,10 @@ impl Books {
             positions: expected.positions.clone().into(),
             ..Default::default()
         };
-        let rows = common::postgres_rows(&self.url);
+        let rows = match self.url.strip_prefix("sqlite:") {
+            Some(path) => common::sqlite_rows(&rusqlite::Connection::open(path).unwrap()),
+            None => common::postgres_rows(&self.url),
+        };
         let stats = common::assert_books_match(&rows, events, &snapshot, &self.reference, archive);
         assert!(stats.enrichment_missing > 0, "{stats:?}");
     }
