@@ -203,21 +203,22 @@ fn binary_output_is_identical_for_one_and_two_workers() {
 fn a_replay_over_two_processes_writes_the_books_of_one() {
     let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
-    let replay = |output: &str, books: &str, timely: &[&str]| {
+    // Each run by its name: `NAME.json` its positions, `NAME.log` what it printed.
+    let replay = |name: &str, books: &str, timely: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_eod"))
             .args(["replay", "--quiet", "--archive"])
             .arg(&fx.archive)
             .arg("--prices")
             .arg(&fx.prices_path)
             .arg("--output")
-            .arg(dir.path().join(output))
+            .arg(dir.path().join(format!("{name}.json")))
             .arg("--books")
             .arg(format!("sqlite:{}", dir.path().join(books).display()))
             .arg("--")
             .args(timely)
             .stdout(Stdio::null())
             // A file, not a pipe nobody reads while the processes run.
-            .stderr(std::fs::File::create(dir.path().join(output).with_extension("log")).unwrap())
+            .stderr(std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap())
             .spawn()
             .unwrap()
     };
@@ -229,18 +230,11 @@ fn a_replay_over_two_processes_writes_the_books_of_one() {
     )
     .unwrap();
     let hosts = hosts.to_str().unwrap();
+    let names = ["one", "two-0", "two-1"];
     let mut runs = [
-        replay("one.json", "one.sqlite", &["-w", "2"]),
-        replay(
-            "two-0.json",
-            "two.sqlite",
-            &["-n", "2", "-p", "0", "-h", hosts],
-        ),
-        replay(
-            "two-1.json",
-            "two.sqlite",
-            &["-n", "2", "-p", "1", "-h", hosts],
-        ),
+        replay(names[0], "one.sqlite", &["-w", "2"]),
+        replay(names[1], "two.sqlite", &["-n", "2", "-p", "0", "-h", hosts]),
+        replay(names[2], "two.sqlite", &["-n", "2", "-p", "1", "-h", hosts]),
     ];
     // A process that fails leaves its peer waiting for it for ever: the others are stopped
     // once one fails, or at a deadline.
@@ -260,9 +254,9 @@ fn a_replay_over_two_processes_writes_the_books_of_one() {
     }
     let outcomes: Vec<_> = runs
         .iter_mut()
-        .zip(["one", "two-0", "two-1"])
+        .zip(names)
         .map(|(run, name)| {
-            let log = std::fs::read_to_string(dir.path().join(name).with_extension("log"));
+            let log = std::fs::read_to_string(dir.path().join(format!("{name}.log")));
             (run.wait().unwrap(), log.unwrap_or_default())
         })
         .collect();
@@ -276,12 +270,13 @@ fn a_replay_over_two_processes_writes_the_books_of_one() {
             .join("\n")
     );
     let output = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap()
+        let json = std::fs::read(dir.path().join(format!("{name}.json"))).unwrap();
+        serde_json::from_slice(&json).unwrap()
     };
-    let one = output("one.json");
+    let one = output(names[0]);
     assert_eq!(one["as_of"]["complete"], true);
     assert!(one["positions"].as_array().unwrap().len() > 30);
-    for process in ["two-0.json", "two-1.json"] {
+    for process in &names[1..] {
         let two = output(process);
         assert_eq!(two["as_of"]["complete"], true, "{process}");
         assert!(

@@ -670,9 +670,9 @@ mod tests {
         assert_eq!(replay_limits(250, 0), replay_limits(250, 1));
     }
 
-    /// The books' lag is the process's, shared by its workers: the one writer needs as many
-    /// rows waiting whatever the number of workers that make them, and more workers must not
-    /// hold more rows ahead of it. The views' limit stays each worker's own.
+    /// The books' lag is shared by the workers that feed one writer (`lag_sharers`): the writer
+    /// needs as many rows waiting whatever the number of workers that make them, and more
+    /// workers must not hold more rows ahead of it. The views' limit stays each worker's own.
     #[test]
     fn a_replay_s_books_lag_is_shared_by_the_workers_that_feed_it() {
         for epoch_messages in [250, 5_000] {
