@@ -433,8 +433,26 @@ fn is_header(bytes: &[u8]) -> bool {
 
 /// Finds `<SOH>10=`, built once for the same reason as `BEGIN_FINDER`: every message looks
 /// for a CheckSum field inside its declared span.
-static TRAILER_FINDER: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(b"\x0110="));
+static TRAILER_FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| {
+    memmem::FinderBuilder::new().build_forward_with_ranker(TrailerPair, b"\x0110=")
+});
+
+/// Which two of `<SOH>10=`'s bytes memchr looks for before it compares the whole needle: the
+/// SOH and the `0` two bytes on, which start only the fields whose tag's second digit is 0
+/// (CheckSum, TransactTime 60, SenderSubID 50; about two per message of the 1M archive).
+/// memchr's own pick, by the bytes' frequency in common text, was the SOH and the `=` three
+/// bytes on: every field with a two-digit tag, about fourteen per message, each compared whole.
+struct TrailerPair;
+
+impl memchr::arch::all::packedpair::HeuristicFrequencyRank for TrailerPair {
+    fn rank(&self, byte: u8) -> u8 {
+        match byte {
+            SOH => 0,
+            b'0' => 1,
+            _ => u8::MAX,
+        }
+    }
+}
 
 /// End (exclusive) of the first `<SOH>10=ddd<SOH>` in `bytes`.
 fn find_trailer_end(bytes: &[u8]) -> Option<usize> {
