@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eod_dataflow::BookRow;
 use rusqlite::{Connection, ErrorCode, Statement};
+use rust_decimal::Decimal;
 
 use super::{BookRecord, BooksStore, Migration, StoreError, COLUMNS};
 use crate::durable::Progress;
@@ -27,6 +28,8 @@ pub const MIGRATIONS: &[Migration] = &[
 pub struct SqliteBooks {
     path: PathBuf,
     connection: Connection,
+    /// The price's text, written anew for each row that binds it.
+    price_text: String,
 }
 
 impl SqliteBooks {
@@ -35,6 +38,7 @@ impl SqliteBooks {
         Ok(SqliteBooks {
             path: path.to_owned(),
             connection,
+            price_text: String::new(),
         })
     }
 
@@ -209,6 +213,7 @@ fn bind_changed(
     upsert: &mut Statement<'_>,
     record: &BookRecord<'_>,
     before: Option<&BookRecord<'_>>,
+    price_text: &mut String,
 ) -> rusqlite::Result<()> {
     // Parameters are numbered from 1, in the order of `COLUMNS`.
     macro_rules! bind {
@@ -228,9 +233,34 @@ fn bind_changed(
     // Exact text, compared as mantissa and scale: equal decimals of different scales would
     // print differently.
     if before.is_none_or(|before| before.price.serialize() != record.price.serialize()) {
-        upsert.raw_bind_parameter(8, record.price.to_string())?;
+        write_decimal(&record.price, price_text);
+        upsert.raw_bind_parameter(8, price_text.as_str())?;
     }
     Ok(())
+}
+
+/// `value`'s text as `Decimal`'s `Display` writes it (every digit of its scale), into `out`.
+/// A price is bound to nearly every row, and `to_string` allocated a string for each and
+/// formatted through the decimal's general path: 2.5% of the SQLite writer's samples in a 1M
+/// replay. A property test holds it to `Display` for any mantissa and scale.
+fn write_decimal(value: &Decimal, out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    let scale = value.scale();
+    // Zero keeps `Display`'s own spelling of its sign; a mantissa beyond i64 is no price.
+    let digits = i64::try_from(value.mantissa()).ok().filter(|m| *m != 0);
+    let (Some(mantissa), Some(unit)) = (digits, 10u64.checked_pow(scale)) else {
+        let _ = write!(out, "{value}");
+        return;
+    };
+    let magnitude = mantissa.unsigned_abs();
+    if mantissa < 0 {
+        out.push('-');
+    }
+    let _ = write!(out, "{}", magnitude / unit);
+    if scale > 0 {
+        let _ = write!(out, ".{:0width$}", magnitude % unit, width = scale as usize);
+    }
 }
 
 fn classify(error: rusqlite::Error) -> StoreError {
@@ -267,7 +297,8 @@ impl BooksStore for SqliteBooks {
             let mut before = None;
             for row in rows {
                 let record = BookRecord::from_row(row);
-                bind_changed(&mut upsert, &record, before.as_ref()).map_err(classify)?;
+                bind_changed(&mut upsert, &record, before.as_ref(), &mut self.price_text)
+                    .map_err(classify)?;
                 upsert.raw_execute().map_err(classify)?;
                 before = Some(record);
             }
@@ -344,6 +375,30 @@ mod tests {
             })
             .unwrap();
         assert_eq!((time, total), (7, 4));
+    }
+
+    proptest::proptest! {
+        /// The price's text is `Display`'s, for prices and for every other decimal: any
+        /// mantissa a `Decimal` holds, any scale, and zero of either sign.
+        #[test]
+        fn a_decimal_s_text_is_display_s(
+            mantissa in -(1i128 << 96) + 1..(1i128 << 96),
+            small in proptest::prelude::any::<i64>(),
+            scale in 0u32..=28,
+            negative in proptest::prelude::any::<bool>(),
+        ) {
+            let mut out = String::from("left over");
+            for mantissa in [mantissa, i128::from(small), 0] {
+                let Ok(mut value) = Decimal::try_from_i128_with_scale(mantissa, scale) else {
+                    continue;
+                };
+                if negative && mantissa == 0 {
+                    value.set_sign_negative(true);
+                }
+                write_decimal(&value, &mut out);
+                proptest::prop_assert_eq!(&out, &value.to_string());
+            }
+        }
     }
 
     /// Every process of a multi-process run opens and migrates the same new books file as it
