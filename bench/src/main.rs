@@ -97,10 +97,7 @@ fn main() -> Result<()> {
         .build()?;
     let archive = Archive::open(&archive_location)?;
     let started = Instant::now();
-    let mut segments = Vec::new();
-    for segment in runtime.block_on(archive.segments())? {
-        segments.push(runtime.block_on(archive.read(&segment.key))?);
-    }
+    let segments = runtime.block_on(archive.read_all())?;
     let read_time = started.elapsed();
     let bytes: usize = segments.iter().map(|s| s.len()).sum();
 

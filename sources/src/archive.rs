@@ -176,6 +176,16 @@ impl Archive {
         Ok(segments)
     }
 
+    /// Every segment's bytes, in name order: the archive held in memory at once, as the
+    /// benchmarks that time its stages apart read it.
+    pub async fn read_all(&self) -> Result<Vec<Bytes>, ArchiveError> {
+        let mut all = Vec::new();
+        for segment in self.segments().await? {
+            all.push(self.read(&segment.key).await?);
+        }
+        Ok(all)
+    }
+
     /// The whole segment. Segments are bounded in size by the writer, so one read is fine.
     ///
     /// A local segment is read on the caller's thread, into a buffer an earlier segment gave
@@ -273,6 +283,9 @@ mod tests {
         assert_eq!(keys, ["a.fix", "b.fix"]);
         assert_eq!(&archive.read("a.fix").await.unwrap()[..], b"first");
         assert!(archive.read("missing.fix").await.is_err());
+        let all = archive.read_all().await.unwrap();
+        let all: Vec<&[u8]> = all.iter().map(|b| &b[..]).collect();
+        assert_eq!(all, [&b"first"[..], &b"second"[..]]);
     }
 
     #[tokio::test]
