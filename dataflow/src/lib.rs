@@ -33,7 +33,7 @@ pub mod views;
 /// 5M-trade restore's CPU in these maps; foldhash is seeded per process as well. ExecIDs come
 /// from authenticated counterparties only (the FIX session's check), so its weaker resistance
 /// to chosen-key flooding is accepted.
-pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use books::{
     BookKind, BookRow, BookStatus, BooksRestore, RowLinks, SecurityRef, SourceAt, TradeSource,
