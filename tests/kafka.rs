@@ -109,6 +109,7 @@ fn catch_up_over(
             timely_args: vec!["-w".into(), "2".into()],
             snapshots: None,
             wire: WireFormat::plain(topics),
+            trim_memory_after: Some(eod_runtime::memory::TRIM_AFTER_QUIET),
             latency_from: Default::default(),
         },
         ViewStore::new(),

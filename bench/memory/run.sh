@@ -6,9 +6,10 @@
 #
 # Each ARCHIVE (from `eod generate`, with ARCHIVE.prices.csv beside it) is published to fresh
 # topics with `eod ingest`; after each one the script waits until `eod run` has been idle for
-# 3 s (under a third of a core), then prints the trades the views hold and VmRSS / VmHWM of the process
-# (and, with EOD_MEMORY_TRIM=1 and gdb installed, VmRSS once more after malloc_trim), and from
-# the second ARCHIVE on, the bytes each fill added since the first step. Needs a broker:
+# 3 s (under a third of a core) and has returned the burst's free memory to the system (`eod run`
+# does that itself once quiet: --trim-memory-after-ms), then prints the trades the views hold
+# and VmRSS / VmHWM of the process, and from the second ARCHIVE on, the bytes each fill added
+# since the first step. Needs a broker:
 # EOD_KAFKA_BROKERS (scripts/kafka.sh start; scripts/kafka.sh env). EOD is the binary
 # (default target/release/eod). Flags after `--` go to `eod run` (default: SQLite books in a
 # temporary directory, 2 workers).
@@ -44,6 +45,10 @@ settle() {
         before=$after
     done
 }
+# The process's trims after a burst so far (eod_memory_trims_total).
+trims() {
+    curl -sf "http://127.0.0.1:$port/metrics" | awk '$1 == "eod_memory_trims_total" {print $2}'
+}
 # Live fills the views hold: the firm view's trade count.
 trades_in_views() {
     curl -sf "http://127.0.0.1:$port/v1/pnl/firm" | python3 -c 'import json,sys; print(json.load(sys.stdin)["firm"]["trades"])'
@@ -62,32 +67,29 @@ for archive in "${archives[@]}"; do
         first=0
     fi
     start=$(date +%s.%N)
+    trims_before=$(trims || echo 0)
     settle "$run_pid"
     kill -0 "$run_pid" || { cat "$work/run.log"; exit 1; }
+    # The trim follows 2 s of quiet; settling takes at least 3 s, but the look is cheap.
+    for _ in $(seq 20); do
+        [ "$(trims || echo 0)" != "${trims_before:-0}" ] && break
+        sleep 0.5
+    done
     trades=$(trades_in_views)
     rss=$(kb "$run_pid" VmRSS)
     echo "after $archive: idle after $(echo "$(date +%s.%N) - $start" | bc) s;" \
         "trades $trades; VmRSS $rss kB; VmHWM $(kb "$run_pid" VmHWM) kB"
-    # What the allocator keeps of freed memory (glibc returns little of a burst's transient
-    # buffers by itself) is not data held per fill: with EOD_MEMORY_TRIM=1 and gdb at hand, the
-    # process is asked to give it back, and VmRSS read again. Opt-in: on a host where gdb
-    # cannot restore the threads' extended register state ("Couldn't write extended state
-    # status"), the call kills the process (seen on a 2-core VM, 2026-12-05).
-    trimmed=""
-    if [ "${EOD_MEMORY_TRIM:-0}" = 1 ] && command -v gdb >/dev/null; then
-        gdb -p "$run_pid" -batch -ex "call (int)malloc_trim(0)" >/dev/null 2>&1 || true
-        trimmed=$(kb "$run_pid" VmRSS)
-        echo "  after malloc_trim: VmRSS $trimmed kB"
-    fi
+    curl -sf "http://127.0.0.1:$port/metrics" | awk '
+        $1 == "eod_memory_trims_total" {n = $2}
+        $1 == "eod_memory_released_bytes_total" {mb = $2 / 1048576}
+        $1 == "eod_memory_trim_seconds_sum" {s = $2}
+        END {printf "  memory trims so far: %d, %.0f MB returned in %.3f s\n", n, mb, s}'
     # Target 5's figure: what each fill added since the first step, which holds the process's
     # fixed costs (the runtime, the SQLite cache, the consumers' buffers).
     if [ -z "${first_trades:-}" ]; then
-        first_trades=$trades first_rss=$rss first_trimmed=$trimmed
+        first_trades=$trades first_rss=$rss
     elif [ "$trades" -gt "$first_trades" ]; then
         per_fill() { echo "$(( ($2 - $1) * 1024 / (trades - first_trades) ))"; }
-        line="  bytes per added fill since the first step: $(per_fill "$first_rss" "$rss")"
-        [ -n "$trimmed" ] && [ -n "$first_trimmed" ] &&
-            line="$line (after malloc_trim: $(per_fill "$first_trimmed" "$trimmed"))"
-        echo "$line"
+        echo "  bytes per added fill since the first step: $(per_fill "$first_rss" "$rss")"
     fi
 done

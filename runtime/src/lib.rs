@@ -10,6 +10,7 @@ pub mod demo;
 pub mod driver;
 pub mod generate;
 pub mod intake;
+pub mod memory;
 pub mod metrics;
 pub mod priority;
 pub mod replay;

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub epoch_compute: Histogram,
     pub sinks: eod_sinks::SinkMetrics,
     pub snapshots: crate::snapshot::SnapshotMetrics,
+    /// Free memory returned to the system after bursts.
+    pub memory: crate::memory::MemoryMetrics,
 }
 
 impl Metrics {
@@ -55,6 +57,7 @@ impl Metrics {
         collectors
             .iter()
             .chain(&snapshots)
+            .chain(&self.memory.collectors())
             .flat_map(|c| c.desc().into_iter().map(|d| d.fq_name.clone()))
             .collect()
     }
@@ -104,6 +107,7 @@ impl Metrics {
         registry.register(Box::new(epoch_compute.clone()))?;
         let sinks = eod_sinks::SinkMetrics::register(&registry)?;
         let snapshots = crate::snapshot::SnapshotMetrics::register(&registry)?;
+        let memory = crate::memory::MemoryMetrics::register(&registry)?;
         Ok(Arc::new(Metrics {
             registry,
             sources,
@@ -115,6 +119,7 @@ impl Metrics {
             epoch_compute,
             sinks,
             snapshots,
+            memory,
         }))
     }
 }

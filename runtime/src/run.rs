@@ -64,6 +64,9 @@ pub struct RunOptions {
     /// summary's latency histograms, not out of the Prometheus ones: a benchmark sets it while
     /// the run goes, to leave out its warm-up. Zero (the default) measures every trade.
     pub latency_from: Arc<AtomicI64>,
+    /// Return the allocator's free memory to the system once the process has been quiet this
+    /// long after a burst (see [`crate::memory`]); `None`: never.
+    pub trim_memory_after: Option<Duration>,
 }
 
 #[derive(Clone, Debug)]
@@ -380,6 +383,14 @@ pub fn run_kafka(
         views_caught_up: std::sync::Mutex::new(None),
         peer_closes: Arc::default(),
     });
+    let trimmer = match shared.options.trim_memory_after {
+        Some(quiet_for) => Some(crate::memory::spawn_trimmer(
+            quiet_for,
+            shared.metrics.clone(),
+            workers_done.clone(),
+        )?),
+        None => None,
+    };
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
         let mut latencies = Latencies::new();
@@ -410,6 +421,11 @@ pub fn run_kafka(
     let monitored = lag_monitor
         .join()
         .map_err(|_| anyhow::anyhow!("lag monitor panicked"));
+    if let Some(trimmer) = trimmer {
+        trimmer
+            .join()
+            .map_err(|_| anyhow::anyhow!("memory trimmer panicked"))?;
+    }
     for result in results {
         result.map_err(|e| anyhow::anyhow!("worker panicked: {e}"))??;
     }

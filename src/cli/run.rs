@@ -58,6 +58,11 @@ pub(crate) struct RunArgs {
     /// supervise every process and the cluster comes back with exact views.
     #[arg(long, env = "EOD_SUPERVISE")]
     pub(crate) supervise: bool,
+    /// Once the process has been quiet this long after a burst (no record consumed, no row or
+    /// snapshot written) and its resident memory grew by 64 MiB or more since the last time,
+    /// return the allocator's free memory to the system, in milliseconds; 0: never.
+    #[arg(long, default_value_t = eod_runtime::memory::TRIM_AFTER_QUIET.as_millis() as u64)]
+    pub(crate) trim_memory_after_ms: u64,
     #[arg(last = true)]
     pub(crate) timely: Vec<String>,
 }
@@ -160,6 +165,8 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         topics: args.kafka.topics(),
         wire: args.kafka.wire_format()?.observed(&metrics.sources),
         latency_from: Default::default(),
+        trim_memory_after: (args.trim_memory_after_ms > 0)
+            .then(|| Duration::from_millis(args.trim_memory_after_ms)),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),

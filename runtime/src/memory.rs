@@ -1,0 +1,302 @@
+//! Giving the allocator's free memory back to the system once a burst is over.
+//!
+//! A burst leaves the heap much larger than what the day's state needs afterwards: each
+//! epoch's stage buffers, the consumers' batches and the books writer's queue are freed, but
+//! glibc keeps what was freed inside its arenas, and returns little of it by itself (only the
+//! top of each heap). After a 4.5M-trade catch-up through Kafka, `malloc_trim` took VmRSS from
+//! 1.75 to 1.48 GB (bench/RESULTS.md, 2026-12-06, sixth session): memory the process held for
+//! nothing until the next burst, and counted against it by whatever watches its RSS.
+//!
+//! Contract: the trim runs only when the process has been quiet for the configured time (no
+//! record consumed, no row and no snapshot written) *and* its resident memory grew by at least
+//! [`MIN_GROWTH`] since the last trim. A quiet process pays nothing, and a trickle of trades
+//! with pauses between them does not walk the heap at every pause. The trim runs on its own
+//! thread, so a worker only meets it as a short wait for an arena's lock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus::core::Collector;
+use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
+
+use crate::metrics::Metrics;
+
+/// Growth of resident memory since the last trim below which a quiet spell does not trim:
+/// what a burst leaves behind is hundreds of MB; a few MB is not worth a walk of the heap.
+pub const MIN_GROWTH: u64 = 64 << 20;
+
+/// The default quiet spell after which `eod run` trims (`--trim-memory-after-ms`): longer
+/// than any pause inside a burst's work (a books commit, a snapshot), short enough that the
+/// memory is back well before the next burst.
+pub const TRIM_AFTER_QUIET: Duration = Duration::from_secs(2);
+
+/// How often the trimmer looks at the process's activity.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct MemoryMetrics {
+    /// Trims run after a burst.
+    pub trims: IntCounter,
+    /// Resident memory given back by them (the drop of VmRSS across each trim).
+    pub released_bytes: IntCounter,
+    /// How long each trim took (the arenas are locked one at a time while it runs).
+    pub trim_seconds: Histogram,
+}
+
+impl MemoryMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let trims = IntCounter::with_opts(Opts::new(
+            "eod_memory_trims_total",
+            "Times the allocator's free memory was returned to the system after a burst",
+        ))?;
+        registry.register(Box::new(trims.clone()))?;
+        let released_bytes = IntCounter::with_opts(Opts::new(
+            "eod_memory_released_bytes_total",
+            "Resident memory returned to the system by those trims",
+        ))?;
+        registry.register(Box::new(released_bytes.clone()))?;
+        let trim_seconds = Histogram::with_opts(
+            HistogramOpts::new("eod_memory_trim_seconds", "How long each trim took")
+                .buckets(vec![0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]),
+        )?;
+        registry.register(Box::new(trim_seconds.clone()))?;
+        Ok(MemoryMetrics {
+            trims,
+            released_bytes,
+            trim_seconds,
+        })
+    }
+
+    pub(crate) fn collectors(&self) -> [&dyn Collector; 3] {
+        [&self.trims, &self.released_bytes, &self.trim_seconds]
+    }
+}
+
+/// Decides when to trim from what it observes: a count that moves whenever the process does
+/// work, and the process's resident memory. Time is passed in, so a test can step it.
+#[derive(Debug)]
+pub struct QuietSpell {
+    quiet_for: Duration,
+    activity: u64,
+    moved_at: Instant,
+    /// Resident memory just after the last trim (or at the start).
+    rss_after_trim: u64,
+}
+
+impl QuietSpell {
+    pub fn new(quiet_for: Duration, activity: u64, rss: u64, now: Instant) -> Self {
+        QuietSpell {
+            quiet_for,
+            activity,
+            moved_at: now,
+            rss_after_trim: rss,
+        }
+    }
+
+    /// True when a trim is due now: the activity has not moved for `quiet_for`, and memory
+    /// grew by [`MIN_GROWTH`] since the last trim.
+    pub fn observe(&mut self, activity: u64, rss: u64, now: Instant) -> bool {
+        if activity != self.activity {
+            self.activity = activity;
+            self.moved_at = now;
+            return false;
+        }
+        now.duration_since(self.moved_at) >= self.quiet_for
+            && rss >= self.rss_after_trim.saturating_add(MIN_GROWTH)
+    }
+
+    /// Records a trim's outcome: growth is counted from what remained.
+    pub fn trimmed(&mut self, rss_after: u64) {
+        self.rss_after_trim = rss_after;
+    }
+}
+
+/// What one trim did.
+#[derive(Debug, Clone, Copy)]
+pub struct Trim {
+    pub rss_before: u64,
+    pub rss_after: u64,
+    pub took: Duration,
+}
+
+/// Returns the allocator's free memory to the system (glibc: `malloc_trim(0)`, which since
+/// glibc 2.8 goes through every arena and gives back every free page, not only a heap's top).
+/// `None` where the allocator has no such call.
+pub fn trim_free_memory() -> Option<Trim> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let rss_before = resident_bytes()?;
+        let started = Instant::now();
+        // SAFETY: malloc_trim takes a plain integer and only works on the allocator's own
+        // structures, under the arenas' locks; any thread may call it at any time.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let took = started.elapsed();
+        let rss_after = resident_bytes()?;
+        Some(Trim {
+            rss_before,
+            rss_after,
+            took,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
+/// The process's resident memory in bytes (Linux: VmRSS), `None` where it cannot be read.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kilobytes: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kilobytes * 1024)
+}
+
+/// A count that moves whenever the process works: records consumed, rows written by any sink,
+/// snapshot bytes written. Each is a counter, so their sum stands still only when all do.
+fn activity(metrics: &Metrics) -> u64 {
+    let counters: [&dyn Collector; 3] = [
+        &metrics.sources.kafka_consumed,
+        &metrics.sinks.rows_written,
+        &metrics.snapshots.bytes_written,
+    ];
+    counters
+        .iter()
+        .flat_map(|collector| collector.collect())
+        .flat_map(|family| {
+            family
+                .get_metric()
+                .iter()
+                .map(|metric| metric.get_counter().get_value() as u64)
+                .collect::<Vec<_>>()
+        })
+        .fold(0u64, u64::wrapping_add)
+}
+
+/// Starts the trimmer's thread; it ends once `done` is set.
+pub fn spawn_trimmer(
+    quiet_for: Duration,
+    metrics: Arc<Metrics>,
+    done: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("memory-trim".into())
+        .spawn(move || {
+            let Some(rss) = resident_bytes() else {
+                tracing::info!("resident memory unreadable here: no trims after bursts");
+                return;
+            };
+            let mut spell = QuietSpell::new(quiet_for, activity(&metrics), rss, Instant::now());
+            while !done.load(Ordering::Acquire) {
+                std::thread::sleep(LOOK_EVERY);
+                let Some(rss) = resident_bytes() else {
+                    continue;
+                };
+                if !spell.observe(activity(&metrics), rss, Instant::now()) {
+                    continue;
+                }
+                let _span = tracing::info_span!("memory_trim").entered();
+                let Some(trim) = trim_free_memory() else {
+                    return;
+                };
+                spell.trimmed(trim.rss_after);
+                let released = trim.rss_before.saturating_sub(trim.rss_after);
+                metrics.memory.trims.inc();
+                metrics.memory.released_bytes.inc_by(released);
+                metrics.memory.trim_seconds.observe(trim.took.as_secs_f64());
+                tracing::info!(
+                    rss_before_mb = trim.rss_before >> 20,
+                    rss_after_mb = trim.rss_after >> 20,
+                    seconds = trim.took.as_secs_f64(),
+                    "quiet after a burst: free memory returned to the system"
+                );
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB: u64 = 1 << 20;
+
+    #[test]
+    fn trims_once_quiet_for_long_enough_after_growth() {
+        let start = Instant::now();
+        let quiet = Duration::from_secs(2);
+        let mut spell = QuietSpell::new(quiet, 0, 100 * MB, start);
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // A burst: the activity moves and memory grows.
+        assert!(!spell.observe(10, 400 * MB, at(250)));
+        assert!(!spell.observe(20, 500 * MB, at(500)));
+        // Quiet, but not for long enough yet.
+        assert!(!spell.observe(20, 500 * MB, at(2_499)));
+        assert!(spell.observe(20, 500 * MB, at(2_500)));
+        spell.trimmed(300 * MB);
+        // Still quiet: nothing grew since the trim.
+        assert!(!spell.observe(20, 300 * MB, at(10_000)));
+    }
+
+    #[test]
+    fn a_trickle_with_pauses_does_not_trim_at_every_pause() {
+        let start = Instant::now();
+        let mut spell = QuietSpell::new(Duration::from_secs(2), 0, 300 * MB, start);
+        let mut activity = 0;
+        for pause in 0..20u64 {
+            // A trade, then a pause of 3 s: memory grows by 1 MB each time.
+            activity += 1;
+            let trade_at = start + Duration::from_secs(pause * 4);
+            let rss = 300 * MB + pause * MB;
+            assert!(!spell.observe(activity, rss, trade_at));
+            assert!(
+                !spell.observe(activity, rss, trade_at + Duration::from_secs(3)),
+                "trimmed after {pause} small pauses"
+            );
+        }
+    }
+
+    #[test]
+    fn work_that_resumes_restarts_the_quiet_spell() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut spell = QuietSpell::new(Duration::from_secs(2), 0, 100 * MB, start);
+        assert!(!spell.observe(5, 400 * MB, at(0)));
+        // The books writer is still writing 1.5 s on: the spell starts again from there.
+        assert!(!spell.observe(6, 400 * MB, at(1_500)));
+        assert!(!spell.observe(6, 400 * MB, at(3_000)));
+        assert!(spell.observe(6, 400 * MB, at(3_500)));
+    }
+
+    /// The call itself gives back memory freed in the middle of the heap, which glibc keeps
+    /// on its own.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_trim_returns_memory_freed_inside_the_heap() {
+        // On a thread of its own, so its arena holds nothing else of the test harness's.
+        let released = std::thread::spawn(|| {
+            // 64 MiB in small blocks (below the mmap threshold, so they come from the
+            // arena); every block but the last is freed, which pins the heap's top.
+            let mut blocks: Vec<Box<[u8; 1024]>> =
+                (0..65_536).map(|_| Box::new([1u8; 1024])).collect();
+            let last = blocks.pop();
+            drop(blocks);
+            let trim = trim_free_memory().expect("glibc has malloc_trim");
+            drop(last);
+            trim.rss_before.saturating_sub(trim.rss_after)
+        })
+        .join()
+        .unwrap();
+        assert!(
+            released >= 32 * MB,
+            "released only {} MB of 64 MiB freed",
+            released / MB
+        );
+    }
+}
