@@ -109,7 +109,7 @@ fn catch_up_over(
             timely_args: vec!["-w".into(), "2".into()],
             snapshots: None,
             wire: WireFormat::plain(topics),
-            trim_memory_after: Some(eod_runtime::memory::TRIM_AFTER_QUIET),
+            trim_memory: Some(Default::default()),
             latency_from: Default::default(),
         },
         ViewStore::new(),
@@ -2195,6 +2195,8 @@ fn gateway_metrics_account_for_every_byte_and_message() {
     );
 }
 
+/// `eod run` reports the lag of every partition it reads, zero once caught up; and once quiet
+/// after that, it returns its free memory to the system (`runtime/src/memory.rs`).
 #[test]
 fn run_reports_consumer_lag_of_every_partition_it_reads() {
     let Some(brokers) = brokers() else { return };
@@ -2210,6 +2212,13 @@ fn run_reports_consumer_lag_of_every_partition_it_reads() {
 
     let mut run = Command::new(eod);
     run.args(["run", "--serve", "127.0.0.1:0"]);
+    // Quiet once caught up: it then returns its free memory (a small fixture grows it little).
+    run.args([
+        "--trim-memory-after-ms",
+        "300",
+        "--trim-memory-min-growth-mb",
+        "0",
+    ]);
     topic_args(&mut run, &brokers, &topics);
     run.args(["--", "-w", "2"]);
     let run = common::http::Serving::spawn(run, "serving");
@@ -2239,6 +2248,23 @@ fn run_reports_consumer_lag_of_every_partition_it_reads() {
                 .filter(|l| l.contains("consumer_lag") || l.contains("messages_read"))
                 .collect::<Vec<_>>()
                 .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = common::http::get_text(&run.addr, "/metrics");
+        let trims = common::http::metric(&text, "eod_memory_trims_total");
+        if trims >= 1.0 {
+            assert_eq!(
+                common::http::metric(&text, "eod_memory_trim_seconds_count"),
+                trims
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a caught-up, quiet run never returned its free memory"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

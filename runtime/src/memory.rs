@@ -9,7 +9,7 @@
 //!
 //! Contract: the trim runs only when the process has been quiet for the configured time (no
 //! record consumed, no row and no snapshot written) *and* its resident memory grew by at least
-//! [`MIN_GROWTH`] since the last trim. A quiet process pays nothing, and a trickle of trades
+//! the configured growth ([`TrimPolicy`]) since the last trim. A quiet process pays nothing, and a trickle of trades
 //! with pauses between them does not walk the heap at every pause. The trim runs on its own
 //! thread, so a worker only meets it as a short wait for an arena's lock.
 
@@ -22,14 +22,28 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
 
 use crate::metrics::Metrics;
 
-/// Growth of resident memory since the last trim below which a quiet spell does not trim:
-/// what a burst leaves behind is hundreds of MB; a few MB is not worth a walk of the heap.
-pub const MIN_GROWTH: u64 = 64 << 20;
+/// When to trim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrimPolicy {
+    /// How long the process must have been quiet.
+    pub quiet_for: Duration,
+    /// Growth of resident memory since the last trim below which a quiet spell does not trim.
+    pub min_growth: u64,
+}
 
-/// The default quiet spell after which `eod run` trims (`--trim-memory-after-ms`): longer
-/// than any pause inside a burst's work (a books commit, a snapshot), short enough that the
-/// memory is back well before the next burst.
-pub const TRIM_AFTER_QUIET: Duration = Duration::from_secs(2);
+impl Default for TrimPolicy {
+    /// `eod run`'s defaults (`--trim-memory-after-ms`, `--trim-memory-min-growth-mb`).
+    fn default() -> Self {
+        TrimPolicy {
+            // Longer than any pause inside a burst's work (a books commit, a snapshot), short
+            // enough that the memory is back well before the next burst.
+            quiet_for: Duration::from_secs(2),
+            // What a burst leaves behind is hundreds of MB; a few MB is not worth a walk of
+            // the heap (tens of ms for a GB-sized one).
+            min_growth: 64 << 20,
+        }
+    }
+}
 
 /// How often the trimmer looks at the process's activity.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
@@ -77,7 +91,7 @@ impl MemoryMetrics {
 /// work, and the process's resident memory. Time is passed in, so a test can step it.
 #[derive(Debug)]
 pub struct QuietSpell {
-    quiet_for: Duration,
+    policy: TrimPolicy,
     activity: u64,
     moved_at: Instant,
     /// Resident memory just after the last trim (or at the start).
@@ -85,25 +99,25 @@ pub struct QuietSpell {
 }
 
 impl QuietSpell {
-    pub fn new(quiet_for: Duration, activity: u64, rss: u64, now: Instant) -> Self {
+    pub fn new(policy: TrimPolicy, activity: u64, rss: u64, now: Instant) -> Self {
         QuietSpell {
-            quiet_for,
+            policy,
             activity,
             moved_at: now,
             rss_after_trim: rss,
         }
     }
 
-    /// True when a trim is due now: the activity has not moved for `quiet_for`, and memory
-    /// grew by [`MIN_GROWTH`] since the last trim.
+    /// True when a trim is due now: the activity has not moved for the policy's quiet spell,
+    /// and memory grew by its growth since the last trim.
     pub fn observe(&mut self, activity: u64, rss: u64, now: Instant) -> bool {
         if activity != self.activity {
             self.activity = activity;
             self.moved_at = now;
             return false;
         }
-        now.duration_since(self.moved_at) >= self.quiet_for
-            && rss >= self.rss_after_trim.saturating_add(MIN_GROWTH)
+        now.duration_since(self.moved_at) >= self.policy.quiet_for
+            && rss >= self.rss_after_trim.saturating_add(self.policy.min_growth)
     }
 
     /// Records a trim's outcome: growth is counted from what remained.
@@ -182,7 +196,7 @@ fn activity(metrics: &Metrics) -> u64 {
 
 /// Starts the trimmer's thread; it ends once `done` is set.
 pub fn spawn_trimmer(
-    quiet_for: Duration,
+    policy: TrimPolicy,
     metrics: Arc<Metrics>,
     done: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -193,7 +207,7 @@ pub fn spawn_trimmer(
                 tracing::info!("resident memory unreadable here: no trims after bursts");
                 return;
             };
-            let mut spell = QuietSpell::new(quiet_for, activity(&metrics), rss, Instant::now());
+            let mut spell = QuietSpell::new(policy, activity(&metrics), rss, Instant::now());
             while !done.load(Ordering::Acquire) {
                 std::thread::sleep(LOOK_EVERY);
                 let Some(rss) = resident_bytes() else {
@@ -227,11 +241,17 @@ mod tests {
 
     const MB: u64 = 1 << 20;
 
+    fn policy(quiet_ms: u64) -> TrimPolicy {
+        TrimPolicy {
+            quiet_for: Duration::from_millis(quiet_ms),
+            min_growth: 64 * MB,
+        }
+    }
+
     #[test]
     fn trims_once_quiet_for_long_enough_after_growth() {
         let start = Instant::now();
-        let quiet = Duration::from_secs(2);
-        let mut spell = QuietSpell::new(quiet, 0, 100 * MB, start);
+        let mut spell = QuietSpell::new(policy(2_000), 0, 100 * MB, start);
         let at = |ms: u64| start + Duration::from_millis(ms);
         // A burst: the activity moves and memory grows.
         assert!(!spell.observe(10, 400 * MB, at(250)));
@@ -247,7 +267,7 @@ mod tests {
     #[test]
     fn a_trickle_with_pauses_does_not_trim_at_every_pause() {
         let start = Instant::now();
-        let mut spell = QuietSpell::new(Duration::from_secs(2), 0, 300 * MB, start);
+        let mut spell = QuietSpell::new(policy(2_000), 0, 300 * MB, start);
         let mut activity = 0;
         for pause in 0..20u64 {
             // A trade, then a pause of 3 s: memory grows by 1 MB each time.
@@ -266,7 +286,7 @@ mod tests {
     fn work_that_resumes_restarts_the_quiet_spell() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut spell = QuietSpell::new(Duration::from_secs(2), 0, 100 * MB, start);
+        let mut spell = QuietSpell::new(policy(2_000), 0, 100 * MB, start);
         assert!(!spell.observe(5, 400 * MB, at(0)));
         // The books writer is still writing 1.5 s on: the spell starts again from there.
         assert!(!spell.observe(6, 400 * MB, at(1_500)));

@@ -66,7 +66,7 @@ pub struct RunOptions {
     pub latency_from: Arc<AtomicI64>,
     /// Return the allocator's free memory to the system once the process has been quiet this
     /// long after a burst (see [`crate::memory`]); `None`: never.
-    pub trim_memory_after: Option<Duration>,
+    pub trim_memory: Option<crate::memory::TrimPolicy>,
 }
 
 #[derive(Clone, Debug)]
@@ -383,9 +383,9 @@ pub fn run_kafka(
         views_caught_up: std::sync::Mutex::new(None),
         peer_closes: Arc::default(),
     });
-    let trimmer = match shared.options.trim_memory_after {
-        Some(quiet_for) => Some(crate::memory::spawn_trimmer(
-            quiet_for,
+    let trimmer = match shared.options.trim_memory {
+        Some(policy) => Some(crate::memory::spawn_trimmer(
+            policy,
             shared.metrics.clone(),
             workers_done.clone(),
         )?),

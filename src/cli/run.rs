@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use eod_dataflow::ViewStore;
 use eod_queries::{positions_body, PositionFilter};
+use eod_runtime::memory::TrimPolicy;
 use eod_runtime::metrics::Metrics;
 use eod_runtime::server::QueryServer;
 use std::net::SocketAddr;
@@ -59,10 +60,13 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "EOD_SUPERVISE")]
     pub(crate) supervise: bool,
     /// Once the process has been quiet this long after a burst (no record consumed, no row or
-    /// snapshot written) and its resident memory grew by 64 MiB or more since the last time,
-    /// return the allocator's free memory to the system, in milliseconds; 0: never.
-    #[arg(long, default_value_t = eod_runtime::memory::TRIM_AFTER_QUIET.as_millis() as u64)]
+    /// snapshot written) and its resident memory grew by --trim-memory-min-growth-mb since the
+    /// last time, return the allocator's free memory to the system, in milliseconds; 0: never.
+    #[arg(long, default_value_t = TrimPolicy::default().quiet_for.as_millis() as u64)]
     pub(crate) trim_memory_after_ms: u64,
+    /// See --trim-memory-after-ms, in MiB.
+    #[arg(long, default_value_t = TrimPolicy::default().min_growth >> 20)]
+    pub(crate) trim_memory_min_growth_mb: u64,
     #[arg(last = true)]
     pub(crate) timely: Vec<String>,
 }
@@ -165,8 +169,10 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         topics: args.kafka.topics(),
         wire: args.kafka.wire_format()?.observed(&metrics.sources),
         latency_from: Default::default(),
-        trim_memory_after: (args.trim_memory_after_ms > 0)
-            .then(|| Duration::from_millis(args.trim_memory_after_ms)),
+        trim_memory: (args.trim_memory_after_ms > 0).then(|| TrimPolicy {
+            quiet_for: Duration::from_millis(args.trim_memory_after_ms),
+            min_growth: args.trim_memory_min_growth_mb.saturating_mul(1 << 20),
+        }),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),

@@ -285,7 +285,7 @@ fn main() -> Result<()> {
             timely_args: vec!["-w".into(), args.workers.to_string()],
             snapshots: None,
             wire: eod_sources::schema_registry::WireFormat::plain(&topics),
-            trim_memory_after: Some(eod_runtime::memory::TRIM_AFTER_QUIET),
+            trim_memory: Some(Default::default()),
             latency_from: latency_from.clone(),
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
