@@ -2260,6 +2260,7 @@ fn run_reports_consumer_lag_of_every_partition_it_reads() {
                 common::http::metric(&text, "eod_memory_trim_seconds_count"),
                 trims
             );
+            assert!(common::http::metric(&text, "eod_resident_memory_bytes") > 1e6);
             break;
         }
         assert!(

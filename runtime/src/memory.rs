@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::core::Collector;
-use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
 use crate::metrics::Metrics;
 
@@ -50,6 +50,8 @@ const LOOK_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct MemoryMetrics {
+    /// The process's resident memory (VmRSS), read every quarter second.
+    pub resident_bytes: IntGauge,
     /// Trims run after a burst.
     pub trims: IntCounter,
     /// Resident memory given back by them (the drop of VmRSS across each trim).
@@ -60,6 +62,11 @@ pub struct MemoryMetrics {
 
 impl MemoryMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let resident_bytes = IntGauge::with_opts(Opts::new(
+            "eod_resident_memory_bytes",
+            "Resident memory of the process (VmRSS)",
+        ))?;
+        registry.register(Box::new(resident_bytes.clone()))?;
         let trims = IntCounter::with_opts(Opts::new(
             "eod_memory_trims_total",
             "Times the allocator's free memory was returned to the system after a burst",
@@ -76,14 +83,20 @@ impl MemoryMetrics {
         )?;
         registry.register(Box::new(trim_seconds.clone()))?;
         Ok(MemoryMetrics {
+            resident_bytes,
             trims,
             released_bytes,
             trim_seconds,
         })
     }
 
-    pub(crate) fn collectors(&self) -> [&dyn Collector; 3] {
-        [&self.trims, &self.released_bytes, &self.trim_seconds]
+    pub(crate) fn collectors(&self) -> [&dyn Collector; 4] {
+        [
+            &self.resident_bytes,
+            &self.trims,
+            &self.released_bytes,
+            &self.trim_seconds,
+        ]
     }
 }
 
@@ -194,23 +207,30 @@ fn activity(metrics: &Metrics) -> u64 {
         .fold(0u64, u64::wrapping_add)
 }
 
-/// Starts the trimmer's thread; it ends once `done` is set.
-pub fn spawn_trimmer(
-    policy: TrimPolicy,
+/// Starts the thread that keeps `eod_resident_memory_bytes` current and, with a policy, trims
+/// after bursts; it ends once `done` is set.
+pub fn spawn_memory_watch(
+    policy: Option<TrimPolicy>,
     metrics: Arc<Metrics>,
     done: Arc<AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
-        .name("memory-trim".into())
+        .name("memory-watch".into())
         .spawn(move || {
             let Some(rss) = resident_bytes() else {
-                tracing::info!("resident memory unreadable here: no trims after bursts");
+                tracing::info!("resident memory unreadable here: not reported, no trims");
                 return;
             };
-            let mut spell = QuietSpell::new(policy, activity(&metrics), rss, Instant::now());
+            metrics.memory.resident_bytes.set(rss as i64);
+            let mut spell = policy
+                .map(|policy| QuietSpell::new(policy, activity(&metrics), rss, Instant::now()));
             while !done.load(Ordering::Acquire) {
                 std::thread::sleep(LOOK_EVERY);
                 let Some(rss) = resident_bytes() else {
+                    continue;
+                };
+                metrics.memory.resident_bytes.set(rss as i64);
+                let Some(spell) = spell.as_mut() else {
                     continue;
                 };
                 if !spell.observe(activity(&metrics), rss, Instant::now()) {
@@ -218,9 +238,10 @@ pub fn spawn_trimmer(
                 }
                 let _span = tracing::info_span!("memory_trim").entered();
                 let Some(trim) = trim_free_memory() else {
-                    return;
+                    continue;
                 };
                 spell.trimmed(trim.rss_after);
+                metrics.memory.resident_bytes.set(trim.rss_after as i64);
                 let released = trim.rss_before.saturating_sub(trim.rss_after);
                 metrics.memory.trims.inc();
                 metrics.memory.released_bytes.inc_by(released);

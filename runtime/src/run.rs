@@ -383,14 +383,11 @@ pub fn run_kafka(
         views_caught_up: std::sync::Mutex::new(None),
         peer_closes: Arc::default(),
     });
-    let trimmer = match shared.options.trim_memory {
-        Some(policy) => Some(crate::memory::spawn_trimmer(
-            policy,
-            shared.metrics.clone(),
-            workers_done.clone(),
-        )?),
-        None => None,
-    };
+    let memory_watch = crate::memory::spawn_memory_watch(
+        shared.options.trim_memory,
+        shared.metrics.clone(),
+        workers_done.clone(),
+    )?;
     let worker_shared = shared.clone();
     let guards = match timely::execute(config, move |worker| {
         let mut latencies = Latencies::new();
@@ -421,11 +418,9 @@ pub fn run_kafka(
     let monitored = lag_monitor
         .join()
         .map_err(|_| anyhow::anyhow!("lag monitor panicked"));
-    if let Some(trimmer) = trimmer {
-        trimmer
-            .join()
-            .map_err(|_| anyhow::anyhow!("memory trimmer panicked"))?;
-    }
+    memory_watch
+        .join()
+        .map_err(|_| anyhow::anyhow!("memory watch panicked"))?;
     for result in results {
         result.map_err(|e| anyhow::anyhow!("worker panicked: {e}"))??;
     }
