@@ -160,6 +160,10 @@ pub fn shared_clock_now() -> Time {
 /// it takes a chunk anyway (see [`Source::background`]).
 pub const BACKGROUND_AT_LEAST_EVERY: Duration = Duration::from_millis(100);
 
+/// Longest an idle live worker parks: a stop (Ctrl-C, the end of a source) does not wake it,
+/// and must be seen within this whatever `--epoch-ms` is.
+pub const IDLE_PARK_AT_MOST: Duration = Duration::from_millis(100);
+
 /// Most messages an open epoch takes while earlier epochs are still computing (live input).
 pub const OPEN_EPOCH_CAP: u64 = 200_000;
 
@@ -214,6 +218,13 @@ pub trait Source {
 
     /// Stop now (Ctrl-C, a time limit): the drain at the end is cut short too.
     fn stopped(&self) -> bool {
+        false
+    }
+
+    /// Whether input arriving for this worker wakes its thread (unparks it), so that an idle
+    /// worker may park until its open epoch is due rather than a millisecond at a time. A
+    /// source that only finds its input when asked (a simulator's schedule) says no.
+    fn input_wakes_worker(&self) -> bool {
         false
     }
 }
@@ -369,8 +380,9 @@ pub fn drive_from(
         let views_hold_every_closed_epoch = !frontiers.views.less_than(&epochs.open);
         let background_overdue = epochs.background_at.elapsed() >= BACKGROUND_AT_LEAST_EVERY
             && !frontiers.views.less_than(&epochs.start);
+        let mut background_left = false;
         if views_hold_every_closed_epoch || background_overdue {
-            source.background(&mut inputs)?;
+            background_left = source.background(&mut inputs)?;
             epochs.background_at = Instant::now();
         }
         let peer_closed = source.peer_closes().and_then(PeerCloses::latest);
@@ -411,7 +423,9 @@ pub fn drive_from(
                 }
             }
             EpochPolicy::Clock { .. } => {
-                worker.step_or_park(Some(Duration::from_millis(1)));
+                let idle =
+                    matches!(fed, Feed::Idle) && !background_left && source.input_wakes_worker();
+                worker.step_or_park(Some(epochs.live_park(idle)));
             }
         }
     }
@@ -539,6 +553,24 @@ impl Epochs {
     /// The clock's time now, in epoch numbers, never before the first epoch.
     fn clock_time(&self) -> Time {
         self.start.max(shared_clock_now())
+    }
+
+    /// How long a live worker may park. While epochs compute, or input or a restore's
+    /// backlog is still waiting, a millisecond. Idle (the source found nothing, and input
+    /// arriving wakes the worker: [`Source::input_wakes_worker`]) with nothing in flight:
+    /// until its open epoch is due by the clock, since whatever else it must act on wakes it:
+    /// a record arriving (the Kafka consumer's non-empty callback), a peer's data or progress
+    /// (timely's). Parked a millisecond at a time, an idle `eod run` woke each
+    /// worker a thousand times a second, 7% of a core for nothing (bench/RESULTS.md,
+    /// 2026-12-07). At most [`IDLE_PARK_AT_MOST`], since a stop does not wake it.
+    fn live_park(&self, idle: bool) -> Duration {
+        const BUSY: Duration = Duration::from_millis(1);
+        match self.policy {
+            EpochPolicy::Clock { epoch, .. } if idle && self.in_flight.is_empty() => epoch
+                .saturating_sub(self.opened_at.elapsed())
+                .clamp(BUSY, IDLE_PARK_AT_MOST),
+            _ => BUSY,
+        }
     }
 
     /// `peer_closed`: the latest epoch a worker of the cluster closed with input, as far as
@@ -1257,6 +1289,28 @@ mod tests {
             one_fill_beside_an_idle_process(true),
             one_fill_beside_an_idle_process(false),
         );
+    }
+
+    /// An idle live worker whose input wakes it parks until its open epoch is due (at most
+    /// [`IDLE_PARK_AT_MOST`]); with an epoch in flight, input waiting, or replay epochs, a
+    /// millisecond.
+    #[test]
+    fn an_idle_live_worker_parks_until_its_epoch_is_due() {
+        let clock = |ms| EpochPolicy::Clock {
+            epoch: Duration::from_millis(ms),
+            open_epoch_cap: OPEN_EPOCH_CAP,
+        };
+        let busy = Duration::from_millis(1);
+        let mut epochs = Epochs::new(clock(10), LIVE_LIMITS, 0, None);
+        assert_eq!(epochs.live_park(false), busy);
+        let idle = epochs.live_park(true);
+        assert!(idle > busy && idle <= Duration::from_millis(10), "{idle:?}");
+        epochs.closed_epochs(5);
+        assert_eq!(epochs.live_park(true), busy, "an epoch in flight");
+        let minute = Epochs::new(clock(60_000), LIVE_LIMITS, 0, None);
+        assert_eq!(minute.live_park(true), IDLE_PARK_AT_MOST);
+        let replay = Epochs::new(EpochPolicy::Messages(250), LIVE_LIMITS, 0, None);
+        assert_eq!(replay.live_park(true), busy);
     }
 
     /// A run stopped early still hands the books the whole restore before its inputs close.

@@ -582,9 +582,9 @@ fn run_worker(
     } else {
         let mut consumer =
             assigned_consumer_at(&options.kafka, &options.group_id, &assignments, &starts)?;
-        // The driver parks the worker for up to a millisecond when it has nothing to do
-        // (timely's park is the thread's): a record arriving then wakes it at once, rather
-        // than at the end of the park.
+        // The driver parks the worker when it has nothing to do (timely's park is the
+        // thread's), until its open epoch is due: a record arriving wakes it at once, rather
+        // than at the end of the park (`Source::input_wakes_worker`).
         let worker_thread = std::thread::current();
         consumer.set_nonempty_callback(move || worker_thread.unpark());
         Some(consumer)
@@ -757,6 +757,12 @@ fn counts_since(counted: &[(Counter, Diff)], base: &[(Counter, Diff)]) -> Vec<(C
 }
 
 impl Source for KafkaSource<'_> {
+    /// The consumer's non-empty callback unparks the worker (a worker without partitions
+    /// has no input to wait for).
+    fn input_wakes_worker(&self) -> bool {
+        true
+    }
+
     fn feed(&mut self, inputs: &mut Inputs, budget: u64) -> Result<Feed> {
         let options = &self.shared.options;
         if options.until_caught_up
