@@ -260,20 +260,7 @@ fn reset_peak_rss() -> Result<()> {
 }
 
 fn peak_rss() -> Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| {
-            value
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .context("no VmHWM in /proc/self/status")?;
-    Ok(kib * 1024)
+    eod_runtime::memory::process_status_bytes("VmHWM").context("no VmHWM in /proc/self/status")
 }
 
 fn parse(segments: &[bytes::Bytes]) -> Parsed {

@@ -9,9 +9,10 @@
 //!
 //! Contract: the trim runs only when the process has been quiet for the configured time (no
 //! record consumed, no row and no snapshot written) *and* its resident memory grew by at least
-//! the configured growth ([`TrimPolicy`]) since the last trim. A quiet process pays nothing, and a trickle of trades
-//! with pauses between them does not walk the heap at every pause. The trim runs on its own
-//! thread, so a worker only meets it as a short wait for an arena's lock.
+//! the configured growth ([`TrimPolicy`]) since the last trim. A quiet process pays nothing,
+//! and a trickle of trades with pauses between them does not walk the heap at every pause.
+//! The trim runs on its own thread (which also reports the resident memory as a metric), so a
+//! worker only meets it as a short wait for an arena's lock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -174,10 +175,16 @@ pub fn trim_free_memory() -> Option<Trim> {
 
 /// The process's resident memory in bytes (Linux: VmRSS), `None` where it cannot be read.
 pub fn resident_bytes() -> Option<u64> {
+    process_status_bytes("VmRSS")
+}
+
+/// A size the kernel reports in `/proc/self/status` (`VmRSS`, `VmHWM`...), in bytes; `None`
+/// where it cannot be read.
+pub fn process_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kilobytes: u64 = line
-        .trim_start_matches("VmRSS:")
+    let kilobytes: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .trim_end_matches("kB")
         .trim()
@@ -313,6 +320,16 @@ mod tests {
         assert!(!spell.observe(6, 400 * MB, at(1_500)));
         assert!(!spell.observe(6, 400 * MB, at(3_000)));
         assert!(spell.observe(6, 400 * MB, at(3_500)));
+    }
+
+    #[test]
+    fn reads_sizes_the_kernel_reports() {
+        let resident = resident_bytes().expect("VmRSS");
+        let peak = process_status_bytes("VmHWM").expect("VmHWM");
+        assert!(resident > MB && peak >= resident, "{resident} {peak}");
+        assert_eq!(process_status_bytes("VmNoSuchField"), None);
+        // A field's name is matched whole: "VmRS" is no field.
+        assert_eq!(process_status_bytes("VmRS"), None);
     }
 
     /// The call itself gives back memory freed in the middle of the heap, which glibc keeps
