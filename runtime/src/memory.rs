@@ -110,6 +110,8 @@ pub struct QuietSpell {
     moved_at: Instant,
     /// Resident memory just after the last trim (or at the start).
     rss_after_trim: u64,
+    /// Trimmed since the activity last moved: one trim per quiet spell.
+    trimmed_in_spell: bool,
 }
 
 impl QuietSpell {
@@ -119,24 +121,28 @@ impl QuietSpell {
             activity,
             moved_at: now,
             rss_after_trim: rss,
+            trimmed_in_spell: false,
         }
     }
 
     /// True when a trim is due now: the activity has not moved for the policy's quiet spell,
-    /// and memory grew by its growth since the last trim.
+    /// memory grew by its growth since the last trim, and this spell has had no trim yet.
     pub fn observe(&mut self, activity: u64, rss: u64, now: Instant) -> bool {
         if activity != self.activity {
             self.activity = activity;
             self.moved_at = now;
+            self.trimmed_in_spell = false;
             return false;
         }
-        now.duration_since(self.moved_at) >= self.policy.quiet_for
+        !self.trimmed_in_spell
+            && now.duration_since(self.moved_at) >= self.policy.quiet_for
             && rss >= self.rss_after_trim.saturating_add(self.policy.min_growth)
     }
 
     /// Records a trim's outcome: growth is counted from what remained.
     pub fn trimmed(&mut self, rss_after: u64) {
         self.rss_after_trim = rss_after;
+        self.trimmed_in_spell = true;
     }
 }
 
@@ -290,6 +296,31 @@ mod tests {
         spell.trimmed(300 * MB);
         // Still quiet: nothing grew since the trim.
         assert!(!spell.observe(20, 300 * MB, at(10_000)));
+    }
+
+    /// Without a growth to wait for, a quiet spell still has one trim, not one per look.
+    #[test]
+    fn one_trim_per_quiet_spell() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut spell = QuietSpell::new(
+            TrimPolicy {
+                quiet_for: Duration::from_millis(300),
+                min_growth: 0,
+            },
+            0,
+            100 * MB,
+            start,
+        );
+        assert!(!spell.observe(1, 100 * MB, at(0)));
+        assert!(spell.observe(1, 100 * MB, at(300)));
+        spell.trimmed(90 * MB);
+        for look in 2..40 {
+            assert!(!spell.observe(1, 90 * MB, at(look * 250)), "look {look}");
+        }
+        // Work, then quiet again: the next spell has its trim.
+        assert!(!spell.observe(2, 95 * MB, at(10_000)));
+        assert!(spell.observe(2, 95 * MB, at(10_300)));
     }
 
     #[test]
