@@ -46,6 +46,9 @@ impl Default for TrimPolicy {
     }
 }
 
+/// How soon the watch ends once the run is done.
+const DONE_SEEN_WITHIN: Duration = Duration::from_millis(20);
+
 /// How often the trimmer looks at the process's activity.
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
@@ -238,7 +241,12 @@ pub fn spawn_memory_watch(
             let mut spell = policy
                 .map(|policy| QuietSpell::new(policy, activity(&metrics), rss, Instant::now()));
             while !done.load(Ordering::Acquire) {
-                std::thread::sleep(LOOK_EVERY);
+                // In slices, so that the end of a run does not wait for a whole look
+                // (`eod run --until-caught-up` reports its time after this thread ends).
+                let look_at = Instant::now() + LOOK_EVERY;
+                while Instant::now() < look_at && !done.load(Ordering::Acquire) {
+                    std::thread::sleep(DONE_SEEN_WITHIN);
+                }
                 let Some(rss) = resident_bytes() else {
                     continue;
                 };
