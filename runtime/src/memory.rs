@@ -213,14 +213,27 @@ fn activity(metrics: &Metrics) -> u64 {
     counters
         .iter()
         .flat_map(|collector| collector.collect())
-        .flat_map(|family| {
+        .map(|family| {
             family
                 .get_metric()
                 .iter()
                 .map(|metric| metric.get_counter().get_value() as u64)
-                .collect::<Vec<_>>()
+                .fold(0u64, u64::wrapping_add)
         })
         .fold(0u64, u64::wrapping_add)
+}
+
+/// Waits `wait`, in slices so that the end of a run does not wait for a whole look (`eod run
+/// --until-caught-up` reports its time after this thread ends); false once `done` is set.
+fn wait_unless_done(wait: Duration, done: &AtomicBool) -> bool {
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        if done.load(Ordering::Acquire) {
+            return false;
+        }
+        std::thread::sleep(DONE_SEEN_WITHIN);
+    }
+    !done.load(Ordering::Acquire)
 }
 
 /// Starts the thread that keeps `eod_resident_memory_bytes` current and, with a policy, trims
@@ -240,13 +253,7 @@ pub fn spawn_memory_watch(
             metrics.memory.resident_bytes.set(rss as i64);
             let mut spell = policy
                 .map(|policy| QuietSpell::new(policy, activity(&metrics), rss, Instant::now()));
-            while !done.load(Ordering::Acquire) {
-                // In slices, so that the end of a run does not wait for a whole look
-                // (`eod run --until-caught-up` reports its time after this thread ends).
-                let look_at = Instant::now() + LOOK_EVERY;
-                while Instant::now() < look_at && !done.load(Ordering::Acquire) {
-                    std::thread::sleep(DONE_SEEN_WITHIN);
-                }
+            while wait_unless_done(LOOK_EVERY, &done) {
                 let Some(rss) = resident_bytes() else {
                     continue;
                 };
