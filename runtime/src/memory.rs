@@ -313,6 +313,24 @@ mod tests {
         assert!(!spell.observe(20, 300 * MB, at(10_000)));
     }
 
+    /// The watch ends soon after the run is done, not at its next look: `eod run` reports its
+    /// time after joining it.
+    #[test]
+    fn the_watch_ends_soon_after_the_run() {
+        let done = Arc::new(AtomicBool::new(false));
+        let metrics = Metrics::new().unwrap();
+        let watch = spawn_memory_watch(Some(TrimPolicy::default()), metrics, done.clone()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let ended = Instant::now();
+        done.store(true, Ordering::Release);
+        watch.join().unwrap();
+        let took = ended.elapsed();
+        assert!(
+            took < LOOK_EVERY / 2,
+            "the watch ended {took:?} after the run"
+        );
+    }
+
     /// Without a growth to wait for, a quiet spell still has one trim, not one per look.
     #[test]
     fn one_trim_per_quiet_spell() {
