@@ -99,6 +99,21 @@ struct Args {
     /// made its p99 (bench/RESULTS.md, 2026-12-05).
     #[arg(long, default_value_t = 1.0)]
     warm_up_seconds: f64,
+    /// Seconds of silence inserted into the send at --lull-at: a quiet spell in which `eod
+    /// run` gives its free memory back (see --trim-memory-after-ms) before the load resumes.
+    /// With --warm-up-seconds past the lull's end, the figures are the load after it alone.
+    #[arg(long, default_value_t = 0.0)]
+    lull_seconds: f64,
+    /// Where in the send the lull goes, in seconds of the offered schedule (default: where
+    /// the burst starts with --burst, else halfway).
+    #[arg(long)]
+    lull_at: Option<f64>,
+    /// `eod run --trim-memory-after-ms` (0: no trims).
+    #[arg(long, default_value_t = eod_runtime::memory::TrimPolicy::default().quiet_for.as_millis() as u64)]
+    trim_memory_after_ms: u64,
+    /// `eod run --trim-memory-min-growth-mb`.
+    #[arg(long, default_value_t = eod_runtime::memory::TrimPolicy::default().min_growth >> 20)]
+    trim_memory_min_growth_mb: u64,
 }
 
 /// The upper bound of the histogram's bucket that holds quantile `q`: every trade waits for an
@@ -191,10 +206,10 @@ fn main() -> Result<()> {
     } else if args.burst {
         sim.base_rate = args.rate / 10.0;
         sim.burst_multiplier = 10.0;
-        sim.start = sim.burst_start - 5_000_000_000;
+        sim.start = sim.burst_start - (BASE_SECONDS_BEFORE_BURST * 1e9) as i64;
         sim.burst_seconds = args.seconds.ceil() as i64;
         (
-            (args.rate / 10.0 * 5.0 + args.rate * args.seconds) as u64,
+            (args.rate / 10.0 * BASE_SECONDS_BEFORE_BURST + args.rate * args.seconds) as u64,
             1.0,
         )
     } else {
@@ -203,7 +218,17 @@ fn main() -> Result<()> {
     };
     // The load is generated before the clock starts: on two cores, a simulator formatting FIX
     // as it sends took a whole core from the system under test.
-    let fix = fix_messages(sim, messages);
+    let mut fix = fix_messages(sim, messages);
+    if args.lull_seconds > 0.0 {
+        let at = args.lull_at.unwrap_or(if args.burst {
+            BASE_SECONDS_BEFORE_BURST
+        } else {
+            args.seconds / 2.0
+        });
+        for (due, _) in fix.iter_mut().filter(|(due, _)| *due >= at) {
+            *due += args.lull_seconds;
+        }
+    }
     if args.baseline_only {
         let baseline = run_baseline(&args, &baseline_topic, &fix, speed)?;
         delete_run_topics(&runtime, &args, needed);
@@ -285,7 +310,10 @@ fn main() -> Result<()> {
             timely_args: vec!["-w".into(), args.workers.to_string()],
             snapshots: None,
             wire: eod_sources::schema_registry::WireFormat::plain(&topics),
-            trim_memory: Some(Default::default()),
+            trim_memory: (args.trim_memory_after_ms > 0).then(|| eod_runtime::memory::TrimPolicy {
+                quiet_for: Duration::from_millis(args.trim_memory_after_ms),
+                min_growth: args.trim_memory_min_growth_mb << 20,
+            }),
             latency_from: latency_from.clone(),
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
@@ -377,6 +405,16 @@ fn main() -> Result<()> {
     );
     println!("end to end                {:.0} trades/s (first send to views reflecting the last trade, {:.2} s)", ingested.counts.trades() as f64 / viewed_at.as_secs_f64(), viewed_at.as_secs_f64());
     println!("gateway done after        {:.2} s", sent_at.as_secs_f64());
+    if args.lull_seconds > 0.0 {
+        let memory = &run_metrics.memory;
+        println!(
+            "lull                      {:.1} s; memory trims {} (gave back {:.0} MB), resident at the end {:.0} MB",
+            args.lull_seconds,
+            memory.trims.get(),
+            memory.released_bytes.get() as f64 / 1e6,
+            memory.resident_bytes.get() as f64 / 1e6
+        );
+    }
     println!(
         "cpu until the views       {:.2} s, {:.1} us per trade: {}",
         cpu.process.as_secs_f64(),
@@ -570,6 +608,9 @@ fn envelopes(fix: &[(f64, Vec<u8>)]) -> Vec<(f64, Vec<u8>, Vec<u8>)> {
     }
     out
 }
+
+/// How long `--burst` offers a tenth of the rate before the burst.
+const BASE_SECONDS_BEFORE_BURST: f64 = 5.0;
 
 /// Bare clients, eod's producer and consumer settings: the producer sends each envelope with
 /// its send time in front, at the offered rate; one consumer per worker (the same partition
