@@ -311,9 +311,18 @@ impl RecordProducer {
     }
 }
 
+/// How long the broker holds a fetch that finds no new record. A record arriving answers a
+/// held fetch at once, so this bounds only how often an idle consumer asks: at 10 ms, an idle
+/// `eod run -w 2` added 8-25% of a core to the broker's CPU, against 1% at 100 ms;
+/// fill-to-view at 2k and 50k msg/s was the same in six pairs each. At 500 ms, p50 at 50k
+/// msg/s was higher in five pairs of six (bench/RESULTS.md, 2026-12-07, eleventh session).
+const FETCH_WAIT_MAX_MS: &str = "100";
+
 fn consumer_config(kafka: &KafkaConnection, group_id: &str) -> ClientConfig {
-    let mut config =
-        kafka.client_config_over(&[("session.timeout.ms", "6000"), ("fetch.wait.max.ms", "10")]);
+    let mut config = kafka.client_config_over(&[
+        ("session.timeout.ms", "6000"),
+        ("fetch.wait.max.ms", FETCH_WAIT_MAX_MS),
+    ]);
     // Offsets are committed by hand, behind the durable sinks; reads start at the day's start.
     config
         .set("group.id", group_id)
