@@ -102,7 +102,8 @@ struct Args {
     /// Seconds of silence inserted into the send at --lull-at: a quiet spell in which `eod
     /// run` gives its free memory back (see --trim-memory-after-ms) before the load resumes.
     /// With --warm-up-seconds past the lull's end, the figures are the load after it alone.
-    #[arg(long, default_value_t = 0.0)]
+    /// Not with --flat-out, which sends without a schedule.
+    #[arg(long, default_value_t = 0.0, conflicts_with = "flat_out")]
     lull_seconds: f64,
     /// Where in the send the lull goes, in seconds of the offered schedule (default: where
     /// the burst starts with --burst, else halfway).
