@@ -46,6 +46,17 @@ impl Default for TrimPolicy {
     }
 }
 
+impl TrimPolicy {
+    /// The policy `eod run`'s `--trim-memory-after-ms` and `--trim-memory-min-growth-mb` ask
+    /// for; `None` (no trims) when the quiet time is 0.
+    pub fn from_flags(after_ms: u64, min_growth_mb: u64) -> Option<TrimPolicy> {
+        (after_ms > 0).then(|| TrimPolicy {
+            quiet_for: Duration::from_millis(after_ms),
+            min_growth: min_growth_mb.saturating_mul(1 << 20),
+        })
+    }
+}
+
 /// How soon the watch ends once the run is done.
 const DONE_SEEN_WITHIN: Duration = Duration::from_millis(20);
 
@@ -295,6 +306,17 @@ mod tests {
             quiet_for: Duration::from_millis(quiet_ms),
             min_growth: 64 * MB,
         }
+    }
+
+    #[test]
+    fn the_flags_make_the_policy_and_zero_turns_it_off() {
+        assert_eq!(TrimPolicy::from_flags(0, 64), None);
+        assert_eq!(
+            TrimPolicy::from_flags(2_000, 64),
+            Some(TrimPolicy::default())
+        );
+        let huge = TrimPolicy::from_flags(1, u64::MAX).unwrap();
+        assert_eq!(huge.min_growth, u64::MAX, "a growth past u64 saturates");
     }
 
     #[test]

@@ -169,10 +169,10 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
         topics: args.kafka.topics(),
         wire: args.kafka.wire_format()?.observed(&metrics.sources),
         latency_from: Default::default(),
-        trim_memory: (args.trim_memory_after_ms > 0).then(|| TrimPolicy {
-            quiet_for: Duration::from_millis(args.trim_memory_after_ms),
-            min_growth: args.trim_memory_min_growth_mb.saturating_mul(1 << 20),
-        }),
+        trim_memory: TrimPolicy::from_flags(
+            args.trim_memory_after_ms,
+            args.trim_memory_min_growth_mb,
+        ),
         group_id: args.group_id,
         prices: read_prices(args.prices.as_deref())?,
         epoch: Duration::from_millis(args.epoch_ms.max(1)),

@@ -311,10 +311,10 @@ fn main() -> Result<()> {
             timely_args: vec!["-w".into(), args.workers.to_string()],
             snapshots: None,
             wire: eod_sources::schema_registry::WireFormat::plain(&topics),
-            trim_memory: (args.trim_memory_after_ms > 0).then(|| eod_runtime::memory::TrimPolicy {
-                quiet_for: Duration::from_millis(args.trim_memory_after_ms),
-                min_growth: args.trim_memory_min_growth_mb << 20,
-            }),
+            trim_memory: eod_runtime::memory::TrimPolicy::from_flags(
+                args.trim_memory_after_ms,
+                args.trim_memory_min_growth_mb,
+            ),
             latency_from: latency_from.clone(),
         };
         std::thread::spawn(move || run_kafka(options, store, metrics, stop))
