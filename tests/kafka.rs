@@ -1862,14 +1862,16 @@ fn s3_outage_mid_ingest_spools_then_uploads_in_order_and_replays_exactly() {
     );
 
     // Traffic flows (the simulator may first wait for the new topics' metadata): the gateway
-    // has rolled past its third segment, the first ones uploaded.
+    // has rolled past its third segment, the first ones uploaded. A full segment keeps its
+    // `.open` name until Kafka has its records, then goes at once: the number is in the stem.
     let newest_segment = |dir: &Path| {
         std::fs::read_dir(dir.join("spool"))
             .map(|entries| {
                 entries
                     .filter_map(|e| {
-                        let name = e.ok()?.file_name().into_string().ok()?;
-                        name.trim_end_matches(".fix")
+                        let path = e.ok()?.path();
+                        path.file_stem()?
+                            .to_str()?
                             .rsplit('-')
                             .next()?
                             .parse::<u64>()
@@ -3334,6 +3336,43 @@ fn a_snapshot_waits_for_its_dead_letters() {
             .iter()
             .any(|l| l.original == bad && l.reason() == DeadLetterReason::Deserialization));
     }
+}
+
+/// A full archive segment leaves the gateway's spool once the broker has acknowledged its
+/// records, as `poll_deliveries` serves the reports. rdkafka's `poll` serves one event, one
+/// partition's batch of reports, per call: polled once per round, a gateway at 1,000 msg/s fell
+/// ever further behind its reports, its full segments never left the spool, and the spool's cap
+/// held the sender back for good. One call must serve every report that has arrived.
+#[test]
+fn one_poll_serves_every_delivery_report_that_has_arrived() {
+    let Some(brokers) = brokers() else { return };
+    let topics = unique_topics("reports");
+    create(&brokers, &topics);
+    let producer = RecordProducer::new(&plain(&brokers)).unwrap();
+    let deliveries = Arc::new(eod_sources::kafka::Deliveries::default());
+    let records = 2_000;
+    for n in 0..records {
+        let key = format!("key-{n}");
+        producer
+            .send_awaited(&topics.trades, key.as_bytes(), b"x", Some(&deliveries))
+            .unwrap();
+    }
+    // A consumer sees only what the broker acknowledged (acks=all, one broker); then the
+    // reports have time to come back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read_topic(&brokers, &topics.trades).len() < records {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never had every record"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    producer.poll_deliveries();
+    assert!(
+        deliveries.all_acknowledged(),
+        "reports left unserved after one poll_deliveries"
+    );
 }
 
 /// Issue 12: a gateway killed after archiving a read but before the broker confirmed it lost

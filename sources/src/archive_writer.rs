@@ -6,7 +6,14 @@
 //! the spool only once the store has them. A store outage only grows the spool. An archive on
 //! the spool's own file system takes a closed segment as a second name of its file (a hard
 //! link), not as a copy.
+//!
+//! A full segment is sealed, but it becomes a closed segment (`.fix`, for the uploader) only
+//! once the broker has acknowledged every record made from its bytes. Until then it keeps its
+//! `.open` name: a gateway killed meanwhile finds it in the spool on restart and sends what the
+//! topics lack, where an uploaded segment would be gone from the spool with its dead letters
+//! (and, for a plain stream, which nobody resends, its trades) never delivered.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +24,8 @@ use std::time::{Duration, Instant};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutMode, PutPayload};
 use tracing::Instrument;
+
+use crate::kafka::{Deliveries, DeliveryHold};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveWriteError {
@@ -37,6 +46,31 @@ pub struct SegmentPolicy {
     pub max_age: Duration,
 }
 
+struct OpenSegment {
+    file: File,
+    path: PathBuf,
+    size: usize,
+    opened: Instant,
+    deliveries: Arc<Deliveries>,
+}
+
+/// Where appended bytes landed, and a hold on their segment: it stays out of the uploader's
+/// reach while the hold lives and until every record sent with [`Appended::deliveries`] is
+/// acknowledged. Drop the hold once the bytes' records are all sent.
+pub struct Appended {
+    /// The segment's object key.
+    pub key: String,
+    /// Where the bytes start in the segment.
+    pub offset: u64,
+    pub hold: DeliveryHold,
+}
+
+impl Appended {
+    pub fn deliveries(&self) -> &Arc<Deliveries> {
+        self.hold.deliveries()
+    }
+}
+
 /// Appends raw bytes to size/age-bounded segments named `{gateway}/{date}/{gateway}-{date}-{seq}.fix`
 /// (name order is replay order).
 pub struct SegmentWriter {
@@ -44,7 +78,9 @@ pub struct SegmentWriter {
     spool: PathBuf,
     policy: SegmentPolicy,
     seq: u64,
-    open: Option<(File, PathBuf, usize, Instant)>,
+    open: Option<OpenSegment>,
+    /// Full segments, oldest first, whose records the broker has not all acknowledged yet.
+    sealed: VecDeque<(PathBuf, Arc<Deliveries>)>,
     /// Bytes in the spool not yet uploaded (open and closed segments): the uploader takes off
     /// what it removes, so the gateway can push back on senders when the spool is full.
     spooled: Arc<AtomicU64>,
@@ -87,6 +123,7 @@ impl SegmentWriter {
             spool: spool.to_owned(),
             seq,
             open: None,
+            sealed: VecDeque::new(),
             spooled: Arc::new(AtomicU64::new(spooled)),
             leftovers: leftovers
                 .into_iter()
@@ -134,9 +171,9 @@ impl SegmentWriter {
             .unwrap_or(0)
     }
 
-    /// Appends bytes to the open segment (opening one if needed) and says where they landed:
-    /// the segment's object key and the offset in it. Not durable until `sync`.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<(String, u64), ArchiveWriteError> {
+    /// Appends bytes to the open segment (opening one if needed) and says where they landed.
+    /// Not durable until `sync`.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<Appended, ArchiveWriteError> {
         if self.open.is_none() {
             let path = self
                 .spool
@@ -150,26 +187,38 @@ impl SegmentWriter {
                     path: path.clone(),
                     source,
                 })?;
-            self.open = Some((file, path, 0, Instant::now()));
+            self.open = Some(OpenSegment {
+                file,
+                path,
+                size: 0,
+                opened: Instant::now(),
+                deliveries: Arc::default(),
+            });
         }
-        let Some((file, path, size, _)) = self.open.as_mut() else {
+        let Some(segment) = self.open.as_mut() else {
             unreachable!("a segment was opened above")
         };
-        file.write_all(bytes)
+        segment
+            .file
+            .write_all(bytes)
             .map_err(|source| ArchiveWriteError::Spool {
-                path: path.clone(),
+                path: segment.path.clone(),
                 source,
             })?;
-        let offset = *size as u64;
-        *size += bytes.len();
+        let offset = segment.size as u64;
+        segment.size += bytes.len();
         self.spooled
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let closed_name = path.with_extension("fix");
+        let closed_name = segment.path.with_extension("fix");
         let name = closed_name
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        Ok((segment_key(&self.policy, name).to_string(), offset))
+        Ok(Appended {
+            key: segment_key(&self.policy, name).to_string(),
+            offset,
+            hold: segment.deliveries.hold(),
+        })
     }
 
     /// Segments a previous run left in the spool (not uploaded yet), oldest first, with the
@@ -205,36 +254,66 @@ impl SegmentWriter {
         self.spooled.clone()
     }
 
-    /// Makes everything appended so far durable; then rolls the segment if it is full or old.
+    /// Makes everything appended so far durable; then rolls the segment if it is full or old,
+    /// and hands sealed segments whose records are all delivered to the uploader.
     pub fn sync(&mut self) -> Result<(), ArchiveWriteError> {
-        let roll = match self.open.as_mut() {
-            Some((file, path, size, opened)) => {
-                file.sync_data()
+        let roll = match &self.open {
+            Some(segment) => {
+                segment
+                    .file
+                    .sync_data()
                     .map_err(|source| ArchiveWriteError::Spool {
-                        path: path.clone(),
+                        path: segment.path.clone(),
                         source,
                     })?;
-                *size >= self.policy.max_bytes || opened.elapsed() >= self.policy.max_age
+                segment.size >= self.policy.max_bytes
+                    || segment.opened.elapsed() >= self.policy.max_age
             }
             None => false,
         };
         if roll {
-            self.close_segment()?;
+            self.close_segment()
+        } else {
+            self.release_delivered()
+        }
+    }
+
+    /// Seals the open segment (if any); it is uploaded once its records are all delivered.
+    pub fn close_segment(&mut self) -> Result<(), ArchiveWriteError> {
+        if let Some(segment) = self.open.take() {
+            segment
+                .file
+                .sync_all()
+                .map_err(|source| ArchiveWriteError::Spool {
+                    path: segment.path.clone(),
+                    source,
+                })?;
+            self.sealed.push_back((segment.path, segment.deliveries));
+        }
+        self.release_delivered()
+    }
+
+    /// Closes (`.fix`) the sealed segments whose records the broker has all acknowledged, in
+    /// order: the store receives segments in name order, which is replay order.
+    pub fn release_delivered(&mut self) -> Result<(), ArchiveWriteError> {
+        while let Some((path, deliveries)) = self.sealed.front() {
+            if !deliveries.all_acknowledged() {
+                break;
+            }
+            fs::rename(path, path.with_extension("fix")).map_err(|source| {
+                ArchiveWriteError::Spool {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            self.sealed.pop_front();
         }
         Ok(())
     }
 
-    /// Closes the open segment (if any); it is uploaded by the next `upload_closed`.
-    pub fn close_segment(&mut self) -> Result<(), ArchiveWriteError> {
-        if let Some((file, path, _, _)) = self.open.take() {
-            file.sync_all().map_err(|source| ArchiveWriteError::Spool {
-                path: path.clone(),
-                source,
-            })?;
-            fs::rename(&path, path.with_extension("fix"))
-                .map_err(|source| ArchiveWriteError::Spool { path, source })?;
-        }
-        Ok(())
+    /// Sealed segments waiting for the broker to acknowledge their records.
+    pub fn awaiting_delivery(&self) -> usize {
+        self.sealed.len()
     }
 }
 
@@ -478,6 +557,75 @@ mod tests {
         assert!(!closed.exists());
     }
 
+    fn spool_files(spool: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(spool)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The bug this guards against: a segment rolled and was uploaded (and removed from the
+    /// spool) before the broker had the dead letter of a bad message in it; the gateway was
+    /// killed, and its restart, which recovers only what the spool holds, never sent it.
+    #[tokio::test]
+    async fn a_full_segment_leaves_the_spool_only_once_its_records_are_acknowledged() {
+        let (spool, bucket) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).unwrap());
+        let mut writer = SegmentWriter::open(spool.path(), store, policy(4))
+            .await
+            .unwrap();
+        let uploader = writer.uploader();
+        let first = writer.append(b"8=FIX|").unwrap();
+        writer.sync().unwrap();
+        assert_eq!(writer.awaiting_delivery(), 1, "full, so sealed at its sync");
+        // The read's records: one sent and not yet acknowledged, then the read is done.
+        let unacknowledged = first.deliveries().hold();
+        drop(first);
+        let second = writer.append(b"8=FIX|").unwrap();
+        writer.sync().unwrap();
+        drop(second);
+        assert_eq!(writer.awaiting_delivery(), 2, "in order: behind the first");
+        assert_eq!(uploader.upload_closed().await.unwrap().uploaded, 0);
+        assert_eq!(
+            spool_files(spool.path()),
+            ["gw1-20261125-00000000.open", "gw1-20261125-00000001.open"]
+        );
+        drop(unacknowledged);
+        writer.release_delivered().unwrap();
+        assert_eq!(writer.awaiting_delivery(), 0);
+        let round = uploader.upload_closed().await.unwrap();
+        assert_eq!((round.uploaded, round.waiting), (2, 0));
+        assert!(spool_files(spool.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_restart_recovers_a_sealed_segment_whose_records_were_not_acknowledged() {
+        let (spool, bucket) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(bucket.path()).unwrap());
+        let mut writer = SegmentWriter::open(spool.path(), store.clone(), policy(4))
+            .await
+            .unwrap();
+        let appended = writer.append(b"8=FIX|").unwrap();
+        writer.sync().unwrap();
+        let _unacknowledged = appended.deliveries().hold();
+        drop(appended);
+        writer.uploader().upload_closed().await.unwrap();
+        // Killed here: the next run finds the segment for its recovery.
+        let restarted = SegmentWriter::open(spool.path(), store, policy(4))
+            .await
+            .unwrap();
+        let leftovers: Vec<_> = restarted
+            .leftover_segments()
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        assert_eq!(leftovers, ["gw1/20261125/gw1-20261125-00000000.fix"]);
+    }
+
     #[tokio::test]
     async fn segments_roll_upload_in_order_and_numbering_survives_a_restart() {
         let spool = tempfile::tempdir().unwrap();
@@ -489,7 +637,8 @@ mod tests {
             .unwrap();
         let mut landed = Vec::new();
         for chunk in [&b"hello "[..], b"world", b"!!", b"tail"] {
-            landed.push(writer.append(chunk).unwrap());
+            let appended = writer.append(chunk).unwrap();
+            landed.push((appended.key, appended.offset));
             writer.sync().unwrap();
         }
         assert_eq!(landed[1].1, 6, "offset within the segment");

@@ -34,6 +34,8 @@ pub struct SourceMetrics {
     pub archive_spool_segments: IntGauge,
     /// Bytes in the spool not yet uploaded.
     pub archive_spool_bytes: IntGauge,
+    /// Full segments kept from the uploader until the broker has every record made from them.
+    pub archive_segments_awaiting_delivery: IntGauge,
     /// Reads held back because the spool was at its cap (the sender is pushed back).
     pub archive_spool_full: IntCounter,
     /// FIX Logons refused (unknown counterparty, wrong BeginString or address...), by reason.
@@ -85,6 +87,11 @@ impl SourceMetrics {
             "Bytes in the archive spool not yet uploaded",
         ))?;
         registry.register(Box::new(archive_spool_bytes.clone()))?;
+        let archive_segments_awaiting_delivery = IntGauge::with_opts(Opts::new(
+            "eod_archive_segments_awaiting_delivery",
+            "Full archive segments kept in the spool until Kafka acknowledges their records",
+        ))?;
+        registry.register(Box::new(archive_segments_awaiting_delivery.clone()))?;
         let archive_syncs = Histogram::with_opts(
             HistogramOpts::new(
                 "eod_archive_sync_seconds",
@@ -136,6 +143,7 @@ impl SourceMetrics {
             )?,
             archive_spool_segments,
             archive_spool_bytes,
+            archive_segments_awaiting_delivery,
             archive_spool_full: counter(
                 "eod_archive_spool_full_total",
                 "Reads held back while the archive spool was at its cap (--spool-max-bytes)",
@@ -202,7 +210,7 @@ impl prometheus::core::Collector for SourceMetrics {
 }
 
 impl SourceMetrics {
-    fn collectors(&self) -> [&dyn prometheus::core::Collector; 20] {
+    fn collectors(&self) -> [&dyn prometheus::core::Collector; 21] {
         [
             &self.messages_read,
             &self.outcomes,
@@ -218,6 +226,7 @@ impl SourceMetrics {
             &self.archive_segments_uploaded,
             &self.archive_spool_segments,
             &self.archive_spool_bytes,
+            &self.archive_segments_awaiting_delivery,
             &self.archive_spool_full,
             &self.fix_logons_refused,
             &self.dead_letters_recovered,

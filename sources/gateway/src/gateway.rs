@@ -9,9 +9,11 @@ use eod_dataflow::PriceUpdate;
 use eod_fix::time::now_utc_nanos;
 use eod_fix::{CheckedTrade, Classifier, Counts, Framed, Framer, Outcome, Reject};
 use eod_proto::borrowed::{BorrowedArchiveRef, BorrowedEnvelope};
-use eod_sources::archive_writer::SegmentWriter;
+use eod_sources::archive_writer::{Appended, SegmentWriter};
 use eod_sources::envelope::partition_key;
-use eod_sources::kafka::{KafkaConnection, RecordProducer, Topics};
+use eod_sources::kafka::{
+    dead_letter, Deliveries, DeliveryHold, KafkaConnection, RecordProducer, Topics,
+};
 use eod_sources::metrics::SourceMetrics;
 use eod_sources::prices::price_to_proto;
 use eod_sources::schema_registry::WireFormat;
@@ -138,18 +140,20 @@ impl Gateway {
     }
 
     /// Reports the spool's size (`eod_archive_spool_bytes`, with or without a cap), and waits
-    /// while it is at its cap.
-    fn wait_for_spool_room(&self) {
+    /// while it is at its cap. A record the broker refused ends the wait with its error: the
+    /// segment it came from stays in the spool for a restart to recover, so no room would come.
+    fn wait_for_spool_room(&self) -> Result<(), GatewayError> {
         let Some(spooled) = &self.spooled else {
-            return;
+            return Ok(());
         };
         let mut waited = false;
         loop {
             let now = spooled.load(Ordering::Relaxed);
             self.metrics.archive_spool_bytes.set(now as i64);
             let Some(cap) = self.spool_cap.filter(|cap| now >= *cap) else {
-                return;
+                return Ok(());
             };
+            self.producer.delivery_failures()?;
             if !waited {
                 waited = true;
                 self.metrics.archive_spool_full.inc();
@@ -237,55 +241,83 @@ impl Gateway {
         }
         // Archive first, durably, at unit boundaries (the batch goes to one segment whole, so
         // a segment never splits a message).
-        let (object_key, offsets): (String, Vec<u64>) = match &self.archive {
-            Some(archive) => {
-                self.wait_for_spool_room();
-                let mut archive = archive
-                    .lock()
-                    .map_err(|_| GatewayError::Broken("archive writer lock poisoned"))?;
-                let (key, start) = archive.append(&batch)?;
-                let syncing = self.metrics.archive_syncs.start_timer();
-                archive.sync()?;
-                syncing.observe_duration();
-                self.metrics.archive_bytes.inc_by(batch.len() as u64);
-                let offsets = units.iter().map(|u| start + u.range.start as u64);
-                (key, offsets.collect())
-            }
-            None => (
-                source.to_owned(),
-                units.iter().map(|u| u.stream_offset).collect(),
-            ),
-        };
+        // The segment's hold lives until every unit of the read is published: the segment
+        // must not leave the spool before the broker has all of them.
+        let (object_key, offsets, segment): (String, Vec<u64>, Option<DeliveryHold>) =
+            match &self.archive {
+                Some(archive) => {
+                    self.wait_for_spool_room()?;
+                    let mut archive = archive
+                        .lock()
+                        .map_err(|_| GatewayError::Broken("archive writer lock poisoned"))?;
+                    let Appended {
+                        key,
+                        offset: start,
+                        hold,
+                    } = archive.append(&batch)?;
+                    let syncing = self.metrics.archive_syncs.start_timer();
+                    archive.sync()?;
+                    syncing.observe_duration();
+                    self.metrics.archive_bytes.inc_by(batch.len() as u64);
+                    let offsets = units.iter().map(|u| start + u.range.start as u64);
+                    (key, offsets.collect(), Some(hold))
+                }
+                None => (
+                    source.to_owned(),
+                    units.iter().map(|u| u.stream_offset).collect(),
+                    None,
+                ),
+            };
+        let awaited = segment.as_ref().map(DeliveryHold::deliveries);
         let mut encoded = Vec::new();
+        // A session that fails mid-read (a reply the socket no longer takes) must not leave
+        // the rest of the read archived and never published: its units go on as a restart's
+        // recovery would take them, without the session, and the error ends the connection
+        // after them.
+        let mut session_failed = None;
         for (unit, offset) in units.into_iter().zip(offsets) {
             let bytes = &batch[unit.range];
             let framed = unit.framing.is_none();
             if framed {
                 if let Some(link) = session.as_deref_mut() {
                     // Session-level messages and duplicates are archived but carry no new trade.
-                    if !link.admit(bytes)? {
-                        classifier.consumed_by_session(bytes);
-                        continue;
+                    match link.admit(bytes) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            classifier.consumed_by_session(bytes);
+                            continue;
+                        }
+                        Err(error) => {
+                            session_failed = Some(error);
+                            session = None;
+                        }
                     }
                 }
             }
             match classifier.classify_unit(bytes, unit.framing) {
                 Outcome::Trade(trade) => {
-                    self.publish_trade(trade, &object_key, offset, bytes, &mut encoded)?;
+                    self.publish_trade(trade, &object_key, offset, bytes, &mut encoded, awaited)?;
                 }
                 Outcome::NotATrade { .. } => {}
                 Outcome::Dead(reject) => {
                     if framed {
                         if let Some(link) = session.as_deref_mut() {
-                            link.reject_invalid(bytes, &reject)?;
+                            if let Err(error) = link.reject_invalid(bytes, &reject) {
+                                session_failed = Some(error);
+                                session = None;
+                            }
                         }
                     }
-                    self.publish_dead_letter(bytes, reject, &format!("{object_key}@{offset}"))?;
+                    let place = format!("{object_key}@{offset}");
+                    self.publish_dead_letter(bytes, reject, &place, awaited)?;
                 }
             }
         }
         self.flush_counts(classifier, summary);
-        Ok(())
+        match session_failed {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
     }
 
     /// One trade envelope, stamped with where its bytes are archived, to the trades topic. It
@@ -298,6 +330,7 @@ impl Gateway {
         offset: u64,
         bytes: &[u8],
         encoded: &mut Vec<u8>,
+        awaited: Option<&Arc<Deliveries>>,
     ) -> Result<(), GatewayError> {
         let envelope = BorrowedEnvelope {
             raw_fix: bytes,
@@ -313,7 +346,8 @@ impl Gateway {
         encoded.clear();
         envelope.encode(encoded);
         let key = partition_key(&envelope).as_bytes();
-        self.producer.send(&self.topics.trades, key, encoded)?;
+        self.producer
+            .send_awaited(&self.topics.trades, key, encoded, awaited)?;
         self.counters.trades_sent.inc();
         Ok(())
     }
@@ -324,14 +358,14 @@ impl Gateway {
         bytes: &[u8],
         reject: Reject,
         place: &str,
+        awaited: Option<&Arc<Deliveries>>,
     ) -> Result<(), GatewayError> {
-        self.producer.send_dead_letter(
+        let letter = dead_letter(bytes.to_vec(), reject.reason, reject.detail, place, 0);
+        self.producer.send_awaited(
             &self.topics.dead_letters,
-            bytes.to_vec(),
-            reject.reason,
-            reject.detail,
-            place,
-            0,
+            place.as_bytes(),
+            &letter,
+            awaited,
         )?;
         self.counters.dead_letters_sent.inc();
         Ok(())
@@ -377,12 +411,12 @@ impl Gateway {
                 let place = format!("{key}@{offset}");
                 match classifier.classify(&frame) {
                     Outcome::Trade(trade) if !trades.contains(&place) => {
-                        self.publish_trade(trade, key, offset, unit, &mut encoded)?;
+                        self.publish_trade(trade, key, offset, unit, &mut encoded, None)?;
                         self.metrics.trades_recovered.inc();
                         recovered.trades += 1;
                     }
                     Outcome::Dead(reject) if !letters.contains(&place) => {
-                        self.publish_dead_letter(unit, reject, &place)?;
+                        self.publish_dead_letter(unit, reject, &place, None)?;
                         self.metrics.dead_letters_recovered.inc();
                         recovered.dead_letters += 1;
                     }
@@ -521,26 +555,36 @@ impl Gateway {
         Ok(prices.len() as u64)
     }
 
-    /// Rolls an idle segment that is old enough (called periodically).
+    /// Rolls an idle segment that is old enough, and hands the uploader the sealed segments
+    /// whose records the broker has all acknowledged (called periodically: between reads,
+    /// the delivery reports are served here).
     pub fn roll_if_old(&self) -> Result<(), GatewayError> {
         if let Some(archive) = &self.archive {
-            archive
+            self.producer.poll_deliveries();
+            let mut archive = archive
                 .lock()
-                .map_err(|_| GatewayError::Broken("archive writer lock poisoned"))?
-                .sync()?;
+                .map_err(|_| GatewayError::Broken("archive writer lock poisoned"))?;
+            archive.sync()?;
+            let awaiting = archive.awaiting_delivery();
+            self.metrics
+                .archive_segments_awaiting_delivery
+                .set(awaiting as i64);
         }
         Ok(())
     }
 
-    /// Closes the open segment and waits for every produced record to be acknowledged.
+    /// Waits for every produced record to be acknowledged, then closes the open segment: in
+    /// the other order a segment could be uploaded, and gone from the spool, before the
+    /// broker had its records.
     pub fn finish(&self) -> Result<u64, GatewayError> {
+        let delivered = self.producer.flush(Duration::from_secs(60))?;
         if let Some(archive) = &self.archive {
             archive
                 .lock()
                 .map_err(|_| GatewayError::Broken("archive writer lock poisoned"))?
                 .close_segment()?;
         }
-        Ok(self.producer.flush(Duration::from_secs(60))?)
+        Ok(delivered)
     }
 }
 
@@ -554,31 +598,18 @@ impl IngestSummary {
 #[cfg(test)]
 mod tests {
     use eod_fix::FixEncoder;
-    use eod_sources::archive_writer::SegmentPolicy;
+    use eod_sources::archive_writer::{SegmentPolicy, SegmentUploader};
 
     use super::*;
 
-    /// Group commit: every byte of one read is made durable by one fsync, however many
-    /// messages it holds, before any of them is decoded.
-    #[test]
-    fn one_read_s_messages_are_archived_by_one_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let (writer, _uploader) = crate::tcp::open_archive(&crate::tcp::ListenOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            spool: dir.path().join("spool"),
-            archive_to: dir.path().join("store").display().to_string(),
-            policy: SegmentPolicy {
-                gateway_id: "gw".into(),
-                trading_date: "20261125".into(),
-                max_bytes: 64 << 20,
-                max_age: Duration::from_secs(60),
-            },
-            connections: None,
-        })
-        .unwrap();
+    /// A gateway archiving under `dir` in segments of `max_bytes`, whose broker never answers:
+    /// what it produces waits in the producer's queue, never acknowledged.
+    fn gateway_without_broker(
+        dir: &std::path::Path,
+        max_bytes: usize,
+    ) -> (Gateway, SegmentUploader, SourceMetrics) {
+        let (writer, uploader) = crate::tcp::open_archive(&listen_options(dir, max_bytes)).unwrap();
         let metrics = SourceMetrics::register(&prometheus::Registry::new()).unwrap();
-        // No broker answers here: the trades wait in the producer's queue, which this test
-        // does not read.
         let kafka = KafkaConnection::plaintext("127.0.0.1:9");
         let gateway = Gateway::new(
             &kafka,
@@ -589,25 +620,51 @@ mod tests {
             4096,
         )
         .unwrap();
+        (gateway, uploader, metrics)
+    }
+
+    fn listen_options(dir: &std::path::Path, max_bytes: usize) -> crate::tcp::ListenOptions {
+        crate::tcp::ListenOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            spool: dir.join("spool"),
+            archive_to: dir.join("store").display().to_string(),
+            policy: SegmentPolicy {
+                gateway_id: "gw".into(),
+                trading_date: "20261125".into(),
+                max_bytes,
+                max_age: Duration::from_secs(60),
+            },
+            connections: None,
+        }
+    }
+
+    fn execution_report(encoder: &FixEncoder, stream: &mut Vec<u8>, exec_id: &str, side: &str) {
+        let mut fields = vec![
+            (17, exec_id),
+            (150, "F"),
+            (55, "AAPL"),
+            (32, "100"),
+            (31, "185.12"),
+            (60, "20261125-20:59:59.123"),
+            (1, "ACC"),
+        ];
+        if !side.is_empty() {
+            fields.push((54, side));
+        }
+        encoder.write(stream, "8", &fields);
+    }
+
+    /// Group commit: every byte of one read is made durable by one fsync, however many
+    /// messages it holds, before any of them is decoded.
+    #[test]
+    fn one_read_s_messages_are_archived_by_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _uploader, metrics) = gateway_without_broker(dir.path(), 64 << 20);
         let encoder = FixEncoder::new("FIX.4.4");
         let mut stream = Vec::new();
         let mut messages = 0u64;
         while stream.len() < READ_BYTES - 1024 {
-            let exec_id = format!("E{messages}");
-            encoder.write(
-                &mut stream,
-                "8",
-                &[
-                    (17, &exec_id),
-                    (150, "F"),
-                    (55, "AAPL"),
-                    (54, "1"),
-                    (32, "100"),
-                    (31, "185.12"),
-                    (60, "20261125-20:59:59.123"),
-                    (1, "ACC"),
-                ],
-            );
+            execution_report(&encoder, &mut stream, &format!("E{messages}"), "1");
             messages += 1;
         }
         assert!(stream.len() > 10 * 64 * 1024, "a read of many messages");
@@ -615,5 +672,113 @@ mod tests {
         assert_eq!(summary.counts.trades(), messages);
         assert_eq!(metrics.archive_bytes.get(), stream.len() as u64);
         assert_eq!(metrics.archive_syncs.get_sample_count(), 1);
+    }
+
+    /// A session whose reply fails (the socket no longer takes writes) ends the connection,
+    /// but the rest of the read is archived already: its units are published as a restart's
+    /// recovery would publish them, not left in the archive with no trade or dead letter.
+    #[test]
+    fn a_session_failing_mid_read_still_publishes_the_rest_of_the_read() {
+        use std::io::Write;
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, _uploader, metrics) = gateway_without_broker(dir.path(), 64 << 20);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut counterparty = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // The reply to the Logon fails, and with it the session, at the read's first message.
+        accepted.shutdown(Shutdown::Write).unwrap();
+        let encoder = FixEncoder::new("FIX.4.4");
+        fn header(seq: &'static str) -> [(u32, &'static str); 4] {
+            [
+                (49, "EXCH"),
+                (56, "EOD"),
+                (34, seq),
+                (52, "20261125-20:59:59.000"),
+            ]
+        }
+        let mut stream = Vec::new();
+        let logon = [&header("1")[..], &[(98, "0"), (108, "30")]].concat();
+        encoder.write(&mut stream, "A", &logon);
+        let trade = |seq: &'static str, side: &'static str| {
+            let mut fields = header(seq).to_vec();
+            fields.extend([
+                (17, "E1"),
+                (150, "F"),
+                (55, "AAPL"),
+                (32, "100"),
+                (31, "185.12"),
+                (60, "20261125-20:59:59.123"),
+                (1, "ACC"),
+            ]);
+            if !side.is_empty() {
+                fields.push((54, side));
+            }
+            fields
+        };
+        encoder.write(&mut stream, "8", &trade("2", "1"));
+        stream.extend_from_slice(b"garbage between messages");
+        encoder.write(&mut stream, "8", &trade("3", ""));
+        counterparty.write_all(&stream).unwrap();
+        let session = SessionConfig {
+            acceptor: eod_fix::session::Acceptor {
+                comp_id: "EOD".into(),
+                begin_string: "FIX.4.4".into(),
+                counterparties: vec!["EXCH".parse().unwrap()],
+                logon_timeout: Duration::from_secs(10),
+                max_latency: None,
+            },
+            state_dir: dir.path().join("sessions"),
+            active: Default::default(),
+        };
+        let outcome = gateway.ingest_session("test", accepted, &session);
+        assert!(outcome.is_err(), "the session failed: {outcome:?}");
+        let topics = Topics::default();
+        let sent = |topic: &str| metrics.kafka_sent.with_label_values(&[topic]).get();
+        assert_eq!(sent(&topics.trades), 1, "the trade after the failed reply");
+        assert_eq!(
+            sent(&topics.dead_letters),
+            2,
+            "the garbage and the message without a Side"
+        );
+    }
+
+    /// A read fills its segment, whose records (a trade and a bad message's dead letter) the
+    /// broker never acknowledges: the segment must stay in the spool, where a restarted
+    /// gateway recovers it. Uploaded, it would be gone from the spool, and the dead letter
+    /// (and, on a plain stream, the trade) with it: the fault test found a dead letter lost so.
+    #[test]
+    fn a_full_segment_stays_in_the_spool_until_the_broker_has_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gateway, uploader, metrics) = gateway_without_broker(dir.path(), 100);
+        let encoder = FixEncoder::new("FIX.4.4");
+        let mut stream = Vec::new();
+        execution_report(&encoder, &mut stream, "E1", "1");
+        execution_report(&encoder, &mut stream, "E2", "");
+        let summary = gateway.ingest_stream("test", &stream[..]).unwrap();
+        assert_eq!(summary.counts.trades(), 1);
+        gateway.roll_if_old().unwrap();
+        assert_eq!(metrics.archive_segments_awaiting_delivery.get(), 1);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let round = runtime.block_on(uploader.upload_closed()).unwrap();
+        assert_eq!(round.uploaded, 0, "nothing acknowledged, nothing uploaded");
+        drop(gateway);
+        let (restarted, _) = crate::tcp::open_archive(&listen_options(dir.path(), 100)).unwrap();
+        let leftovers: Vec<_> = restarted
+            .leftover_segments()
+            .iter()
+            .map(|(key, path)| (key.clone(), std::fs::read(path).unwrap()))
+            .collect();
+        assert_eq!(
+            leftovers,
+            [(
+                "gw/20261125/gw-20261125-00000000.fix".to_owned(),
+                stream.clone()
+            )],
+            "the restart finds the whole read to recover"
+        );
     }
 }
