@@ -639,6 +639,11 @@ mod tests {
     }
 
     fn execution_report(encoder: &FixEncoder, stream: &mut Vec<u8>, exec_id: &str, side: &str) {
+        encoder.write(stream, "8", &fill_fields(exec_id, side));
+    }
+
+    /// A fill's body fields; without a Side (54) when `side` is empty.
+    fn fill_fields<'a>(exec_id: &'a str, side: &'a str) -> Vec<(u32, &'a str)> {
         let mut fields = vec![
             (17, exec_id),
             (150, "F"),
@@ -651,7 +656,7 @@ mod tests {
         if !side.is_empty() {
             fields.push((54, side));
         }
-        encoder.write(stream, "8", &fields);
+        fields
     }
 
     /// Group commit: every byte of one read is made durable by one fsync, however many
@@ -701,20 +706,7 @@ mod tests {
         let logon = [&header("1")[..], &[(98, "0"), (108, "30")]].concat();
         encoder.write(&mut stream, "A", &logon);
         let trade = |seq: &'static str, side: &'static str| {
-            let mut fields = header(seq).to_vec();
-            fields.extend([
-                (17, "E1"),
-                (150, "F"),
-                (55, "AAPL"),
-                (32, "100"),
-                (31, "185.12"),
-                (60, "20261125-20:59:59.123"),
-                (1, "ACC"),
-            ]);
-            if !side.is_empty() {
-                fields.push((54, side));
-            }
-            fields
+            [&header(seq)[..], &fill_fields("E1", side)].concat()
         };
         encoder.write(&mut stream, "8", &trade("2", "1"));
         stream.extend_from_slice(b"garbage between messages");
