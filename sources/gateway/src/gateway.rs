@@ -735,6 +735,31 @@ mod tests {
         );
     }
 
+    /// A record the producer refuses on the spot (here, larger than `message.max.bytes`) ends
+    /// the read with the rest of its units unsent: their segment must stay in the spool for a
+    /// restart. The refused record stays counted as unacknowledged, which holds it there.
+    #[test]
+    fn a_read_the_producer_failed_keeps_its_segment_in_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, uploader) =
+            crate::tcp::open_archive(&listen_options(dir.path(), 100)).unwrap();
+        let metrics = SourceMetrics::register(&prometheus::Registry::new()).unwrap();
+        let mut kafka = KafkaConnection::plaintext("127.0.0.1:9");
+        kafka.properties = vec![("message.max.bytes".into(), "1000".into())];
+        let gateway =
+            Gateway::new(&kafka, Topics::default(), "gw", metrics, Some(writer), 4096).unwrap();
+        let garbage = vec![b'x'; 2000];
+        let failed = gateway.ingest_stream("test", &garbage[..]);
+        assert!(failed.is_err(), "the dead letter is too large to send");
+        gateway.roll_if_old().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let round = runtime.block_on(uploader.upload_closed()).unwrap();
+        assert_eq!(round.uploaded, 0, "the unsent dead letter's segment stays");
+    }
+
     /// A read fills its segment, whose records (a trade and a bad message's dead letter) the
     /// broker never acknowledges: the segment must stay in the spool, where a restarted
     /// gateway recovers it. Uploaded, it would be gone from the spool, and the dead letter
