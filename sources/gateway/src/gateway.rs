@@ -623,6 +623,15 @@ mod tests {
         (gateway, uploader, metrics)
     }
 
+    /// One round of the upload thread's uploads.
+    fn upload_round(uploader: &SegmentUploader) -> eod_sources::archive_writer::UploadRound {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(uploader.upload_closed()).unwrap()
+    }
+
     fn listen_options(dir: &std::path::Path, max_bytes: usize) -> crate::tcp::ListenOptions {
         crate::tcp::ListenOptions {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -752,11 +761,7 @@ mod tests {
         let failed = gateway.ingest_stream("test", &garbage[..]);
         assert!(failed.is_err(), "the dead letter is too large to send");
         gateway.roll_if_old().unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let round = runtime.block_on(uploader.upload_closed()).unwrap();
+        let round = upload_round(&uploader);
         assert_eq!(round.uploaded, 0, "the unsent dead letter's segment stays");
     }
 
@@ -776,11 +781,7 @@ mod tests {
         assert_eq!(summary.counts.trades(), 1);
         gateway.roll_if_old().unwrap();
         assert_eq!(metrics.archive_segments_awaiting_delivery.get(), 1);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let round = runtime.block_on(uploader.upload_closed()).unwrap();
+        let round = upload_round(&uploader);
         assert_eq!(round.uploaded, 0, "nothing acknowledged, nothing uploaded");
         drop(gateway);
         let (restarted, _) = crate::tcp::open_archive(&listen_options(dir.path(), 100)).unwrap();
