@@ -334,7 +334,7 @@ impl RecordProducer {
     /// Without waiting: whether every record sent so far is acknowledged (`Ok(false)` while
     /// some are in flight; an error once any has failed).
     pub fn all_delivered(&self) -> Result<bool, KafkaClientError> {
-        self.producer.poll(Duration::ZERO);
+        self.poll_deliveries();
         if self.producer.in_flight_count() > 0 {
             return Ok(false);
         }
