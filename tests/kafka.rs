@@ -3360,14 +3360,17 @@ fn one_poll_serves_every_delivery_report_that_has_arrived() {
     // A consumer sees only what the broker acknowledged (acks=all, one broker); then the
     // reports have time to come back.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while read_topic(&brokers, &topics.trades).len() < records {
-        assert!(
-            Instant::now() < deadline,
-            "the broker never had every record"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let acknowledged_and_reported = |records: usize| {
+        while read_topic(&brokers, &topics.trades).len() < records {
+            assert!(
+                Instant::now() < deadline,
+                "the broker never had every record"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    acknowledged_and_reported(records);
     producer.poll_deliveries();
     assert!(
         deliveries.all_acknowledged(),
@@ -3379,14 +3382,7 @@ fn one_poll_serves_every_delivery_report_that_has_arrived() {
         let key = format!("again-{n}");
         producer.send(&topics.trades, key.as_bytes(), b"x").unwrap();
     }
-    while read_topic(&brokers, &topics.trades).len() < 2 * records {
-        assert!(
-            Instant::now() < deadline,
-            "the broker never had every record"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    acknowledged_and_reported(2 * records);
     assert!(producer.all_delivered().unwrap(), "reports left unserved");
 }
 

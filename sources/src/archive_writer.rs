@@ -55,7 +55,7 @@ struct OpenSegment {
 }
 
 /// Where appended bytes landed, and a hold on their segment: it stays out of the uploader's
-/// reach while the hold lives and until every record sent with [`Appended::deliveries`] is
+/// reach while the hold lives and until every record sent with the hold's deliveries is
 /// acknowledged. Drop the hold once the bytes' records are all sent.
 pub struct Appended {
     /// The segment's object key.
@@ -63,12 +63,6 @@ pub struct Appended {
     /// Where the bytes start in the segment.
     pub offset: u64,
     pub hold: DeliveryHold,
-}
-
-impl Appended {
-    pub fn deliveries(&self) -> &Arc<Deliveries> {
-        self.hold.deliveries()
-    }
 }
 
 /// Appends raw bytes to size/age-bounded segments named `{gateway}/{date}/{gateway}-{date}-{seq}.fix`
@@ -295,7 +289,7 @@ impl SegmentWriter {
 
     /// Closes (`.fix`) the sealed segments whose records the broker has all acknowledged, in
     /// order: the store receives segments in name order, which is replay order.
-    pub fn release_delivered(&mut self) -> Result<(), ArchiveWriteError> {
+    fn release_delivered(&mut self) -> Result<(), ArchiveWriteError> {
         while let Some((path, deliveries)) = self.sealed.front() {
             if !deliveries.all_acknowledged() {
                 break;
@@ -582,7 +576,7 @@ mod tests {
         writer.sync().unwrap();
         assert_eq!(writer.awaiting_delivery(), 1, "full, so sealed at its sync");
         // The read's records: one sent and not yet acknowledged, then the read is done.
-        let unacknowledged = first.deliveries().hold();
+        let unacknowledged = first.hold.deliveries().hold();
         drop(first);
         let second = writer.append(b"8=FIX|").unwrap();
         writer.sync().unwrap();
@@ -611,7 +605,7 @@ mod tests {
             .unwrap();
         let appended = writer.append(b"8=FIX|").unwrap();
         writer.sync().unwrap();
-        let _unacknowledged = appended.deliveries().hold();
+        let _unacknowledged = appended.hold.deliveries().hold();
         drop(appended);
         writer.uploader().upload_closed().await.unwrap();
         // Killed here: the next run finds the segment for its recovery.

@@ -608,9 +608,19 @@ mod tests {
         dir: &std::path::Path,
         max_bytes: usize,
     ) -> (Gateway, SegmentUploader, SourceMetrics) {
+        gateway_with_producer_properties(dir, max_bytes, Vec::new())
+    }
+
+    /// [`gateway_without_broker`], its producer given the librdkafka `properties`.
+    fn gateway_with_producer_properties(
+        dir: &std::path::Path,
+        max_bytes: usize,
+        properties: Vec<(String, String)>,
+    ) -> (Gateway, SegmentUploader, SourceMetrics) {
         let (writer, uploader) = crate::tcp::open_archive(&listen_options(dir, max_bytes)).unwrap();
         let metrics = SourceMetrics::register(&prometheus::Registry::new()).unwrap();
-        let kafka = KafkaConnection::plaintext("127.0.0.1:9");
+        let mut kafka = KafkaConnection::plaintext("127.0.0.1:9");
+        kafka.properties = properties;
         let gateway = Gateway::new(
             &kafka,
             Topics::default(),
@@ -750,13 +760,9 @@ mod tests {
     #[test]
     fn a_read_the_producer_failed_keeps_its_segment_in_the_spool() {
         let dir = tempfile::tempdir().unwrap();
-        let (writer, uploader) =
-            crate::tcp::open_archive(&listen_options(dir.path(), 100)).unwrap();
-        let metrics = SourceMetrics::register(&prometheus::Registry::new()).unwrap();
-        let mut kafka = KafkaConnection::plaintext("127.0.0.1:9");
-        kafka.properties = vec![("message.max.bytes".into(), "1000".into())];
-        let gateway =
-            Gateway::new(&kafka, Topics::default(), "gw", metrics, Some(writer), 4096).unwrap();
+        let small_records = vec![("message.max.bytes".into(), "1000".into())];
+        let (gateway, uploader, _metrics) =
+            gateway_with_producer_properties(dir.path(), 100, small_records);
         let garbage = vec![b'x'; 2000];
         let failed = gateway.ingest_stream("test", &garbage[..]);
         assert!(failed.is_err(), "the dead letter is too large to send");
